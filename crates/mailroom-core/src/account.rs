@@ -1,0 +1,136 @@
+//! Accounts: which connector sends the mail, and the limits that apply to it.
+
+use crate::ValidationError;
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ValidationError;
+            fn from_str(raw: &str) -> Result<Self, ValidationError> {
+                match raw {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(ValidationError::new(
+                        stringify!($name),
+                        format!("{other:?} is not one of: {}", [$($text),+].join(", ")),
+                    )),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use string_enum;
+
+string_enum!(
+    /// The kind of provider an account sends through.
+    ConnectorKind { Smtp => "smtp", Pickup => "pickup" }
+);
+
+string_enum!(
+    /// How an SMTP connection is secured.
+    Security { None => "none", Starttls => "starttls", Tls => "tls" }
+);
+
+string_enum!(
+    /// Whose address appears as the sender. "specific-user" sends as the account's own name and address.
+    SenderType { SpecificUser => "specific-user" }
+);
+
+/// Default number of attempts before a message with transient failures is given up.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+/// Default number of simultaneous transactions per account.
+pub const DEFAULT_CONCURRENCY_LIMIT: u32 = 3;
+
+/// Limits of one account, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountLimits {
+    /// Messages per sliding minute; 0 means unlimited.
+    pub rate_limit_per_minute: u32,
+    pub concurrency_limit: u32,
+    pub max_attempts: u32,
+}
+
+impl AccountLimits {
+    pub fn new(rate_limit_per_minute: i64, concurrency_limit: i64, max_attempts: i64) -> Result<Self, ValidationError> {
+        let rate = u32::try_from(rate_limit_per_minute)
+            .ok()
+            .filter(|r| *r <= 1_000_000)
+            .ok_or_else(|| ValidationError::new("rate_limit_per_minute", "must be between 0 (unlimited) and 1000000"))?;
+        let concurrency = u32::try_from(concurrency_limit)
+            .ok()
+            .filter(|c| (1..=256).contains(c))
+            .ok_or_else(|| ValidationError::new("concurrency_limit", "must be between 1 and 256"))?;
+        let attempts = u32::try_from(max_attempts)
+            .ok()
+            .filter(|a| (1..=100).contains(a))
+            .ok_or_else(|| ValidationError::new("max_attempts", "must be between 1 and 100"))?;
+        Ok(Self { rate_limit_per_minute: rate, concurrency_limit: concurrency, max_attempts: attempts })
+    }
+}
+
+/// A host name or IP address to connect to.
+pub fn parse_host(raw: &str) -> Result<String, ValidationError> {
+    let valid = !raw.is_empty()
+        && raw.len() <= 253
+        && raw.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c));
+    if valid {
+        Ok(raw.to_owned())
+    } else {
+        Err(ValidationError::new("host", format!("{raw:?} is not a valid host name or IP address")))
+    }
+}
+
+/// A name shown to people (account names, sender names): one line, not empty, bounded.
+pub fn parse_display_text(field: &str, raw: &str) -> Result<String, ValidationError> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(ValidationError::new(field, "may not be empty"));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(ValidationError::new(field, "may not contain control characters (CR, LF, tab…)"));
+    }
+    if trimmed.chars().count() > 200 {
+        return Err(ValidationError::new(field, "may not be longer than 200 characters"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connector_kinds_round_trip_through_their_names() {
+        for kind in ConnectorKind::ALL {
+            assert_eq!(kind.as_str().parse::<ConnectorKind>().unwrap(), *kind);
+        }
+        assert!("exchange".parse::<ConnectorKind>().is_err());
+    }
+
+    #[test]
+    fn limits_outside_their_range_are_refused() {
+        assert!(AccountLimits::new(0, 3, 10).is_ok());
+        assert!(AccountLimits::new(-1, 3, 10).is_err());
+        assert!(AccountLimits::new(30, 0, 10).is_err());
+        assert!(AccountLimits::new(30, 3, 0).is_err());
+    }
+}

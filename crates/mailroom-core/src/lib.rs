@@ -1,0 +1,17 @@
+//! Domain types and rules of mailroom. Everything here is pure: no I/O, no async, no SQL.
+//!
+//! Raw input is parsed into these types once, at the edge (API, CLI, store rows); inner code
+//! takes the validated types and never re-checks.
+
+pub mod account;
+pub mod address;
+pub mod compose;
+pub mod header;
+pub mod message;
+pub mod rate;
+pub mod retry;
+pub mod scenario;
+
+mod error;
+
+pub use error::ValidationError;

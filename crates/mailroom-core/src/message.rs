@@ -1,0 +1,181 @@
+//! Messages as mailroom keeps them: validated content, status, attempts and related records.
+
+use crate::account::string_enum;
+use crate::address::Mailbox;
+use crate::header::HeaderText;
+use crate::ValidationError;
+use std::fmt;
+use std::str::FromStr;
+
+string_enum!(
+    /// Where a message is in its life: `queued → sending → sent | failed`, or `cancelled`.
+    MessageStatus { Queued => "queued", Sending => "sending", Sent => "sent", Failed => "failed", Cancelled => "cancelled" }
+);
+
+impl MessageStatus {
+    /// Statuses of messages still in the outbox (not yet finished).
+    pub fn is_pending(self) -> bool {
+        matches!(self, MessageStatus::Queued | MessageStatus::Sending)
+    }
+}
+
+string_enum!(
+    /// How one delivery attempt ended.
+    AttemptOutcome {
+        Sent => "sent",
+        Transient => "transient",
+        Permanent => "permanent",
+        Interrupted => "interrupted",
+    }
+);
+
+string_enum!(
+    /// How a business record relates to a message: the document it is about, or another entity.
+    Relation { Primary => "primary", Related => "related" }
+);
+
+/// Most recipients one message may have over To, Cc and Bcc.
+pub const MAX_RECIPIENTS: usize = 500;
+
+/// A business record a message concerns, e.g. `{sales-invoice, 103001, primary}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelatedRecord {
+    pub record_type: String,
+    pub record_id: String,
+    pub relation: Relation,
+}
+
+impl RelatedRecord {
+    pub fn new(record_type: &str, record_id: &str, relation: Relation) -> Result<Self, ValidationError> {
+        let type_ok = !record_type.is_empty()
+            && record_type.len() <= 64
+            && record_type.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !type_ok {
+            return Err(ValidationError::new("type", format!("{record_type:?} is not a valid record type (1-64 lowercase letters, digits, '-' or '_')")));
+        }
+        if record_id.is_empty() || record_id.len() > 200 || record_id.chars().any(char::is_control) {
+            return Err(ValidationError::new("id", "a record id must be 1-200 characters without control characters"));
+        }
+        Ok(Self { record_type: record_type.to_owned(), record_id: record_id.to_owned(), relation })
+    }
+}
+
+/// The caller's part of a message, validated: recipients, subject and bodies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageContent {
+    pub to: Vec<Mailbox>,
+    pub cc: Vec<Mailbox>,
+    pub bcc: Vec<Mailbox>,
+    pub subject: HeaderText,
+    pub text: Option<String>,
+    pub html: Option<String>,
+}
+
+/// Raw recipient lists and bodies, as they arrive from a caller.
+pub struct RawContent<'a> {
+    pub to: &'a [String],
+    pub cc: &'a [String],
+    pub bcc: &'a [String],
+    pub subject: &'a str,
+    pub text: Option<&'a str>,
+    pub html: Option<&'a str>,
+}
+
+impl MessageContent {
+    /// Validates a caller's message; `max_body_bytes` bounds text and HTML bodies together.
+    pub fn parse(raw: RawContent<'_>, max_body_bytes: usize) -> Result<Self, ValidationError> {
+        let parse_list = |field: &str, list: &[String]| -> Result<Vec<Mailbox>, ValidationError> {
+            list.iter()
+                .enumerate()
+                .map(|(index, entry)| Mailbox::parse(entry).map_err(|e| ValidationError::new(format!("{field}[{index}]"), e.reason)))
+                .collect()
+        };
+        let to = parse_list("to", raw.to)?;
+        let cc = parse_list("cc", raw.cc)?;
+        let bcc = parse_list("bcc", raw.bcc)?;
+        let recipient_count = to.len() + cc.len() + bcc.len();
+        if recipient_count == 0 {
+            return Err(ValidationError::new("to", "a message needs at least one recipient in to, cc or bcc"));
+        }
+        if recipient_count > MAX_RECIPIENTS {
+            return Err(ValidationError::new("to", format!("a message may have at most {MAX_RECIPIENTS} recipients; it has {recipient_count}")));
+        }
+        let subject = HeaderText::parse("subject", raw.subject)?;
+        let text = raw.text.filter(|t| !t.is_empty()).map(str::to_owned);
+        let html = raw.html.filter(|h| !h.is_empty()).map(str::to_owned);
+        if text.is_none() && html.is_none() {
+            return Err(ValidationError::new("text", "a message needs a text or an html body"));
+        }
+        let body_bytes = text.as_ref().map_or(0, String::len) + html.as_ref().map_or(0, String::len);
+        if body_bytes > max_body_bytes {
+            return Err(ValidationError::new("body", format!("the body is {body_bytes} bytes; the limit is {max_body_bytes} bytes")));
+        }
+        Ok(Self { to, cc, bcc, subject, text, html })
+    }
+
+    /// Every envelope recipient: To, Cc and Bcc, without duplicates, in order.
+    pub fn envelope_recipients(&self) -> Vec<&crate::address::EmailAddress> {
+        let mut seen = std::collections::HashSet::new();
+        self.to
+            .iter()
+            .chain(&self.cc)
+            .chain(&self.bcc)
+            .map(|m| &m.address)
+            .filter(|a| seen.insert(a.as_str().to_ascii_lowercase()))
+            .collect()
+    }
+}
+
+/// Renders a message identifier as `<unique@domain>`; mailroom generates every Message-ID itself.
+pub fn message_id_for(unique: &str, sender_domain: &str) -> String {
+    format!("<{unique}@{sender_domain}>")
+}
+
+impl fmt::Display for RelatedRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{} ({})", self.record_type, self.record_id, self.relation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_message_without_recipients_is_refused() {
+        let none = strings(&[]);
+        let err = MessageContent::parse(RawContent { to: &none, cc: &none, bcc: &none, subject: "s", text: Some("t"), html: None }, 100).unwrap_err();
+        assert_eq!(err.field, "to");
+    }
+
+    #[test]
+    fn an_invalid_recipient_is_named_by_its_position() {
+        let to = strings(&["ok@example.com", "broken"]);
+        let none = strings(&[]);
+        let err = MessageContent::parse(RawContent { to: &to, cc: &none, bcc: &none, subject: "s", text: Some("t"), html: None }, 100).unwrap_err();
+        assert_eq!(err.field, "to[1]");
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_refused_with_the_limit_named() {
+        let to = strings(&["ok@example.com"]);
+        let none = strings(&[]);
+        let body = "x".repeat(101);
+        let err = MessageContent::parse(RawContent { to: &to, cc: &none, bcc: &none, subject: "s", text: Some(&body), html: None }, 100).unwrap_err();
+        assert!(err.reason.contains("100 bytes"), "{err}");
+    }
+
+    #[test]
+    fn envelope_recipients_include_bcc_once() {
+        let to = strings(&["a@example.com"]);
+        let cc = strings(&["A@example.com", "b@example.com"]);
+        let bcc = strings(&["c@example.com"]);
+        let content = MessageContent::parse(RawContent { to: &to, cc: &cc, bcc: &bcc, subject: "s", text: Some("t"), html: None }, 100).unwrap();
+        let recipients: Vec<_> = content.envelope_recipients().iter().map(|a| a.as_str()).collect();
+        assert_eq!(recipients, ["a@example.com", "b@example.com", "c@example.com"]);
+    }
+}
