@@ -1,1 +1,13 @@
-//! placeholder
+//! The outbox engine: the loop that moves mail from `queued` to `sent` or `failed`.
+//!
+//! One dispatcher task claims due messages per account — never more than the account's sliding-window
+//! rate limit allows, and never more than a small multiple of its concurrency limit ahead — under a
+//! lease that a heartbeat keeps alive. Each claimed message is sent by its own task, which waits for one
+//! of the account's concurrency permits. Outcomes are batched into one transaction by a writer task.
+//! Expired leases (a crashed process) are recovered with an `interrupted` attempt on record.
+
+mod connectors;
+mod dispatcher;
+
+pub use connectors::{ConnectorDefaults, build_connector};
+pub use dispatcher::{Engine, EngineConfig};

@@ -1,1 +1,112 @@
-//! placeholder
+//! The mailroom Store: accounts, scenarios, the outbox with every attempt, the sent archive and API
+//! tokens, kept in SQLite (WAL mode, `synchronous = FULL`).
+//!
+//! Writes go through one writer connection so SQLite never reports "database is locked" under load;
+//! message inserts are group-committed by a background task: concurrent API requests share one
+//! transaction and one fsync, and each request is answered only after that commit.
+//! Reads use a separate pool of connections.
+
+mod accounts;
+mod messages;
+mod scenarios;
+pub mod secret;
+mod tokens;
+
+pub use accounts::{Account, AccountInput, PasswordChange};
+pub use messages::{
+    AttemptRecord, ClaimedMessage, InsertOutcome, MessageFilter, MessagePage, NewMessage, Outcome, RecoveredLease,
+    StoredAttempt, StoredMessage,
+};
+pub use scenarios::ScenarioRow;
+pub use secret::SecretBox;
+pub use tokens::ApiToken;
+
+use mailroom_core::ValidationError;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Errors of the store, each mapped by the API to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Secret(#[from] secret::SecretError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    secrets: SecretBox,
+    inserts: mpsc::Sender<messages::InsertRequest>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `url` (`sqlite://path` or a plain path),
+    /// runs migrations and starts the insert batcher.
+    pub async fn open(url: &str, secrets: SecretBox) -> StoreResult<Self> {
+        let url = if url.starts_with("sqlite:") { url.to_owned() } else { format!("sqlite://{url}") };
+        let options = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let writer = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(options.clone()).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
+        let (inserts, receiver) = mpsc::channel(4096);
+        tokio::spawn(messages::run_insert_batcher(writer.clone(), receiver));
+        let store = Self { writer, reader, secrets, inserts };
+        store.seed_built_in_scenarios().await?;
+        Ok(store)
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit of every time in the store.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Writes a file readable only by its owner (mode 0600), atomically.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
+}

@@ -1,0 +1,413 @@
+//! The dispatcher loop, the send tasks and the outcome writer.
+
+use crate::connectors::{ConnectorCache, ConnectorDefaults};
+use mailroom_connect::{FailureKind, OutgoingMessage};
+use mailroom_core::address::Mailbox;
+use mailroom_core::compose::{Composition, compose};
+use mailroom_core::message::AttemptOutcome;
+use mailroom_core::rate::SlidingWindow;
+use mailroom_core::retry::RetryPolicy;
+use mailroom_store::{Account, AttemptRecord, ClaimedMessage, Outcome, Store, now_ms};
+use rand::Rng;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// Timing and sizing of the engine. Tests shorten the windows through configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Owner name written on leases; unique per process start.
+    pub node_id: String,
+    pub poll_interval: Duration,
+    pub lease_duration: Duration,
+    /// The window of the per-account rate limit ("messages per minute" is per this window).
+    pub rate_window: Duration,
+    pub retry: RetryPolicy,
+    /// How many claimed messages per concurrency slot may wait ahead of sending.
+    pub prefetch_per_slot: u32,
+    pub connectors: ConnectorDefaults,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            node_id: format!("node-{}", Uuid::new_v4()),
+            poll_interval: Duration::from_millis(250),
+            lease_duration: Duration::from_secs(60),
+            rate_window: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+            prefetch_per_slot: 8,
+            connectors: ConnectorDefaults { smtp_timeout: Duration::from_secs(30), extra_root_certificates: Vec::new() },
+        }
+    }
+}
+
+/// Per-account state of the dispatcher.
+struct AccountLane {
+    window: SlidingWindow,
+    permits: Arc<Semaphore>,
+    concurrency: u32,
+    /// Claimed and not yet finished (waiting for a permit or sending).
+    held: Arc<AtomicU32>,
+}
+
+/// The running engine. Cloning shares it.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    config: EngineConfig,
+    connectors: ConnectorCache,
+    wake: Notify,
+    accounts_changed: Notify,
+    stopping: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Engine {
+    pub fn new(store: Store, config: EngineConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                connectors: ConnectorCache::default(),
+                wake: Notify::new(),
+                accounts_changed: Notify::new(),
+                stopping: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Tells the dispatcher that new mail is waiting.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Tells the dispatcher that accounts were added, changed or removed.
+    pub fn accounts_changed(&self) {
+        self.inner.accounts_changed.notify_one();
+        self.inner.wake.notify_one();
+    }
+
+    /// Starts the dispatcher; returns a handle that finishes once shutdown has drained.
+    pub fn start(&self) -> tokio::task::JoinHandle<()> {
+        let (outcomes, receiver) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(run_outcome_writer(self.inner.store.clone(), receiver));
+        let engine = self.clone();
+        tokio::spawn(async move {
+            engine.dispatch(outcomes).await;
+            // `dispatch` returned: no new claims. Wait for send tasks, then for the writer to flush.
+            engine.inner.tasks.close();
+            engine.inner.tasks.wait().await;
+            let _ = writer.await;
+        })
+    }
+
+    /// Stops claiming; claimed messages not yet being sent are released, messages being sent finish.
+    pub fn shutdown(&self) {
+        self.inner.stopping.cancel();
+    }
+
+    async fn dispatch(&self, outcomes: mpsc::UnboundedSender<AttemptRecord>) {
+        let inner = &self.inner;
+        let mut lanes: HashMap<Uuid, AccountLane> = HashMap::new();
+        let mut accounts: Vec<Arc<Account>> = Vec::new();
+        let mut accounts_loaded_at: Option<Instant> = None;
+        let mut last_renewal = Instant::now();
+        let mut last_recovery: Option<Instant> = None;
+        let lease_ms = inner.config.lease_duration.as_millis() as i64;
+        loop {
+            if inner.stopping.is_cancelled() {
+                return;
+            }
+            let now = now_ms();
+            if last_recovery.is_none_or(|t| t.elapsed() >= Duration::from_secs(1).min(inner.config.lease_duration / 2)) {
+                last_recovery = Some(Instant::now());
+                match inner.store.recover_expired_leases(now).await {
+                    Ok(recovered) => {
+                        for lease in recovered {
+                            tracing::warn!(event = "lease_recovered", message = %lease.message_id, account = %lease.account_id,
+                                status = %lease.new_status, "an attempt was interrupted; the message was queued again");
+                        }
+                    }
+                    Err(error) => tracing::error!(%error, "recovering expired leases failed"),
+                }
+            }
+            if last_renewal.elapsed() >= inner.config.lease_duration / 3 {
+                last_renewal = Instant::now();
+                if let Err(error) = inner.store.renew_leases(&inner.config.node_id, now + lease_ms).await {
+                    tracing::error!(%error, "renewing leases failed");
+                }
+            }
+            if accounts_loaded_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                match inner.store.accounts().await {
+                    Ok(list) => {
+                        accounts = list.into_iter().map(Arc::new).collect();
+                        accounts_loaded_at = Some(Instant::now());
+                        let live: Vec<Uuid> = accounts.iter().map(|a| a.id).collect();
+                        lanes.retain(|id, _| live.contains(id));
+                        inner.connectors.retain(&live);
+                    }
+                    Err(error) => tracing::error!(%error, "loading accounts failed"),
+                }
+            }
+            let mut next_wake = inner.config.poll_interval;
+            for account in &accounts {
+                let lane = match lanes.get_mut(&account.id) {
+                    Some(lane) => lane,
+                    None => {
+                        let lane = self.new_lane(account).await;
+                        lanes.entry(account.id).or_insert(lane)
+                    }
+                };
+                lane.window.set_limit(account.limits.rate_limit_per_minute);
+                if lane.concurrency != account.limits.concurrency_limit {
+                    // Replace the permits; tasks holding old permits finish on the old semaphore.
+                    lane.permits = Arc::new(Semaphore::new(account.limits.concurrency_limit as usize));
+                    lane.concurrency = account.limits.concurrency_limit;
+                }
+                let capacity = account.limits.concurrency_limit * inner.config.prefetch_per_slot.max(1);
+                let held = lane.held.load(Ordering::Acquire);
+                if held > capacity / 2 {
+                    continue;
+                }
+                let now = now_ms();
+                let mut wanted = capacity - held;
+                if let Some(available) = lane.window.available(now as u64) {
+                    wanted = wanted.min(available);
+                    if available == 0 {
+                        if let Some(opening) = lane.window.next_opening_ms(now as u64) {
+                            next_wake = next_wake.min(Duration::from_millis(opening.saturating_sub(now as u64).max(1)));
+                        }
+                        continue;
+                    }
+                }
+                if wanted == 0 {
+                    continue;
+                }
+                let claimed = match inner.store.claim_due(account.id, &inner.config.node_id, now, now + lease_ms, wanted).await {
+                    Ok(claimed) => claimed,
+                    Err(error) => {
+                        tracing::error!(%error, account = %account.id, "claiming messages failed");
+                        continue;
+                    }
+                };
+                if claimed.is_empty() {
+                    continue;
+                }
+                let connector = match inner.connectors.get(&inner.store, account, &inner.config.connectors).await {
+                    Ok(connector) => connector,
+                    Err(error) => {
+                        tracing::error!(%error, account = %account.id, "building the connector failed; releasing claimed messages");
+                        let ids: Vec<Uuid> = claimed.iter().map(|m| m.id).collect();
+                        let _ = inner.store.release(&inner.config.node_id, &ids).await;
+                        continue;
+                    }
+                };
+                for message in claimed {
+                    lane.window.record(now as u64);
+                    lane.held.fetch_add(1, Ordering::AcqRel);
+                    let task = SendTask {
+                        engine: self.clone(),
+                        account: account.clone(),
+                        connector: connector.clone(),
+                        permits: lane.permits.clone(),
+                        held: lane.held.clone(),
+                        outcomes: outcomes.clone(),
+                    };
+                    let span = tracing::info_span!("send", message = %message.id, account = %account.id, attempt = message.attempt_number);
+                    inner.tasks.spawn(task.run(message).instrument(span));
+                }
+                // More may be due right away.
+                next_wake = Duration::ZERO;
+            }
+            if next_wake.is_zero() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = inner.stopping.cancelled() => return,
+                _ = inner.wake.notified() => {}
+                _ = inner.accounts_changed.notified() => accounts_loaded_at = None,
+                _ = tokio::time::sleep(next_wake) => {}
+            }
+        }
+    }
+
+    async fn new_lane(&self, account: &Account) -> AccountLane {
+        let window_ms = self.inner.config.rate_window.as_millis() as u64;
+        let mut window = SlidingWindow::new(account.limits.rate_limit_per_minute, window_ms);
+        let since = now_ms() - window_ms as i64;
+        match self.inner.store.attempt_starts_since(account.id, since).await {
+            Ok(starts) => starts.into_iter().for_each(|t| window.record(t as u64)),
+            Err(error) => tracing::error!(%error, "reading recent attempts failed; the rate window starts empty"),
+        }
+        AccountLane {
+            window,
+            permits: Arc::new(Semaphore::new(account.limits.concurrency_limit as usize)),
+            concurrency: account.limits.concurrency_limit,
+            held: Arc::new(AtomicU32::new(0)),
+        }
+    }
+}
+
+struct SendTask {
+    engine: Engine,
+    account: Arc<Account>,
+    connector: Arc<dyn mailroom_connect::Connector>,
+    permits: Arc<Semaphore>,
+    held: Arc<AtomicU32>,
+    outcomes: mpsc::UnboundedSender<AttemptRecord>,
+}
+
+impl SendTask {
+    async fn run(self, message: ClaimedMessage) {
+        let inner = &self.engine.inner;
+        let permit = tokio::select! {
+            permit = self.permits.clone().acquire_owned() => permit.ok(),
+            _ = inner.stopping.cancelled() => None,
+        };
+        let Some(permit) = permit else {
+            // Shutting down before the attempt started: give the message back untouched.
+            if let Err(error) = inner.store.release(&inner.config.node_id, &[message.id]).await {
+                tracing::error!(%error, message = %message.id, "releasing a claimed message failed; its lease will expire");
+            }
+            self.held.fetch_sub(1, Ordering::AcqRel);
+            return;
+        };
+        let started_at = now_ms();
+        let clock = Instant::now();
+        let result = self.attempt(&message).await;
+        drop(permit);
+        let finished_at = now_ms();
+        let connector_kind = self.account.connector.as_str();
+        metrics::histogram!("mailroom_send_duration_seconds", "connector" => connector_kind).record(clock.elapsed().as_secs_f64());
+        let account_label = self.account.id.to_string();
+        let record = match result {
+            Ok(delivered) => {
+                metrics::counter!("mailroom_messages_sent_total", "account" => account_label, "connector" => connector_kind).increment(1);
+                metrics::histogram!("mailroom_delivery_latency_seconds", "connector" => connector_kind)
+                    .record((finished_at - message.created_at_ms).max(0) as f64 / 1000.0);
+                tracing::info!(event = "email_sent", message_id = %message.message_id_header, reply_code = ?delivered.reply_code, "email sent");
+                AttemptRecord {
+                    message_id: message.id,
+                    lease_owner: inner.config.node_id.clone(),
+                    number: message.attempt_number,
+                    started_at_ms: started_at,
+                    finished_at_ms: finished_at,
+                    outcome: AttemptOutcome::Sent,
+                    reply_code: delivered.reply_code,
+                    reply_text: delivered.reply_text,
+                    next: Outcome::Sent,
+                }
+            }
+            Err(error) => {
+                let exhausted = message.attempts_used >= self.account.limits.max_attempts;
+                let (outcome, next, reply_text) = match error.kind {
+                    FailureKind::Permanent => (AttemptOutcome::Permanent, Outcome::Failed, error.message.clone()),
+                    FailureKind::Transient if exhausted => (
+                        AttemptOutcome::Transient,
+                        Outcome::Failed,
+                        format!("{} (gave up after {} attempts)", error.message, message.attempts_used),
+                    ),
+                    FailureKind::Transient => {
+                        let delay = inner.config.retry.delay_ms(message.attempts_used, rand::thread_rng().r#gen::<f64>());
+                        (AttemptOutcome::Transient, Outcome::RetryAt(finished_at + delay as i64), error.message.clone())
+                    }
+                };
+                if next == Outcome::Failed {
+                    metrics::counter!("mailroom_messages_failed_total", "account" => account_label, "connector" => connector_kind).increment(1);
+                    tracing::warn!(event = "email_failed", message_id = %message.message_id_header, reply_code = ?error.reply_code, error = %reply_text, "email failed");
+                } else {
+                    metrics::counter!("mailroom_send_retries_total", "account" => account_label, "connector" => connector_kind).increment(1);
+                    tracing::info!(event = "email_deferred", message_id = %message.message_id_header, reply_code = ?error.reply_code, error = %reply_text, "email deferred; will retry");
+                }
+                AttemptRecord {
+                    message_id: message.id,
+                    lease_owner: inner.config.node_id.clone(),
+                    number: message.attempt_number,
+                    started_at_ms: started_at,
+                    finished_at_ms: finished_at,
+                    outcome,
+                    reply_code: error.reply_code,
+                    reply_text,
+                    next,
+                }
+            }
+        };
+        if self.outcomes.send(record).is_err() {
+            tracing::error!(message = %message.id, "the outcome writer has stopped; the lease will expire and the attempt be recorded as interrupted");
+        }
+        self.held.fetch_sub(1, Ordering::AcqRel);
+        inner.wake.notify_one();
+    }
+
+    async fn attempt(&self, message: &ClaimedMessage) -> Result<mailroom_connect::Delivered, mailroom_connect::SendError> {
+        let content = message
+            .content
+            .as_ref()
+            .map_err(|reason| mailroom_connect::SendError::permanent(None, format!("the stored message cannot be read: {reason}")))?;
+        let sender_name = self.account.sender_name.as_deref().unwrap_or(&self.account.name);
+        let from = Mailbox::new(Some(sender_name), self.account.email_address.clone())
+            .or_else(|_| Mailbox::new(None, self.account.email_address.clone()))
+            .map_err(|e| mailroom_connect::SendError::permanent(None, e.to_string()))?;
+        let bytes = compose(&Composition {
+            from: &from,
+            content,
+            message_id: &message.message_id_header,
+            date_unix_seconds: message.created_at_ms / 1000,
+        });
+        let outgoing = OutgoingMessage {
+            envelope_from: self.account.email_address.clone(),
+            recipients: content.envelope_recipients().into_iter().cloned().collect(),
+            bytes: Arc::new(bytes),
+            message_id: message.message_id_header.clone(),
+        };
+        self.connector.send(&outgoing).await
+    }
+}
+
+/// Writes outcomes in batches; keeps retrying a batch the database refused, so no outcome is dropped.
+async fn run_outcome_writer(store: Store, mut receiver: mpsc::UnboundedReceiver<AttemptRecord>) {
+    let mut batch = Vec::with_capacity(512);
+    while let Some(first) = receiver.recv().await {
+        batch.push(first);
+        while batch.len() < 512 {
+            match receiver.try_recv() {
+                Ok(record) => batch.push(record),
+                Err(_) => break,
+            }
+        }
+        let mut delay = Duration::from_millis(50);
+        while let Err(error) = store.record_outcomes(&batch).await {
+            tracing::error!(%error, size = batch.len(), "recording attempt outcomes failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        batch.clear();
+    }
+}
+
+impl Engine {
+    /// Tests an account's connection with its current settings.
+    pub async fn test_account(&self, account: &Account) -> Result<String, mailroom_connect::SendError> {
+        let connector = crate::build_connector(&self.inner.store, account, &self.inner.config.connectors)
+            .await
+            .map_err(|e| mailroom_connect::SendError::permanent(None, e.to_string()))?;
+        connector.test_connection().await
+    }
+}

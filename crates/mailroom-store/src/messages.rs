@@ -1,0 +1,632 @@
+//! The outbox and the sent archive: durable messages, leases for claiming them, and every attempt.
+//!
+//! Life of a message: inserted `queued` (group-committed before the API answers) → claimed with a
+//! lease and marked `sending` before any SMTP transaction starts → `sent`, back to `queued` with a
+//! later `next_attempt_at`, or `failed`. A lease that expires (the process died mid-send) is recovered
+//! by recording an `interrupted` attempt, so a possible duplicate delivery is visible in the history.
+
+use crate::{Store, StoreError, StoreResult, now_ms};
+use mailroom_core::ValidationError;
+use mailroom_core::address::{EmailAddress, Mailbox};
+use mailroom_core::header::HeaderText;
+use mailroom_core::message::{AttemptOutcome, MessageContent, MessageStatus, RelatedRecord, Relation};
+use mailroom_core::scenario::ScenarioName;
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{Sqlite, SqlitePool, SqliteRow};
+use sqlx::{QueryBuilder, Row};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+/// A validated message ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: Uuid,
+    pub scenario: ScenarioName,
+    pub account_id: Uuid,
+    /// With angle brackets, e.g. `<0190…@example.com>`.
+    pub message_id_header: String,
+    pub content: MessageContent,
+    pub related_records: Vec<RelatedRecord>,
+    pub send_at_ms: Option<i64>,
+    /// Who asked for the message (token id); idempotency keys are scoped to it.
+    pub created_by: String,
+    pub idempotency_key: Option<String>,
+    /// A hash of the request, so that a reused idempotency key with a different request is refused.
+    pub request_hash: Option<String>,
+}
+
+/// What storing a message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Created(Uuid),
+    /// The idempotency key was seen before with the same request: this is the earlier message.
+    Replayed(Uuid),
+    /// The idempotency key was seen before with a different request.
+    KeyReused(Uuid),
+}
+
+/// A message as stored, for display.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub id: Uuid,
+    pub status: MessageStatus,
+    pub scenario: String,
+    pub account_id: Uuid,
+    pub message_id_header: String,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    pub subject: String,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub related_records: Vec<RelatedRecord>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub send_at_ms: Option<i64>,
+    pub next_attempt_at_ms: i64,
+    pub sent_at_ms: Option<i64>,
+    pub attempt_count: u32,
+    pub last_error: Option<String>,
+    pub attempts: Vec<StoredAttempt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAttempt {
+    pub number: u32,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    pub outcome: AttemptOutcome,
+    pub reply_code: Option<u16>,
+    pub reply_text: String,
+}
+
+/// Which messages a listing wants.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub statuses: Vec<MessageStatus>,
+    pub account_id: Option<Uuid>,
+    pub scenario: Option<String>,
+    pub created_from_ms: Option<i64>,
+    pub created_until_ms: Option<i64>,
+    /// Paging cursor: only messages older than this id.
+    pub before_id: Option<Uuid>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct MessagePage {
+    pub items: Vec<StoredMessage>,
+    /// Messages matching the filter over all pages.
+    pub total: i64,
+    pub next_cursor: Option<Uuid>,
+}
+
+/// A message claimed for one attempt.
+#[derive(Debug, Clone)]
+pub struct ClaimedMessage {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub message_id_header: String,
+    /// The content, or why the stored content can no longer be read (a permanent failure).
+    pub content: Result<MessageContent, String>,
+    pub created_at_ms: i64,
+    /// The number of this attempt (1-based, over the message's whole life).
+    pub attempt_number: u32,
+    /// Attempts used since the last manual retry, this one included.
+    pub attempts_used: u32,
+}
+
+/// What happens to a message after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    RetryAt(i64),
+    Failed,
+}
+
+/// The record of one finished attempt, and the message's next state.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub message_id: Uuid,
+    pub lease_owner: String,
+    pub number: u32,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    pub outcome: AttemptOutcome,
+    pub reply_code: Option<u16>,
+    pub reply_text: String,
+    pub next: Outcome,
+}
+
+/// A message whose lease expired and that was put back (or failed, when out of attempts).
+#[derive(Debug, Clone)]
+pub struct RecoveredLease {
+    pub message_id: Uuid,
+    pub account_id: Uuid,
+    pub new_status: MessageStatus,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredMailbox {
+    name: Option<String>,
+    address: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredRelated {
+    #[serde(rename = "type")]
+    record_type: String,
+    id: String,
+    relation: String,
+}
+
+fn mailboxes_to_json(list: &[Mailbox]) -> String {
+    let stored: Vec<_> = list.iter().map(|m| StoredMailbox { name: m.name.clone(), address: m.address.to_string() }).collect();
+    serde_json::to_string(&stored).expect("mailboxes serialize")
+}
+
+fn mailboxes_from_json(json: &str) -> Result<Vec<Mailbox>, ValidationError> {
+    let stored: Vec<StoredMailbox> =
+        serde_json::from_str(json).map_err(|e| ValidationError::new("recipients", format!("stored recipients are unreadable: {e}")))?;
+    stored.into_iter().map(|m| Mailbox::new(m.name.as_deref(), EmailAddress::parse(&m.address)?)).collect()
+}
+
+fn related_to_json(list: &[RelatedRecord]) -> String {
+    let stored: Vec<_> = list
+        .iter()
+        .map(|r| StoredRelated { record_type: r.record_type.clone(), id: r.record_id.clone(), relation: r.relation.to_string() })
+        .collect();
+    serde_json::to_string(&stored).expect("related records serialize")
+}
+
+fn related_from_json(json: &str) -> Vec<RelatedRecord> {
+    serde_json::from_str::<Vec<StoredRelated>>(json)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| RelatedRecord::new(&r.record_type, &r.id, r.relation.parse().unwrap_or(Relation::Related)).ok())
+        .collect()
+}
+
+fn content_from_row(row: &SqliteRow) -> Result<MessageContent, ValidationError> {
+    Ok(MessageContent {
+        to: mailboxes_from_json(&row.get::<String, _>("to_json"))?,
+        cc: mailboxes_from_json(&row.get::<String, _>("cc_json"))?,
+        bcc: mailboxes_from_json(&row.get::<String, _>("bcc_json"))?,
+        subject: HeaderText::parse("subject", &row.get::<String, _>("subject"))?,
+        text: row.get("text_body"),
+        html: row.get("html_body"),
+    })
+}
+
+fn display_list(json: &str) -> Vec<String> {
+    mailboxes_from_json(json).map(|list| list.iter().map(ToString::to_string).collect()).unwrap_or_default()
+}
+
+fn parse_uuid(raw: &str) -> StoreResult<Uuid> {
+    raw.parse().map_err(|_| StoreError::Conflict(format!("stored id {raw:?} is not a UUID")))
+}
+
+fn message_from_row(row: &SqliteRow) -> StoreResult<StoredMessage> {
+    Ok(StoredMessage {
+        id: parse_uuid(&row.get::<String, _>("id"))?,
+        status: row.get::<String, _>("status").parse()?,
+        scenario: row.get("scenario"),
+        account_id: parse_uuid(&row.get::<String, _>("account_id"))?,
+        message_id_header: row.get("message_id_header"),
+        to: display_list(&row.get::<String, _>("to_json")),
+        cc: display_list(&row.get::<String, _>("cc_json")),
+        bcc: display_list(&row.get::<String, _>("bcc_json")),
+        subject: row.get("subject"),
+        text: row.get("text_body"),
+        html: row.get("html_body"),
+        related_records: related_from_json(&row.get::<String, _>("related_json")),
+        created_at_ms: row.get("created_at"),
+        updated_at_ms: row.get("updated_at"),
+        send_at_ms: row.get("send_at"),
+        next_attempt_at_ms: row.get("next_attempt_at"),
+        sent_at_ms: row.get("sent_at"),
+        attempt_count: row.get::<i64, _>("attempt_count") as u32,
+        last_error: row.get("last_error"),
+        attempts: Vec::new(),
+    })
+}
+
+const MESSAGE_COLUMNS: &str = "id, status, scenario, account_id, message_id_header, to_json, cc_json, bcc_json, subject,
+    text_body, html_body, related_json, created_at, updated_at, send_at, next_attempt_at, sent_at, attempt_count, last_error";
+
+pub(crate) struct InsertRequest {
+    message: NewMessage,
+    reply: oneshot::Sender<StoreResult<InsertOutcome>>,
+}
+
+/// Largest number of inserts committed in one transaction.
+const INSERT_BATCH: usize = 512;
+
+/// Group commit: takes every insert waiting, writes them in one transaction, then answers each.
+pub(crate) async fn run_insert_batcher(pool: SqlitePool, mut requests: mpsc::Receiver<InsertRequest>) {
+    let mut batch = Vec::with_capacity(INSERT_BATCH);
+    while let Some(first) = requests.recv().await {
+        batch.push(first);
+        while batch.len() < INSERT_BATCH {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        match insert_batch(&pool, batch.iter().map(|r| &r.message)).await {
+            Ok(outcomes) => {
+                for (request, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = request.reply.send(Ok(outcome));
+                }
+            }
+            Err(batch_error) => {
+                // One bad message must not fail the others: store each on its own.
+                tracing::warn!(error = %batch_error, size = batch.len(), "group insert failed; storing messages one by one");
+                for request in batch.drain(..) {
+                    let result = insert_batch(&pool, std::iter::once(&request.message)).await.map(|mut o| o.remove(0));
+                    let _ = request.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+async fn insert_batch<'a>(pool: &SqlitePool, messages: impl Iterator<Item = &'a NewMessage>) -> StoreResult<Vec<InsertOutcome>> {
+    let now = now_ms();
+    let mut tx = pool.begin().await?;
+    let mut outcomes = Vec::new();
+    for message in messages {
+        if let Some(key) = &message.idempotency_key {
+            let existing = sqlx::query("SELECT id, request_hash FROM messages WHERE created_by = $1 AND idempotency_key = $2")
+                .bind(&message.created_by)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = existing {
+                let id = parse_uuid(&row.get::<String, _>("id"))?;
+                let same = row.get::<Option<String>, _>("request_hash") == message.request_hash;
+                outcomes.push(if same { InsertOutcome::Replayed(id) } else { InsertOutcome::KeyReused(id) });
+                continue;
+            }
+        }
+        let content = &message.content;
+        sqlx::query(
+            "INSERT INTO messages (id, status, scenario, account_id, message_id_header, to_json, cc_json, bcc_json, subject,
+               text_body, html_body, related_json, created_by, idempotency_key, request_hash, created_at, updated_at,
+               send_at, next_attempt_at)
+             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17)",
+        )
+        .bind(message.id.to_string())
+        .bind(message.scenario.as_str())
+        .bind(message.account_id.to_string())
+        .bind(&message.message_id_header)
+        .bind(mailboxes_to_json(&content.to))
+        .bind(mailboxes_to_json(&content.cc))
+        .bind(mailboxes_to_json(&content.bcc))
+        .bind(content.subject.as_str())
+        .bind(&content.text)
+        .bind(&content.html)
+        .bind(related_to_json(&message.related_records))
+        .bind(&message.created_by)
+        .bind(&message.idempotency_key)
+        .bind(&message.request_hash)
+        .bind(now)
+        .bind(message.send_at_ms)
+        .bind(message.send_at_ms.unwrap_or(now).max(now))
+        .execute(&mut *tx)
+        .await?;
+        for record in &message.related_records {
+            sqlx::query(
+                "INSERT INTO related_records (message_id, record_type, record_id, relation) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(message.id.to_string())
+            .bind(&record.record_type)
+            .bind(&record.record_id)
+            .bind(record.relation.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        outcomes.push(InsertOutcome::Created(message.id));
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+impl Store {
+    /// Stores a new message durably; returns once the transaction holding it has committed.
+    pub async fn insert_message(&self, message: NewMessage) -> StoreResult<InsertOutcome> {
+        let (reply, answer) = oneshot::channel();
+        self.inserts.send(InsertRequest { message, reply }).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// One message with all its attempts.
+    pub async fn message(&self, id: Uuid) -> StoreResult<StoredMessage> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("message {id}")))?;
+        let mut message = message_from_row(&row)?;
+        let attempts = sqlx::query(
+            "SELECT number, started_at, finished_at, outcome, reply_code, reply_text FROM attempts WHERE message_id = $1 ORDER BY number",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.reader)
+        .await?;
+        message.attempts = attempts
+            .iter()
+            .map(|row| {
+                Ok(StoredAttempt {
+                    number: row.get::<i64, _>("number") as u32,
+                    started_at_ms: row.get("started_at"),
+                    finished_at_ms: row.get("finished_at"),
+                    outcome: row.get::<String, _>("outcome").parse()?,
+                    reply_code: row.get::<Option<i64>, _>("reply_code").map(|c| c as u16),
+                    reply_text: row.get("reply_text"),
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(message)
+    }
+
+    /// A page of messages, newest first, and the number matching over all pages.
+    pub async fn list_messages(&self, filter: &MessageFilter) -> StoreResult<MessagePage> {
+        fn push_conditions(query: &mut QueryBuilder<Sqlite>, filter: &MessageFilter, with_cursor: bool) {
+            query.push(" WHERE 1 = 1");
+            if !filter.statuses.is_empty() {
+                query.push(" AND status IN (");
+                let mut list = query.separated(", ");
+                for status in &filter.statuses {
+                    list.push_bind(status.as_str());
+                }
+                query.push(")");
+            }
+            if let Some(account_id) = filter.account_id {
+                query.push(" AND account_id = ").push_bind(account_id.to_string());
+            }
+            if let Some(scenario) = &filter.scenario {
+                query.push(" AND scenario = ").push_bind(scenario.clone());
+            }
+            if let Some(from) = filter.created_from_ms {
+                query.push(" AND created_at >= ").push_bind(from);
+            }
+            if let Some(until) = filter.created_until_ms {
+                query.push(" AND created_at < ").push_bind(until);
+            }
+            if with_cursor && let Some(before) = filter.before_id {
+                query.push(" AND id < ").push_bind(before.to_string());
+            }
+        }
+        let limit = filter.limit.clamp(1, 500);
+        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM messages");
+        push_conditions(&mut count, filter, false);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.reader).await?;
+        let mut select = QueryBuilder::new(format!("SELECT {MESSAGE_COLUMNS} FROM messages"));
+        push_conditions(&mut select, filter, true);
+        select.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit) + 1);
+        let rows = select.build().fetch_all(&self.reader).await?;
+        let mut items = rows.iter().map(message_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|m| m.id)
+        } else {
+            None
+        };
+        Ok(MessagePage { items, total, next_cursor })
+    }
+
+    /// Claims up to `limit` due messages of an account for one attempt each, under a lease.
+    pub async fn claim_due(&self, account_id: Uuid, owner: &str, now: i64, lease_until: i64, limit: u32) -> StoreResult<Vec<ClaimedMessage>> {
+        let rows = sqlx::query(
+            "UPDATE messages SET status = 'sending', lease_owner = $1, lease_until = $2, attempt_count = attempt_count + 1, updated_at = $3
+             WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND account_id = $4 AND next_attempt_at <= $3
+                          ORDER BY next_attempt_at, id LIMIT $5)
+             RETURNING id, message_id_header, to_json, cc_json, bcc_json, subject, text_body, html_body, created_at,
+                       attempt_count, retry_base",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(account_id.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                let attempt_count = row.get::<i64, _>("attempt_count") as u32;
+                Ok(ClaimedMessage {
+                    id: parse_uuid(&row.get::<String, _>("id"))?,
+                    account_id,
+                    message_id_header: row.get("message_id_header"),
+                    content: content_from_row(row).map_err(|e| e.to_string()),
+                    created_at_ms: row.get("created_at"),
+                    attempt_number: attempt_count,
+                    attempts_used: attempt_count.saturating_sub(row.get::<i64, _>("retry_base") as u32),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        claimed.sort_by_key(|m| m.id);
+        Ok(claimed)
+    }
+
+    /// Extends the leases of every message this process is sending.
+    pub async fn renew_leases(&self, owner: &str, lease_until: i64) -> StoreResult<u64> {
+        let result = sqlx::query("UPDATE messages SET lease_until = $2 WHERE lease_owner = $1 AND status = 'sending'")
+            .bind(owner)
+            .bind(lease_until)
+            .execute(&self.writer)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    /// Puts claimed messages whose attempt never started back in the queue, as if never claimed.
+    pub async fn release(&self, owner: &str, ids: &[Uuid]) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        for id in ids {
+            sqlx::query(
+                "UPDATE messages SET status = 'queued', lease_owner = NULL, lease_until = NULL, attempt_count = attempt_count - 1
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'sending'",
+            )
+            .bind(id.to_string())
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records finished attempts and moves each message to its next state, in one transaction.
+    pub async fn record_outcomes(&self, records: &[AttemptRecord]) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        for record in records {
+            sqlx::query(
+                "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (message_id, number) DO UPDATE SET finished_at = excluded.finished_at, outcome = excluded.outcome,
+                   reply_code = excluded.reply_code, reply_text = excluded.reply_text",
+            )
+            .bind(record.message_id.to_string())
+            .bind(i64::from(record.number))
+            .bind(record.started_at_ms)
+            .bind(record.finished_at_ms)
+            .bind(record.outcome.as_str())
+            .bind(record.reply_code.map(i64::from))
+            .bind(&record.reply_text)
+            .execute(&mut *tx)
+            .await?;
+            let (status, next_attempt_at, sent_at, last_error) = match record.next {
+                Outcome::Sent => ("sent", None, Some(record.finished_at_ms), None),
+                Outcome::RetryAt(at) => ("queued", Some(at), None, Some(record.reply_text.as_str())),
+                Outcome::Failed => ("failed", None, None, Some(record.reply_text.as_str())),
+            };
+            sqlx::query(
+                "UPDATE messages SET status = $3, next_attempt_at = COALESCE($4, next_attempt_at), sent_at = $5, last_error = $6,
+                   lease_owner = NULL, lease_until = NULL, updated_at = $7
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'sending' AND attempt_count = $8",
+            )
+            .bind(record.message_id.to_string())
+            .bind(&record.lease_owner)
+            .bind(status)
+            .bind(next_attempt_at)
+            .bind(sent_at)
+            .bind(last_error)
+            .bind(record.finished_at_ms)
+            .bind(i64::from(record.number))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Finds messages whose lease expired mid-send, records the interrupted attempt and queues them
+    /// again (or fails them when their attempts are used up).
+    pub async fn recover_expired_leases(&self, now: i64) -> StoreResult<Vec<RecoveredLease>> {
+        let mut tx = self.writer.begin().await?;
+        let rows = sqlx::query(
+            "SELECT m.id, m.account_id, m.attempt_count, m.retry_base, m.updated_at, a.max_attempts
+             FROM messages m JOIN accounts a ON a.id = m.account_id
+             WHERE m.status = 'sending' AND m.lease_until <= $1",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut recovered = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.get("id");
+            let attempt_count: i64 = row.get("attempt_count");
+            let exhausted = attempt_count - row.get::<i64, _>("retry_base") >= row.get::<i64, _>("max_attempts");
+            let reply_text = "the attempt was interrupted (mailroom stopped or lost its lease while sending); the message may \
+                              have been delivered by it, and a re-send carries the same Message-ID";
+            sqlx::query(
+                "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text)
+                 VALUES ($1, $2, $3, $4, 'interrupted', NULL, $5) ON CONFLICT (message_id, number) DO NOTHING",
+            )
+            .bind(&id)
+            .bind(attempt_count)
+            .bind(row.get::<i64, _>("updated_at"))
+            .bind(now)
+            .bind(reply_text)
+            .execute(&mut *tx)
+            .await?;
+            let new_status = if exhausted { MessageStatus::Failed } else { MessageStatus::Queued };
+            sqlx::query(
+                "UPDATE messages SET status = $2, next_attempt_at = $3, lease_owner = NULL, lease_until = NULL, updated_at = $3,
+                   last_error = $4 WHERE id = $1",
+            )
+            .bind(&id)
+            .bind(new_status.as_str())
+            .bind(now)
+            .bind(reply_text)
+            .execute(&mut *tx)
+            .await?;
+            recovered.push(RecoveredLease {
+                message_id: parse_uuid(&id)?,
+                account_id: parse_uuid(&row.get::<String, _>("account_id"))?,
+                new_status,
+            });
+        }
+        tx.commit().await?;
+        Ok(recovered)
+    }
+
+    /// Queues a failed, cancelled or waiting message for an attempt now, with a fresh attempt budget.
+    pub async fn retry_message(&self, id: Uuid) -> StoreResult<StoredMessage> {
+        let now = now_ms();
+        let result = sqlx::query(
+            "UPDATE messages SET status = 'queued', next_attempt_at = $2, retry_base = attempt_count, updated_at = $2
+             WHERE id = $1 AND status IN ('failed', 'cancelled', 'queued')",
+        )
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        self.after_transition(id, result.rows_affected(), "retried").await
+    }
+
+    /// Cancels a message that is waiting or has failed. A message being sent right now cannot be cancelled.
+    pub async fn cancel_message(&self, id: Uuid) -> StoreResult<StoredMessage> {
+        let result = sqlx::query("UPDATE messages SET status = 'cancelled', updated_at = $2 WHERE id = $1 AND status IN ('queued', 'failed')")
+            .bind(id.to_string())
+            .bind(now_ms())
+            .execute(&self.writer)
+            .await?;
+        self.after_transition(id, result.rows_affected(), "cancelled").await
+    }
+
+    async fn after_transition(&self, id: Uuid, changed: u64, verb: &str) -> StoreResult<StoredMessage> {
+        let message = self.message(id).await?;
+        if changed == 0 {
+            return Err(StoreError::Conflict(format!("message {id} is {} and cannot be {verb}", message.status)));
+        }
+        Ok(message)
+    }
+
+    /// Start times of attempts on an account since `since` (including claims in flight), to rebuild a
+    /// rate window after a restart.
+    pub async fn attempt_starts_since(&self, account_id: Uuid, since: i64) -> StoreResult<Vec<i64>> {
+        let starts = sqlx::query_scalar(
+            "SELECT a.started_at FROM attempts a JOIN messages m ON m.id = a.message_id
+             WHERE m.account_id = $1 AND a.started_at >= $2 AND a.outcome <> 'interrupted'
+             UNION ALL
+             SELECT updated_at FROM messages WHERE account_id = $1 AND status = 'sending' AND updated_at >= $2
+             ORDER BY 1",
+        )
+        .bind(account_id.to_string())
+        .bind(since)
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(starts)
+    }
+
+    /// Number of messages per status.
+    pub async fn status_counts(&self) -> StoreResult<Vec<(MessageStatus, i64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM messages GROUP BY status").fetch_all(&self.reader).await?;
+        rows.iter().map(|row| Ok((row.get::<String, _>("status").parse()?, row.get("n")))).collect()
+    }
+}
