@@ -50,11 +50,19 @@ pub struct SendError {
 
 impl SendError {
     pub fn transient(reply_code: Option<u16>, message: impl Into<String>) -> Self {
-        Self { kind: FailureKind::Transient, reply_code, message: message.into() }
+        Self {
+            kind: FailureKind::Transient,
+            reply_code,
+            message: message.into(),
+        }
     }
 
     pub fn permanent(reply_code: Option<u16>, message: impl Into<String>) -> Self {
-        Self { kind: FailureKind::Permanent, reply_code, message: message.into() }
+        Self {
+            kind: FailureKind::Permanent,
+            reply_code,
+            message: message.into(),
+        }
     }
 }
 

@@ -16,14 +16,22 @@ pub struct PickupConnector {
 
 impl PickupConnector {
     pub fn new(directory: impl Into<PathBuf>) -> Self {
-        Self { directory: directory.into() }
+        Self {
+            directory: directory.into(),
+        }
     }
 
     fn file_name(message_id: &str) -> String {
         let bare: String = message_id
             .trim_matches(['<', '>'])
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "@.-_".contains(c) { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "@.-_".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         format!("{bare}.eml")
     }
@@ -62,12 +70,23 @@ impl Connector for PickupConnector {
         let directory = self.directory.clone();
         let name = Self::file_name(&message.message_id);
         let bytes = message.bytes.clone();
-        let written = tokio::task::spawn_blocking(move || write_atomically(&directory, &name, &[envelope.as_bytes(), &bytes]))
-            .await
-            .map_err(|e| SendError::transient(None, format!("pickup writer stopped: {e}")))?;
+        let written = tokio::task::spawn_blocking(move || {
+            write_atomically(&directory, &name, &[envelope.as_bytes(), &bytes])
+        })
+        .await
+        .map_err(|e| SendError::transient(None, format!("pickup writer stopped: {e}")))?;
         match written {
-            Ok(path) => Ok(Delivered { reply_code: None, reply_text: format!("written to {}", path.display()) }),
-            Err(e) => Err(SendError::transient(None, format!("could not write to the pickup folder {}: {e}", self.directory.display()))),
+            Ok(path) => Ok(Delivered {
+                reply_code: None,
+                reply_text: format!("written to {}", path.display()),
+            }),
+            Err(e) => Err(SendError::transient(
+                None,
+                format!(
+                    "could not write to the pickup folder {}: {e}",
+                    self.directory.display()
+                ),
+            )),
         }
     }
 
@@ -80,8 +99,19 @@ impl Connector for PickupConnector {
         })
         .await
         .map_err(|e| SendError::transient(None, e.to_string()))?
-        .map_err(|e| SendError::permanent(None, format!("the pickup folder {} is not writable: {e}", self.directory.display())))?;
-        Ok(format!("the pickup folder {} is writable", self.directory.display()))
+        .map_err(|e| {
+            SendError::permanent(
+                None,
+                format!(
+                    "the pickup folder {} is not writable: {e}",
+                    self.directory.display()
+                ),
+            )
+        })?;
+        Ok(format!(
+            "the pickup folder {} is writable",
+            self.directory.display()
+        ))
     }
 }
 
@@ -97,16 +127,26 @@ mod tests {
         let connector = PickupConnector::new(dir.path().join("pickup"));
         let message = OutgoingMessage {
             envelope_from: EmailAddress::parse("sales@example.com").unwrap(),
-            recipients: vec![EmailAddress::parse("a@example.com").unwrap(), EmailAddress::parse("hidden@example.com").unwrap()],
+            recipients: vec![
+                EmailAddress::parse("a@example.com").unwrap(),
+                EmailAddress::parse("hidden@example.com").unwrap(),
+            ],
             bytes: Arc::new(b"Subject: hi\r\n\r\nbody\r\n".to_vec()),
             message_id: "<abc@example.com>".into(),
         };
         connector.send(&message).await.unwrap();
         connector.send(&message).await.unwrap();
-        let files: Vec<_> = std::fs::read_dir(dir.path().join("pickup")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("pickup"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(files, vec![std::ffi::OsString::from("abc@example.com.eml")]);
-        let written = std::fs::read_to_string(dir.path().join("pickup/abc@example.com.eml")).unwrap();
-        assert_eq!(written, "X-Sender: sales@example.com\r\nX-Receiver: a@example.com\r\nX-Receiver: hidden@example.com\r\nSubject: hi\r\n\r\nbody\r\n");
+        let written =
+            std::fs::read_to_string(dir.path().join("pickup/abc@example.com.eml")).unwrap();
+        assert_eq!(
+            written,
+            "X-Sender: sales@example.com\r\nX-Receiver: a@example.com\r\nX-Receiver: hidden@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
+        );
     }
 
     #[tokio::test]
@@ -114,7 +154,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("not-a-directory");
         std::fs::write(&file, b"x").unwrap();
-        let error = PickupConnector::new(&file).test_connection().await.unwrap_err();
+        let error = PickupConnector::new(&file)
+            .test_connection()
+            .await
+            .unwrap_err();
         assert!(error.message.contains("not writable"), "{error}");
     }
 }

@@ -81,16 +81,24 @@ fn count(name: &'static str, account: &str, result: &'static str) {
 
 impl SmtpConnector {
     pub fn new(settings: SmtpSettings) -> Self {
-        Self { settings, hello_name: ClientId::default(), idle: Mutex::new(Vec::new()) }
+        Self {
+            settings,
+            hello_name: ClientId::default(),
+            idle: Mutex::new(Vec::new()),
+        }
     }
 
     fn tls_parameters(&self) -> Result<TlsParameters, SendError> {
         let mut builder = TlsParameters::builder(self.settings.host.clone());
         for pem in &self.settings.extra_root_certificates {
-            let certificate = Certificate::from_pem(pem).map_err(|e| SendError::permanent(None, format!("invalid root certificate: {e}")))?;
+            let certificate = Certificate::from_pem(pem).map_err(|e| {
+                SendError::permanent(None, format!("invalid root certificate: {e}"))
+            })?;
             builder = builder.add_root_certificate(certificate);
         }
-        builder.build_rustls().map_err(|e| SendError::permanent(None, format!("TLS setup failed: {e}")))
+        builder
+            .build_rustls()
+            .map_err(|e| SendError::permanent(None, format!("TLS setup failed: {e}")))
     }
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
@@ -104,9 +112,13 @@ impl SmtpConnector {
             }
         }
         let mut connection = result?;
-        if let (Some(username), Some(password)) = (&self.settings.username, &self.settings.password) {
+        if let (Some(username), Some(password)) = (&self.settings.username, &self.settings.password)
+        {
             let credentials = Credentials::new(username.clone(), password.clone());
-            match connection.auth(&[Mechanism::Plain, Mechanism::Login], &credentials).await {
+            match connection
+                .auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
+                .await
+            {
                 Ok(_) => count("mailroom_smtp_authentications_total", account, "succeeded"),
                 Err(error) => {
                     count("mailroom_smtp_authentications_total", account, "failed");
@@ -129,31 +141,55 @@ impl SmtpConnector {
         match self.settings.security {
             Security::Tls => {
                 let tls = self.tls_parameters()?;
-                AsyncSmtpConnection::connect_tokio1(server, timeout, &self.hello_name, Some(tls), None)
-                    .await
-                    .map_err(|e| classify(&e, "connecting with TLS"))
+                AsyncSmtpConnection::connect_tokio1(
+                    server,
+                    timeout,
+                    &self.hello_name,
+                    Some(tls),
+                    None,
+                )
+                .await
+                .map_err(|e| classify(&e, "connecting with TLS"))
             }
             Security::Starttls => {
-                let mut connection = AsyncSmtpConnection::connect_tokio1(server, timeout, &self.hello_name, None, None)
-                    .await
-                    .map_err(|e| classify(&e, "connecting"))?;
+                let mut connection = AsyncSmtpConnection::connect_tokio1(
+                    server,
+                    timeout,
+                    &self.hello_name,
+                    None,
+                    None,
+                )
+                .await
+                .map_err(|e| classify(&e, "connecting"))?;
                 if !connection.can_starttls() {
                     connection.abort().await;
-                    return Err(SendError::permanent(None, "the server does not offer STARTTLS; choose security \"none\" or \"tls\""));
+                    return Err(SendError::permanent(
+                        None,
+                        "the server does not offer STARTTLS; choose security \"none\" or \"tls\"",
+                    ));
                 }
-                connection.starttls(self.tls_parameters()?, &self.hello_name).await.map_err(|e| classify(&e, "STARTTLS"))?;
+                connection
+                    .starttls(self.tls_parameters()?, &self.hello_name)
+                    .await
+                    .map_err(|e| classify(&e, "STARTTLS"))?;
                 Ok(connection)
             }
-            Security::None => AsyncSmtpConnection::connect_tokio1(server, timeout, &self.hello_name, None, None)
-                .await
-                .map_err(|e| classify(&e, "connecting")),
+            Security::None => {
+                AsyncSmtpConnection::connect_tokio1(server, timeout, &self.hello_name, None, None)
+                    .await
+                    .map_err(|e| classify(&e, "connecting"))
+            }
         }
     }
 
     async fn checkout(&self) -> Result<AsyncSmtpConnection, SendError> {
         loop {
             let candidate = self.idle.lock().expect("pool lock").pop();
-            let Some(IdleConnection { mut connection, idle_since }) = candidate else {
+            let Some(IdleConnection {
+                mut connection,
+                idle_since,
+            }) = candidate
+            else {
                 return self.connect().await;
             };
             if connection.has_broken() {
@@ -171,23 +207,37 @@ impl SmtpConnector {
         }
         let mut idle = self.idle.lock().expect("pool lock");
         if idle.len() < self.settings.max_idle_connections.max(1) {
-            idle.push(IdleConnection { connection, idle_since: Instant::now() });
+            idle.push(IdleConnection {
+                connection,
+                idle_since: Instant::now(),
+            });
         }
     }
 
     async fn send_once(&self, message: &OutgoingMessage) -> Result<Delivered, SendError> {
-        let from = Address::from_str(message.envelope_from.as_str())
-            .map_err(|e| SendError::permanent(None, format!("invalid sender {}: {e}", message.envelope_from)))?;
+        let from = Address::from_str(message.envelope_from.as_str()).map_err(|e| {
+            SendError::permanent(
+                None,
+                format!("invalid sender {}: {e}", message.envelope_from),
+            )
+        })?;
         let recipients = message
             .recipients
             .iter()
-            .map(|r| Address::from_str(r.as_str()).map_err(|e| SendError::permanent(None, format!("invalid recipient {r}: {e}"))))
+            .map(|r| {
+                Address::from_str(r.as_str())
+                    .map_err(|e| SendError::permanent(None, format!("invalid recipient {r}: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        let envelope = Envelope::new(Some(from), recipients).map_err(|e| SendError::permanent(None, format!("invalid envelope: {e}")))?;
+        let envelope = Envelope::new(Some(from), recipients)
+            .map_err(|e| SendError::permanent(None, format!("invalid envelope: {e}")))?;
         let mut connection = self.checkout().await?;
         match connection.send(&envelope, &message.bytes).await {
             Ok(response) => {
-                let delivered = Delivered { reply_code: Some(u16::from(response.code())), reply_text: reply_text(&response) };
+                let delivered = Delivered {
+                    reply_code: Some(u16::from(response.code())),
+                    reply_text: reply_text(&response),
+                };
                 self.checkin(connection);
                 Ok(delivered)
             }
@@ -199,15 +249,25 @@ impl SmtpConnector {
 #[async_trait]
 impl Connector for SmtpConnector {
     fn describe(&self) -> String {
-        format!("SMTP {}:{} ({})", self.settings.host, self.settings.port, self.settings.security)
+        format!(
+            "SMTP {}:{} ({})",
+            self.settings.host, self.settings.port, self.settings.security
+        )
     }
 
     async fn send(&self, message: &OutgoingMessage) -> Result<Delivered, SendError> {
         // Large messages get more time: a minute plus one second per 100 KiB.
-        let budget = self.settings.timeout + Duration::from_secs(60 + message.bytes.len() as u64 / 102_400);
+        let budget =
+            self.settings.timeout + Duration::from_secs(60 + message.bytes.len() as u64 / 102_400);
         match tokio::time::timeout(budget, self.send_once(message)).await {
             Ok(result) => result,
-            Err(_) => Err(SendError::transient(None, format!("the SMTP transaction timed out after {} s", budget.as_secs()))),
+            Err(_) => Err(SendError::transient(
+                None,
+                format!(
+                    "the SMTP transaction timed out after {} s",
+                    budget.as_secs()
+                ),
+            )),
         }
     }
 
@@ -222,7 +282,11 @@ impl Connector for SmtpConnector {
             self.settings.host,
             self.settings.port,
             if encrypted { " with TLS" } else { "" },
-            if self.settings.username.is_some() { ", authentication accepted" } else { "" }
+            if self.settings.username.is_some() {
+                ", authentication accepted"
+            } else {
+                ""
+            }
         ))
     }
 }

@@ -70,20 +70,35 @@ pub struct AccountLimits {
 }
 
 impl AccountLimits {
-    pub fn new(rate_limit_per_minute: i64, concurrency_limit: i64, max_attempts: i64) -> Result<Self, ValidationError> {
+    pub fn new(
+        rate_limit_per_minute: i64,
+        concurrency_limit: i64,
+        max_attempts: i64,
+    ) -> Result<Self, ValidationError> {
         let rate = u32::try_from(rate_limit_per_minute)
             .ok()
             .filter(|r| *r <= 1_000_000)
-            .ok_or_else(|| ValidationError::new("rate_limit_per_minute", "must be between 0 (unlimited) and 1000000"))?;
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "rate_limit_per_minute",
+                    "must be between 0 (unlimited) and 1000000",
+                )
+            })?;
         let concurrency = u32::try_from(concurrency_limit)
             .ok()
             .filter(|c| (1..=256).contains(c))
-            .ok_or_else(|| ValidationError::new("concurrency_limit", "must be between 1 and 256"))?;
+            .ok_or_else(|| {
+                ValidationError::new("concurrency_limit", "must be between 1 and 256")
+            })?;
         let attempts = u32::try_from(max_attempts)
             .ok()
             .filter(|a| (1..=100).contains(a))
             .ok_or_else(|| ValidationError::new("max_attempts", "must be between 1 and 100"))?;
-        Ok(Self { rate_limit_per_minute: rate, concurrency_limit: concurrency, max_attempts: attempts })
+        Ok(Self {
+            rate_limit_per_minute: rate,
+            concurrency_limit: concurrency,
+            max_attempts: attempts,
+        })
     }
 }
 
@@ -91,11 +106,16 @@ impl AccountLimits {
 pub fn parse_host(raw: &str) -> Result<String, ValidationError> {
     let valid = !raw.is_empty()
         && raw.len() <= 253
-        && raw.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c));
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c));
     if valid {
         Ok(raw.to_owned())
     } else {
-        Err(ValidationError::new("host", format!("{raw:?} is not a valid host name or IP address")))
+        Err(ValidationError::new(
+            "host",
+            format!("{raw:?} is not a valid host name or IP address"),
+        ))
     }
 }
 
@@ -106,10 +126,16 @@ pub fn parse_display_text(field: &str, raw: &str) -> Result<String, ValidationEr
         return Err(ValidationError::new(field, "may not be empty"));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(ValidationError::new(field, "may not contain control characters (CR, LF, tab…)"));
+        return Err(ValidationError::new(
+            field,
+            "may not contain control characters (CR, LF, tab…)",
+        ));
     }
     if trimmed.chars().count() > 200 {
-        return Err(ValidationError::new(field, "may not be longer than 200 characters"));
+        return Err(ValidationError::new(
+            field,
+            "may not be longer than 200 characters",
+        ));
     }
     Ok(trimmed.to_owned())
 }

@@ -23,26 +23,52 @@ impl EmailAddress {
             return Err(ValidationError::new(field, "the address is empty"));
         }
         if raw.chars().any(|c| c.is_control()) {
-            return Err(ValidationError::new(field, format!("{raw:?} contains a control character (CR, LF, tab…)")));
+            return Err(ValidationError::new(
+                field,
+                format!("{raw:?} contains a control character (CR, LF, tab…)"),
+            ));
         }
         if !raw.is_ascii() {
-            return Err(ValidationError::new(field, format!("{raw:?} contains non-ASCII characters; internationalised addresses are not supported")));
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "{raw:?} contains non-ASCII characters; internationalised addresses are not supported"
+                ),
+            ));
         }
         if raw.len() > MAX_ADDRESS_LEN {
-            return Err(ValidationError::new(field, format!("{raw:?} is longer than {MAX_ADDRESS_LEN} characters")));
+            return Err(ValidationError::new(
+                field,
+                format!("{raw:?} is longer than {MAX_ADDRESS_LEN} characters"),
+            ));
         }
         let Some((local, domain)) = raw.rsplit_once('@') else {
             return Err(ValidationError::new(field, format!("{raw:?} has no '@'")));
         };
         if local.is_empty() || local.len() > MAX_LOCAL_LEN {
-            return Err(ValidationError::new(field, format!("{raw:?} has a local part that is empty or longer than {MAX_LOCAL_LEN} characters")));
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "{raw:?} has a local part that is empty or longer than {MAX_LOCAL_LEN} characters"
+                ),
+            ));
         }
-        let local_ok = local.split('.').all(|atom| !atom.is_empty() && atom.chars().all(is_atext));
+        let local_ok = local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(is_atext));
         if !local_ok {
-            return Err(ValidationError::new(field, format!("{raw:?} has an invalid local part (allowed: letters, digits, !#$%&'*+-/=?^_`{{|}}~ and single dots)")));
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "{raw:?} has an invalid local part (allowed: letters, digits, !#$%&'*+-/=?^_`{{|}}~ and single dots)"
+                ),
+            ));
         }
         if !is_valid_domain(domain) {
-            return Err(ValidationError::new(field, format!("{raw:?} has an invalid domain")));
+            return Err(ValidationError::new(
+                field,
+                format!("{raw:?} has an invalid domain"),
+            ));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -93,30 +119,51 @@ impl Mailbox {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let trimmed = raw.trim();
         if trimmed.chars().any(|c| c.is_control()) {
-            return Err(ValidationError::new("address", format!("{raw:?} contains a control character (CR, LF, tab…)")));
+            return Err(ValidationError::new(
+                "address",
+                format!("{raw:?} contains a control character (CR, LF, tab…)"),
+            ));
         }
         match (trimmed.rfind('<'), trimmed.ends_with('>')) {
             (Some(open), true) => {
                 let address = EmailAddress::parse(&trimmed[open + 1..trimmed.len() - 1])?;
                 let name = trimmed[..open].trim().trim_matches('"').trim();
-                Ok(Self { name: Self::parse_name(name)?, address })
+                Ok(Self {
+                    name: Self::parse_name(name)?,
+                    address,
+                })
             }
-            (None, false) => Ok(Self { name: None, address: EmailAddress::parse(trimmed)? }),
-            _ => Err(ValidationError::new("address", format!("{raw:?} has unbalanced angle brackets"))),
+            (None, false) => Ok(Self {
+                name: None,
+                address: EmailAddress::parse(trimmed)?,
+            }),
+            _ => Err(ValidationError::new(
+                "address",
+                format!("{raw:?} has unbalanced angle brackets"),
+            )),
         }
     }
 
     /// A mailbox from already separated parts (e.g. an account's sender name and address).
     pub fn new(name: Option<&str>, address: EmailAddress) -> Result<Self, ValidationError> {
-        Ok(Self { name: Self::parse_name(name.unwrap_or_default())?, address })
+        Ok(Self {
+            name: Self::parse_name(name.unwrap_or_default())?,
+            address,
+        })
     }
 
     fn parse_name(name: &str) -> Result<Option<String>, ValidationError> {
         if name.chars().any(|c| c.is_control()) {
-            return Err(ValidationError::new("name", "a display name may not contain control characters (CR, LF, tab…)"));
+            return Err(ValidationError::new(
+                "name",
+                "a display name may not contain control characters (CR, LF, tab…)",
+            ));
         }
         if name.chars().count() > MAX_DISPLAY_NAME_LEN {
-            return Err(ValidationError::new("name", format!("a display name may not be longer than {MAX_DISPLAY_NAME_LEN} characters")));
+            return Err(ValidationError::new(
+                "name",
+                format!("a display name may not be longer than {MAX_DISPLAY_NAME_LEN} characters"),
+            ));
         }
         Ok((!name.is_empty()).then(|| name.to_owned()))
     }
@@ -137,14 +184,30 @@ mod tests {
 
     #[test]
     fn ordinary_addresses_are_accepted() {
-        for ok in ["a@example.com", "first.last+tag@sub.example.co.uk", "x@[127.0.0.1]", "o'brien@example.ie"] {
+        for ok in [
+            "a@example.com",
+            "first.last+tag@sub.example.co.uk",
+            "x@[127.0.0.1]",
+            "o'brien@example.ie",
+        ] {
             assert!(EmailAddress::parse(ok).is_ok(), "{ok}");
         }
     }
 
     #[test]
     fn malformed_addresses_are_refused_with_a_reason() {
-        for bad in ["", "no-at-sign", "@example.com", "a@", "a..b@example.com", "a@-x.com", "a b@example.com", "a@exa mple.com", "a@example.com\r\nBcc: x@y.z", "jörg@example.com"] {
+        for bad in [
+            "",
+            "no-at-sign",
+            "@example.com",
+            "a@",
+            "a..b@example.com",
+            "a@-x.com",
+            "a b@example.com",
+            "a@exa mple.com",
+            "a@example.com\r\nBcc: x@y.z",
+            "jörg@example.com",
+        ] {
             let err = EmailAddress::parse(bad).expect_err(bad);
             assert!(!err.reason.is_empty());
         }

@@ -20,15 +20,26 @@ pub struct Composition<'a> {
 }
 
 fn address_list(mailboxes: &[Mailbox]) -> Address<'_> {
-    Address::new_list(mailboxes.iter().map(|m| Address::new_address(m.name.as_deref(), m.address.as_str())).collect())
+    Address::new_list(
+        mailboxes
+            .iter()
+            .map(|m| Address::new_address(m.name.as_deref(), m.address.as_str()))
+            .collect(),
+    )
 }
 
 /// Writes the message; the result uses CRLF line endings throughout.
 pub fn compose(message: &Composition<'_>) -> Vec<u8> {
     let content = message.content;
-    let bare_id = message.message_id.trim_start_matches('<').trim_end_matches('>');
+    let bare_id = message
+        .message_id
+        .trim_start_matches('<')
+        .trim_end_matches('>');
     let mut builder = MessageBuilder::new()
-        .from(Address::new_address(message.from.name.as_deref(), message.from.address.as_str()))
+        .from(Address::new_address(
+            message.from.name.as_deref(),
+            message.from.address.as_str(),
+        ))
         .subject(content.subject.as_str())
         .message_id(MessageId::new(bare_id))
         .date(message.date_unix_seconds);
@@ -44,8 +55,13 @@ pub fn compose(message: &Composition<'_>) -> Vec<u8> {
     if let Some(html) = &content.html {
         builder = builder.html_body(html.as_str());
     }
-    let mut bytes = Vec::with_capacity(1024 + content.text.as_ref().map_or(0, String::len) + content.html.as_ref().map_or(0, String::len));
-    builder.write_to(&mut bytes).expect("writing into a Vec cannot fail");
+    let mut bytes = Vec::with_capacity(
+        1024 + content.text.as_ref().map_or(0, String::len)
+            + content.html.as_ref().map_or(0, String::len),
+    );
+    builder
+        .write_to(&mut bytes)
+        .expect("writing into a Vec cannot fail");
     bytes
 }
 
@@ -58,21 +74,43 @@ mod tests {
         let to = vec!["Jörg Müller <joerg@example.com>".to_string()];
         let cc = vec!["cc@example.com".to_string()];
         let bcc = vec!["hidden@example.com".to_string()];
-        MessageContent::parse(RawContent { to: &to, cc: &cc, bcc: &bcc, subject: "Rechnung 103001 – fällig", text, html }, 1 << 20).unwrap()
+        MessageContent::parse(
+            RawContent {
+                to: &to,
+                cc: &cc,
+                bcc: &bcc,
+                subject: "Rechnung 103001 – fällig",
+                text,
+                html,
+            },
+            1 << 20,
+        )
+        .unwrap()
     }
 
     #[test]
     fn a_composed_message_parses_back_to_the_same_content() {
         let from = Mailbox::parse("Sales <sales@example.com>").unwrap();
         let content = content(Some("Hello\nthere"), Some("<p>Hello</p>"));
-        let bytes = compose(&Composition { from: &from, content: &content, message_id: "<abc@example.com>", date_unix_seconds: 1_700_000_000 });
+        let bytes = compose(&Composition {
+            from: &from,
+            content: &content,
+            message_id: "<abc@example.com>",
+            date_unix_seconds: 1_700_000_000,
+        });
         let parsed = mail_parser::MessageParser::default().parse(&bytes).unwrap();
         assert_eq!(parsed.message_id(), Some("abc@example.com"));
         assert_eq!(parsed.subject(), Some("Rechnung 103001 – fällig"));
-        assert_eq!(parsed.from().unwrap().first().unwrap().address(), Some("sales@example.com"));
+        assert_eq!(
+            parsed.from().unwrap().first().unwrap().address(),
+            Some("sales@example.com")
+        );
         let to = parsed.to().unwrap().first().unwrap();
         assert_eq!(to.name(), Some("Jörg Müller"));
-        assert_eq!(parsed.body_text(0).unwrap().replace("\r\n", "\n"), "Hello\nthere");
+        assert_eq!(
+            parsed.body_text(0).unwrap().replace("\r\n", "\n"),
+            "Hello\nthere"
+        );
         assert_eq!(parsed.body_html(0).unwrap(), "<p>Hello</p>");
         assert_eq!(parsed.date().unwrap().to_timestamp(), 1_700_000_000);
     }
@@ -81,7 +119,12 @@ mod tests {
     fn bcc_recipients_never_appear_in_the_headers() {
         let from = Mailbox::parse("sales@example.com").unwrap();
         let content = content(Some("x"), None);
-        let bytes = compose(&Composition { from: &from, content: &content, message_id: "<a@b.c>", date_unix_seconds: 0 });
+        let bytes = compose(&Composition {
+            from: &from,
+            content: &content,
+            message_id: "<a@b.c>",
+            date_unix_seconds: 0,
+        });
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains("hidden@example.com"));
         assert!(!text.to_ascii_lowercase().contains("\nbcc:"));
@@ -91,7 +134,12 @@ mod tests {
     fn composing_twice_gives_identical_bytes() {
         let from = Mailbox::parse("sales@example.com").unwrap();
         let content = content(Some("x"), Some("<b>x</b>"));
-        let composition = Composition { from: &from, content: &content, message_id: "<a@b.c>", date_unix_seconds: 5 };
+        let composition = Composition {
+            from: &from,
+            content: &content,
+            message_id: "<a@b.c>",
+            date_unix_seconds: 5,
+        };
         let first = compose(&composition);
         let second = compose(&composition);
         // mail-builder picks random MIME boundaries; apart from them the bytes must match.

@@ -12,13 +12,22 @@ pub struct HeaderText(String);
 impl HeaderText {
     pub fn parse(field: &str, raw: &str) -> Result<Self, ValidationError> {
         if raw.contains(['\r', '\n']) {
-            return Err(ValidationError::new(field, "header values may not contain CR or LF (header injection)"));
+            return Err(ValidationError::new(
+                field,
+                "header values may not contain CR or LF (header injection)",
+            ));
         }
         if raw.chars().any(|c| c.is_control() && c != '\t') {
-            return Err(ValidationError::new(field, "header values may not contain control characters"));
+            return Err(ValidationError::new(
+                field,
+                "header values may not contain control characters",
+            ));
         }
         if raw.chars().count() > MAX_SUBJECT_CHARS {
-            return Err(ValidationError::new(field, format!("longer than {MAX_SUBJECT_CHARS} characters")));
+            return Err(ValidationError::new(
+                field,
+                format!("longer than {MAX_SUBJECT_CHARS} characters"),
+            ));
         }
         Ok(Self(raw.to_owned()))
     }

@@ -1,9 +1,9 @@
 //! Messages as mailroom keeps them: validated content, status, attempts and related records.
 
+use crate::ValidationError;
 use crate::account::string_enum;
 use crate::address::Mailbox;
 use crate::header::HeaderText;
-use crate::ValidationError;
 use std::fmt;
 use std::str::FromStr;
 
@@ -46,17 +46,36 @@ pub struct RelatedRecord {
 }
 
 impl RelatedRecord {
-    pub fn new(record_type: &str, record_id: &str, relation: Relation) -> Result<Self, ValidationError> {
+    pub fn new(
+        record_type: &str,
+        record_id: &str,
+        relation: Relation,
+    ) -> Result<Self, ValidationError> {
         let type_ok = !record_type.is_empty()
             && record_type.len() <= 64
-            && record_type.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            && record_type
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if !type_ok {
-            return Err(ValidationError::new("type", format!("{record_type:?} is not a valid record type (1-64 lowercase letters, digits, '-' or '_')")));
+            return Err(ValidationError::new(
+                "type",
+                format!(
+                    "{record_type:?} is not a valid record type (1-64 lowercase letters, digits, '-' or '_')"
+                ),
+            ));
         }
-        if record_id.is_empty() || record_id.len() > 200 || record_id.chars().any(char::is_control) {
-            return Err(ValidationError::new("id", "a record id must be 1-200 characters without control characters"));
+        if record_id.is_empty() || record_id.len() > 200 || record_id.chars().any(char::is_control)
+        {
+            return Err(ValidationError::new(
+                "id",
+                "a record id must be 1-200 characters without control characters",
+            ));
         }
-        Ok(Self { record_type: record_type.to_owned(), record_id: record_id.to_owned(), relation })
+        Ok(Self {
+            record_type: record_type.to_owned(),
+            record_id: record_id.to_owned(),
+            relation,
+        })
     }
 }
 
@@ -87,7 +106,10 @@ impl MessageContent {
         let parse_list = |field: &str, list: &[String]| -> Result<Vec<Mailbox>, ValidationError> {
             list.iter()
                 .enumerate()
-                .map(|(index, entry)| Mailbox::parse(entry).map_err(|e| ValidationError::new(format!("{field}[{index}]"), e.reason)))
+                .map(|(index, entry)| {
+                    Mailbox::parse(entry)
+                        .map_err(|e| ValidationError::new(format!("{field}[{index}]"), e.reason))
+                })
                 .collect()
         };
         let to = parse_list("to", raw.to)?;
@@ -95,22 +117,44 @@ impl MessageContent {
         let bcc = parse_list("bcc", raw.bcc)?;
         let recipient_count = to.len() + cc.len() + bcc.len();
         if recipient_count == 0 {
-            return Err(ValidationError::new("to", "a message needs at least one recipient in to, cc or bcc"));
+            return Err(ValidationError::new(
+                "to",
+                "a message needs at least one recipient in to, cc or bcc",
+            ));
         }
         if recipient_count > MAX_RECIPIENTS {
-            return Err(ValidationError::new("to", format!("a message may have at most {MAX_RECIPIENTS} recipients; it has {recipient_count}")));
+            return Err(ValidationError::new(
+                "to",
+                format!(
+                    "a message may have at most {MAX_RECIPIENTS} recipients; it has {recipient_count}"
+                ),
+            ));
         }
         let subject = HeaderText::parse("subject", raw.subject)?;
         let text = raw.text.filter(|t| !t.is_empty()).map(str::to_owned);
         let html = raw.html.filter(|h| !h.is_empty()).map(str::to_owned);
         if text.is_none() && html.is_none() {
-            return Err(ValidationError::new("text", "a message needs a text or an html body"));
+            return Err(ValidationError::new(
+                "text",
+                "a message needs a text or an html body",
+            ));
         }
-        let body_bytes = text.as_ref().map_or(0, String::len) + html.as_ref().map_or(0, String::len);
+        let body_bytes =
+            text.as_ref().map_or(0, String::len) + html.as_ref().map_or(0, String::len);
         if body_bytes > max_body_bytes {
-            return Err(ValidationError::new("body", format!("the body is {body_bytes} bytes; the limit is {max_body_bytes} bytes")));
+            return Err(ValidationError::new(
+                "body",
+                format!("the body is {body_bytes} bytes; the limit is {max_body_bytes} bytes"),
+            ));
         }
-        Ok(Self { to, cc, bcc, subject, text, html })
+        Ok(Self {
+            to,
+            cc,
+            bcc,
+            subject,
+            text,
+            html,
+        })
     }
 
     /// Every envelope recipient: To, Cc and Bcc, without duplicates, in order.
@@ -133,7 +177,11 @@ pub fn message_id_for(unique: &str, sender_domain: &str) -> String {
 
 impl fmt::Display for RelatedRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{} ({})", self.record_type, self.record_id, self.relation)
+        write!(
+            f,
+            "{}/{} ({})",
+            self.record_type, self.record_id, self.relation
+        )
     }
 }
 
@@ -148,7 +196,18 @@ mod tests {
     #[test]
     fn a_message_without_recipients_is_refused() {
         let none = strings(&[]);
-        let err = MessageContent::parse(RawContent { to: &none, cc: &none, bcc: &none, subject: "s", text: Some("t"), html: None }, 100).unwrap_err();
+        let err = MessageContent::parse(
+            RawContent {
+                to: &none,
+                cc: &none,
+                bcc: &none,
+                subject: "s",
+                text: Some("t"),
+                html: None,
+            },
+            100,
+        )
+        .unwrap_err();
         assert_eq!(err.field, "to");
     }
 
@@ -156,7 +215,18 @@ mod tests {
     fn an_invalid_recipient_is_named_by_its_position() {
         let to = strings(&["ok@example.com", "broken"]);
         let none = strings(&[]);
-        let err = MessageContent::parse(RawContent { to: &to, cc: &none, bcc: &none, subject: "s", text: Some("t"), html: None }, 100).unwrap_err();
+        let err = MessageContent::parse(
+            RawContent {
+                to: &to,
+                cc: &none,
+                bcc: &none,
+                subject: "s",
+                text: Some("t"),
+                html: None,
+            },
+            100,
+        )
+        .unwrap_err();
         assert_eq!(err.field, "to[1]");
     }
 
@@ -165,7 +235,18 @@ mod tests {
         let to = strings(&["ok@example.com"]);
         let none = strings(&[]);
         let body = "x".repeat(101);
-        let err = MessageContent::parse(RawContent { to: &to, cc: &none, bcc: &none, subject: "s", text: Some(&body), html: None }, 100).unwrap_err();
+        let err = MessageContent::parse(
+            RawContent {
+                to: &to,
+                cc: &none,
+                bcc: &none,
+                subject: "s",
+                text: Some(&body),
+                html: None,
+            },
+            100,
+        )
+        .unwrap_err();
         assert!(err.reason.contains("100 bytes"), "{err}");
     }
 
@@ -174,8 +255,26 @@ mod tests {
         let to = strings(&["a@example.com"]);
         let cc = strings(&["A@example.com", "b@example.com"]);
         let bcc = strings(&["c@example.com"]);
-        let content = MessageContent::parse(RawContent { to: &to, cc: &cc, bcc: &bcc, subject: "s", text: Some("t"), html: None }, 100).unwrap();
-        let recipients: Vec<_> = content.envelope_recipients().iter().map(|a| a.as_str()).collect();
-        assert_eq!(recipients, ["a@example.com", "b@example.com", "c@example.com"]);
+        let content = MessageContent::parse(
+            RawContent {
+                to: &to,
+                cc: &cc,
+                bcc: &bcc,
+                subject: "s",
+                text: Some("t"),
+                html: None,
+            },
+            100,
+        )
+        .unwrap();
+        let recipients: Vec<_> = content
+            .envelope_recipients()
+            .iter()
+            .map(|a| a.as_str())
+            .collect();
+        assert_eq!(
+            recipients,
+            ["a@example.com", "b@example.com", "c@example.com"]
+        );
     }
 }

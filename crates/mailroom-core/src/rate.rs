@@ -14,7 +14,11 @@ pub struct SlidingWindow {
 impl SlidingWindow {
     /// A window allowing `limit` events per `window_ms`; a limit of 0 means unlimited.
     pub fn new(limit: u32, window_ms: u64) -> Self {
-        Self { limit, window_ms, events: VecDeque::new() }
+        Self {
+            limit,
+            window_ms,
+            events: VecDeque::new(),
+        }
     }
 
     /// Changes the limit, keeping the events already recorded.
@@ -23,7 +27,11 @@ impl SlidingWindow {
     }
 
     fn forget_before(&mut self, now_ms: u64) {
-        while self.events.front().is_some_and(|t| t + self.window_ms <= now_ms) {
+        while self
+            .events
+            .front()
+            .is_some_and(|t| t + self.window_ms <= now_ms)
+        {
             self.events.pop_front();
         }
     }
@@ -68,7 +76,10 @@ mod tests {
             }
         }
         for start in 0..5_000u64 {
-            let in_window = accepted.iter().filter(|t| **t >= start && **t < start + 1_000).count();
+            let in_window = accepted
+                .iter()
+                .filter(|t| **t >= start && **t < start + 1_000)
+                .count();
             assert!(in_window <= 3, "window at {start} holds {in_window}");
         }
         assert_eq!(accepted.len(), 15);

@@ -10,7 +10,10 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { base_ms: 30_000, cap_ms: 3_600_000 }
+        Self {
+            base_ms: 30_000,
+            cap_ms: 3_600_000,
+        }
     }
 }
 
@@ -18,7 +21,10 @@ impl RetryPolicy {
     /// Delay before the attempt after `failed_attempt`; `jitter` is a random number in `[0, 1)`.
     pub fn delay_ms(&self, failed_attempt: u32, jitter: f64) -> u64 {
         let exponent = failed_attempt.saturating_sub(1).min(32);
-        let full = self.base_ms.saturating_mul(1u64 << exponent).min(self.cap_ms);
+        let full = self
+            .base_ms
+            .saturating_mul(1u64 << exponent)
+            .min(self.cap_ms);
         let half = full / 2;
         half + (half as f64 * jitter.clamp(0.0, 1.0)) as u64
     }
@@ -30,7 +36,10 @@ mod tests {
 
     #[test]
     fn delays_grow_exponentially_up_to_the_cap() {
-        let policy = RetryPolicy { base_ms: 1_000, cap_ms: 10_000 };
+        let policy = RetryPolicy {
+            base_ms: 1_000,
+            cap_ms: 10_000,
+        };
         assert_eq!(policy.delay_ms(1, 0.0), 500);
         assert_eq!(policy.delay_ms(1, 0.999_999), 999);
         assert_eq!(policy.delay_ms(3, 0.0), 2_000);

@@ -20,7 +20,10 @@ pub const BUILT_IN_SCENARIOS: &[(&str, &str)] = &[
     ("finance-charge-memo", "Finance charge memos"),
     ("statement", "Customer statements"),
     ("approval-request", "Approval requests"),
-    ("external-accountant-invitation", "Invitations to external accountants"),
+    (
+        "external-accountant-invitation",
+        "Invitations to external accountants",
+    ),
     ("notification", "System notifications"),
 ];
 
@@ -32,12 +35,19 @@ impl ScenarioName {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let valid = !raw.is_empty()
             && raw.len() <= 64
-            && raw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !raw.starts_with('-');
         if valid {
             Ok(Self(raw.to_owned()))
         } else {
-            Err(ValidationError::new("scenario", format!("{raw:?} is not a valid scenario name (use 1-64 lowercase letters, digits and hyphens)")))
+            Err(ValidationError::new(
+                "scenario",
+                format!(
+                    "{raw:?} is not a valid scenario name (use 1-64 lowercase letters, digits and hyphens)"
+                ),
+            ))
         }
     }
 

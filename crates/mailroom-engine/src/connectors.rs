@@ -16,9 +16,18 @@ pub struct ConnectorDefaults {
 }
 
 /// A connector for `account`; reads (decrypts) its password from the store.
-pub async fn build_connector(store: &Store, account: &Account, defaults: &ConnectorDefaults) -> StoreResult<Arc<dyn Connector>> {
+pub async fn build_connector(
+    store: &Store,
+    account: &Account,
+    defaults: &ConnectorDefaults,
+) -> StoreResult<Arc<dyn Connector>> {
     Ok(match account.connector {
-        ConnectorKind::Pickup => Arc::new(PickupConnector::new(account.pickup_dir.clone().unwrap_or_else(|| "pickup".into()))),
+        ConnectorKind::Pickup => Arc::new(PickupConnector::new(
+            account
+                .pickup_dir
+                .clone()
+                .unwrap_or_else(|| "pickup".into()),
+        )),
         ConnectorKind::Smtp => Arc::new(SmtpConnector::new(SmtpSettings {
             account_label: account.id.to_string(),
             host: account.host.clone().unwrap_or_else(|| "localhost".into()),
@@ -40,18 +49,30 @@ pub(crate) struct ConnectorCache {
 }
 
 impl ConnectorCache {
-    pub(crate) async fn get(&self, store: &Store, account: &Account, defaults: &ConnectorDefaults) -> StoreResult<Arc<dyn Connector>> {
-        if let Some((version, connector)) = self.entries.lock().expect("cache lock").get(&account.id)
+    pub(crate) async fn get(
+        &self,
+        store: &Store,
+        account: &Account,
+        defaults: &ConnectorDefaults,
+    ) -> StoreResult<Arc<dyn Connector>> {
+        if let Some((version, connector)) =
+            self.entries.lock().expect("cache lock").get(&account.id)
             && *version == account.updated_at_ms
         {
             return Ok(connector.clone());
         }
         let connector = build_connector(store, account, defaults).await?;
-        self.entries.lock().expect("cache lock").insert(account.id, (account.updated_at_ms, connector.clone()));
+        self.entries
+            .lock()
+            .expect("cache lock")
+            .insert(account.id, (account.updated_at_ms, connector.clone()));
         Ok(connector)
     }
 
     pub(crate) fn retain(&self, live: &[Uuid]) {
-        self.entries.lock().expect("cache lock").retain(|id, _| live.contains(id));
+        self.entries
+            .lock()
+            .expect("cache lock")
+            .retain(|id, _| live.contains(id));
     }
 }

@@ -43,7 +43,10 @@ impl Default for EngineConfig {
             rate_window: Duration::from_secs(60),
             retry: RetryPolicy::default(),
             prefetch_per_slot: 8,
-            connectors: ConnectorDefaults { smtp_timeout: Duration::from_secs(30), extra_root_certificates: Vec::new() },
+            connectors: ConnectorDefaults {
+                smtp_timeout: Duration::from_secs(30),
+                extra_root_certificates: Vec::new(),
+            },
         }
     }
 }
@@ -135,7 +138,9 @@ impl Engine {
                 return;
             }
             let now = now_ms();
-            if last_recovery.is_none_or(|t| t.elapsed() >= Duration::from_secs(1).min(inner.config.lease_duration / 2)) {
+            if last_recovery.is_none_or(|t| {
+                t.elapsed() >= Duration::from_secs(1).min(inner.config.lease_duration / 2)
+            }) {
                 last_recovery = Some(Instant::now());
                 match inner.store.recover_expired_leases(now).await {
                     Ok(recovered) => {
@@ -149,7 +154,11 @@ impl Engine {
             }
             if last_renewal.elapsed() >= inner.config.lease_duration / 3 {
                 last_renewal = Instant::now();
-                if let Err(error) = inner.store.renew_leases(&inner.config.node_id, now + lease_ms).await {
+                if let Err(error) = inner
+                    .store
+                    .renew_leases(&inner.config.node_id, now + lease_ms)
+                    .await
+                {
                     tracing::error!(%error, "renewing leases failed");
                 }
             }
@@ -177,10 +186,12 @@ impl Engine {
                 lane.window.set_limit(account.limits.rate_limit_per_minute);
                 if lane.concurrency != account.limits.concurrency_limit {
                     // Replace the permits; tasks holding old permits finish on the old semaphore.
-                    lane.permits = Arc::new(Semaphore::new(account.limits.concurrency_limit as usize));
+                    lane.permits =
+                        Arc::new(Semaphore::new(account.limits.concurrency_limit as usize));
                     lane.concurrency = account.limits.concurrency_limit;
                 }
-                let capacity = account.limits.concurrency_limit * inner.config.prefetch_per_slot.max(1);
+                let capacity =
+                    account.limits.concurrency_limit * inner.config.prefetch_per_slot.max(1);
                 let held = lane.held.load(Ordering::Acquire);
                 if held > capacity / 2 {
                     continue;
@@ -191,7 +202,9 @@ impl Engine {
                     wanted = wanted.min(available);
                     if available == 0 {
                         if let Some(opening) = lane.window.next_opening_ms(now as u64) {
-                            next_wake = next_wake.min(Duration::from_millis(opening.saturating_sub(now as u64).max(1)));
+                            next_wake = next_wake.min(Duration::from_millis(
+                                opening.saturating_sub(now as u64).max(1),
+                            ));
                         }
                         continue;
                     }
@@ -199,7 +212,17 @@ impl Engine {
                 if wanted == 0 {
                     continue;
                 }
-                let claimed = match inner.store.claim_due(account.id, &inner.config.node_id, now, now + lease_ms, wanted).await {
+                let claimed = match inner
+                    .store
+                    .claim_due(
+                        account.id,
+                        &inner.config.node_id,
+                        now,
+                        now + lease_ms,
+                        wanted,
+                    )
+                    .await
+                {
                     Ok(claimed) => claimed,
                     Err(error) => {
                         tracing::error!(%error, account = %account.id, "claiming messages failed");
@@ -209,7 +232,11 @@ impl Engine {
                 if claimed.is_empty() {
                     continue;
                 }
-                let connector = match inner.connectors.get(&inner.store, account, &inner.config.connectors).await {
+                let connector = match inner
+                    .connectors
+                    .get(&inner.store, account, &inner.config.connectors)
+                    .await
+                {
                     Ok(connector) => connector,
                     Err(error) => {
                         tracing::error!(%error, account = %account.id, "building the connector failed; releasing claimed messages");
@@ -229,7 +256,7 @@ impl Engine {
                         held: lane.held.clone(),
                         outcomes: outcomes.clone(),
                     };
-                    let span = tracing::info_span!("send", message = %message.id, account = %account.id, attempt = message.attempt_number);
+                    let span = tracing::info_span!("send", message_uuid = %message.id, account = %account.id, attempt = message.attempt_number);
                     inner.tasks.spawn(task.run(message).instrument(span));
                 }
                 // More may be due right away.
@@ -252,9 +279,16 @@ impl Engine {
         let window_ms = self.inner.config.rate_window.as_millis() as u64;
         let mut window = SlidingWindow::new(account.limits.rate_limit_per_minute, window_ms);
         let since = now_ms() - window_ms as i64;
-        match self.inner.store.attempt_starts_since(account.id, since).await {
+        match self
+            .inner
+            .store
+            .attempt_starts_since(account.id, since)
+            .await
+        {
             Ok(starts) => starts.into_iter().for_each(|t| window.record(t as u64)),
-            Err(error) => tracing::error!(%error, "reading recent attempts failed; the rate window starts empty"),
+            Err(error) => {
+                tracing::error!(%error, "reading recent attempts failed; the rate window starts empty")
+            }
         }
         AccountLane {
             window,
@@ -283,7 +317,11 @@ impl SendTask {
         };
         let Some(permit) = permit else {
             // Shutting down before the attempt started: give the message back untouched.
-            if let Err(error) = inner.store.release(&inner.config.node_id, &[message.id]).await {
+            if let Err(error) = inner
+                .store
+                .release(&inner.config.node_id, &[message.id])
+                .await
+            {
                 tracing::error!(%error, message = %message.id, "releasing a claimed message failed; its lease will expire");
             }
             self.held.fetch_sub(1, Ordering::AcqRel);
@@ -295,7 +333,8 @@ impl SendTask {
         drop(permit);
         let finished_at = now_ms();
         let connector_kind = self.account.connector.as_str();
-        metrics::histogram!("mailroom_send_duration_seconds", "connector" => connector_kind).record(clock.elapsed().as_secs_f64());
+        metrics::histogram!("mailroom_send_duration_seconds", "connector" => connector_kind)
+            .record(clock.elapsed().as_secs_f64());
         let account_label = self.account.id.to_string();
         let record = match result {
             Ok(delivered) => {
@@ -318,15 +357,29 @@ impl SendTask {
             Err(error) => {
                 let exhausted = message.attempts_used >= self.account.limits.max_attempts;
                 let (outcome, next, reply_text) = match error.kind {
-                    FailureKind::Permanent => (AttemptOutcome::Permanent, Outcome::Failed, error.message.clone()),
+                    FailureKind::Permanent => (
+                        AttemptOutcome::Permanent,
+                        Outcome::Failed,
+                        error.message.clone(),
+                    ),
                     FailureKind::Transient if exhausted => (
                         AttemptOutcome::Transient,
                         Outcome::Failed,
-                        format!("{} (gave up after {} attempts)", error.message, message.attempts_used),
+                        format!(
+                            "{} (gave up after {} attempts)",
+                            error.message, message.attempts_used
+                        ),
                     ),
                     FailureKind::Transient => {
-                        let delay = inner.config.retry.delay_ms(message.attempts_used, rand::thread_rng().r#gen::<f64>());
-                        (AttemptOutcome::Transient, Outcome::RetryAt(finished_at + delay as i64), error.message.clone())
+                        let delay = inner
+                            .config
+                            .retry
+                            .delay_ms(message.attempts_used, rand::thread_rng().r#gen::<f64>());
+                        (
+                            AttemptOutcome::Transient,
+                            Outcome::RetryAt(finished_at + delay as i64),
+                            error.message.clone(),
+                        )
                     }
                 };
                 if next == Outcome::Failed {
@@ -356,12 +409,21 @@ impl SendTask {
         inner.wake.notify_one();
     }
 
-    async fn attempt(&self, message: &ClaimedMessage) -> Result<mailroom_connect::Delivered, mailroom_connect::SendError> {
-        let content = message
-            .content
-            .as_ref()
-            .map_err(|reason| mailroom_connect::SendError::permanent(None, format!("the stored message cannot be read: {reason}")))?;
-        let sender_name = self.account.sender_name.as_deref().unwrap_or(&self.account.name);
+    async fn attempt(
+        &self,
+        message: &ClaimedMessage,
+    ) -> Result<mailroom_connect::Delivered, mailroom_connect::SendError> {
+        let content = message.content.as_ref().map_err(|reason| {
+            mailroom_connect::SendError::permanent(
+                None,
+                format!("the stored message cannot be read: {reason}"),
+            )
+        })?;
+        let sender_name = self
+            .account
+            .sender_name
+            .as_deref()
+            .unwrap_or(&self.account.name);
         let from = Mailbox::new(Some(sender_name), self.account.email_address.clone())
             .or_else(|_| Mailbox::new(None, self.account.email_address.clone()))
             .map_err(|e| mailroom_connect::SendError::permanent(None, e.to_string()))?;
@@ -404,10 +466,14 @@ async fn run_outcome_writer(store: Store, mut receiver: mpsc::UnboundedReceiver<
 
 impl Engine {
     /// Tests an account's connection with its current settings.
-    pub async fn test_account(&self, account: &Account) -> Result<String, mailroom_connect::SendError> {
-        let connector = crate::build_connector(&self.inner.store, account, &self.inner.config.connectors)
-            .await
-            .map_err(|e| mailroom_connect::SendError::permanent(None, e.to_string()))?;
+    pub async fn test_account(
+        &self,
+        account: &Account,
+    ) -> Result<String, mailroom_connect::SendError> {
+        let connector =
+            crate::build_connector(&self.inner.store, account, &self.inner.config.connectors)
+                .await
+                .map_err(|e| mailroom_connect::SendError::permanent(None, e.to_string()))?;
         connector.test_connection().await
     }
 }

@@ -60,9 +60,13 @@ const ACCOUNT_COLUMNS: &str = "a.id, a.connector, a.name, a.email_address, a.sen
     EXISTS (SELECT 1 FROM scenarios s WHERE s.name = 'default' AND s.account_id = a.id) AS is_default";
 
 fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
-    let corrupt = |what: &str| StoreError::Conflict(format!("stored account has an invalid {what}"));
+    let corrupt =
+        |what: &str| StoreError::Conflict(format!("stored account has an invalid {what}"));
     Ok(Account {
-        id: row.get::<String, _>("id").parse().map_err(|_| corrupt("id"))?,
+        id: row
+            .get::<String, _>("id")
+            .parse()
+            .map_err(|_| corrupt("id"))?,
         connector: row.get::<String, _>("connector").parse()?,
         name: row.get("name"),
         email_address: EmailAddress::parse(&row.get::<String, _>("email_address"))?,
@@ -74,7 +78,11 @@ fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
         username: row.get("username"),
         has_password: row.get("has_password"),
         pickup_dir: row.get("pickup_dir"),
-        limits: AccountLimits::new(row.get("rate_limit_per_minute"), row.get("concurrency_limit"), row.get("max_attempts"))?,
+        limits: AccountLimits::new(
+            row.get("rate_limit_per_minute"),
+            row.get("concurrency_limit"),
+            row.get("max_attempts"),
+        )?,
         is_default: row.get("is_default"),
         created_at_ms: row.get("created_at"),
         updated_at_ms: row.get("updated_at"),
@@ -83,7 +91,11 @@ fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
 
 impl Store {
     /// Creates an account; the first account of an installation becomes the default account.
-    pub async fn create_account(&self, input: &AccountInput, password: Option<&str>) -> StoreResult<Account> {
+    pub async fn create_account(
+        &self,
+        input: &AccountInput,
+        password: Option<&str>,
+    ) -> StoreResult<Account> {
         let id = Uuid::new_v4();
         let now = now_ms();
         let sealed = password.map(|p| self.secrets.seal(&id.to_string(), p));
@@ -123,7 +135,12 @@ impl Store {
     }
 
     /// Replaces an account's settings.
-    pub async fn update_account(&self, id: Uuid, input: &AccountInput, password: PasswordChange) -> StoreResult<Account> {
+    pub async fn update_account(
+        &self,
+        id: Uuid,
+        input: &AccountInput,
+        password: PasswordChange,
+    ) -> StoreResult<Account> {
         let now = now_ms();
         let mut tx = self.writer.begin().await?;
         let result = sqlx::query(
@@ -168,25 +185,41 @@ impl Store {
     }
 
     pub async fn account(&self, id: Uuid) -> StoreResult<Account> {
-        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.id = $1 AND a.deleted_at IS NULL");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(&self.writer).await?;
-        row.map(|r| account_from_row(&r)).transpose()?.ok_or_else(|| StoreError::NotFound(format!("account {id}")))
+        let sql = format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.id = $1 AND a.deleted_at IS NULL"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(&self.writer)
+            .await?;
+        row.map(|r| account_from_row(&r))
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound(format!("account {id}")))
     }
 
     pub async fn accounts(&self) -> StoreResult<Vec<Account>> {
-        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.deleted_at IS NULL ORDER BY a.created_at, a.id");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.writer).await?;
+        let sql = format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.deleted_at IS NULL ORDER BY a.created_at, a.id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.writer)
+            .await?;
         rows.iter().map(account_from_row).collect()
     }
 
     /// The decrypted password of an account, for its connector only. Never logged, never returned by the API.
     pub async fn account_password(&self, id: Uuid) -> StoreResult<Option<String>> {
-        let sealed: Option<String> = sqlx::query_scalar("SELECT password_encrypted FROM accounts WHERE id = $1 AND deleted_at IS NULL")
-            .bind(id.to_string())
-            .fetch_optional(&self.writer)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("account {id}")))?;
-        sealed.map(|s| self.secrets.open(&id.to_string(), &s)).transpose().map_err(Into::into)
+        let sealed: Option<String> = sqlx::query_scalar(
+            "SELECT password_encrypted FROM accounts WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.writer)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("account {id}")))?;
+        sealed
+            .map(|s| self.secrets.open(&id.to_string(), &s))
+            .transpose()
+            .map_err(Into::into)
     }
 
     /// Deletes an account. Refused while messages are waiting in its outbox (they would be lost).
@@ -211,14 +244,22 @@ impl Store {
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("account {id}")));
         }
-        sqlx::query("UPDATE scenarios SET account_id = NULL WHERE account_id = $1").bind(id.to_string()).execute(&mut *tx).await?;
-        let remaining: Vec<String> = sqlx::query_scalar("SELECT id FROM accounts WHERE deleted_at IS NULL").fetch_all(&mut *tx).await?;
-        if remaining.len() == 1 {
-            sqlx::query("UPDATE scenarios SET account_id = $1 WHERE name = $2 AND account_id IS NULL")
-                .bind(&remaining[0])
-                .bind(DEFAULT_SCENARIO)
-                .execute(&mut *tx)
+        sqlx::query("UPDATE scenarios SET account_id = NULL WHERE account_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let remaining: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM accounts WHERE deleted_at IS NULL")
+                .fetch_all(&mut *tx)
                 .await?;
+        if remaining.len() == 1 {
+            sqlx::query(
+                "UPDATE scenarios SET account_id = $1 WHERE name = $2 AND account_id IS NULL",
+            )
+            .bind(&remaining[0])
+            .bind(DEFAULT_SCENARIO)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -14,15 +14,17 @@ mod tokens;
 
 pub use accounts::{Account, AccountInput, PasswordChange};
 pub use messages::{
-    AttemptRecord, ClaimedMessage, InsertOutcome, MessageFilter, MessagePage, NewMessage, Outcome, RecoveredLease,
-    StoredAttempt, StoredMessage,
+    AttemptRecord, ClaimedMessage, InsertOutcome, MessageFilter, MessagePage, NewMessage, Outcome,
+    RecoveredLease, StoredAttempt, StoredMessage,
 };
 pub use scenarios::ScenarioRow;
 pub use secret::SecretBox;
 pub use tokens::ApiToken;
 
 use mailroom_core::ValidationError;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -68,19 +70,35 @@ impl Store {
     /// Opens (creating if needed) the SQLite database at `url` (`sqlite://path` or a plain path),
     /// runs migrations and starts the insert batcher.
     pub async fn open(url: &str, secrets: SecretBox) -> StoreResult<Self> {
-        let url = if url.starts_with("sqlite:") { url.to_owned() } else { format!("sqlite://{url}") };
+        let url = if url.starts_with("sqlite:") {
+            url.to_owned()
+        } else {
+            format!("sqlite://{url}")
+        };
         let options = SqliteConnectOptions::from_str(&url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
-        let writer = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(options.clone()).await?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
-        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
         let (inserts, receiver) = mpsc::channel(4096);
         tokio::spawn(messages::run_insert_batcher(writer.clone(), receiver));
-        let store = Self { writer, reader, secrets, inserts };
+        let store = Self {
+            writer,
+            reader,
+            secrets,
+            inserts,
+        };
         store.seed_built_in_scenarios().await?;
         Ok(store)
     }
@@ -94,7 +112,10 @@ impl Store {
 
 /// Milliseconds since the Unix epoch, the unit of every time in the store.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Writes a file readable only by its owner (mode 0600), atomically.
@@ -105,7 +126,12 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     let temporary = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)?;
     file.write_all(contents)?;
     file.sync_all()?;
     std::fs::rename(&temporary, path)

@@ -9,7 +9,9 @@ use crate::{Store, StoreError, StoreResult, now_ms};
 use mailroom_core::ValidationError;
 use mailroom_core::address::{EmailAddress, Mailbox};
 use mailroom_core::header::HeaderText;
-use mailroom_core::message::{AttemptOutcome, MessageContent, MessageStatus, RelatedRecord, Relation};
+use mailroom_core::message::{
+    AttemptOutcome, MessageContent, MessageStatus, RelatedRecord, Relation,
+};
 use mailroom_core::scenario::ScenarioName;
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{Sqlite, SqlitePool, SqliteRow};
@@ -161,20 +163,37 @@ struct StoredRelated {
 }
 
 fn mailboxes_to_json(list: &[Mailbox]) -> String {
-    let stored: Vec<_> = list.iter().map(|m| StoredMailbox { name: m.name.clone(), address: m.address.to_string() }).collect();
+    let stored: Vec<_> = list
+        .iter()
+        .map(|m| StoredMailbox {
+            name: m.name.clone(),
+            address: m.address.to_string(),
+        })
+        .collect();
     serde_json::to_string(&stored).expect("mailboxes serialize")
 }
 
 fn mailboxes_from_json(json: &str) -> Result<Vec<Mailbox>, ValidationError> {
-    let stored: Vec<StoredMailbox> =
-        serde_json::from_str(json).map_err(|e| ValidationError::new("recipients", format!("stored recipients are unreadable: {e}")))?;
-    stored.into_iter().map(|m| Mailbox::new(m.name.as_deref(), EmailAddress::parse(&m.address)?)).collect()
+    let stored: Vec<StoredMailbox> = serde_json::from_str(json).map_err(|e| {
+        ValidationError::new(
+            "recipients",
+            format!("stored recipients are unreadable: {e}"),
+        )
+    })?;
+    stored
+        .into_iter()
+        .map(|m| Mailbox::new(m.name.as_deref(), EmailAddress::parse(&m.address)?))
+        .collect()
 }
 
 fn related_to_json(list: &[RelatedRecord]) -> String {
     let stored: Vec<_> = list
         .iter()
-        .map(|r| StoredRelated { record_type: r.record_type.clone(), id: r.record_id.clone(), relation: r.relation.to_string() })
+        .map(|r| StoredRelated {
+            record_type: r.record_type.clone(),
+            id: r.record_id.clone(),
+            relation: r.relation.to_string(),
+        })
         .collect();
     serde_json::to_string(&stored).expect("related records serialize")
 }
@@ -183,7 +202,14 @@ fn related_from_json(json: &str) -> Vec<RelatedRecord> {
     serde_json::from_str::<Vec<StoredRelated>>(json)
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|r| RelatedRecord::new(&r.record_type, &r.id, r.relation.parse().unwrap_or(Relation::Related)).ok())
+        .filter_map(|r| {
+            RelatedRecord::new(
+                &r.record_type,
+                &r.id,
+                r.relation.parse().unwrap_or(Relation::Related),
+            )
+            .ok()
+        })
         .collect()
 }
 
@@ -199,11 +225,14 @@ fn content_from_row(row: &SqliteRow) -> Result<MessageContent, ValidationError> 
 }
 
 fn display_list(json: &str) -> Vec<String> {
-    mailboxes_from_json(json).map(|list| list.iter().map(ToString::to_string).collect()).unwrap_or_default()
+    mailboxes_from_json(json)
+        .map(|list| list.iter().map(ToString::to_string).collect())
+        .unwrap_or_default()
 }
 
 fn parse_uuid(raw: &str) -> StoreResult<Uuid> {
-    raw.parse().map_err(|_| StoreError::Conflict(format!("stored id {raw:?} is not a UUID")))
+    raw.parse()
+        .map_err(|_| StoreError::Conflict(format!("stored id {raw:?} is not a UUID")))
 }
 
 fn message_from_row(row: &SqliteRow) -> StoreResult<StoredMessage> {
@@ -243,7 +272,10 @@ pub(crate) struct InsertRequest {
 const INSERT_BATCH: usize = 512;
 
 /// Group commit: takes every insert waiting, writes them in one transaction, then answers each.
-pub(crate) async fn run_insert_batcher(pool: SqlitePool, mut requests: mpsc::Receiver<InsertRequest>) {
+pub(crate) async fn run_insert_batcher(
+    pool: SqlitePool,
+    mut requests: mpsc::Receiver<InsertRequest>,
+) {
     let mut batch = Vec::with_capacity(INSERT_BATCH);
     while let Some(first) = requests.recv().await {
         batch.push(first);
@@ -263,7 +295,9 @@ pub(crate) async fn run_insert_batcher(pool: SqlitePool, mut requests: mpsc::Rec
                 // One bad message must not fail the others: store each on its own.
                 tracing::warn!(error = %batch_error, size = batch.len(), "group insert failed; storing messages one by one");
                 for request in batch.drain(..) {
-                    let result = insert_batch(&pool, std::iter::once(&request.message)).await.map(|mut o| o.remove(0));
+                    let result = insert_batch(&pool, std::iter::once(&request.message))
+                        .await
+                        .map(|mut o| o.remove(0));
                     let _ = request.reply.send(result);
                 }
             }
@@ -271,7 +305,10 @@ pub(crate) async fn run_insert_batcher(pool: SqlitePool, mut requests: mpsc::Rec
     }
 }
 
-async fn insert_batch<'a>(pool: &SqlitePool, messages: impl Iterator<Item = &'a NewMessage>) -> StoreResult<Vec<InsertOutcome>> {
+async fn insert_batch<'a>(
+    pool: &SqlitePool,
+    messages: impl Iterator<Item = &'a NewMessage>,
+) -> StoreResult<Vec<InsertOutcome>> {
     let now = now_ms();
     let mut tx = pool.begin().await?;
     let mut outcomes = Vec::new();
@@ -285,7 +322,11 @@ async fn insert_batch<'a>(pool: &SqlitePool, messages: impl Iterator<Item = &'a 
             if let Some(row) = existing {
                 let id = parse_uuid(&row.get::<String, _>("id"))?;
                 let same = row.get::<Option<String>, _>("request_hash") == message.request_hash;
-                outcomes.push(if same { InsertOutcome::Replayed(id) } else { InsertOutcome::KeyReused(id) });
+                outcomes.push(if same {
+                    InsertOutcome::Replayed(id)
+                } else {
+                    InsertOutcome::KeyReused(id)
+                });
                 continue;
             }
         }
@@ -337,7 +378,10 @@ impl Store {
     /// Stores a new message durably; returns once the transaction holding it has committed.
     pub async fn insert_message(&self, message: NewMessage) -> StoreResult<InsertOutcome> {
         let (reply, answer) = oneshot::channel();
-        self.inserts.send(InsertRequest { message, reply }).await.map_err(|_| StoreError::Closed)?;
+        self.inserts
+            .send(InsertRequest { message, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -374,7 +418,11 @@ impl Store {
 
     /// A page of messages, newest first, and the number matching over all pages.
     pub async fn list_messages(&self, filter: &MessageFilter) -> StoreResult<MessagePage> {
-        fn push_conditions(query: &mut QueryBuilder<Sqlite>, filter: &MessageFilter, with_cursor: bool) {
+        fn push_conditions(
+            query: &mut QueryBuilder<Sqlite>,
+            filter: &MessageFilter,
+            with_cursor: bool,
+        ) {
             query.push(" WHERE 1 = 1");
             if !filter.statuses.is_empty() {
                 query.push(" AND status IN (");
@@ -385,7 +433,9 @@ impl Store {
                 query.push(")");
             }
             if let Some(account_id) = filter.account_id {
-                query.push(" AND account_id = ").push_bind(account_id.to_string());
+                query
+                    .push(" AND account_id = ")
+                    .push_bind(account_id.to_string());
             }
             if let Some(scenario) = &filter.scenario {
                 query.push(" AND scenario = ").push_bind(scenario.clone());
@@ -406,20 +456,36 @@ impl Store {
         let total: i64 = count.build_query_scalar().fetch_one(&self.reader).await?;
         let mut select = QueryBuilder::new(format!("SELECT {MESSAGE_COLUMNS} FROM messages"));
         push_conditions(&mut select, filter, true);
-        select.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit) + 1);
+        select
+            .push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
         let rows = select.build().fetch_all(&self.reader).await?;
-        let mut items = rows.iter().map(message_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let mut items = rows
+            .iter()
+            .map(message_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         let next_cursor = if items.len() > limit as usize {
             items.truncate(limit as usize);
             items.last().map(|m| m.id)
         } else {
             None
         };
-        Ok(MessagePage { items, total, next_cursor })
+        Ok(MessagePage {
+            items,
+            total,
+            next_cursor,
+        })
     }
 
     /// Claims up to `limit` due messages of an account for one attempt each, under a lease.
-    pub async fn claim_due(&self, account_id: Uuid, owner: &str, now: i64, lease_until: i64, limit: u32) -> StoreResult<Vec<ClaimedMessage>> {
+    pub async fn claim_due(
+        &self,
+        account_id: Uuid,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedMessage>> {
         let rows = sqlx::query(
             "UPDATE messages SET status = 'sending', lease_owner = $1, lease_until = $2, attempt_count = attempt_count + 1, updated_at = $3
              WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND account_id = $4 AND next_attempt_at <= $3
@@ -445,7 +511,8 @@ impl Store {
                     content: content_from_row(row).map_err(|e| e.to_string()),
                     created_at_ms: row.get("created_at"),
                     attempt_number: attempt_count,
-                    attempts_used: attempt_count.saturating_sub(row.get::<i64, _>("retry_base") as u32),
+                    attempts_used: attempt_count
+                        .saturating_sub(row.get::<i64, _>("retry_base") as u32),
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -455,11 +522,13 @@ impl Store {
 
     /// Extends the leases of every message this process is sending.
     pub async fn renew_leases(&self, owner: &str, lease_until: i64) -> StoreResult<u64> {
-        let result = sqlx::query("UPDATE messages SET lease_until = $2 WHERE lease_owner = $1 AND status = 'sending'")
-            .bind(owner)
-            .bind(lease_until)
-            .execute(&self.writer)
-            .await?;
+        let result = sqlx::query(
+            "UPDATE messages SET lease_until = $2 WHERE lease_owner = $1 AND status = 'sending'",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .execute(&self.writer)
+        .await?;
         Ok(result.rows_affected())
     }
 
@@ -501,7 +570,9 @@ impl Store {
             .await?;
             let (status, next_attempt_at, sent_at, last_error) = match record.next {
                 Outcome::Sent => ("sent", None, Some(record.finished_at_ms), None),
-                Outcome::RetryAt(at) => ("queued", Some(at), None, Some(record.reply_text.as_str())),
+                Outcome::RetryAt(at) => {
+                    ("queued", Some(at), None, Some(record.reply_text.as_str()))
+                }
                 Outcome::Failed => ("failed", None, None, Some(record.reply_text.as_str())),
             };
             sqlx::query(
@@ -540,7 +611,8 @@ impl Store {
         for row in &rows {
             let id: String = row.get("id");
             let attempt_count: i64 = row.get("attempt_count");
-            let exhausted = attempt_count - row.get::<i64, _>("retry_base") >= row.get::<i64, _>("max_attempts");
+            let exhausted = attempt_count - row.get::<i64, _>("retry_base")
+                >= row.get::<i64, _>("max_attempts");
             let reply_text = "the attempt was interrupted (mailroom stopped or lost its lease while sending); the message may \
                               have been delivered by it, and a re-send carries the same Message-ID";
             sqlx::query(
@@ -554,7 +626,11 @@ impl Store {
             .bind(reply_text)
             .execute(&mut *tx)
             .await?;
-            let new_status = if exhausted { MessageStatus::Failed } else { MessageStatus::Queued };
+            let new_status = if exhausted {
+                MessageStatus::Failed
+            } else {
+                MessageStatus::Queued
+            };
             sqlx::query(
                 "UPDATE messages SET status = $2, next_attempt_at = $3, lease_owner = NULL, lease_until = NULL, updated_at = $3,
                    last_error = $4 WHERE id = $1",
@@ -586,7 +662,8 @@ impl Store {
         .bind(now)
         .execute(&self.writer)
         .await?;
-        self.after_transition(id, result.rows_affected(), "retried").await
+        self.after_transition(id, result.rows_affected(), "retried")
+            .await
     }
 
     /// Cancels a message that is waiting or has failed. A message being sent right now cannot be cancelled.
@@ -596,20 +673,33 @@ impl Store {
             .bind(now_ms())
             .execute(&self.writer)
             .await?;
-        self.after_transition(id, result.rows_affected(), "cancelled").await
+        self.after_transition(id, result.rows_affected(), "cancelled")
+            .await
     }
 
-    async fn after_transition(&self, id: Uuid, changed: u64, verb: &str) -> StoreResult<StoredMessage> {
+    async fn after_transition(
+        &self,
+        id: Uuid,
+        changed: u64,
+        verb: &str,
+    ) -> StoreResult<StoredMessage> {
         let message = self.message(id).await?;
         if changed == 0 {
-            return Err(StoreError::Conflict(format!("message {id} is {} and cannot be {verb}", message.status)));
+            return Err(StoreError::Conflict(format!(
+                "message {id} is {} and cannot be {verb}",
+                message.status
+            )));
         }
         Ok(message)
     }
 
     /// Start times of attempts on an account since `since` (including claims in flight), to rebuild a
     /// rate window after a restart.
-    pub async fn attempt_starts_since(&self, account_id: Uuid, since: i64) -> StoreResult<Vec<i64>> {
+    pub async fn attempt_starts_since(
+        &self,
+        account_id: Uuid,
+        since: i64,
+    ) -> StoreResult<Vec<i64>> {
         let starts = sqlx::query_scalar(
             "SELECT a.started_at FROM attempts a JOIN messages m ON m.id = a.message_id
              WHERE m.account_id = $1 AND a.started_at >= $2 AND a.outcome <> 'interrupted'
@@ -626,7 +716,11 @@ impl Store {
 
     /// Number of messages per status.
     pub async fn status_counts(&self) -> StoreResult<Vec<(MessageStatus, i64)>> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM messages GROUP BY status").fetch_all(&self.reader).await?;
-        rows.iter().map(|row| Ok((row.get::<String, _>("status").parse()?, row.get("n")))).collect()
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM messages GROUP BY status")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.get::<String, _>("status").parse()?, row.get("n"))))
+            .collect()
     }
 }

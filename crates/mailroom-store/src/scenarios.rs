@@ -46,8 +46,12 @@ impl Store {
                 name: row.get("name"),
                 description: row.get("description"),
                 built_in: row.get("built_in"),
-                account_id: row.get::<Option<String>, _>("account_id").and_then(|s| s.parse().ok()),
-                effective_account_id: row.get::<Option<String>, _>("effective").and_then(|s| s.parse().ok()),
+                account_id: row
+                    .get::<Option<String>, _>("account_id")
+                    .and_then(|s| s.parse().ok()),
+                effective_account_id: row
+                    .get::<Option<String>, _>("effective")
+                    .and_then(|s| s.parse().ok()),
             })
             .collect())
     }
@@ -62,18 +66,27 @@ impl Store {
 
     /// Assigns a scenario to an account (creating it as a custom scenario if it is new), or with
     /// `None` only registers it. Assigning `default` chooses the default account.
-    pub async fn assign_scenario(&self, name: &ScenarioName, account_id: Option<Uuid>, description: Option<&str>) -> StoreResult<ScenarioRow> {
+    pub async fn assign_scenario(
+        &self,
+        name: &ScenarioName,
+        account_id: Option<Uuid>,
+        description: Option<&str>,
+    ) -> StoreResult<ScenarioRow> {
         let mut tx = self.writer.begin().await?;
         if let Some(account_id) = account_id {
-            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1 AND deleted_at IS NULL")
-                .bind(account_id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
+            let exists: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1 AND deleted_at IS NULL")
+                    .bind(account_id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if exists.is_none() {
                 return Err(StoreError::NotFound(format!("account {account_id}")));
             }
         } else if name.is_default() {
-            return Err(StoreError::Conflict("the default scenario needs an account: it decides where unassigned scenarios send".into()));
+            return Err(StoreError::Conflict(
+                "the default scenario needs an account: it decides where unassigned scenarios send"
+                    .into(),
+            ));
         }
         sqlx::query(
             "INSERT INTO scenarios (name, description, built_in, account_id) VALUES ($1, $2, 0, $3)
@@ -99,18 +112,28 @@ impl Store {
                 "the default account cannot be unassigned while accounts exist; assign another account to the default scenario instead".into(),
             ));
         }
-        sqlx::query("UPDATE scenarios SET account_id = NULL WHERE name = $1").bind(name.as_str()).execute(&self.writer).await?;
+        sqlx::query("UPDATE scenarios SET account_id = NULL WHERE name = $1")
+            .bind(name.as_str())
+            .execute(&self.writer)
+            .await?;
         self.scenario(name).await
     }
 
     /// Picks the account a message goes through: the explicit account, else the scenario's account,
     /// else the default account.
-    pub async fn resolve_account(&self, scenario: &ScenarioName, account_id: Option<Uuid>) -> StoreResult<Account> {
+    pub async fn resolve_account(
+        &self,
+        scenario: &ScenarioName,
+        account_id: Option<Uuid>,
+    ) -> StoreResult<Account> {
         if let Some(account_id) = account_id {
             return self.account(account_id).await;
         }
         let row = self.scenario(scenario).await.map_err(|_| {
-            StoreError::NotFound(format!("scenario {:?} (register custom scenarios with PUT /v1/scenarios/{{name}})", scenario.as_str()))
+            StoreError::NotFound(format!(
+                "scenario {:?} (register custom scenarios with PUT /v1/scenarios/{{name}})",
+                scenario.as_str()
+            ))
         })?;
         match row.effective_account_id {
             Some(id) => self.account(id).await,

@@ -20,7 +20,10 @@ pub enum SecretError {
     #[error("a stored secret could not be decrypted (wrong key, or the value was tampered with)")]
     Undecryptable,
     #[error("could not read or write the secret key file {path}: {source}")]
-    KeyFile { path: String, source: std::io::Error },
+    KeyFile {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Seals and opens secrets with the installation's key.
@@ -40,10 +43,16 @@ impl SecretBox {
     /// A box from 32 raw key bytes.
     pub fn from_key(key: &[u8]) -> Result<Self, SecretError> {
         if key.len() != 32 {
-            return Err(SecretError::InvalidKey(format!("expected 32 bytes, got {}", key.len())));
+            return Err(SecretError::InvalidKey(format!(
+                "expected 32 bytes, got {}",
+                key.len()
+            )));
         }
         let key_id = hex::encode(&Sha256::digest(key)[..4]);
-        Ok(Self { cipher: XChaCha20Poly1305::new(key.into()), key_id })
+        Ok(Self {
+            cipher: XChaCha20Poly1305::new(key.into()),
+            key_id,
+        })
     }
 
     /// A box from a key written as 64 hex digits or as base64 of 32 bytes (as in `MAILROOM_SECRET_KEY`).
@@ -53,13 +62,18 @@ impl SecretBox {
             .ok()
             .filter(|b| b.len() == 32)
             .or_else(|| BASE64.decode(encoded).ok())
-            .ok_or_else(|| SecretError::InvalidKey("expected 64 hex digits or base64 of 32 bytes".into()))?;
+            .ok_or_else(|| {
+                SecretError::InvalidKey("expected 64 hex digits or base64 of 32 bytes".into())
+            })?;
         Self::from_key(&bytes)
     }
 
     /// Loads the key file, creating it (mode 0600, 32 random bytes as hex) when it does not exist.
     pub fn load_or_create(path: &Path) -> Result<Self, SecretError> {
-        let io_error = |source| SecretError::KeyFile { path: path.display().to_string(), source };
+        let io_error = |source| SecretError::KeyFile {
+            path: path.display().to_string(),
+            source,
+        };
         match std::fs::read_to_string(path) {
             Ok(encoded) => Self::from_encoded_key(&encoded),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -78,7 +92,13 @@ impl SecretBox {
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ciphertext = self
             .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext.as_bytes(), aad: record_id.as_bytes() })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: record_id.as_bytes(),
+                },
+            )
             .expect("XChaCha20-Poly1305 encryption does not fail for in-memory buffers");
         let mut sealed = nonce.to_vec();
         sealed.extend_from_slice(&ciphertext);
@@ -88,20 +108,29 @@ impl SecretBox {
     /// Decrypts a value sealed for `record_id`.
     pub fn open(&self, record_id: &str, sealed: &str) -> Result<String, SecretError> {
         let mut parts = sealed.splitn(3, ':');
-        let (Some("v1"), Some(key_id), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some("v1"), Some(key_id), Some(body)) = (parts.next(), parts.next(), parts.next())
+        else {
             return Err(SecretError::Undecryptable);
         };
         if key_id != self.key_id {
             return Err(SecretError::Undecryptable);
         }
-        let bytes = BASE64.decode(body).map_err(|_| SecretError::Undecryptable)?;
+        let bytes = BASE64
+            .decode(body)
+            .map_err(|_| SecretError::Undecryptable)?;
         if bytes.len() < 24 {
             return Err(SecretError::Undecryptable);
         }
         let (nonce, ciphertext) = bytes.split_at(24);
         let plaintext = self
             .cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: record_id.as_bytes() })
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: record_id.as_bytes(),
+                },
+            )
             .map_err(|_| SecretError::Undecryptable)?;
         String::from_utf8(plaintext).map_err(|_| SecretError::Undecryptable)
     }
@@ -123,7 +152,12 @@ mod tests {
     #[test]
     fn a_secret_sealed_with_another_key_does_not_open() {
         let sealed = SecretBox::from_key(&[1u8; 32]).unwrap().seal("a", "x");
-        assert!(SecretBox::from_key(&[2u8; 32]).unwrap().open("a", &sealed).is_err());
+        assert!(
+            SecretBox::from_key(&[2u8; 32])
+                .unwrap()
+                .open("a", &sealed)
+                .is_err()
+        );
     }
 
     #[test]
@@ -132,7 +166,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret.key");
         let first = SecretBox::load_or_create(&path).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let second = SecretBox::load_or_create(&path).unwrap();
         assert_eq!(second.open("r", &first.seal("r", "s")).unwrap(), "s");
     }

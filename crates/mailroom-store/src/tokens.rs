@@ -22,11 +22,20 @@ pub fn hash_token(token: &str) -> String {
 
 impl Store {
     /// Creates a token and returns its secret, which is not kept anywhere.
-    pub async fn create_token(&self, name: &str, expires_at_ms: Option<i64>) -> StoreResult<(ApiToken, String)> {
+    pub async fn create_token(
+        &self,
+        name: &str,
+        expires_at_ms: Option<i64>,
+    ) -> StoreResult<(ApiToken, String)> {
         let mut random = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut random);
         let secret = format!("mr_{}", hex::encode(random));
-        let token = ApiToken { id: Uuid::new_v4(), name: name.to_owned(), created_at_ms: now_ms(), expires_at_ms };
+        let token = ApiToken {
+            id: Uuid::new_v4(),
+            name: name.to_owned(),
+            created_at_ms: now_ms(),
+            expires_at_ms,
+        };
         sqlx::query("INSERT INTO api_tokens (id, name, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(token.id.to_string())
             .bind(&token.name)
@@ -58,6 +67,9 @@ impl Store {
 
     /// Whether any token exists (false on a fresh install).
     pub async fn has_tokens(&self) -> StoreResult<bool> {
-        Ok(sqlx::query("SELECT 1 FROM api_tokens LIMIT 1").fetch_optional(&self.reader).await?.is_some())
+        Ok(sqlx::query("SELECT 1 FROM api_tokens LIMIT 1")
+            .fetch_optional(&self.reader)
+            .await?
+            .is_some())
     }
 }

@@ -1,1 +1,46 @@
-fn main() {}
+//! The `mailroom` binary: `mailroom serve` runs the API and the workers; every other command is a
+//! client of a running server, mirroring the REST API.
+
+mod cli;
+mod config;
+mod serve;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the async runtime");
+    let result = runtime.block_on(async move {
+        match args.command {
+            cli::Command::Serve(serve_args) => {
+                let config = config::Config::resolve(&serve_args)?;
+                init_logging(&config.log_format);
+                serve::run(config).await
+            }
+            command => cli::run(args.global, command).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,354 @@
+//! The JSON shapes of the API. Requests refuse unknown fields so that a typo is an error, not a
+//! silently ignored setting. Times are RFC 3339 strings in UTC.
+
+use mailroom_store::{Account, ScenarioRow, StoredAttempt, StoredMessage};
+use serde::{Deserialize, Deserializer, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+pub fn rfc3339(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+pub fn parse_rfc3339(field: &str, raw: &str) -> Result<i64, crate::error::ApiError> {
+    OffsetDateTime::parse(raw, &Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|_| {
+            crate::error::ApiError::invalid(
+                field,
+                format!("{field}: {raw:?} is not an RFC 3339 time such as 2026-11-22T09:30:00Z"),
+            )
+        })
+}
+
+/// Distinguishes a field that is absent (keep) from one that is `null` (clear).
+fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// An account to create. Fields not given take defaults: security `starttls`, port by security
+/// (25, 587 or 465), sender type `specific-user`, no rate limit, 3 concurrent connections, 10 attempts.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    /// `smtp` or `pickup`.
+    pub connector: String,
+    pub name: String,
+    pub email_address: String,
+    /// Display name in From; defaults to the account name.
+    pub sender_name: Option<String>,
+    pub sender_type: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// `none`, `starttls` or `tls`.
+    pub security: Option<String>,
+    pub username: Option<String>,
+    /// Write-only; stored encrypted and never returned.
+    pub password: Option<String>,
+    /// Pickup accounts: the folder `.eml` files are written to.
+    pub pickup_dir: Option<String>,
+    pub rate_limit_per_minute: Option<i64>,
+    pub concurrency_limit: Option<i64>,
+    pub max_attempts: Option<i64>,
+}
+
+/// Changes to an account; absent fields stay as they are, `null` clears optional ones.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAccount {
+    pub name: Option<String>,
+    pub email_address: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub sender_name: Option<Option<String>>,
+    pub sender_type: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub security: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub username: Option<Option<String>>,
+    /// Write-only; `null` removes the stored password.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub password: Option<Option<String>>,
+    pub pickup_dir: Option<String>,
+    pub rate_limit_per_minute: Option<i64>,
+    pub concurrency_limit: Option<i64>,
+    pub max_attempts: Option<i64>,
+}
+
+/// An account as the API shows it. The password is never included.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AccountView {
+    pub id: Uuid,
+    pub connector: String,
+    pub name: String,
+    pub email_address: String,
+    pub sender_name: Option<String>,
+    pub sender_type: String,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub security: String,
+    pub username: Option<String>,
+    /// Whether a password is stored (it is never shown).
+    pub has_password: bool,
+    pub pickup_dir: Option<String>,
+    pub rate_limit_per_minute: u32,
+    pub concurrency_limit: u32,
+    pub max_attempts: u32,
+    /// The default account sends every scenario that has no account of its own.
+    pub is_default: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&Account> for AccountView {
+    fn from(a: &Account) -> Self {
+        Self {
+            id: a.id,
+            connector: a.connector.to_string(),
+            name: a.name.clone(),
+            email_address: a.email_address.to_string(),
+            sender_name: a.sender_name.clone(),
+            sender_type: a.sender_type.to_string(),
+            host: a.host.clone(),
+            port: a.port,
+            security: a.security.to_string(),
+            username: a.username.clone(),
+            has_password: a.has_password,
+            pickup_dir: a.pickup_dir.clone(),
+            rate_limit_per_minute: a.limits.rate_limit_per_minute,
+            concurrency_limit: a.limits.concurrency_limit,
+            max_attempts: a.limits.max_attempts,
+            is_default: a.is_default,
+            created_at: rfc3339(a.created_at_ms),
+            updated_at: rfc3339(a.updated_at_ms),
+        }
+    }
+}
+
+/// The result of testing an account's connection. A failed test is still a successful request.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConnectionTest {
+    pub ok: bool,
+    pub detail: String,
+    /// `transient` or `permanent`, when the test failed.
+    pub failure: Option<String>,
+    pub reply_code: Option<u16>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ScenarioView {
+    pub name: String,
+    pub description: String,
+    pub built_in: bool,
+    /// The account assigned to this scenario, if any.
+    pub account_id: Option<Uuid>,
+    /// The account this scenario's mail goes through now (its own, else the default account).
+    pub effective_account_id: Option<Uuid>,
+}
+
+impl From<ScenarioRow> for ScenarioView {
+    fn from(s: ScenarioRow) -> Self {
+        Self {
+            name: s.name,
+            description: s.description,
+            built_in: s.built_in,
+            account_id: s.account_id,
+            effective_account_id: s.effective_account_id,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignScenario {
+    /// The account to send this scenario through; `null` registers a custom scenario without one.
+    pub account_id: Option<Uuid>,
+    /// For custom scenarios: what the scenario is for.
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RelatedRecordView {
+    /// The record type, e.g. `sales-invoice`, `customer`.
+    #[serde(rename = "type")]
+    pub record_type: String,
+    pub id: String,
+    /// `primary` (the document the message is about) or `related` (default).
+    #[serde(default)]
+    pub relation: Option<String>,
+}
+
+/// A message to send.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    /// Recipients as `address` or `Name <address>`.
+    #[serde(default)]
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub cc: Vec<String>,
+    #[serde(default)]
+    pub bcc: Vec<String>,
+    pub subject: String,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    /// The business scenario; decides the account when `account_id` is not given. Default `default`.
+    pub scenario: Option<String>,
+    pub account_id: Option<Uuid>,
+    #[serde(default)]
+    pub related_records: Vec<RelatedRecordView>,
+    /// Send no earlier than this time (RFC 3339).
+    pub send_at: Option<String>,
+}
+
+/// The answer to an accepted message: it is stored durably and queued.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AcceptedMessage {
+    pub id: Uuid,
+    pub status: String,
+    /// The Message-ID header mailroom generated.
+    pub message_id: String,
+    pub account_id: Uuid,
+    pub scenario: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AttemptView {
+    pub number: u32,
+    pub started_at: String,
+    pub finished_at: String,
+    /// `sent`, `transient`, `permanent` or `interrupted`.
+    pub outcome: String,
+    pub reply_code: Option<u16>,
+    pub reply_text: String,
+}
+
+impl From<&StoredAttempt> for AttemptView {
+    fn from(a: &StoredAttempt) -> Self {
+        Self {
+            number: a.number,
+            started_at: rfc3339(a.started_at_ms),
+            finished_at: rfc3339(a.finished_at_ms),
+            outcome: a.outcome.to_string(),
+            reply_code: a.reply_code,
+            reply_text: a.reply_text.clone(),
+        }
+    }
+}
+
+/// A message in the outbox or the sent archive. Lists leave out bodies and attempts.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MessageView {
+    pub id: Uuid,
+    /// `queued`, `sending`, `sent`, `failed` or `cancelled`.
+    pub status: String,
+    pub scenario: String,
+    pub account_id: Uuid,
+    pub message_id: String,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    pub subject: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    pub related_records: Vec<RelatedRecordView>,
+    pub send_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub next_attempt_at: Option<String>,
+    pub sent_at: Option<String>,
+    pub attempt_count: u32,
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<AttemptView>>,
+}
+
+impl MessageView {
+    pub fn full(m: &StoredMessage) -> Self {
+        let mut view = Self::summary(m);
+        view.text = m.text.clone();
+        view.html = m.html.clone();
+        view.attempts = Some(m.attempts.iter().map(AttemptView::from).collect());
+        view
+    }
+
+    pub fn summary(m: &StoredMessage) -> Self {
+        Self {
+            id: m.id,
+            status: m.status.to_string(),
+            scenario: m.scenario.clone(),
+            account_id: m.account_id,
+            message_id: m.message_id_header.clone(),
+            to: m.to.clone(),
+            cc: m.cc.clone(),
+            bcc: m.bcc.clone(),
+            subject: m.subject.clone(),
+            text: None,
+            html: None,
+            related_records: m
+                .related_records
+                .iter()
+                .map(|r| RelatedRecordView {
+                    record_type: r.record_type.clone(),
+                    id: r.record_id.clone(),
+                    relation: Some(r.relation.to_string()),
+                })
+                .collect(),
+            send_at: m.send_at_ms.map(rfc3339),
+            created_at: rfc3339(m.created_at_ms),
+            updated_at: rfc3339(m.updated_at_ms),
+            next_attempt_at: (m.status == mailroom_core::message::MessageStatus::Queued)
+                .then(|| rfc3339(m.next_attempt_at_ms)),
+            sent_at: m.sent_at_ms.map(rfc3339),
+            attempt_count: m.attempt_count,
+            last_error: m.last_error.clone(),
+            attempts: None,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MessageList {
+    pub items: Vec<MessageView>,
+    /// Messages matching the filter over all pages.
+    pub total: i64,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Outbox only: comma-separated statuses (default `queued,sending,failed`).
+    pub status: Option<String>,
+    pub account_id: Option<Uuid>,
+    pub scenario: Option<String>,
+    /// Created at or after this time (RFC 3339).
+    pub from: Option<String>,
+    /// Created before this time (RFC 3339).
+    pub to: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<Uuid>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}

@@ -1,0 +1,337 @@
+//! `/v1/accounts`: add, list, change, remove and test accounts.
+
+use crate::AppState;
+use crate::dto::{AccountView, ConnectionTest, CreateAccount, UpdateAccount};
+use crate::error::{ApiJson, ApiPath, ApiResult, ErrorBody};
+use axum::extract::State;
+use axum::http::StatusCode;
+use mailroom_core::ValidationError;
+use mailroom_core::account::{
+    AccountLimits, ConnectorKind, DEFAULT_CONCURRENCY_LIMIT, DEFAULT_MAX_ATTEMPTS, Security,
+    SenderType, parse_display_text, parse_host,
+};
+use mailroom_core::address::EmailAddress;
+use mailroom_store::{Account, AccountInput, PasswordChange};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_accounts, create_account))
+        .routes(routes!(get_account, update_account, delete_account))
+        .routes(routes!(test_account))
+}
+
+/// Every field of an account in raw form, merged from a create or update request.
+struct RawAccount {
+    connector: ConnectorKind,
+    name: String,
+    email_address: String,
+    sender_name: Option<String>,
+    sender_type: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    security: Option<String>,
+    username: Option<String>,
+    has_password: bool,
+    pickup_dir: Option<String>,
+    rate_limit_per_minute: i64,
+    concurrency_limit: i64,
+    max_attempts: i64,
+}
+
+fn validate(raw: RawAccount, default_pickup_dir: &str) -> Result<AccountInput, ValidationError> {
+    let name = parse_display_text("name", &raw.name)?;
+    let email_address =
+        EmailAddress::parse(raw.email_address.trim()).map_err(|e| e.at("email_address"))?;
+    let sender_name = raw
+        .sender_name
+        .as_deref()
+        .map(|n| parse_display_text("sender_name", n))
+        .transpose()?;
+    let sender_type = raw
+        .sender_type
+        .as_deref()
+        .map(str::parse::<SenderType>)
+        .transpose()
+        .map_err(|e| e.at("sender_type"))?
+        .unwrap_or(SenderType::SpecificUser);
+    let limits = AccountLimits::new(
+        raw.rate_limit_per_minute,
+        raw.concurrency_limit,
+        raw.max_attempts,
+    )?;
+    match raw.connector {
+        ConnectorKind::Smtp => {
+            let host =
+                parse_host(raw.host.as_deref().ok_or_else(|| {
+                    ValidationError::new("host", "an SMTP account needs a host")
+                })?)?;
+            let security = raw
+                .security
+                .as_deref()
+                .map(str::parse::<Security>)
+                .transpose()
+                .map_err(|e| e.at("security"))?
+                .unwrap_or(Security::Starttls);
+            let port = raw.port.unwrap_or(match security {
+                Security::None => 25,
+                Security::Starttls => 587,
+                Security::Tls => 465,
+            });
+            if port == 0 {
+                return Err(ValidationError::new("port", "must be between 1 and 65535"));
+            }
+            let username = raw
+                .username
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty());
+            if let Some(username) = &username
+                && username.chars().any(char::is_control)
+            {
+                return Err(ValidationError::new(
+                    "username",
+                    "may not contain control characters",
+                ));
+            }
+            if username.is_some() != raw.has_password {
+                return Err(ValidationError::new(
+                    if username.is_some() {
+                        "password"
+                    } else {
+                        "username"
+                    },
+                    "username and password go together: give both for authentication, or neither",
+                ));
+            }
+            Ok(AccountInput {
+                connector: raw.connector,
+                name,
+                email_address,
+                sender_name,
+                sender_type,
+                host: Some(host),
+                port: Some(port),
+                security,
+                username,
+                pickup_dir: None,
+                limits,
+            })
+        }
+        ConnectorKind::Pickup => {
+            if raw.host.is_some() || raw.username.is_some() || raw.has_password {
+                return Err(ValidationError::new(
+                    "connector",
+                    "a pickup account takes no host, username or password",
+                ));
+            }
+            let pickup_dir = raw
+                .pickup_dir
+                .unwrap_or_else(|| default_pickup_dir.to_owned());
+            if !std::path::Path::new(&pickup_dir).is_absolute()
+                || pickup_dir.chars().any(char::is_control)
+            {
+                return Err(ValidationError::new(
+                    "pickup_dir",
+                    "must be an absolute path",
+                ));
+            }
+            Ok(AccountInput {
+                connector: raw.connector,
+                name,
+                email_address,
+                sender_name,
+                sender_type,
+                host: None,
+                port: None,
+                security: Security::None,
+                username: None,
+                pickup_dir: Some(pickup_dir),
+                limits,
+            })
+        }
+    }
+}
+
+fn check_password(password: &str) -> Result<(), ValidationError> {
+    if password.is_empty() || password.len() > 1024 || password.contains(['\r', '\n', '\0']) {
+        return Err(ValidationError::new(
+            "password",
+            "must be 1-1024 bytes without CR, LF or NUL",
+        ));
+    }
+    Ok(())
+}
+
+/// List accounts.
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", responses((status = 200, body = Vec<AccountView>)))]
+async fn list_accounts(State(state): State<AppState>) -> ApiResult<axum::Json<Vec<AccountView>>> {
+    Ok(axum::Json(
+        state
+            .store
+            .accounts()
+            .await?
+            .iter()
+            .map(AccountView::from)
+            .collect(),
+    ))
+}
+
+/// Add an account. The first account becomes the default account.
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = CreateAccount,
+    responses((status = 201, body = AccountView), (status = 422, body = ErrorBody)))]
+async fn create_account(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateAccount>,
+) -> ApiResult<(StatusCode, axum::Json<AccountView>)> {
+    let connector: ConnectorKind = body
+        .connector
+        .parse()
+        .map_err(|e: ValidationError| e.at("connector"))?;
+    if let Some(password) = &body.password {
+        check_password(password)?;
+    }
+    let input = validate(
+        RawAccount {
+            connector,
+            name: body.name,
+            email_address: body.email_address,
+            sender_name: body.sender_name,
+            sender_type: body.sender_type,
+            host: body.host,
+            port: body.port,
+            security: body.security,
+            username: body.username,
+            has_password: body.password.is_some(),
+            pickup_dir: body.pickup_dir,
+            rate_limit_per_minute: body.rate_limit_per_minute.unwrap_or(0),
+            concurrency_limit: body
+                .concurrency_limit
+                .unwrap_or(i64::from(DEFAULT_CONCURRENCY_LIMIT)),
+            max_attempts: body.max_attempts.unwrap_or(i64::from(DEFAULT_MAX_ATTEMPTS)),
+        },
+        &state.settings.default_pickup_dir,
+    )?;
+    let account = state
+        .store
+        .create_account(&input, body.password.as_deref())
+        .await?;
+    tracing::info!(event = "account_created", account = %account.id, connector = %account.connector, "account created");
+    state.engine.accounts_changed();
+    Ok((StatusCode::CREATED, axum::Json(AccountView::from(&account))))
+}
+
+/// Show one account.
+#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts", params(("id" = Uuid, Path)),
+    responses((status = 200, body = AccountView), (status = 404, body = ErrorBody)))]
+async fn get_account(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<axum::Json<AccountView>> {
+    Ok(axum::Json(AccountView::from(
+        &state.store.account(id).await?,
+    )))
+}
+
+/// Change an account. Absent fields stay; `null` clears optional ones.
+#[utoipa::path(patch, path = "/v1/accounts/{id}", tag = "accounts", params(("id" = Uuid, Path)), request_body = UpdateAccount,
+    responses((status = 200, body = AccountView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update_account(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<UpdateAccount>,
+) -> ApiResult<axum::Json<AccountView>> {
+    let current: Account = state.store.account(id).await?;
+    let password = match body.password {
+        None => PasswordChange::Keep,
+        Some(None) => PasswordChange::Clear,
+        Some(Some(password)) => {
+            check_password(&password)?;
+            PasswordChange::Set(password)
+        }
+    };
+    let has_password = match &password {
+        PasswordChange::Keep => current.has_password,
+        PasswordChange::Set(_) => true,
+        PasswordChange::Clear => false,
+    };
+    let input = validate(
+        RawAccount {
+            connector: current.connector,
+            name: body.name.unwrap_or(current.name),
+            email_address: body
+                .email_address
+                .unwrap_or_else(|| current.email_address.to_string()),
+            sender_name: body.sender_name.unwrap_or(current.sender_name),
+            sender_type: Some(
+                body.sender_type
+                    .unwrap_or_else(|| current.sender_type.to_string()),
+            ),
+            host: body.host.or(current.host),
+            port: body.port.or(current.port),
+            security: Some(
+                body.security
+                    .unwrap_or_else(|| current.security.to_string()),
+            ),
+            username: body.username.unwrap_or(current.username),
+            has_password,
+            pickup_dir: body.pickup_dir.or(current.pickup_dir),
+            rate_limit_per_minute: body
+                .rate_limit_per_minute
+                .unwrap_or(i64::from(current.limits.rate_limit_per_minute)),
+            concurrency_limit: body
+                .concurrency_limit
+                .unwrap_or(i64::from(current.limits.concurrency_limit)),
+            max_attempts: body
+                .max_attempts
+                .unwrap_or(i64::from(current.limits.max_attempts)),
+        },
+        &state.settings.default_pickup_dir,
+    )?;
+    let account = state.store.update_account(id, &input, password).await?;
+    tracing::info!(event = "account_updated", account = %account.id, "account updated");
+    state.engine.accounts_changed();
+    Ok(axum::Json(AccountView::from(&account)))
+}
+
+/// Remove an account. Refused while it has messages waiting to be sent.
+#[utoipa::path(delete, path = "/v1/accounts/{id}", tag = "accounts", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_account(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    state.store.delete_account(id).await?;
+    tracing::info!(event = "account_deleted", account = %id, "account deleted");
+    state.engine.accounts_changed();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Test an account's connection (and authentication) without sending anything.
+#[utoipa::path(post, path = "/v1/accounts/{id}/test", tag = "accounts", params(("id" = Uuid, Path)),
+    responses((status = 200, body = ConnectionTest), (status = 404, body = ErrorBody)))]
+async fn test_account(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<axum::Json<ConnectionTest>> {
+    let account = state.store.account(id).await?;
+    let result = state.engine.test_account(&account).await;
+    Ok(axum::Json(match result {
+        Ok(detail) => ConnectionTest {
+            ok: true,
+            detail,
+            failure: None,
+            reply_code: None,
+        },
+        Err(error) => ConnectionTest {
+            ok: false,
+            detail: error.message,
+            failure: Some(match error.kind {
+                mailroom_connect::FailureKind::Transient => "transient".into(),
+                mailroom_connect::FailureKind::Permanent => "permanent".into(),
+            }),
+            reply_code: error.reply_code,
+        },
+    }))
+}

@@ -1,0 +1,316 @@
+//! `/v1/messages`, `/v1/outbox`, `/v1/sent`: accept mail durably, show it with every attempt, retry
+//! and cancel it.
+
+use crate::AppState;
+use crate::auth::Principal;
+use crate::dto::{
+    AcceptedMessage, ListQuery, MessageList, MessageView, SendMessage, parse_rfc3339,
+};
+use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult, ErrorBody};
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use mailroom_core::message::{
+    MessageContent, MessageStatus, RawContent, RelatedRecord, Relation, message_id_for,
+};
+use mailroom_core::scenario::ScenarioName;
+use mailroom_store::{InsertOutcome, MessageFilter, NewMessage, StoreError};
+use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(send_message))
+        .routes(routes!(get_message))
+        .routes(routes!(retry_message))
+        .routes(routes!(cancel_message))
+        .routes(routes!(list_outbox))
+        .routes(routes!(list_sent))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.chars().all(|c| c.is_ascii_graphic()));
+    key.map(|k| Some(k.to_owned())).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1-255 visible ASCII characters",
+        )
+    })
+}
+
+fn validate(
+    body: &SendMessage,
+    max_body_bytes: usize,
+) -> ApiResult<(
+    MessageContent,
+    ScenarioName,
+    Vec<RelatedRecord>,
+    Option<i64>,
+)> {
+    let content = MessageContent::parse(
+        RawContent {
+            to: &body.to,
+            cc: &body.cc,
+            bcc: &body.bcc,
+            subject: &body.subject,
+            text: body.text.as_deref(),
+            html: body.html.as_deref(),
+        },
+        max_body_bytes,
+    )?;
+    if content.text.as_ref().map_or(0, String::len) + content.html.as_ref().map_or(0, String::len)
+        > max_body_bytes
+    {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is over the limit of {max_body_bytes} bytes"),
+        ));
+    }
+    let scenario = ScenarioName::parse(body.scenario.as_deref().unwrap_or("default"))?;
+    let related = body
+        .related_records
+        .iter()
+        .enumerate()
+        .map(|(index, record)| {
+            let relation = match record.relation.as_deref() {
+                None => Ok(Relation::Related),
+                Some(raw) => raw.parse::<Relation>(),
+            }
+            .map_err(|e| e.at(format!("related_records[{index}].relation")))?;
+            RelatedRecord::new(&record.record_type, &record.id, relation).map_err(|e| {
+                let field = format!("related_records[{index}].{}", e.field);
+                e.at(field)
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let send_at = body
+        .send_at
+        .as_deref()
+        .map(|raw| parse_rfc3339("send_at", raw))
+        .transpose()?;
+    Ok((content, scenario, related, send_at))
+}
+
+/// Queue a message. Answers 202 once the message is stored durably.
+///
+/// With an `Idempotency-Key` header, repeating the same request returns the first message instead of
+/// queuing another; reusing the key for a different request is refused.
+#[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = SendMessage,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe")),
+    responses((status = 202, body = AcceptedMessage), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn send_message(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body?;
+    let request: SendMessage = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_json",
+            e.to_string(),
+        )
+    })?;
+    let key = idempotency_key(&headers)?;
+    let (content, scenario, related_records, send_at_ms) =
+        validate(&request, state.settings.max_body_bytes)?;
+    let account = state
+        .store
+        .resolve_account(&scenario, request.account_id)
+        .await
+        .map_err(|error| match error {
+            StoreError::NotFound(what) if request.account_id.is_some() => ApiError::invalid(
+                "account_id",
+                format!("unknown account: {what} does not exist"),
+            ),
+            StoreError::NotFound(what) => ApiError::invalid(
+                "scenario",
+                format!("unknown scenario: {what} does not exist"),
+            ),
+            StoreError::Conflict(message) => {
+                ApiError::new(StatusCode::CONFLICT, "no_default_account", message)
+            }
+            other => other.into(),
+        })?;
+    let id = Uuid::now_v7();
+    let message = NewMessage {
+        id,
+        scenario: scenario.clone(),
+        account_id: account.id,
+        message_id_header: message_id_for(&id.simple().to_string(), account.email_address.domain()),
+        content,
+        related_records,
+        send_at_ms,
+        created_by: principal.token_id.clone(),
+        idempotency_key: key,
+        request_hash: Some(hex::encode(Sha256::digest(&body))),
+    };
+    let message_id_header = message.message_id_header.clone();
+    let (id, replayed) = match state.store.insert_message(message).await? {
+        InsertOutcome::Created(id) => (id, false),
+        InsertOutcome::Replayed(id) => (id, true),
+        InsertOutcome::KeyReused(_) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used for a different request; use a new key for a new message",
+            ));
+        }
+    };
+    let accepted = if replayed {
+        let existing = state.store.message(id).await?;
+        AcceptedMessage {
+            id,
+            status: existing.status.to_string(),
+            message_id: existing.message_id_header,
+            account_id: existing.account_id,
+            scenario: existing.scenario,
+        }
+    } else {
+        state.engine.wake();
+        tracing::debug!(event = "email_queued", message = %id, account = %account.id, scenario = %scenario, "email queued");
+        AcceptedMessage {
+            id,
+            status: MessageStatus::Queued.to_string(),
+            message_id: message_id_header,
+            account_id: account.id,
+            scenario: scenario.to_string(),
+        }
+    };
+    let mut response = (StatusCode::ACCEPTED, axum::Json(accepted)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// Show a message with every attempt (time, server reply, transient or permanent).
+#[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages", params(("id" = Uuid, Path)),
+    responses((status = 200, body = MessageView), (status = 404, body = ErrorBody)))]
+async fn get_message(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<axum::Json<MessageView>> {
+    Ok(axum::Json(MessageView::full(
+        &state.store.message(id).await?,
+    )))
+}
+
+/// Try a failed, cancelled or waiting message again now, with a fresh attempt budget.
+#[utoipa::path(post, path = "/v1/messages/{id}/retry", tag = "messages", params(("id" = Uuid, Path)),
+    responses((status = 200, body = MessageView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn retry_message(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<axum::Json<MessageView>> {
+    let message = state.store.retry_message(id).await?;
+    tracing::info!(event = "email_retry_requested", message = %id, "retry requested");
+    state.engine.wake();
+    Ok(axum::Json(MessageView::full(&message)))
+}
+
+/// Cancel a waiting or failed message. A message being sent right now cannot be cancelled.
+#[utoipa::path(post, path = "/v1/messages/{id}/cancel", tag = "messages", params(("id" = Uuid, Path)),
+    responses((status = 200, body = MessageView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn cancel_message(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<axum::Json<MessageView>> {
+    let message = state.store.cancel_message(id).await?;
+    tracing::info!(event = "email_cancelled", message = %id, "message cancelled");
+    Ok(axum::Json(MessageView::full(&message)))
+}
+
+fn filter_from(query: &ListQuery, statuses: Vec<MessageStatus>) -> ApiResult<MessageFilter> {
+    let scenario = query
+        .scenario
+        .as_deref()
+        .map(ScenarioName::parse)
+        .transpose()?
+        .map(|s| s.to_string());
+    Ok(MessageFilter {
+        statuses,
+        account_id: query.account_id,
+        scenario,
+        created_from_ms: query
+            .from
+            .as_deref()
+            .map(|raw| parse_rfc3339("from", raw))
+            .transpose()?,
+        created_until_ms: query
+            .to
+            .as_deref()
+            .map(|raw| parse_rfc3339("to", raw))
+            .transpose()?,
+        before_id: query.cursor,
+        limit: query.limit.unwrap_or(50),
+    })
+}
+
+async fn list(state: &AppState, filter: MessageFilter) -> ApiResult<axum::Json<MessageList>> {
+    let page = state.store.list_messages(&filter).await?;
+    Ok(axum::Json(MessageList {
+        items: page.items.iter().map(MessageView::summary).collect(),
+        total: page.total,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// The outbox: messages not (yet) sent. Newest first.
+#[utoipa::path(get, path = "/v1/outbox", tag = "messages", params(ListQuery),
+    responses((status = 200, body = MessageList), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn list_outbox(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> ApiResult<axum::Json<MessageList>> {
+    let statuses = match query.status.as_deref() {
+        None | Some("") => vec![
+            MessageStatus::Queued,
+            MessageStatus::Sending,
+            MessageStatus::Failed,
+        ],
+        Some(raw) => raw
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse::<MessageStatus>()
+                    .map_err(|e| ApiError::from(e.at("status")))
+            })
+            .collect::<ApiResult<_>>()?,
+    };
+    list(&state, filter_from(&query, statuses)?).await
+}
+
+/// The sent archive. Newest first.
+#[utoipa::path(get, path = "/v1/sent", tag = "messages", params(ListQuery),
+    responses((status = 200, body = MessageList), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn list_sent(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> ApiResult<axum::Json<MessageList>> {
+    if query.status.is_some() {
+        return Err(ApiError::invalid(
+            "status",
+            "the sent archive holds only sent messages; use /v1/outbox to filter by status",
+        ));
+    }
+    list(&state, filter_from(&query, vec![MessageStatus::Sent])?).await
+}

@@ -1,0 +1,6 @@
+//! Route groups of the API, one module each.
+
+pub mod accounts;
+pub mod messages;
+pub mod scenarios;
+pub mod system;

@@ -1,0 +1,677 @@
+//! The CLI client: each command is one or two API calls against a running server.
+//! `--output json` prints the API's JSON; the default is a human table.
+
+use crate::config::{DEFAULT_DATA_DIR, ServeArgs};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use std::io::Read;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "mailroom",
+    version,
+    about = "A self-hosted email hub for business applications"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct Global {
+    /// Base URL of the mailroom server.
+    #[arg(
+        long,
+        global = true,
+        env = "MAILROOM_SERVER",
+        default_value = "http://127.0.0.1:8025"
+    )]
+    pub server: String,
+    /// API token; default: MAILROOM_TOKEN, else <data-dir>/admin-token.
+    #[arg(long, global = true, env = "MAILROOM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data directory to read the admin token from.
+    #[arg(long = "token-data-dir", global = true, env = "MAILROOM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the API and the delivery workers.
+    Serve(ServeArgs),
+    /// Email accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Scenario routing.
+    #[command(subcommand)]
+    Scenario(ScenarioCommand),
+    /// Queue a message.
+    Send(SendArgs),
+    /// Show one message with all its attempts.
+    #[command(subcommand)]
+    Message(MessageCommand),
+    /// Messages not (yet) sent.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+    /// The sent archive.
+    #[command(subcommand)]
+    Sent(SentCommand),
+}
+
+#[derive(Subcommand)]
+pub enum AccountCommand {
+    /// Add an account.
+    #[command(subcommand)]
+    Add(AddAccount),
+    List,
+    Show {
+        id: String,
+    },
+    /// Test the connection (and authentication) of an account.
+    Test {
+        id: String,
+    },
+    Remove {
+        id: String,
+    },
+}
+
+#[derive(Args)]
+pub struct CommonAccountArgs {
+    #[arg(long)]
+    name: String,
+    /// The account's address (sender address).
+    #[arg(long = "email")]
+    email_address: String,
+    #[arg(long)]
+    sender_name: Option<String>,
+    /// Messages per minute (0 = unlimited).
+    #[arg(long)]
+    rate_limit: Option<i64>,
+    #[arg(long)]
+    concurrency: Option<i64>,
+    #[arg(long)]
+    max_attempts: Option<i64>,
+}
+
+#[derive(Subcommand)]
+pub enum AddAccount {
+    Smtp {
+        #[command(flatten)]
+        common: CommonAccountArgs,
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        port: Option<u16>,
+        /// none, starttls or tls.
+        #[arg(long)]
+        security: Option<String>,
+        #[arg(long)]
+        username: Option<String>,
+        /// Prefer --password-stdin: a password on the command line is visible to other local users.
+        #[arg(long, conflicts_with = "password_stdin")]
+        password: Option<String>,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    Pickup {
+        #[command(flatten)]
+        common: CommonAccountArgs,
+        /// Folder for the .eml files (absolute); default <data-dir>/pickup of the server.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ScenarioCommand {
+    List,
+    /// Send a scenario through an account (creates custom scenarios).
+    Assign {
+        name: String,
+        account_id: String,
+    },
+    /// Let a scenario use the default account again.
+    Unassign {
+        name: String,
+    },
+}
+
+#[derive(Args)]
+pub struct SendArgs {
+    #[arg(long, required = true)]
+    to: Vec<String>,
+    #[arg(long)]
+    cc: Vec<String>,
+    #[arg(long)]
+    bcc: Vec<String>,
+    #[arg(long)]
+    subject: String,
+    #[arg(long)]
+    text: Option<String>,
+    #[arg(long)]
+    html: Option<String>,
+    #[arg(long)]
+    scenario: Option<String>,
+    #[arg(long)]
+    account: Option<String>,
+    /// A related record as TYPE:ID or TYPE:ID:primary (repeatable).
+    #[arg(long)]
+    related: Vec<String>,
+    /// RFC 3339 time to send at.
+    #[arg(long)]
+    send_at: Option<String>,
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum MessageCommand {
+    Show { id: String },
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Comma-separated statuses (outbox only).
+    #[arg(long)]
+    status: Option<String>,
+    #[arg(long)]
+    account: Option<String>,
+    #[arg(long)]
+    scenario: Option<String>,
+    #[arg(long)]
+    limit: Option<u32>,
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum OutboxCommand {
+    List(ListArgs),
+    Retry { id: String },
+    Cancel { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum SentCommand {
+    List(ListArgs),
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(global: &Global) -> Result<Self> {
+        let token = match &global.token {
+            Some(token) => token.clone(),
+            None => {
+                let dir = global
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+                let path = dir.join("admin-token");
+                std::fs::read_to_string(&path)
+                    .with_context(|| {
+                        format!(
+                            "no token: set MAILROOM_TOKEN or --token, or run where {} exists",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_owned()
+            }
+        };
+        Ok(Self {
+            http: reqwest::Client::new(),
+            base: global.server.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, String)],
+    ) -> Result<Value> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the mailroom server at {}", self.base))?;
+        let status = response.status();
+        let text = response.text().await?;
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            let message = value
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("request failed");
+            let code = value.get("code").and_then(Value::as_str).unwrap_or("");
+            bail!("{status} {code}: {message}");
+        }
+        Ok(value)
+    }
+}
+
+fn str_of(value: &Value, key: &str) -> String {
+    match value.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "-".into(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| i.to_string())
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn print_table(rows: &[Value], columns: &[&str]) {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| columns.iter().map(|c| str_of(row, c)).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+                .min(60)
+        })
+        .collect();
+    let line = |values: Vec<String>| {
+        values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| {
+                let v: String = v.chars().take(*w).collect();
+                format!("{v:<w$}")
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    println!(
+        "{}",
+        line(columns.iter().map(|c| c.to_uppercase()).collect())
+    );
+    for row in cells {
+        println!("{}", line(row));
+    }
+}
+
+fn print_record(value: &Value) {
+    if let Value::Object(map) = value {
+        for (key, field) in map {
+            if key == "attempts" || key == "related_records" {
+                continue;
+            }
+            println!("{key:<22} {}", str_of(value, key));
+            let _ = field;
+        }
+        if let Some(Value::Array(records)) = value.get("related_records")
+            && !records.is_empty()
+        {
+            println!("related_records");
+            for record in records {
+                println!(
+                    "  {} {} ({})",
+                    str_of(record, "type"),
+                    str_of(record, "id"),
+                    str_of(record, "relation")
+                );
+            }
+        }
+        if let Some(Value::Array(attempts)) = value.get("attempts") {
+            println!("attempts");
+            print_table(
+                attempts,
+                &[
+                    "number",
+                    "started_at",
+                    "outcome",
+                    "reply_code",
+                    "reply_text",
+                ],
+            );
+        }
+    } else {
+        println!("{value}");
+    }
+}
+
+fn emit(output: Output, value: &Value, table: impl FnOnce(&Value)) {
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        ),
+        Output::Table => table(value),
+    }
+}
+
+const ACCOUNT_COLUMNS: &[&str] = &[
+    "id",
+    "connector",
+    "name",
+    "email_address",
+    "host",
+    "port",
+    "rate_limit_per_minute",
+    "is_default",
+];
+const MESSAGE_COLUMNS: &[&str] = &[
+    "id",
+    "status",
+    "scenario",
+    "to",
+    "subject",
+    "attempt_count",
+    "created_at",
+    "last_error",
+];
+
+fn list_query(args: &ListArgs) -> String {
+    let mut parts = Vec::new();
+    for (key, value) in [
+        ("status", &args.status),
+        ("account_id", &args.account),
+        ("scenario", &args.scenario),
+        ("cursor", &args.cursor),
+    ] {
+        if let Some(value) = value {
+            parts.push(format!("{key}={value}"));
+        }
+    }
+    if let Some(limit) = args.limit {
+        parts.push(format!("limit={limit}"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+fn print_page(value: &Value) {
+    let items = value
+        .get("items")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    print_table(&items, MESSAGE_COLUMNS);
+    println!(
+        "{} of {} shown",
+        items.len(),
+        value.get("total").and_then(Value::as_i64).unwrap_or(0)
+    );
+    if let Some(cursor) = value.get("next_cursor").and_then(Value::as_str) {
+        println!("next page: --cursor {cursor}");
+    }
+}
+
+fn account_body(common: CommonAccountArgs, connector: &str) -> serde_json::Map<String, Value> {
+    let mut body = serde_json::Map::new();
+    body.insert("connector".into(), json!(connector));
+    body.insert("name".into(), json!(common.name));
+    body.insert("email_address".into(), json!(common.email_address));
+    let optional = [
+        ("sender_name", common.sender_name.map(Value::from)),
+        ("rate_limit_per_minute", common.rate_limit.map(Value::from)),
+        ("concurrency_limit", common.concurrency.map(Value::from)),
+        ("max_attempts", common.max_attempts.map(Value::from)),
+    ];
+    for (key, value) in optional {
+        if let Some(value) = value {
+            body.insert(key.into(), value);
+        }
+    }
+    body
+}
+
+pub async fn run(global: Global, command: Command) -> Result<()> {
+    let client = Client::new(&global)?;
+    let output = global.output;
+    use reqwest::Method;
+    match command {
+        Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::Account(AccountCommand::Add(add)) => {
+            let body = match add {
+                AddAccount::Smtp {
+                    common,
+                    host,
+                    port,
+                    security,
+                    username,
+                    password,
+                    password_stdin,
+                } => {
+                    let mut body = account_body(common, "smtp");
+                    body.insert("host".into(), json!(host));
+                    if let Some(port) = port {
+                        body.insert("port".into(), json!(port));
+                    }
+                    if let Some(security) = security {
+                        body.insert("security".into(), json!(security));
+                    }
+                    if let Some(username) = username {
+                        body.insert("username".into(), json!(username));
+                    }
+                    let password = if password_stdin {
+                        let mut text = String::new();
+                        std::io::stdin().read_to_string(&mut text)?;
+                        Some(text.trim_end_matches(['\r', '\n']).to_owned())
+                    } else {
+                        password
+                    };
+                    if let Some(password) = password {
+                        body.insert("password".into(), json!(password));
+                    }
+                    body
+                }
+                AddAccount::Pickup { common, dir } => {
+                    let mut body = account_body(common, "pickup");
+                    if let Some(dir) = dir {
+                        let dir = if dir.is_absolute() {
+                            dir
+                        } else {
+                            std::env::current_dir()?.join(dir)
+                        };
+                        body.insert("pickup_dir".into(), json!(dir.display().to_string()));
+                    }
+                    body
+                }
+            };
+            let value = client
+                .call(Method::POST, "/v1/accounts", Some(Value::Object(body)), &[])
+                .await?;
+            emit(output, &value, print_record);
+        }
+        Command::Account(AccountCommand::List) => {
+            let value = client.call(Method::GET, "/v1/accounts", None, &[]).await?;
+            emit(output, &value, |v| {
+                print_table(
+                    v.as_array().map(Vec::as_slice).unwrap_or_default(),
+                    ACCOUNT_COLUMNS,
+                )
+            });
+        }
+        Command::Account(AccountCommand::Show { id }) => {
+            let value = client
+                .call(Method::GET, &format!("/v1/accounts/{id}"), None, &[])
+                .await?;
+            emit(output, &value, print_record);
+        }
+        Command::Account(AccountCommand::Test { id }) => {
+            let value = client
+                .call(Method::POST, &format!("/v1/accounts/{id}/test"), None, &[])
+                .await?;
+            emit(output, &value, print_record);
+            if value.get("ok") != Some(&Value::Bool(true)) {
+                bail!("the connection test failed");
+            }
+        }
+        Command::Account(AccountCommand::Remove { id }) => {
+            client
+                .call(Method::DELETE, &format!("/v1/accounts/{id}"), None, &[])
+                .await?;
+            emit(output, &json!({"removed": id}), |_| {
+                println!("account {id} removed")
+            });
+        }
+        Command::Scenario(ScenarioCommand::List) => {
+            let value = client.call(Method::GET, "/v1/scenarios", None, &[]).await?;
+            emit(output, &value, |v| {
+                print_table(
+                    v.as_array().map(Vec::as_slice).unwrap_or_default(),
+                    &[
+                        "name",
+                        "built_in",
+                        "account_id",
+                        "effective_account_id",
+                        "description",
+                    ],
+                )
+            });
+        }
+        Command::Scenario(ScenarioCommand::Assign { name, account_id }) => {
+            let value = client
+                .call(
+                    Method::PUT,
+                    &format!("/v1/scenarios/{name}"),
+                    Some(json!({"account_id": account_id})),
+                    &[],
+                )
+                .await?;
+            emit(output, &value, print_record);
+        }
+        Command::Scenario(ScenarioCommand::Unassign { name }) => {
+            let value = client
+                .call(Method::DELETE, &format!("/v1/scenarios/{name}"), None, &[])
+                .await?;
+            emit(output, &value, print_record);
+        }
+        Command::Send(args) => {
+            let related = args
+                .related
+                .iter()
+                .map(|spec| {
+                    let parts: Vec<&str> = spec.splitn(3, ':').collect();
+                    match parts.as_slice() {
+                        [kind, id] => Ok(json!({"type": kind, "id": id})),
+                        [kind, id, relation] => {
+                            Ok(json!({"type": kind, "id": id, "relation": relation}))
+                        }
+                        _ => bail!("--related {spec:?}: expected TYPE:ID or TYPE:ID:primary"),
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut body = json!({"to": args.to, "cc": args.cc, "bcc": args.bcc, "subject": args.subject, "related_records": related});
+            for (key, value) in [
+                ("text", args.text),
+                ("html", args.html),
+                ("scenario", args.scenario),
+                ("account_id", args.account),
+                ("send_at", args.send_at),
+            ] {
+                if let Some(value) = value {
+                    body[key] = json!(value);
+                }
+            }
+            let headers: Vec<(&str, String)> = args
+                .idempotency_key
+                .map(|k| vec![("Idempotency-Key", k)])
+                .unwrap_or_default();
+            let value = client
+                .call(Method::POST, "/v1/messages", Some(body), &headers)
+                .await?;
+            emit(output, &value, print_record);
+        }
+        Command::Message(MessageCommand::Show { id }) => {
+            let value = client
+                .call(Method::GET, &format!("/v1/messages/{id}"), None, &[])
+                .await?;
+            emit(output, &value, print_record);
+        }
+        Command::Outbox(OutboxCommand::List(args)) => {
+            let value = client
+                .call(
+                    Method::GET,
+                    &format!("/v1/outbox{}", list_query(&args)),
+                    None,
+                    &[],
+                )
+                .await?;
+            emit(output, &value, print_page);
+        }
+        Command::Outbox(OutboxCommand::Retry { id }) => {
+            let value = client
+                .call(Method::POST, &format!("/v1/messages/{id}/retry"), None, &[])
+                .await?;
+            emit(output, &value, print_record);
+        }
+        Command::Outbox(OutboxCommand::Cancel { id }) => {
+            let value = client
+                .call(
+                    Method::POST,
+                    &format!("/v1/messages/{id}/cancel"),
+                    None,
+                    &[],
+                )
+                .await?;
+            emit(output, &value, print_record);
+        }
+        Command::Sent(SentCommand::List(args)) => {
+            let value = client
+                .call(
+                    Method::GET,
+                    &format!("/v1/sent{}", list_query(&args)),
+                    None,
+                    &[],
+                )
+                .await?;
+            emit(output, &value, print_page);
+        }
+    }
+    Ok(())
+}

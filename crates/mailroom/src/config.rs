@@ -1,0 +1,212 @@
+//! Configuration of `mailroom serve`: flags override environment variables, which override the TOML
+//! config file, which overrides the embedded defaults.
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_DATA_DIR: &str = "./mailroom-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8025";
+
+/// The TOML config file. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    /// Largest text + HTML body of one message, in bytes.
+    pub max_body_bytes: Option<usize>,
+    /// `text` (default) or `json` log lines.
+    pub log_format: Option<String>,
+    #[serde(default)]
+    pub engine: EngineFileConfig,
+    /// PEM files of extra root certificates trusted for SMTP TLS.
+    #[serde(default)]
+    pub extra_root_certificates: Vec<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineFileConfig {
+    pub poll_interval_ms: Option<u64>,
+    pub lease_ms: Option<u64>,
+    /// The window over which `rate_limit_per_minute` applies (60000 in production; shorter in tests).
+    pub rate_window_ms: Option<u64>,
+    pub retry_base_ms: Option<u64>,
+    pub retry_cap_ms: Option<u64>,
+    pub smtp_timeout_ms: Option<u64>,
+    pub shutdown_grace_ms: Option<u64>,
+    pub prefetch_per_slot: Option<u32>,
+}
+
+/// Values given on the command line or in the environment (clap reads both).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Where the database, keys, admin token and pickup folder live.
+    #[arg(long, env = "MAILROOM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8025 (port 0 picks a free port).
+    #[arg(long, env = "MAILROOM_LISTEN")]
+    pub listen: Option<String>,
+    /// Database URL; default sqlite://<data-dir>/mailroom.db.
+    #[arg(long, env = "MAILROOM_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// TOML config file; default <data-dir>/mailroom.toml when it exists.
+    #[arg(long, env = "MAILROOM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// `text` or `json` log lines on stderr.
+    #[arg(long, env = "MAILROOM_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub max_body_bytes: usize,
+    pub log_format: String,
+    pub poll_interval: Duration,
+    pub lease_duration: Duration,
+    pub rate_window: Duration,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    pub smtp_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub prefetch_per_slot: u32,
+    pub extra_root_certificates: Vec<Vec<u8>>,
+}
+
+impl Config {
+    pub fn resolve(args: &ServeArgs) -> Result<Self> {
+        let provisional_data_dir = args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let config_path = args.config.clone().or_else(|| {
+            let candidate = provisional_data_dir.join("mailroom.toml");
+            candidate.exists().then_some(candidate)
+        });
+        let file = match &config_path {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+        let data_dir = data_dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", data_dir.display()))?;
+        let listen_text = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = listen_text
+            .parse()
+            .with_context(|| format!("listen address {listen_text:?} is not host:port"))?;
+        let database_url = args
+            .database_url
+            .clone()
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("mailroom.db").display()));
+        if !database_url.starts_with("sqlite:") {
+            anyhow::bail!(
+                "database URL {database_url:?} is not supported yet: this version stores data in SQLite (sqlite://PATH)"
+            );
+        }
+        let extra_root_certificates = file
+            .extra_root_certificates
+            .iter()
+            .map(|path| {
+                std::fs::read(path)
+                    .with_context(|| format!("reading root certificate {}", path.display()))
+            })
+            .collect::<Result<_>>()?;
+        let engine = file.engine;
+        let ms = |value: Option<u64>, default: u64| Duration::from_millis(value.unwrap_or(default));
+        Ok(Self {
+            data_dir,
+            listen,
+            database_url,
+            max_body_bytes: file.max_body_bytes.unwrap_or(10 * 1024 * 1024),
+            log_format: args
+                .log_format
+                .clone()
+                .or(file.log_format)
+                .unwrap_or_else(|| "text".into()),
+            poll_interval: ms(engine.poll_interval_ms, 250),
+            lease_duration: ms(engine.lease_ms, 60_000),
+            rate_window: ms(engine.rate_window_ms, 60_000),
+            retry_base: ms(engine.retry_base_ms, 30_000),
+            retry_cap: ms(engine.retry_cap_ms, 3_600_000),
+            smtp_timeout: ms(engine.smtp_timeout_ms, 30_000),
+            shutdown_grace: ms(engine.shutdown_grace_ms, 30_000),
+            prefetch_per_slot: engine.prefetch_per_slot.unwrap_or(8),
+            extra_root_certificates,
+        })
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("the config file {} is invalid", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_config_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mailroom.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nmax_body_bytes = 1234\n[engine]\nrate_window_ms = 500\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            data_dir: Some(dir.path().into()),
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let config = Config::resolve(&args).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.max_body_bytes, 1234);
+        assert_eq!(config.rate_window, Duration::from_millis(500));
+        assert_eq!(config.lease_duration, Duration::from_secs(60));
+        let args = ServeArgs {
+            listen: Some("127.0.0.1:9001".into()),
+            ..args
+        };
+        assert_eq!(Config::resolve(&args).unwrap().listen.port(), 9001);
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_config_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mailroom.toml");
+        std::fs::write(&file, "listne = \"x\"\n").unwrap();
+        let args = ServeArgs {
+            data_dir: Some(dir.path().into()),
+            config: Some(file),
+            ..Default::default()
+        };
+        assert!(
+            Config::resolve(&args)
+                .unwrap_err()
+                .chain()
+                .any(|e| e.to_string().contains("listne"))
+        );
+    }
+}
