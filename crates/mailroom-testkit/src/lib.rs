@@ -1,1 +1,39 @@
-//! placeholder
+//! Real peers for mailroom's tests, all on loopback and all stopped when dropped:
+//! a private Postfix `smtp-sink`, a full private Postfix instance, and the real `mailroom` binary.
+
+mod mailroom;
+mod postfix;
+mod sink;
+
+pub use mailroom::{MailroomServer, wait_until};
+pub use postfix::PostfixWithSasl;
+pub use sink::{DumpedMessage, SmtpSink};
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("binding a free port")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// Waits until something accepts connections on the port.
+pub fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    anyhow::bail!("nothing listens on 127.0.0.1:{port} after {timeout:?}")
+}
+
+/// Whether the Postfix test tools are installed (`.ci/run` installs them).
+pub fn postfix_available() -> bool {
+    std::path::Path::new("/usr/sbin/smtp-sink").exists()
+}

@@ -1,0 +1,287 @@
+//! The real `mailroom` binary, started on a private data folder and a free loopback port.
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct MailroomServer {
+    binary: PathBuf,
+    data_dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub port: u16,
+    pub base_url: String,
+    pub token: String,
+    http: reqwest::Client,
+}
+
+impl MailroomServer {
+    /// Starts `binary serve` with `config_toml` as its config file (listen address and data folder are
+    /// set by the kit).
+    pub async fn start(binary: &Path, config_toml: &str) -> Result<Self> {
+        let data_dir = tempfile::tempdir()?;
+        let port = crate::free_port();
+        std::fs::write(data_dir.path().join("mailroom.toml"), config_toml)?;
+        let mut server = Self {
+            binary: binary.to_path_buf(),
+            data_dir,
+            child: None,
+            port,
+            base_url: format!("http://127.0.0.1:{port}"),
+            token: String::new(),
+            http: reqwest::Client::new(),
+        };
+        server.spawn().await?;
+        server.token = std::fs::read_to_string(server.data_dir.path().join("admin-token"))?
+            .trim()
+            .to_owned();
+        Ok(server)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    async fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.path().join("server.log"))?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.path().join("stdout.log"))?;
+        let child = Command::new(&self.binary)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(self.data_dir.path())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .env_remove("MAILROOM_SECRET_KEY")
+            .env_remove("MAILROOM_DATABASE_URL")
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(log)
+            .spawn()
+            .context("starting mailroom")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = self
+                .http
+                .get(format!("{}/healthz", self.base_url))
+                .send()
+                .await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "mailroom exited during start-up ({status}); log:\n{}",
+                    self.log()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "mailroom did not become healthy in 30 s; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Kills the process with SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit by itself.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("not running")?;
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()?;
+        Ok(child.wait()?)
+    }
+
+    /// Starts the server again on the same data folder and port.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn().await
+    }
+
+    /// The server's log so far (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// What the server printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("stdout.log")).unwrap_or_default()
+    }
+
+    /// One API call with the admin token; returns the status code and the JSON body (Null when empty).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Value)> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(&self.token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((
+            status,
+            if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            },
+        ))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
+        self.call(reqwest::Method::GET, path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+        self.call(reqwest::Method::POST, path, Some(body), &[])
+            .await
+    }
+
+    /// Creates an SMTP account on 127.0.0.1:`port` with no TLS; `extra` fields override the defaults.
+    pub async fn add_smtp_account(&self, name: &str, port: u16, extra: Value) -> Result<Value> {
+        let mut body = serde_json::json!({
+            "connector": "smtp", "name": name, "email_address": format!("{name}@example.com"),
+            "host": "127.0.0.1", "port": port, "security": "none"
+        });
+        if let (Value::Object(target), Value::Object(source)) = (&mut body, extra) {
+            target.extend(source);
+        }
+        let (status, account) = self.post("/v1/accounts", &body).await?;
+        if status != 201 {
+            bail!("creating account {name} answered {status}: {account}");
+        }
+        Ok(account)
+    }
+
+    /// Creates an SMTP account (as [`Self::add_smtp_account`]) and makes it the default account.
+    pub async fn add_default_smtp_account(
+        &self,
+        name: &str,
+        port: u16,
+        extra: Value,
+    ) -> Result<Value> {
+        let account = self.add_smtp_account(name, port, extra).await?;
+        let body = serde_json::json!({"account_id": account["id"]});
+        let (status, answer) = self
+            .call(
+                reqwest::Method::PUT,
+                "/v1/scenarios/default",
+                Some(&body),
+                &[],
+            )
+            .await?;
+        if status != 200 {
+            bail!("making {name} the default account answered {status}: {answer}");
+        }
+        self.get(&format!(
+            "/v1/accounts/{}",
+            account["id"].as_str().unwrap_or_default()
+        ))
+        .await
+        .map(|(_, account)| account)
+    }
+
+    /// Queues a message and returns the API's answer; fails unless it was accepted (202).
+    pub async fn send(&self, body: &Value) -> Result<Value> {
+        let (status, answer) = self.post("/v1/messages", body).await?;
+        if status != 202 {
+            bail!("sending answered {status}: {answer}");
+        }
+        Ok(answer)
+    }
+
+    pub async fn message(&self, id: &str) -> Result<Value> {
+        let (status, message) = self.get(&format!("/v1/messages/{id}")).await?;
+        if status != 200 {
+            bail!("reading message {id} answered {status}: {message}");
+        }
+        Ok(message)
+    }
+
+    /// Waits until the message has `status`; returns it.
+    pub async fn wait_for_status(
+        &self,
+        id: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let message = self.message(id).await?;
+            if message["status"] == status {
+                return Ok(message);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "message {id} is still {} after {timeout:?}, not {status}: {message:#}",
+                    message["status"]
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for MailroomServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `condition` until it returns true, or fails after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,36 @@
+//! Shared set-up of the integration tests: the real binary with short engine timings.
+#![allow(dead_code)]
+
+use mailroom_testkit::MailroomServer;
+use std::path::Path;
+
+/// Engine timings shortened so that retries, leases and rate windows play out in seconds.
+pub const FAST_ENGINE: &str = "[engine]
+poll_interval_ms = 50
+lease_ms = 3000
+rate_window_ms = 1000
+retry_base_ms = 200
+retry_cap_ms = 800
+smtp_timeout_ms = 5000
+shutdown_grace_ms = 10000
+";
+
+pub fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_mailroom"))
+}
+
+pub async fn start_server() -> MailroomServer {
+    MailroomServer::start(binary(), FAST_ENGINE)
+        .await
+        .expect("mailroom starts")
+}
+
+pub async fn start_server_with(extra_toml: &str) -> MailroomServer {
+    MailroomServer::start(binary(), &format!("{extra_toml}\n{FAST_ENGINE}"))
+        .await
+        .expect("mailroom starts")
+}
+
+pub fn id_of(value: &serde_json::Value) -> String {
+    value["id"].as_str().expect("an id").to_owned()
+}

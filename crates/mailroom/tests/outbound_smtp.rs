@@ -1,0 +1,387 @@
+//! Delivery through real SMTP servers (Postfix's smtp-sink): content, retries, permanent failures,
+//! dropped connections, rate limits and scenario routing.
+
+mod common;
+
+use common::{id_of, start_server};
+use mailroom_testkit::{SmtpSink, wait_until};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn a_message_reaches_the_smtp_server_with_its_content_headers_and_envelope() {
+    let sink = SmtpSink::start(&[]).unwrap();
+    let server = start_server().await;
+    let account = server
+        .add_smtp_account("sales", sink.port, json!({"sender_name": "Sales Team"}))
+        .await
+        .unwrap();
+    let accepted = server
+        .send(&json!({
+            "to": ["Jörg Müller <joerg@example.com>"], "cc": ["cc@example.com"], "bcc": ["audit@example.com"],
+            "subject": "Rechnung 103001 – fällig am 1. Dezember",
+            "text": "Guten Tag,\nanbei Ihre Rechnung.", "html": "<p>Guten Tag,</p><p>anbei Ihre Rechnung.</p>",
+            "account_id": account["id"],
+        }))
+        .await
+        .unwrap();
+    let message = server
+        .wait_for_status(&id_of(&accepted), "sent", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(message["attempts"][0]["outcome"], "sent");
+    assert_eq!(message["attempts"][0]["reply_code"], 250);
+
+    let dumped = sink.messages().unwrap();
+    assert_eq!(dumped.len(), 1);
+    let received = &dumped[0];
+    assert_eq!(
+        received.message_id.as_deref(),
+        accepted["message_id"].as_str()
+    );
+    assert_eq!(received.mail_from, "sales@example.com");
+    let mut recipients = received.rcpt_to.clone();
+    recipients.sort();
+    assert_eq!(
+        recipients,
+        ["audit@example.com", "cc@example.com", "joerg@example.com"]
+    );
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&received.raw)
+        .unwrap();
+    assert_eq!(
+        parsed.subject(),
+        Some("Rechnung 103001 – fällig am 1. Dezember")
+    );
+    assert_eq!(
+        parsed.from().unwrap().first().unwrap().name(),
+        Some("Sales Team")
+    );
+    assert_eq!(
+        parsed.to().unwrap().first().unwrap().name(),
+        Some("Jörg Müller")
+    );
+    assert_eq!(
+        parsed
+            .body_text(0)
+            .unwrap()
+            .replace("\r\n", "\n")
+            .trim_end(),
+        "Guten Tag,\nanbei Ihre Rechnung."
+    );
+    assert!(parsed.body_html(0).unwrap().contains("anbei Ihre Rechnung"));
+    let raw = String::from_utf8_lossy(&received.raw).to_ascii_lowercase();
+    assert!(
+        !raw.contains("audit@example.com"),
+        "a Bcc recipient leaked into the headers"
+    );
+}
+
+#[tokio::test]
+async fn a_4xx_reply_is_retried_until_the_server_accepts_the_message() {
+    let sink = SmtpSink::start(&["-r", "RCPT"]).unwrap();
+    let server = start_server().await;
+    server
+        .add_default_smtp_account("retry", sink.port, json!({}))
+        .await
+        .unwrap();
+    let id = id_of(
+        &server
+            .send(&json!({"to": ["a@example.com"], "subject": "s", "text": "t"}))
+            .await
+            .unwrap(),
+    );
+    wait_until(WAIT, "two transient attempts", || async {
+        let message = server.message(&id).await?;
+        Ok(message["attempts"].as_array().map_or(0, Vec::len) >= 2)
+    })
+    .await
+    .unwrap();
+    let deferred = server.message(&id).await.unwrap();
+    assert_eq!(deferred["status"], "queued", "{deferred:#}");
+    let first = &deferred["attempts"][0];
+    assert_eq!(first["outcome"], "transient");
+    assert!(first["reply_code"].as_u64().unwrap() / 100 == 4, "{first}");
+    assert!(deferred["next_attempt_at"].is_string());
+
+    let sink = sink.restart_with(&[]).unwrap();
+    let sent = server.wait_for_status(&id, "sent", WAIT).await.unwrap();
+    let attempts = sent["attempts"].as_array().unwrap();
+    assert_eq!(attempts.last().unwrap()["outcome"], "sent");
+    assert!(
+        attempts[..attempts.len() - 1]
+            .iter()
+            .all(|a| a["outcome"] == "transient")
+    );
+    assert_eq!(sink.messages().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_5xx_reply_fails_the_message_at_once_with_the_servers_reply_text() {
+    let sink = SmtpSink::start(&["-f", "RCPT"]).unwrap();
+    let server = start_server().await;
+    server
+        .add_default_smtp_account("reject", sink.port, json!({}))
+        .await
+        .unwrap();
+    let id = id_of(
+        &server
+            .send(&json!({"to": ["nobody@example.com"], "subject": "s", "text": "t"}))
+            .await
+            .unwrap(),
+    );
+    let failed = server.wait_for_status(&id, "failed", WAIT).await.unwrap();
+    let attempts = failed["attempts"].as_array().unwrap();
+    assert_eq!(
+        attempts.len(),
+        1,
+        "a permanent failure must not be retried: {failed:#}"
+    );
+    assert_eq!(attempts[0]["outcome"], "permanent");
+    assert!(attempts[0]["reply_code"].as_u64().unwrap() / 100 == 5);
+    assert!(
+        attempts[0]["reply_text"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("error"),
+        "{}",
+        attempts[0]
+    );
+    assert_eq!(failed["last_error"], attempts[0]["reply_text"]);
+    assert!(sink.messages().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_transaction_is_retried_and_the_message_delivered_once_accepted() {
+    let sink = SmtpSink::start(&["-q", "DATA"]).unwrap();
+    let server = start_server().await;
+    server
+        .add_default_smtp_account("dropper", sink.port, json!({}))
+        .await
+        .unwrap();
+    let id = id_of(
+        &server
+            .send(&json!({"to": ["a@example.com"], "subject": "s", "text": "t"}))
+            .await
+            .unwrap(),
+    );
+    wait_until(WAIT, "a transient attempt", || async {
+        let message = server.message(&id).await?;
+        Ok(message["attempts"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()))
+    })
+    .await
+    .unwrap();
+    let message = server.message(&id).await.unwrap();
+    assert_eq!(
+        message["attempts"][0]["outcome"], "transient",
+        "{message:#}"
+    );
+    let sink = sink.restart_with(&[]).unwrap();
+    server.wait_for_status(&id, "sent", WAIT).await.unwrap();
+    let delivered = sink.messages().unwrap();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(
+        delivered[0].message_id.as_deref(),
+        message["message_id"].as_str()
+    );
+}
+
+#[tokio::test]
+async fn transient_failures_stop_after_the_accounts_maximum_number_of_attempts() {
+    let sink = SmtpSink::start(&["-r", "MAIL"]).unwrap();
+    let server = start_server().await;
+    server
+        .add_default_smtp_account("limited", sink.port, json!({"max_attempts": 3}))
+        .await
+        .unwrap();
+    let id = id_of(
+        &server
+            .send(&json!({"to": ["a@example.com"], "subject": "s", "text": "t"}))
+            .await
+            .unwrap(),
+    );
+    let failed = server.wait_for_status(&id, "failed", WAIT).await.unwrap();
+    let attempts = failed["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert!(attempts.iter().all(|a| a["outcome"] == "transient"));
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 3 attempts")
+    );
+
+    // A manual retry gives the message a fresh budget; once the server accepts, it is sent.
+    let sink = sink.restart_with(&[]).unwrap();
+    let (status, _) = server
+        .post(&format!("/v1/messages/{id}/retry"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let sent = server.wait_for_status(&id, "sent", WAIT).await.unwrap();
+    assert_eq!(sent["attempts"].as_array().unwrap().len(), 4);
+    assert_eq!(sink.messages().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn queued_mail_waits_when_the_account_is_over_its_limit_and_no_window_holds_more() {
+    // The test configuration shortens the rate window to one second.
+    let sink = SmtpSink::start(&[]).unwrap();
+    let server = start_server().await;
+    server
+        .add_default_smtp_account(
+            "limited",
+            sink.port,
+            json!({"rate_limit_per_minute": 4, "concurrency_limit": 2}),
+        )
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for n in 0..14 {
+        ids.push(id_of(
+            &server
+                .send(&json!({"to": ["a@example.com"], "subject": format!("m{n}"), "text": "t"}))
+                .await
+                .unwrap(),
+        ));
+    }
+    let mut starts = Vec::new();
+    for id in &ids {
+        let message = server
+            .wait_for_status(id, "sent", Duration::from_secs(30))
+            .await
+            .unwrap();
+        let started = message["attempts"][0]["started_at"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        starts.push(time_ms(&started));
+    }
+    starts.sort();
+    for (index, start) in starts.iter().enumerate() {
+        let in_window = starts[index..]
+            .iter()
+            .take_while(|t| **t < start + 1000)
+            .count();
+        assert!(
+            in_window <= 4,
+            "{in_window} attempts started within one window from {start}: {starts:?}"
+        );
+    }
+    let span = starts.last().unwrap() - starts.first().unwrap();
+    assert!(
+        span >= 2_900,
+        "14 messages at 4 per second need at least 3 windows; they took {span} ms"
+    );
+    assert_eq!(sink.messages().unwrap().len(), 14);
+}
+
+fn time_ms(rfc3339: &str) -> i64 {
+    let parsed =
+        time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+            .unwrap();
+    (parsed.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[tokio::test]
+async fn scenarios_route_to_their_account_and_unassigned_ones_use_the_default_account() {
+    let default_sink = SmtpSink::start(&[]).unwrap();
+    let invoice_sink = SmtpSink::start(&[]).unwrap();
+    let server = start_server().await;
+    // The fresh install's pickup account is the default; make the first SMTP account the default instead.
+    let general = server
+        .add_smtp_account("general", default_sink.port, json!({}))
+        .await
+        .unwrap();
+    let billing = server
+        .add_smtp_account("billing", invoice_sink.port, json!({}))
+        .await
+        .unwrap();
+    let (status, _) = server
+        .call(
+            reqwest::Method::PUT,
+            "/v1/scenarios/default",
+            Some(&json!({"account_id": general["id"]})),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let (status, scenario) = server
+        .call(
+            reqwest::Method::PUT,
+            "/v1/scenarios/sales-invoice",
+            Some(&json!({"account_id": billing["id"]})),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{scenario}");
+    assert_eq!(scenario["effective_account_id"], billing["id"]);
+
+    let invoice = server.send(&json!({"to": ["c@example.com"], "subject": "invoice", "text": "t", "scenario": "sales-invoice"})).await.unwrap();
+    let reminder = server.send(&json!({"to": ["c@example.com"], "subject": "reminder", "text": "t", "scenario": "reminder"})).await.unwrap();
+    assert_eq!(invoice["account_id"], billing["id"]);
+    assert_eq!(reminder["account_id"], general["id"]);
+    server
+        .wait_for_status(&id_of(&invoice), "sent", WAIT)
+        .await
+        .unwrap();
+    server
+        .wait_for_status(&id_of(&reminder), "sent", WAIT)
+        .await
+        .unwrap();
+    let subjects = |sink: &SmtpSink| -> Vec<String> {
+        sink.messages()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                mail_parser::MessageParser::default()
+                    .parse(&m.raw)
+                    .unwrap()
+                    .subject()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(subjects(&invoice_sink), ["invoice"]);
+    assert_eq!(subjects(&default_sink), ["reminder"]);
+
+    // Unassigning sends the scenario back to the default account.
+    let (status, scenario) = server
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/scenarios/sales-invoice",
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(scenario["account_id"], Value::Null);
+    assert_eq!(scenario["effective_account_id"], general["id"]);
+    let later = server.send(&json!({"to": ["c@example.com"], "subject": "later", "text": "t", "scenario": "sales-invoice"})).await.unwrap();
+    assert_eq!(later["account_id"], general["id"]);
+
+    // A custom scenario exists once an admin registers it.
+    let (status, _) = server.post("/v1/messages", &json!({"to": ["c@example.com"], "subject": "x", "text": "t", "scenario": "warranty-claim"})).await.unwrap();
+    assert_eq!(status, 422);
+    let (status, _) = server
+        .call(
+            reqwest::Method::PUT,
+            "/v1/scenarios/warranty-claim",
+            Some(&json!({"account_id": billing["id"], "description": "Warranty claims"})),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let custom = server.send(&json!({"to": ["c@example.com"], "subject": "x", "text": "t", "scenario": "warranty-claim"})).await.unwrap();
+    assert_eq!(custom["account_id"], billing["id"]);
+}
