@@ -42,10 +42,13 @@ pub async fn build_connector(
     })
 }
 
+/// A connector and the account version (`updated_at`) it was built from.
+type VersionedConnector = (i64, Arc<dyn Connector>);
+
 /// Connectors by account, rebuilt when an account's settings change.
 #[derive(Default)]
 pub(crate) struct ConnectorCache {
-    entries: Mutex<HashMap<Uuid, (i64, Arc<dyn Connector>)>>,
+    entries: Mutex<HashMap<Uuid, VersionedConnector>>,
 }
 
 impl ConnectorCache {

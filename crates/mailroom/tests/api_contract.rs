@@ -8,7 +8,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 async fn outbox_total(server: &mailroom_testkit::MailroomServer) -> i64 {
-    let (_, outbox) = server.get("/v1/outbox?status=queued,sending,sent,failed,cancelled").await.unwrap();
+    let (_, outbox) = server
+        .get("/v1/outbox?status=queued,sending,sent,failed,cancelled")
+        .await
+        .unwrap();
     outbox["total"].as_i64().unwrap()
 }
 
@@ -16,30 +19,47 @@ async fn outbox_total(server: &mailroom_testkit::MailroomServer) -> i64 {
 async fn every_v1_route_refuses_a_request_without_a_valid_token() {
     let server = start_server().await;
     let client = reqwest::Client::new();
-    let openapi: Value = client.get(format!("{}/openapi.json", server.base_url)).send().await.unwrap().json().await.unwrap();
+    let openapi: Value = client
+        .get(format!("{}/openapi.json", server.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let paths = openapi["paths"].as_object().unwrap();
     let mut checked = 0;
     for (path, item) in paths {
         if !path.starts_with("/v1/") {
             continue;
         }
-        let concrete = path.replace("{id}", "00000000-0000-0000-0000-000000000000").replace("{name}", "default");
+        let concrete = path
+            .replace("{id}", "00000000-0000-0000-0000-000000000000")
+            .replace("{name}", "default");
         for method in item.as_object().unwrap().keys() {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             for token in [None, Some("mr_not-a-real-token")] {
-                let mut request = client.request(method.clone(), format!("{}{concrete}", server.base_url));
+                let mut request =
+                    client.request(method.clone(), format!("{}{concrete}", server.base_url));
                 if let Some(token) = token {
                     request = request.bearer_auth(token);
                 }
                 let response = request.send().await.unwrap();
-                assert_eq!(response.status(), 401, "{method} {path} with token {token:?}");
+                assert_eq!(
+                    response.status(),
+                    401,
+                    "{method} {path} with token {token:?}"
+                );
                 let body: Value = response.json().await.unwrap();
                 assert_eq!(body["code"], "unauthorized");
             }
             checked += 1;
         }
     }
-    assert!(checked >= 12, "only {checked} operations found in the OpenAPI document");
+    assert!(
+        checked >= 12,
+        "only {checked} operations found in the OpenAPI document"
+    );
 }
 
 #[tokio::test]
@@ -47,32 +67,102 @@ async fn bad_messages_are_refused_with_a_precise_error_and_nothing_is_stored() {
     let server = start_server_with("max_body_bytes = 1000").await;
     let before = outbox_total(&server).await;
     let cases: Vec<(Value, u16, &str)> = vec![
-        (json!({"to": ["not-an-address"], "subject": "s", "text": "t"}), 422, "to[0]"),
-        (json!({"to": ["ok@example.com", "a@b@c"], "subject": "s", "text": "t"}), 422, "to[1]"),
-        (json!({"to": ["ok@example.com"], "cc": ["x y@example.com"], "subject": "s", "text": "t"}), 422, "cc[0]"),
-        (json!({"to": ["ok@example.com"], "subject": "Invoice\r\nBcc: victim@example.com", "text": "t"}), 422, "subject"),
-        (json!({"to": ["Evil\r\nBcc: x@example.com <ok@example.com>"], "subject": "s", "text": "t"}), 422, "to[0]"),
+        (
+            json!({"to": ["not-an-address"], "subject": "s", "text": "t"}),
+            422,
+            "to[0]",
+        ),
+        (
+            json!({"to": ["ok@example.com", "a@b@c"], "subject": "s", "text": "t"}),
+            422,
+            "to[1]",
+        ),
+        (
+            json!({"to": ["ok@example.com"], "cc": ["x y@example.com"], "subject": "s", "text": "t"}),
+            422,
+            "cc[0]",
+        ),
+        (
+            json!({"to": ["ok@example.com"], "subject": "Invoice\r\nBcc: victim@example.com", "text": "t"}),
+            422,
+            "subject",
+        ),
+        (
+            json!({"to": ["Evil\r\nBcc: x@example.com <ok@example.com>"], "subject": "s", "text": "t"}),
+            422,
+            "to[0]",
+        ),
         (json!({"to": [], "subject": "s", "text": "t"}), 422, "to"),
-        (json!({"to": ["ok@example.com"], "subject": "s"}), 422, "text"),
-        (json!({"to": ["ok@example.com"], "subject": "s", "text": "t", "scenario": "no-such-scenario"}), 422, "scenario"),
-        (json!({"to": ["ok@example.com"], "subject": "s", "text": "t", "scenario": "Not Valid"}), 422, "scenario"),
-        (json!({"to": ["ok@example.com"], "subject": "s", "text": "t", "account_id": "00000000-0000-0000-0000-000000000000"}), 422, "account_id"),
-        (json!({"to": ["ok@example.com"], "subject": "s", "text": "x".repeat(1001)}), 413, ""),
-        (json!({"to": ["ok@example.com"], "subject": "s", "text": "t", "send_at": "tomorrow"}), 422, "send_at"),
-        (json!({"to": ["ok@example.com"], "subject": "s", "text": "t", "related_records": [{"type": "Sales Invoice", "id": "1"}]}), 422, "related_records[0].type"),
-        (json!({"to": ["ok@example.com"], "subject": "s", "text": "t", "bodyy": "typo"}), 422, ""),
+        (
+            json!({"to": ["ok@example.com"], "subject": "s"}),
+            422,
+            "text",
+        ),
+        (
+            json!({"to": ["ok@example.com"], "subject": "s", "text": "t", "scenario": "no-such-scenario"}),
+            422,
+            "scenario",
+        ),
+        (
+            json!({"to": ["ok@example.com"], "subject": "s", "text": "t", "scenario": "Not Valid"}),
+            422,
+            "scenario",
+        ),
+        (
+            json!({"to": ["ok@example.com"], "subject": "s", "text": "t", "account_id": "00000000-0000-0000-0000-000000000000"}),
+            422,
+            "account_id",
+        ),
+        (
+            json!({"to": ["ok@example.com"], "subject": "s", "text": "x".repeat(1001)}),
+            413,
+            "",
+        ),
+        (
+            json!({"to": ["ok@example.com"], "subject": "s", "text": "t", "send_at": "tomorrow"}),
+            422,
+            "send_at",
+        ),
+        (
+            json!({"to": ["ok@example.com"], "subject": "s", "text": "t", "related_records": [{"type": "Sales Invoice", "id": "1"}]}),
+            422,
+            "related_records[0].type",
+        ),
+        (
+            json!({"to": ["ok@example.com"], "subject": "s", "text": "t", "bodyy": "typo"}),
+            422,
+            "",
+        ),
     ];
     for (body, status, field) in cases {
         let (got, error) = server.post("/v1/messages", &body).await.unwrap();
         assert_eq!(got, status, "{body} → {error}");
-        assert!(error["code"].is_string() && error["message"].as_str().is_some_and(|m| !m.is_empty()), "{error}");
+        assert!(
+            error["code"].is_string() && error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{error}"
+        );
         if !field.is_empty() {
             assert_eq!(error["field"], field, "{body} → {error}");
         }
     }
-    let (status, error) = server.call(Method::POST, "/v1/messages", None, &[("content-type", "application/json")]).await.unwrap();
-    assert!(status == 400 || status == 422, "an empty body answered {status}: {error}");
-    assert_eq!(outbox_total(&server).await, before, "a refused message was stored");
+    let (status, error) = server
+        .call(
+            Method::POST,
+            "/v1/messages",
+            None,
+            &[("content-type", "application/json")],
+        )
+        .await
+        .unwrap();
+    assert!(
+        status == 400 || status == 422,
+        "an empty body answered {status}: {error}"
+    );
+    assert_eq!(
+        outbox_total(&server).await,
+        before,
+        "a refused message was stored"
+    );
 }
 
 #[tokio::test]
@@ -80,16 +170,28 @@ async fn an_idempotency_key_makes_a_repeated_request_return_the_first_message() 
     let server = start_server().await;
     let body = json!({"to": ["a@example.com"], "subject": "once", "text": "t"});
     let key = [("idempotency-key", "order-42-confirmation")];
-    let (first_status, first) = server.call(Method::POST, "/v1/messages", Some(&body), &key).await.unwrap();
-    let (second_status, second) = server.call(Method::POST, "/v1/messages", Some(&body), &key).await.unwrap();
+    let (first_status, first) = server
+        .call(Method::POST, "/v1/messages", Some(&body), &key)
+        .await
+        .unwrap();
+    let (second_status, second) = server
+        .call(Method::POST, "/v1/messages", Some(&body), &key)
+        .await
+        .unwrap();
     assert_eq!((first_status, second_status), (202, 202));
     assert_eq!(first["id"], second["id"]);
     assert_eq!(first["message_id"], second["message_id"]);
     let other = json!({"to": ["a@example.com"], "subject": "different", "text": "t"});
-    let (status, error) = server.call(Method::POST, "/v1/messages", Some(&other), &key).await.unwrap();
+    let (status, error) = server
+        .call(Method::POST, "/v1/messages", Some(&other), &key)
+        .await
+        .unwrap();
     assert_eq!(status, 422);
     assert_eq!(error["code"], "idempotency_key_reused");
-    let (_, sent_or_queued) = server.get("/v1/outbox?status=queued,sending,sent").await.unwrap();
+    let (_, sent_or_queued) = server
+        .get("/v1/outbox?status=queued,sending,sent")
+        .await
+        .unwrap();
     assert_eq!(sent_or_queued["total"], 1);
 }
 
@@ -98,20 +200,30 @@ async fn an_account_password_is_stored_encrypted_and_never_returned() {
     let server = start_server().await;
     let password = "correct-horse-battery-staple";
     let account = server
-        .add_smtp_account("secret", 2525, json!({"username": "mailer", "password": password}))
+        .add_smtp_account(
+            "secret",
+            2525,
+            json!({"username": "mailer", "password": password}),
+        )
         .await
         .unwrap();
     assert_eq!(account["has_password"], true);
     assert!(!account.to_string().contains(password));
     let (_, listed) = server.get("/v1/accounts").await.unwrap();
     assert!(!listed.to_string().contains(password));
-    let (_, shown) = server.get(&format!("/v1/accounts/{}", id_of(&account))).await.unwrap();
+    let (_, shown) = server
+        .get(&format!("/v1/accounts/{}", id_of(&account)))
+        .await
+        .unwrap();
     assert!(shown.get("password").is_none());
     let database = std::fs::read(server.data_dir().join("mailroom.db")).unwrap();
     let wal = std::fs::read(server.data_dir().join("mailroom.db-wal")).unwrap_or_default();
     let needle = password.as_bytes();
     for bytes in [&database, &wal] {
-        assert!(!bytes.windows(needle.len()).any(|w| w == needle), "the password is stored in plain text");
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "the password is stored in plain text"
+        );
     }
     assert!(!server.log().contains(password), "the password was logged");
     // Username without password (or the reverse) is refused.
@@ -124,23 +236,47 @@ async fn an_account_password_is_stored_encrypted_and_never_returned() {
 async fn a_fresh_install_has_a_pickup_default_account_and_a_private_admin_token() {
     use std::os::unix::fs::PermissionsExt;
     let server = start_server().await;
-    let mode = std::fs::metadata(server.data_dir().join("admin-token")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(server.data_dir().join("admin-token"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
-    assert!(server.stdout().contains(&server.token), "the admin token is printed once on first start");
+    assert!(
+        server.stdout().contains(&server.token),
+        "the admin token is printed once on first start"
+    );
     let (_, accounts) = server.get("/v1/accounts").await.unwrap();
     let accounts = accounts.as_array().unwrap();
     assert_eq!(accounts.len(), 1);
     assert_eq!(accounts[0]["connector"], "pickup");
     assert_eq!(accounts[0]["is_default"], true);
-    let accepted = server.send(&json!({"to": ["a@example.com"], "subject": "hello", "text": "from a fresh install"})).await.unwrap();
-    server.wait_for_status(&id_of(&accepted), "sent", std::time::Duration::from_secs(10)).await.unwrap();
+    let accepted = server
+        .send(&json!({"to": ["a@example.com"], "subject": "hello", "text": "from a fresh install"}))
+        .await
+        .unwrap();
+    server
+        .wait_for_status(
+            &id_of(&accepted),
+            "sent",
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
     let pickup = server.data_dir().join("pickup");
-    let files: Vec<_> = std::fs::read_dir(&pickup).unwrap().map(|e| e.unwrap().path()).collect();
+    let files: Vec<_> = std::fs::read_dir(&pickup)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(files.len(), 1);
     let written = std::fs::read(&files[0]).unwrap();
-    let parsed = mail_parser::MessageParser::default().parse(&written).unwrap();
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&written)
+        .unwrap();
     assert_eq!(parsed.subject(), Some("hello"));
-    assert_eq!(format!("<{}>", parsed.message_id().unwrap()), accepted["message_id"].as_str().unwrap());
+    assert_eq!(
+        format!("<{}>", parsed.message_id().unwrap()),
+        accepted["message_id"].as_str().unwrap()
+    );
 }
 
 #[tokio::test]
@@ -148,11 +284,25 @@ async fn deleting_the_default_account_hands_the_role_to_the_only_remaining_accou
     let server = start_server().await;
     let (_, accounts) = server.get("/v1/accounts").await.unwrap();
     let pickup_id = id_of(&accounts[0]);
-    let second = server.add_smtp_account("second", 2525, json!({})).await.unwrap();
+    let second = server
+        .add_smtp_account("second", 2525, json!({}))
+        .await
+        .unwrap();
     assert_eq!(second["is_default"], false);
-    let (status, _) = server.call(Method::DELETE, &format!("/v1/accounts/{pickup_id}"), None, &[]).await.unwrap();
+    let (status, _) = server
+        .call(
+            Method::DELETE,
+            &format!("/v1/accounts/{pickup_id}"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 204);
-    let (_, second) = server.get(&format!("/v1/accounts/{}", id_of(&second))).await.unwrap();
+    let (_, second) = server
+        .get(&format!("/v1/accounts/{}", id_of(&second)))
+        .await
+        .unwrap();
     assert_eq!(second["is_default"], true);
 }
 
@@ -163,36 +313,92 @@ async fn without_a_default_account_unassigned_scenarios_fail_clearly_until_an_ad
     let pickup_id = id_of(&accounts[0]);
     let a = server.add_smtp_account("a", 2525, json!({})).await.unwrap();
     let b = server.add_smtp_account("b", 2526, json!({})).await.unwrap();
-    server.call(Method::PUT, "/v1/scenarios/sales-order", Some(&json!({"account_id": a["id"]})), &[]).await.unwrap();
-    server.call(Method::DELETE, &format!("/v1/accounts/{pickup_id}"), None, &[]).await.unwrap();
+    server
+        .call(
+            Method::PUT,
+            "/v1/scenarios/sales-order",
+            Some(&json!({"account_id": a["id"]})),
+            &[],
+        )
+        .await
+        .unwrap();
+    server
+        .call(
+            Method::DELETE,
+            &format!("/v1/accounts/{pickup_id}"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
     // Two accounts remain: none is chosen silently.
-    let (status, error) = server.post("/v1/messages", &json!({"to": ["x@example.com"], "subject": "s", "text": "t"})).await.unwrap();
+    let (status, error) = server
+        .post(
+            "/v1/messages",
+            &json!({"to": ["x@example.com"], "subject": "s", "text": "t"}),
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 409, "{error}");
     assert_eq!(error["code"], "no_default_account");
     // A scenario with its own account still sends.
     let (status, _) = server.post("/v1/messages", &json!({"to": ["x@example.com"], "subject": "s", "text": "t", "scenario": "sales-order"})).await.unwrap();
     assert_eq!(status, 202);
     // Unassigning what is already unassigned is a harmless no-op.
-    let (status, scenario) = server.call(Method::DELETE, "/v1/scenarios/default", None, &[]).await.unwrap();
+    let (status, scenario) = server
+        .call(Method::DELETE, "/v1/scenarios/default", None, &[])
+        .await
+        .unwrap();
     assert_eq!((status, &scenario["account_id"]), (200, &Value::Null));
-    server.call(Method::PUT, "/v1/scenarios/default", Some(&json!({"account_id": b["id"]})), &[]).await.unwrap();
-    let (status, accepted) = server.post("/v1/messages", &json!({"to": ["x@example.com"], "subject": "s", "text": "t"})).await.unwrap();
+    server
+        .call(
+            Method::PUT,
+            "/v1/scenarios/default",
+            Some(&json!({"account_id": b["id"]})),
+            &[],
+        )
+        .await
+        .unwrap();
+    let (status, accepted) = server
+        .post(
+            "/v1/messages",
+            &json!({"to": ["x@example.com"], "subject": "s", "text": "t"}),
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 202);
     assert_eq!(accepted["account_id"], b["id"]);
     // The default account cannot be unassigned while accounts exist.
-    let (status, error) = server.call(Method::DELETE, "/v1/scenarios/default", None, &[]).await.unwrap();
+    let (status, error) = server
+        .call(Method::DELETE, "/v1/scenarios/default", None, &[])
+        .await
+        .unwrap();
     assert_eq!(status, 409, "{error}");
 }
 
 #[tokio::test]
 async fn an_account_with_waiting_mail_cannot_be_deleted() {
     let server = start_server().await;
-    let account = server.add_smtp_account("busy", 9, json!({"max_attempts": 5})).await.unwrap();
+    let account = server
+        .add_smtp_account("busy", 9, json!({"max_attempts": 5}))
+        .await
+        .unwrap();
     let later = "2099-01-01T00:00:00Z";
     server.send(&json!({"to": ["x@example.com"], "subject": "s", "text": "t", "account_id": account["id"], "send_at": later})).await.unwrap();
-    let (status, error) = server.call(Method::DELETE, &format!("/v1/accounts/{}", id_of(&account)), None, &[]).await.unwrap();
+    let (status, error) = server
+        .call(
+            Method::DELETE,
+            &format!("/v1/accounts/{}", id_of(&account)),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 409);
-    assert!(error["message"].as_str().unwrap().contains("waiting"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("waiting"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -206,26 +412,46 @@ async fn a_scheduled_message_can_be_cancelled_and_listed_with_filters_and_paging
             .unwrap();
         ids.push(id_of(&accepted));
     }
-    let (_, page) = server.get("/v1/outbox?limit=2&scenario=reminder").await.unwrap();
+    let (_, page) = server
+        .get("/v1/outbox?limit=2&scenario=reminder")
+        .await
+        .unwrap();
     assert_eq!(page["total"], 5);
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     assert_eq!(page["items"][0]["id"], ids[4].as_str(), "newest first");
     let cursor = page["next_cursor"].as_str().unwrap();
-    let (_, next) = server.get(&format!("/v1/outbox?limit=2&scenario=reminder&cursor={cursor}")).await.unwrap();
+    let (_, next) = server
+        .get(&format!(
+            "/v1/outbox?limit=2&scenario=reminder&cursor={cursor}"
+        ))
+        .await
+        .unwrap();
     assert_eq!(next["items"][0]["id"], ids[2].as_str());
-    let (_, none) = server.get("/v1/outbox?scenario=sales-invoice").await.unwrap();
+    let (_, none) = server
+        .get("/v1/outbox?scenario=sales-invoice")
+        .await
+        .unwrap();
     assert_eq!(none["total"], 0);
 
-    let (status, cancelled) = server.post(&format!("/v1/messages/{}/cancel", ids[0]), &json!({})).await.unwrap();
+    let (status, cancelled) = server
+        .post(&format!("/v1/messages/{}/cancel", ids[0]), &json!({}))
+        .await
+        .unwrap();
     assert_eq!(status, 200);
     assert_eq!(cancelled["status"], "cancelled");
-    let (status, error) = server.post(&format!("/v1/messages/{}/cancel", ids[0]), &json!({})).await.unwrap();
+    let (status, error) = server
+        .post(&format!("/v1/messages/{}/cancel", ids[0]), &json!({}))
+        .await
+        .unwrap();
     assert_eq!(status, 409, "{error}");
     let (_, cancelled_list) = server.get("/v1/outbox?status=cancelled").await.unwrap();
     assert_eq!(cancelled_list["total"], 1);
     let (status, _) = server.get("/v1/outbox?status=bogus").await.unwrap();
     assert_eq!(status, 422);
-    let (status, _) = server.get("/v1/messages/00000000-0000-0000-0000-000000000000").await.unwrap();
+    let (status, _) = server
+        .get("/v1/messages/00000000-0000-0000-0000-000000000000")
+        .await
+        .unwrap();
     assert_eq!(status, 404);
 }
 
@@ -233,18 +459,78 @@ async fn a_scheduled_message_can_be_cancelled_and_listed_with_filters_and_paging
 async fn the_openapi_document_health_docs_and_metrics_are_served() {
     let server = start_server().await;
     let client = reqwest::Client::new();
-    let openapi: Value = client.get(format!("{}/openapi.json", server.base_url)).send().await.unwrap().json().await.unwrap();
-    for path in ["/v1/messages", "/v1/messages/{id}", "/v1/outbox", "/v1/sent", "/v1/accounts", "/v1/accounts/{id}/test", "/v1/scenarios/{name}"] {
-        assert!(openapi["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    let openapi: Value = client
+        .get(format!("{}/openapi.json", server.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/v1/messages",
+        "/v1/messages/{id}",
+        "/v1/outbox",
+        "/v1/sent",
+        "/v1/accounts",
+        "/v1/accounts/{id}/test",
+        "/v1/scenarios/{name}",
+    ] {
+        assert!(
+            openapi["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
     }
-    let docs = client.get(format!("{}/docs", server.base_url)).send().await.unwrap().text().await.unwrap();
+    let docs = client
+        .get(format!("{}/docs", server.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(docs.contains("/v1/messages/{id}/retry"));
-    let health: Value = client.get(format!("{}/healthz", server.base_url)).send().await.unwrap().json().await.unwrap();
+    let health: Value = client
+        .get(format!("{}/healthz", server.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
-    let accepted = server.send(&json!({"to": ["a@example.com"], "subject": "m", "text": "t"})).await.unwrap();
-    server.wait_for_status(&id_of(&accepted), "sent", std::time::Duration::from_secs(10)).await.unwrap();
-    let metrics = client.get(format!("{}/metrics", server.base_url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.lines().any(|l| l.starts_with("mailroom_messages_sent_total{") && l.ends_with(" 1")), "{metrics}");
-    assert!(metrics.contains("mailroom_outbox_messages{status=\"sent\"} 1"), "{metrics}");
-    assert!(metrics.contains("mailroom_send_duration_seconds_bucket"), "{metrics}");
+    let accepted = server
+        .send(&json!({"to": ["a@example.com"], "subject": "m", "text": "t"}))
+        .await
+        .unwrap();
+    server
+        .wait_for_status(
+            &id_of(&accepted),
+            "sent",
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let metrics = client
+        .get(format!("{}/metrics", server.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mailroom_messages_sent_total{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mailroom_outbox_messages{status=\"sent\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mailroom_send_duration_seconds_bucket"),
+        "{metrics}"
+    );
 }

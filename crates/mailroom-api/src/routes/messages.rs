@@ -60,16 +60,26 @@ fn validate(
     Vec<RelatedRecord>,
     Option<i64>,
 )> {
-    let body_bytes = body.text.as_ref().map_or(0, String::len) + body.html.as_ref().map_or(0, String::len);
+    let body_bytes =
+        body.text.as_ref().map_or(0, String::len) + body.html.as_ref().map_or(0, String::len);
     if body_bytes > max_body_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("the message body is {body_bytes} bytes; the limit is {max_body_bytes} bytes (max_body_bytes)"),
+            format!(
+                "the message body is {body_bytes} bytes; the limit is {max_body_bytes} bytes (max_body_bytes)"
+            ),
         ));
     }
     let content = MessageContent::parse(
-        RawContent { to: &body.to, cc: &body.cc, bcc: &body.bcc, subject: &body.subject, text: body.text.as_deref(), html: body.html.as_deref() },
+        RawContent {
+            to: &body.to,
+            cc: &body.cc,
+            bcc: &body.bcc,
+            subject: &body.subject,
+            text: body.text.as_deref(),
+            html: body.html.as_deref(),
+        },
         max_body_bytes,
     )?;
     let scenario = ScenarioName::parse(body.scenario.as_deref().unwrap_or("default"))?;

@@ -1,0 +1,214 @@
+//! Shutdown and the CLI: SIGTERM lets in-flight sends finish and releases the rest untouched; the CLI
+//! drives a running server the way the API does.
+
+mod common;
+
+use common::{binary, id_of, start_server};
+use mailroom_testkit::{MailroomServer, SmtpSink, wait_until};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::Duration;
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_sends_finish_and_releases_messages_not_yet_started() {
+    // The sink waits two seconds before answering DATA, so sends are visibly in flight.
+    let sink = SmtpSink::start(&["-w", "2"]).unwrap();
+    let mut server = start_server().await;
+    server
+        .add_default_smtp_account("slow", sink.port, json!({"concurrency_limit": 2}))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(id_of(
+            &server
+                .send(&json!({"to": ["a@example.com"], "subject": format!("m{n}"), "text": "t"}))
+                .await
+                .unwrap(),
+        ));
+    }
+    wait_until(Duration::from_secs(10), "sends in flight", || async {
+        // Claimed messages show as `sending`; two of them hold the account's two connections.
+        Ok(server.get("/v1/outbox?status=sending").await?.1["total"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 2)
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = server.terminate().unwrap();
+    assert!(status.success(), "mailroom exited with {status} on SIGTERM");
+    assert!(server.log().contains("mailroom stopped"));
+    assert_eq!(
+        sink.messages().unwrap().len(),
+        2,
+        "exactly the two in-flight sends completed before exit"
+    );
+
+    server.restart().await.unwrap();
+    for id in &ids {
+        let message = server
+            .wait_for_status(id, "sent", Duration::from_secs(30))
+            .await
+            .unwrap();
+        let attempts = message["attempts"].as_array().unwrap();
+        assert_eq!(
+            attempts.len(),
+            1,
+            "a graceful stop must not cost an attempt: {message:#}"
+        );
+        assert_eq!(attempts[0]["outcome"], "sent");
+    }
+    assert_eq!(
+        sink.messages().unwrap().len(),
+        6,
+        "every message arrived exactly once"
+    );
+}
+
+fn cli(server: &MailroomServer, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(binary())
+        .args(args)
+        .env("MAILROOM_SERVER", &server.base_url)
+        .env("MAILROOM_TOKEN", &server.token)
+        .output()
+        .expect("running the CLI");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_adds_accounts_routes_scenarios_sends_and_lists_mail() {
+    let server = start_server().await;
+    let pickup = tempfile::tempdir().unwrap();
+    let dir = pickup.path().display().to_string();
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "account",
+            "add",
+            "pickup",
+            "--name",
+            "Quotes",
+            "--email",
+            "quotes@example.com",
+            "--dir",
+            &dir,
+            "--output",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let account: Value = serde_json::from_str(&out).unwrap();
+    let account_id = id_of(&account);
+
+    let (ok, out, _) = cli(&server, &["account", "list"]);
+    assert!(ok);
+    assert!(
+        out.lines().next().unwrap().starts_with("ID"),
+        "a human table with a header: {out}"
+    );
+    assert!(out.contains("quotes@example.com"));
+
+    let (ok, out, err) = cli(&server, &["account", "test", &account_id]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("writable"));
+
+    let (ok, _, err) = cli(&server, &["scenario", "assign", "sales-quote", &account_id]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = cli(&server, &["scenario", "list", "--output", "json"]);
+    assert!(ok);
+    let scenarios: Value = serde_json::from_str(&out).unwrap();
+    let quote = scenarios
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "sales-quote")
+        .unwrap();
+    assert_eq!(quote["account_id"], account_id.as_str());
+
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "send",
+            "--to",
+            "customer@example.com",
+            "--subject",
+            "Your quote SQ-1",
+            "--text",
+            "Attached.",
+            "--scenario",
+            "sales-quote",
+            "--related",
+            "sales-quote:SQ-1:primary",
+            "--related",
+            "customer:C100",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let accepted: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(accepted["account_id"], account_id.as_str());
+    let message = server
+        .wait_for_status(&id_of(&accepted), "sent", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        message["related_records"][0],
+        json!({"type": "sales-quote", "id": "SQ-1", "relation": "primary"})
+    );
+    assert_eq!(std::fs::read_dir(pickup.path()).unwrap().count(), 1);
+
+    let (ok, out, _) = cli(&server, &["sent", "list", "--output", "json"]);
+    assert!(ok);
+    let sent: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(sent["total"], 1);
+    let (ok, out, _) = cli(&server, &["message", "show", &id_of(&accepted)]);
+    assert!(ok);
+    assert!(out.contains("attempts") && out.contains("sent"), "{out}");
+
+    let (ok, _, err) = cli(
+        &server,
+        &[
+            "send",
+            "--to",
+            "not an address",
+            "--subject",
+            "s",
+            "--text",
+            "t",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("422") && err.contains("to[0]"),
+        "a precise error: {err}"
+    );
+    let (ok, out, _) = cli(&server, &["outbox", "list"]);
+    assert!(ok);
+    assert!(out.contains("0 of 0 shown"), "{out}");
+}
+
+#[tokio::test]
+async fn the_cli_reads_the_admin_token_from_the_data_directory() {
+    let server = start_server().await;
+    let output = Command::new(binary())
+        .args(["account", "list", "--output", "json"])
+        .env("MAILROOM_SERVER", &server.base_url)
+        .env_remove("MAILROOM_TOKEN")
+        .env("MAILROOM_DATA_DIR", server.data_dir())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let accounts: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(accounts.as_array().unwrap().len(), 1);
+}
