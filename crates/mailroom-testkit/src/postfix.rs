@@ -1,4 +1,137 @@
-//! A full private Postfix instance (its own config, queue and port) that requires SMTP AUTH through a
-//! private Dovecot auth service, and relays what it accepts to a sink.
+//! A full private Postfix instance (own config, queue and port) that requires SMTP AUTH, checked by a
+//! private Dovecot auth service, and relays what it accepts to a sink. Stopped when dropped.
 
-pub struct PostfixWithSasl;
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+pub struct PostfixWithSasl {
+    /// The submission port mailroom connects to.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+const MASTER_CF_SERVICES: &str = "cleanup unix n - n - 0 cleanup
+qmgr unix n - n 300 1 qmgr
+rewrite unix - - n - - trivial-rewrite
+bounce unix - - n - 0 bounce
+defer unix - - n - 0 bounce
+trace unix - - n - 0 bounce
+verify unix - - n - 1 verify
+flush unix n - n 1000? 0 flush
+proxymap unix - - n - - proxymap
+smtp unix - - n - - smtp
+relay unix - - n - - smtp
+error unix - - n - - error
+retry unix - - n - - error
+discard unix - - n - - discard
+anvil unix - - n - 1 anvil
+scache unix - - n - 1 scache
+postlog unix-dgram n - n - 1 postlogd
+showq unix n - n - - showq
+";
+
+impl PostfixWithSasl {
+    /// Starts Dovecot (auth only) with one user and Postfix relaying to `relay_port` on 127.0.0.1.
+    pub fn start(username: &str, password: &str, relay_port: u16) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().to_path_buf();
+        let root = root.as_path();
+        let auth_port = crate::free_port();
+        let port = crate::free_port();
+        for sub in [
+            "dovecot/run",
+            "dovecot/state",
+            "postfix/queue",
+            "postfix/data",
+        ] {
+            std::fs::create_dir_all(root.join(sub))?;
+        }
+        std::fs::write(
+            root.join("dovecot/users"),
+            format!("{username}:{{PLAIN}}{password}\n"),
+        )?;
+        std::fs::write(
+            root.join("dovecot/dovecot.conf"),
+            format!(
+                "base_dir = {r}/dovecot/run\nstate_dir = {r}/dovecot/state\nlog_path = {r}/dovecot/dovecot.log\nprotocols =\nssl = no\n\
+                 disable_plaintext_auth = no\nauth_mechanisms = plain login\n\
+                 passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {r}/dovecot/users\n}}\n\
+                 userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup home=/nonexistent\n}}\n\
+                 service auth {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {auth_port}\n  }}\n}}\n",
+                r = root.display()
+            ),
+        )?;
+        let status = Command::new("dovecot")
+            .arg("-c")
+            .arg(root.join("dovecot/dovecot.conf"))
+            .status()
+            .context("starting dovecot")?;
+        if !status.success() {
+            bail!(
+                "dovecot did not start: {}",
+                std::fs::read_to_string(root.join("dovecot/dovecot.log")).unwrap_or_default()
+            );
+        }
+        crate::wait_for_port(auth_port, Duration::from_secs(10))?;
+        std::fs::write(
+            root.join("postfix/main.cf"),
+            format!(
+                "compatibility_level = 3.6\nqueue_directory = {r}/postfix/queue\ndata_directory = {r}/postfix/data\nmail_owner = postfix\n\
+                 inet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nmyhostname = mx.mailroom.test\nmydestination =\n\
+                 mynetworks = 127.0.0.0/8\nrelayhost = [127.0.0.1]:{relay_port}\n\
+                 smtpd_relay_restrictions = permit_sasl_authenticated, reject\n\
+                 smtpd_recipient_restrictions = permit_sasl_authenticated, reject\n\
+                 smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = inet:127.0.0.1:{auth_port}\n\
+                 smtp_tls_security_level = none\nsmtpd_tls_security_level = none\nsmtputf8_enable = no\n\
+                 maillog_file = {r}/postfix/postfix.log\nmaillog_file_prefixes = {r}\n",
+                r = root.display()
+            ),
+        )?;
+        std::fs::write(
+            root.join("postfix/master.cf"),
+            format!("127.0.0.1:{port} inet n - n - - smtpd\n{MASTER_CF_SERVICES}"),
+        )?;
+        Command::new("chown")
+            .arg("postfix")
+            .arg(root.join("postfix/data"))
+            .status()?;
+        let instance = Self { port, dir };
+        let output = Command::new("postfix")
+            .arg("-c")
+            .arg(root.join("postfix"))
+            .arg("start")
+            .output()
+            .context("starting postfix")?;
+        if !output.status.success() {
+            bail!("postfix did not start: {}", instance.log());
+        }
+        crate::wait_for_port(port, Duration::from_secs(15))?;
+        Ok(instance)
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Postfix's log, to explain a failure.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root().join("postfix/postfix.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PostfixWithSasl {
+    fn drop(&mut self) {
+        let _ = Command::new("postfix")
+            .arg("-c")
+            .arg(self.root().join("postfix"))
+            .arg("stop")
+            .output();
+        if let Ok(pid) = std::fs::read_to_string(self.root().join("dovecot/run/master.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+        // Give both a moment to exit before their folders are removed.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
