@@ -1,1 +1,210 @@
-fn main() {}
+//! mailroom benchmarks against real peers. `cargo run --release -p mailroom-bench -- outbound`
+//! starts a Postfix `smtp-sink`, measures the machine's raw SMTP ceiling with `smtp-source` against it,
+//! then pushes messages through mailroom's HTTP API to an unlimited SMTP account on the same sink and
+//! reports throughput, accept latency, peak server memory and the ratio to the raw ceiling.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use mailroom_testkit::{MailroomServer, SmtpSink};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Outbound throughput: HTTP API → outbox → SMTP.
+    Outbound {
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        /// Message body size in bytes.
+        #[arg(long, default_value_t = 2048)]
+        size: usize,
+        /// Concurrent HTTP clients.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// SMTP sessions in parallel, for both smtp-source and the mailroom account.
+        #[arg(long, default_value_t = 16)]
+        sessions: usize,
+    },
+}
+
+/// The `mailroom` binary next to this benchmark's own binary (same target folder and profile).
+fn mailroom_binary() -> Result<PathBuf> {
+    let here = std::env::current_exe()?;
+    let binary = here.parent().context("no parent folder")?.join("mailroom");
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let profile = if here.to_string_lossy().contains("/release/") {
+            vec!["--release"]
+        } else {
+            vec![]
+        };
+        let status = Command::new(cargo)
+            .args(["build", "-p", "mailroom"])
+            .args(profile)
+            .status()?;
+        if !status.success() {
+            bail!("building mailroom failed");
+        }
+    }
+    if !binary.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p mailroom`",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Args::parse().bench {
+        Bench::Outbound {
+            messages,
+            size,
+            clients,
+            sessions,
+        } => outbound(messages, size, clients, sessions).await,
+    }
+}
+
+async fn outbound(messages: usize, size: usize, clients: usize, sessions: usize) -> Result<()> {
+    let binary = mailroom_binary()?;
+    let sink = SmtpSink::start_without_dumps(&[])?;
+    println!("smtp-sink on 127.0.0.1:{}", sink.port);
+
+    // The raw ceiling: Postfix's own load generator against the same sink.
+    let started = Instant::now();
+    let status = Command::new("/usr/sbin/smtp-source")
+        .args([
+            "-d",
+            "-l",
+            &size.to_string(),
+            "-m",
+            &messages.to_string(),
+            "-s",
+            &sessions.to_string(),
+            "-f",
+            "bench@example.com",
+            "-t",
+            "sink@example.com",
+        ])
+        .arg(format!("127.0.0.1:{}", sink.port))
+        .status()
+        .context("running smtp-source")?;
+    if !status.success() {
+        bail!("smtp-source failed");
+    }
+    let raw_per_second = messages as f64 / started.elapsed().as_secs_f64();
+    println!("raw ceiling (smtp-source, {sessions} sessions): {raw_per_second:.0} messages/s");
+
+    let server = MailroomServer::start(&binary, "").await?;
+    server
+        .add_default_smtp_account(
+            "bench",
+            sink.port,
+            json!({"rate_limit_per_minute": 0, "concurrency_limit": sessions}),
+        )
+        .await?;
+    let body = "x"
+        .repeat(size.saturating_sub(80))
+        .as_bytes()
+        .chunks(76)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let request =
+        Arc::new(json!({"to": ["sink@example.com"], "subject": "benchmark message", "text": body}));
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()?;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..clients {
+        let (client, next, request) = (client.clone(), next.clone(), request.clone());
+        let url = format!("{}/v1/messages", server.base_url);
+        let token = server.token.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < messages {
+                let sent = Instant::now();
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&*request)
+                    .send()
+                    .await?;
+                if response.status() != 202 {
+                    bail!(
+                        "the API answered {}: {}",
+                        response.status(),
+                        response.text().await?
+                    );
+                }
+                latencies.push(sent.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(messages);
+    for worker in workers {
+        latencies.extend(worker.await??);
+    }
+    let accept_seconds = started.elapsed().as_secs_f64();
+    loop {
+        let (_, sent) = server.get("/v1/sent?limit=1").await?;
+        if sent["total"].as_u64().unwrap_or(0) as usize >= messages {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("not every message was delivered within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let deliver_seconds = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let delivered_per_second = messages as f64 / deliver_seconds;
+    let rss = server.pid().and_then(peak_rss_mib).unwrap_or(f64::NAN);
+    println!(
+        "mailroom: {messages} messages of {size} bytes, {clients} HTTP clients, {sessions} SMTP sessions"
+    );
+    println!(
+        "  accepted/s            {:.0}",
+        messages as f64 / accept_seconds
+    );
+    println!("  delivered/s           {delivered_per_second:.0}");
+    println!(
+        "  accept latency p50    {:.2} ms",
+        percentile(&latencies, 0.50).as_secs_f64() * 1000.0
+    );
+    println!(
+        "  accept latency p99    {:.2} ms",
+        percentile(&latencies, 0.99).as_secs_f64() * 1000.0
+    );
+    println!("  peak server RSS       {rss:.0} MiB");
+    println!(
+        "  delivered/s ÷ raw     {:.2}",
+        delivered_per_second / raw_per_second
+    );
+    Ok(())
+}

@@ -152,15 +152,7 @@ impl SmtpConnector {
                 .map_err(|e| classify(&e, "connecting with TLS"))
             }
             Security::Starttls => {
-                let mut connection = AsyncSmtpConnection::connect_tokio1(
-                    server,
-                    timeout,
-                    &self.hello_name,
-                    None,
-                    None,
-                )
-                .await
-                .map_err(|e| classify(&e, "connecting"))?;
+                let mut connection = self.connect_plain().await?;
                 if !connection.can_starttls() {
                     connection.abort().await;
                     return Err(SendError::permanent(
@@ -174,12 +166,47 @@ impl SmtpConnector {
                     .map_err(|e| classify(&e, "STARTTLS"))?;
                 Ok(connection)
             }
-            Security::None => {
-                AsyncSmtpConnection::connect_tokio1(server, timeout, &self.hello_name, None, None)
-                    .await
-                    .map_err(|e| classify(&e, "connecting"))
-            }
+            Security::None => self.connect_plain().await,
         }
+    }
+
+    /// Opens a TCP connection with Nagle's algorithm off and reads the greeting. Without TCP_NODELAY the
+    /// final "." of each message waits for the server's delayed ACK (about 40 ms per message).
+    async fn connect_plain(&self) -> Result<AsyncSmtpConnection, SendError> {
+        let address = (self.settings.host.as_str(), self.settings.port);
+        let stream = tokio::time::timeout(
+            self.settings.timeout,
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        .map_err(|_| {
+            SendError::transient(
+                None,
+                format!(
+                    "connecting: timed out after {} s",
+                    self.settings.timeout.as_secs()
+                ),
+            )
+        })?
+        .map_err(|e| {
+            SendError::transient(
+                None,
+                format!(
+                    "connecting to {}:{}: {e}",
+                    self.settings.host, self.settings.port
+                ),
+            )
+        })?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| SendError::transient(None, format!("configuring the connection: {e}")))?;
+        tokio::time::timeout(
+            self.settings.timeout,
+            AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello_name),
+        )
+        .await
+        .map_err(|_| SendError::transient(None, "waiting for the server greeting timed out"))?
+        .map_err(|e| classify(&e, "greeting"))
     }
 
     async fn checkout(&self) -> Result<AsyncSmtpConnection, SendError> {

@@ -10,8 +10,8 @@ use mailroom_core::retry::RetryPolicy;
 use mailroom_store::{Account, AttemptRecord, ClaimedMessage, Outcome, Store, now_ms};
 use rand::Rng;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -53,7 +53,9 @@ impl Default for EngineConfig {
 
 /// Per-account state of the dispatcher.
 struct AccountLane {
-    window: SlidingWindow,
+    /// Shared with the send tasks: a slot is taken when an attempt starts, not when it is claimed,
+    /// so the limit holds for the moments messages actually go out.
+    window: Arc<Mutex<SlidingWindow>>,
     permits: Arc<Semaphore>,
     concurrency: u32,
     /// Claimed and not yet finished (waiting for a permit or sending).
@@ -183,7 +185,10 @@ impl Engine {
                         lanes.entry(account.id).or_insert(lane)
                     }
                 };
-                lane.window.set_limit(account.limits.rate_limit_per_minute);
+                lane.window
+                    .lock()
+                    .expect("window lock")
+                    .set_limit(account.limits.rate_limit_per_minute);
                 if lane.concurrency != account.limits.concurrency_limit {
                     // Replace the permits; tasks holding old permits finish on the old semaphore.
                     lane.permits =
@@ -198,15 +203,20 @@ impl Engine {
                 }
                 let now = now_ms();
                 let mut wanted = capacity - held;
-                if let Some(available) = lane.window.available(now as u64) {
-                    wanted = wanted.min(available);
-                    if available == 0 {
-                        if let Some(opening) = lane.window.next_opening_ms(now as u64) {
-                            next_wake = next_wake.min(Duration::from_millis(
-                                opening.saturating_sub(now as u64).max(1),
-                            ));
+                {
+                    let mut window = lane.window.lock().expect("window lock");
+                    if let Some(available) = window.available(now as u64) {
+                        // Claimed messages not yet started will take slots of this window too.
+                        let available = available.saturating_sub(held);
+                        wanted = wanted.min(available);
+                        if available == 0 {
+                            if let Some(opening) = window.next_opening_ms(now as u64) {
+                                next_wake = next_wake.min(Duration::from_millis(
+                                    opening.saturating_sub(now as u64).max(1),
+                                ));
+                            }
+                            continue;
                         }
-                        continue;
                     }
                 }
                 if wanted == 0 {
@@ -246,13 +256,13 @@ impl Engine {
                     }
                 };
                 for message in claimed {
-                    lane.window.record(now as u64);
                     lane.held.fetch_add(1, Ordering::AcqRel);
                     let task = SendTask {
                         engine: self.clone(),
                         account: account.clone(),
                         connector: connector.clone(),
                         permits: lane.permits.clone(),
+                        window: lane.window.clone(),
                         held: lane.held.clone(),
                         outcomes: outcomes.clone(),
                     };
@@ -291,7 +301,7 @@ impl Engine {
             }
         }
         AccountLane {
-            window,
+            window: Arc::new(Mutex::new(window)),
             permits: Arc::new(Semaphore::new(account.limits.concurrency_limit as usize)),
             concurrency: account.limits.concurrency_limit,
             held: Arc::new(AtomicU32::new(0)),
@@ -304,6 +314,7 @@ struct SendTask {
     account: Arc<Account>,
     connector: Arc<dyn mailroom_connect::Connector>,
     permits: Arc<Semaphore>,
+    window: Arc<Mutex<SlidingWindow>>,
     held: Arc<AtomicU32>,
     outcomes: mpsc::UnboundedSender<AttemptRecord>,
 }
@@ -315,7 +326,11 @@ impl SendTask {
             permit = self.permits.clone().acquire_owned() => permit.ok(),
             _ = inner.stopping.cancelled() => None,
         };
-        let Some(permit) = permit else {
+        let started_at = match permit {
+            Some(_) => self.take_rate_slot().await,
+            None => None,
+        };
+        let (Some(permit), Some(started_at)) = (permit, started_at) else {
             // Shutting down before the attempt started: give the message back untouched.
             if let Err(error) = inner
                 .store
@@ -327,7 +342,6 @@ impl SendTask {
             self.held.fetch_sub(1, Ordering::AcqRel);
             return;
         };
-        let started_at = now_ms();
         let clock = Instant::now();
         let result = self.attempt(&message).await;
         drop(permit);
@@ -407,6 +421,31 @@ impl SendTask {
         }
         self.held.fetch_sub(1, Ordering::AcqRel);
         inner.wake.notify_one();
+    }
+
+    /// Waits for a slot in the account's rate window and takes it; returns the start time of the
+    /// attempt, or `None` when shutdown came first.
+    async fn take_rate_slot(&self) -> Option<i64> {
+        loop {
+            let wait_ms = {
+                let mut window = self.window.lock().expect("window lock");
+                let now = now_ms();
+                match window.available(now as u64) {
+                    None => return Some(now),
+                    Some(available) if available > 0 => {
+                        window.record(now as u64);
+                        return Some(now);
+                    }
+                    Some(_) => window
+                        .next_opening_ms(now as u64)
+                        .map_or(1, |at| at.saturating_sub(now as u64).max(1)),
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
+                _ = self.engine.inner.stopping.cancelled() => return None,
+            }
+        }
     }
 
     async fn attempt(

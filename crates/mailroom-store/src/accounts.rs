@@ -131,6 +131,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.caches.forget_routing();
         self.account(id).await
     }
 
@@ -181,6 +182,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        self.caches.forget_routing();
         self.account(id).await
     }
 
@@ -190,7 +192,7 @@ impl Store {
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id.to_string())
-            .fetch_optional(&self.writer)
+            .fetch_optional(&self.reader)
             .await?;
         row.map(|r| account_from_row(&r))
             .transpose()?
@@ -202,7 +204,7 @@ impl Store {
             "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.deleted_at IS NULL ORDER BY a.created_at, a.id"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.writer)
+            .fetch_all(&self.reader)
             .await?;
         rows.iter().map(account_from_row).collect()
     }
@@ -213,7 +215,7 @@ impl Store {
             "SELECT password_encrypted FROM accounts WHERE id = $1 AND deleted_at IS NULL",
         )
         .bind(id.to_string())
-        .fetch_optional(&self.writer)
+        .fetch_optional(&self.reader)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("account {id}")))?;
         sealed
@@ -262,6 +264,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        self.caches.forget_routing();
         Ok(())
     }
 }

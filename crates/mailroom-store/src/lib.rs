@@ -7,6 +7,7 @@
 //! Reads use a separate pool of connections.
 
 mod accounts;
+mod cache;
 mod messages;
 mod scenarios;
 pub mod secret;
@@ -58,6 +59,7 @@ pub struct Store {
     reader: SqlitePool,
     secrets: SecretBox,
     inserts: mpsc::Sender<messages::InsertRequest>,
+    caches: std::sync::Arc<cache::Caches>,
 }
 
 impl std::fmt::Debug for Store {
@@ -98,6 +100,7 @@ impl Store {
             reader,
             secrets,
             inserts,
+            caches: Default::default(),
         };
         store.seed_built_in_scenarios().await?;
         Ok(store)

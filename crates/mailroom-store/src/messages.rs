@@ -305,6 +305,9 @@ pub(crate) async fn run_insert_batcher(
     }
 }
 
+/// Rows bound per multi-row INSERT, well under SQLite's limit of 32766 bound values.
+const ROWS_PER_STATEMENT: usize = 256;
+
 async fn insert_batch<'a>(
     pool: &SqlitePool,
     messages: impl Iterator<Item = &'a NewMessage>,
@@ -312,16 +315,24 @@ async fn insert_batch<'a>(
     let now = now_ms();
     let mut tx = pool.begin().await?;
     let mut outcomes = Vec::new();
+    let mut to_insert: Vec<&NewMessage> = Vec::new();
+    // Idempotency keys seen earlier in this same batch: (created_by, key) → (id, request hash).
+    let mut keys_in_batch: std::collections::HashMap<(&str, &str), (Uuid, Option<&str>)> =
+        std::collections::HashMap::new();
     for message in messages {
         if let Some(key) = &message.idempotency_key {
-            let existing = sqlx::query("SELECT id, request_hash FROM messages WHERE created_by = $1 AND idempotency_key = $2")
-                .bind(&message.created_by)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(row) = existing {
-                let id = parse_uuid(&row.get::<String, _>("id"))?;
-                let same = row.get::<Option<String>, _>("request_hash") == message.request_hash;
+            let earlier = match keys_in_batch.get(&(message.created_by.as_str(), key.as_str())) {
+                Some((id, hash)) => Some((*id, hash.map(str::to_owned))),
+                None => sqlx::query("SELECT id, request_hash FROM messages WHERE created_by = $1 AND idempotency_key = $2")
+                    .bind(&message.created_by)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| Ok::<_, StoreError>((parse_uuid(&row.get::<String, _>("id"))?, row.get::<Option<String>, _>("request_hash"))))
+                    .transpose()?,
+            };
+            if let Some((id, hash)) = earlier {
+                let same = hash.as_deref() == message.request_hash.as_deref();
                 outcomes.push(if same {
                     InsertOutcome::Replayed(id)
                 } else {
@@ -329,46 +340,60 @@ async fn insert_batch<'a>(
                 });
                 continue;
             }
+            keys_in_batch.insert(
+                (message.created_by.as_str(), key.as_str()),
+                (message.id, message.request_hash.as_deref()),
+            );
         }
-        let content = &message.content;
-        sqlx::query(
+        to_insert.push(message);
+        outcomes.push(InsertOutcome::Created(message.id));
+    }
+    for chunk in to_insert.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO messages (id, status, scenario, account_id, message_id_header, to_json, cc_json, bcc_json, subject,
                text_body, html_body, related_json, created_by, idempotency_key, request_hash, created_at, updated_at,
-               send_at, next_attempt_at)
-             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17)",
-        )
-        .bind(message.id.to_string())
-        .bind(message.scenario.as_str())
-        .bind(message.account_id.to_string())
-        .bind(&message.message_id_header)
-        .bind(mailboxes_to_json(&content.to))
-        .bind(mailboxes_to_json(&content.cc))
-        .bind(mailboxes_to_json(&content.bcc))
-        .bind(content.subject.as_str())
-        .bind(&content.text)
-        .bind(&content.html)
-        .bind(related_to_json(&message.related_records))
-        .bind(&message.created_by)
-        .bind(&message.idempotency_key)
-        .bind(&message.request_hash)
-        .bind(now)
-        .bind(message.send_at_ms)
-        .bind(message.send_at_ms.unwrap_or(now).max(now))
-        .execute(&mut *tx)
-        .await?;
-        for record in &message.related_records {
-            sqlx::query(
-                "INSERT INTO related_records (message_id, record_type, record_id, relation) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(message.id.to_string())
-            .bind(&record.record_type)
-            .bind(&record.record_id)
-            .bind(record.relation.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
-        outcomes.push(InsertOutcome::Created(message.id));
+               send_at, next_attempt_at) ",
+        );
+        insert.push_values(chunk, |mut row, message| {
+            let content = &message.content;
+            row.push_bind(message.id.to_string())
+                .push_bind("queued")
+                .push_bind(message.scenario.as_str().to_owned())
+                .push_bind(message.account_id.to_string())
+                .push_bind(message.message_id_header.clone())
+                .push_bind(mailboxes_to_json(&content.to))
+                .push_bind(mailboxes_to_json(&content.cc))
+                .push_bind(mailboxes_to_json(&content.bcc))
+                .push_bind(content.subject.as_str().to_owned())
+                .push_bind(content.text.clone())
+                .push_bind(content.html.clone())
+                .push_bind(related_to_json(&message.related_records))
+                .push_bind(message.created_by.clone())
+                .push_bind(message.idempotency_key.clone())
+                .push_bind(message.request_hash.clone())
+                .push_bind(now)
+                .push_bind(now)
+                .push_bind(message.send_at_ms)
+                .push_bind(message.send_at_ms.unwrap_or(now).max(now));
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    let related: Vec<(&NewMessage, &RelatedRecord)> = to_insert
+        .iter()
+        .flat_map(|m| m.related_records.iter().map(move |r| (*m, r)))
+        .collect();
+    for chunk in related.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO related_records (message_id, record_type, record_id, relation) ",
+        );
+        insert.push_values(chunk, |mut row, (message, record)| {
+            row.push_bind(message.id.to_string())
+                .push_bind(record.record_type.clone())
+                .push_bind(record.record_id.clone())
+                .push_bind(record.relation.as_str());
+        });
+        insert.push(" ON CONFLICT DO NOTHING");
+        insert.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(outcomes)
@@ -549,47 +574,57 @@ impl Store {
         Ok(())
     }
 
-    /// Records finished attempts and moves each message to its next state, in one transaction.
+    /// Records finished attempts and moves each message to its next state, in one transaction
+    /// (two statements per batch, whatever its size).
     pub async fn record_outcomes(&self, records: &[AttemptRecord]) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
-        for record in records {
-            sqlx::query(
-                "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (message_id, number) DO UPDATE SET finished_at = excluded.finished_at, outcome = excluded.outcome,
+        for chunk in records.chunks(ROWS_PER_STATEMENT) {
+            let mut attempts = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text) ",
+            );
+            attempts.push_values(chunk, |mut row, record| {
+                row.push_bind(record.message_id.to_string())
+                    .push_bind(i64::from(record.number))
+                    .push_bind(record.started_at_ms)
+                    .push_bind(record.finished_at_ms)
+                    .push_bind(record.outcome.as_str())
+                    .push_bind(record.reply_code.map(i64::from))
+                    .push_bind(record.reply_text.clone());
+            });
+            attempts.push(
+                " ON CONFLICT (message_id, number) DO UPDATE SET finished_at = excluded.finished_at, outcome = excluded.outcome,
                    reply_code = excluded.reply_code, reply_text = excluded.reply_text",
-            )
-            .bind(record.message_id.to_string())
-            .bind(i64::from(record.number))
-            .bind(record.started_at_ms)
-            .bind(record.finished_at_ms)
-            .bind(record.outcome.as_str())
-            .bind(record.reply_code.map(i64::from))
-            .bind(&record.reply_text)
-            .execute(&mut *tx)
-            .await?;
-            let (status, next_attempt_at, sent_at, last_error) = match record.next {
-                Outcome::Sent => ("sent", None, Some(record.finished_at_ms), None),
-                Outcome::RetryAt(at) => {
-                    ("queued", Some(at), None, Some(record.reply_text.as_str()))
-                }
-                Outcome::Failed => ("failed", None, None, Some(record.reply_text.as_str())),
-            };
-            sqlx::query(
-                "UPDATE messages SET status = $3, next_attempt_at = COALESCE($4, next_attempt_at), sent_at = $5, last_error = $6,
-                   lease_owner = NULL, lease_until = NULL, updated_at = $7
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'sending' AND attempt_count = $8",
-            )
-            .bind(record.message_id.to_string())
-            .bind(&record.lease_owner)
-            .bind(status)
-            .bind(next_attempt_at)
-            .bind(sent_at)
-            .bind(last_error)
-            .bind(record.finished_at_ms)
-            .bind(i64::from(record.number))
-            .execute(&mut *tx)
-            .await?;
+            );
+            attempts.build().execute(&mut *tx).await?;
+
+            // SQLite names the columns of a VALUES list column1, column2, …
+            let mut update = QueryBuilder::<Sqlite>::new(
+                "UPDATE messages SET status = v.column3, next_attempt_at = COALESCE(v.column4, messages.next_attempt_at),
+                   sent_at = v.column5, last_error = v.column6, lease_owner = NULL, lease_until = NULL, updated_at = v.column7
+                 FROM (",
+            );
+            update.push_values(chunk, |mut row, record| {
+                let (status, next_attempt_at, sent_at, last_error) = match record.next {
+                    Outcome::Sent => ("sent", None, Some(record.finished_at_ms), None),
+                    Outcome::RetryAt(at) => {
+                        ("queued", Some(at), None, Some(record.reply_text.clone()))
+                    }
+                    Outcome::Failed => ("failed", None, None, Some(record.reply_text.clone())),
+                };
+                row.push_bind(record.message_id.to_string())
+                    .push_bind(record.lease_owner.clone())
+                    .push_bind(status)
+                    .push_bind(next_attempt_at)
+                    .push_bind(sent_at)
+                    .push_bind(last_error)
+                    .push_bind(record.finished_at_ms)
+                    .push_bind(i64::from(record.number));
+            });
+            update.push(
+                ") AS v WHERE messages.id = v.column1 AND messages.lease_owner = v.column2 AND messages.status = 'sending'
+                   AND messages.attempt_count = v.column8",
+            );
+            update.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -709,7 +744,7 @@ impl Store {
         )
         .bind(account_id.to_string())
         .bind(since)
-        .fetch_all(&self.writer)
+        .fetch_all(&self.reader)
         .await?;
         Ok(starts)
     }

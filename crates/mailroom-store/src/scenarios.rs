@@ -1,6 +1,7 @@
 //! Scenarios and their routing: each scenario is assigned to at most one account; unassigned ones use
 //! the account of the `default` scenario, which is the default account.
 
+use crate::cache::Routing;
 use crate::{Account, Store, StoreError, StoreResult};
 use mailroom_core::scenario::{BUILT_IN_SCENARIOS, DEFAULT_SCENARIO, ScenarioName};
 use sqlx::Row;
@@ -38,7 +39,7 @@ impl Store {
                     COALESCE(s.account_id, (SELECT d.account_id FROM scenarios d WHERE d.name = 'default')) AS effective
              FROM scenarios s ORDER BY s.built_in DESC, s.name",
         )
-        .fetch_all(&self.writer)
+        .fetch_all(&self.reader)
         .await?;
         Ok(rows
             .iter()
@@ -100,6 +101,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.caches.forget_routing();
         self.scenario(name).await
     }
 
@@ -116,6 +118,7 @@ impl Store {
             .bind(name.as_str())
             .execute(&self.writer)
             .await?;
+        self.caches.forget_routing();
         self.scenario(name).await
     }
 
@@ -126,17 +129,44 @@ impl Store {
         scenario: &ScenarioName,
         account_id: Option<Uuid>,
     ) -> StoreResult<Account> {
+        let routing = match self.caches.routing() {
+            Some(routing) => routing,
+            None => {
+                let routing = Routing {
+                    scenarios: self.scenarios().await?,
+                    accounts: self
+                        .accounts()
+                        .await?
+                        .into_iter()
+                        .map(|a| (a.id, a))
+                        .collect(),
+                };
+                self.caches.remember_routing(routing.clone());
+                routing
+            }
+        };
+        let account_by_id = |id: Uuid| {
+            routing
+                .accounts
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| StoreError::NotFound(format!("account {id}")))
+        };
         if let Some(account_id) = account_id {
-            return self.account(account_id).await;
+            return account_by_id(account_id);
         }
-        let row = self.scenario(scenario).await.map_err(|_| {
-            StoreError::NotFound(format!(
-                "scenario {:?} (register custom scenarios with PUT /v1/scenarios/{{name}})",
-                scenario.as_str()
-            ))
-        })?;
+        let row = routing
+            .scenarios
+            .iter()
+            .find(|s| s.name == scenario.as_str())
+            .ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "scenario {:?} (register custom scenarios with PUT /v1/scenarios/{{name}})",
+                    scenario.as_str()
+                ))
+            })?;
         match row.effective_account_id {
-            Some(id) => self.account(id).await,
+            Some(id) => account_by_id(id),
             None => Err(StoreError::Conflict(format!(
                 "scenario {:?} has no account and there is no default account; assign an account to the {DEFAULT_SCENARIO:?} scenario",
                 scenario.as_str()

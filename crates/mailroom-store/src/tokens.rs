@@ -44,25 +44,37 @@ impl Store {
             .bind(token.expires_at_ms)
             .execute(&self.writer)
             .await?;
+        self.caches.forget_tokens();
         Ok((token, secret))
     }
 
     /// The token a presented secret belongs to, if it exists, is not revoked and has not expired.
     pub async fn authenticate_token(&self, secret: &str) -> StoreResult<Option<ApiToken>> {
+        let hash = hash_token(secret);
+        if let Some(token) = self.caches.token(&hash) {
+            return Ok(token
+                .expires_at_ms
+                .is_none_or(|at| at > now_ms())
+                .then_some(token));
+        }
         let row = sqlx::query(
             "SELECT id, name, created_at, expires_at FROM api_tokens
              WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
         )
-        .bind(hash_token(secret))
+        .bind(&hash)
         .bind(now_ms())
         .fetch_optional(&self.reader)
         .await?;
-        Ok(row.map(|row| ApiToken {
+        let token = row.map(|row| ApiToken {
             id: row.get::<String, _>("id").parse().unwrap_or_default(),
             name: row.get("name"),
             created_at_ms: row.get("created_at"),
             expires_at_ms: row.get("expires_at"),
-        }))
+        });
+        if let Some(token) = &token {
+            self.caches.remember_token(hash, token.clone());
+        }
+        Ok(token)
     }
 
     /// Whether any token exists (false on a fresh install).

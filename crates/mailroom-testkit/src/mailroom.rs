@@ -40,6 +40,11 @@ impl MailroomServer {
         Ok(server)
     }
 
+    /// The server process id, e.g. to read its peak memory from `/proc`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
     }

@@ -27,6 +27,27 @@ impl SmtpSink {
         Self::start_on(crate::free_port(), options, None)
     }
 
+    /// Starts a sink that keeps nothing (for benchmarks: no disk writes in the peer).
+    pub fn start_without_dumps(options: &[&str]) -> Result<Self> {
+        let port = crate::free_port();
+        let child = Command::new("/usr/sbin/smtp-sink")
+            .args(["-u", "nobody"])
+            .args(options)
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("1024")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting smtp-sink (is postfix installed?)")?;
+        let sink = Self {
+            port,
+            dump_dir: tempfile::tempdir()?,
+            child,
+        };
+        crate::wait_for_port(port, Duration::from_secs(10))?;
+        Ok(sink)
+    }
+
     /// Starts a sink on a given port, optionally reusing an earlier sink's dump folder.
     pub fn start_on(
         port: u16,

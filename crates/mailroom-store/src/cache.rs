@@ -1,0 +1,63 @@
+//! Short-lived in-memory copies of what every API request reads: token lookups and scenario routing.
+//!
+//! Each entry lives at most [`TTL`], so a change made by another node is seen within that time; changes
+//! made through this store invalidate the copies at once.
+
+use crate::{Account, ApiToken, ScenarioRow};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+pub(crate) const TTL: Duration = Duration::from_secs(2);
+
+/// Scenarios and accounts, as routing needs them.
+#[derive(Clone)]
+pub(crate) struct Routing {
+    pub scenarios: Vec<ScenarioRow>,
+    pub accounts: HashMap<Uuid, Account>,
+}
+
+#[derive(Default)]
+pub(crate) struct Caches {
+    tokens: Mutex<HashMap<String, (ApiToken, Instant)>>,
+    routing: Mutex<Option<(Routing, Instant)>>,
+}
+
+impl Caches {
+    pub(crate) fn token(&self, hash: &str) -> Option<ApiToken> {
+        let tokens = self.tokens.lock().expect("cache lock");
+        tokens
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < TTL)
+            .map(|(token, _)| token.clone())
+    }
+
+    pub(crate) fn remember_token(&self, hash: String, token: ApiToken) {
+        let mut tokens = self.tokens.lock().expect("cache lock");
+        if tokens.len() > 10_000 {
+            tokens.retain(|_, (_, at)| at.elapsed() < TTL);
+        }
+        tokens.insert(hash, (token, Instant::now()));
+    }
+
+    pub(crate) fn forget_tokens(&self) {
+        self.tokens.lock().expect("cache lock").clear();
+    }
+
+    pub(crate) fn routing(&self) -> Option<Routing> {
+        let routing = self.routing.lock().expect("cache lock");
+        routing
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < TTL)
+            .map(|(r, _)| r.clone())
+    }
+
+    pub(crate) fn remember_routing(&self, routing: Routing) {
+        *self.routing.lock().expect("cache lock") = Some((routing, Instant::now()));
+    }
+
+    pub(crate) fn forget_routing(&self) {
+        *self.routing.lock().expect("cache lock") = None;
+    }
+}
