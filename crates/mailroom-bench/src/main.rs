@@ -206,5 +206,34 @@ async fn outbound(messages: usize, size: usize, clients: usize, sessions: usize)
         "  delivered/s ÷ raw     {:.2}",
         delivered_per_second / raw_per_second
     );
+    let metrics = reqwest::get(format!("{}/metrics", server.base_url))
+        .await?
+        .text()
+        .await?;
+    let metric = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let transactions = metric("mailroom_send_duration_seconds_count");
+    if transactions > 0.0 {
+        println!(
+            "  mean SMTP transaction {:.2} ms",
+            metric("mailroom_send_duration_seconds_sum") / transactions * 1000.0
+        );
+    }
+    for operation in ["insert_batch", "claim", "record_outcomes"] {
+        let label = format!("{{operation=\"{operation}\"}}");
+        let count = metric(&format!("mailroom_store_operation_seconds_count{label}"));
+        if count > 0.0 {
+            println!(
+                "  store {operation:<15} {count:.0} calls, mean {:.2} ms, mean batch {:.1}",
+                metric(&format!("mailroom_store_operation_seconds_sum{label}")) / count * 1000.0,
+                metric(&format!("mailroom_store_batch_size_sum{label}")) / count
+            );
+        }
+    }
     Ok(())
 }

@@ -137,7 +137,9 @@ mod tests {
             let value_start = start + "boundary=\"".len();
             let value_end = value_start + text[value_start..].find('"').unwrap();
             let boundary = text[value_start..value_end].to_owned();
-            text = text.replace(&boundary, "B").replacen("boundary=\"B\"", "boundary-fixed", 1);
+            text = text
+                .replace(&boundary, "B")
+                .replacen("boundary=\"B\"", "boundary-fixed", 1);
         }
         text
     }
@@ -146,7 +148,12 @@ mod tests {
     fn composing_twice_gives_the_same_message_apart_from_mime_boundaries() {
         let from = Mailbox::parse("sales@example.com").unwrap();
         let content = content(Some("x"), Some("<b>x</b>"));
-        let composition = Composition { from: &from, content: &content, message_id: "<a@b.c>", date_unix_seconds: 5 };
+        let composition = Composition {
+            from: &from,
+            content: &content,
+            message_id: "<a@b.c>",
+            date_unix_seconds: 5,
+        };
         let first = without_boundaries(&compose(&composition));
         let second = without_boundaries(&compose(&composition));
         assert!(first.contains("boundary-fixed"), "{first}");

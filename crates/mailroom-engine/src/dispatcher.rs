@@ -222,6 +222,7 @@ impl Engine {
                 if wanted == 0 {
                     continue;
                 }
+                let clock = Instant::now();
                 let claimed = match inner
                     .store
                     .claim_due(
@@ -239,9 +240,13 @@ impl Engine {
                         continue;
                     }
                 };
+                metrics::histogram!("mailroom_store_operation_seconds", "operation" => "claim")
+                    .record(clock.elapsed().as_secs_f64());
                 if claimed.is_empty() {
                     continue;
                 }
+                metrics::histogram!("mailroom_store_batch_size", "operation" => "claim")
+                    .record(claimed.len() as f64);
                 let connector = match inner
                     .connectors
                     .get(&inner.store, account, &inner.config.connectors)
@@ -494,11 +499,16 @@ async fn run_outcome_writer(store: Store, mut receiver: mpsc::UnboundedReceiver<
             }
         }
         let mut delay = Duration::from_millis(50);
+        let clock = Instant::now();
+        metrics::histogram!("mailroom_store_batch_size", "operation" => "record_outcomes")
+            .record(batch.len() as f64);
         while let Err(error) = store.record_outcomes(&batch).await {
             tracing::error!(%error, size = batch.len(), "recording attempt outcomes failed; retrying");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
         }
+        metrics::histogram!("mailroom_store_operation_seconds", "operation" => "record_outcomes")
+            .record(clock.elapsed().as_secs_f64());
         batch.clear();
     }
 }

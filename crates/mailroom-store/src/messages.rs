@@ -260,8 +260,12 @@ fn message_from_row(row: &SqliteRow) -> StoreResult<StoredMessage> {
     })
 }
 
-const MESSAGE_COLUMNS: &str = "id, status, scenario, account_id, message_id_header, to_json, cc_json, bcc_json, subject,
-    text_body, html_body, related_json, created_at, updated_at, send_at, next_attempt_at, sent_at, attempt_count, last_error";
+const MESSAGE_COLUMNS: &str = "m.id, m.status, m.scenario, m.account_id, m.message_id_header, c.to_json, c.cc_json, c.bcc_json,
+    m.subject, c.text_body, c.html_body, c.related_json, m.created_at, m.updated_at, m.send_at, m.next_attempt_at, m.sent_at,
+    m.attempt_count, m.last_error";
+
+/// Messages with their content.
+const MESSAGES_WITH_CONTENT: &str = "messages m JOIN message_contents c ON c.message_id = m.id";
 
 pub(crate) struct InsertRequest {
     message: NewMessage,
@@ -285,7 +289,13 @@ pub(crate) async fn run_insert_batcher(
                 Err(_) => break,
             }
         }
-        match insert_batch(&pool, batch.iter().map(|r| &r.message)).await {
+        let clock = std::time::Instant::now();
+        let result = insert_batch(&pool, batch.iter().map(|r| &r.message)).await;
+        metrics::histogram!("mailroom_store_operation_seconds", "operation" => "insert_batch")
+            .record(clock.elapsed().as_secs_f64());
+        metrics::histogram!("mailroom_store_batch_size", "operation" => "insert_batch")
+            .record(batch.len() as f64);
+        match result {
             Ok(outcomes) => {
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = request.reply.send(Ok(outcome));
@@ -350,24 +360,16 @@ async fn insert_batch<'a>(
     }
     for chunk in to_insert.chunks(ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO messages (id, status, scenario, account_id, message_id_header, to_json, cc_json, bcc_json, subject,
-               text_body, html_body, related_json, created_by, idempotency_key, request_hash, created_at, updated_at,
-               send_at, next_attempt_at) ",
+            "INSERT INTO messages (id, status, scenario, account_id, message_id_header, subject, created_by, idempotency_key,
+               request_hash, created_at, updated_at, send_at, next_attempt_at) ",
         );
         insert.push_values(chunk, |mut row, message| {
-            let content = &message.content;
             row.push_bind(message.id.to_string())
                 .push_bind("queued")
                 .push_bind(message.scenario.as_str().to_owned())
                 .push_bind(message.account_id.to_string())
                 .push_bind(message.message_id_header.clone())
-                .push_bind(mailboxes_to_json(&content.to))
-                .push_bind(mailboxes_to_json(&content.cc))
-                .push_bind(mailboxes_to_json(&content.bcc))
-                .push_bind(content.subject.as_str().to_owned())
-                .push_bind(content.text.clone())
-                .push_bind(content.html.clone())
-                .push_bind(related_to_json(&message.related_records))
+                .push_bind(message.content.subject.as_str().to_owned())
                 .push_bind(message.created_by.clone())
                 .push_bind(message.idempotency_key.clone())
                 .push_bind(message.request_hash.clone())
@@ -377,6 +379,20 @@ async fn insert_batch<'a>(
                 .push_bind(message.send_at_ms.unwrap_or(now).max(now));
         });
         insert.build().execute(&mut *tx).await?;
+        let mut contents = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO message_contents (message_id, to_json, cc_json, bcc_json, text_body, html_body, related_json) ",
+        );
+        contents.push_values(chunk, |mut row, message| {
+            let content = &message.content;
+            row.push_bind(message.id.to_string())
+                .push_bind(mailboxes_to_json(&content.to))
+                .push_bind(mailboxes_to_json(&content.cc))
+                .push_bind(mailboxes_to_json(&content.bcc))
+                .push_bind(content.text.clone())
+                .push_bind(content.html.clone())
+                .push_bind(related_to_json(&message.related_records));
+        });
+        contents.build().execute(&mut *tx).await?;
     }
     let related: Vec<(&NewMessage, &RelatedRecord)> = to_insert
         .iter()
@@ -412,7 +428,7 @@ impl Store {
 
     /// One message with all its attempts.
     pub async fn message(&self, id: Uuid) -> StoreResult<StoredMessage> {
-        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1");
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_WITH_CONTENT} WHERE m.id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id.to_string())
             .fetch_optional(&self.reader)
@@ -450,7 +466,7 @@ impl Store {
         ) {
             query.push(" WHERE 1 = 1");
             if !filter.statuses.is_empty() {
-                query.push(" AND status IN (");
+                query.push(" AND m.status IN (");
                 let mut list = query.separated(", ");
                 for status in &filter.statuses {
                     list.push_bind(status.as_str());
@@ -463,23 +479,25 @@ impl Store {
                     .push_bind(account_id.to_string());
             }
             if let Some(scenario) = &filter.scenario {
-                query.push(" AND scenario = ").push_bind(scenario.clone());
+                query.push(" AND m.scenario = ").push_bind(scenario.clone());
             }
             if let Some(from) = filter.created_from_ms {
-                query.push(" AND created_at >= ").push_bind(from);
+                query.push(" AND m.created_at >= ").push_bind(from);
             }
             if let Some(until) = filter.created_until_ms {
-                query.push(" AND created_at < ").push_bind(until);
+                query.push(" AND m.created_at < ").push_bind(until);
             }
             if with_cursor && let Some(before) = filter.before_id {
-                query.push(" AND id < ").push_bind(before.to_string());
+                query.push(" AND m.id < ").push_bind(before.to_string());
             }
         }
         let limit = filter.limit.clamp(1, 500);
-        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM messages");
+        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM messages m");
         push_conditions(&mut count, filter, false);
         let total: i64 = count.build_query_scalar().fetch_one(&self.reader).await?;
-        let mut select = QueryBuilder::new(format!("SELECT {MESSAGE_COLUMNS} FROM messages"));
+        let mut select = QueryBuilder::new(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_WITH_CONTENT}"
+        ));
         push_conditions(&mut select, filter, true);
         select
             .push(" ORDER BY id DESC LIMIT ")
@@ -515,8 +533,7 @@ impl Store {
             "UPDATE messages SET status = 'sending', lease_owner = $1, lease_until = $2, attempt_count = attempt_count + 1, updated_at = $3
              WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND account_id = $4 AND next_attempt_at <= $3
                           ORDER BY next_attempt_at, id LIMIT $5)
-             RETURNING id, message_id_header, to_json, cc_json, bcc_json, subject, text_body, html_body, created_at,
-                       attempt_count, retry_base",
+             RETURNING id, message_id_header, created_at, attempt_count, retry_base",
         )
         .bind(owner)
         .bind(lease_until)
@@ -525,15 +542,42 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.writer)
         .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The content is immutable and committed: read it without holding the writer.
+        let mut contents = QueryBuilder::<Sqlite>::new(
+            "SELECT c.message_id, c.to_json, c.cc_json, c.bcc_json, c.text_body, c.html_body, m.subject
+             FROM message_contents c JOIN messages m ON m.id = c.message_id WHERE c.message_id IN (",
+        );
+        let mut ids = contents.separated(", ");
+        for row in &rows {
+            ids.push_bind(row.get::<String, _>("id"));
+        }
+        contents.push(")");
+        let content_rows = contents.build().fetch_all(&self.reader).await?;
+        let mut content_by_id: std::collections::HashMap<String, Result<MessageContent, String>> =
+            content_rows
+                .iter()
+                .map(|row| {
+                    (
+                        row.get::<String, _>("message_id"),
+                        content_from_row(row).map_err(|e| e.to_string()),
+                    )
+                })
+                .collect();
         let mut claimed = rows
             .iter()
             .map(|row| {
+                let id: String = row.get("id");
                 let attempt_count = row.get::<i64, _>("attempt_count") as u32;
                 Ok(ClaimedMessage {
-                    id: parse_uuid(&row.get::<String, _>("id"))?,
+                    id: parse_uuid(&id)?,
                     account_id,
                     message_id_header: row.get("message_id_header"),
-                    content: content_from_row(row).map_err(|e| e.to_string()),
+                    content: content_by_id
+                        .remove(&id)
+                        .unwrap_or_else(|| Err("the message content is missing".into())),
                     created_at_ms: row.get("created_at"),
                     attempt_number: attempt_count,
                     attempts_used: attempt_count

@@ -38,13 +38,7 @@ CREATE TABLE messages (
     scenario           TEXT NOT NULL,
     account_id         TEXT NOT NULL REFERENCES accounts(id),
     message_id_header  TEXT NOT NULL UNIQUE,
-    to_json            TEXT NOT NULL,
-    cc_json            TEXT NOT NULL,
-    bcc_json           TEXT NOT NULL,
     subject            TEXT NOT NULL,
-    text_body          TEXT,
-    html_body          TEXT,
-    related_json       TEXT NOT NULL,
     created_by         TEXT NOT NULL,
     idempotency_key    TEXT,
     request_hash       TEXT,
@@ -64,6 +58,18 @@ CREATE UNIQUE INDEX messages_idempotency ON messages (created_by, idempotency_ke
 CREATE INDEX messages_due ON messages (account_id, next_attempt_at) WHERE status = 'queued';
 CREATE INDEX messages_leased ON messages (lease_until) WHERE status = 'sending';
 CREATE INDEX messages_status ON messages (status, id);
+
+-- What the caller asked to send. Written once and never updated: SQLite rewrites a whole row on every
+-- UPDATE, so keeping bodies out of `messages` keeps claims and outcome updates small.
+CREATE TABLE message_contents (
+    message_id   TEXT PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+    to_json      TEXT NOT NULL,
+    cc_json      TEXT NOT NULL,
+    bcc_json     TEXT NOT NULL,
+    text_body    TEXT,
+    html_body    TEXT,
+    related_json TEXT NOT NULL
+);
 
 CREATE TABLE related_records (
     message_id  TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
