@@ -7,8 +7,10 @@ use std::process::Command;
 use std::time::Duration;
 
 pub struct PostfixWithSasl {
-    /// The submission port mailroom connects to.
+    /// Plain SMTP that offers STARTTLS.
     pub port: u16,
+    /// SMTP over implicit TLS ("SMTPS").
+    pub tls_port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -30,7 +32,74 @@ anvil unix - - n - 1 anvil
 scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
 showq unix n - n - - showq
+tlsmgr unix - - n 1000? 1 tlsmgr
 ";
+
+/// Makes a private CA and a certificate for 127.0.0.1 / localhost signed by it, with openssl.
+fn make_certificates(dir: &Path) -> Result<()> {
+    let run = |args: &[&str]| -> Result<()> {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .context("running openssl")?;
+        if !output.status.success() {
+            bail!(
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=mailroom test CA",
+    ])?;
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ])?;
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ])
+}
 
 impl PostfixWithSasl {
     /// Starts Dovecot (auth only) with one user and Postfix relaying to `relay_port` on 127.0.0.1.
@@ -40,13 +109,24 @@ impl PostfixWithSasl {
         let root = root.as_path();
         let auth_port = crate::free_port();
         let port = crate::free_port();
+        let tls_port = crate::free_port();
         for sub in [
             "dovecot/run",
             "dovecot/state",
             "postfix/queue",
             "postfix/data",
+            "tls",
         ] {
             std::fs::create_dir_all(root.join(sub))?;
+        }
+        // Postfix's smtpd runs as `postfix` and must reach its certificate and key.
+        std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        make_certificates(&root.join("tls"))?;
+        for file in ["server.key", "server.pem", "ca.pem"] {
+            std::fs::set_permissions(
+                root.join("tls").join(file),
+                std::os::unix::fs::PermissionsExt::from_mode(0o644),
+            )?;
         }
         std::fs::write(
             root.join("dovecot/users"),
@@ -84,20 +164,27 @@ impl PostfixWithSasl {
                  smtpd_relay_restrictions = permit_sasl_authenticated, reject\n\
                  smtpd_recipient_restrictions = permit_sasl_authenticated, reject\n\
                  smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = inet:127.0.0.1:{auth_port}\n\
-                 smtp_tls_security_level = none\nsmtpd_tls_security_level = none\nsmtputf8_enable = no\n\
+                 smtp_tls_security_level = none\nsmtpd_tls_security_level = may\nsmtputf8_enable = no\n\
+                 smtpd_tls_loglevel = 1\nsmtpd_tls_cert_file = {r}/tls/server.pem\nsmtpd_tls_key_file = {r}/tls/server.key\n\
                  maillog_file = {r}/postfix/postfix.log\nmaillog_file_prefixes = {r}\n",
                 r = root.display()
             ),
         )?;
         std::fs::write(
             root.join("postfix/master.cf"),
-            format!("127.0.0.1:{port} inet n - n - - smtpd\n{MASTER_CF_SERVICES}"),
+            format!(
+                "127.0.0.1:{port} inet n - n - - smtpd\n127.0.0.1:{tls_port} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes\n{MASTER_CF_SERVICES}"
+            ),
         )?;
         Command::new("chown")
             .arg("postfix")
             .arg(root.join("postfix/data"))
             .status()?;
-        let instance = Self { port, dir };
+        let instance = Self {
+            port,
+            tls_port,
+            dir,
+        };
         let output = Command::new("postfix")
             .arg("-c")
             .arg(root.join("postfix"))
@@ -108,7 +195,13 @@ impl PostfixWithSasl {
             bail!("postfix did not start: {}", instance.log());
         }
         crate::wait_for_port(port, Duration::from_secs(15))?;
+        crate::wait_for_port(tls_port, Duration::from_secs(15))?;
         Ok(instance)
+    }
+
+    /// The PEM file of the private CA that signed the server's certificate.
+    pub fn ca_certificate(&self) -> std::path::PathBuf {
+        self.root().join("tls/ca.pem")
     }
 
     fn root(&self) -> &Path {

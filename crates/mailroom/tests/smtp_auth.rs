@@ -150,3 +150,129 @@ async fn a_rejected_password_fails_the_message_at_once_as_an_authentication_erro
     );
     assert!(sink.messages().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn starttls_and_implicit_tls_accounts_deliver_through_postfix_when_its_ca_is_trusted() {
+    let sink = SmtpSink::start(&[]).unwrap();
+    let postfix = PostfixWithSasl::start("mailer", "pw", sink.port).unwrap();
+    let server = common::start_server_with(&format!(
+        "extra_root_certificates = [{:?}]",
+        postfix.ca_certificate().display().to_string()
+    ))
+    .await;
+    let credentials = json!({"username": "mailer", "password": "pw"});
+    let mut starttls = credentials.clone();
+    starttls["security"] = json!("starttls");
+    let mut implicit = credentials.clone();
+    implicit["security"] = json!("tls");
+    let starttls_account = server
+        .add_smtp_account("starttls", postfix.port, starttls)
+        .await
+        .unwrap();
+    let implicit_account = server
+        .add_smtp_account("implicit", postfix.tls_port, implicit)
+        .await
+        .unwrap();
+    for account in [&starttls_account, &implicit_account] {
+        let (_, test) = server
+            .post(&format!("/v1/accounts/{}/test", id_of(account)), &json!({}))
+            .await
+            .unwrap();
+        assert_eq!(test["ok"], true, "{test}");
+        assert!(
+            test["detail"].as_str().unwrap().contains("with TLS"),
+            "{test}"
+        );
+        let accepted = server.send(&json!({"to": ["c@example.com"], "subject": "over TLS", "text": "t", "account_id": account["id"]})).await.unwrap();
+        server
+            .wait_for_status(&id_of(&accepted), "sent", Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
+    let log = postfix.log();
+    assert!(
+        log.matches("TLS connection established").count() >= 4,
+        "two tests and two sends over TLS:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_certificate_from_an_untrusted_ca_is_refused_and_nothing_is_sent() {
+    let sink = SmtpSink::start(&[]).unwrap();
+    let postfix = PostfixWithSasl::start("mailer", "pw", sink.port).unwrap();
+    let server = start_server().await;
+    let account = server
+        .add_smtp_account(
+            "untrusted",
+            postfix.port,
+            json!({"security": "starttls", "username": "mailer", "password": "pw"}),
+        )
+        .await
+        .unwrap();
+    let (_, test) = server
+        .post(
+            &format!("/v1/accounts/{}/test", id_of(&account)),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(test["ok"], false, "{test}");
+    assert!(
+        test["detail"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("certificate"),
+        "{test}"
+    );
+    let accepted = server.send(&json!({"to": ["c@example.com"], "subject": "s", "text": "t", "account_id": account["id"]})).await.unwrap();
+    let id = id_of(&accepted);
+    mailroom_testkit::wait_until(Duration::from_secs(10), "a failed attempt", || async {
+        Ok(server.message(&id).await?["attempts"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()))
+    })
+    .await
+    .unwrap();
+    assert!(
+        !postfix.log().contains("sasl_username=mailer"),
+        "credentials must not be sent over an unverified connection"
+    );
+    assert!(sink.messages().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn starttls_against_a_server_that_does_not_offer_it_fails_permanently() {
+    let sink = SmtpSink::start(&[]).unwrap();
+    let server = start_server().await;
+    let account = server
+        .add_smtp_account("nostarttls", sink.port, json!({"security": "starttls"}))
+        .await
+        .unwrap();
+    let (_, test) = server
+        .post(
+            &format!("/v1/accounts/{}/test", id_of(&account)),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(test["ok"], false);
+    assert_eq!(test["failure"], "permanent");
+    assert!(
+        test["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not offer STARTTLS"),
+        "{test}"
+    );
+    let accepted = server.send(&json!({"to": ["c@example.com"], "subject": "s", "text": "t", "account_id": account["id"]})).await.unwrap();
+    let failed = server
+        .wait_for_status(&id_of(&accepted), "failed", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(failed["attempts"].as_array().unwrap().len(), 1);
+    assert!(
+        sink.messages().unwrap().is_empty(),
+        "nothing is sent in the clear when STARTTLS was required"
+    );
+}
