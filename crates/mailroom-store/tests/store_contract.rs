@@ -1,0 +1,401 @@
+//! The store's contract, run against every backend. `MAILROOM_TEST_STORE` chooses it; today only
+//! `sqlite` (the default) exists, and a new backend must pass this same suite.
+
+use mailroom_core::account::{AccountLimits, ConnectorKind, Security, SenderType};
+use mailroom_core::address::EmailAddress;
+use mailroom_core::message::{AttemptOutcome, MessageContent, MessageStatus, RawContent};
+use mailroom_core::scenario::ScenarioName;
+use mailroom_store::{
+    AccountInput, AttemptRecord, InsertOutcome, MessageFilter, NewMessage, Outcome, SecretBox,
+    Store, now_ms,
+};
+use uuid::Uuid;
+
+struct TestStore {
+    store: Store,
+    _dir: tempfile::TempDir,
+}
+
+async fn open_store() -> TestStore {
+    let backend = std::env::var("MAILROOM_TEST_STORE").unwrap_or_else(|_| "sqlite".into());
+    assert_eq!(backend, "sqlite", "unknown test store backend {backend:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = Store::open(&url, SecretBox::from_key(&[9u8; 32]).unwrap())
+        .await
+        .unwrap();
+    TestStore { store, _dir: dir }
+}
+
+fn account_input(name: &str) -> AccountInput {
+    AccountInput {
+        connector: ConnectorKind::Smtp,
+        name: name.into(),
+        email_address: EmailAddress::parse(&format!("{name}@example.com")).unwrap(),
+        sender_name: None,
+        sender_type: SenderType::SpecificUser,
+        host: Some("127.0.0.1".into()),
+        port: Some(25),
+        security: Security::None,
+        username: None,
+        pickup_dir: None,
+        limits: AccountLimits::new(0, 3, 3).unwrap(),
+    }
+}
+
+fn new_message(account_id: Uuid, key: Option<&str>, subject: &str) -> NewMessage {
+    let to = vec!["a@example.com".to_string()];
+    let none: Vec<String> = Vec::new();
+    let id = Uuid::now_v7();
+    NewMessage {
+        id,
+        scenario: ScenarioName::default_scenario(),
+        account_id,
+        message_id_header: format!("<{}@example.com>", id.simple()),
+        content: MessageContent::parse(
+            RawContent {
+                to: &to,
+                cc: &none,
+                bcc: &none,
+                subject,
+                text: Some("body"),
+                html: None,
+            },
+            1 << 20,
+        )
+        .unwrap(),
+        related_records: Vec::new(),
+        send_at_ms: None,
+        created_by: "tester".into(),
+        idempotency_key: key.map(str::to_owned),
+        request_hash: Some(subject.to_owned()),
+    }
+}
+
+fn attempt(
+    message_id: Uuid,
+    owner: &str,
+    number: u32,
+    outcome: AttemptOutcome,
+    next: Outcome,
+    at: i64,
+) -> AttemptRecord {
+    AttemptRecord {
+        message_id,
+        lease_owner: owner.into(),
+        number,
+        started_at_ms: at,
+        finished_at_ms: at + 5,
+        outcome,
+        reply_code: Some(if outcome == AttemptOutcome::Sent {
+            250
+        } else {
+            451
+        }),
+        reply_text: outcome.to_string(),
+        next,
+    }
+}
+
+#[tokio::test]
+async fn the_first_account_becomes_the_default_and_routes_unassigned_scenarios() {
+    let t = open_store().await;
+    let first = t
+        .store
+        .create_account(&account_input("first"), None)
+        .await
+        .unwrap();
+    let second = t
+        .store
+        .create_account(&account_input("second"), None)
+        .await
+        .unwrap();
+    assert!(first.is_default && !second.is_default);
+    let routed = t
+        .store
+        .resolve_account(&ScenarioName::parse("sales-order").unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(routed.id, first.id);
+}
+
+#[tokio::test]
+async fn concurrent_inserts_are_all_stored_and_idempotency_keys_are_honoured_within_one_batch() {
+    let t = open_store().await;
+    let account = t
+        .store
+        .create_account(&account_input("a"), None)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..300 {
+        let store = t.store.clone();
+        let key = if n % 3 == 0 { Some("shared-key") } else { None };
+        let message = new_message(account.id, key, "same request");
+        tasks.push(tokio::spawn(async move {
+            store.insert_message(message).await.unwrap()
+        }));
+    }
+    let mut created = 0;
+    let mut replayed = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            InsertOutcome::Created(_) => created += 1,
+            InsertOutcome::Replayed(id) => replayed.push(id),
+            InsertOutcome::KeyReused(_) => panic!("the same request hash must replay"),
+        }
+    }
+    assert_eq!(
+        created,
+        200 + 1,
+        "200 without a key and one for the shared key"
+    );
+    assert_eq!(replayed.len(), 99);
+    assert!(
+        replayed.windows(2).all(|w| w[0] == w[1]),
+        "every replay names the same message"
+    );
+    let page = t
+        .store
+        .list_messages(&MessageFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 201);
+    let reused = t
+        .store
+        .insert_message(new_message(
+            account.id,
+            Some("shared-key"),
+            "another request",
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(reused, InsertOutcome::KeyReused(_)));
+}
+
+#[tokio::test]
+async fn a_claimed_message_is_not_claimed_again_until_its_lease_expires_and_then_an_interruption_is_recorded()
+ {
+    let t = open_store().await;
+    let account = t
+        .store
+        .create_account(&account_input("a"), None)
+        .await
+        .unwrap();
+    t.store
+        .insert_message(new_message(account.id, None, "s"))
+        .await
+        .unwrap();
+    let now = now_ms();
+    let claimed = t
+        .store
+        .claim_due(account.id, "node-a", now, now + 1_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].attempt_number, 1);
+    assert!(claimed[0].content.is_ok());
+    assert!(
+        t.store
+            .claim_due(account.id, "node-b", now, now + 1_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        t.store
+            .recover_expired_leases(now + 500)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a live lease is not recovered"
+    );
+
+    let recovered = t.store.recover_expired_leases(now + 1_000).await.unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].new_status, MessageStatus::Queued);
+    let message = t.store.message(claimed[0].id).await.unwrap();
+    assert_eq!(message.attempts.len(), 1);
+    assert_eq!(message.attempts[0].outcome, AttemptOutcome::Interrupted);
+    let again = t
+        .store
+        .claim_due(account.id, "node-b", now + 1_000, now + 2_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(again[0].attempt_number, 2);
+}
+
+#[tokio::test]
+async fn a_released_message_returns_to_the_queue_without_using_an_attempt() {
+    let t = open_store().await;
+    let account = t
+        .store
+        .create_account(&account_input("a"), None)
+        .await
+        .unwrap();
+    t.store
+        .insert_message(new_message(account.id, None, "s"))
+        .await
+        .unwrap();
+    let now = now_ms();
+    let claimed = t
+        .store
+        .claim_due(account.id, "node-a", now, now + 60_000, 10)
+        .await
+        .unwrap();
+    t.store
+        .release("node-other", &[claimed[0].id])
+        .await
+        .unwrap();
+    assert_eq!(
+        t.store.message(claimed[0].id).await.unwrap().status,
+        MessageStatus::Sending,
+        "only the lease owner may release"
+    );
+    t.store.release("node-a", &[claimed[0].id]).await.unwrap();
+    let message = t.store.message(claimed[0].id).await.unwrap();
+    assert_eq!(
+        (message.status, message.attempt_count),
+        (MessageStatus::Queued, 0)
+    );
+}
+
+#[tokio::test]
+async fn outcomes_move_messages_to_their_next_state_only_under_the_lease_that_made_the_attempt() {
+    let t = open_store().await;
+    let account = t
+        .store
+        .create_account(&account_input("a"), None)
+        .await
+        .unwrap();
+    for n in 0..3 {
+        t.store
+            .insert_message(new_message(account.id, None, &format!("m{n}")))
+            .await
+            .unwrap();
+    }
+    let now = now_ms();
+    let claimed = t
+        .store
+        .claim_due(account.id, "node-a", now, now + 60_000, 10)
+        .await
+        .unwrap();
+    t.store
+        .record_outcomes(&[
+            attempt(
+                claimed[0].id,
+                "node-a",
+                1,
+                AttemptOutcome::Sent,
+                Outcome::Sent,
+                now,
+            ),
+            attempt(
+                claimed[1].id,
+                "node-a",
+                1,
+                AttemptOutcome::Transient,
+                Outcome::RetryAt(now + 10_000),
+                now,
+            ),
+            attempt(
+                claimed[2].id,
+                "node-stale",
+                1,
+                AttemptOutcome::Permanent,
+                Outcome::Failed,
+                now,
+            ),
+        ])
+        .await
+        .unwrap();
+    let sent = t.store.message(claimed[0].id).await.unwrap();
+    assert_eq!(sent.status, MessageStatus::Sent);
+    assert_eq!(sent.sent_at_ms, Some(now + 5));
+    let deferred = t.store.message(claimed[1].id).await.unwrap();
+    assert_eq!(
+        (deferred.status, deferred.next_attempt_at_ms),
+        (MessageStatus::Queued, now + 10_000)
+    );
+    assert_eq!(deferred.last_error.as_deref(), Some("transient"));
+    let stale = t.store.message(claimed[2].id).await.unwrap();
+    assert_eq!(
+        stale.status,
+        MessageStatus::Sending,
+        "an outcome from a lost lease does not move the message"
+    );
+    assert_eq!(stale.attempts.len(), 1, "but the attempt is on record");
+    assert!(
+        t.store
+            .claim_due(account.id, "node-a", now + 1, now + 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the deferred message is not due yet"
+    );
+}
+
+#[tokio::test]
+async fn retry_gives_a_fresh_attempt_budget_and_cancel_refuses_a_message_being_sent() {
+    let t = open_store().await;
+    let account = t
+        .store
+        .create_account(&account_input("a"), None)
+        .await
+        .unwrap();
+    t.store
+        .insert_message(new_message(account.id, None, "s"))
+        .await
+        .unwrap();
+    let now = now_ms();
+    let claimed = t
+        .store
+        .claim_due(account.id, "n", now, now + 60_000, 1)
+        .await
+        .unwrap();
+    assert!(
+        t.store.cancel_message(claimed[0].id).await.is_err(),
+        "a message being sent cannot be cancelled"
+    );
+    t.store
+        .record_outcomes(&[attempt(
+            claimed[0].id,
+            "n",
+            1,
+            AttemptOutcome::Permanent,
+            Outcome::Failed,
+            now,
+        )])
+        .await
+        .unwrap();
+    let retried = t.store.retry_message(claimed[0].id).await.unwrap();
+    assert_eq!(retried.status, MessageStatus::Queued);
+    let again = t
+        .store
+        .claim_due(account.id, "n", now_ms(), now_ms() + 60_000, 1)
+        .await
+        .unwrap();
+    assert_eq!((again[0].attempt_number, again[0].attempts_used), (2, 1));
+}
+
+#[tokio::test]
+async fn a_password_is_returned_decrypted_only_through_the_connector_path() {
+    let t = open_store().await;
+    let account = t
+        .store
+        .create_account(&account_input("a"), Some("hunter2"))
+        .await
+        .unwrap();
+    assert!(account.has_password);
+    assert_eq!(
+        t.store
+            .account_password(account.id)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("hunter2")
+    );
+}
