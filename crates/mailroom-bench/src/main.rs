@@ -224,7 +224,7 @@ async fn outbound(messages: usize, size: usize, clients: usize, sessions: usize)
             metric("mailroom_send_duration_seconds_sum") / transactions * 1000.0
         );
     }
-    for operation in ["insert_batch", "claim", "record_outcomes"] {
+    for operation in ["write_transaction", "claim", "record_outcomes"] {
         let label = format!("{{operation=\"{operation}\"}}");
         let count = metric(&format!("mailroom_store_operation_seconds_count{label}"));
         if count > 0.0 {

@@ -1,10 +1,10 @@
 //! The mailroom Store: accounts, scenarios, the outbox with every attempt, the sent archive and API
 //! tokens, kept in SQLite (WAL mode, `synchronous = FULL`).
 //!
-//! Writes go through one writer connection so SQLite never reports "database is locked" under load;
-//! message inserts are group-committed by a background task: concurrent API requests share one
-//! transaction and one fsync, and each request is answered only after that commit.
-//! Reads use a separate pool of connections.
+//! Hot-path writes (message inserts, claims, attempt outcomes) go to one writer task that owns the
+//! single writer connection: it folds every write waiting into one transaction — one commit, one fsync —
+//! and answers each caller only after that commit. Concurrent API requests thus share a commit, and
+//! SQLite never reports "database is locked". Reads use a separate pool of connections.
 
 mod accounts;
 mod cache;
@@ -58,7 +58,7 @@ pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
     secrets: SecretBox,
-    inserts: mpsc::Sender<messages::InsertRequest>,
+    writes: mpsc::Sender<messages::WriteRequest>,
     caches: std::sync::Arc<cache::Caches>,
 }
 
@@ -93,13 +93,13 @@ impl Store {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        let (inserts, receiver) = mpsc::channel(4096);
-        tokio::spawn(messages::run_insert_batcher(writer.clone(), receiver));
+        let (writes, receiver) = mpsc::channel(4096);
+        tokio::spawn(messages::run_writer(writer.clone(), receiver));
         let store = Self {
             writer,
             reader,
             secrets,
-            inserts,
+            writes,
             caches: Default::default(),
         };
         store.seed_built_in_scenarios().await?;

@@ -267,69 +267,167 @@ const MESSAGE_COLUMNS: &str = "m.id, m.status, m.scenario, m.account_id, m.messa
 /// Messages with their content.
 const MESSAGES_WITH_CONTENT: &str = "messages m JOIN message_contents c ON c.message_id = m.id";
 
-pub(crate) struct InsertRequest {
-    message: NewMessage,
-    reply: oneshot::Sender<StoreResult<InsertOutcome>>,
+/// A write waiting for the writer task.
+pub(crate) enum WriteRequest {
+    Insert {
+        message: Box<NewMessage>,
+        reply: oneshot::Sender<StoreResult<InsertOutcome>>,
+    },
+    Claim {
+        claim: ClaimArgs,
+        reply: oneshot::Sender<StoreResult<Vec<ClaimRow>>>,
+    },
+    Outcomes {
+        records: Vec<AttemptRecord>,
+        reply: oneshot::Sender<StoreResult<()>>,
+    },
 }
 
-/// Largest number of inserts committed in one transaction.
-const INSERT_BATCH: usize = 512;
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimArgs {
+    account_id: Uuid,
+    owner: String,
+    now: i64,
+    lease_until: i64,
+    limit: u32,
+}
 
-/// Group commit: takes every insert waiting, writes them in one transaction, then answers each.
-pub(crate) async fn run_insert_batcher(
-    pool: SqlitePool,
-    mut requests: mpsc::Receiver<InsertRequest>,
-) {
-    let mut batch = Vec::with_capacity(INSERT_BATCH);
+/// A claimed row, before its content is read.
+pub(crate) struct ClaimRow {
+    id: String,
+    message_id_header: String,
+    created_at: i64,
+    attempt_count: i64,
+    retry_base: i64,
+}
+
+/// Most requests folded into one transaction.
+const WRITE_BATCH: usize = 1024;
+
+/// The writer: takes every write waiting (inserts, claims, outcome batches) and performs them in one
+/// transaction — one commit, one fsync — then answers each. Callers are answered only after the commit,
+/// so an accepted message is durable and a claim is visible before any SMTP transaction starts.
+pub(crate) async fn run_writer(pool: SqlitePool, mut requests: mpsc::Receiver<WriteRequest>) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
     while let Some(first) = requests.recv().await {
         batch.push(first);
-        while batch.len() < INSERT_BATCH {
+        while batch.len() < WRITE_BATCH {
             match requests.try_recv() {
                 Ok(request) => batch.push(request),
                 Err(_) => break,
             }
         }
         let clock = std::time::Instant::now();
-        let result = insert_batch(&pool, batch.iter().map(|r| &r.message)).await;
-        metrics::histogram!("mailroom_store_operation_seconds", "operation" => "insert_batch")
-            .record(clock.elapsed().as_secs_f64());
-        metrics::histogram!("mailroom_store_batch_size", "operation" => "insert_batch")
-            .record(batch.len() as f64);
-        match result {
-            Ok(outcomes) => {
-                for (request, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = request.reply.send(Ok(outcome));
+        let size = batch.len();
+        match write_together(&pool, &batch).await {
+            Ok(results) => {
+                for (request, result) in batch.drain(..).zip(results) {
+                    reply(request, Ok(result));
                 }
             }
-            Err(batch_error) => {
-                // One bad message must not fail the others: store each on its own.
-                tracing::warn!(error = %batch_error, size = batch.len(), "group insert failed; storing messages one by one");
+            Err(error) => {
+                // One bad request must not fail the others: perform each on its own.
+                tracing::warn!(%error, size, "a grouped write failed; writing requests one by one");
                 for request in batch.drain(..) {
-                    let result = insert_batch(&pool, std::iter::once(&request.message))
+                    let result = write_together(&pool, std::slice::from_ref(&request))
                         .await
-                        .map(|mut o| o.remove(0));
-                    let _ = request.reply.send(result);
+                        .map(|mut r| r.remove(0));
+                    reply(request, result);
                 }
             }
         }
+        metrics::histogram!("mailroom_store_operation_seconds", "operation" => "write_transaction")
+            .record(clock.elapsed().as_secs_f64());
+        metrics::histogram!("mailroom_store_batch_size", "operation" => "write_transaction")
+            .record(size as f64);
     }
+}
+
+/// The result of one request inside a grouped write.
+enum WriteResult {
+    Inserted(InsertOutcome),
+    Claimed(Vec<ClaimRow>),
+    Recorded,
+}
+
+fn reply(request: WriteRequest, result: StoreResult<WriteResult>) {
+    match (request, result) {
+        (WriteRequest::Insert { reply, .. }, Ok(WriteResult::Inserted(outcome))) => {
+            drop(reply.send(Ok(outcome)))
+        }
+        (WriteRequest::Claim { reply, .. }, Ok(WriteResult::Claimed(rows))) => {
+            drop(reply.send(Ok(rows)))
+        }
+        (WriteRequest::Outcomes { reply, .. }, Ok(WriteResult::Recorded)) => {
+            drop(reply.send(Ok(())))
+        }
+        (WriteRequest::Insert { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
+        (WriteRequest::Claim { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
+        (WriteRequest::Outcomes { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
+        (_, Ok(_)) => unreachable!("each request kind gets its own kind of result"),
+    }
+}
+
+/// Performs the requests in one transaction: outcomes first (they free capacity), then inserts, then
+/// claims (which may take messages inserted in the same transaction).
+async fn write_together(
+    pool: &SqlitePool,
+    requests: &[WriteRequest],
+) -> StoreResult<Vec<WriteResult>> {
+    let mut tx = pool.begin().await?;
+    let records: Vec<&AttemptRecord> = requests
+        .iter()
+        .filter_map(|r| {
+            if let WriteRequest::Outcomes { records, .. } = r {
+                Some(records.iter())
+            } else {
+                None
+            }
+        })
+        .flatten()
+        .collect();
+    record_outcome_rows(&mut tx, &records).await?;
+    let messages: Vec<&NewMessage> = requests
+        .iter()
+        .filter_map(|r| {
+            if let WriteRequest::Insert { message, .. } = r {
+                Some(message.as_ref())
+            } else {
+                None
+            }
+        })
+        .collect();
+    let mut inserted = insert_rows(&mut tx, &messages).await?.into_iter();
+    let mut results = Vec::with_capacity(requests.len());
+    for request in requests {
+        results.push(match request {
+            WriteRequest::Insert { .. } => {
+                WriteResult::Inserted(inserted.next().expect("one outcome per insert"))
+            }
+            WriteRequest::Claim { claim, .. } => {
+                WriteResult::Claimed(claim_rows(&mut tx, claim).await?)
+            }
+            WriteRequest::Outcomes { .. } => WriteResult::Recorded,
+        });
+    }
+    tx.commit().await?;
+    Ok(results)
 }
 
 /// Rows bound per multi-row INSERT, well under SQLite's limit of 32766 bound values.
 const ROWS_PER_STATEMENT: usize = 256;
 
-async fn insert_batch<'a>(
-    pool: &SqlitePool,
-    messages: impl Iterator<Item = &'a NewMessage>,
+async fn insert_rows(
+    tx: &mut sqlx::SqliteConnection,
+    messages: &[&NewMessage],
 ) -> StoreResult<Vec<InsertOutcome>> {
     let now = now_ms();
-    let mut tx = pool.begin().await?;
     let mut outcomes = Vec::new();
     let mut to_insert: Vec<&NewMessage> = Vec::new();
     // Idempotency keys seen earlier in this same batch: (created_by, key) → (id, request hash).
     let mut keys_in_batch: std::collections::HashMap<(&str, &str), (Uuid, Option<&str>)> =
         std::collections::HashMap::new();
-    for message in messages {
+    for message in messages.iter().copied() {
         if let Some(key) = &message.idempotency_key {
             let earlier = match keys_in_batch.get(&(message.created_by.as_str(), key.as_str())) {
                 Some((id, hash)) => Some((*id, hash.map(str::to_owned))),
@@ -411,7 +509,6 @@ async fn insert_batch<'a>(
         insert.push(" ON CONFLICT DO NOTHING");
         insert.build().execute(&mut *tx).await?;
     }
-    tx.commit().await?;
     Ok(outcomes)
 }
 
@@ -419,8 +516,11 @@ impl Store {
     /// Stores a new message durably; returns once the transaction holding it has committed.
     pub async fn insert_message(&self, message: NewMessage) -> StoreResult<InsertOutcome> {
         let (reply, answer) = oneshot::channel();
-        self.inserts
-            .send(InsertRequest { message, reply })
+        self.writes
+            .send(WriteRequest::Insert {
+                message: Box::new(message),
+                reply,
+            })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -529,19 +629,19 @@ impl Store {
         lease_until: i64,
         limit: u32,
     ) -> StoreResult<Vec<ClaimedMessage>> {
-        let rows = sqlx::query(
-            "UPDATE messages SET status = 'sending', lease_owner = $1, lease_until = $2, attempt_count = attempt_count + 1, updated_at = $3
-             WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND account_id = $4 AND next_attempt_at <= $3
-                          ORDER BY next_attempt_at, id LIMIT $5)
-             RETURNING id, message_id_header, created_at, attempt_count, retry_base",
-        )
-        .bind(owner)
-        .bind(lease_until)
-        .bind(now)
-        .bind(account_id.to_string())
-        .bind(i64::from(limit))
-        .fetch_all(&self.writer)
-        .await?;
+        let (reply, answer) = oneshot::channel();
+        let claim = ClaimArgs {
+            account_id,
+            owner: owner.to_owned(),
+            now,
+            lease_until,
+            limit,
+        };
+        self.writes
+            .send(WriteRequest::Claim { claim, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let rows = answer.await.map_err(|_| StoreError::Closed)??;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -552,7 +652,7 @@ impl Store {
         );
         let mut ids = contents.separated(", ");
         for row in &rows {
-            ids.push_bind(row.get::<String, _>("id"));
+            ids.push_bind(row.id.clone());
         }
         contents.push(")");
         let content_rows = contents.build().fetch_all(&self.reader).await?;
@@ -567,21 +667,19 @@ impl Store {
                 })
                 .collect();
         let mut claimed = rows
-            .iter()
+            .into_iter()
             .map(|row| {
-                let id: String = row.get("id");
-                let attempt_count = row.get::<i64, _>("attempt_count") as u32;
+                let attempt_count = row.attempt_count as u32;
                 Ok(ClaimedMessage {
-                    id: parse_uuid(&id)?,
+                    id: parse_uuid(&row.id)?,
                     account_id,
-                    message_id_header: row.get("message_id_header"),
                     content: content_by_id
-                        .remove(&id)
+                        .remove(&row.id)
                         .unwrap_or_else(|| Err("the message content is missing".into())),
-                    created_at_ms: row.get("created_at"),
+                    message_id_header: row.message_id_header,
+                    created_at_ms: row.created_at,
                     attempt_number: attempt_count,
-                    attempts_used: attempt_count
-                        .saturating_sub(row.get::<i64, _>("retry_base") as u32),
+                    attempts_used: attempt_count.saturating_sub(row.retry_base as u32),
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -621,57 +719,15 @@ impl Store {
     /// Records finished attempts and moves each message to its next state, in one transaction
     /// (two statements per batch, whatever its size).
     pub async fn record_outcomes(&self, records: &[AttemptRecord]) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
-        for chunk in records.chunks(ROWS_PER_STATEMENT) {
-            let mut attempts = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text) ",
-            );
-            attempts.push_values(chunk, |mut row, record| {
-                row.push_bind(record.message_id.to_string())
-                    .push_bind(i64::from(record.number))
-                    .push_bind(record.started_at_ms)
-                    .push_bind(record.finished_at_ms)
-                    .push_bind(record.outcome.as_str())
-                    .push_bind(record.reply_code.map(i64::from))
-                    .push_bind(record.reply_text.clone());
-            });
-            attempts.push(
-                " ON CONFLICT (message_id, number) DO UPDATE SET finished_at = excluded.finished_at, outcome = excluded.outcome,
-                   reply_code = excluded.reply_code, reply_text = excluded.reply_text",
-            );
-            attempts.build().execute(&mut *tx).await?;
-
-            // SQLite names the columns of a VALUES list column1, column2, …
-            let mut update = QueryBuilder::<Sqlite>::new(
-                "UPDATE messages SET status = v.column3, next_attempt_at = COALESCE(v.column4, messages.next_attempt_at),
-                   sent_at = v.column5, last_error = v.column6, lease_owner = NULL, lease_until = NULL, updated_at = v.column7
-                 FROM (",
-            );
-            update.push_values(chunk, |mut row, record| {
-                let (status, next_attempt_at, sent_at, last_error) = match record.next {
-                    Outcome::Sent => ("sent", None, Some(record.finished_at_ms), None),
-                    Outcome::RetryAt(at) => {
-                        ("queued", Some(at), None, Some(record.reply_text.clone()))
-                    }
-                    Outcome::Failed => ("failed", None, None, Some(record.reply_text.clone())),
-                };
-                row.push_bind(record.message_id.to_string())
-                    .push_bind(record.lease_owner.clone())
-                    .push_bind(status)
-                    .push_bind(next_attempt_at)
-                    .push_bind(sent_at)
-                    .push_bind(last_error)
-                    .push_bind(record.finished_at_ms)
-                    .push_bind(i64::from(record.number));
-            });
-            update.push(
-                ") AS v WHERE messages.id = v.column1 AND messages.lease_owner = v.column2 AND messages.status = 'sending'
-                   AND messages.attempt_count = v.column8",
-            );
-            update.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(WriteRequest::Outcomes {
+                records: records.to_vec(),
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Finds messages whose lease expired mid-send, records the interrupted attempt and queues them
@@ -802,4 +858,88 @@ impl Store {
             .map(|row| Ok((row.get::<String, _>("status").parse()?, row.get("n"))))
             .collect()
     }
+}
+
+/// Writes attempt rows and moves each message to its next state (two statements per 256 records).
+async fn record_outcome_rows(
+    tx: &mut sqlx::SqliteConnection,
+    records: &[&AttemptRecord],
+) -> StoreResult<()> {
+    for chunk in records.chunks(ROWS_PER_STATEMENT) {
+        let mut attempts = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text) ",
+        );
+        attempts.push_values(chunk, |mut row, record| {
+            row.push_bind(record.message_id.to_string())
+                .push_bind(i64::from(record.number))
+                .push_bind(record.started_at_ms)
+                .push_bind(record.finished_at_ms)
+                .push_bind(record.outcome.as_str())
+                .push_bind(record.reply_code.map(i64::from))
+                .push_bind(record.reply_text.clone());
+        });
+        attempts.push(
+            " ON CONFLICT (message_id, number) DO UPDATE SET finished_at = excluded.finished_at, outcome = excluded.outcome,
+               reply_code = excluded.reply_code, reply_text = excluded.reply_text",
+        );
+        attempts.build().execute(&mut *tx).await?;
+
+        // SQLite names the columns of a VALUES list column1, column2, …
+        let mut update = QueryBuilder::<Sqlite>::new(
+            "UPDATE messages SET status = v.column3, next_attempt_at = COALESCE(v.column4, messages.next_attempt_at),
+               sent_at = v.column5, last_error = v.column6, lease_owner = NULL, lease_until = NULL, updated_at = v.column7
+             FROM (",
+        );
+        update.push_values(chunk, |mut row, record| {
+            let (status, next_attempt_at, sent_at, last_error) = match record.next {
+                Outcome::Sent => ("sent", None, Some(record.finished_at_ms), None),
+                Outcome::RetryAt(at) => ("queued", Some(at), None, Some(record.reply_text.clone())),
+                Outcome::Failed => ("failed", None, None, Some(record.reply_text.clone())),
+            };
+            row.push_bind(record.message_id.to_string())
+                .push_bind(record.lease_owner.clone())
+                .push_bind(status)
+                .push_bind(next_attempt_at)
+                .push_bind(sent_at)
+                .push_bind(last_error)
+                .push_bind(record.finished_at_ms)
+                .push_bind(i64::from(record.number));
+        });
+        update.push(
+            ") AS v WHERE messages.id = v.column1 AND messages.lease_owner = v.column2 AND messages.status = 'sending'
+               AND messages.attempt_count = v.column8",
+        );
+        update.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Claims up to `limit` due messages of one account under a lease.
+async fn claim_rows(
+    tx: &mut sqlx::SqliteConnection,
+    claim: &ClaimArgs,
+) -> StoreResult<Vec<ClaimRow>> {
+    let rows = sqlx::query(
+        "UPDATE messages SET status = 'sending', lease_owner = $1, lease_until = $2, attempt_count = attempt_count + 1, updated_at = $3
+         WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND account_id = $4 AND next_attempt_at <= $3
+                      ORDER BY next_attempt_at, id LIMIT $5)
+         RETURNING id, message_id_header, created_at, attempt_count, retry_base",
+    )
+    .bind(&claim.owner)
+    .bind(claim.lease_until)
+    .bind(claim.now)
+    .bind(claim.account_id.to_string())
+    .bind(i64::from(claim.limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| ClaimRow {
+            id: row.get("id"),
+            message_id_header: row.get("message_id_header"),
+            created_at: row.get("created_at"),
+            attempt_count: row.get("attempt_count"),
+            retry_base: row.get("retry_base"),
+        })
+        .collect())
 }

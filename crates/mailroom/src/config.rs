@@ -150,7 +150,7 @@ impl Config {
             retry_cap: ms(engine.retry_cap_ms, 3_600_000),
             smtp_timeout: ms(engine.smtp_timeout_ms, 30_000),
             shutdown_grace: ms(engine.shutdown_grace_ms, 30_000),
-            prefetch_per_slot: engine.prefetch_per_slot.unwrap_or(8),
+            prefetch_per_slot: engine.prefetch_per_slot.unwrap_or(32),
             extra_root_certificates,
         })
     }
