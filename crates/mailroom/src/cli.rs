@@ -51,6 +51,8 @@ pub enum Output {
 pub enum Command {
     /// Run the API and the delivery workers.
     Serve(ServeArgs),
+    /// Guided setup: add an SMTP account, set its per-minute limit, test it and make it the default.
+    Setup(SetupArgs),
     /// Email accounts.
     #[command(subcommand)]
     Account(AccountCommand),
@@ -133,6 +135,33 @@ pub enum AddAccount {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// Answers for the guided setup; whatever is not given is asked for on the terminal.
+#[derive(Args)]
+pub struct SetupArgs {
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long = "email")]
+    email_address: Option<String>,
+    #[arg(long)]
+    host: Option<String>,
+    #[arg(long)]
+    port: Option<u16>,
+    /// none, starttls or tls.
+    #[arg(long)]
+    security: Option<String>,
+    /// Leave empty for no authentication.
+    #[arg(long)]
+    username: Option<String>,
+    #[arg(long)]
+    password_stdin: bool,
+    /// Messages per minute the provider allows (0 = unlimited).
+    #[arg(long)]
+    rate_limit: Option<i64>,
+    /// Do not ask; fail when an answer is missing.
+    #[arg(long)]
+    non_interactive: bool,
 }
 
 #[derive(Subcommand)]
@@ -469,12 +498,135 @@ fn account_body(common: CommonAccountArgs, connector: &str) -> serde_json::Map<S
     body
 }
 
+/// Asks a question on the terminal; an empty answer takes the default.
+fn ask(question: &str, default: Option<&str>, non_interactive: bool) -> Result<String> {
+    if non_interactive {
+        return default
+            .map(str::to_owned)
+            .with_context(|| format!("{question}: no answer given (use the matching flag)"));
+    }
+    match default {
+        Some(default) => eprint!("{question} [{default}]: "),
+        None => eprint!("{question}: "),
+    }
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    let answer = answer.trim();
+    match (answer.is_empty(), default) {
+        (true, Some(default)) => Ok(default.to_owned()),
+        (true, None) => bail!("{question}: an answer is required"),
+        (false, _) => Ok(answer.to_owned()),
+    }
+}
+
+async fn setup(client: &Client, args: SetupArgs, output: Output) -> Result<()> {
+    use reqwest::Method;
+    let quiet = args.non_interactive;
+    let name = match args.name {
+        Some(v) => v,
+        None => ask("Account name", Some("Company mail"), quiet)?,
+    };
+    let email = match args.email_address {
+        Some(v) => v,
+        None => ask("Sender address (e.g. sales@example.com)", None, quiet)?,
+    };
+    let host = match args.host {
+        Some(v) => v,
+        None => ask("SMTP server host", None, quiet)?,
+    };
+    let security = match args.security {
+        Some(v) => v,
+        None => ask("Security (none, starttls, tls)", Some("starttls"), quiet)?,
+    };
+    let default_port = match security.as_str() {
+        "none" => "25",
+        "tls" => "465",
+        _ => "587",
+    };
+    let port: u16 = match args.port {
+        Some(v) => v,
+        None => ask("Port", Some(default_port), quiet)?
+            .parse()
+            .context("the port must be a number")?,
+    };
+    let username = match args.username {
+        Some(v) => v,
+        None => ask("Username (empty for no authentication)", Some(""), quiet)?,
+    };
+    let password = if username.is_empty() {
+        None
+    } else if args.password_stdin || quiet {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        Some(text.trim_end_matches(['\r', '\n']).to_owned())
+    } else {
+        Some(ask("Password", None, false)?)
+    };
+    let rate_limit: i64 = match args.rate_limit {
+        Some(v) => v,
+        None => ask(
+            "Messages per minute the provider allows (0 = unlimited)",
+            Some("30"),
+            quiet,
+        )?
+        .parse()
+        .context("the limit must be a number")?,
+    };
+    let mut body = json!({"connector": "smtp", "name": name, "email_address": email, "host": host, "port": port,
+                          "security": security, "rate_limit_per_minute": rate_limit});
+    if let Some(password) = password {
+        body["username"] = json!(username);
+        body["password"] = json!(password);
+    }
+    let account = client
+        .call(Method::POST, "/v1/accounts", Some(body), &[])
+        .await?;
+    let id = account["id"]
+        .as_str()
+        .context("the server answered without an account id")?
+        .to_owned();
+    let test = client
+        .call(Method::POST, &format!("/v1/accounts/{id}/test"), None, &[])
+        .await?;
+    if test["ok"] != Value::Bool(true) {
+        // An account that cannot send must not become the default: remove it and say why.
+        client
+            .call(Method::DELETE, &format!("/v1/accounts/{id}"), None, &[])
+            .await?;
+        bail!(
+            "the connection test failed, so the account was not kept: {}",
+            str_of(&test, "detail")
+        );
+    }
+    client
+        .call(
+            Method::PUT,
+            "/v1/scenarios/default",
+            Some(json!({"account_id": id})),
+            &[],
+        )
+        .await?;
+    let account = client
+        .call(Method::GET, &format!("/v1/accounts/{id}"), None, &[])
+        .await?;
+    emit(output, &account, |account| {
+        println!("{}", str_of(&test, "detail"));
+        println!(
+            "Account {} ({}) is now the default account.",
+            str_of(account, "name"),
+            str_of(account, "email_address")
+        );
+    });
+    Ok(())
+}
+
 pub async fn run(global: Global, command: Command) -> Result<()> {
     let client = Client::new(&global)?;
     let output = global.output;
     use reqwest::Method;
     match command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::Setup(args) => setup(&client, args, output).await?,
         Command::Account(AccountCommand::Add(add)) => {
             let body = match add {
                 AddAccount::Smtp {

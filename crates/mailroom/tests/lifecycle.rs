@@ -212,3 +212,108 @@ async fn the_cli_reads_the_admin_token_from_the_data_directory() {
     let accounts: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(accounts.as_array().unwrap().len(), 1);
 }
+
+fn setup_with_answers(
+    server: &MailroomServer,
+    args: &[&str],
+    answers: &str,
+) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .arg("setup")
+        .args(args)
+        .env("MAILROOM_SERVER", &server.base_url)
+        .env("MAILROOM_TOKEN", &server.token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answers.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_guided_setup_asks_for_the_account_and_its_limit_tests_it_and_makes_it_the_default() {
+    let sink = SmtpSink::start(&[]).unwrap();
+    let server = start_server().await;
+    // name, address, host, security, port, username (empty: none), messages per minute
+    let answers = format!(
+        "Sales\nsales@example.com\n127.0.0.1\nnone\n{}\n\n45\n",
+        sink.port
+    );
+    let (ok, out, err) = setup_with_answers(&server, &[], &answers);
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("Messages per minute"),
+        "the limit is asked for: {err}"
+    );
+    assert!(out.contains("is now the default account"), "{out}");
+    let (_, accounts) = server.get("/v1/accounts").await.unwrap();
+    let sales = accounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "Sales")
+        .expect("the account exists");
+    assert_eq!(sales["is_default"], true);
+    assert_eq!(sales["rate_limit_per_minute"], 45);
+    let accepted = server
+        .send(&json!({"to": ["c@example.com"], "subject": "after setup", "text": "t"}))
+        .await
+        .unwrap();
+    assert_eq!(accepted["account_id"], sales["id"]);
+    server
+        .wait_for_status(&id_of(&accepted), "sent", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(sink.messages().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_guided_setup_keeps_nothing_when_the_connection_test_fails() {
+    let server = start_server().await;
+    let closed_port = mailroom_testkit::free_port().to_string();
+    let (ok, _, err) = setup_with_answers(
+        &server,
+        &[
+            "--non-interactive",
+            "--name",
+            "Broken",
+            "--email",
+            "b@example.com",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &closed_port,
+            "--security",
+            "none",
+            "--username",
+            "",
+            "--rate-limit",
+            "30",
+        ],
+        "",
+    );
+    assert!(!ok);
+    assert!(err.contains("connection test failed"), "{err}");
+    let (_, accounts) = server.get("/v1/accounts").await.unwrap();
+    let accounts = accounts.as_array().unwrap();
+    assert_eq!(
+        accounts.len(),
+        1,
+        "only the original pickup account remains: {accounts:?}"
+    );
+    assert_eq!(accounts[0]["connector"], "pickup");
+    assert_eq!(accounts[0]["is_default"], true);
+}
