@@ -1,18 +1,66 @@
-//! Bearer-token authentication for every `/v1` route.
+//! Bearer-token authentication for every `/v1` route, and the permission each route needs.
 
 use crate::AppState;
 use crate::error::ApiError;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use mailroom_core::access::PermissionSet;
+use mailroom_store::{User, Visibility};
 
-/// Who is calling: the token presented.
+/// Who is calling: the user behind the presented token.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub token_id: String,
-    pub token_name: String,
+    pub user: User,
 }
+
+impl Principal {
+    /// The id written as the author of what this principal creates.
+    pub fn author_id(&self) -> String {
+        self.user.id.to_string()
+    }
+
+    /// What this principal may see of the mail, under their view policy.
+    pub async fn visibility(&self, state: &AppState) -> Result<Visibility, ApiError> {
+        Ok(Visibility {
+            viewer: self.author_id(),
+            policy: state.store.view_policy(self.user.id).await?,
+            readable_types: self.user.grants.readable_types(),
+        })
+    }
+}
+
+/// The permission set each route needs. Every `/v1` route must be listed: a route without an entry is
+/// refused (and the test suite, which walks the OpenAPI document, fails).
+pub const ROUTE_PERMISSIONS: &[(&str, &str, &str)] = &[
+    ("GET", "/v1/accounts", "email-setup"),
+    ("POST", "/v1/accounts", "email-setup"),
+    ("GET", "/v1/accounts/{id}", "email-setup"),
+    ("PATCH", "/v1/accounts/{id}", "email-setup"),
+    ("DELETE", "/v1/accounts/{id}", "email-setup"),
+    ("POST", "/v1/accounts/{id}/test", "email-setup"),
+    ("GET", "/v1/scenarios", "email-send"),
+    ("PUT", "/v1/scenarios/{name}", "email-setup"),
+    ("DELETE", "/v1/scenarios/{name}", "email-setup"),
+    ("POST", "/v1/messages", "email-send"),
+    ("GET", "/v1/messages/{id}", "email-send"),
+    ("POST", "/v1/messages/{id}/retry", "email-send"),
+    ("POST", "/v1/messages/{id}/cancel", "email-send"),
+    ("GET", "/v1/outbox", "email-send"),
+    ("GET", "/v1/sent", "email-send"),
+    ("GET", "/v1/users", "email-admin"),
+    ("POST", "/v1/users", "email-admin"),
+    ("GET", "/v1/users/{id}", "email-admin"),
+    ("PATCH", "/v1/users/{id}", "email-admin"),
+    ("GET", "/v1/users/{id}/tokens", "email-admin"),
+    ("POST", "/v1/users/{id}/tokens", "email-admin"),
+    ("DELETE", "/v1/users/{id}/tokens/{token_id}", "email-admin"),
+    ("GET", "/v1/view-policies", "email-setup"),
+    ("PUT", "/v1/view-policies/{user}", "email-setup"),
+    ("GET", "/v1/audit", "email-admin"),
+];
 
 fn unauthorized(message: &str) -> Response {
     let mut response =
@@ -42,14 +90,56 @@ pub async fn require_token(
         return unauthorized("send an API token as 'Authorization: Bearer <token>'");
     };
     match state.store.authenticate_token(&presented).await {
-        Ok(Some(token)) => {
+        Ok(Some((token, user))) => {
             request.extensions_mut().insert(Principal {
                 token_id: token.id.to_string(),
-                token_name: token.name,
+                user,
             });
             next.run(request).await
         }
-        Ok(None) => unauthorized("the API token is unknown, revoked or expired"),
+        Ok(None) => {
+            unauthorized("the API token is unknown, revoked or expired, or its user is disabled")
+        }
         Err(error) => ApiError::from(error).into_response(),
     }
+}
+
+/// Refuses the request unless the principal holds the permission set the matched route needs.
+pub async fn require_permission(request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let Some(path) = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+    else {
+        return ApiError::internal("a route without a matched path reached the permission check")
+            .into_response();
+    };
+    let Some((_, _, needed)) = ROUTE_PERMISSIONS
+        .iter()
+        .find(|(m, p, _)| *m == method && *p == path)
+    else {
+        return ApiError::internal(format!(
+            "{method} {path} has no entry in the permission table"
+        ))
+        .into_response();
+    };
+    let Some(principal) = request.extensions().get::<Principal>() else {
+        return unauthorized("send an API token as 'Authorization: Bearer <token>'");
+    };
+    let needed: PermissionSet = needed
+        .parse()
+        .expect("the permission table names valid permission sets");
+    if !principal.user.grants.allows(&needed) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_missing",
+            format!(
+                "{method} {path} needs the {needed} permission set, which user {:?} does not hold",
+                principal.user.name
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }

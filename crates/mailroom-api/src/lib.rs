@@ -8,7 +8,7 @@ pub mod dto;
 mod error;
 mod routes;
 
-pub use auth::Principal;
+pub use auth::{Principal, ROUTE_PERMISSIONS};
 pub use error::{ApiError, ErrorBody};
 
 use axum::Router;
@@ -49,6 +49,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::accounts::router())
         .merge(routes::scenarios::router())
         .merge(routes::messages::router())
+        .merge(routes::users::router())
 }
 
 /// The OpenAPI document of the whole API.
@@ -101,10 +102,14 @@ pub fn router(
         docs_html,
     };
     let (v1, _) = v1_routes().split_for_parts();
-    let v1 = v1.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_token,
-    ));
+    // Authentication wraps everything; the permission check runs after routing, when the matched
+    // route is known.
+    let v1 = v1
+        .route_layer(axum::middleware::from_fn(auth::require_permission))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .merge(v1)
         .route("/healthz", get(routes::system::healthz))

@@ -3,6 +3,7 @@
 //! Raw input is parsed into these types once, at the edge (API, CLI, store rows); inner code
 //! takes the validated types and never re-checks.
 
+pub mod access;
 pub mod account;
 pub mod address;
 pub mod compose;

@@ -3,7 +3,7 @@
 //! Each entry lives at most [`TTL`], so a change made by another node is seen within that time; changes
 //! made through this store invalidate the copies at once.
 
-use crate::{Account, ApiToken, ScenarioRow};
+use crate::{Account, ApiToken, ScenarioRow, User};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -20,12 +20,12 @@ pub(crate) struct Routing {
 
 #[derive(Default)]
 pub(crate) struct Caches {
-    tokens: Mutex<HashMap<String, (ApiToken, Instant)>>,
+    tokens: Mutex<HashMap<String, ((ApiToken, User), Instant)>>,
     routing: Mutex<Option<(Routing, Instant)>>,
 }
 
 impl Caches {
-    pub(crate) fn token(&self, hash: &str) -> Option<ApiToken> {
+    pub(crate) fn token(&self, hash: &str) -> Option<(ApiToken, User)> {
         let tokens = self.tokens.lock().expect("cache lock");
         tokens
             .get(hash)
@@ -33,7 +33,7 @@ impl Caches {
             .map(|(token, _)| token.clone())
     }
 
-    pub(crate) fn remember_token(&self, hash: String, token: ApiToken) {
+    pub(crate) fn remember_token(&self, hash: String, token: (ApiToken, User)) {
         let mut tokens = self.tokens.lock().expect("cache lock");
         if tokens.len() > 10_000 {
             tokens.retain(|_, (_, at)| at.elapsed() < TTL);

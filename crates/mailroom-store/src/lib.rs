@@ -12,15 +12,17 @@ mod messages;
 mod scenarios;
 pub mod secret;
 mod tokens;
+mod users;
 
 pub use accounts::{Account, AccountInput, PasswordChange};
 pub use messages::{
     AttemptRecord, ClaimedMessage, InsertOutcome, MessageFilter, MessagePage, NewMessage, Outcome,
-    RecoveredLease, StoredAttempt, StoredMessage,
+    RecoveredLease, StoredAttempt, StoredMessage, Visibility,
 };
 pub use scenarios::ScenarioRow;
 pub use secret::SecretBox;
 pub use tokens::ApiToken;
+pub use users::{AuditEntry, User, UserInput};
 
 use mailroom_core::ValidationError;
 use sqlx::sqlite::{

@@ -7,6 +7,7 @@
 
 use crate::{Store, StoreError, StoreResult, now_ms};
 use mailroom_core::ValidationError;
+use mailroom_core::access::ViewPolicy;
 use mailroom_core::address::{EmailAddress, Mailbox};
 use mailroom_core::header::HeaderText;
 use mailroom_core::message::{
@@ -82,9 +83,82 @@ pub struct StoredAttempt {
     pub reply_text: String,
 }
 
+/// Whose eyes a query is for: the view policy is applied inside the query, so paging and totals
+/// never reveal what the viewer may not see.
+#[derive(Debug, Clone)]
+pub struct Visibility {
+    pub viewer: String,
+    pub policy: ViewPolicy,
+    /// Record types the viewer may read; `None` means every type.
+    pub readable_types: Option<Vec<String>>,
+}
+
+fn push_visibility(query: &mut QueryBuilder<Sqlite>, visibility: &Visibility) {
+    // Relations to users are ignored by every policy.
+    const RELEVANT: &str =
+        "SELECT 1 FROM related_records r WHERE r.message_id = m.id AND r.record_type <> 'user'";
+    let readable_filter = |query: &mut QueryBuilder<Sqlite>, types: &[String], negate: bool| {
+        query.push(if negate {
+            " AND r.record_type NOT IN ("
+        } else {
+            " AND r.record_type IN ("
+        });
+        let mut list = query.separated(", ");
+        for record_type in types {
+            list.push_bind(record_type.clone());
+        }
+        query.push(")");
+    };
+    match visibility.policy {
+        ViewPolicy::All => {}
+        ViewPolicy::Own => {
+            query
+                .push(" AND m.created_by = ")
+                .push_bind(visibility.viewer.clone());
+        }
+        ViewPolicy::AllRelatedRecords => {
+            query
+                .push(" AND (m.created_by = ")
+                .push_bind(visibility.viewer.clone());
+            query.push(format!(" OR (EXISTS ({RELEVANT})"));
+            match &visibility.readable_types {
+                None => {}
+                Some(types) if types.is_empty() => {
+                    query.push(format!(" AND NOT EXISTS ({RELEVANT})"));
+                }
+                Some(types) => {
+                    query.push(format!(" AND NOT EXISTS ({RELEVANT}"));
+                    readable_filter(query, types, true);
+                    query.push(")");
+                }
+            }
+            query.push("))");
+        }
+        ViewPolicy::AnyRelatedRecord => {
+            query
+                .push(" AND (m.created_by = ")
+                .push_bind(visibility.viewer.clone());
+            match &visibility.readable_types {
+                None => {
+                    query.push(format!(" OR EXISTS ({RELEVANT})"));
+                }
+                Some(types) if types.is_empty() => {}
+                Some(types) => {
+                    query.push(format!(" OR EXISTS ({RELEVANT}"));
+                    readable_filter(query, types, false);
+                    query.push(")");
+                }
+            }
+            query.push(")");
+        }
+    }
+}
+
 /// Which messages a listing wants.
 #[derive(Debug, Clone, Default)]
 pub struct MessageFilter {
+    /// Only what this viewer may see; `None` for internal use (no restriction).
+    pub visibility: Option<Visibility>,
     pub statuses: Vec<MessageStatus>,
     pub account_id: Option<Uuid>,
     pub scenario: Option<String>,
@@ -557,6 +631,22 @@ impl Store {
         Ok(message)
     }
 
+    /// One message with its attempts, if `visibility` allows the viewer to see it; otherwise "not found",
+    /// so that the existence of a message the viewer may not see is not revealed.
+    pub async fn visible_message(
+        &self,
+        id: Uuid,
+        visibility: &Visibility,
+    ) -> StoreResult<StoredMessage> {
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT 1 FROM messages m WHERE m.id = ");
+        query.push_bind(id.to_string());
+        push_visibility(&mut query, visibility);
+        if query.build().fetch_optional(&self.reader).await?.is_none() {
+            return Err(StoreError::NotFound(format!("message {id}")));
+        }
+        self.message(id).await
+    }
+
     /// A page of messages, newest first, and the number matching over all pages.
     pub async fn list_messages(&self, filter: &MessageFilter) -> StoreResult<MessagePage> {
         fn push_conditions(
@@ -586,6 +676,9 @@ impl Store {
             }
             if let Some(until) = filter.created_until_ms {
                 query.push(" AND m.created_at < ").push_bind(until);
+            }
+            if let Some(visibility) = &filter.visibility {
+                push_visibility(query, visibility);
             }
             if with_cursor && let Some(before) = filter.before_id {
                 query.push(" AND m.id < ").push_bind(before.to_string());

@@ -39,10 +39,13 @@ fn secrets(config: &Config) -> Result<SecretBox> {
 /// On a fresh install: an admin token (written to `<data-dir>/admin-token` and printed once) and a
 /// pickup-folder account as the default account.
 async fn bootstrap(store: &Store, config: &Config) -> Result<()> {
-    if store.has_tokens().await? {
+    // Installations from before users existed get an admin user owning their tokens.
+    let fresh_install = !store.has_tokens().await?;
+    let admin = store.ensure_admin_user().await?;
+    if !fresh_install {
         return Ok(());
     }
-    let (_, token) = store.create_token("admin", None).await?;
+    let (_, token) = store.create_token(Some(admin.id), "admin", None).await?;
     let token_path = config.data_dir.join("admin-token");
     write_private_file(&token_path, format!("{token}\n").as_bytes())
         .context("writing the admin token")?;

@@ -1,8 +1,11 @@
 //! `/v1/accounts`: add, list, change, remove and test accounts.
 
 use crate::AppState;
+use crate::auth::Principal;
 use crate::dto::{AccountView, ConnectionTest, CreateAccount, UpdateAccount};
 use crate::error::{ApiJson, ApiPath, ApiResult, ErrorBody};
+use crate::routes::users::audit;
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use mailroom_core::ValidationError;
@@ -183,6 +186,7 @@ async fn list_accounts(State(state): State<AppState>) -> ApiResult<axum::Json<Ve
     responses((status = 201, body = AccountView), (status = 422, body = ErrorBody)))]
 async fn create_account(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiJson(body): ApiJson<CreateAccount>,
 ) -> ApiResult<(StatusCode, axum::Json<AccountView>)> {
     let connector: ConnectorKind = body
@@ -219,7 +223,18 @@ async fn create_account(
         .await?;
     tracing::info!(event = "account_created", account = %account.id, connector = %account.connector, "account created");
     state.engine.accounts_changed();
-    Ok((StatusCode::CREATED, axum::Json(AccountView::from(&account))))
+    let view = AccountView::from(&account);
+    audit(
+        &state,
+        &principal,
+        "account.created",
+        "account",
+        &account.id.to_string(),
+        None,
+        Some(&view),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(view)))
 }
 
 /// Show one account.
@@ -239,10 +254,12 @@ async fn get_account(
     responses((status = 200, body = AccountView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn update_account(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<UpdateAccount>,
 ) -> ApiResult<axum::Json<AccountView>> {
     let current: Account = state.store.account(id).await?;
+    let before = AccountView::from(&current);
     let password = match body.password {
         None => PasswordChange::Keep,
         Some(None) => PasswordChange::Clear,
@@ -292,7 +309,18 @@ async fn update_account(
     let account = state.store.update_account(id, &input, password).await?;
     tracing::info!(event = "account_updated", account = %account.id, "account updated");
     state.engine.accounts_changed();
-    Ok(axum::Json(AccountView::from(&account)))
+    let after = AccountView::from(&account);
+    audit(
+        &state,
+        &principal,
+        "account.updated",
+        "account",
+        &id.to_string(),
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
+    Ok(axum::Json(after))
 }
 
 /// Remove an account. Refused while it has messages waiting to be sent.
@@ -300,9 +328,21 @@ async fn update_account(
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_account(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<StatusCode> {
+    let before = AccountView::from(&state.store.account(id).await?);
     state.store.delete_account(id).await?;
+    audit(
+        &state,
+        &principal,
+        "account.deleted",
+        "account",
+        &id.to_string(),
+        Some(&before),
+        None,
+    )
+    .await?;
     tracing::info!(event = "account_deleted", account = %id, "account deleted");
     state.engine.accounts_changed();
     Ok(StatusCode::NO_CONTENT)

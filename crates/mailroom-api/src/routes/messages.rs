@@ -17,7 +17,7 @@ use mailroom_core::message::{
     MessageContent, MessageStatus, RawContent, RelatedRecord, Relation, message_id_for,
 };
 use mailroom_core::scenario::ScenarioName;
-use mailroom_store::{InsertOutcome, MessageFilter, NewMessage, StoreError};
+use mailroom_store::{InsertOutcome, MessageFilter, NewMessage, StoreError, Visibility};
 use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -122,6 +122,11 @@ async fn send_message(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let body = body?;
+    principal
+        .user
+        .licence
+        .may_send()
+        .map_err(|reason| ApiError::new(StatusCode::FORBIDDEN, "licence_not_permitted", reason))?;
     let request: SendMessage = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -159,7 +164,7 @@ async fn send_message(
         content,
         related_records,
         send_at_ms,
-        created_by: principal.token_id.clone(),
+        created_by: principal.author_id(),
         idempotency_key: key,
         request_hash: Some(hex::encode(Sha256::digest(&body))),
     };
@@ -241,7 +246,11 @@ async fn cancel_message(
     Ok(axum::Json(MessageView::full(&message)))
 }
 
-fn filter_from(query: &ListQuery, statuses: Vec<MessageStatus>) -> ApiResult<MessageFilter> {
+fn filter_from(
+    query: &ListQuery,
+    statuses: Vec<MessageStatus>,
+    visibility: Visibility,
+) -> ApiResult<MessageFilter> {
     let scenario = query
         .scenario
         .as_deref()
@@ -249,6 +258,7 @@ fn filter_from(query: &ListQuery, statuses: Vec<MessageStatus>) -> ApiResult<Mes
         .transpose()?
         .map(|s| s.to_string());
     Ok(MessageFilter {
+        visibility: Some(visibility),
         statuses,
         account_id: query.account_id,
         scenario,
@@ -281,6 +291,7 @@ async fn list(state: &AppState, filter: MessageFilter) -> ApiResult<axum::Json<M
     responses((status = 200, body = MessageList), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn list_outbox(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<axum::Json<MessageList>> {
     let statuses = match query.status.as_deref() {
@@ -298,7 +309,11 @@ async fn list_outbox(
             })
             .collect::<ApiResult<_>>()?,
     };
-    list(&state, filter_from(&query, statuses)?).await
+    list(
+        &state,
+        filter_from(&query, statuses, principal.visibility(&state).await?)?,
+    )
+    .await
 }
 
 /// The sent archive. Newest first.
@@ -306,6 +321,7 @@ async fn list_outbox(
     responses((status = 200, body = MessageList), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn list_sent(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<axum::Json<MessageList>> {
     if query.status.is_some() {
@@ -314,5 +330,13 @@ async fn list_sent(
             "the sent archive holds only sent messages; use /v1/outbox to filter by status",
         ));
     }
-    list(&state, filter_from(&query, vec![MessageStatus::Sent])?).await
+    list(
+        &state,
+        filter_from(
+            &query,
+            vec![MessageStatus::Sent],
+            principal.visibility(&state).await?,
+        )?,
+    )
+    .await
 }

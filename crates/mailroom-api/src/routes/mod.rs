@@ -4,3 +4,4 @@ pub mod accounts;
 pub mod messages;
 pub mod scenarios;
 pub mod system;
+pub mod users;

@@ -1,8 +1,11 @@
 //! `/v1/scenarios`: which account each business scenario sends through.
 
 use crate::AppState;
+use crate::auth::Principal;
 use crate::dto::{AssignScenario, ScenarioView};
 use crate::error::{ApiJson, ApiPath, ApiResult, ErrorBody};
+use crate::routes::users::audit;
+use axum::Extension;
 use axum::extract::State;
 use mailroom_core::account::parse_display_text;
 use mailroom_core::scenario::ScenarioName;
@@ -35,6 +38,7 @@ async fn list_scenarios(State(state): State<AppState>) -> ApiResult<axum::Json<V
     responses((status = 200, body = ScenarioView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn assign_scenario(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<AssignScenario>,
 ) -> ApiResult<axum::Json<ScenarioView>> {
@@ -44,12 +48,24 @@ async fn assign_scenario(
         .as_deref()
         .map(|d| parse_display_text("description", d))
         .transpose()?;
+    let before: Option<ScenarioView> = state.store.scenario(&name).await.ok().map(Into::into);
     let row = state
         .store
         .assign_scenario(&name, body.account_id, description.as_deref())
         .await?;
     tracing::info!(event = "scenario_assigned", scenario = %name, account = ?body.account_id, "scenario assigned");
-    Ok(axum::Json(row.into()))
+    let after = ScenarioView::from(row);
+    audit(
+        &state,
+        &principal,
+        "scenario.assigned",
+        "scenario",
+        name.as_str(),
+        before.as_ref(),
+        Some(&after),
+    )
+    .await?;
+    Ok(axum::Json(after))
 }
 
 /// Remove a scenario's account so that it uses the default account.
@@ -57,10 +73,23 @@ async fn assign_scenario(
     responses((status = 200, body = ScenarioView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn unassign_scenario(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<axum::Json<ScenarioView>> {
     let name = ScenarioName::parse(&name)?;
+    let before: Option<ScenarioView> = state.store.scenario(&name).await.ok().map(Into::into);
     let row = state.store.unassign_scenario(&name).await?;
     tracing::info!(event = "scenario_unassigned", scenario = %name, "scenario unassigned");
-    Ok(axum::Json(row.into()))
+    let after = ScenarioView::from(row);
+    audit(
+        &state,
+        &principal,
+        "scenario.unassigned",
+        "scenario",
+        name.as_str(),
+        before.as_ref(),
+        Some(&after),
+    )
+    .await?;
+    Ok(axum::Json(after))
 }
