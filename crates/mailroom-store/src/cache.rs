@@ -18,9 +18,12 @@ pub(crate) struct Routing {
     pub accounts: HashMap<Uuid, Account>,
 }
 
+/// A token, its user, and when they were read.
+type CachedToken = ((ApiToken, User), Instant);
+
 #[derive(Default)]
 pub(crate) struct Caches {
-    tokens: Mutex<HashMap<String, ((ApiToken, User), Instant)>>,
+    tokens: Mutex<HashMap<String, CachedToken>>,
     routing: Mutex<Option<(Routing, Instant)>>,
 }
 
