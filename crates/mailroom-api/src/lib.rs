@@ -121,3 +121,52 @@ pub fn router(
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_v1_operation_has_exactly_one_entry_in_the_permission_table() {
+        let api = openapi();
+        let mut operations = Vec::new();
+        for (path, item) in &api.paths.paths {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let methods = [
+                ("GET", &item.get),
+                ("POST", &item.post),
+                ("PUT", &item.put),
+                ("PATCH", &item.patch),
+                ("DELETE", &item.delete),
+            ];
+            for (method, operation) in methods {
+                if operation.is_some() {
+                    operations.push((method, path.clone()));
+                }
+            }
+        }
+        for (method, path) in &operations {
+            let entries = ROUTE_PERMISSIONS
+                .iter()
+                .filter(|(m, p, _)| m == method && p == path)
+                .count();
+            assert_eq!(
+                entries, 1,
+                "{method} {path} needs exactly one entry in ROUTE_PERMISSIONS"
+            );
+        }
+        for (method, path, permission) in ROUTE_PERMISSIONS {
+            assert!(
+                operations.iter().any(|(m, p)| m == method && p == path),
+                "{method} {path} is in the table but not a route"
+            );
+            assert!(
+                permission
+                    .parse::<mailroom_core::access::PermissionSet>()
+                    .is_ok()
+            );
+        }
+    }
+}

@@ -214,10 +214,12 @@ async fn send_message(
     responses((status = 200, body = MessageView), (status = 404, body = ErrorBody)))]
 async fn get_message(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<axum::Json<MessageView>> {
+    let visibility = principal.visibility(&state).await?;
     Ok(axum::Json(MessageView::full(
-        &state.store.message(id).await?,
+        &state.store.visible_message(id, &visibility).await?,
     )))
 }
 
@@ -226,8 +228,14 @@ async fn get_message(
     responses((status = 200, body = MessageView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn retry_message(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<axum::Json<MessageView>> {
+    // A message the caller may not see is "not found", whatever its state.
+    state
+        .store
+        .visible_message(id, &principal.visibility(&state).await?)
+        .await?;
     let message = state.store.retry_message(id).await?;
     tracing::info!(event = "email_retry_requested", message = %id, "retry requested");
     state.engine.wake();
@@ -239,8 +247,13 @@ async fn retry_message(
     responses((status = 200, body = MessageView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn cancel_message(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<axum::Json<MessageView>> {
+    state
+        .store
+        .visible_message(id, &principal.visibility(&state).await?)
+        .await?;
     let message = state.store.cancel_message(id).await?;
     tracing::info!(event = "email_cancelled", message = %id, "message cancelled");
     Ok(axum::Json(MessageView::full(&message)))
