@@ -317,3 +317,81 @@ async fn the_guided_setup_keeps_nothing_when_the_connection_test_fails() {
     assert_eq!(accounts[0]["connector"], "pickup");
     assert_eq!(accounts[0]["is_default"], true);
 }
+
+#[tokio::test]
+async fn the_cli_manages_users_and_their_tokens() {
+    let server = start_server().await;
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "user",
+            "add",
+            "--name",
+            "Clerk",
+            "--email",
+            "clerk@example.com",
+            "--permission",
+            "email-send",
+            "--permission",
+            "read customer",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let user: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        user["permission_sets"],
+        json!(["email-send", "read customer"])
+    );
+    let user_id = id_of(&user);
+    let (ok, out, _) = cli(&server, &["user", "list"]);
+    assert!(
+        ok && out.contains("Clerk") && out.contains("admin"),
+        "{out}"
+    );
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "user", "token", &user_id, "--name", "erp", "--output", "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let token: Value = serde_json::from_str(&out).unwrap();
+    let secret = token["token"].as_str().unwrap().to_owned();
+    let as_clerk = Command::new(binary())
+        .args(["outbox", "list", "--output", "json"])
+        .env("MAILROOM_SERVER", &server.base_url)
+        .env("MAILROOM_TOKEN", &secret)
+        .output()
+        .unwrap();
+    assert!(
+        as_clerk.status.success(),
+        "{}",
+        String::from_utf8_lossy(&as_clerk.stderr)
+    );
+    let (ok, out, _) = cli(&server, &["user", "show", &user_id]);
+    assert!(ok && out.contains("clerk@example.com"), "{out}");
+    let (ok, _, err) = cli(&server, &["user", "disable", &user_id]);
+    assert!(ok, "{err}");
+    let refused = Command::new(binary())
+        .args(["outbox", "list"])
+        .env("MAILROOM_SERVER", &server.base_url)
+        .env("MAILROOM_TOKEN", &secret)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+    let (ok, _, err) = cli(
+        &server,
+        &[
+            "user",
+            "add",
+            "--name",
+            "Bad",
+            "--permission",
+            "superpowers",
+        ],
+    );
+    assert!(!ok && err.contains("permission_sets[0]"), "{err}");
+}
