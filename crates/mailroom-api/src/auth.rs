@@ -50,6 +50,7 @@ pub const ROUTE_PERMISSIONS: &[(&str, &str, &str)] = &[
     ("POST", "/v1/messages/{id}/cancel", "email-send"),
     ("GET", "/v1/outbox", "email-send"),
     ("GET", "/v1/sent", "email-send"),
+    ("GET", "/v1/records/{type}/{id}/messages", "email-send"),
     ("GET", "/v1/users", "email-admin"),
     ("POST", "/v1/users", "email-admin"),
     ("GET", "/v1/users/{id}", "email-admin"),

@@ -159,6 +159,8 @@ fn push_visibility(query: &mut QueryBuilder<Sqlite>, visibility: &Visibility) {
 pub struct MessageFilter {
     /// Only what this viewer may see; `None` for internal use (no restriction).
     pub visibility: Option<Visibility>,
+    /// Only messages related to this record: (type, id).
+    pub related_to: Option<(String, String)>,
     pub statuses: Vec<MessageStatus>,
     pub account_id: Option<Uuid>,
     pub scenario: Option<String>,
@@ -679,6 +681,14 @@ impl Store {
             }
             if let Some(visibility) = &filter.visibility {
                 push_visibility(query, visibility);
+            }
+            if let Some((record_type, record_id)) = &filter.related_to {
+                query.push(" AND EXISTS (SELECT 1 FROM related_records rr WHERE rr.message_id = m.id AND rr.record_type = ");
+                query
+                    .push_bind(record_type.clone())
+                    .push(" AND rr.record_id = ")
+                    .push_bind(record_id.clone())
+                    .push(")");
             }
             if with_cursor && let Some(before) = filter.before_id {
                 query.push(" AND m.id < ").push_bind(before.to_string());

@@ -75,7 +75,8 @@ async fn every_route_refuses_a_user_without_its_permission_and_names_the_missing
             .replace("{id}", "00000000-0000-0000-0000-000000000000")
             .replace("{token_id}", "00000000-0000-0000-0000-000000000000")
             .replace("{name}", "default")
-            .replace("{user}", "default");
+            .replace("{user}", "default")
+            .replace("{type}", "customer");
         for method in item.as_object().unwrap().keys() {
             let (needed_method, _, needed) = mailroom_api::ROUTE_PERMISSIONS
                 .iter()
@@ -495,4 +496,104 @@ async fn each_user_sees_exactly_the_messages_their_view_policy_allows_through_ev
             "default row {policy}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_mail_about_a_record_is_listed_as_the_caller_may_see_it() {
+    let server = start_server().await;
+    let about = |types: &[(&str, &str)]| -> Value {
+        let related: Vec<Value> = types
+            .iter()
+            .map(|(t, id)| json!({"type": t, "id": id, "relation": "related"}))
+            .collect();
+        json!({"to": ["c@example.com"], "subject": "s", "text": "t", "related_records": related})
+    };
+    let invoice_to_c1 = server
+        .send(&about(&[("sales-invoice", "103001"), ("customer", "C1")]))
+        .await
+        .unwrap();
+    let quote_to_c1 = server
+        .send(&about(&[("sales-quote", "Q7"), ("customer", "C1")]))
+        .await
+        .unwrap();
+    server.send(&about(&[("customer", "C2")])).await.unwrap();
+
+    let (status, list) = server
+        .get("/v1/records/customer/C1/messages")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{list}");
+    let ids: BTreeSet<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id_of)
+        .collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from([id_of(&invoice_to_c1), id_of(&quote_to_c1)])
+    );
+    assert_eq!(list["total"], 2);
+    assert_eq!(
+        server
+            .get("/v1/records/sales-invoice/103001/messages")
+            .await
+            .unwrap()
+            .1["total"],
+        1
+    );
+    assert_eq!(
+        server
+            .get("/v1/records/customer/nobody/messages")
+            .await
+            .unwrap()
+            .1["total"],
+        0
+    );
+    assert_eq!(
+        server
+            .get("/v1/records/Not%20A%20Type/1/messages")
+            .await
+            .unwrap()
+            .0,
+        422
+    );
+
+    // A user who may read customers but not quotes, under all-related-records, sees only the invoice mail
+    // if they may read invoices too; here they may not, so neither.
+    let (user_id, token) = user_with_token(
+        &server,
+        "c-reader",
+        "full",
+        &["email-send", "read customer", "read sales-invoice"],
+    )
+    .await;
+    server
+        .call(
+            Method::PUT,
+            &format!("/v1/view-policies/{user_id}"),
+            Some(&json!({"policy": "all-related-records"})),
+            &[],
+        )
+        .await
+        .unwrap();
+    let (_, theirs) = call_as(
+        &server,
+        &token,
+        Method::GET,
+        "/v1/records/customer/C1/messages",
+        None,
+    )
+    .await;
+    let ids: Vec<String> = theirs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id_of)
+        .collect();
+    assert_eq!(ids, vec![id_of(&invoice_to_c1)]);
+    assert_eq!(
+        theirs["total"], 1,
+        "the total does not count what the user may not see"
+    );
 }

@@ -31,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel_message))
         .routes(routes!(list_outbox))
         .routes(routes!(list_sent))
+        .routes(routes!(list_record_messages))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
@@ -271,6 +272,7 @@ fn filter_from(
         .transpose()?
         .map(|s| s.to_string());
     Ok(MessageFilter {
+        related_to: None,
         visibility: Some(visibility),
         statuses,
         account_id: query.account_id,
@@ -352,4 +354,31 @@ async fn list_sent(
         )?,
     )
     .await
+}
+
+/// The mail about a business record (queued, sent, failed…), newest first, as the caller may see it.
+#[utoipa::path(get, path = "/v1/records/{type}/{id}/messages", tag = "messages",
+    params(("type" = String, Path, description = "record type, e.g. sales-invoice"), ("id" = String, Path), ListQuery),
+    responses((status = 200, body = MessageList), (status = 422, body = ErrorBody)))]
+async fn list_record_messages(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath((record_type, record_id)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> ApiResult<axum::Json<MessageList>> {
+    let record = RelatedRecord::new(&record_type, &record_id, Relation::Related)?;
+    let statuses = match query.status.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(raw) => raw
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse::<MessageStatus>()
+                    .map_err(|e| ApiError::from(e.at("status")))
+            })
+            .collect::<ApiResult<_>>()?,
+    };
+    let mut filter = filter_from(&query, statuses, principal.visibility(&state).await?)?;
+    filter.related_to = Some((record.record_type, record.record_id));
+    list(&state, filter).await
 }
