@@ -200,7 +200,15 @@ pub struct SendMessage {
     pub cc: Vec<String>,
     #[serde(default)]
     pub bcc: Vec<String>,
+    /// Where replies should go, when not to the sender.
+    #[serde(default)]
+    pub reply_to: Vec<String>,
+    /// Custom headers such as `{"X-Order-Ref": "4711"}`. Headers mailroom owns (Message-ID, From, Date…)
+    /// cannot be set.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
     pub subject: String,
+    /// Plain text; derived from `html` when only HTML is given.
     pub text: Option<String>,
     pub html: Option<String>,
     /// The business scenario; decides the account when `account_id` is not given. Default `default`.
@@ -259,6 +267,8 @@ pub struct MessageView {
     pub to: Vec<String>,
     pub cc: Vec<String>,
     pub bcc: Vec<String>,
+    pub reply_to: Vec<String>,
+    pub headers: std::collections::BTreeMap<String, String>,
     pub subject: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
@@ -295,6 +305,8 @@ impl MessageView {
             to: m.to.clone(),
             cc: m.cc.clone(),
             bcc: m.bcc.clone(),
+            reply_to: m.reply_to.clone(),
+            headers: m.headers.iter().cloned().collect(),
             subject: m.subject.clone(),
             text: None,
             html: None,

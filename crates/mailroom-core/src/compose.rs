@@ -49,6 +49,15 @@ pub fn compose(message: &Composition<'_>) -> Vec<u8> {
     if !content.cc.is_empty() {
         builder = builder.cc(address_list(&content.cc));
     }
+    if !content.reply_to.is_empty() {
+        builder = builder.reply_to(address_list(&content.reply_to));
+    }
+    for header in &content.headers {
+        builder = builder.header(
+            header.name.as_str(),
+            mail_builder::headers::text::Text::new(header.value.as_str()),
+        );
+    }
     if let Some(text) = &content.text {
         builder = builder.text_body(text.as_str());
     }
@@ -74,11 +83,18 @@ mod tests {
         let to = vec!["Jörg Müller <joerg@example.com>".to_string()];
         let cc = vec!["cc@example.com".to_string()];
         let bcc = vec!["hidden@example.com".to_string()];
+        let reply_to = vec!["Buchhaltung <accounts@example.com>".to_string()];
+        let headers = vec![(
+            "X-Order-Ref".to_string(),
+            "Auftrag 4711 – Müller".to_string(),
+        )];
         MessageContent::parse(
             RawContent {
                 to: &to,
                 cc: &cc,
                 bcc: &bcc,
+                reply_to: &reply_to,
+                headers: &headers,
                 subject: "Rechnung 103001 – fällig",
                 text,
                 html,
@@ -113,6 +129,22 @@ mod tests {
         );
         assert_eq!(parsed.body_html(0).unwrap(), "<p>Hello</p>");
         assert_eq!(parsed.date().unwrap().to_timestamp(), 1_700_000_000);
+        assert_eq!(
+            parsed.reply_to().unwrap().first().unwrap().address(),
+            Some("accounts@example.com")
+        );
+        let raw = String::from_utf8_lossy(&bytes);
+        assert!(
+            raw.contains("X-Order-Ref: =?utf-8?"),
+            "non-ASCII custom headers are RFC 2047 encoded: {raw}"
+        );
+        let decoding = mail_parser::MessageParser::default()
+            .header_text(mail_parser::HeaderName::Other("X-Order-Ref".into()));
+        let decoded = decoding.parse(&bytes).unwrap();
+        assert_eq!(
+            decoded.header("X-Order-Ref").and_then(|h| h.as_text()),
+            Some("Auftrag 4711 – Müller")
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use crate::ValidationError;
 use crate::account::string_enum;
 use crate::address::Mailbox;
-use crate::header::HeaderText;
+use crate::header::{CustomHeader, HeaderText};
 use std::fmt;
 use std::str::FromStr;
 
@@ -85,6 +85,8 @@ pub struct MessageContent {
     pub to: Vec<Mailbox>,
     pub cc: Vec<Mailbox>,
     pub bcc: Vec<Mailbox>,
+    pub reply_to: Vec<Mailbox>,
+    pub headers: Vec<CustomHeader>,
     pub subject: HeaderText,
     pub text: Option<String>,
     pub html: Option<String>,
@@ -95,6 +97,9 @@ pub struct RawContent<'a> {
     pub to: &'a [String],
     pub cc: &'a [String],
     pub bcc: &'a [String],
+    pub reply_to: &'a [String],
+    /// Custom headers as (name, value) pairs.
+    pub headers: &'a [(String, String)],
     pub subject: &'a str,
     pub text: Option<&'a str>,
     pub html: Option<&'a str>,
@@ -130,27 +135,37 @@ impl MessageContent {
                 ),
             ));
         }
+        let reply_to = parse_list("reply_to", raw.reply_to)?;
+        let headers = raw
+            .headers
+            .iter()
+            .map(|(name, value)| CustomHeader::parse(name, value))
+            .collect::<Result<Vec<_>, _>>()?;
         let subject = HeaderText::parse("subject", raw.subject)?;
-        let text = raw.text.filter(|t| !t.is_empty()).map(str::to_owned);
         let html = raw.html.filter(|h| !h.is_empty()).map(str::to_owned);
-        if text.is_none() && html.is_none() {
+        // An HTML message without the caller's own text gets a plain-text alternative derived from it.
+        let own_text = raw.text.filter(|t| !t.is_empty()).map(str::to_owned);
+        if own_text.is_none() && html.is_none() {
             return Err(ValidationError::new(
                 "text",
                 "a message needs a text or an html body",
             ));
         }
         let body_bytes =
-            text.as_ref().map_or(0, String::len) + html.as_ref().map_or(0, String::len);
+            own_text.as_ref().map_or(0, String::len) + html.as_ref().map_or(0, String::len);
         if body_bytes > max_body_bytes {
             return Err(ValidationError::new(
                 "body",
                 format!("the body is {body_bytes} bytes; the limit is {max_body_bytes} bytes"),
             ));
         }
+        let text = own_text.or_else(|| html.as_deref().map(html_to_text));
         Ok(Self {
             to,
             cc,
             bcc,
+            reply_to,
+            headers,
             subject,
             text,
             html,
@@ -168,6 +183,11 @@ impl MessageContent {
             .filter(|a| seen.insert(a.as_str().to_ascii_lowercase()))
             .collect()
     }
+}
+
+/// The plain-text rendering of an HTML body, wrapped at 78 columns, links kept as footnotes.
+pub fn html_to_text(html: &str) -> String {
+    html2text::from_read(html.as_bytes(), 78).unwrap_or_else(|_| String::new())
 }
 
 /// Renders a message identifier as `<unique@domain>`; mailroom generates every Message-ID itself.
@@ -201,6 +221,8 @@ mod tests {
                 to: &none,
                 cc: &none,
                 bcc: &none,
+                reply_to: &[],
+                headers: &[],
                 subject: "s",
                 text: Some("t"),
                 html: None,
@@ -220,6 +242,8 @@ mod tests {
                 to: &to,
                 cc: &none,
                 bcc: &none,
+                reply_to: &[],
+                headers: &[],
                 subject: "s",
                 text: Some("t"),
                 html: None,
@@ -240,6 +264,8 @@ mod tests {
                 to: &to,
                 cc: &none,
                 bcc: &none,
+                reply_to: &[],
+                headers: &[],
                 subject: "s",
                 text: Some(&body),
                 html: None,
@@ -248,6 +274,49 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.reason.contains("100 bytes"), "{err}");
+    }
+
+    #[test]
+    fn an_html_message_gets_a_plain_text_alternative_unless_the_caller_gives_one() {
+        let to = strings(&["ok@example.com"]);
+        let html = "<h1>Invoice 103001</h1><p>Total: <b>1,250.00 EUR</b></p><p><a href=\"https://pay.example.com/103001\">Pay now</a></p>";
+        let derived = MessageContent::parse(
+            RawContent {
+                to: &to,
+                cc: &[],
+                bcc: &[],
+                reply_to: &[],
+                headers: &[],
+                subject: "s",
+                text: None,
+                html: Some(html),
+            },
+            10_000,
+        )
+        .unwrap();
+        let text = derived.text.unwrap();
+        assert!(
+            text.contains("Invoice 103001")
+                && text.contains("1,250.00 EUR")
+                && text.contains("https://pay.example.com/103001"),
+            "{text}"
+        );
+        assert!(!text.contains('<'), "{text}");
+        let own = MessageContent::parse(
+            RawContent {
+                to: &to,
+                cc: &[],
+                bcc: &[],
+                reply_to: &[],
+                headers: &[],
+                subject: "s",
+                text: Some("mine"),
+                html: Some(html),
+            },
+            10_000,
+        )
+        .unwrap();
+        assert_eq!(own.text.as_deref(), Some("mine"));
     }
 
     #[test]
@@ -260,6 +329,8 @@ mod tests {
                 to: &to,
                 cc: &cc,
                 bcc: &bcc,
+                reply_to: &[],
+                headers: &[],
                 subject: "s",
                 text: Some("t"),
                 html: None,

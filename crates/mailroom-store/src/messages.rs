@@ -9,7 +9,7 @@ use crate::{Store, StoreError, StoreResult, now_ms};
 use mailroom_core::ValidationError;
 use mailroom_core::access::ViewPolicy;
 use mailroom_core::address::{EmailAddress, Mailbox};
-use mailroom_core::header::HeaderText;
+use mailroom_core::header::{CustomHeader, HeaderText};
 use mailroom_core::message::{
     AttemptOutcome, MessageContent, MessageStatus, RelatedRecord, Relation,
 };
@@ -59,6 +59,9 @@ pub struct StoredMessage {
     pub to: Vec<String>,
     pub cc: Vec<String>,
     pub bcc: Vec<String>,
+    pub reply_to: Vec<String>,
+    /// Custom headers as (name, value).
+    pub headers: Vec<(String, String)>,
     pub subject: String,
     pub text: Option<String>,
     pub html: Option<String>,
@@ -262,6 +265,18 @@ fn mailboxes_from_json(json: &str) -> Result<Vec<Mailbox>, ValidationError> {
         .collect()
 }
 
+fn headers_to_json(headers: &[CustomHeader]) -> String {
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|h| (h.name.as_str(), h.value.as_str()))
+        .collect();
+    serde_json::to_string(&pairs).expect("headers serialize")
+}
+
+fn headers_from_json(json: &str) -> Vec<(String, String)> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
 fn related_to_json(list: &[RelatedRecord]) -> String {
     let stored: Vec<_> = list
         .iter()
@@ -294,6 +309,11 @@ fn content_from_row(row: &SqliteRow) -> Result<MessageContent, ValidationError> 
         to: mailboxes_from_json(&row.get::<String, _>("to_json"))?,
         cc: mailboxes_from_json(&row.get::<String, _>("cc_json"))?,
         bcc: mailboxes_from_json(&row.get::<String, _>("bcc_json"))?,
+        reply_to: mailboxes_from_json(&row.get::<String, _>("reply_to_json"))?,
+        headers: headers_from_json(&row.get::<String, _>("headers_json"))
+            .iter()
+            .map(|(name, value)| CustomHeader::parse(name, value))
+            .collect::<Result<_, _>>()?,
         subject: HeaderText::parse("subject", &row.get::<String, _>("subject"))?,
         text: row.get("text_body"),
         html: row.get("html_body"),
@@ -321,6 +341,8 @@ fn message_from_row(row: &SqliteRow) -> StoreResult<StoredMessage> {
         to: display_list(&row.get::<String, _>("to_json")),
         cc: display_list(&row.get::<String, _>("cc_json")),
         bcc: display_list(&row.get::<String, _>("bcc_json")),
+        reply_to: display_list(&row.get::<String, _>("reply_to_json")),
+        headers: headers_from_json(&row.get::<String, _>("headers_json")),
         subject: row.get("subject"),
         text: row.get("text_body"),
         html: row.get("html_body"),
@@ -336,7 +358,7 @@ fn message_from_row(row: &SqliteRow) -> StoreResult<StoredMessage> {
     })
 }
 
-const MESSAGE_COLUMNS: &str = "m.id, m.status, m.scenario, m.account_id, m.message_id_header, c.to_json, c.cc_json, c.bcc_json,
+const MESSAGE_COLUMNS: &str = "m.id, m.status, m.scenario, m.account_id, m.message_id_header, c.to_json, c.cc_json, c.bcc_json, c.reply_to_json, c.headers_json,
     m.subject, c.text_body, c.html_body, c.related_json, m.created_at, m.updated_at, m.send_at, m.next_attempt_at, m.sent_at,
     m.attempt_count, m.last_error";
 
@@ -554,7 +576,7 @@ async fn insert_rows(
         });
         insert.build().execute(&mut *tx).await?;
         let mut contents = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO message_contents (message_id, to_json, cc_json, bcc_json, text_body, html_body, related_json) ",
+            "INSERT INTO message_contents (message_id, to_json, cc_json, bcc_json, reply_to_json, headers_json, text_body, html_body, related_json) ",
         );
         contents.push_values(chunk, |mut row, message| {
             let content = &message.content;
@@ -562,6 +584,8 @@ async fn insert_rows(
                 .push_bind(mailboxes_to_json(&content.to))
                 .push_bind(mailboxes_to_json(&content.cc))
                 .push_bind(mailboxes_to_json(&content.bcc))
+                .push_bind(mailboxes_to_json(&content.reply_to))
+                .push_bind(headers_to_json(&content.headers))
                 .push_bind(content.text.clone())
                 .push_bind(content.html.clone())
                 .push_bind(related_to_json(&message.related_records));
@@ -750,7 +774,7 @@ impl Store {
         }
         // The content is immutable and committed: read it without holding the writer.
         let mut contents = QueryBuilder::<Sqlite>::new(
-            "SELECT c.message_id, c.to_json, c.cc_json, c.bcc_json, c.text_body, c.html_body, m.subject
+            "SELECT c.message_id, c.to_json, c.cc_json, c.bcc_json, c.reply_to_json, c.headers_json, c.text_body, c.html_body, m.subject
              FROM message_contents c JOIN messages m ON m.id = c.message_id WHERE c.message_id IN (",
         );
         let mut ids = contents.separated(", ");

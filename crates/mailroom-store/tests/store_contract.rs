@@ -57,6 +57,8 @@ fn new_message(account_id: Uuid, key: Option<&str>, subject: &str) -> NewMessage
                 to: &to,
                 cc: &none,
                 bcc: &none,
+                reply_to: &none,
+                headers: &[],
                 subject,
                 text: Some("body"),
                 html: None,

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{id_of, start_server};
+use mail_parser::MimeHeaders;
 use mailroom_testkit::{SmtpSink, wait_until};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -384,4 +385,107 @@ async fn scenarios_route_to_their_account_and_unassigned_ones_use_the_default_ac
     assert_eq!(status, 200);
     let custom = server.send(&json!({"to": ["c@example.com"], "subject": "x", "text": "t", "scenario": "warranty-claim"})).await.unwrap();
     assert_eq!(custom["account_id"], billing["id"]);
+}
+
+#[tokio::test]
+async fn an_html_message_arrives_with_a_text_alternative_reply_to_custom_headers_and_folded_encoded_lines()
+ {
+    let sink = SmtpSink::start(&[]).unwrap();
+    let server = start_server().await;
+    server
+        .add_default_smtp_account(
+            "rich",
+            sink.port,
+            json!({"sender_name": "Vertrieb Müller & Söhne"}),
+        )
+        .await
+        .unwrap();
+    let subject = format!(
+        "Ihre Rechnung 103001 über {} – bitte prüfen",
+        "sehr lange Beschreibung ".repeat(8)
+    );
+    let html = "<html><body><h1>Rechnung 103001</h1><p>Sehr geehrte Frau Ünal,</p><p>Gesamt: <b>1.250,00 €</b></p>\
+                <p><a href=\"https://pay.example.com/103001\">Jetzt bezahlen</a></p></body></html>";
+    let accepted = server
+        .send(&json!({
+            "to": ["Ayşe Ünal <ayse@example.com>"], "reply_to": ["Buchhaltung <accounts@example.com>"],
+            "headers": {"X-Order-Ref": "Auftrag 4711 – Müller", "List-Unsubscribe": "<mailto:unsubscribe@example.com>"},
+            "subject": subject, "html": html,
+        }))
+        .await
+        .unwrap();
+    let message = server
+        .wait_for_status(&id_of(&accepted), "sent", WAIT)
+        .await
+        .unwrap();
+    assert!(
+        message["text"].as_str().unwrap().contains("1.250,00 €"),
+        "the derived text is stored and shown: {message:#}"
+    );
+    assert_eq!(message["headers"]["X-Order-Ref"], "Auftrag 4711 – Müller");
+
+    let received = sink.messages().unwrap().remove(0);
+    let raw = String::from_utf8(received.raw.clone()).expect("the message on the wire is ASCII");
+    assert!(
+        raw.lines().all(|line| line.len() <= 998),
+        "no line exceeds RFC 5322's limit"
+    );
+    assert!(
+        raw.lines()
+            .filter(|l| l.starts_with("Subject:"))
+            .all(|l| l.len() <= 78),
+        "the long subject is folded: {raw}"
+    );
+    // mail-parser applies its default parsers only while no custom header parser is registered, so the
+    // custom header is decoded in a second pass.
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&received.raw)
+        .unwrap();
+    let custom = mail_parser::MessageParser::default()
+        .header_text(mail_parser::HeaderName::Other("X-Order-Ref".into()));
+    let custom = custom.parse(&received.raw).unwrap();
+    assert_eq!(parsed.subject(), Some(subject.as_str()));
+    assert_eq!(
+        parsed.from().unwrap().first().unwrap().name(),
+        Some("Vertrieb Müller & Söhne")
+    );
+    assert_eq!(
+        parsed.to().unwrap().first().unwrap().name(),
+        Some("Ayşe Ünal")
+    );
+    assert_eq!(
+        parsed.reply_to().unwrap().first().unwrap().address(),
+        Some("accounts@example.com")
+    );
+    assert_eq!(
+        custom.header("X-Order-Ref").and_then(|h| h.as_text()),
+        Some("Auftrag 4711 – Müller")
+    );
+    assert!(parsed.header("List-Unsubscribe").is_some());
+    let text = parsed.body_text(0).unwrap();
+    assert!(
+        text.contains("Rechnung 103001")
+            && text.contains("1.250,00 €")
+            && text.contains("https://pay.example.com/103001"),
+        "{text}"
+    );
+    assert!(parsed.body_html(0).unwrap().contains("<b>1.250,00 €</b>"));
+    assert_eq!(
+        parsed.content_type().unwrap().subtype(),
+        Some("alternative"),
+        "text and HTML are alternatives"
+    );
+
+    for (name, field) in [
+        ("Message-ID", "headers.Message-ID"),
+        ("bcc", "headers.bcc"),
+        ("X Bad", "headers.X Bad"),
+    ] {
+        let (status, error) = server
+            .post("/v1/messages", &json!({"to": ["a@example.com"], "subject": "s", "text": "t", "headers": {name: "x"}}))
+            .await
+            .unwrap();
+        assert_eq!(status, 422, "{name}: {error}");
+        assert_eq!(error["field"], field);
+    }
 }

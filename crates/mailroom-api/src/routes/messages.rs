@@ -72,11 +72,18 @@ fn validate(
             ),
         ));
     }
+    let headers: Vec<(String, String)> = body
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let content = MessageContent::parse(
         RawContent {
             to: &body.to,
             cc: &body.cc,
             bcc: &body.bcc,
+            reply_to: &body.reply_to,
+            headers: &headers,
             subject: &body.subject,
             text: body.text.as_deref(),
             html: body.html.as_deref(),
