@@ -61,6 +61,8 @@ pub const ROUTE_PERMISSIONS: &[(&str, &str, &str)] = &[
     ("GET", "/v1/view-policies", "email-setup"),
     ("PUT", "/v1/view-policies/{user}", "email-setup"),
     ("GET", "/v1/audit", "email-admin"),
+    ("POST", "/v1/attachments", "email-send"),
+    ("GET", "/v1/attachments/{id}", "email-send"),
 ];
 
 fn unauthorized(message: &str) -> Response {

@@ -216,8 +216,18 @@ pub struct SendMessage {
     pub account_id: Option<Uuid>,
     #[serde(default)]
     pub related_records: Vec<RelatedRecordView>,
+    /// Uploaded files (`POST /v1/attachments`) to attach, in order.
+    #[serde(default)]
+    pub attachments: Vec<AttachmentRef>,
     /// Send no earlier than this time (RFC 3339).
     pub send_at: Option<String>,
+}
+
+/// A reference to an uploaded attachment.
+#[derive(Debug, Serialize, Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentRef {
+    pub id: Uuid,
 }
 
 /// The answer to an accepted message: it is stored durably and queued.
@@ -284,6 +294,8 @@ pub struct MessageView {
     pub last_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Vec<AttemptView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<Vec<crate::routes::attachments::AttachmentView>>,
 }
 
 impl MessageView {
@@ -328,6 +340,7 @@ impl MessageView {
             attempt_count: m.attempt_count,
             last_error: m.last_error.clone(),
             attempts: None,
+            attachments: None,
         }
     }
 }

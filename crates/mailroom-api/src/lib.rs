@@ -30,6 +30,8 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// Folder used by pickup accounts that name none.
     pub default_pickup_dir: String,
+    /// Largest total size of the attachments of one message (and so of one upload).
+    pub max_attachment_bytes: u64,
 }
 
 /// What every handler can reach.
@@ -39,6 +41,7 @@ pub struct AppState {
     pub engine: Engine,
     pub settings: Arc<ApiSettings>,
     pub metrics: PrometheusHandle,
+    pub blobs: mailroom_store::BlobStore,
     openapi_json: Arc<String>,
     docs_html: Arc<String>,
 }
@@ -50,6 +53,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::scenarios::router())
         .merge(routes::messages::router())
         .merge(routes::users::router())
+        .merge(routes::attachments::router())
 }
 
 /// The OpenAPI document of the whole API.
@@ -81,6 +85,7 @@ pub fn router(
     engine: Engine,
     settings: ApiSettings,
     metrics: PrometheusHandle,
+    blobs: mailroom_store::BlobStore,
 ) -> Router {
     let api = openapi();
     let openapi_json = Arc::new(
@@ -98,6 +103,7 @@ pub fn router(
         engine,
         settings: Arc::new(settings),
         metrics,
+        blobs,
         openapi_json,
         docs_html,
     };

@@ -10,6 +10,13 @@ use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
 use mail_builder::headers::message_id::MessageId;
 
+/// A file attached to a message.
+pub struct AttachmentPart<'a> {
+    pub filename: &'a str,
+    pub content_type: &'a str,
+    pub bytes: &'a [u8],
+}
+
 /// Everything needed to write one message.
 pub struct Composition<'a> {
     pub from: &'a Mailbox,
@@ -17,6 +24,7 @@ pub struct Composition<'a> {
     /// The Message-ID with its angle brackets, as stored.
     pub message_id: &'a str,
     pub date_unix_seconds: i64,
+    pub attachments: &'a [AttachmentPart<'a>],
 }
 
 fn address_list(mailboxes: &[Mailbox]) -> Address<'_> {
@@ -64,8 +72,22 @@ pub fn compose(message: &Composition<'_>) -> Vec<u8> {
     if let Some(html) = &content.html {
         builder = builder.html_body(html.as_str());
     }
+    for attachment in message.attachments {
+        builder = builder.attachment(
+            attachment.content_type,
+            attachment.filename,
+            attachment.bytes,
+        );
+    }
+    let attachment_bytes: usize = message
+        .attachments
+        .iter()
+        .map(|a| a.bytes.len() * 4 / 3 + 256)
+        .sum();
     let mut bytes = Vec::with_capacity(
-        1024 + content.text.as_ref().map_or(0, String::len)
+        attachment_bytes
+            + 1024
+            + content.text.as_ref().map_or(0, String::len)
             + content.html.as_ref().map_or(0, String::len),
     );
     builder
@@ -113,6 +135,7 @@ mod tests {
             content: &content,
             message_id: "<abc@example.com>",
             date_unix_seconds: 1_700_000_000,
+            attachments: &[],
         });
         let parsed = mail_parser::MessageParser::default().parse(&bytes).unwrap();
         assert_eq!(parsed.message_id(), Some("abc@example.com"));
@@ -156,6 +179,7 @@ mod tests {
             content: &content,
             message_id: "<a@b.c>",
             date_unix_seconds: 0,
+            attachments: &[],
         });
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains("hidden@example.com"));
@@ -185,6 +209,7 @@ mod tests {
             content: &content,
             message_id: "<a@b.c>",
             date_unix_seconds: 5,
+            attachments: &[],
         };
         let first = without_boundaries(&compose(&composition));
         let second = without_boundaries(&compose(&composition));

@@ -3,7 +3,7 @@
 use crate::connectors::{ConnectorCache, ConnectorDefaults};
 use mailroom_connect::{FailureKind, OutgoingMessage};
 use mailroom_core::address::Mailbox;
-use mailroom_core::compose::{Composition, compose};
+use mailroom_core::compose::{AttachmentPart, Composition, compose};
 use mailroom_core::message::AttemptOutcome;
 use mailroom_core::rate::SlidingWindow;
 use mailroom_core::retry::RetryPolicy;
@@ -32,6 +32,8 @@ pub struct EngineConfig {
     /// How many claimed messages per concurrency slot may wait ahead of sending.
     pub prefetch_per_slot: u32,
     pub connectors: ConnectorDefaults,
+    /// Where attachment bytes are.
+    pub blobs: mailroom_store::BlobStore,
 }
 
 impl Default for EngineConfig {
@@ -47,6 +49,7 @@ impl Default for EngineConfig {
                 smtp_timeout: Duration::from_secs(30),
                 extra_root_certificates: Vec::new(),
             },
+            blobs: mailroom_store::BlobStore::new("blobs"),
         }
     }
 }
@@ -471,11 +474,48 @@ impl SendTask {
         let from = Mailbox::new(Some(sender_name), self.account.email_address.clone())
             .or_else(|_| Mailbox::new(None, self.account.email_address.clone()))
             .map_err(|e| mailroom_connect::SendError::permanent(None, e.to_string()))?;
+        // An attachment that cannot be read fails the message: it is never sent without it.
+        let mut files = Vec::with_capacity(message.attachments.len());
+        for attachment in &message.attachments {
+            let path = self.engine.inner.config.blobs.path(&attachment.sha256);
+            let bytes = tokio::fs::read(&path).await.map_err(|e| {
+                mailroom_connect::SendError::permanent(
+                    None,
+                    format!(
+                        "attachment {:?} cannot be read ({e}); the message is not sent without it",
+                        attachment.filename
+                    ),
+                )
+            })?;
+            if bytes.len() as u64 != attachment.size {
+                return Err(mailroom_connect::SendError::permanent(
+                    None,
+                    format!(
+                        "attachment {:?} is {} bytes on disk, not {}; the message is not sent without it",
+                        attachment.filename,
+                        bytes.len(),
+                        attachment.size
+                    ),
+                ));
+            }
+            files.push(bytes);
+        }
+        let parts: Vec<AttachmentPart<'_>> = message
+            .attachments
+            .iter()
+            .zip(&files)
+            .map(|(a, bytes)| AttachmentPart {
+                filename: &a.filename,
+                content_type: &a.content_type,
+                bytes,
+            })
+            .collect();
         let bytes = compose(&Composition {
             from: &from,
             content,
             message_id: &message.message_id_header,
             date_unix_seconds: message.created_at_ms / 1000,
+            attachments: &parts,
         });
         let outgoing = OutgoingMessage {
             envelope_from: self.account.email_address.clone(),

@@ -7,6 +7,8 @@
 //! SQLite never reports "database is locked". Reads use a separate pool of connections.
 
 mod accounts;
+mod attachments;
+mod blobs;
 mod cache;
 mod messages;
 mod scenarios;
@@ -15,6 +17,8 @@ mod tokens;
 mod users;
 
 pub use accounts::{Account, AccountInput, PasswordChange};
+pub use attachments::Attachment;
+pub use blobs::{BlobError, BlobStore};
 pub use messages::{
     AttemptRecord, ClaimedMessage, InsertOutcome, MessageFilter, MessagePage, NewMessage, Outcome,
     RecoveredLease, StoredAttempt, StoredMessage, Visibility,

@@ -30,6 +30,8 @@ pub struct NewMessage {
     pub message_id_header: String,
     pub content: MessageContent,
     pub related_records: Vec<RelatedRecord>,
+    /// Uploaded attachments, in order.
+    pub attachments: Vec<Uuid>,
     pub send_at_ms: Option<i64>,
     /// Who asked for the message (token id); idempotency keys are scoped to it.
     pub created_by: String,
@@ -195,6 +197,8 @@ pub struct ClaimedMessage {
     pub attempt_number: u32,
     /// Attempts used since the last manual retry, this one included.
     pub attempts_used: u32,
+    /// The message's attachments, in order; their bytes are in the blob store.
+    pub attachments: Vec<crate::Attachment>,
 }
 
 /// What happens to a message after an attempt.
@@ -592,6 +596,26 @@ async fn insert_rows(
         });
         contents.build().execute(&mut *tx).await?;
     }
+    let attached: Vec<(&NewMessage, usize, &Uuid)> = to_insert
+        .iter()
+        .flat_map(|m| {
+            m.attachments
+                .iter()
+                .enumerate()
+                .map(move |(position, id)| (*m, position, id))
+        })
+        .collect();
+    for chunk in attached.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO message_attachments (message_id, position, attachment_id) ",
+        );
+        insert.push_values(chunk, |mut row, (message, position, attachment_id)| {
+            row.push_bind(message.id.to_string())
+                .push_bind(*position as i64)
+                .push_bind(attachment_id.to_string());
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
     let related: Vec<(&NewMessage, &RelatedRecord)> = to_insert
         .iter()
         .flat_map(|m| m.related_records.iter().map(move |r| (*m, r)))
@@ -807,10 +831,17 @@ impl Store {
                     created_at_ms: row.created_at,
                     attempt_number: attempt_count,
                     attempts_used: attempt_count.saturating_sub(row.retry_base as u32),
+                    attachments: Vec::new(),
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
         claimed.sort_by_key(|m| m.id);
+        let ids: Vec<Uuid> = claimed.iter().map(|m| m.id).collect();
+        for (message_id, attachment) in self.attachments_of(&ids).await? {
+            if let Some(message) = claimed.iter_mut().find(|m| m.id == message_id) {
+                message.attachments.push(attachment);
+            }
+        }
         Ok(claimed)
     }
 

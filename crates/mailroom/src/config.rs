@@ -19,6 +19,8 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     /// Largest text + HTML body of one message, in bytes.
     pub max_body_bytes: Option<usize>,
+    /// Largest total size of the attachments of one message, in bytes (default 100 MiB).
+    pub max_attachment_bytes: Option<u64>,
     /// `text` (default) or `json` log lines.
     pub log_format: Option<String>,
     #[serde(default)]
@@ -69,6 +71,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub database_url: String,
     pub max_body_bytes: usize,
+    pub max_attachment_bytes: u64,
     pub log_format: String,
     pub poll_interval: Duration,
     pub lease_duration: Duration,
@@ -138,6 +141,7 @@ impl Config {
             listen,
             database_url,
             max_body_bytes: file.max_body_bytes.unwrap_or(10 * 1024 * 1024),
+            max_attachment_bytes: file.max_attachment_bytes.unwrap_or(100 * 1024 * 1024),
             log_format: args
                 .log_format
                 .clone()

@@ -11,7 +11,7 @@ use mailroom_core::account::{
 use mailroom_core::address::EmailAddress;
 use mailroom_core::retry::RetryPolicy;
 use mailroom_engine::{ConnectorDefaults, Engine, EngineConfig};
-use mailroom_store::{AccountInput, SecretBox, Store, write_private_file};
+use mailroom_store::{AccountInput, BlobStore, SecretBox, Store, write_private_file};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -105,6 +105,7 @@ pub async fn run(config: Config) -> Result<()> {
                 cap_ms: config.retry_cap.as_millis() as u64,
             },
             prefetch_per_slot: config.prefetch_per_slot,
+            blobs: BlobStore::new(config.data_dir.join("blobs")),
             connectors: ConnectorDefaults {
                 smtp_timeout: config.smtp_timeout,
                 extra_root_certificates: config.extra_root_certificates.clone(),
@@ -115,8 +116,10 @@ pub async fn run(config: Config) -> Result<()> {
     let settings = ApiSettings {
         max_body_bytes: config.max_body_bytes,
         default_pickup_dir: config.data_dir.join("pickup").display().to_string(),
+        max_attachment_bytes: config.max_attachment_bytes,
     };
-    let router = mailroom_api::router(store.clone(), engine.clone(), settings, metrics);
+    let blobs = BlobStore::new(config.data_dir.join("blobs"));
+    let router = mailroom_api::router(store.clone(), engine.clone(), settings, metrics, blobs);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

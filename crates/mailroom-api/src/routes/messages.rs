@@ -115,6 +115,51 @@ fn validate(
     Ok((content, scenario, related, send_at))
 }
 
+/// The attachments a message refers to, checked: each exists and is the sender's to use, and together
+/// they fit the limit. An unknown or foreign id is refused the same way, so ids cannot be probed.
+async fn check_attachments(
+    state: &AppState,
+    principal: &Principal,
+    request: &SendMessage,
+) -> ApiResult<Vec<Uuid>> {
+    let visibility = principal.visibility(state).await?;
+    let mut total = 0u64;
+    let mut ids = Vec::with_capacity(request.attachments.len());
+    for (index, reference) in request.attachments.iter().enumerate() {
+        let unknown = || {
+            ApiError::invalid(
+                &format!("attachments[{index}].id"),
+                format!("unknown attachment {}", reference.id),
+            )
+        };
+        let attachment = state
+            .store
+            .attachment(reference.id)
+            .await
+            .map_err(|_| unknown())?;
+        if !state
+            .store
+            .attachment_visible(reference.id, &visibility)
+            .await?
+        {
+            return Err(unknown());
+        }
+        total += attachment.size;
+        ids.push(attachment.id);
+    }
+    let limit = state.settings.max_attachment_bytes;
+    if total > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the attachments total {total} bytes; the limit per message is {limit} bytes (max_attachment_bytes)"
+            ),
+        ));
+    }
+    Ok(ids)
+}
+
 /// Queue a message. Answers 202 once the message is stored durably.
 ///
 /// With an `Idempotency-Key` header, repeating the same request returns the first message instead of
@@ -163,8 +208,10 @@ async fn send_message(
             }
             other => other.into(),
         })?;
+    let attachments = check_attachments(&state, &principal, &request).await?;
     let id = Uuid::now_v7();
     let message = NewMessage {
+        attachments,
         id,
         scenario: scenario.clone(),
         account_id: account.id,
@@ -226,9 +273,15 @@ async fn get_message(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<axum::Json<MessageView>> {
     let visibility = principal.visibility(&state).await?;
-    Ok(axum::Json(MessageView::full(
-        &state.store.visible_message(id, &visibility).await?,
-    )))
+    let mut view = MessageView::full(&state.store.visible_message(id, &visibility).await?);
+    let attachments = state.store.attachments_of(&[id]).await?;
+    view.attachments = Some(
+        attachments
+            .iter()
+            .map(|(_, a)| crate::routes::attachments::AttachmentView::from(a))
+            .collect(),
+    );
+    Ok(axum::Json(view))
 }
 
 /// Try a failed, cancelled or waiting message again now, with a fresh attempt budget.

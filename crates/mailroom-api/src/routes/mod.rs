@@ -1,6 +1,7 @@
 //! Route groups of the API, one module each.
 
 pub mod accounts;
+pub mod attachments;
 pub mod messages;
 pub mod scenarios;
 pub mod system;

@@ -1,0 +1,136 @@
+//! Attachment metadata. The bytes are in the blob store (a folder of files named by SHA-256); the
+//! database holds only what the file is called, its type and size, and which messages use it.
+
+use crate::{Store, StoreError, StoreResult, now_ms};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub id: Uuid,
+    pub sha256: String,
+    pub size: u64,
+    pub filename: String,
+    pub content_type: String,
+    pub created_by: String,
+    pub created_at_ms: i64,
+}
+
+fn attachment_from_row(row: &SqliteRow) -> StoreResult<Attachment> {
+    Ok(Attachment {
+        id: row
+            .get::<String, _>("id")
+            .parse()
+            .map_err(|_| StoreError::Conflict("stored attachment id is not a UUID".into()))?,
+        sha256: row.get("sha256"),
+        size: row.get::<i64, _>("size") as u64,
+        filename: row.get("filename"),
+        content_type: row.get("content_type"),
+        created_by: row.get("created_by"),
+        created_at_ms: row.get("created_at"),
+    })
+}
+
+const COLUMNS: &str =
+    "a.id, a.sha256, a.size, a.filename, a.content_type, a.created_by, a.created_at";
+
+impl Store {
+    /// Records an uploaded file whose bytes are already in the blob store.
+    pub async fn create_attachment(
+        &self,
+        sha256: &str,
+        size: u64,
+        filename: &str,
+        content_type: &str,
+        created_by: &str,
+    ) -> StoreResult<Attachment> {
+        let attachment = Attachment {
+            id: Uuid::now_v7(),
+            sha256: sha256.to_owned(),
+            size,
+            filename: filename.to_owned(),
+            content_type: content_type.to_owned(),
+            created_by: created_by.to_owned(),
+            created_at_ms: now_ms(),
+        };
+        sqlx::query("INSERT INTO attachments (id, sha256, size, filename, content_type, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(attachment.id.to_string())
+            .bind(&attachment.sha256)
+            .bind(attachment.size as i64)
+            .bind(&attachment.filename)
+            .bind(&attachment.content_type)
+            .bind(&attachment.created_by)
+            .bind(attachment.created_at_ms)
+            .execute(&self.writer)
+            .await?;
+        Ok(attachment)
+    }
+
+    pub async fn attachment(&self, id: Uuid) -> StoreResult<Attachment> {
+        let sql = format!("SELECT {COLUMNS} FROM attachments a WHERE a.id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| attachment_from_row(&r))
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound(format!("attachment {id}")))
+    }
+
+    /// The attachments of messages, in their order, by message id.
+    pub async fn attachments_of(
+        &self,
+        message_ids: &[Uuid],
+    ) -> StoreResult<Vec<(Uuid, Attachment)>> {
+        if message_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "SELECT ma.message_id, {COLUMNS} FROM message_attachments ma JOIN attachments a ON a.id = ma.attachment_id WHERE ma.message_id IN ("
+        ));
+        let mut ids = query.separated(", ");
+        for id in message_ids {
+            ids.push_bind(id.to_string());
+        }
+        query.push(") ORDER BY ma.message_id, ma.position");
+        let rows = query.build().fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|row| {
+                let message_id = row
+                    .get::<String, _>("message_id")
+                    .parse()
+                    .map_err(|_| StoreError::Conflict("bad message id".into()))?;
+                Ok((message_id, attachment_from_row(row)?))
+            })
+            .collect()
+    }
+
+    /// Whether `viewer` may download the attachment: they uploaded it, or it is attached to a message they
+    /// may see under `visibility`.
+    pub async fn attachment_visible(
+        &self,
+        id: Uuid,
+        visibility: &crate::Visibility,
+    ) -> StoreResult<bool> {
+        let attachment = self.attachment(id).await?;
+        if attachment.created_by == visibility.viewer {
+            return Ok(true);
+        }
+        let users: Vec<String> = sqlx::query_scalar(
+            "SELECT message_id FROM message_attachments WHERE attachment_id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.reader)
+        .await?;
+        for message_id in users {
+            let Ok(message_id) = message_id.parse() else {
+                continue;
+            };
+            if self.visible_message(message_id, visibility).await.is_ok() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}

@@ -1,0 +1,306 @@
+//! Attachments: streamed into the blob store, attached by id, delivered intact, refused precisely when
+//! too large or malformed, and never silently dropped — a file that cannot be read fails the message.
+
+mod common;
+
+use common::{id_of, start_server, start_server_with};
+use mail_parser::MimeHeaders;
+use mailroom_testkit::{MailroomServer, SmtpSink};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+async fn upload(
+    server: &MailroomServer,
+    token: &str,
+    filename: &str,
+    content_type: &str,
+    bytes: Vec<u8>,
+) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/attachments", server.base_url))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .header(
+            "content-disposition",
+            format!("attachment; filename=\"{filename}\""),
+        )
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn pseudo_random_bytes(length: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_u32;
+    (0..length)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect()
+}
+
+fn blob_files(server: &MailroomServer) -> usize {
+    fn count(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .map(|e| e.unwrap().path())
+                .map(|p| if p.is_dir() { count(&p) } else { 1 })
+                .sum()
+        })
+    }
+    count(&server.data_dir().join("blobs"))
+}
+
+#[tokio::test]
+async fn an_uploaded_file_is_attached_delivered_intact_and_downloadable() {
+    let sink = SmtpSink::start(&[]).unwrap();
+    let server = start_server().await;
+    server
+        .add_default_smtp_account("docs", sink.port, json!({}))
+        .await
+        .unwrap();
+    let pdf = pseudo_random_bytes(300_000);
+    let (status, attachment) = upload(
+        &server,
+        &server.token,
+        "Rechnung 103001.pdf",
+        "application/pdf",
+        pdf.clone(),
+    )
+    .await;
+    assert_eq!(status, 201, "{attachment}");
+    assert_eq!(attachment["size"], 300_000);
+    let accepted = server
+        .send(&json!({"to": ["c@example.com"], "subject": "Ihre Rechnung", "text": "anbei", "attachments": [{"id": attachment["id"]}]}))
+        .await
+        .unwrap();
+    let message = server
+        .wait_for_status(&id_of(&accepted), "sent", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(message["attachments"][0]["filename"], "Rechnung 103001.pdf");
+
+    let received = sink.messages().unwrap().remove(0);
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&received.raw)
+        .unwrap();
+    let part = parsed.attachment(0).expect("the attachment arrived");
+    assert_eq!(part.attachment_name(), Some("Rechnung 103001.pdf"));
+    assert_eq!(part.content_type().unwrap().subtype(), Some("pdf"));
+    assert!(
+        part.contents() == pdf.as_slice(),
+        "the attachment arrived byte for byte"
+    );
+    assert_eq!(parsed.body_text(0).unwrap().trim(), "anbei");
+
+    let downloaded = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/attachments/{}",
+            server.base_url,
+            id_of(&attachment)
+        ))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(downloaded.status(), 200);
+    assert_eq!(downloaded.headers()["content-type"], "application/pdf");
+    assert!(downloaded.bytes().await.unwrap() == pdf);
+}
+
+#[tokio::test]
+async fn uploads_and_messages_over_the_attachment_limit_are_refused_with_the_limit_named_and_nothing_kept()
+ {
+    let server = start_server_with("max_attachment_bytes = 1000").await;
+    let (status, error) = upload(
+        &server,
+        &server.token,
+        "big.bin",
+        "application/octet-stream",
+        vec![7u8; 2000],
+    )
+    .await;
+    assert_eq!(status, 413, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("1000 bytes"),
+        "{error}"
+    );
+    assert_eq!(
+        blob_files(&server),
+        0,
+        "a refused upload leaves no file behind"
+    );
+
+    let (_, first) = upload(
+        &server,
+        &server.token,
+        "a.bin",
+        "application/octet-stream",
+        vec![1u8; 600],
+    )
+    .await;
+    let (_, second) = upload(
+        &server,
+        &server.token,
+        "b.bin",
+        "application/octet-stream",
+        vec![2u8; 600],
+    )
+    .await;
+    let (status, error) = server
+        .post("/v1/messages", &json!({"to": ["c@example.com"], "subject": "s", "text": "t", "attachments": [{"id": first["id"]}, {"id": second["id"]}]}))
+        .await
+        .unwrap();
+    assert_eq!(status, 413, "{error}");
+    assert!(error["message"].as_str().unwrap().contains("1000 bytes"));
+    let (_, outbox) = server
+        .get("/v1/outbox?status=queued,sending,sent,failed,cancelled")
+        .await
+        .unwrap();
+    assert_eq!(outbox["total"], 0, "nothing was stored");
+}
+
+#[tokio::test]
+async fn unknown_attachments_and_unsafe_file_names_are_refused() {
+    let server = start_server().await;
+    let (status, error) = server
+        .post("/v1/messages", &json!({"to": ["c@example.com"], "subject": "s", "text": "t", "attachments": [{"id": "00000000-0000-0000-0000-000000000000"}]}))
+        .await
+        .unwrap();
+    assert_eq!(status, 422);
+    assert_eq!(error["field"], "attachments[0].id");
+    for name in [
+        "../etc/passwd",
+        "dir\\\\file.txt",
+        "bad\\u{7}bell.txt",
+        "..",
+    ] {
+        let (status, error) =
+            upload(&server, &server.token, name, "text/plain", b"x".to_vec()).await;
+        assert_eq!(status, 422, "{name}: {error}");
+        assert_eq!(error["field"], "filename");
+    }
+    let (status, error) = upload(
+        &server,
+        &server.token,
+        "ok.txt",
+        "not a type",
+        b"x".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (422, Some("content_type"))
+    );
+    assert_eq!(blob_files(&server), 0);
+}
+
+#[tokio::test]
+async fn a_message_whose_attachment_cannot_be_read_fails_with_that_reason_and_is_never_sent_without_it()
+ {
+    let sink = SmtpSink::start(&[]).unwrap();
+    let server = start_server().await;
+    server
+        .add_default_smtp_account("docs", sink.port, json!({}))
+        .await
+        .unwrap();
+    let (_, attachment) = upload(
+        &server,
+        &server.token,
+        "terms.pdf",
+        "application/pdf",
+        b"%PDF-1.4 terms".to_vec(),
+    )
+    .await;
+    let sha = attachment["sha256"].as_str().unwrap();
+    std::fs::remove_file(server.data_dir().join("blobs").join(&sha[..2]).join(sha)).unwrap();
+    let accepted = server
+        .send(&json!({"to": ["c@example.com"], "subject": "s", "text": "t", "attachments": [{"id": attachment["id"]}]}))
+        .await
+        .unwrap();
+    let failed = server
+        .wait_for_status(&id_of(&accepted), "failed", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(failed["attempts"][0]["outcome"], "permanent");
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("\"terms.pdf\" cannot be read"),
+        "{failed:#}"
+    );
+    assert!(sink.messages().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_attachment_is_downloadable_only_by_its_uploader_and_those_who_may_see_its_message() {
+    let server = start_server().await;
+    let (_, user) = server
+        .post(
+            "/v1/users",
+            &json!({"name": "other", "licence": "full", "permission_sets": ["email-send"]}),
+        )
+        .await
+        .unwrap();
+    let (_, token) = server
+        .post(
+            &format!("/v1/users/{}/tokens", id_of(&user)),
+            &json!({"name": "t"}),
+        )
+        .await
+        .unwrap();
+    let other = token["token"].as_str().unwrap();
+    server
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/view-policies/{}", id_of(&user)),
+            Some(&json!({"policy": "own"})),
+            &[],
+        )
+        .await
+        .unwrap();
+    let (_, admins_file) = upload(
+        &server,
+        &server.token,
+        "private.pdf",
+        "application/pdf",
+        b"secret".to_vec(),
+    )
+    .await;
+    let download = |token: String, id: String| {
+        let url = format!("{}/v1/attachments/{id}", server.base_url);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        download(server.token.clone(), id_of(&admins_file)).await,
+        200
+    );
+    assert_eq!(download(other.to_owned(), id_of(&admins_file)).await, 404);
+    // Nor may they attach it to their own message.
+    let (status, error) = reqwest::Client::new()
+        .post(format!("{}/v1/messages", server.base_url))
+        .bearer_auth(other)
+        .json(&json!({"to": ["c@example.com"], "subject": "s", "text": "t", "attachments": [{"id": admins_file["id"]}]}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .unwrap();
+    assert_eq!(status, 422, "{:?}", error.text().await);
+    let (_, own_file) = upload(&server, other, "mine.txt", "text/plain", b"mine".to_vec()).await;
+    assert_eq!(download(other.to_owned(), id_of(&own_file)).await, 200);
+}
