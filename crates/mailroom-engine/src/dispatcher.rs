@@ -34,6 +34,11 @@ pub struct EngineConfig {
     pub connectors: ConnectorDefaults,
     /// Where attachment bytes are.
     pub blobs: mailroom_store::BlobStore,
+    /// Bytes of messages with attachments that may be read and encoded at the same time; a message
+    /// waits for its share, so memory stays bounded however many large messages are due.
+    pub encode_budget_bytes: u64,
+    /// Uploads no message refers to are deleted after this long.
+    pub attachment_retention: Duration,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +55,8 @@ impl Default for EngineConfig {
                 extra_root_certificates: Vec::new(),
             },
             blobs: mailroom_store::BlobStore::new("blobs"),
+            encode_budget_bytes: 256 * 1024 * 1024,
+            attachment_retention: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -79,10 +86,13 @@ struct Inner {
     accounts_changed: Notify,
     stopping: CancellationToken,
     tasks: TaskTracker,
+    /// The encode budget in KiB permits.
+    encode_budget: Arc<Semaphore>,
 }
 
 impl Engine {
     pub fn new(store: Store, config: EngineConfig) -> Self {
+        let encode_budget = Arc::new(Semaphore::new(budget_permits(config.encode_budget_bytes)));
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -92,6 +102,7 @@ impl Engine {
                 accounts_changed: Notify::new(),
                 stopping: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                encode_budget,
             }),
         }
     }
@@ -137,6 +148,7 @@ impl Engine {
         let mut accounts_loaded_at: Option<Instant> = None;
         let mut last_renewal = Instant::now();
         let mut last_recovery: Option<Instant> = None;
+        let mut last_gc: Option<Instant> = None;
         let lease_ms = inner.config.lease_duration.as_millis() as i64;
         loop {
             if inner.stopping.is_cancelled() {
@@ -156,6 +168,14 @@ impl Engine {
                     }
                     Err(error) => tracing::error!(%error, "recovering expired leases failed"),
                 }
+            }
+            if last_gc.is_none_or(|t| {
+                t.elapsed()
+                    >= (inner.config.attachment_retention / 4)
+                        .clamp(Duration::from_millis(200), Duration::from_secs(600))
+            }) {
+                last_gc = Some(Instant::now());
+                self.collect_garbage().await;
             }
             if last_renewal.elapsed() >= inner.config.lease_duration / 3 {
                 last_renewal = Instant::now();
@@ -474,6 +494,23 @@ impl SendTask {
         let from = Mailbox::new(Some(sender_name), self.account.email_address.clone())
             .or_else(|_| Mailbox::new(None, self.account.email_address.clone()))
             .map_err(|e| mailroom_connect::SendError::permanent(None, e.to_string()))?;
+        // Hold a share of the encode budget while the files are in memory: their bytes, plus base64.
+        let _budget = if message.attachments.is_empty() {
+            None
+        } else {
+            let estimate: u64 = message.attachments.iter().map(|a| a.size * 7 / 3).sum();
+            let budget = &self.engine.inner.encode_budget;
+            let permits = budget_permits(estimate)
+                .min(budget_permits(self.engine.inner.config.encode_budget_bytes))
+                as u32;
+            Some(
+                budget
+                    .clone()
+                    .acquire_many_owned(permits)
+                    .await
+                    .map_err(|_| mailroom_connect::SendError::transient(None, "shutting down"))?,
+            )
+        };
         // An attachment that cannot be read fails the message: it is never sent without it.
         let mut files = Vec::with_capacity(message.attachments.len());
         for attachment in &message.attachments {
@@ -564,5 +601,41 @@ impl Engine {
                 .await
                 .map_err(|e| mailroom_connect::SendError::permanent(None, e.to_string()))?;
         connector.test_connection().await
+    }
+}
+
+/// Budget permits (KiB, at least one) for a number of bytes.
+fn budget_permits(bytes: u64) -> usize {
+    (bytes / 1024).clamp(1, u64::from(u32::MAX >> 3)) as usize
+}
+
+impl Engine {
+    /// Deletes uploads no message refers to once they are older than the retention, and their files.
+    pub async fn collect_garbage(&self) {
+        let retention = self.inner.config.attachment_retention;
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        match self
+            .inner
+            .store
+            .collect_unreferenced_attachments(cutoff)
+            .await
+        {
+            Ok(orphaned) => {
+                for sha256 in orphaned {
+                    // Checked again right before removal, in case an upload of the same content came in.
+                    if matches!(self.inner.store.blob_in_use(&sha256).await, Ok(false))
+                        && let Err(error) = self
+                            .inner
+                            .config
+                            .blobs
+                            .remove_if_older_than(&sha256, retention)
+                            .await
+                    {
+                        tracing::warn!(%error, blob = %sha256, "removing an unreferenced blob failed");
+                    }
+                }
+            }
+            Err(error) => tracing::error!(%error, "collecting unreferenced attachments failed"),
+        }
     }
 }

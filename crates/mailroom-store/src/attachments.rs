@@ -134,3 +134,51 @@ impl Store {
         Ok(false)
     }
 }
+
+impl Store {
+    /// Deletes attachments no message refers to that are older than `cutoff_ms`, and returns the blobs
+    /// (SHA-256) no attachment refers to any more, for the caller to remove from disk.
+    pub async fn collect_unreferenced_attachments(
+        &self,
+        cutoff_ms: i64,
+    ) -> StoreResult<Vec<String>> {
+        let mut tx = self.writer.begin().await?;
+        let candidates: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT a.sha256 FROM attachments a
+             WHERE a.created_at < $1 AND NOT EXISTS (SELECT 1 FROM message_attachments ma WHERE ma.attachment_id = a.id)",
+        )
+        .bind(cutoff_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM attachments WHERE created_at < $1
+             AND NOT EXISTS (SELECT 1 FROM message_attachments ma WHERE ma.attachment_id = attachments.id)",
+        )
+        .bind(cutoff_ms)
+        .execute(&mut *tx)
+        .await?;
+        let mut orphaned = Vec::new();
+        for sha256 in candidates {
+            let still_used: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM attachments WHERE sha256 = $1 LIMIT 1")
+                    .bind(&sha256)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if still_used.is_none() {
+                orphaned.push(sha256);
+            }
+        }
+        tx.commit().await?;
+        Ok(orphaned)
+    }
+
+    /// Whether any attachment refers to this blob.
+    pub async fn blob_in_use(&self, sha256: &str) -> StoreResult<bool> {
+        let used: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM attachments WHERE sha256 = $1 LIMIT 1")
+                .bind(sha256)
+                .fetch_optional(&self.writer)
+                .await?;
+        Ok(used.is_some())
+    }
+}

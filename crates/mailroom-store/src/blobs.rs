@@ -30,6 +30,26 @@ impl BlobStore {
         self.dir.join(&sha256[..2.min(sha256.len())]).join(sha256)
     }
 
+    /// Removes a blob unless its file was written within `min_age` (an upload of the same content may
+    /// just have renamed it into place and not yet recorded its attachment).
+    pub async fn remove_if_older_than(
+        &self,
+        sha256: &str,
+        min_age: std::time::Duration,
+    ) -> std::io::Result<bool> {
+        let path = self.path(sha256);
+        let modified = match tokio::fs::metadata(&path).await {
+            Ok(metadata) => metadata.modified()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if modified.elapsed().unwrap_or_default() < min_age {
+            return Ok(false);
+        }
+        tokio::fs::remove_file(&path).await?;
+        Ok(true)
+    }
+
     /// Streams chunks to a temporary file while hashing, refusing more than `limit` bytes; returns the
     /// SHA-256 (hex) and size. Nothing is left behind when the upload fails.
     pub async fn write_stream<S, E>(

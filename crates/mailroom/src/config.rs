@@ -42,6 +42,10 @@ pub struct EngineFileConfig {
     pub smtp_timeout_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
     pub prefetch_per_slot: Option<u32>,
+    /// Bytes of attachment-bearing messages read and encoded at once (default 256 MiB).
+    pub encode_budget_bytes: Option<u64>,
+    /// Uploads no message refers to are deleted after this long (default one day).
+    pub attachment_retention_ms: Option<u64>,
 }
 
 /// Values given on the command line or in the environment (clap reads both).
@@ -81,6 +85,8 @@ pub struct Config {
     pub smtp_timeout: Duration,
     pub shutdown_grace: Duration,
     pub prefetch_per_slot: u32,
+    pub encode_budget_bytes: u64,
+    pub attachment_retention: Duration,
     pub extra_root_certificates: Vec<Vec<u8>>,
 }
 
@@ -155,6 +161,8 @@ impl Config {
             smtp_timeout: ms(engine.smtp_timeout_ms, 30_000),
             shutdown_grace: ms(engine.shutdown_grace_ms, 30_000),
             prefetch_per_slot: engine.prefetch_per_slot.unwrap_or(32),
+            encode_budget_bytes: engine.encode_budget_bytes.unwrap_or(256 * 1024 * 1024),
+            attachment_retention: ms(engine.attachment_retention_ms, 24 * 3600 * 1000),
             extra_root_certificates,
         })
     }

@@ -106,6 +106,8 @@ pub async fn run(config: Config) -> Result<()> {
             },
             prefetch_per_slot: config.prefetch_per_slot,
             blobs: BlobStore::new(config.data_dir.join("blobs")),
+            encode_budget_bytes: config.encode_budget_bytes,
+            attachment_retention: config.attachment_retention,
             connectors: ConnectorDefaults {
                 smtp_timeout: config.smtp_timeout,
                 extra_root_certificates: config.extra_root_certificates.clone(),

@@ -304,3 +304,43 @@ async fn an_attachment_is_downloadable_only_by_its_uploader_and_those_who_may_se
     let (_, own_file) = upload(&server, other, "mine.txt", "text/plain", b"mine".to_vec()).await;
     assert_eq!(download(other.to_owned(), id_of(&own_file)).await, 200);
 }
+
+#[tokio::test]
+async fn uploads_no_message_refers_to_are_collected_with_their_files_and_used_ones_are_kept() {
+    let server = common::start_server_with_engine("attachment_retention_ms = 300").await;
+    let (_, used) = upload(
+        &server,
+        &server.token,
+        "used.pdf",
+        "application/pdf",
+        b"used content".to_vec(),
+    )
+    .await;
+    let (_, unused) = upload(
+        &server,
+        &server.token,
+        "unused.pdf",
+        "application/pdf",
+        b"unused content".to_vec(),
+    )
+    .await;
+    server.send(&json!({"to": ["c@example.com"], "subject": "s", "text": "t", "attachments": [{"id": used["id"]}]})).await.unwrap();
+    assert_eq!(blob_files(&server), 2);
+    mailroom_testkit::wait_until(
+        Duration::from_secs(10),
+        "the unused upload collected",
+        || async {
+            let (status, _) = server
+                .get(&format!("/v1/attachments/{}", id_of(&unused)))
+                .await?;
+            Ok(status == 404 && blob_files(&server) == 1)
+        },
+    )
+    .await
+    .unwrap();
+    let (status, _) = server
+        .get(&format!("/v1/attachments/{}", id_of(&used)))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "an attachment a message refers to is kept");
+}

@@ -34,3 +34,10 @@ pub async fn start_server_with(extra_toml: &str) -> MailroomServer {
 pub fn id_of(value: &serde_json::Value) -> String {
     value["id"].as_str().expect("an id").to_owned()
 }
+
+/// Starts the server with extra keys in its `[engine]` table.
+pub async fn start_server_with_engine(extra_engine_keys: &str) -> MailroomServer {
+    MailroomServer::start(binary(), &format!("{FAST_ENGINE}{extra_engine_keys}\n"))
+        .await
+        .expect("mailroom starts")
+}
