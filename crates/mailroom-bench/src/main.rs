@@ -34,6 +34,15 @@ enum Bench {
         #[arg(long, default_value_t = 16)]
         sessions: usize,
     },
+    /// Memory with large attachments: peak server RSS sending 1 and N messages that each carry a file.
+    Attachments {
+        /// Attachment size in MiB.
+        #[arg(long, default_value_t = 100)]
+        size_mib: u64,
+        /// How many such messages at once in the second run.
+        #[arg(long, default_value_t = 4)]
+        concurrent: usize,
+    },
 }
 
 /// The `mailroom` binary next to this benchmark's own binary (same target folder and profile).
@@ -83,6 +92,16 @@ async fn main() -> Result<()> {
             clients,
             sessions,
         } => outbound(messages, size, clients, sessions).await,
+        Bench::Attachments {
+            size_mib,
+            concurrent,
+        } => {
+            let binary = mailroom_binary()?;
+            for count in [1, concurrent] {
+                large_attachments(&binary, size_mib, count).await?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -235,5 +254,59 @@ async fn outbound(messages: usize, size: usize, clients: usize, sessions: usize)
             );
         }
     }
+    Ok(())
+}
+
+/// Sends `count` messages at once, each with the same `size_mib` attachment, and reports the server's peak RSS.
+async fn large_attachments(binary: &std::path::Path, size_mib: u64, count: usize) -> Result<()> {
+    let sink = SmtpSink::start_without_dumps(&[])?;
+    let limit = (size_mib + 1) * 1024 * 1024;
+    let server =
+        MailroomServer::start(binary, &format!("max_attachment_bytes = {limit}\n")).await?;
+    server
+        .add_default_smtp_account("large", sink.port, json!({"concurrency_limit": count}))
+        .await?;
+    let baseline = server.pid().and_then(peak_rss_mib).unwrap_or(f64::NAN);
+    // Upload in 1 MiB chunks so the benchmark client does not hold the file either.
+    let chunk = Arc::new(vec![0x5au8; 1024 * 1024]);
+    let chunks = (0..size_mib).map(move |_| Ok::<_, std::io::Error>(chunk.as_ref().clone()));
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/attachments", server.base_url))
+        .bearer_auth(&server.token)
+        .header("content-type", "application/octet-stream")
+        .header("content-disposition", "attachment; filename=\"large.bin\"")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await?;
+    if response.status() != 201 {
+        bail!(
+            "upload answered {}: {}",
+            response.status(),
+            response.text().await?
+        );
+    }
+    let attachment: serde_json::Value = response.json().await?;
+    let after_upload = server.pid().and_then(peak_rss_mib).unwrap_or(f64::NAN);
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for n in 0..count {
+        let accepted = server
+            .send(&json!({"to": ["sink@example.com"], "subject": format!("large {n}"), "text": "see attachment", "attachments": [{"id": attachment["id"]}]}))
+            .await?;
+        ids.push(accepted["id"].as_str().unwrap_or_default().to_owned());
+    }
+    for id in &ids {
+        server
+            .wait_for_status(id, "sent", Duration::from_secs(600))
+            .await?;
+    }
+    let rss = server.pid().and_then(peak_rss_mib).unwrap_or(f64::NAN);
+    println!(
+        "{count} message(s) with a {size_mib} MiB attachment: sent in {:.1} s; peak server RSS {rss:.0} MiB \
+         (idle {baseline:.0} MiB, after the streamed upload {after_upload:.0} MiB)",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

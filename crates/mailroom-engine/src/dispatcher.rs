@@ -512,48 +512,53 @@ impl SendTask {
             )
         };
         // An attachment that cannot be read fails the message: it is never sent without it.
-        let mut files = Vec::with_capacity(message.attachments.len());
-        for attachment in &message.attachments {
-            let path = self.engine.inner.config.blobs.path(&attachment.sha256);
-            let bytes = tokio::fs::read(&path).await.map_err(|e| {
-                mailroom_connect::SendError::permanent(
-                    None,
-                    format!(
-                        "attachment {:?} cannot be read ({e}); the message is not sent without it",
-                        attachment.filename
-                    ),
-                )
-            })?;
-            if bytes.len() as u64 != attachment.size {
-                return Err(mailroom_connect::SendError::permanent(
-                    None,
-                    format!(
-                        "attachment {:?} is {} bytes on disk, not {}; the message is not sent without it",
-                        attachment.filename,
-                        bytes.len(),
-                        attachment.size
-                    ),
-                ));
+        // The files are needed only until the message is composed; dropping them before the SMTP
+        // transaction keeps one copy of each (the encoded one) in memory, not two.
+        let bytes = {
+            let mut files = Vec::with_capacity(message.attachments.len());
+            for attachment in &message.attachments {
+                let path = self.engine.inner.config.blobs.path(&attachment.sha256);
+                let bytes = tokio::fs::read(&path).await.map_err(|e| {
+                    mailroom_connect::SendError::permanent(
+                        None,
+                        format!(
+                            "attachment {:?} cannot be read ({e}); the message is not sent without it",
+                            attachment.filename
+                        ),
+                    )
+                })?;
+                if bytes.len() as u64 != attachment.size {
+                    return Err(mailroom_connect::SendError::permanent(
+                        None,
+                        format!(
+                            "attachment {:?} is {} bytes on disk, not {}; the message is not sent without it",
+                            attachment.filename,
+                            bytes.len(),
+                            attachment.size
+                        ),
+                    ));
+                }
+                files.push(bytes);
             }
-            files.push(bytes);
-        }
-        let parts: Vec<AttachmentPart<'_>> = message
-            .attachments
-            .iter()
-            .zip(&files)
-            .map(|(a, bytes)| AttachmentPart {
-                filename: &a.filename,
-                content_type: &a.content_type,
-                bytes,
-            })
-            .collect();
-        let bytes = compose(&Composition {
-            from: &from,
-            content,
-            message_id: &message.message_id_header,
-            date_unix_seconds: message.created_at_ms / 1000,
-            attachments: &parts,
-        });
+            let parts: Vec<AttachmentPart<'_>> = message
+                .attachments
+                .iter()
+                .zip(&files)
+                .map(|(a, bytes)| AttachmentPart {
+                    filename: &a.filename,
+                    content_type: &a.content_type,
+                    bytes,
+                })
+                .collect();
+            let bytes = compose(&Composition {
+                from: &from,
+                content,
+                message_id: &message.message_id_header,
+                date_unix_seconds: message.created_at_ms / 1000,
+                attachments: &parts,
+            });
+            bytes
+        };
         let outgoing = OutgoingMessage {
             envelope_from: self.account.email_address.clone(),
             recipients: content.envelope_recipients().into_iter().cloned().collect(),
