@@ -550,14 +550,13 @@ impl SendTask {
                     bytes,
                 })
                 .collect();
-            let bytes = compose(&Composition {
+            compose(&Composition {
                 from: &from,
                 content,
                 message_id: &message.message_id_header,
                 date_unix_seconds: message.created_at_ms / 1000,
                 attachments: &parts,
-            });
-            bytes
+            })
         };
         let outgoing = OutgoingMessage {
             envelope_from: self.account.email_address.clone(),
