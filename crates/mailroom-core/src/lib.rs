@@ -12,6 +12,7 @@ pub mod message;
 pub mod rate;
 pub mod retry;
 pub mod scenario;
+pub mod template;
 
 mod error;
 
