@@ -34,6 +34,11 @@ enum Bench {
         #[arg(long, default_value_t = 16)]
         sessions: usize,
     },
+    /// Template rendering throughput of the built-in invoice template, on one thread.
+    Templates {
+        #[arg(long, default_value_t = 200_000)]
+        renders: usize,
+    },
     /// Memory with large attachments: peak server RSS sending 1 and N messages that each carry a file.
     Attachments {
         /// Attachment size in MiB.
@@ -92,6 +97,7 @@ async fn main() -> Result<()> {
             clients,
             sessions,
         } => outbound(messages, size, clients, sessions).await,
+        Bench::Templates { renders } => templates(renders),
         Bench::Attachments {
             size_mib,
             concurrent,
@@ -307,6 +313,31 @@ async fn large_attachments(binary: &std::path::Path, size_mib: u64, count: usize
         "{count} message(s) with a {size_mib} MiB attachment: sent in {:.1} s; peak server RSS {rss:.0} MiB \
          (idle {baseline:.0} MiB, after the streamed upload {after_upload:.0} MiB)",
         started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Renders the built-in invoice template with its sample data `renders` times on this one thread.
+fn templates(renders: usize) -> Result<()> {
+    use mailroom_core::template::{CompiledTemplate, builtin};
+    let invoice = builtin::built_in()
+        .into_iter()
+        .find(|t| t.id == "sales-invoice")
+        .context("no invoice template")?;
+    let compiled =
+        CompiledTemplate::compile(&invoice.source).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let data = builtin::sample_data("sales-invoice");
+    let mut bytes = 0usize;
+    let started = Instant::now();
+    for _ in 0..renders {
+        let rendered = compiled.render(&data).map_err(|e| anyhow::anyhow!("{e}"))?;
+        bytes += rendered.html.len() + rendered.text.len();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "invoice template: {renders} renders in {seconds:.2} s on one thread = {:.0} renders/s ({} bytes each)",
+        renders as f64 / seconds,
+        bytes / renders
     );
     Ok(())
 }

@@ -3,6 +3,8 @@
 //! and its line, never an empty gap in a customer's invoice. A `<style>` block is inlined for mail
 //! clients; without a text template the text is derived from the rendered HTML.
 
+pub mod builtin;
+
 use crate::header::HeaderText;
 use crate::message::html_to_text;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
@@ -51,14 +53,22 @@ fn error_in(part: &'static str, error: &minijinja::Error) -> TemplateError {
         Some(detail) => format!("{}: {detail}", error.kind()),
         None => error.kind().to_string(),
     };
-    TemplateError { part, line: error.line(), reason }
+    TemplateError {
+        part,
+        line: error.line(),
+        reason,
+    }
 }
 
 /// Formats a number as money with two decimals and thousands separators: `money(1250.5, "EUR")`
 /// gives `1,250.50 EUR`.
 fn money(value: f64, currency: Option<String>) -> String {
     let cents = (value * 100.0).round() as i64;
-    let (sign, cents) = if cents < 0 { ("-", -cents) } else { ("", cents) };
+    let (sign, cents) = if cents < 0 {
+        ("-", -cents)
+    } else {
+        ("", cents)
+    };
     let whole = (cents / 100).to_string();
     let mut grouped = String::new();
     for (index, digit) in whole.chars().enumerate() {
@@ -86,36 +96,76 @@ impl CompiledTemplate {
     pub fn compile(source: &TemplateSource) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_auto_escape_callback(|name| if name == "html" { AutoEscape::Html } else { AutoEscape::None });
+        env.set_auto_escape_callback(|name| {
+            if name == "html" {
+                AutoEscape::Html
+            } else {
+                AutoEscape::None
+            }
+        });
         env.add_filter("money", money);
-        let sources = [Some(source.subject.clone()), Some(source.html.clone()), source.text.clone()];
+        let sources = [
+            Some(source.subject.clone()),
+            Some(source.html.clone()),
+            source.text.clone(),
+        ];
         for (part, text) in PARTS.into_iter().zip(sources) {
             if let Some(text) = text {
-                env.add_template_owned(part, text).map_err(|e| error_in(part, &e))?;
+                env.add_template_owned(part, text)
+                    .map_err(|e| error_in(part, &e))?;
             }
         }
-        Ok(Self { env, has_text: source.text.is_some(), inline_css: source.html.contains("<style") })
+        Ok(Self {
+            env,
+            has_text: source.text.is_some(),
+            inline_css: source.html.contains("<style"),
+        })
     }
 
-    fn render_part(&self, part: &'static str, data: &serde_json::Value) -> Result<String, TemplateError> {
-        let template = self.env.get_template(part).map_err(|e| error_in(part, &e))?;
-        template.render(minijinja::Value::from(minijinja::value::Serde(data))).map_err(|e| error_in(part, &e))
+    fn render_part(
+        &self,
+        part: &'static str,
+        data: &serde_json::Value,
+    ) -> Result<String, TemplateError> {
+        let template = self
+            .env
+            .get_template(part)
+            .map_err(|e| error_in(part, &e))?;
+        template
+            .render(minijinja::Value::from(minijinja::value::Serde(data)))
+            .map_err(|e| error_in(part, &e))
     }
 
     /// Renders the template with a document's data.
     pub fn render(&self, data: &serde_json::Value) -> Result<Rendered, TemplateError> {
         let subject_text = self.render_part("subject", data)?;
-        let subject = HeaderText::parse("subject", subject_text.trim())
-            .map_err(|e| TemplateError { part: "subject", line: None, reason: format!("the rendered subject is not one clean line: {}", e.reason) })?;
+        let subject =
+            HeaderText::parse("subject", subject_text.trim()).map_err(|e| TemplateError {
+                part: "subject",
+                line: None,
+                reason: format!("the rendered subject is not one clean line: {}", e.reason),
+            })?;
         let mut html = self.render_part("html", data)?;
         if self.inline_css {
-            let inliner = css_inline::CSSInliner::options().load_remote_stylesheets(false).build();
-            html = inliner
-                .inline(&html)
-                .map_err(|e| TemplateError { part: "html", line: None, reason: format!("the CSS could not be inlined: {e}") })?;
+            let inliner = css_inline::CSSInliner::options()
+                .load_remote_stylesheets(false)
+                .build();
+            html = inliner.inline(&html).map_err(|e| TemplateError {
+                part: "html",
+                line: None,
+                reason: format!("the CSS could not be inlined: {e}"),
+            })?;
         }
-        let text = if self.has_text { self.render_part("text", data)? } else { html_to_text(&html) };
-        Ok(Rendered { subject, html, text })
+        let text = if self.has_text {
+            self.render_part("text", data)?
+        } else {
+            html_to_text(&html)
+        };
+        Ok(Rendered {
+            subject,
+            html,
+            text,
+        })
     }
 }
 
@@ -125,7 +175,11 @@ mod tests {
     use serde_json::json;
 
     fn source(subject: &str, html: &str) -> TemplateSource {
-        TemplateSource { subject: subject.into(), html: html.into(), text: None }
+        TemplateSource {
+            subject: subject.into(),
+            html: html.into(),
+            text: None,
+        }
     }
 
     #[test]
@@ -139,14 +193,25 @@ mod tests {
                           "lines": [{"item": "Widget", "amount": 1250.5}]});
         let rendered = template.render(&data).unwrap();
         assert_eq!(rendered.subject.as_str(), "Invoice 103001");
-        assert!(rendered.html.contains("Smith &amp; &lt;Sons&gt;"), "{}", rendered.html);
+        assert!(
+            rendered.html.contains("Smith &amp; &lt;Sons&gt;"),
+            "{}",
+            rendered.html
+        );
         assert!(rendered.html.contains("Widget: 1,250.50 EUR"));
-        assert!(rendered.text.contains("Widget: 1,250.50 EUR"), "the text is derived from the HTML: {}", rendered.text);
+        assert!(
+            rendered.text.contains("Widget: 1,250.50 EUR"),
+            "the text is derived from the HTML: {}",
+            rendered.text
+        );
     }
 
     #[test]
     fn a_syntax_error_names_the_part_and_line() {
-        let error = CompiledTemplate::compile(&source("ok", "<p>\n{% for x in xs %}\n<b>{{ x }</b>\n")).err().unwrap();
+        let error =
+            CompiledTemplate::compile(&source("ok", "<p>\n{% for x in xs %}\n<b>{{ x }</b>\n"))
+                .err()
+                .unwrap();
         assert_eq!(error.part, "html");
         assert_eq!(error.line, Some(3));
         assert!(!error.reason.is_empty());
@@ -154,7 +219,9 @@ mod tests {
 
     #[test]
     fn a_missing_variable_is_an_error_in_strict_mode_not_an_empty_gap() {
-        let template = CompiledTemplate::compile(&source("Invoice {{ number }}", "<p>Due {{ due_date }}</p>")).unwrap();
+        let template =
+            CompiledTemplate::compile(&source("Invoice {{ number }}", "<p>Due {{ due_date }}</p>"))
+                .unwrap();
         let error = template.render(&json!({"number": "1"})).unwrap_err();
         assert_eq!(error.part, "html");
         assert!(error.reason.contains("undefined"), "{error}");
@@ -162,16 +229,27 @@ mod tests {
 
     #[test]
     fn a_rendered_subject_with_a_line_break_is_refused() {
-        let template = CompiledTemplate::compile(&source("Invoice {{ number }}", "<p>x</p>")).unwrap();
-        let error = template.render(&json!({"number": "1\r\nBcc: evil@example.com"})).unwrap_err();
+        let template =
+            CompiledTemplate::compile(&source("Invoice {{ number }}", "<p>x</p>")).unwrap();
+        let error = template
+            .render(&json!({"number": "1\r\nBcc: evil@example.com"}))
+            .unwrap_err();
         assert_eq!(error.part, "subject");
     }
 
     #[test]
     fn a_style_block_is_inlined_for_mail_clients() {
-        let template = CompiledTemplate::compile(&source("s", "<html><head><style>p { color: #123456 }</style></head><body><p>Hi</p></body></html>")).unwrap();
+        let template = CompiledTemplate::compile(&source(
+            "s",
+            "<html><head><style>p { color: #123456 }</style></head><body><p>Hi</p></body></html>",
+        ))
+        .unwrap();
         let rendered = template.render(&json!({})).unwrap();
-        assert!(rendered.html.contains("style=\"color: #123456"), "{}", rendered.html);
+        assert!(
+            rendered.html.contains("style=\"color: #123456"),
+            "{}",
+            rendered.html
+        );
     }
 
     #[test]
