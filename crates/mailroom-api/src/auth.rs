@@ -62,6 +62,10 @@ pub const ROUTE_PERMISSIONS: &[(&str, &str, &str)] = &[
     ("PUT", "/v1/view-policies/{user}", "email-setup"),
     ("GET", "/v1/audit", "email-admin"),
     ("POST", "/v1/attachments", "email-send"),
+    ("GET", "/v1/templates", "email-send"),
+    ("GET", "/v1/templates/{id}", "email-send"),
+    ("PUT", "/v1/templates/{id}", "email-setup"),
+    ("POST", "/v1/templates/{id}/preview", "email-send"),
     ("GET", "/v1/attachments/{id}", "email-send"),
 ];
 

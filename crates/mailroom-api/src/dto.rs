@@ -207,7 +207,8 @@ pub struct SendMessage {
     /// cannot be set.
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
-    pub subject: String,
+    /// Required unless the message is rendered from a `template`.
+    pub subject: Option<String>,
     /// Plain text; derived from `html` when only HTML is given.
     pub text: Option<String>,
     pub html: Option<String>,
@@ -216,11 +217,25 @@ pub struct SendMessage {
     pub account_id: Option<Uuid>,
     #[serde(default)]
     pub related_records: Vec<RelatedRecordView>,
+    /// Render subject and bodies from a stored template with this document data.
+    pub template: Option<TemplateRef>,
     /// Uploaded files (`POST /v1/attachments`) to attach, in order.
     #[serde(default)]
     pub attachments: Vec<AttachmentRef>,
     /// Send no earlier than this time (RFC 3339).
     pub send_at: Option<String>,
+}
+
+/// A template to render a message from.
+#[derive(Debug, Serialize, Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateRef {
+    pub id: String,
+    /// A specific version; the latest when absent.
+    pub version: Option<i64>,
+    /// The document data the template renders (customer, lines, totals, due date…).
+    #[serde(default)]
+    pub data: serde_json::Value,
 }
 
 /// A reference to an uploaded attachment.
@@ -285,6 +300,8 @@ pub struct MessageView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub html: Option<String>,
     pub related_records: Vec<RelatedRecordView>,
+    /// The template and version the message was rendered from.
+    pub template: Option<TemplateUsed>,
     pub send_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
@@ -331,6 +348,10 @@ impl MessageView {
                     relation: Some(r.relation.to_string()),
                 })
                 .collect(),
+            template: m.template.as_ref().map(|(id, version)| TemplateUsed {
+                id: id.clone(),
+                version: *version,
+            }),
             send_at: m.send_at_ms.map(rfc3339),
             created_at: rfc3339(m.created_at_ms),
             updated_at: rfc3339(m.updated_at_ms),
@@ -343,6 +364,12 @@ impl MessageView {
             attachments: None,
         }
     }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TemplateUsed {
+    pub id: String,
+    pub version: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -54,6 +54,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::messages::router())
         .merge(routes::users::router())
         .merge(routes::attachments::router())
+        .merge(routes::templates::router())
 }
 
 /// The OpenAPI document of the whole API.

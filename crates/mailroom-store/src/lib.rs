@@ -13,6 +13,7 @@ mod cache;
 mod messages;
 mod scenarios;
 pub mod secret;
+mod templates;
 mod tokens;
 mod users;
 
@@ -25,6 +26,7 @@ pub use messages::{
 };
 pub use scenarios::ScenarioRow;
 pub use secret::SecretBox;
+pub use templates::TemplateRecord;
 pub use tokens::ApiToken;
 pub use users::{AuditEntry, User, UserInput};
 
@@ -109,6 +111,7 @@ impl Store {
             caches: Default::default(),
         };
         store.seed_built_in_scenarios().await?;
+        store.seed_built_in_templates().await?;
         Ok(store)
     }
 

@@ -32,6 +32,8 @@ pub struct NewMessage {
     pub related_records: Vec<RelatedRecord>,
     /// Uploaded attachments, in order.
     pub attachments: Vec<Uuid>,
+    /// The template (id and version) the content was rendered from.
+    pub template: Option<(String, i64)>,
     pub send_at_ms: Option<i64>,
     /// Who asked for the message (token id); idempotency keys are scoped to it.
     pub created_by: String,
@@ -68,6 +70,7 @@ pub struct StoredMessage {
     pub text: Option<String>,
     pub html: Option<String>,
     pub related_records: Vec<RelatedRecord>,
+    pub template: Option<(String, i64)>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub send_at_ms: Option<i64>,
@@ -351,6 +354,9 @@ fn message_from_row(row: &SqliteRow) -> StoreResult<StoredMessage> {
         text: row.get("text_body"),
         html: row.get("html_body"),
         related_records: related_from_json(&row.get::<String, _>("related_json")),
+        template: row
+            .get::<Option<String>, _>("template_id")
+            .zip(row.get::<Option<i64>, _>("template_version")),
         created_at_ms: row.get("created_at"),
         updated_at_ms: row.get("updated_at"),
         send_at_ms: row.get("send_at"),
@@ -364,7 +370,7 @@ fn message_from_row(row: &SqliteRow) -> StoreResult<StoredMessage> {
 
 const MESSAGE_COLUMNS: &str = "m.id, m.status, m.scenario, m.account_id, m.message_id_header, c.to_json, c.cc_json, c.bcc_json, c.reply_to_json, c.headers_json,
     m.subject, c.text_body, c.html_body, c.related_json, m.created_at, m.updated_at, m.send_at, m.next_attempt_at, m.sent_at,
-    m.attempt_count, m.last_error";
+    m.attempt_count, m.last_error, m.template_id, m.template_version";
 
 /// Messages with their content.
 const MESSAGES_WITH_CONTENT: &str = "messages m JOIN message_contents c ON c.message_id = m.id";
@@ -561,7 +567,7 @@ async fn insert_rows(
     for chunk in to_insert.chunks(ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO messages (id, status, scenario, account_id, message_id_header, subject, created_by, idempotency_key,
-               request_hash, created_at, updated_at, send_at, next_attempt_at) ",
+               request_hash, created_at, updated_at, send_at, next_attempt_at, template_id, template_version) ",
         );
         insert.push_values(chunk, |mut row, message| {
             row.push_bind(message.id.to_string())
@@ -576,7 +582,9 @@ async fn insert_rows(
                 .push_bind(now)
                 .push_bind(now)
                 .push_bind(message.send_at_ms)
-                .push_bind(message.send_at_ms.unwrap_or(now).max(now));
+                .push_bind(message.send_at_ms.unwrap_or(now).max(now))
+                .push_bind(message.template.as_ref().map(|(id, _)| id.clone()))
+                .push_bind(message.template.as_ref().map(|(_, version)| *version));
         });
         insert.build().execute(&mut *tx).await?;
         let mut contents = QueryBuilder::<Sqlite>::new(

@@ -68,6 +68,7 @@ fn new_message(account_id: Uuid, key: Option<&str>, subject: &str) -> NewMessage
         .unwrap(),
         related_records: Vec::new(),
         attachments: Vec::new(),
+        template: None,
         send_at_ms: None,
         created_by: "tester".into(),
         idempotency_key: key.map(str::to_owned),

@@ -54,6 +54,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 
 fn validate(
     body: &SendMessage,
+    body_parts: &BodyParts,
     max_body_bytes: usize,
 ) -> ApiResult<(
     MessageContent,
@@ -84,9 +85,9 @@ fn validate(
             bcc: &body.bcc,
             reply_to: &body.reply_to,
             headers: &headers,
-            subject: &body.subject,
-            text: body.text.as_deref(),
-            html: body.html.as_deref(),
+            subject: &body_parts.subject,
+            text: body_parts.text.as_deref(),
+            html: body_parts.html.as_deref(),
         },
         max_body_bytes,
     )?;
@@ -113,6 +114,48 @@ fn validate(
         .map(|raw| parse_rfc3339("send_at", raw))
         .transpose()?;
     Ok((content, scenario, related, send_at))
+}
+
+/// Subject and bodies: the caller's own, or rendered from a template.
+struct BodyParts {
+    subject: String,
+    text: Option<String>,
+    html: Option<String>,
+    template: Option<(String, i64)>,
+}
+
+async fn body_parts(state: &AppState, request: &SendMessage) -> ApiResult<BodyParts> {
+    match &request.template {
+        Some(template) => {
+            if request.subject.is_some() || request.text.is_some() || request.html.is_some() {
+                return Err(ApiError::invalid(
+                    "template",
+                    "a templated message takes its subject and body from the template; leave subject, text and html out",
+                ));
+            }
+            let (record, rendered) = crate::routes::templates::render(
+                state,
+                &template.id,
+                template.version,
+                &template.data,
+            )
+            .await?;
+            Ok(BodyParts {
+                subject: rendered.subject.as_str().to_owned(),
+                text: Some(rendered.text),
+                html: Some(rendered.html),
+                template: Some((record.id, record.version)),
+            })
+        }
+        None => Ok(BodyParts {
+            subject: request.subject.clone().ok_or_else(|| {
+                ApiError::invalid("subject", "a message needs a subject (or a template)")
+            })?,
+            text: request.text.clone(),
+            html: request.html.clone(),
+            template: None,
+        }),
+    }
 }
 
 /// The attachments a message refers to, checked: each exists and is the sender's to use, and together
@@ -188,8 +231,9 @@ async fn send_message(
         )
     })?;
     let key = idempotency_key(&headers)?;
+    let parts = body_parts(&state, &request).await?;
     let (content, scenario, related_records, send_at_ms) =
-        validate(&request, state.settings.max_body_bytes)?;
+        validate(&request, &parts, state.settings.max_body_bytes)?;
     let account = state
         .store
         .resolve_account(&scenario, request.account_id)
@@ -212,6 +256,7 @@ async fn send_message(
     let id = Uuid::now_v7();
     let message = NewMessage {
         attachments,
+        template: parts.template.clone(),
         id,
         scenario: scenario.clone(),
         account_id: account.id,

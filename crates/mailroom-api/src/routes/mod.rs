@@ -5,4 +5,5 @@ pub mod attachments;
 pub mod messages;
 pub mod scenarios;
 pub mod system;
+pub mod templates;
 pub mod users;

@@ -1,0 +1,196 @@
+//! Templates: built-ins that render, versions, previews, errors with their line, and messages that are
+//! rendered from a template and record the version they used.
+
+mod common;
+
+use common::{id_of, start_server};
+use mailroom_testkit::SmtpSink;
+use reqwest::Method;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn the_built_in_templates_are_listed_and_preview_with_sample_data() {
+    let server = start_server().await;
+    let (_, templates) = server.get("/v1/templates").await.unwrap();
+    let ids: Vec<&str> = templates
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    for id in [
+        "purchase-order",
+        "reminder",
+        "sales-credit-memo",
+        "sales-invoice",
+        "sales-order",
+        "sales-quote",
+    ] {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    let (status, preview) = server
+        .post("/v1/templates/sales-invoice/preview", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(
+        preview["subject"],
+        "Invoice 103001 from Cronus Trading Ltd."
+    );
+    assert!(preview["html"].as_str().unwrap().contains("2,070.00 EUR"));
+    assert!(
+        preview["text"]
+            .as_str()
+            .unwrap()
+            .contains("Pay online: https://pay.example.com/103001")
+    );
+}
+
+#[tokio::test]
+async fn a_template_error_is_refused_with_its_part_line_and_reason() {
+    let server = start_server().await;
+    let broken = json!({"document_type": "sales-invoice", "subject": "Invoice {{ document.number }}", "html": "<p>Dear {{ customer.name }},</p>\n<p>{% if x %}unclosed</p>"});
+    let (status, error) = server
+        .call(Method::PUT, "/v1/templates/my-invoice", Some(&broken), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["field"], "html");
+    assert!(
+        error["message"].as_str().unwrap().contains("line 2"),
+        "{error}"
+    );
+    let (status, _) = server.get("/v1/templates/my-invoice").await.unwrap();
+    assert_eq!(status, 404, "nothing half-stored");
+
+    let valid = json!({"document_type": "sales-invoice", "subject": "Invoice {{ document.number }}", "html": "<p>Due {{ document.due_date }}</p>"});
+    server
+        .call(Method::PUT, "/v1/templates/my-invoice", Some(&valid), &[])
+        .await
+        .unwrap();
+    let (status, error) = server
+        .post(
+            "/v1/templates/my-invoice/preview",
+            &json!({"data": {"document": {"number": "1"}}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "a missing variable is an error: {error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("undefined"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_message_rendered_from_a_template_records_the_version_it_used() {
+    let sink = SmtpSink::start(&[]).unwrap();
+    let server = start_server().await;
+    server
+        .add_default_smtp_account("billing", sink.port, json!({}))
+        .await
+        .unwrap();
+    let version_one = json!({"document_type": "sales-invoice", "subject": "Invoice {{ document.number }}",
+                             "html": "<p>Dear {{ customer.name }}, you owe {{ document.total|money(document.currency) }}.</p>"});
+    let (status, saved) = server
+        .call(
+            Method::PUT,
+            "/v1/templates/short-invoice",
+            Some(&version_one),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, saved["version"].as_i64()),
+        (200, Some(1)),
+        "{saved}"
+    );
+    let data = json!({"customer": {"name": "Adatum"}, "document": {"number": "103001", "total": 1250.5, "currency": "EUR"}});
+    let first = server
+        .send(&json!({"to": ["c@example.com"], "template": {"id": "short-invoice", "data": data}, "related_records": [{"type": "sales-invoice", "id": "103001", "relation": "primary"}]}))
+        .await
+        .unwrap();
+    let sent = server
+        .wait_for_status(&id_of(&first), "sent", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        sent["template"],
+        json!({"id": "short-invoice", "version": 1})
+    );
+    assert_eq!(sent["subject"], "Invoice 103001");
+    let received = sink.messages().unwrap().remove(0);
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&received.raw)
+        .unwrap();
+    assert!(
+        parsed
+            .body_html(0)
+            .unwrap()
+            .contains("you owe 1,250.50 EUR")
+    );
+    assert!(
+        parsed
+            .body_text(0)
+            .unwrap()
+            .contains("you owe 1,250.50 EUR"),
+        "the text is derived from the HTML"
+    );
+
+    let version_two = json!({"document_type": "sales-invoice", "subject": "Your invoice {{ document.number }}", "html": "<p>Please pay {{ document.total|money }}.</p>"});
+    server
+        .call(
+            Method::PUT,
+            "/v1/templates/short-invoice",
+            Some(&version_two),
+            &[],
+        )
+        .await
+        .unwrap();
+    let second = server
+        .send(&json!({"to": ["c@example.com"], "template": {"id": "short-invoice", "data": data}}))
+        .await
+        .unwrap();
+    let second = server
+        .wait_for_status(&id_of(&second), "sent", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(second["template"]["version"], 2);
+    assert_eq!(
+        server.message(&id_of(&first)).await.unwrap()["template"]["version"],
+        1,
+        "the first message keeps its version"
+    );
+    let (_, shown) = server.get("/v1/templates/short-invoice").await.unwrap();
+    let versions: Vec<i64> = shown["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(versions, [2, 1]);
+
+    let (status, error) = server
+        .post("/v1/messages", &json!({"to": ["c@example.com"], "subject": "mine", "template": {"id": "short-invoice", "data": data}}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (422, Some("template")),
+        "{error}"
+    );
+    let (status, error) = server
+        .post(
+            "/v1/messages",
+            &json!({"to": ["c@example.com"], "template": {"id": "no-such-template"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (422, Some("template.id")),
+        "{error}"
+    );
+}
