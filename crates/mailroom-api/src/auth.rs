@@ -44,6 +44,17 @@ pub const ROUTE_PERMISSIONS: &[(&str, &str, &str)] = &[
     ("GET", "/v1/scenarios", "email-send"),
     ("PUT", "/v1/scenarios/{name}", "email-setup"),
     ("DELETE", "/v1/scenarios/{name}", "email-setup"),
+    ("GET", "/v1/scenarios/{name}/attachments", "email-send"),
+    (
+        "PUT",
+        "/v1/scenarios/{name}/attachments/{attachment_id}",
+        "email-setup",
+    ),
+    (
+        "DELETE",
+        "/v1/scenarios/{name}/attachments/{attachment_id}",
+        "email-setup",
+    ),
     ("POST", "/v1/messages", "email-send"),
     ("GET", "/v1/messages/{id}", "email-send"),
     ("POST", "/v1/messages/{id}/retry", "email-send"),

@@ -219,9 +219,13 @@ pub struct SendMessage {
     pub related_records: Vec<RelatedRecordView>,
     /// Render subject and bodies from a stored template with this document data.
     pub template: Option<TemplateRef>,
-    /// Uploaded files (`POST /v1/attachments`) to attach, in order.
+    /// Uploaded files (`POST /v1/attachments`) to attach, in order. The scenario's default attachments
+    /// are added after them; its optional ones may be listed here.
     #[serde(default)]
     pub attachments: Vec<AttachmentRef>,
+    /// Default attachments of the scenario to leave off this message.
+    #[serde(default)]
+    pub exclude_attachments: Vec<AttachmentRef>,
     /// Send no earlier than this time (RFC 3339).
     pub send_at: Option<String>,
 }

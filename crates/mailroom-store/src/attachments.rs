@@ -145,14 +145,16 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         let candidates: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT a.sha256 FROM attachments a
-             WHERE a.created_at < $1 AND NOT EXISTS (SELECT 1 FROM message_attachments ma WHERE ma.attachment_id = a.id)",
+             WHERE a.created_at < $1 AND NOT EXISTS (SELECT 1 FROM message_attachments ma WHERE ma.attachment_id = a.id)
+               AND NOT EXISTS (SELECT 1 FROM scenario_attachments sa WHERE sa.attachment_id = a.id)",
         )
         .bind(cutoff_ms)
         .fetch_all(&mut *tx)
         .await?;
         sqlx::query(
             "DELETE FROM attachments WHERE created_at < $1
-             AND NOT EXISTS (SELECT 1 FROM message_attachments ma WHERE ma.attachment_id = attachments.id)",
+             AND NOT EXISTS (SELECT 1 FROM message_attachments ma WHERE ma.attachment_id = attachments.id)
+             AND NOT EXISTS (SELECT 1 FROM scenario_attachments sa WHERE sa.attachment_id = attachments.id)",
         )
         .bind(cutoff_ms)
         .execute(&mut *tx)
@@ -180,5 +182,78 @@ impl Store {
                 .fetch_optional(&self.writer)
                 .await?;
         Ok(used.is_some())
+    }
+}
+
+/// A file that goes with a scenario's messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioAttachment {
+    pub attachment: Attachment,
+    /// `true`: added to every message unless the sender removes it; `false`: offered, added when picked.
+    pub is_default: bool,
+}
+
+impl Store {
+    pub async fn scenario_attachments(
+        &self,
+        scenario: &str,
+    ) -> StoreResult<Vec<ScenarioAttachment>> {
+        let sql = format!(
+            "SELECT sa.mode, {COLUMNS} FROM scenario_attachments sa JOIN attachments a ON a.id = sa.attachment_id
+             WHERE sa.scenario = $1 ORDER BY sa.created_at, a.id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(scenario)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ScenarioAttachment {
+                    attachment: attachment_from_row(row)?,
+                    is_default: row.get::<String, _>("mode") == "default",
+                })
+            })
+            .collect()
+    }
+
+    /// Adds (or re-marks) a file for a scenario.
+    pub async fn set_scenario_attachment(
+        &self,
+        scenario: &str,
+        attachment_id: Uuid,
+        is_default: bool,
+    ) -> StoreResult<()> {
+        self.attachment(attachment_id).await?;
+        sqlx::query(
+            "INSERT INTO scenario_attachments (scenario, attachment_id, mode, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (scenario, attachment_id) DO UPDATE SET mode = excluded.mode",
+        )
+        .bind(scenario)
+        .bind(attachment_id.to_string())
+        .bind(if is_default { "default" } else { "optional" })
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn remove_scenario_attachment(
+        &self,
+        scenario: &str,
+        attachment_id: Uuid,
+    ) -> StoreResult<()> {
+        let result = sqlx::query(
+            "DELETE FROM scenario_attachments WHERE scenario = $1 AND attachment_id = $2",
+        )
+        .bind(scenario)
+        .bind(attachment_id.to_string())
+        .execute(&self.writer)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "attachment {attachment_id} of scenario {scenario:?}"
+            )));
+        }
+        Ok(())
     }
 }

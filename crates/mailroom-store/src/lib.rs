@@ -18,7 +18,7 @@ mod tokens;
 mod users;
 
 pub use accounts::{Account, AccountInput, PasswordChange};
-pub use attachments::Attachment;
+pub use attachments::{Attachment, ScenarioAttachment};
 pub use blobs::{BlobError, BlobStore};
 pub use messages::{
     AttemptRecord, ClaimedMessage, InsertOutcome, MessageFilter, MessagePage, NewMessage, Outcome,

@@ -38,7 +38,8 @@ async fn every_v1_route_refuses_a_request_without_a_valid_token() {
             .replace("{name}", "default")
             .replace("{token_id}", "00000000-0000-0000-0000-000000000000")
             .replace("{user}", "default")
-            .replace("{type}", "customer");
+            .replace("{type}", "customer")
+            .replace("{attachment_id}", "00000000-0000-0000-0000-000000000000");
         for method in item.as_object().unwrap().keys() {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             for token in [None, Some("mr_not-a-real-token")] {

@@ -344,3 +344,139 @@ async fn uploads_no_message_refers_to_are_collected_with_their_files_and_used_on
         .unwrap();
     assert_eq!(status, 200, "an attachment a message refers to is kept");
 }
+
+#[tokio::test]
+async fn a_scenarios_default_attachments_go_with_its_messages_unless_the_sender_removes_them() {
+    let sink = SmtpSink::start(&[]).unwrap();
+    let server = start_server().await;
+    server
+        .add_default_smtp_account("orders", sink.port, json!({}))
+        .await
+        .unwrap();
+    let (_, terms) = upload(
+        &server,
+        &server.token,
+        "terms.pdf",
+        "application/pdf",
+        b"%PDF terms".to_vec(),
+    )
+    .await;
+    let (_, catalogue) = upload(
+        &server,
+        &server.token,
+        "catalogue.pdf",
+        "application/pdf",
+        b"%PDF catalogue".to_vec(),
+    )
+    .await;
+    let put = |scenario: &str, id: &Value, mode: &str| {
+        let path = format!(
+            "/v1/scenarios/{scenario}/attachments/{}",
+            id.as_str().unwrap()
+        );
+        let body = json!({"mode": mode});
+        let server = &server;
+        async move {
+            server
+                .call(reqwest::Method::PUT, &path, Some(&body), &[])
+                .await
+                .unwrap()
+                .0
+        }
+    };
+    assert_eq!(put("sales-order", &terms["id"], "default").await, 204);
+    assert_eq!(put("sales-order", &catalogue["id"], "optional").await, 204);
+    assert_eq!(
+        put("default", &terms["id"], "default").await,
+        422,
+        "never for the default scenario"
+    );
+    let (_, listed) = server
+        .get("/v1/scenarios/sales-order/attachments")
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+
+    let names = |message: &Value| -> Vec<String> {
+        message["attachments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["filename"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let plain = server.send(&json!({"to": ["c@example.com"], "subject": "order", "text": "t", "scenario": "sales-order"})).await.unwrap();
+    let plain = server
+        .wait_for_status(&id_of(&plain), "sent", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&plain),
+        ["terms.pdf"],
+        "default attachments are added, optional ones are not"
+    );
+
+    let picked = server
+        .send(&json!({"to": ["c@example.com"], "subject": "order", "text": "t", "scenario": "sales-order", "attachments": [{"id": catalogue["id"]}]}))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(
+            &server
+                .wait_for_status(&id_of(&picked), "sent", Duration::from_secs(20))
+                .await
+                .unwrap()
+        ),
+        ["catalogue.pdf", "terms.pdf"]
+    );
+
+    let removed = server
+        .send(&json!({"to": ["c@example.com"], "subject": "order", "text": "t", "scenario": "sales-order", "exclude_attachments": [{"id": terms["id"]}]}))
+        .await
+        .unwrap();
+    assert!(
+        names(
+            &server
+                .wait_for_status(&id_of(&removed), "sent", Duration::from_secs(20))
+                .await
+                .unwrap()
+        )
+        .is_empty()
+    );
+
+    let other = server
+        .send(&json!({"to": ["c@example.com"], "subject": "other", "text": "t"}))
+        .await
+        .unwrap();
+    assert!(
+        names(
+            &server
+                .wait_for_status(&id_of(&other), "sent", Duration::from_secs(20))
+                .await
+                .unwrap()
+        )
+        .is_empty(),
+        "other scenarios get none"
+    );
+
+    let (status, error) = server
+        .post("/v1/messages", &json!({"to": ["c@example.com"], "subject": "o", "text": "t", "scenario": "sales-order", "exclude_attachments": [{"id": catalogue["id"]}]}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (422, Some("exclude_attachments[0].id")),
+        "{error}"
+    );
+    // The delivered order really carries the terms.
+    let first = sink
+        .messages()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.message_id.as_deref() == plain["message_id"].as_str())
+        .unwrap();
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&first.raw)
+        .unwrap();
+    assert_eq!(parsed.attachment(0).unwrap().contents(), b"%PDF terms");
+}

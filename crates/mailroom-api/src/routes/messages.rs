@@ -164,10 +164,17 @@ async fn check_attachments(
     state: &AppState,
     principal: &Principal,
     request: &SendMessage,
+    scenario: &ScenarioName,
 ) -> ApiResult<Vec<Uuid>> {
     let visibility = principal.visibility(state).await?;
+    // The default scenario never gets default attachments.
+    let scenario_files = if scenario.is_default() {
+        Vec::new()
+    } else {
+        state.store.scenario_attachments(scenario.as_str()).await?
+    };
     let mut total = 0u64;
-    let mut ids = Vec::with_capacity(request.attachments.len());
+    let mut ids = Vec::with_capacity(request.attachments.len() + scenario_files.len());
     for (index, reference) in request.attachments.iter().enumerate() {
         let unknown = || {
             ApiError::invalid(
@@ -180,15 +187,45 @@ async fn check_attachments(
             .attachment(reference.id)
             .await
             .map_err(|_| unknown())?;
-        if !state
-            .store
-            .attachment_visible(reference.id, &visibility)
-            .await?
+        let offered = scenario_files
+            .iter()
+            .any(|f| f.attachment.id == reference.id);
+        if !offered
+            && !state
+                .store
+                .attachment_visible(reference.id, &visibility)
+                .await?
         {
             return Err(unknown());
         }
-        total += attachment.size;
-        ids.push(attachment.id);
+        if !ids.contains(&attachment.id) {
+            total += attachment.size;
+            ids.push(attachment.id);
+        }
+    }
+    for (index, excluded) in request.exclude_attachments.iter().enumerate() {
+        if !scenario_files
+            .iter()
+            .any(|f| f.is_default && f.attachment.id == excluded.id)
+        {
+            return Err(ApiError::invalid(
+                &format!("exclude_attachments[{index}].id"),
+                format!(
+                    "{} is not a default attachment of scenario {scenario}",
+                    excluded.id
+                ),
+            ));
+        }
+    }
+    for file in scenario_files.iter().filter(|f| f.is_default) {
+        let excluded = request
+            .exclude_attachments
+            .iter()
+            .any(|e| e.id == file.attachment.id);
+        if !excluded && !ids.contains(&file.attachment.id) {
+            total += file.attachment.size;
+            ids.push(file.attachment.id);
+        }
     }
     let limit = state.settings.max_attachment_bytes;
     if total > limit {
@@ -252,7 +289,7 @@ async fn send_message(
             }
             other => other.into(),
         })?;
-    let attachments = check_attachments(&state, &principal, &request).await?;
+    let attachments = check_attachments(&state, &principal, &request, &scenario).await?;
     let id = Uuid::now_v7();
     let message = NewMessage {
         attachments,
