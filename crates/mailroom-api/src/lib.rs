@@ -55,6 +55,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::users::router())
         .merge(routes::attachments::router())
         .merge(routes::templates::router())
+        .merge(routes::documents::router())
 }
 
 /// The OpenAPI document of the whole API.

@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 string_enum!(
     /// Where a message is in its life: `queued → sending → sent | failed`, or `cancelled`.
-    MessageStatus { Queued => "queued", Sending => "sending", Sent => "sent", Failed => "failed", Cancelled => "cancelled" }
+    MessageStatus { Draft => "draft", Queued => "queued", Sending => "sending", Sent => "sent", Failed => "failed", Cancelled => "cancelled" }
 );
 
 impl MessageStatus {
@@ -27,6 +27,17 @@ string_enum!(
         Permanent => "permanent",
         Interrupted => "interrupted",
     }
+);
+
+string_enum!(
+    /// Whether a document is emailed to a customer without asking, after a user confirms, or not at all.
+    EmailPolicy { WithoutAsking => "without-asking", AfterConfirmation => "after-confirmation", NoEmail => "none" }
+);
+
+string_enum!(
+    /// What a document email carries: the PDF the business application produced, nothing, or an
+    /// electronic document file.
+    AttachmentPolicy { Pdf => "pdf", NoAttachment => "none", ElectronicDocument => "electronic-document" }
 );
 
 string_enum!(

@@ -11,6 +11,7 @@ mod attachments;
 mod blobs;
 mod cache;
 mod messages;
+mod profiles;
 mod scenarios;
 pub mod secret;
 mod templates;
@@ -24,6 +25,7 @@ pub use messages::{
     AttemptRecord, ClaimedMessage, InsertOutcome, MessageFilter, MessagePage, NewMessage, Outcome,
     RecoveredLease, StoredAttempt, StoredMessage, Visibility,
 };
+pub use profiles::SendingProfile;
 pub use scenarios::ScenarioRow;
 pub use secret::SecretBox;
 pub use templates::TemplateRecord;

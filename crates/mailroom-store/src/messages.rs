@@ -34,6 +34,8 @@ pub struct NewMessage {
     pub attachments: Vec<Uuid>,
     /// The template (id and version) the content was rendered from.
     pub template: Option<(String, i64)>,
+    /// Kept as a draft until a user confirms it.
+    pub draft: bool,
     pub send_at_ms: Option<i64>,
     /// Who asked for the message (token id); idempotency keys are scoped to it.
     pub created_by: String,
@@ -571,7 +573,7 @@ async fn insert_rows(
         );
         insert.push_values(chunk, |mut row, message| {
             row.push_bind(message.id.to_string())
-                .push_bind("queued")
+                .push_bind(if message.draft { "draft" } else { "queued" })
                 .push_bind(message.scenario.as_str().to_owned())
                 .push_bind(message.account_id.to_string())
                 .push_bind(message.message_id_header.clone())
@@ -967,9 +969,23 @@ impl Store {
             .await
     }
 
+    /// Releases a draft for sending.
+    pub async fn confirm_message(&self, id: Uuid) -> StoreResult<StoredMessage> {
+        let now = now_ms();
+        let result = sqlx::query(
+            "UPDATE messages SET status = 'queued', next_attempt_at = MAX(COALESCE(send_at, $2), $2), updated_at = $2 WHERE id = $1 AND status = 'draft'",
+        )
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        self.after_transition(id, result.rows_affected(), "confirmed")
+            .await
+    }
+
     /// Cancels a message that is waiting or has failed. A message being sent right now cannot be cancelled.
     pub async fn cancel_message(&self, id: Uuid) -> StoreResult<StoredMessage> {
-        let result = sqlx::query("UPDATE messages SET status = 'cancelled', updated_at = $2 WHERE id = $1 AND status IN ('queued', 'failed')")
+        let result = sqlx::query("UPDATE messages SET status = 'cancelled', updated_at = $2 WHERE id = $1 AND status IN ('draft', 'queued', 'failed')")
             .bind(id.to_string())
             .bind(now_ms())
             .execute(&self.writer)

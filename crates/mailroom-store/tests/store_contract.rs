@@ -69,6 +69,7 @@ fn new_message(account_id: Uuid, key: Option<&str>, subject: &str) -> NewMessage
         related_records: Vec::new(),
         attachments: Vec::new(),
         template: None,
+        draft: false,
         send_at_ms: None,
         created_by: "tester".into(),
         idempotency_key: key.map(str::to_owned),

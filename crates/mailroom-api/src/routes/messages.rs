@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_message))
         .routes(routes!(retry_message))
         .routes(routes!(cancel_message))
+        .routes(routes!(confirm_message))
         .routes(routes!(list_outbox))
         .routes(routes!(list_sent))
         .routes(routes!(list_record_messages))
@@ -240,6 +241,97 @@ async fn check_attachments(
     Ok(ids)
 }
 
+/// Validates a message, routes it to its account and stores it durably; shared by `POST /v1/messages`
+/// and `POST /v1/documents/send`. Returns the answer and whether it replays an earlier request.
+pub(crate) async fn accept(
+    state: &AppState,
+    principal: &Principal,
+    request: &SendMessage,
+    key: Option<String>,
+    request_hash: String,
+    draft: bool,
+) -> ApiResult<(AcceptedMessage, bool)> {
+    let state = state.clone();
+    let parts = body_parts(&state, request).await?;
+    let (content, scenario, related_records, send_at_ms) =
+        validate(request, &parts, state.settings.max_body_bytes)?;
+    let account = state
+        .store
+        .resolve_account(&scenario, request.account_id)
+        .await
+        .map_err(|error| match error {
+            StoreError::NotFound(what) if request.account_id.is_some() => ApiError::invalid(
+                "account_id",
+                format!("unknown account: {what} does not exist"),
+            ),
+            StoreError::NotFound(what) => ApiError::invalid(
+                "scenario",
+                format!("unknown scenario: {what} does not exist"),
+            ),
+            StoreError::Conflict(message) => {
+                ApiError::new(StatusCode::CONFLICT, "no_default_account", message)
+            }
+            other => other.into(),
+        })?;
+    let attachments = check_attachments(&state, principal, request, &scenario).await?;
+    let id = Uuid::now_v7();
+    let message = NewMessage {
+        attachments,
+        template: parts.template.clone(),
+        id,
+        scenario: scenario.clone(),
+        account_id: account.id,
+        message_id_header: message_id_for(&id.simple().to_string(), account.email_address.domain()),
+        content,
+        related_records,
+        send_at_ms,
+        created_by: principal.author_id(),
+        idempotency_key: key,
+        draft,
+        request_hash: Some(request_hash),
+    };
+    let message_id_header = message.message_id_header.clone();
+    let (id, replayed) = match state.store.insert_message(message).await? {
+        InsertOutcome::Created(id) => (id, false),
+        InsertOutcome::Replayed(id) => (id, true),
+        InsertOutcome::KeyReused(_) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used for a different request; use a new key for a new message",
+            ));
+        }
+    };
+    let accepted = if replayed {
+        let existing = state.store.message(id).await?;
+        AcceptedMessage {
+            id,
+            status: existing.status.to_string(),
+            message_id: existing.message_id_header,
+            account_id: existing.account_id,
+            scenario: existing.scenario,
+        }
+    } else {
+        if !draft {
+            state.engine.wake();
+        }
+        tracing::debug!(event = "email_queued", message = %id, account = %account.id, scenario = %scenario, "email queued");
+        AcceptedMessage {
+            id,
+            status: if draft {
+                MessageStatus::Draft
+            } else {
+                MessageStatus::Queued
+            }
+            .to_string(),
+            message_id: message_id_header,
+            account_id: account.id,
+            scenario: scenario.to_string(),
+        }
+    };
+    Ok((accepted, replayed))
+}
+
 /// Queue a message. Answers 202 once the message is stored durably.
 ///
 /// With an `Idempotency-Key` header, repeating the same request returns the first message instead of
@@ -268,75 +360,15 @@ async fn send_message(
         )
     })?;
     let key = idempotency_key(&headers)?;
-    let parts = body_parts(&state, &request).await?;
-    let (content, scenario, related_records, send_at_ms) =
-        validate(&request, &parts, state.settings.max_body_bytes)?;
-    let account = state
-        .store
-        .resolve_account(&scenario, request.account_id)
-        .await
-        .map_err(|error| match error {
-            StoreError::NotFound(what) if request.account_id.is_some() => ApiError::invalid(
-                "account_id",
-                format!("unknown account: {what} does not exist"),
-            ),
-            StoreError::NotFound(what) => ApiError::invalid(
-                "scenario",
-                format!("unknown scenario: {what} does not exist"),
-            ),
-            StoreError::Conflict(message) => {
-                ApiError::new(StatusCode::CONFLICT, "no_default_account", message)
-            }
-            other => other.into(),
-        })?;
-    let attachments = check_attachments(&state, &principal, &request, &scenario).await?;
-    let id = Uuid::now_v7();
-    let message = NewMessage {
-        attachments,
-        template: parts.template.clone(),
-        id,
-        scenario: scenario.clone(),
-        account_id: account.id,
-        message_id_header: message_id_for(&id.simple().to_string(), account.email_address.domain()),
-        content,
-        related_records,
-        send_at_ms,
-        created_by: principal.author_id(),
-        idempotency_key: key,
-        request_hash: Some(hex::encode(Sha256::digest(&body))),
-    };
-    let message_id_header = message.message_id_header.clone();
-    let (id, replayed) = match state.store.insert_message(message).await? {
-        InsertOutcome::Created(id) => (id, false),
-        InsertOutcome::Replayed(id) => (id, true),
-        InsertOutcome::KeyReused(_) => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "this Idempotency-Key was already used for a different request; use a new key for a new message",
-            ));
-        }
-    };
-    let accepted = if replayed {
-        let existing = state.store.message(id).await?;
-        AcceptedMessage {
-            id,
-            status: existing.status.to_string(),
-            message_id: existing.message_id_header,
-            account_id: existing.account_id,
-            scenario: existing.scenario,
-        }
-    } else {
-        state.engine.wake();
-        tracing::debug!(event = "email_queued", message = %id, account = %account.id, scenario = %scenario, "email queued");
-        AcceptedMessage {
-            id,
-            status: MessageStatus::Queued.to_string(),
-            message_id: message_id_header,
-            account_id: account.id,
-            scenario: scenario.to_string(),
-        }
-    };
+    let (accepted, replayed) = accept(
+        &state,
+        &principal,
+        &request,
+        key,
+        hex::encode(Sha256::digest(&body)),
+        false,
+    )
+    .await?;
     let mut response = (StatusCode::ACCEPTED, axum::Json(accepted)).into_response();
     if replayed {
         response
@@ -402,6 +434,24 @@ async fn cancel_message(
     Ok(axum::Json(MessageView::full(&message)))
 }
 
+/// Confirm a draft (a document whose customer's profile sends only after confirmation): it is queued.
+#[utoipa::path(post, path = "/v1/messages/{id}/confirm", tag = "messages", params(("id" = Uuid, Path)),
+    responses((status = 200, body = MessageView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn confirm_message(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<axum::Json<MessageView>> {
+    state
+        .store
+        .visible_message(id, &principal.visibility(&state).await?)
+        .await?;
+    let message = state.store.confirm_message(id).await?;
+    tracing::info!(event = "email_confirmed", message = %id, "draft confirmed");
+    state.engine.wake();
+    Ok(axum::Json(MessageView::full(&message)))
+}
+
 fn filter_from(
     query: &ListQuery,
     statuses: Vec<MessageStatus>,
@@ -453,6 +503,7 @@ async fn list_outbox(
 ) -> ApiResult<axum::Json<MessageList>> {
     let statuses = match query.status.as_deref() {
         None | Some("") => vec![
+            MessageStatus::Draft,
             MessageStatus::Queued,
             MessageStatus::Sending,
             MessageStatus::Failed,

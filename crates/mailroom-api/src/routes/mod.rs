@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod attachments;
+pub mod documents;
 pub mod messages;
 pub mod scenarios;
 pub mod system;

@@ -34,7 +34,7 @@ CREATE TABLE scenarios (
 
 CREATE TABLE messages (
     id                 TEXT PRIMARY KEY,
-    status             TEXT NOT NULL CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'cancelled')),
+    status             TEXT NOT NULL CHECK (status IN ('draft', 'queued', 'sending', 'sent', 'failed', 'cancelled')),
     scenario           TEXT NOT NULL,
     account_id         TEXT NOT NULL REFERENCES accounts(id),
     message_id_header  TEXT NOT NULL UNIQUE,
