@@ -57,6 +57,10 @@ pub struct CreateAccount {
     pub rate_limit_per_minute: Option<i64>,
     pub concurrency_limit: Option<i64>,
     pub max_attempts: Option<i64>,
+    /// `send-as` or `send-on-behalf`; only one account may substitute senders.
+    pub substitute_mode: Option<String>,
+    /// The Send As / Send On Behalf address.
+    pub substitute_address: Option<String>,
 }
 
 /// Changes to an account; absent fields stay as they are, `null` clears optional ones.
@@ -83,6 +87,12 @@ pub struct UpdateAccount {
     pub rate_limit_per_minute: Option<i64>,
     pub concurrency_limit: Option<i64>,
     pub max_attempts: Option<i64>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub substitute_mode: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub substitute_address: Option<Option<String>>,
 }
 
 /// An account as the API shows it. The password is never included.
@@ -104,6 +114,8 @@ pub struct AccountView {
     pub rate_limit_per_minute: u32,
     pub concurrency_limit: u32,
     pub max_attempts: u32,
+    pub substitute_mode: Option<String>,
+    pub substitute_address: Option<String>,
     /// The default account sends every scenario that has no account of its own.
     pub is_default: bool,
     pub created_at: String,
@@ -128,6 +140,8 @@ impl From<&Account> for AccountView {
             rate_limit_per_minute: a.limits.rate_limit_per_minute,
             concurrency_limit: a.limits.concurrency_limit,
             max_attempts: a.limits.max_attempts,
+            substitute_mode: a.substitute_mode.map(|m| m.to_string()),
+            substitute_address: a.substitute_address.as_ref().map(ToString::to_string),
             is_default: a.is_default,
             created_at: rfc3339(a.created_at_ms),
             updated_at: rfc3339(a.updated_at_ms),
@@ -217,6 +231,8 @@ pub struct SendMessage {
     pub account_id: Option<Uuid>,
     #[serde(default)]
     pub related_records: Vec<RelatedRecordView>,
+    /// The approval-workflow user to show as the sender, on an account that substitutes senders.
+    pub workflow_sender: Option<String>,
     /// Render subject and bodies from a stored template with this document data.
     pub template: Option<TemplateRef>,
     /// Uploaded files (`POST /v1/attachments`) to attach, in order. The scenario's default attachments

@@ -52,7 +52,13 @@ string_enum!(
 
 string_enum!(
     /// Whose address appears as the sender. "specific-user" sends as the account's own name and address.
-    SenderType { SpecificUser => "specific-user" }
+    SenderType { SpecificUser => "specific-user", CurrentUser => "current-user" }
+);
+
+string_enum!(
+    /// How an account substitutes the visible sender: Send As replaces From; Send On Behalf shows the
+    /// substitute in From and the account in Sender.
+    SubstituteMode { SendAs => "send-as", SendOnBehalf => "send-on-behalf" }
 );
 
 /// Default number of attempts before a message with transient failures is given up.

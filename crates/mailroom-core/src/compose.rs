@@ -43,10 +43,12 @@ pub fn compose(message: &Composition<'_>) -> Vec<u8> {
         .message_id
         .trim_start_matches('<')
         .trim_end_matches('>');
+    // The message's own visible sender (current user, Send As, workflow user) wins over the account's.
+    let from = content.from.as_ref().unwrap_or(message.from);
     let mut builder = MessageBuilder::new()
         .from(Address::new_address(
-            message.from.name.as_deref(),
-            message.from.address.as_str(),
+            from.name.as_deref(),
+            from.address.as_str(),
         ))
         .subject(content.subject.as_str())
         .message_id(MessageId::new(bare_id))
@@ -56,6 +58,12 @@ pub fn compose(message: &Composition<'_>) -> Vec<u8> {
     }
     if !content.cc.is_empty() {
         builder = builder.cc(address_list(&content.cc));
+    }
+    if let Some(sender) = &content.sender {
+        builder = builder.sender(Address::new_address(
+            sender.name.as_deref(),
+            sender.address.as_str(),
+        ));
     }
     if !content.reply_to.is_empty() {
         builder = builder.reply_to(address_list(&content.reply_to));

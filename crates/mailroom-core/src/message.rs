@@ -101,6 +101,10 @@ pub struct MessageContent {
     pub subject: HeaderText,
     pub text: Option<String>,
     pub html: Option<String>,
+    /// The visible sender when it is not the account itself (current user, Send As, workflow user).
+    pub from: Option<Mailbox>,
+    /// The `Sender` header, for Send On Behalf.
+    pub sender: Option<Mailbox>,
 }
 
 /// Raw recipient lists and bodies, as they arrive from a caller.
@@ -180,6 +184,8 @@ impl MessageContent {
             subject,
             text,
             html,
+            from: None,
+            sender: None,
         })
     }
 

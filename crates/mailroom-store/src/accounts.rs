@@ -2,7 +2,7 @@
 //! default hands the role to the one remaining account, if exactly one remains.
 
 use crate::{Store, StoreError, StoreResult, now_ms};
-use mailroom_core::account::{AccountLimits, ConnectorKind, Security, SenderType};
+use mailroom_core::account::{AccountLimits, ConnectorKind, Security, SenderType, SubstituteMode};
 use mailroom_core::address::EmailAddress;
 use mailroom_core::scenario::DEFAULT_SCENARIO;
 use sqlx::Row;
@@ -25,6 +25,10 @@ pub struct Account {
     pub has_password: bool,
     pub pickup_dir: Option<String>,
     pub limits: AccountLimits,
+    /// Sender substitution (at most one account has it).
+    pub substitute_mode: Option<SubstituteMode>,
+    /// The Send As / Send On Behalf address.
+    pub substitute_address: Option<EmailAddress>,
     pub is_default: bool,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
@@ -44,6 +48,8 @@ pub struct AccountInput {
     pub username: Option<String>,
     pub pickup_dir: Option<String>,
     pub limits: AccountLimits,
+    pub substitute_mode: Option<SubstituteMode>,
+    pub substitute_address: Option<EmailAddress>,
 }
 
 /// What to do with an account's stored password.
@@ -56,7 +62,7 @@ pub enum PasswordChange {
 
 const ACCOUNT_COLUMNS: &str = "a.id, a.connector, a.name, a.email_address, a.sender_name, a.sender_type, a.host, a.port,
     a.security, a.username, a.password_encrypted IS NOT NULL AS has_password, a.pickup_dir, a.rate_limit_per_minute,
-    a.concurrency_limit, a.max_attempts, a.created_at, a.updated_at,
+    a.concurrency_limit, a.max_attempts, a.created_at, a.updated_at, a.substitute_mode, a.substitute_address,
     EXISTS (SELECT 1 FROM scenarios s WHERE s.name = 'default' AND s.account_id = a.id) AS is_default";
 
 fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
@@ -83,10 +89,41 @@ fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
             row.get("concurrency_limit"),
             row.get("max_attempts"),
         )?,
+        substitute_mode: row
+            .get::<Option<String>, _>("substitute_mode")
+            .map(|m| m.parse())
+            .transpose()?,
+        substitute_address: row
+            .get::<Option<String>, _>("substitute_address")
+            .map(|a| EmailAddress::parse(&a))
+            .transpose()?,
         is_default: row.get("is_default"),
         created_at_ms: row.get("created_at"),
         updated_at_ms: row.get("updated_at"),
     })
+}
+
+/// Refuses a second account with sender substitution.
+async fn check_single_substitute(
+    tx: &mut sqlx::SqliteConnection,
+    input: &AccountInput,
+    except: Option<Uuid>,
+) -> StoreResult<()> {
+    if input.substitute_mode.is_none() {
+        return Ok(());
+    }
+    let other: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM accounts WHERE substitute_mode IS NOT NULL AND deleted_at IS NULL AND id <> $1 LIMIT 1",
+    )
+    .bind(except.map(|id| id.to_string()).unwrap_or_default())
+    .fetch_optional(&mut *tx)
+    .await?;
+    match other {
+        Some(name) => Err(StoreError::Conflict(format!(
+            "only one account may substitute senders, and {name:?} already does; turn it off there first"
+        ))),
+        None => Ok(()),
+    }
 }
 
 impl Store {
@@ -100,6 +137,7 @@ impl Store {
         let now = now_ms();
         let sealed = password.map(|p| self.secrets.seal(&id.to_string(), p));
         let mut tx = self.writer.begin().await?;
+        check_single_substitute(&mut tx, input, None).await?;
         sqlx::query(
             "INSERT INTO accounts (id, connector, name, email_address, sender_name, sender_type, host, port, security,
                username, password_encrypted, pickup_dir, rate_limit_per_minute, concurrency_limit, max_attempts,
@@ -124,6 +162,14 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "UPDATE accounts SET substitute_mode = $2, substitute_address = $3 WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(input.substitute_mode.map(|m| m.as_str()))
+        .bind(input.substitute_address.as_ref().map(ToString::to_string))
+        .execute(&mut *tx)
+        .await?;
         // A default account is required as soon as any account exists.
         sqlx::query("UPDATE scenarios SET account_id = $1 WHERE name = $2 AND account_id IS NULL")
             .bind(id.to_string())
@@ -144,6 +190,7 @@ impl Store {
     ) -> StoreResult<Account> {
         let now = now_ms();
         let mut tx = self.writer.begin().await?;
+        check_single_substitute(&mut tx, input, Some(id)).await?;
         let result = sqlx::query(
             "UPDATE accounts SET name = $2, email_address = $3, sender_name = $4, sender_type = $5, host = $6, port = $7,
                security = $8, username = $9, pickup_dir = $10, rate_limit_per_minute = $11, concurrency_limit = $12,
@@ -169,6 +216,14 @@ impl Store {
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("account {id}")));
         }
+        sqlx::query(
+            "UPDATE accounts SET substitute_mode = $2, substitute_address = $3 WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(input.substitute_mode.map(|m| m.as_str()))
+        .bind(input.substitute_address.as_ref().map(ToString::to_string))
+        .execute(&mut *tx)
+        .await?;
         let sealed = match password {
             PasswordChange::Keep => None,
             PasswordChange::Set(p) => Some(Some(self.secrets.seal(&id.to_string(), &p))),

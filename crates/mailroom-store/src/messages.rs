@@ -326,7 +326,16 @@ fn content_from_row(row: &SqliteRow) -> Result<MessageContent, ValidationError> 
         subject: HeaderText::parse("subject", &row.get::<String, _>("subject"))?,
         text: row.get("text_body"),
         html: row.get("html_body"),
+        from: optional_mailbox(row.get("from_json"))?,
+        sender: optional_mailbox(row.get("sender_json"))?,
     })
+}
+
+fn optional_mailbox(json: Option<String>) -> Result<Option<Mailbox>, ValidationError> {
+    Ok(json
+        .map(|j| mailboxes_from_json(&j))
+        .transpose()?
+        .and_then(|list| list.into_iter().next()))
 }
 
 fn display_list(json: &str) -> Vec<String> {
@@ -590,7 +599,7 @@ async fn insert_rows(
         });
         insert.build().execute(&mut *tx).await?;
         let mut contents = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO message_contents (message_id, to_json, cc_json, bcc_json, reply_to_json, headers_json, text_body, html_body, related_json) ",
+            "INSERT INTO message_contents (message_id, to_json, cc_json, bcc_json, reply_to_json, headers_json, text_body, html_body, related_json, from_json, sender_json) ",
         );
         contents.push_values(chunk, |mut row, message| {
             let content = &message.content;
@@ -602,7 +611,19 @@ async fn insert_rows(
                 .push_bind(headers_to_json(&content.headers))
                 .push_bind(content.text.clone())
                 .push_bind(content.html.clone())
-                .push_bind(related_to_json(&message.related_records));
+                .push_bind(related_to_json(&message.related_records))
+                .push_bind(
+                    content
+                        .from
+                        .as_ref()
+                        .map(|m| mailboxes_to_json(std::slice::from_ref(m))),
+                )
+                .push_bind(
+                    content
+                        .sender
+                        .as_ref()
+                        .map(|m| mailboxes_to_json(std::slice::from_ref(m))),
+                );
         });
         contents.build().execute(&mut *tx).await?;
     }
@@ -808,7 +829,7 @@ impl Store {
         }
         // The content is immutable and committed: read it without holding the writer.
         let mut contents = QueryBuilder::<Sqlite>::new(
-            "SELECT c.message_id, c.to_json, c.cc_json, c.bcc_json, c.reply_to_json, c.headers_json, c.text_body, c.html_body, m.subject
+            "SELECT c.message_id, c.to_json, c.cc_json, c.bcc_json, c.reply_to_json, c.headers_json, c.text_body, c.html_body, c.from_json, c.sender_json, m.subject
              FROM message_contents c JOIN messages m ON m.id = c.message_id WHERE c.message_id IN (",
         );
         let mut ids = contents.separated(", ");

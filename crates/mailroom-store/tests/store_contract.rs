@@ -40,6 +40,8 @@ fn account_input(name: &str) -> AccountInput {
         username: None,
         pickup_dir: None,
         limits: AccountLimits::new(0, 3, 3).unwrap(),
+        substitute_mode: None,
+        substitute_address: None,
     }
 }
 

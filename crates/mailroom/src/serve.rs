@@ -74,6 +74,8 @@ async fn bootstrap(store: &Store, config: &Config) -> Result<()> {
                         i64::from(DEFAULT_CONCURRENCY_LIMIT),
                         i64::from(DEFAULT_MAX_ATTEMPTS),
                     )?,
+                    substitute_mode: None,
+                    substitute_address: None,
                 },
                 None,
             )

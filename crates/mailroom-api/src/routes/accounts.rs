@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use mailroom_core::ValidationError;
 use mailroom_core::account::{
     AccountLimits, ConnectorKind, DEFAULT_CONCURRENCY_LIMIT, DEFAULT_MAX_ATTEMPTS, Security,
-    SenderType, parse_display_text, parse_host,
+    SenderType, SubstituteMode, parse_display_text, parse_host,
 };
 use mailroom_core::address::EmailAddress;
 use mailroom_store::{Account, AccountInput, PasswordChange};
@@ -42,6 +42,8 @@ struct RawAccount {
     rate_limit_per_minute: i64,
     concurrency_limit: i64,
     max_attempts: i64,
+    substitute_mode: Option<String>,
+    substitute_address: Option<String>,
 }
 
 fn validate(raw: RawAccount, default_pickup_dir: &str) -> Result<AccountInput, ValidationError> {
@@ -65,6 +67,24 @@ fn validate(raw: RawAccount, default_pickup_dir: &str) -> Result<AccountInput, V
         raw.concurrency_limit,
         raw.max_attempts,
     )?;
+    let substitute_mode = raw
+        .substitute_mode
+        .as_deref()
+        .map(str::parse::<SubstituteMode>)
+        .transpose()
+        .map_err(|e| e.at("substitute_mode"))?;
+    let substitute_address = raw
+        .substitute_address
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .map(|a| EmailAddress::parse(a.trim()).map_err(|e| e.at("substitute_address")))
+        .transpose()?;
+    if substitute_address.is_some() && substitute_mode.is_none() {
+        return Err(ValidationError::new(
+            "substitute_mode",
+            "a substitute address needs substitute_mode send-as or send-on-behalf",
+        ));
+    }
     match raw.connector {
         ConnectorKind::Smtp => {
             let host =
@@ -120,6 +140,8 @@ fn validate(raw: RawAccount, default_pickup_dir: &str) -> Result<AccountInput, V
                 username,
                 pickup_dir: None,
                 limits,
+                substitute_mode,
+                substitute_address,
             })
         }
         ConnectorKind::Pickup => {
@@ -152,6 +174,8 @@ fn validate(raw: RawAccount, default_pickup_dir: &str) -> Result<AccountInput, V
                 username: None,
                 pickup_dir: Some(pickup_dir),
                 limits,
+                substitute_mode,
+                substitute_address,
             })
         }
     }
@@ -214,6 +238,8 @@ async fn create_account(
                 .concurrency_limit
                 .unwrap_or(i64::from(DEFAULT_CONCURRENCY_LIMIT)),
             max_attempts: body.max_attempts.unwrap_or(i64::from(DEFAULT_MAX_ATTEMPTS)),
+            substitute_mode: body.substitute_mode,
+            substitute_address: body.substitute_address,
         },
         &state.settings.default_pickup_dir,
     )?;
@@ -303,6 +329,12 @@ async fn update_account(
             max_attempts: body
                 .max_attempts
                 .unwrap_or(i64::from(current.limits.max_attempts)),
+            substitute_mode: body
+                .substitute_mode
+                .unwrap_or_else(|| current.substitute_mode.map(|m| m.to_string())),
+            substitute_address: body
+                .substitute_address
+                .unwrap_or_else(|| current.substitute_address.as_ref().map(ToString::to_string)),
         },
         &state.settings.default_pickup_dir,
     )?;

@@ -274,6 +274,7 @@ async fn send_document(
         }),
         attachments,
         exclude_attachments: Vec::new(),
+        workflow_sender: None,
         send_at: None,
     };
     let hash = hex::encode(Sha256::digest(

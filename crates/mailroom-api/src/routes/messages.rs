@@ -13,6 +13,8 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use mailroom_core::account::{SenderType, SubstituteMode};
+use mailroom_core::address::Mailbox;
 use mailroom_core::message::{
     MessageContent, MessageStatus, RawContent, RelatedRecord, Relation, message_id_for,
 };
@@ -115,6 +117,59 @@ fn validate(
         .map(|raw| parse_rfc3339("send_at", raw))
         .transpose()?;
     Ok((content, scenario, related, send_at))
+}
+
+/// Who the message shows as its sender (MISSION A4), fixed when the message is accepted:
+/// an account of sender type "current user" sends as the signed-in user's contact email; an account that
+/// substitutes senders shows, in this order, the approval-workflow user, its substitute address, its own
+/// address — in From for Send As, and with the account in Sender for Send On Behalf.
+fn visible_sender(
+    account: &mailroom_store::Account,
+    principal: &Principal,
+    workflow_sender: Option<&str>,
+) -> ApiResult<(Option<Mailbox>, Option<Mailbox>)> {
+    let workflow = workflow_sender
+        .map(|raw| Mailbox::parse(raw).map_err(|e| ApiError::invalid("workflow_sender", e.reason)))
+        .transpose()?;
+    if account.sender_type == SenderType::CurrentUser {
+        let user = &principal.user;
+        let address = user.contact_email.clone().ok_or_else(|| {
+            ApiError::invalid(
+                "sender",
+                format!("account {:?} sends as the current user, and user {:?} has no contact email; set one on the user", account.name, user.name),
+            )
+        })?;
+        return Ok((
+            Some(Mailbox::new(Some(&user.name), address).map_err(ApiError::from)?),
+            None,
+        ));
+    }
+    let Some(mode) = account.substitute_mode else {
+        if workflow.is_some() {
+            return Err(ApiError::invalid(
+                "workflow_sender",
+                format!("account {:?} does not substitute senders", account.name),
+            ));
+        }
+        return Ok((None, None));
+    };
+    let account_mailbox = Mailbox::new(
+        Some(account.sender_name.as_deref().unwrap_or(&account.name)),
+        account.email_address.clone(),
+    )
+    .or_else(|_| Mailbox::new(None, account.email_address.clone()))
+    .map_err(ApiError::from)?;
+    let visible = match (workflow, &account.substitute_address) {
+        (Some(workflow), _) => workflow,
+        (None, Some(address)) => {
+            Mailbox::new(account.sender_name.as_deref(), address.clone()).map_err(ApiError::from)?
+        }
+        (None, None) => return Ok((None, None)),
+    };
+    Ok(match mode {
+        SubstituteMode::SendAs => (Some(visible), None),
+        SubstituteMode::SendOnBehalf => (Some(visible), Some(account_mailbox)),
+    })
 }
 
 /// Subject and bodies: the caller's own, or rendered from a template.
@@ -274,6 +329,9 @@ pub(crate) async fn accept(
             other => other.into(),
         })?;
     let attachments = check_attachments(&state, principal, request, &scenario).await?;
+    let mut content = content;
+    (content.from, content.sender) =
+        visible_sender(&account, principal, request.workflow_sender.as_deref())?;
     let id = Uuid::now_v7();
     let message = NewMessage {
         attachments,
