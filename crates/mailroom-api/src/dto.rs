@@ -263,6 +263,8 @@ pub struct TemplateRef {
 #[serde(deny_unknown_fields)]
 pub struct AttachmentRef {
     pub id: Uuid,
+    /// Show the file inside the HTML body, where it is referenced as `cid:<content_id>` (e.g. a logo).
+    pub content_id: Option<String>,
 }
 
 /// The answer to an accepted message: it is stored durably and queued.

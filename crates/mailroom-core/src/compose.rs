@@ -9,12 +9,15 @@ use crate::message::MessageContent;
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
 use mail_builder::headers::message_id::MessageId;
+use mail_builder::mime::{BodyPart, MimePart};
 
 /// A file attached to a message.
 pub struct AttachmentPart<'a> {
     pub filename: &'a str,
     pub content_type: &'a str,
     pub bytes: &'a [u8],
+    /// Set for an image shown inside the HTML body as `cid:<content_id>`.
+    pub content_id: Option<&'a str>,
 }
 
 /// Everything needed to write one message.
@@ -34,6 +37,46 @@ fn address_list(mailboxes: &[Mailbox]) -> Address<'_> {
             .map(|m| Address::new_address(m.name.as_deref(), m.address.as_str()))
             .collect(),
     )
+}
+
+/// The MIME tree of a message with images shown in its HTML: the text/HTML alternative and the images
+/// as one `multipart/related`, inside `multipart/mixed` when there are also ordinary attachments.
+fn body_with_inline_parts<'a>(
+    content: &'a MessageContent,
+    attachments: &'a [AttachmentPart<'a>],
+) -> MimePart<'a> {
+    let text = content
+        .text
+        .as_deref()
+        .map(|t| MimePart::new("text/plain", BodyPart::Text(t.into())));
+    let html = content
+        .html
+        .as_deref()
+        .map(|h| MimePart::new("text/html", BodyPart::Text(h.into())));
+    let readable = match (text, html) {
+        (Some(text), Some(html)) => MimePart::new("multipart/alternative", vec![text, html]),
+        (Some(only), None) | (None, Some(only)) => only,
+        (None, None) => MimePart::new("text/plain", BodyPart::Text("".into())),
+    };
+    let mut related = vec![readable];
+    let mut mixed = Vec::new();
+    for attachment in attachments {
+        let part = MimePart::new(
+            attachment.content_type,
+            BodyPart::Binary(attachment.bytes.into()),
+        );
+        match attachment.content_id {
+            Some(content_id) => related.push(part.inline().cid(content_id)),
+            None => mixed.push(part.attachment(attachment.filename)),
+        }
+    }
+    let related = MimePart::new("multipart/related", related);
+    if mixed.is_empty() {
+        related
+    } else {
+        mixed.insert(0, related);
+        MimePart::new("multipart/mixed", mixed)
+    }
 }
 
 /// Writes the message; the result uses CRLF line endings throughout.
@@ -74,18 +117,22 @@ pub fn compose(message: &Composition<'_>) -> Vec<u8> {
             mail_builder::headers::text::Text::new(header.value.as_str()),
         );
     }
-    if let Some(text) = &content.text {
-        builder = builder.text_body(text.as_str());
-    }
-    if let Some(html) = &content.html {
-        builder = builder.html_body(html.as_str());
-    }
-    for attachment in message.attachments {
-        builder = builder.attachment(
-            attachment.content_type,
-            attachment.filename,
-            attachment.bytes,
-        );
+    if message.attachments.iter().any(|a| a.content_id.is_some()) {
+        builder = builder.body(body_with_inline_parts(content, message.attachments));
+    } else {
+        if let Some(text) = &content.text {
+            builder = builder.text_body(text.as_str());
+        }
+        if let Some(html) = &content.html {
+            builder = builder.html_body(html.as_str());
+        }
+        for attachment in message.attachments {
+            builder = builder.attachment(
+                attachment.content_type,
+                attachment.filename,
+                attachment.bytes,
+            );
+        }
     }
     let attachment_bytes: usize = message
         .attachments

@@ -548,6 +548,7 @@ impl SendTask {
                     filename: &a.filename,
                     content_type: &a.content_type,
                     bytes,
+                    content_id: a.content_id.as_deref(),
                 })
                 .collect();
             compose(&Composition {

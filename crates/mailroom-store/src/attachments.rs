@@ -15,6 +15,8 @@ pub struct Attachment {
     pub content_type: String,
     pub created_by: String,
     pub created_at_ms: i64,
+    /// Set when the attachment is shown inline in a message's HTML (only in a message's list).
+    pub content_id: Option<String>,
 }
 
 fn attachment_from_row(row: &SqliteRow) -> StoreResult<Attachment> {
@@ -29,6 +31,7 @@ fn attachment_from_row(row: &SqliteRow) -> StoreResult<Attachment> {
         content_type: row.get("content_type"),
         created_by: row.get("created_by"),
         created_at_ms: row.get("created_at"),
+        content_id: row.try_get("content_id").ok().flatten(),
     })
 }
 
@@ -53,6 +56,7 @@ impl Store {
             content_type: content_type.to_owned(),
             created_by: created_by.to_owned(),
             created_at_ms: now_ms(),
+            content_id: None,
         };
         sqlx::query("INSERT INTO attachments (id, sha256, size, filename, content_type, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(attachment.id.to_string())
@@ -87,7 +91,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
-            "SELECT ma.message_id, {COLUMNS} FROM message_attachments ma JOIN attachments a ON a.id = ma.attachment_id WHERE ma.message_id IN ("
+            "SELECT ma.message_id, ma.content_id, {COLUMNS} FROM message_attachments ma JOIN attachments a ON a.id = ma.attachment_id WHERE ma.message_id IN ("
         ));
         let mut ids = query.separated(", ");
         for id in message_ids {

@@ -30,8 +30,8 @@ pub struct NewMessage {
     pub message_id_header: String,
     pub content: MessageContent,
     pub related_records: Vec<RelatedRecord>,
-    /// Uploaded attachments, in order.
-    pub attachments: Vec<Uuid>,
+    /// Uploaded attachments, in order, each with the Content-ID it has when shown inline in the HTML.
+    pub attachments: Vec<(Uuid, Option<String>)>,
     /// The template (id and version) the content was rendered from.
     pub template: Option<(String, i64)>,
     /// Kept as a draft until a user confirms it.
@@ -627,7 +627,7 @@ async fn insert_rows(
         });
         contents.build().execute(&mut *tx).await?;
     }
-    let attached: Vec<(&NewMessage, usize, &Uuid)> = to_insert
+    let attached: Vec<(&NewMessage, usize, &(Uuid, Option<String>))> = to_insert
         .iter()
         .flat_map(|m| {
             m.attachments
@@ -638,13 +638,17 @@ async fn insert_rows(
         .collect();
     for chunk in attached.chunks(ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO message_attachments (message_id, position, attachment_id) ",
+            "INSERT INTO message_attachments (message_id, position, attachment_id, content_id) ",
         );
-        insert.push_values(chunk, |mut row, (message, position, attachment_id)| {
-            row.push_bind(message.id.to_string())
-                .push_bind(*position as i64)
-                .push_bind(attachment_id.to_string());
-        });
+        insert.push_values(
+            chunk,
+            |mut row, (message, position, (attachment_id, content_id))| {
+                row.push_bind(message.id.to_string())
+                    .push_bind(*position as i64)
+                    .push_bind(attachment_id.to_string())
+                    .push_bind(content_id.clone());
+            },
+        );
         insert.build().execute(&mut *tx).await?;
     }
     let related: Vec<(&NewMessage, &RelatedRecord)> = to_insert

@@ -480,3 +480,57 @@ async fn a_scenarios_default_attachments_go_with_its_messages_unless_the_sender_
         .unwrap();
     assert_eq!(parsed.attachment(0).unwrap().contents(), b"%PDF terms");
 }
+
+#[tokio::test]
+async fn an_image_can_be_shown_inside_the_html_body_by_its_content_id() {
+    let sink = SmtpSink::start(&[]).unwrap();
+    let server = start_server().await;
+    server
+        .add_default_smtp_account("brand", sink.port, json!({}))
+        .await
+        .unwrap();
+    let png = [
+        &[0x89u8, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a][..],
+        &pseudo_random_bytes(2048),
+    ]
+    .concat();
+    let (_, logo) = upload(&server, &server.token, "logo.png", "image/png", png.clone()).await;
+    let html = "<p><img src=\"cid:logo@cronus\" alt=\"Cronus\"></p><p>Hello</p>";
+    let accepted = server
+        .send(&json!({"to": ["c@example.com"], "subject": "branded", "html": html, "attachments": [{"id": logo["id"], "content_id": "logo@cronus"}]}))
+        .await
+        .unwrap();
+    server
+        .wait_for_status(&id_of(&accepted), "sent", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let received = sink.messages().unwrap().remove(0);
+    let raw = String::from_utf8_lossy(&received.raw).to_string();
+    assert!(
+        raw.contains("multipart/related"),
+        "the HTML and its image are related parts"
+    );
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&received.raw)
+        .unwrap();
+    assert!(parsed.body_html(0).unwrap().contains("cid:logo@cronus"));
+    let image = parsed
+        .attachments()
+        .find(|p| p.content_id() == Some("logo@cronus"))
+        .expect("the inline image part");
+    assert_eq!(
+        image.content_disposition().map(|d| d.ctype()),
+        Some("inline")
+    );
+    assert!(image.contents() == png.as_slice());
+
+    let (status, error) = server
+        .post("/v1/messages", &json!({"to": ["c@example.com"], "subject": "s", "html": "<p>no image</p>", "attachments": [{"id": logo["id"], "content_id": "logo"}]}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (422, Some("attachments[0].content_id")),
+        "{error}"
+    );
+}

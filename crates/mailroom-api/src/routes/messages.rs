@@ -221,7 +221,8 @@ async fn check_attachments(
     principal: &Principal,
     request: &SendMessage,
     scenario: &ScenarioName,
-) -> ApiResult<Vec<Uuid>> {
+    html: Option<&str>,
+) -> ApiResult<Vec<(Uuid, Option<String>)>> {
     let visibility = principal.visibility(state).await?;
     // The default scenario never gets default attachments.
     let scenario_files = if scenario.is_default() {
@@ -230,7 +231,8 @@ async fn check_attachments(
         state.store.scenario_attachments(scenario.as_str()).await?
     };
     let mut total = 0u64;
-    let mut ids = Vec::with_capacity(request.attachments.len() + scenario_files.len());
+    let mut ids: Vec<(Uuid, Option<String>)> =
+        Vec::with_capacity(request.attachments.len() + scenario_files.len());
     for (index, reference) in request.attachments.iter().enumerate() {
         let unknown = || {
             ApiError::invalid(
@@ -254,9 +256,44 @@ async fn check_attachments(
         {
             return Err(unknown());
         }
-        if !ids.contains(&attachment.id) {
+        let content_id = match &reference.content_id {
+            None => None,
+            Some(cid) => {
+                let field = format!("attachments[{index}].content_id");
+                let valid = !cid.is_empty()
+                    && cid.len() <= 100
+                    && cid
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
+                if !valid {
+                    return Err(ApiError::invalid(
+                        &field,
+                        "a content id is 1-100 letters, digits, '.', '_', '@' or '-'",
+                    ));
+                }
+                if !html.is_some_and(|h| h.contains(&format!("cid:{cid}"))) {
+                    return Err(ApiError::invalid(
+                        &field,
+                        format!(
+                            "the HTML body does not show cid:{cid}; an inline image must be referenced"
+                        ),
+                    ));
+                }
+                if ids
+                    .iter()
+                    .any(|(_, other)| other.as_deref() == Some(cid.as_str()))
+                {
+                    return Err(ApiError::invalid(
+                        &field,
+                        format!("content id {cid} is used twice"),
+                    ));
+                }
+                Some(cid.clone())
+            }
+        };
+        if !ids.iter().any(|(id, _)| *id == attachment.id) {
             total += attachment.size;
-            ids.push(attachment.id);
+            ids.push((attachment.id, content_id));
         }
     }
     for (index, excluded) in request.exclude_attachments.iter().enumerate() {
@@ -278,9 +315,9 @@ async fn check_attachments(
             .exclude_attachments
             .iter()
             .any(|e| e.id == file.attachment.id);
-        if !excluded && !ids.contains(&file.attachment.id) {
+        if !excluded && !ids.iter().any(|(id, _)| *id == file.attachment.id) {
             total += file.attachment.size;
-            ids.push(file.attachment.id);
+            ids.push((file.attachment.id, None));
         }
     }
     let limit = state.settings.max_attachment_bytes;
@@ -328,7 +365,14 @@ pub(crate) async fn accept(
             }
             other => other.into(),
         })?;
-    let attachments = check_attachments(&state, principal, request, &scenario).await?;
+    let attachments = check_attachments(
+        &state,
+        principal,
+        request,
+        &scenario,
+        content.html.as_deref(),
+    )
+    .await?;
     let mut content = content;
     (content.from, content.sender) =
         visible_sender(&account, principal, request.workflow_sender.as_deref())?;
