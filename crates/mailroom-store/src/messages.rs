@@ -20,6 +20,9 @@ use sqlx::{QueryBuilder, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+/// An attachment of a message: the upload and, for an inline image, its Content-ID.
+pub type AttachedFile = (Uuid, Option<String>);
+
 /// A validated message ready to be stored.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -31,7 +34,7 @@ pub struct NewMessage {
     pub content: MessageContent,
     pub related_records: Vec<RelatedRecord>,
     /// Uploaded attachments, in order, each with the Content-ID it has when shown inline in the HTML.
-    pub attachments: Vec<(Uuid, Option<String>)>,
+    pub attachments: Vec<AttachedFile>,
     /// The template (id and version) the content was rendered from.
     pub template: Option<(String, i64)>,
     /// Kept as a draft until a user confirms it.
@@ -627,7 +630,7 @@ async fn insert_rows(
         });
         contents.build().execute(&mut *tx).await?;
     }
-    let attached: Vec<(&NewMessage, usize, &(Uuid, Option<String>))> = to_insert
+    let attached: Vec<(&NewMessage, usize, &AttachedFile)> = to_insert
         .iter()
         .flat_map(|m| {
             m.attachments
