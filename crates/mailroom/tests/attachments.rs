@@ -534,3 +534,59 @@ async fn an_image_can_be_shown_inside_the_html_body_by_its_content_id() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_file_may_be_uploaded_as_multipart_form_data() {
+    let server = start_server().await;
+    let contents = pseudo_random_bytes(70_000);
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nnot the file\r\n",
+    );
+    body.extend_from_slice(b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"report.csv\"\r\nContent-Type: text/csv\r\n\r\n");
+    body.extend_from_slice(&contents);
+    body.extend_from_slice(b"\r\n--XyZ--\r\n");
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/attachments", server.base_url))
+        .bearer_auth(&server.token)
+        .header("content-type", "multipart/form-data; boundary=XyZ")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let attachment: Value = response.json().await.unwrap();
+    assert_eq!(
+        (
+            attachment["filename"].as_str(),
+            attachment["content_type"].as_str()
+        ),
+        (Some("report.csv"), Some("text/csv"))
+    );
+    assert_eq!(attachment["size"], 70_000);
+    let downloaded = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/attachments/{}",
+            server.base_url,
+            id_of(&attachment)
+        ))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(downloaded == contents);
+
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/attachments", server.base_url))
+        .bearer_auth(&server.token)
+        .header("content-type", "multipart/form-data; boundary=XyZ")
+        .body("--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nno file here\r\n--XyZ--\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    assert_eq!(blob_files(&server), 1);
+}

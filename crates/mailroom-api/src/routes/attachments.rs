@@ -89,11 +89,35 @@ fn filename_from(headers: &HeaderMap) -> Result<String, ApiError> {
     parse_filename(raw)
 }
 
+async fn store_stream<S>(state: &AppState, stream: S, limit: u64) -> Result<(String, u64), ApiError>
+where
+    S: futures_core::Stream<Item = Result<bytes::Bytes, String>> + Unpin,
+{
+    state
+        .blobs
+        .write_stream(stream, limit)
+        .await
+        .map_err(|error| match error {
+            BlobError::TooLarge { limit } => too_large(limit),
+            BlobError::Interrupted(reason) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "upload_interrupted",
+                format!("the upload did not complete: {reason}"),
+            ),
+            BlobError::Io(e) => ApiError::internal(e),
+        })
+}
+
 fn content_type_from(headers: &HeaderMap) -> Result<String, ApiError> {
-    let raw = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/octet-stream");
+    content_type_of(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream"),
+    )
+}
+
+fn content_type_of(raw: &str) -> Result<String, ApiError> {
     let essence = raw
         .split(';')
         .next()
@@ -135,30 +159,82 @@ async fn upload_attachment(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, axum::Json<AttachmentView>)> {
-    let filename = filename_from(&headers)?;
-    let content_type = content_type_from(&headers)?;
     let limit = state.settings.max_attachment_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit) {
+    if declared.is_some_and(|length| length > limit + 64 * 1024) {
         return Err(too_large(limit));
     }
-    let stream = body.into_data_stream().map_err(|e| e.to_string());
-    let (sha256, size) = state
-        .blobs
-        .write_stream(Box::pin(stream), limit)
-        .await
-        .map_err(|error| match error {
-            BlobError::TooLarge { limit } => too_large(limit),
-            BlobError::Interrupted(reason) => ApiError::new(
+    let request_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let ((sha256, size), filename, content_type) = if request_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        // The first part that carries a file name is the file; it is streamed like a raw upload.
+        let boundary = multer::parse_boundary(&request_type).map_err(|e| {
+            ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "upload_interrupted",
-                format!("the upload did not complete: {reason}"),
-            ),
-            BlobError::Io(e) => ApiError::internal(e),
+                "invalid_multipart",
+                format!("the multipart body has no valid boundary: {e}"),
+            )
         })?;
+        let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
+        loop {
+            let field = multipart
+                .next_field()
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_multipart",
+                        format!("the multipart body is malformed: {e}"),
+                    )
+                })?
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "filename",
+                        "the multipart body has no part with a file name",
+                    )
+                })?;
+            let Some(raw_name) = field.file_name().map(str::to_owned) else {
+                continue;
+            };
+            let filename = parse_filename(&raw_name)?;
+            let content_type = content_type_of(
+                field
+                    .content_type()
+                    .map(|m| m.essence_str())
+                    .unwrap_or("application/octet-stream"),
+            )?;
+            let stream = futures_util::stream::unfold(field, |mut field| async move {
+                match field.chunk().await {
+                    Ok(Some(bytes)) => Some((Ok(bytes), field)),
+                    Ok(None) => None,
+                    Err(error) => Some((Err(error.to_string()), field)),
+                }
+            });
+            break (
+                store_stream(&state, Box::pin(stream), limit).await?,
+                filename,
+                content_type,
+            );
+        }
+    } else {
+        let filename = filename_from(&headers)?;
+        let content_type = content_type_from(&headers)?;
+        let stream = body.into_data_stream().map_err(|e| e.to_string());
+        (
+            store_stream(&state, Box::pin(stream), limit).await?,
+            filename,
+            content_type,
+        )
+    };
     let attachment = state
         .store
         .create_attachment(
