@@ -11,7 +11,18 @@ pub struct PostfixWithSasl {
     pub port: u16,
     /// SMTP over implicit TLS ("SMTPS").
     pub tls_port: u16,
+    /// Dovecot's IMAP port, when mail is delivered into mailboxes.
+    pub imap_port: Option<u16>,
     dir: tempfile::TempDir,
+}
+
+/// Where Postfix sends what it accepts.
+enum Delivery<'a> {
+    /// Relay everything to an SMTP sink on this port.
+    Relay(u16),
+    /// Deliver mail for the domain of this address into a Dovecot mailbox (LMTP), readable over IMAP
+    /// with this password.
+    Mailbox { address: &'a str, password: &'a str },
 }
 
 const MASTER_CF_SERVICES: &str = "cleanup unix n - n - 0 cleanup
@@ -24,6 +35,7 @@ verify unix - - n - 1 verify
 flush unix n - n 1000? 0 flush
 proxymap unix - - n - - proxymap
 smtp unix - - n - - smtp
+lmtp unix - - n - - lmtp
 relay unix - - n - - smtp
 error unix - - n - - error
 retry unix - - n - - error
@@ -104,6 +116,28 @@ fn make_certificates(dir: &Path) -> Result<()> {
 impl PostfixWithSasl {
     /// Starts Dovecot (auth only) with one user and Postfix relaying to `relay_port` on 127.0.0.1.
     pub fn start(username: &str, password: &str, relay_port: u16) -> Result<Self> {
+        Self::start_with(username, password, Delivery::Relay(relay_port))
+    }
+
+    /// Starts Postfix (SMTP AUTH for `username`) delivering mail for `mailbox`'s domain into a Dovecot
+    /// mailbox, which `fetch_first_message` reads over IMAP.
+    pub fn start_with_mailbox(
+        username: &str,
+        password: &str,
+        mailbox: &str,
+        mailbox_password: &str,
+    ) -> Result<Self> {
+        Self::start_with(
+            username,
+            password,
+            Delivery::Mailbox {
+                address: mailbox,
+                password: mailbox_password,
+            },
+        )
+    }
+
+    fn start_with(username: &str, password: &str, delivery: Delivery<'_>) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let root = dir.path().to_path_buf();
         let root = root.as_path();
@@ -128,17 +162,36 @@ impl PostfixWithSasl {
                 std::os::unix::fs::PermissionsExt::from_mode(0o644),
             )?;
         }
-        std::fs::write(
-            root.join("dovecot/users"),
-            format!("{username}:{{PLAIN}}{password}\n"),
+        let mut users = format!("{username}:{{PLAIN}}{password}\n");
+        if let Delivery::Mailbox { address, password } = &delivery {
+            users.push_str(&format!("{address}:{{PLAIN}}{password}\n"));
+        }
+        std::fs::write(root.join("dovecot/users"), users)?;
+        let imap_port = crate::free_port();
+        let lmtp_port = crate::free_port();
+        let mailbox_mode = matches!(delivery, Delivery::Mailbox { .. });
+        std::fs::create_dir_all(root.join("mail"))?;
+        std::fs::set_permissions(
+            root.join("mail"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
         )?;
+        let mailbox_services = if mailbox_mode {
+            format!(
+                "protocols = imap lmtp\nmail_location = maildir:{r}/mail/%u\n\
+                 service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {imap_port}\n  }}\n}}\n\
+                 service lmtp {{\n  inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {lmtp_port}\n  }}\n}}\n",
+                r = root.display()
+            )
+        } else {
+            "protocols =\n".to_owned()
+        };
         std::fs::write(
             root.join("dovecot/dovecot.conf"),
             format!(
-                "base_dir = {r}/dovecot/run\nstate_dir = {r}/dovecot/state\nlog_path = {r}/dovecot/dovecot.log\nprotocols =\nssl = no\n\
+                "base_dir = {r}/dovecot/run\nstate_dir = {r}/dovecot/state\nlog_path = {r}/dovecot/dovecot.log\n{mailbox_services}ssl = no\n\
                  disable_plaintext_auth = no\nauth_mechanisms = plain login\n\
                  passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {r}/dovecot/users\n}}\n\
-                 userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup home=/nonexistent\n}}\n\
+                 userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup home={r}/mail/%u allow_all_users=yes\n}}\n\
                  service auth {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {auth_port}\n  }}\n}}\n",
                 r = root.display()
             ),
@@ -155,12 +208,24 @@ impl PostfixWithSasl {
             );
         }
         crate::wait_for_port(auth_port, Duration::from_secs(10))?;
+        let delivery_config = match &delivery {
+            Delivery::Relay(port) => format!("relayhost = [127.0.0.1]:{port}\n"),
+            Delivery::Mailbox { address, .. } => {
+                let domain = address
+                    .rsplit_once('@')
+                    .map(|(_, d)| d)
+                    .unwrap_or("example.com");
+                format!(
+                    "relayhost =\nvirtual_mailbox_domains = {domain}\nvirtual_transport = lmtp:inet:127.0.0.1:{lmtp_port}\n"
+                )
+            }
+        };
         std::fs::write(
             root.join("postfix/main.cf"),
             format!(
                 "compatibility_level = 3.6\nqueue_directory = {r}/postfix/queue\ndata_directory = {r}/postfix/data\nmail_owner = postfix\n\
                  inet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nmyhostname = mx.mailroom.test\nmydestination =\n\
-                 mynetworks = 127.0.0.0/8\nrelayhost = [127.0.0.1]:{relay_port}\n\
+                 mynetworks = 127.0.0.0/8\nalias_maps =\nalias_database =\n{delivery_config}\
                  smtpd_relay_restrictions = permit_sasl_authenticated, reject\n\
                  smtpd_recipient_restrictions = permit_sasl_authenticated, reject\n\
                  smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = inet:127.0.0.1:{auth_port}\n\
@@ -180,9 +245,14 @@ impl PostfixWithSasl {
             .arg("postfix")
             .arg(root.join("postfix/data"))
             .status()?;
+        if mailbox_mode {
+            crate::wait_for_port(imap_port, Duration::from_secs(10))?;
+            crate::wait_for_port(lmtp_port, Duration::from_secs(10))?;
+        }
         let instance = Self {
             port,
             tls_port,
+            imap_port: mailbox_mode.then_some(imap_port),
             dir,
         };
         let output = Command::new("postfix")
@@ -197,6 +267,31 @@ impl PostfixWithSasl {
         crate::wait_for_port(port, Duration::from_secs(15))?;
         crate::wait_for_port(tls_port, Duration::from_secs(15))?;
         Ok(instance)
+    }
+
+    /// Logs in over IMAP and fetches the first message of INBOX, waiting up to `timeout` for one.
+    pub async fn fetch_first_message(
+        &self,
+        user: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<Vec<u8>> {
+        let port = self
+            .imap_port
+            .context("this Postfix delivers no mailboxes")?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(message) = imap_fetch_first(port, user, password).await? {
+                return Ok(message);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "no message arrived in the mailbox within {timeout:?}; postfix log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The PEM file of the private CA that signed the server's certificate.
@@ -227,4 +322,74 @@ impl Drop for PostfixWithSasl {
         // Give both a moment to exit before their folders are removed.
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// A minimal IMAP client for tests: LOGIN, SELECT INBOX, FETCH 1 BODY[] (a literal), LOGOUT.
+async fn imap_fetch_first(port: u16, user: &str, password: &str) -> Result<Option<Vec<u8>>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut buffer = Vec::new();
+    async fn read_until(
+        stream: &mut tokio::net::TcpStream,
+        buffer: &mut Vec<u8>,
+        tag: &str,
+    ) -> Result<String> {
+        let mut chunk = [0u8; 65536];
+        loop {
+            let text = String::from_utf8_lossy(buffer).into_owned();
+            if let Some(line_start) = text
+                .find(&format!("\r\n{tag} "))
+                .map(|i| i + 2)
+                .or_else(|| text.starts_with(&format!("{tag} ")).then_some(0))
+            {
+                if text[line_start..].contains("\r\n") {
+                    return Ok(text);
+                }
+            }
+            let read = stream.read(&mut chunk).await?;
+            if read == 0 {
+                bail!("the IMAP server closed the connection: {text}");
+            }
+            buffer.extend_from_slice(&chunk[..read]);
+        }
+    }
+    // Greeting.
+    let mut chunk = [0u8; 4096];
+    let read = stream.read(&mut chunk).await?;
+    if !String::from_utf8_lossy(&chunk[..read]).starts_with("* OK") {
+        bail!("unexpected IMAP greeting");
+    }
+    stream
+        .write_all(format!("a1 LOGIN \"{user}\" \"{password}\"\r\n").as_bytes())
+        .await?;
+    let reply = read_until(&mut stream, &mut buffer, "a1").await?;
+    if !reply.contains("a1 OK") {
+        bail!("IMAP login failed: {reply}");
+    }
+    buffer.clear();
+    stream.write_all(b"a2 SELECT INBOX\r\n").await?;
+    let reply = read_until(&mut stream, &mut buffer, "a2").await?;
+    if reply.contains("* 0 EXISTS") {
+        return Ok(None);
+    }
+    buffer.clear();
+    stream.write_all(b"a3 FETCH 1 BODY[]\r\n").await?;
+    read_until(&mut stream, &mut buffer, "a3").await?;
+    let open = buffer
+        .windows(1)
+        .position(|w| w == b"{")
+        .context("no literal in the FETCH answer")?;
+    let close = open
+        + buffer[open..]
+            .iter()
+            .position(|b| *b == b'}')
+            .context("unterminated literal")?;
+    let length: usize = std::str::from_utf8(&buffer[open + 1..close])?.parse()?;
+    let start = close + 3;
+    let message = buffer
+        .get(start..start + length)
+        .context("the literal is shorter than announced")?
+        .to_vec();
+    let _ = stream.write_all(b"a4 LOGOUT\r\n").await;
+    Ok(Some(message))
 }
