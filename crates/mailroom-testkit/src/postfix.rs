@@ -337,14 +337,13 @@ async fn imap_fetch_first(port: u16, user: &str, password: &str) -> Result<Optio
         let mut chunk = [0u8; 65536];
         loop {
             let text = String::from_utf8_lossy(buffer).into_owned();
-            if let Some(line_start) = text
+            // The command is answered once its tagged status line is complete.
+            let tagged_line = text
                 .find(&format!("\r\n{tag} "))
                 .map(|i| i + 2)
-                .or_else(|| text.starts_with(&format!("{tag} ")).then_some(0))
-            {
-                if text[line_start..].contains("\r\n") {
-                    return Ok(text);
-                }
+                .or_else(|| text.starts_with(&format!("{tag} ")).then_some(0));
+            if tagged_line.is_some_and(|start| text[start..].contains("\r\n")) {
+                return Ok(text);
             }
             let read = stream.read(&mut chunk).await?;
             if read == 0 {
