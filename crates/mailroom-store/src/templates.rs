@@ -132,3 +132,23 @@ impl Store {
         self.template(id, Some(next)).await
     }
 }
+
+impl Store {
+    /// The template for a document type sent in a scenario: one made for that type and scenario, else
+    /// the template named like the document type.
+    pub async fn template_for(
+        &self,
+        document_type: &str,
+        scenario: &str,
+    ) -> StoreResult<TemplateRecord> {
+        let specific: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM templates WHERE document_type = $1 AND scenario = $2 ORDER BY created_at DESC, version DESC LIMIT 1",
+        )
+        .bind(document_type)
+        .bind(scenario)
+        .fetch_optional(&self.reader)
+        .await?;
+        self.template(specific.as_deref().unwrap_or(document_type), None)
+            .await
+    }
+}

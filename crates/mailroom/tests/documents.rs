@@ -264,3 +264,39 @@ async fn profiles_without_email_unknown_document_types_and_missing_pdfs_are_refu
         .unwrap();
     assert_eq!(outbox["total"], 0, "nothing was queued");
 }
+
+#[tokio::test]
+async fn a_template_made_for_the_document_type_and_scenario_is_preferred_over_the_general_one() {
+    let server = start_server().await;
+    let pdf = upload_pdf(&server, "inv.pdf").await;
+    let specific = json!({"document_type": "sales-invoice", "scenario": "sales-invoice", "subject": "Rechnung {{ document.number }}",
+                          "html": "<p>Guten Tag {{ customer.name }}</p>"});
+    let (status, _) = server
+        .call(
+            Method::PUT,
+            "/v1/templates/invoice-de",
+            Some(&specific),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let (_, sent) = server
+        .post("/v1/documents/send", &invoice("C10000", &pdf))
+        .await
+        .unwrap();
+    let message = server.message(&id_of(&sent)).await.unwrap();
+    assert_eq!(message["template"]["id"], "invoice-de", "{message:#}");
+    assert_eq!(message["subject"], "Rechnung 103001");
+
+    let mut in_other_scenario = invoice("C10000", &pdf);
+    in_other_scenario["scenario"] = json!("default");
+    let (_, sent) = server
+        .post("/v1/documents/send", &in_other_scenario)
+        .await
+        .unwrap();
+    assert_eq!(
+        server.message(&id_of(&sent)).await.unwrap()["template"]["id"],
+        "sales-invoice"
+    );
+}

@@ -128,23 +128,40 @@ async fn send_document(
         .licence
         .may_send()
         .map_err(|reason| ApiError::new(StatusCode::FORBIDDEN, "licence_not_permitted", reason))?;
-    let template_id = document
-        .template
-        .clone()
-        .unwrap_or_else(|| document.document_type.clone());
-    if state.store.template(&template_id, None).await.is_err() {
-        return Err(ApiError::invalid(
-            if document.template.is_some() {
-                "template"
-            } else {
-                "document_type"
-            },
-            format!(
-                "unknown document type {:?}: no template {template_id:?} renders it",
-                document.document_type
-            ),
-        ));
-    }
+    let scenario = match &document.scenario {
+        Some(name) => name.clone(),
+        None => match ScenarioName::parse(&document.document_type) {
+            Ok(name) if state.store.scenario(&name).await.is_ok() => name.to_string(),
+            _ => "default".into(),
+        },
+    };
+    let template_id = match &document.template {
+        Some(id) => match state.store.template(id, None).await {
+            Ok(record) => record.id,
+            Err(_) => {
+                return Err(ApiError::invalid(
+                    "template",
+                    format!("unknown template {id:?}"),
+                ));
+            }
+        },
+        None => match state
+            .store
+            .template_for(&document.document_type, &scenario)
+            .await
+        {
+            Ok(record) => record.id,
+            Err(_) => {
+                return Err(ApiError::invalid(
+                    "document_type",
+                    format!(
+                        "unknown document type {:?}: no template renders it",
+                        document.document_type
+                    ),
+                ));
+            }
+        },
+    };
     let profile = state
         .store
         .profile_for_customer(&document.customer.id)
@@ -198,13 +215,6 @@ async fn send_document(
         })?]
     } else {
         document.to.clone()
-    };
-    let scenario = match &document.scenario {
-        Some(name) => name.clone(),
-        None => match ScenarioName::parse(&document.document_type) {
-            Ok(name) if state.store.scenario(&name).await.is_ok() => name.to_string(),
-            _ => "default".into(),
-        },
     };
     let mut data = match document.data.clone() {
         serde_json::Value::Object(map) => map,
