@@ -71,13 +71,7 @@ async fn every_route_refuses_a_user_without_its_permission_and_names_the_missing
         if !path.starts_with("/v1/") {
             continue;
         }
-        let concrete = path
-            .replace("{id}", "00000000-0000-0000-0000-000000000000")
-            .replace("{token_id}", "00000000-0000-0000-0000-000000000000")
-            .replace("{name}", "default")
-            .replace("{user}", "default")
-            .replace("{type}", "customer")
-            .replace("{attachment_id}", "00000000-0000-0000-0000-000000000000");
+        let concrete = common::concrete_path(path);
         for method in item.as_object().unwrap().keys() {
             let (needed_method, _, needed) = mailroom_api::ROUTE_PERMISSIONS
                 .iter()

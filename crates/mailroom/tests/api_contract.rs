@@ -33,13 +33,7 @@ async fn every_v1_route_refuses_a_request_without_a_valid_token() {
         if !path.starts_with("/v1/") {
             continue;
         }
-        let concrete = path
-            .replace("{id}", "00000000-0000-0000-0000-000000000000")
-            .replace("{name}", "default")
-            .replace("{token_id}", "00000000-0000-0000-0000-000000000000")
-            .replace("{user}", "default")
-            .replace("{type}", "customer")
-            .replace("{attachment_id}", "00000000-0000-0000-0000-000000000000");
+        let concrete = common::concrete_path(path);
         for method in item.as_object().unwrap().keys() {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             for token in [None, Some("mr_not-a-real-token")] {

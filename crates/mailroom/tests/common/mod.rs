@@ -41,3 +41,14 @@ pub async fn start_server_with_engine(extra_engine_keys: &str) -> MailroomServer
         .await
         .expect("mailroom starts")
 }
+
+/// An OpenAPI path template with every parameter filled in, for tests that walk all routes.
+pub fn concrete_path(template: &str) -> String {
+    template
+        .replace("{id}", "00000000-0000-0000-0000-000000000000")
+        .replace("{token_id}", "00000000-0000-0000-0000-000000000000")
+        .replace("{attachment_id}", "00000000-0000-0000-0000-000000000000")
+        .replace("{name}", "default")
+        .replace("{user}", "default")
+        .replace("{type}", "customer")
+}
