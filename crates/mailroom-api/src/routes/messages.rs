@@ -223,6 +223,13 @@ async fn check_attachments(
     scenario: &ScenarioName,
     html: Option<&str>,
 ) -> ApiResult<Vec<(Uuid, Option<String>)>> {
+    if request.attachments.is_empty()
+        && request.exclude_attachments.is_empty()
+        && scenario.is_default()
+    {
+        // The common case: nothing attached and no scenario files to add.
+        return Ok(Vec::new());
+    }
     let visibility = principal.visibility(state).await?;
     // The default scenario never gets default attachments.
     let scenario_files = if scenario.is_default() {
