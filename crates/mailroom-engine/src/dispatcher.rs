@@ -49,7 +49,7 @@ impl Default for EngineConfig {
             lease_duration: Duration::from_secs(60),
             rate_window: Duration::from_secs(60),
             retry: RetryPolicy::default(),
-            prefetch_per_slot: 8,
+            prefetch_per_slot: 32,
             connectors: ConnectorDefaults {
                 smtp_timeout: Duration::from_secs(30),
                 extra_root_certificates: Vec::new(),
@@ -124,6 +124,19 @@ impl Engine {
 
     /// Starts the dispatcher; returns a handle that finishes once shutdown has drained.
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
+        // Garbage collection has its own task so that a long sweep never holds up claiming.
+        let collector = self.clone();
+        tokio::spawn(async move {
+            let interval = (collector.inner.config.attachment_retention / 4)
+                .clamp(Duration::from_millis(200), Duration::from_secs(600));
+            loop {
+                collector.collect_garbage().await;
+                tokio::select! {
+                    _ = collector.inner.stopping.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+            }
+        });
         let (outcomes, receiver) = mpsc::unbounded_channel();
         let writer = tokio::spawn(run_outcome_writer(self.inner.store.clone(), receiver));
         let engine = self.clone();
@@ -148,7 +161,6 @@ impl Engine {
         let mut accounts_loaded_at: Option<Instant> = None;
         let mut last_renewal = Instant::now();
         let mut last_recovery: Option<Instant> = None;
-        let mut last_gc: Option<Instant> = None;
         let lease_ms = inner.config.lease_duration.as_millis() as i64;
         loop {
             if inner.stopping.is_cancelled() {
@@ -168,14 +180,6 @@ impl Engine {
                     }
                     Err(error) => tracing::error!(%error, "recovering expired leases failed"),
                 }
-            }
-            if last_gc.is_none_or(|t| {
-                t.elapsed()
-                    >= (inner.config.attachment_retention / 4)
-                        .clamp(Duration::from_millis(200), Duration::from_secs(600))
-            }) {
-                last_gc = Some(Instant::now());
-                self.collect_garbage().await;
             }
             if last_renewal.elapsed() >= inner.config.lease_duration / 3 {
                 last_renewal = Instant::now();
