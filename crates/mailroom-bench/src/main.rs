@@ -204,7 +204,7 @@ async fn outbound(messages: usize, size: usize, clients: usize, sessions: usize)
         if started.elapsed() > Duration::from_secs(600) {
             bail!("not every message was delivered within 10 minutes");
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let deliver_seconds = started.elapsed().as_secs_f64();
     latencies.sort();

@@ -93,18 +93,37 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
+        // The writer never checkpoints (copying the WAL back into the database file) as part of a
+        // commit: a background task does it, so that this work stays off the single write path.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
         let (writes, receiver) = mpsc::channel(4096);
-        tokio::spawn(messages::run_writer(writer.clone(), receiver));
+        // The writer runs on its own thread: each grouped transaction is a chain of round trips to
+        // SQLite's worker thread, and on the shared runtime every hop would queue behind API requests.
+        let pool = writer.clone();
+        std::thread::Builder::new()
+            .name("mailroom-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(messages::run_writer(pool, receiver)),
+                    Err(error) => tracing::error!(%error, "the store writer could not start"),
+                }
+            })
+            .map_err(sqlx::Error::Io)?;
+        let checkpointer =
+            <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options).await?;
+        tokio::spawn(checkpoint_regularly(checkpointer, writes.downgrade()));
         let store = Self {
             writer,
             reader,
@@ -149,4 +168,30 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     file.write_all(contents)?;
     file.sync_all()?;
     std::fs::rename(&temporary, path)
+}
+
+/// Copies the write-ahead log back into the database file every half second (a passive checkpoint
+/// never blocks the writer or readers), until the store is gone.
+async fn checkpoint_regularly(
+    mut connection: sqlx::SqliteConnection,
+    store: mpsc::WeakSender<messages::WriteRequest>,
+) {
+    let mut interval = tokio::time::interval(Duration::from_millis(500));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if store.upgrade().is_none() {
+            break;
+        }
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut connection)
+            .await
+        {
+            tracing::warn!(%error, "checkpointing the write-ahead log failed");
+        }
+    }
+    let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(&mut connection)
+        .await;
+    let _ = sqlx::Connection::close(connection).await;
 }

@@ -492,11 +492,16 @@ fn reply(request: WriteRequest, result: StoreResult<WriteResult>) {
 
 /// Performs the requests in one transaction: outcomes first (they free capacity), then inserts, then
 /// claims (which may take messages inserted in the same transaction).
+///
+/// The whole transaction — BEGIN, every statement, COMMIT — goes to SQLite's worker thread as one
+/// multi-statement query: each separate statement would be a round trip between threads, and on a busy
+/// machine each round trip waits for the scheduler. Rows returned by the claim statements come back in
+/// statement order; each finished statement is reported, which tells whose rows follow.
 async fn write_together(
     pool: &SqlitePool,
     requests: &[WriteRequest],
 ) -> StoreResult<Vec<WriteResult>> {
-    let mut tx = pool.begin().await?;
+    let mut connection = pool.acquire().await?;
     let records: Vec<&AttemptRecord> = requests
         .iter()
         .filter_map(|r| {
@@ -508,7 +513,6 @@ async fn write_together(
         })
         .flatten()
         .collect();
-    record_outcome_rows(&mut tx, &records).await?;
     let messages: Vec<&NewMessage> = requests
         .iter()
         .filter_map(|r| {
@@ -519,33 +523,81 @@ async fn write_together(
             }
         })
         .collect();
-    let mut inserted = insert_rows(&mut tx, &messages).await?.into_iter();
-    let mut results = Vec::with_capacity(requests.len());
-    for request in requests {
-        results.push(match request {
+    // Idempotency keys are looked up before the transaction: only this writer inserts messages, so
+    // nothing can add a key between the lookup and the insert.
+    let (insert_outcomes, to_insert) = resolve_idempotency_keys(&mut connection, &messages).await?;
+
+    let mut sql = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE;\n");
+    push_outcome_statements(&mut sql, &records);
+    push_insert_statements(&mut sql, &to_insert, now_ms());
+    for (position, request) in requests.iter().enumerate() {
+        if let WriteRequest::Claim { claim, .. } = request {
+            push_claim_statement(&mut sql, claim, position);
+        }
+    }
+    sql.push("COMMIT;");
+
+    let mut claimed: std::collections::HashMap<usize, Vec<ClaimRow>> =
+        std::collections::HashMap::new();
+    let outcome: StoreResult<()> = async {
+        // Only claim statements return rows: one per claim, naming the request it answers.
+        let mut rows = sql.build().persistent(false).fetch(&mut *connection);
+        while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
+            let position: i64 = row.try_get("request")?;
+            let json: String = row.try_get("claimed")?;
+            let rows: Vec<(String, String, i64, i64, i64)> = serde_json::from_str(&json)
+                .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?;
+            claimed.insert(
+                position as usize,
+                rows.into_iter()
+                    .map(
+                        |(id, message_id_header, created_at, attempt_count, retry_base)| ClaimRow {
+                            id,
+                            message_id_header,
+                            created_at,
+                            attempt_count,
+                            retry_base,
+                        },
+                    )
+                    .collect(),
+            );
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(error) = outcome {
+        // A failed statement stops the group inside its transaction: undo it. (Harmless if the
+        // failure came before BEGIN or after COMMIT.)
+        let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+        return Err(error);
+    }
+    let mut inserted = insert_outcomes.into_iter();
+    Ok(requests
+        .iter()
+        .enumerate()
+        .map(|(position, request)| match request {
             WriteRequest::Insert { .. } => {
                 WriteResult::Inserted(inserted.next().expect("one outcome per insert"))
             }
-            WriteRequest::Claim { claim, .. } => {
-                WriteResult::Claimed(claim_rows(&mut tx, claim).await?)
+            WriteRequest::Claim { .. } => {
+                WriteResult::Claimed(claimed.remove(&position).unwrap_or_default())
             }
             WriteRequest::Outcomes { .. } => WriteResult::Recorded,
-        });
-    }
-    tx.commit().await?;
-    Ok(results)
+        })
+        .collect())
 }
 
 /// Rows bound per multi-row INSERT, well under SQLite's limit of 32766 bound values.
 const ROWS_PER_STATEMENT: usize = 256;
 
-async fn insert_rows(
-    tx: &mut sqlx::SqliteConnection,
-    messages: &[&NewMessage],
-) -> StoreResult<Vec<InsertOutcome>> {
-    let now = now_ms();
-    let mut outcomes = Vec::new();
-    let mut to_insert: Vec<&NewMessage> = Vec::new();
+/// Looks up the idempotency keys of new messages: which are replays or reuses of an earlier request,
+/// and which are to be inserted.
+async fn resolve_idempotency_keys<'m>(
+    connection: &mut sqlx::pool::PoolConnection<Sqlite>,
+    messages: &[&'m NewMessage],
+) -> StoreResult<(Vec<InsertOutcome>, Vec<&'m NewMessage>)> {
+    let mut outcomes = Vec::with_capacity(messages.len());
+    let mut to_insert: Vec<&NewMessage> = Vec::with_capacity(messages.len());
     // Idempotency keys seen earlier in this same batch: (created_by, key) → (id, request hash).
     let mut keys_in_batch: std::collections::HashMap<(&str, &str), (Uuid, Option<&str>)> =
         std::collections::HashMap::new();
@@ -556,7 +608,7 @@ async fn insert_rows(
                 None => sqlx::query("SELECT id, request_hash FROM messages WHERE created_by = $1 AND idempotency_key = $2")
                     .bind(&message.created_by)
                     .bind(key)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut **connection)
                     .await?
                     .map(|row| Ok::<_, StoreError>((parse_uuid(&row.get::<String, _>("id"))?, row.get::<Option<String>, _>("request_hash"))))
                     .transpose()?,
@@ -578,12 +630,17 @@ async fn insert_rows(
         to_insert.push(message);
         outcomes.push(InsertOutcome::Created(message.id));
     }
+    Ok((outcomes, to_insert))
+}
+
+/// Appends the statements inserting `to_insert` to `sql`.
+fn push_insert_statements(sql: &mut QueryBuilder<Sqlite>, to_insert: &[&NewMessage], now: i64) {
     for chunk in to_insert.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
+        sql.push(
             "INSERT INTO messages (id, status, scenario, account_id, message_id_header, subject, created_by, idempotency_key,
                request_hash, created_at, updated_at, send_at, next_attempt_at, template_id, template_version) ",
         );
-        insert.push_values(chunk, |mut row, message| {
+        sql.push_values(chunk, |mut row, message| {
             row.push_bind(message.id.to_string())
                 .push_bind(if message.draft { "draft" } else { "queued" })
                 .push_bind(message.scenario.as_str().to_owned())
@@ -600,11 +657,11 @@ async fn insert_rows(
                 .push_bind(message.template.as_ref().map(|(id, _)| id.clone()))
                 .push_bind(message.template.as_ref().map(|(_, version)| *version));
         });
-        insert.build().execute(&mut *tx).await?;
-        let mut contents = QueryBuilder::<Sqlite>::new(
+        sql.push(";\n");
+        sql.push(
             "INSERT INTO message_contents (message_id, to_json, cc_json, bcc_json, reply_to_json, headers_json, text_body, html_body, related_json, from_json, sender_json) ",
         );
-        contents.push_values(chunk, |mut row, message| {
+        sql.push_values(chunk, |mut row, message| {
             let content = &message.content;
             row.push_bind(message.id.to_string())
                 .push_bind(mailboxes_to_json(&content.to))
@@ -628,7 +685,7 @@ async fn insert_rows(
                         .map(|m| mailboxes_to_json(std::slice::from_ref(m))),
                 );
         });
-        contents.build().execute(&mut *tx).await?;
+        sql.push(";\n");
     }
     let attached: Vec<(&NewMessage, usize, &AttachedFile)> = to_insert
         .iter()
@@ -640,10 +697,10 @@ async fn insert_rows(
         })
         .collect();
     for chunk in attached.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
+        sql.push(
             "INSERT INTO message_attachments (message_id, position, attachment_id, content_id) ",
         );
-        insert.push_values(
+        sql.push_values(
             chunk,
             |mut row, (message, position, (attachment_id, content_id))| {
                 row.push_bind(message.id.to_string())
@@ -652,26 +709,23 @@ async fn insert_rows(
                     .push_bind(content_id.clone());
             },
         );
-        insert.build().execute(&mut *tx).await?;
+        sql.push(";\n");
     }
     let related: Vec<(&NewMessage, &RelatedRecord)> = to_insert
         .iter()
         .flat_map(|m| m.related_records.iter().map(move |r| (*m, r)))
         .collect();
     for chunk in related.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO related_records (message_id, record_type, record_id, relation) ",
-        );
-        insert.push_values(chunk, |mut row, (message, record)| {
+        sql.push("INSERT INTO related_records (message_id, record_type, record_id, relation) ");
+        sql.push_values(chunk, |mut row, (message, record)| {
             row.push_bind(message.id.to_string())
                 .push_bind(record.record_type.clone())
                 .push_bind(record.record_id.clone())
                 .push_bind(record.relation.as_str());
         });
-        insert.push(" ON CONFLICT DO NOTHING");
-        insert.build().execute(&mut *tx).await?;
+        sql.push(" ON CONFLICT DO NOTHING");
+        sql.push(";\n");
     }
-    Ok(outcomes)
 }
 
 impl Store {
@@ -1071,15 +1125,13 @@ impl Store {
 }
 
 /// Writes attempt rows and moves each message to its next state (two statements per 256 records).
-async fn record_outcome_rows(
-    tx: &mut sqlx::SqliteConnection,
-    records: &[&AttemptRecord],
-) -> StoreResult<()> {
+/// Appends the statements recording attempt outcomes to `sql`.
+fn push_outcome_statements(sql: &mut QueryBuilder<Sqlite>, records: &[&AttemptRecord]) {
     for chunk in records.chunks(ROWS_PER_STATEMENT) {
-        let mut attempts = QueryBuilder::<Sqlite>::new(
+        sql.push(
             "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text) ",
         );
-        attempts.push_values(chunk, |mut row, record| {
+        sql.push_values(chunk, |mut row, record| {
             row.push_bind(record.message_id.to_string())
                 .push_bind(i64::from(record.number))
                 .push_bind(record.started_at_ms)
@@ -1088,19 +1140,19 @@ async fn record_outcome_rows(
                 .push_bind(record.reply_code.map(i64::from))
                 .push_bind(record.reply_text.clone());
         });
-        attempts.push(
+        sql.push(
             " ON CONFLICT (message_id, number) DO UPDATE SET finished_at = excluded.finished_at, outcome = excluded.outcome,
                reply_code = excluded.reply_code, reply_text = excluded.reply_text",
         );
-        attempts.build().execute(&mut *tx).await?;
+        sql.push(";\n");
 
         // SQLite names the columns of a VALUES list column1, column2, …
-        let mut update = QueryBuilder::<Sqlite>::new(
+        sql.push(
             "UPDATE messages SET status = v.column3, next_attempt_at = COALESCE(v.column4, messages.next_attempt_at),
                sent_at = v.column5, last_error = v.column6, lease_owner = NULL, lease_until = NULL, updated_at = v.column7
              FROM (",
         );
-        update.push_values(chunk, |mut row, record| {
+        sql.push_values(chunk, |mut row, record| {
             let (status, next_attempt_at, sent_at, last_error) = match record.next {
                 Outcome::Sent => ("sent", None, Some(record.finished_at_ms), None),
                 Outcome::RetryAt(at) => ("queued", Some(at), None, Some(record.reply_text.clone())),
@@ -1115,41 +1167,44 @@ async fn record_outcome_rows(
                 .push_bind(record.finished_at_ms)
                 .push_bind(i64::from(record.number));
         });
-        update.push(
+        sql.push(
             ") AS v WHERE messages.id = v.column1 AND messages.lease_owner = v.column2 AND messages.status = 'sending'
                AND messages.attempt_count = v.column8",
         );
-        update.build().execute(&mut *tx).await?;
+        sql.push(";\n");
     }
-    Ok(())
 }
 
-/// Claims up to `limit` due messages of one account under a lease.
-async fn claim_rows(
-    tx: &mut sqlx::SqliteConnection,
-    claim: &ClaimArgs,
-) -> StoreResult<Vec<ClaimRow>> {
-    let rows = sqlx::query(
-        "UPDATE messages SET status = 'sending', lease_owner = $1, lease_until = $2, attempt_count = attempt_count + 1, updated_at = $3
-         WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND account_id = $4 AND next_attempt_at <= $3
-                      ORDER BY next_attempt_at, id LIMIT $5)
-         RETURNING id, message_id_header, created_at, attempt_count, retry_base",
-    )
-    .bind(&claim.owner)
-    .bind(claim.lease_until)
-    .bind(claim.now)
-    .bind(claim.account_id.to_string())
-    .bind(i64::from(claim.limit))
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|row| ClaimRow {
-            id: row.get("id"),
-            message_id_header: row.get("message_id_header"),
-            created_at: row.get("created_at"),
-            attempt_count: row.get("attempt_count"),
-            retry_base: row.get("retry_base"),
-        })
-        .collect())
+/// Appends the statements claiming up to `limit` due messages of one account under a lease: a SELECT
+/// that returns the chosen rows as one JSON row (one row to pass between threads instead of one per
+/// message), then an UPDATE of the same rows. Both pick by the same ordered subquery inside one write
+/// transaction of the only writer, so they see the same rows.
+fn push_claim_statement(sql: &mut QueryBuilder<Sqlite>, claim: &ClaimArgs, request: usize) {
+    fn push_due(sql: &mut QueryBuilder<Sqlite>, claim: &ClaimArgs, columns: &str) {
+        sql.push(format!(
+            "SELECT {columns} FROM messages WHERE status = 'queued' AND account_id = "
+        ))
+        .push_bind(claim.account_id.to_string())
+        .push(" AND next_attempt_at <= ")
+        .push_bind(claim.now)
+        .push(" ORDER BY next_attempt_at, id LIMIT ")
+        .push_bind(i64::from(claim.limit));
+    }
+    sql.push("SELECT ")
+        .push(request)
+        .push(" AS request, json_group_array(json_array(id, message_id_header, created_at, attempt_count + 1, retry_base)) AS claimed FROM (");
+    push_due(
+        sql,
+        claim,
+        "id, message_id_header, created_at, attempt_count, retry_base",
+    );
+    sql.push(");\nUPDATE messages SET status = 'sending', lease_owner = ")
+        .push_bind(claim.owner.clone())
+        .push(", lease_until = ")
+        .push_bind(claim.lease_until)
+        .push(", attempt_count = attempt_count + 1, updated_at = ")
+        .push_bind(claim.now)
+        .push(" WHERE id IN (");
+    push_due(sql, claim, "id");
+    sql.push(");\n");
 }

@@ -489,3 +489,38 @@ async fn an_html_message_arrives_with_a_text_alternative_reply_to_custom_headers
         assert_eq!(error["field"], field);
     }
 }
+
+#[tokio::test]
+async fn lines_that_start_with_a_dot_arrive_intact_whether_or_not_the_server_offers_pipelining() {
+    let text = "Totals:\n.\n.5 % discount\n..two dots\nend";
+    for flags in [&[][..], &["-p"][..]] {
+        let sink = SmtpSink::start(flags).unwrap();
+        let server = start_server().await;
+        let account = server
+            .add_smtp_account("dots", sink.port, json!({}))
+            .await
+            .unwrap();
+        let accepted = server
+            .send(&json!({"to": ["buyer@example.com"], "subject": "dots", "text": text, "account_id": account["id"]}))
+            .await
+            .unwrap();
+        server
+            .wait_for_status(&id_of(&accepted), "sent", WAIT)
+            .await
+            .unwrap();
+        let dumped = sink.messages().unwrap();
+        assert_eq!(dumped.len(), 1, "sink flags {flags:?}");
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&dumped[0].raw)
+            .unwrap();
+        assert_eq!(
+            parsed
+                .body_text(0)
+                .unwrap()
+                .replace("\r\n", "\n")
+                .trim_end(),
+            text,
+            "sink flags {flags:?}"
+        );
+    }
+}
