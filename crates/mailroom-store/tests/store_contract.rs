@@ -184,6 +184,51 @@ async fn concurrent_inserts_are_all_stored_and_idempotency_keys_are_honoured_wit
 }
 
 #[tokio::test]
+async fn an_insert_that_fails_inside_a_grouped_write_fails_alone_and_leaves_nothing_behind() {
+    let t = open_store().await;
+    let account = t
+        .store
+        .create_account(&account_input("a"), None)
+        .await
+        .unwrap();
+    let unknown_account = Uuid::now_v7();
+    let mut tasks = Vec::new();
+    for n in 0..60 {
+        let store = t.store.clone();
+        let target = if n == 30 { unknown_account } else { account.id };
+        let message = new_message(target, None, "grouped");
+        let id = message.id;
+        tasks.push(tokio::spawn(async move {
+            (id, store.insert_message(message).await)
+        }));
+    }
+    let mut failed = Vec::new();
+    for task in tasks {
+        let (id, result) = task.await.unwrap();
+        if result.is_err() {
+            failed.push(id);
+        }
+    }
+    assert_eq!(
+        failed.len(),
+        1,
+        "only the message for an unknown account fails"
+    );
+    assert!(t.store.message(failed[0]).await.is_err());
+    let page = t
+        .store
+        .list_messages(&MessageFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 59);
+    assert_eq!(page.items.len(), 59);
+    assert!(page.items.iter().all(|m| m.text.as_deref() == Some("body")));
+}
+
+#[tokio::test]
 async fn a_claimed_message_is_not_claimed_again_until_its_lease_expires_and_then_an_interruption_is_recorded()
  {
     let t = open_store().await;
