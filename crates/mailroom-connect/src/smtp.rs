@@ -342,26 +342,28 @@ impl SmtpConnector {
             let _ = write!(group, "{}", Rcpt::new(recipient.clone(), vec![]));
         }
         group.push_str("DATA\r\n");
+        // Replies come in the order of the group: MAIL, each RCPT, DATA. A network failure ends the
+        // transaction at once; a refusal is remembered and the remaining replies are still read.
+        let recipients = envelope.to().len();
         let mut first_error = None;
-        let mut note = |result: Result<_, lettre::transport::smtp::Error>, stage: &str| {
-            if let Err(error) = result
-                && first_error.is_none()
-            {
-                first_error = Some(classify(&error, stage));
+        for reply in 0..recipients + 2 {
+            let result = if reply == 0 {
+                connection.command(Raw(&group)).await
+            } else {
+                connection.read_response().await
+            };
+            match result {
+                Ok(_) => {}
+                Err(error) if !error.is_response() => return Err(classify(&error, "sending")),
+                Err(error) => {
+                    let stage = match reply {
+                        0 => "MAIL FROM",
+                        n if n <= recipients => "RCPT TO",
+                        _ => "DATA",
+                    };
+                    first_error.get_or_insert_with(|| classify(&error, stage));
+                }
             }
-        };
-        let replies = 1 + envelope.to().len();
-        let result = connection.command(Raw(&group)).await;
-        if result.as_ref().is_err_and(|e| !e.is_response()) {
-            return Err(classify(&result.unwrap_err(), "sending"));
-        }
-        note(result, "MAIL FROM");
-        for _ in 0..replies {
-            let result = connection.read_response().await;
-            if result.as_ref().is_err_and(|e| !e.is_response()) {
-                return Err(classify(&result.unwrap_err(), "sending"));
-            }
-            note(result, "RCPT TO / DATA");
         }
         if let Some(error) = first_error {
             return Err(error);

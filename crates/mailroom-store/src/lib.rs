@@ -106,8 +106,8 @@ impl Store {
             .connect_with(options.clone().read_only(true))
             .await?;
         let (writes, receiver) = mpsc::channel(4096);
-        // The writer runs on its own thread: each grouped transaction is a chain of round trips to
-        // SQLite's worker thread, and on the shared runtime every hop would queue behind API requests.
+        // The writer runs on its own thread: on the shared runtime each of its steps (collecting
+        // requests, waiting for SQLite's worker, answering callers) would queue behind API requests.
         let pool = writer.clone();
         std::thread::Builder::new()
             .name("mailroom-writer".into())

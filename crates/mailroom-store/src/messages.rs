@@ -495,8 +495,8 @@ fn reply(request: WriteRequest, result: StoreResult<WriteResult>) {
 ///
 /// The whole transaction — BEGIN, every statement, COMMIT — goes to SQLite's worker thread as one
 /// multi-statement query: each separate statement would be a round trip between threads, and on a busy
-/// machine each round trip waits for the scheduler. Rows returned by the claim statements come back in
-/// statement order; each finished statement is reported, which tells whose rows follow.
+/// machine each round trip waits for the scheduler. Only claims return rows: one each, naming the
+/// request it answers and carrying the claimed messages as JSON.
 async fn write_together(
     pool: &SqlitePool,
     requests: &[WriteRequest],
