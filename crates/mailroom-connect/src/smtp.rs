@@ -79,13 +79,21 @@ impl std::fmt::Display for Raw<'_> {
 /// the content ends with CRLF "." CRLF.
 pub fn dot_stuffed(content: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(content.len() + content.len() / 512 + 5);
-    let mut line_start = true;
-    for &byte in content {
-        if line_start && byte == b'.' {
+    let mut rest = content;
+    loop {
+        if rest.first() == Some(&b'.') {
             out.push(b'.');
         }
-        out.push(byte);
-        line_start = byte == b'\n';
+        match memchr::memchr(b'\n', rest) {
+            Some(end) => {
+                out.extend_from_slice(&rest[..=end]);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.extend_from_slice(rest);
+                break;
+            }
+        }
     }
     if !content.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");

@@ -7,10 +7,10 @@ use mailroom_core::compose::{AttachmentPart, Composition, compose};
 use mailroom_core::message::AttemptOutcome;
 use mailroom_core::rate::SlidingWindow;
 use mailroom_core::retry::RetryPolicy;
-use mailroom_store::{Account, AttemptRecord, ClaimedMessage, Outcome, Store, now_ms};
+use mailroom_store::{Account, AttemptRecord, ClaimedMessage, InsertClaim, Outcome, Store, now_ms};
 use rand::Rng;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -61,15 +61,38 @@ impl Default for EngineConfig {
     }
 }
 
-/// Per-account state of the dispatcher.
+/// Per-account state of the dispatcher, shared with the send tasks and with reservations.
+#[derive(Clone)]
 struct AccountLane {
+    account: Arc<Account>,
     /// Shared with the send tasks: a slot is taken when an attempt starts, not when it is claimed,
     /// so the limit holds for the moments messages actually go out.
     window: Arc<Mutex<SlidingWindow>>,
     permits: Arc<Semaphore>,
     concurrency: u32,
-    /// Claimed and not yet finished (waiting for a permit or sending).
+    /// Claimed and not yet finished (waiting for a permit or sending), reservations included.
     held: Arc<AtomicU32>,
+    /// The queue generation at which the dispatcher last found no due mail left for this account
+    /// (`NOT_DRAINED` if it has not). New mail may skip the queue only while this is current.
+    drained_at: Arc<AtomicU64>,
+}
+
+const NOT_DRAINED: u64 = u64::MAX;
+
+impl AccountLane {
+    /// How many messages may be claimed and unfinished at once.
+    fn capacity(&self, prefetch_per_slot: u32) -> u32 {
+        self.concurrency * prefetch_per_slot.max(1)
+    }
+}
+
+/// A place in an account's lane, taken for one message before it is stored so that it can be stored
+/// already claimed and sent at once, without waiting for the dispatcher. Dropping it unused gives the
+/// place back.
+pub struct Reservation {
+    engine: Engine,
+    lane: AccountLane,
+    used: bool,
 }
 
 /// The running engine. Cloning shares it.
@@ -88,6 +111,12 @@ struct Inner {
     tasks: TaskTracker,
     /// The encode budget in KiB permits.
     encode_budget: Arc<Semaphore>,
+    lanes: Mutex<HashMap<Uuid, AccountLane>>,
+    /// Counts the times due mail may have joined the queue from outside the dispatcher (new mail
+    /// stored queued, a retry, a release): a lane found drained before the latest of them is not.
+    queue_generation: AtomicU64,
+    /// Where send tasks report; present from `start` until the dispatcher stops.
+    outcomes: Mutex<Option<mpsc::UnboundedSender<AttemptRecord>>>,
 }
 
 impl Engine {
@@ -103,6 +132,9 @@ impl Engine {
                 stopping: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 encode_budget,
+                lanes: Mutex::new(HashMap::new()),
+                queue_generation: AtomicU64::new(0),
+                outcomes: Mutex::new(None),
             }),
         }
     }
@@ -113,7 +145,47 @@ impl Engine {
 
     /// Tells the dispatcher that new mail is waiting.
     pub fn wake(&self) {
+        self.inner.queue_generation.fetch_add(1, Ordering::AcqRel);
         self.inner.wake.notify_one();
+    }
+
+    /// Takes a place for one new message of `account_id` that is due now, so that it can be stored
+    /// already claimed ([`Reservation::claim`]) and handed straight to a send task
+    /// ([`Reservation::start`]). `None` when the message should be stored queued instead: the
+    /// engine is stopping or does not know the account yet, older mail of the account is waiting
+    /// (so new mail does not overtake it), or the account's concurrency or rate limit has no room.
+    pub fn reserve(&self, account_id: Uuid) -> Option<Reservation> {
+        let inner = &self.inner;
+        if inner.stopping.is_cancelled() {
+            return None;
+        }
+        let lane = inner
+            .lanes
+            .lock()
+            .expect("lanes lock")
+            .get(&account_id)?
+            .clone();
+        if lane.drained_at.load(Ordering::Acquire) != inner.queue_generation.load(Ordering::Acquire)
+        {
+            return None;
+        }
+        let held = lane.held.fetch_add(1, Ordering::AcqRel);
+        let fits = held < lane.capacity(inner.config.prefetch_per_slot) && {
+            let mut window = lane.window.lock().expect("window lock");
+            // Claimed messages not yet started will take slots of this window too.
+            window
+                .available(now_ms() as u64)
+                .is_none_or(|available| available > held)
+        };
+        if !fits {
+            lane.held.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Reservation {
+            engine: self.clone(),
+            lane,
+            used: false,
+        })
     }
 
     /// Tells the dispatcher that accounts were added, changed or removed.
@@ -139,10 +211,13 @@ impl Engine {
         });
         let (outcomes, receiver) = mpsc::unbounded_channel();
         let writer = tokio::spawn(run_outcome_writer(self.inner.store.clone(), receiver));
+        *self.inner.outcomes.lock().expect("outcomes lock") = Some(outcomes.clone());
         let engine = self.clone();
         tokio::spawn(async move {
             engine.dispatch(outcomes).await;
-            // `dispatch` returned: no new claims. Wait for send tasks, then for the writer to flush.
+            // `dispatch` returned: no new claims or reservations. Wait for send tasks, then for the
+            // writer to flush.
+            engine.inner.outcomes.lock().expect("outcomes lock").take();
             engine.inner.tasks.close();
             engine.inner.tasks.wait().await;
             let _ = writer.await;
@@ -156,7 +231,6 @@ impl Engine {
 
     async fn dispatch(&self, outcomes: mpsc::UnboundedSender<AttemptRecord>) {
         let inner = &self.inner;
-        let mut lanes: HashMap<Uuid, AccountLane> = HashMap::new();
         let mut accounts: Vec<Arc<Account>> = Vec::new();
         let mut accounts_loaded_at: Option<Instant> = None;
         let mut last_renewal = Instant::now();
@@ -173,6 +247,9 @@ impl Engine {
                 last_recovery = Some(Instant::now());
                 match inner.store.recover_expired_leases(now).await {
                     Ok(recovered) => {
+                        if !recovered.is_empty() {
+                            self.queue_grew();
+                        }
                         for lease in recovered {
                             tracing::warn!(event = "lease_recovered", message = %lease.message_id, account = %lease.account_id,
                                 status = %lease.new_status, "an attempt was interrupted; the message was queued again");
@@ -197,7 +274,11 @@ impl Engine {
                         accounts = list.into_iter().map(Arc::new).collect();
                         accounts_loaded_at = Some(Instant::now());
                         let live: Vec<Uuid> = accounts.iter().map(|a| a.id).collect();
-                        lanes.retain(|id, _| live.contains(id));
+                        inner
+                            .lanes
+                            .lock()
+                            .expect("lanes lock")
+                            .retain(|id, _| live.contains(id));
                         inner.connectors.retain(&live);
                     }
                     Err(error) => tracing::error!(%error, "loading accounts failed"),
@@ -205,13 +286,18 @@ impl Engine {
             }
             let mut next_wake = inner.config.poll_interval;
             for account in &accounts {
-                let lane = match lanes.get_mut(&account.id) {
+                // Only this loop adds or changes lanes; reservations read them.
+                let known = inner
+                    .lanes
+                    .lock()
+                    .expect("lanes lock")
+                    .get(&account.id)
+                    .cloned();
+                let mut lane = match known {
                     Some(lane) => lane,
-                    None => {
-                        let lane = self.new_lane(account).await;
-                        lanes.entry(account.id).or_insert(lane)
-                    }
+                    None => self.new_lane(account).await,
                 };
+                lane.account = account.clone();
                 lane.window
                     .lock()
                     .expect("window lock")
@@ -222,8 +308,12 @@ impl Engine {
                         Arc::new(Semaphore::new(account.limits.concurrency_limit as usize));
                     lane.concurrency = account.limits.concurrency_limit;
                 }
-                let capacity =
-                    account.limits.concurrency_limit * inner.config.prefetch_per_slot.max(1);
+                inner
+                    .lanes
+                    .lock()
+                    .expect("lanes lock")
+                    .insert(account.id, lane.clone());
+                let capacity = lane.capacity(inner.config.prefetch_per_slot);
                 let held = lane.held.load(Ordering::Acquire);
                 if held > capacity / 2 {
                     continue;
@@ -250,6 +340,7 @@ impl Engine {
                     continue;
                 }
                 let clock = Instant::now();
+                let generation = inner.queue_generation.load(Ordering::Acquire);
                 let claimed = match inner
                     .store
                     .claim_due(
@@ -263,10 +354,21 @@ impl Engine {
                 {
                     Ok(claimed) => claimed,
                     Err(error) => {
+                        lane.drained_at.store(NOT_DRAINED, Ordering::Release);
                         tracing::error!(%error, account = %account.id, "claiming messages failed");
                         continue;
                     }
                 };
+                // Fewer than asked for: nothing due is left behind, so new mail may skip the
+                // queue until something joins it again.
+                lane.drained_at.store(
+                    if (claimed.len() as u32) < wanted {
+                        generation
+                    } else {
+                        NOT_DRAINED
+                    },
+                    Ordering::Release,
+                );
                 metrics::histogram!("mailroom_store_operation_seconds", "operation" => "claim")
                     .record(clock.elapsed().as_secs_f64());
                 if claimed.is_empty() {
@@ -284,20 +386,13 @@ impl Engine {
                         tracing::error!(%error, account = %account.id, "building the connector failed; releasing claimed messages");
                         let ids: Vec<Uuid> = claimed.iter().map(|m| m.id).collect();
                         let _ = inner.store.release(&inner.config.node_id, &ids).await;
+                        self.queue_grew();
                         continue;
                     }
                 };
                 for message in claimed {
                     lane.held.fetch_add(1, Ordering::AcqRel);
-                    let task = SendTask {
-                        engine: self.clone(),
-                        account: account.clone(),
-                        connector: connector.clone(),
-                        permits: lane.permits.clone(),
-                        window: lane.window.clone(),
-                        held: lane.held.clone(),
-                        outcomes: outcomes.clone(),
-                    };
+                    let task = SendTask::new(self, &lane, connector.clone(), outcomes.clone());
                     let span = tracing::info_span!("send", message_uuid = %message.id, account = %account.id, attempt = message.attempt_number);
                     inner.tasks.spawn(task.run(message).instrument(span));
                 }
@@ -317,7 +412,7 @@ impl Engine {
         }
     }
 
-    async fn new_lane(&self, account: &Account) -> AccountLane {
+    async fn new_lane(&self, account: &Arc<Account>) -> AccountLane {
         let window_ms = self.inner.config.rate_window.as_millis() as u64;
         let mut window = SlidingWindow::new(account.limits.rate_limit_per_minute, window_ms);
         let since = now_ms() - window_ms as i64;
@@ -333,10 +428,82 @@ impl Engine {
             }
         }
         AccountLane {
+            account: account.clone(),
             window: Arc::new(Mutex::new(window)),
             permits: Arc::new(Semaphore::new(account.limits.concurrency_limit as usize)),
             concurrency: account.limits.concurrency_limit,
             held: Arc::new(AtomicU32::new(0)),
+            drained_at: Arc::new(AtomicU64::new(NOT_DRAINED)),
+        }
+    }
+
+    /// Due mail joined the queue other than through the API (a release, a recovered lease): new
+    /// mail must not overtake it.
+    fn queue_grew(&self) {
+        self.inner.queue_generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl Reservation {
+    /// The lease to store the message under, for its first attempt.
+    pub fn claim(&self) -> InsertClaim {
+        let config = &self.engine.inner.config;
+        InsertClaim {
+            owner: config.node_id.clone(),
+            lease_until: now_ms() + config.lease_duration.as_millis() as i64,
+        }
+    }
+
+    /// Sends the message, stored with [`Reservation::claim`], in its own task. If the engine has
+    /// stopped meanwhile, or the account's connector cannot be built, the message is released back
+    /// to the queue for the dispatcher.
+    pub fn start(mut self, message: ClaimedMessage) {
+        self.used = true;
+        let engine = self.engine.clone();
+        let lane = self.lane.clone();
+        let outcomes = engine.inner.outcomes.lock().expect("outcomes lock").clone();
+        let tasks = engine.inner.tasks.clone();
+        let span = tracing::info_span!("send", message_uuid = %message.id, account = %lane.account.id, attempt = message.attempt_number);
+        let task = async move {
+            let inner = &engine.inner;
+            let connector = match outcomes {
+                None => Err("the engine has stopped".to_owned()),
+                Some(_) => inner
+                    .connectors
+                    .get(&inner.store, &lane.account, &inner.config.connectors)
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            match (connector, outcomes) {
+                (Ok(connector), Some(outcomes)) => {
+                    SendTask::new(&engine, &lane, connector, outcomes)
+                        .run(message)
+                        .await
+                }
+                (connector, _) => {
+                    let reason = connector.err().unwrap_or_default();
+                    tracing::warn!(%reason, message = %message.id, "a message claimed on arrival goes back to the queue");
+                    if let Err(error) = inner
+                        .store
+                        .release(&inner.config.node_id, &[message.id])
+                        .await
+                    {
+                        tracing::error!(%error, message = %message.id, "releasing a claimed message failed; its lease will expire");
+                    }
+                    lane.held.fetch_sub(1, Ordering::AcqRel);
+                    engine.queue_grew();
+                    inner.wake.notify_one();
+                }
+            }
+        };
+        tasks.spawn(task.instrument(span));
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.used {
+            self.lane.held.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -352,6 +519,23 @@ struct SendTask {
 }
 
 impl SendTask {
+    fn new(
+        engine: &Engine,
+        lane: &AccountLane,
+        connector: Arc<dyn mailroom_connect::Connector>,
+        outcomes: mpsc::UnboundedSender<AttemptRecord>,
+    ) -> Self {
+        SendTask {
+            engine: engine.clone(),
+            account: lane.account.clone(),
+            connector,
+            permits: lane.permits.clone(),
+            window: lane.window.clone(),
+            held: lane.held.clone(),
+            outcomes,
+        }
+    }
+
     async fn run(self, message: ClaimedMessage) {
         let inner = &self.engine.inner;
         let permit = tokio::select! {
@@ -371,6 +555,7 @@ impl SendTask {
             {
                 tracing::error!(%error, message = %message.id, "releasing a claimed message failed; its lease will expire");
             }
+            self.engine.queue_grew();
             self.held.fetch_sub(1, Ordering::AcqRel);
             return;
         };

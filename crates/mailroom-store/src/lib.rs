@@ -17,13 +17,14 @@ pub mod secret;
 mod templates;
 mod tokens;
 mod users;
+mod writer;
 
 pub use accounts::{Account, AccountInput, PasswordChange};
 pub use attachments::{Attachment, ScenarioAttachment};
 pub use blobs::{BlobError, BlobStore};
 pub use messages::{
-    AttemptRecord, ClaimedMessage, InsertOutcome, MessageFilter, MessagePage, NewMessage, Outcome,
-    RecoveredLease, StoredAttempt, StoredMessage, Visibility,
+    AttemptRecord, ClaimedMessage, InsertClaim, InsertOutcome, MessageFilter, MessagePage,
+    NewMessage, Outcome, RecoveredLease, StoredAttempt, StoredMessage, Visibility,
 };
 pub use profiles::SendingProfile;
 pub use scenarios::ScenarioRow;
@@ -68,7 +69,7 @@ pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
     secrets: SecretBox,
-    writes: mpsc::Sender<messages::WriteRequest>,
+    writes: mpsc::Sender<writer::WriteRequest>,
     caches: std::sync::Arc<cache::Caches>,
 }
 
@@ -116,7 +117,7 @@ impl Store {
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime.block_on(messages::run_writer(pool, receiver)),
+                    Ok(runtime) => runtime.block_on(writer::run_writer(pool, receiver)),
                     Err(error) => tracing::error!(%error, "the store writer could not start"),
                 }
             })
@@ -174,7 +175,7 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 /// never blocks the writer or readers), until the store is gone.
 async fn checkpoint_regularly(
     mut connection: sqlx::SqliteConnection,
-    store: mpsc::WeakSender<messages::WriteRequest>,
+    store: mpsc::WeakSender<writer::WriteRequest>,
 ) {
     let mut interval = tokio::time::interval(Duration::from_millis(500));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

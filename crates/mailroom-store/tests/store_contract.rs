@@ -6,8 +6,8 @@ use mailroom_core::address::EmailAddress;
 use mailroom_core::message::{AttemptOutcome, MessageContent, MessageStatus, RawContent};
 use mailroom_core::scenario::ScenarioName;
 use mailroom_store::{
-    AccountInput, AttemptRecord, InsertOutcome, MessageFilter, NewMessage, Outcome, SecretBox,
-    Store, now_ms,
+    AccountInput, AttemptRecord, InsertClaim, InsertOutcome, MessageFilter, NewMessage, Outcome,
+    SecretBox, Store, now_ms,
 };
 use uuid::Uuid;
 
@@ -76,6 +76,8 @@ fn new_message(account_id: Uuid, key: Option<&str>, subject: &str) -> NewMessage
         created_by: "tester".into(),
         idempotency_key: key.map(str::to_owned),
         request_hash: Some(subject.to_owned()),
+        created_at_ms: now_ms(),
+        claim: None,
     }
 }
 
@@ -278,6 +280,92 @@ async fn a_claimed_message_is_not_claimed_again_until_its_lease_expires_and_then
         .await
         .unwrap();
     assert_eq!(again[0].attempt_number, 2);
+}
+
+#[tokio::test]
+async fn a_message_stored_already_claimed_is_sending_under_its_lease_and_behaves_like_a_claimed_one()
+ {
+    let t = open_store().await;
+    let account = t
+        .store
+        .create_account(&account_input("a"), None)
+        .await
+        .unwrap();
+    let now = now_ms();
+    let mut message = new_message(account.id, None, "claimed at once");
+    message.claim = Some(InsertClaim {
+        owner: "node-a".into(),
+        lease_until: now + 1_000,
+    });
+    let id = message.id;
+    t.store.insert_message(message).await.unwrap();
+    let stored = t.store.message(id).await.unwrap();
+    assert_eq!(
+        (stored.status, stored.attempt_count),
+        (MessageStatus::Sending, 1)
+    );
+    assert!(
+        t.store
+            .claim_due(account.id, "node-b", now + 1, now + 1_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a message claimed as it was stored is not claimed again"
+    );
+    // A crash before the outcome: the lease expires and the interruption is on record.
+    let recovered = t.store.recover_expired_leases(now + 1_000).await.unwrap();
+    assert_eq!(recovered.len(), 1);
+    let requeued = t.store.message(id).await.unwrap();
+    assert_eq!(requeued.status, MessageStatus::Queued);
+    assert_eq!(requeued.attempts[0].outcome, AttemptOutcome::Interrupted);
+
+    // A draft is never stored claimed, whatever it is given.
+    let mut draft = new_message(account.id, None, "a draft");
+    draft.draft = true;
+    draft.claim = Some(InsertClaim {
+        owner: "node-a".into(),
+        lease_until: now + 60_000,
+    });
+    let draft_id = draft.id;
+    t.store.insert_message(draft).await.unwrap();
+    let draft = t.store.message(draft_id).await.unwrap();
+    assert_eq!(
+        (draft.status, draft.attempt_count),
+        (MessageStatus::Draft, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_claimed_message_sent_under_its_lease_is_sent_with_one_attempt() {
+    let t = open_store().await;
+    let account = t
+        .store
+        .create_account(&account_input("a"), None)
+        .await
+        .unwrap();
+    let now = now_ms();
+    let mut message = new_message(account.id, None, "claimed at once");
+    message.claim = Some(InsertClaim {
+        owner: "node-a".into(),
+        lease_until: now + 60_000,
+    });
+    let id = message.id;
+    t.store.insert_message(message).await.unwrap();
+    t.store
+        .record_outcomes(&[attempt(
+            id,
+            "node-a",
+            1,
+            AttemptOutcome::Sent,
+            Outcome::Sent,
+            now,
+        )])
+        .await
+        .unwrap();
+    let sent = t.store.message(id).await.unwrap();
+    assert_eq!(sent.status, MessageStatus::Sent);
+    assert_eq!(sent.attempts.len(), 1);
+    assert_eq!(sent.created_at_ms, now);
 }
 
 #[tokio::test]

@@ -19,7 +19,10 @@ use mailroom_core::message::{
     MessageContent, MessageStatus, RawContent, RelatedRecord, Relation, message_id_for,
 };
 use mailroom_core::scenario::ScenarioName;
-use mailroom_store::{InsertOutcome, MessageFilter, NewMessage, StoreError, Visibility};
+use mailroom_engine::Reservation;
+use mailroom_store::{
+    ClaimedMessage, InsertOutcome, MessageFilter, NewMessage, StoreError, Visibility, now_ms,
+};
 use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -384,6 +387,12 @@ pub(crate) async fn accept(
     (content.from, content.sender) =
         visible_sender(&account, principal, request.workflow_sender.as_deref())?;
     let id = Uuid::now_v7();
+    let now = now_ms();
+    // Mail due at once goes straight to a send task when its account has room and nothing older
+    // is waiting. Messages with attachments take the queue: their files are read by the claim.
+    let reservation = (!draft && attachments.is_empty() && send_at_ms.is_none_or(|at| at <= now))
+        .then(|| state.engine.reserve(account.id))
+        .flatten();
     let message = NewMessage {
         attachments,
         template: parts.template.clone(),
@@ -398,8 +407,20 @@ pub(crate) async fn accept(
         idempotency_key: key,
         draft,
         request_hash: Some(request_hash),
+        created_at_ms: now,
+        claim: reservation.as_ref().map(Reservation::claim),
     };
     let message_id_header = message.message_id_header.clone();
+    let claimed = reservation.as_ref().map(|_| ClaimedMessage {
+        id,
+        account_id: account.id,
+        message_id_header: message.message_id_header.clone(),
+        content: Ok(message.content.clone()),
+        created_at_ms: now,
+        attempt_number: 1,
+        attempts_used: 1,
+        attachments: Vec::new(),
+    });
     let (id, replayed) = match state.store.insert_message(message).await? {
         InsertOutcome::Created(id) => (id, false),
         InsertOutcome::Replayed(id) => (id, true),
@@ -421,18 +442,21 @@ pub(crate) async fn accept(
             scenario: existing.scenario,
         }
     } else {
-        if !draft {
-            state.engine.wake();
-        }
-        tracing::debug!(event = "email_queued", message = %id, account = %account.id, scenario = %scenario, "email queued");
-        AcceptedMessage {
-            id,
-            status: if draft {
-                MessageStatus::Draft
-            } else {
+        let status = match (reservation, claimed) {
+            (Some(reservation), Some(claimed)) => {
+                reservation.start(claimed);
+                MessageStatus::Sending
+            }
+            _ if draft => MessageStatus::Draft,
+            _ => {
+                state.engine.wake();
                 MessageStatus::Queued
             }
-            .to_string(),
+        };
+        tracing::debug!(event = "email_queued", message = %id, account = %account.id, scenario = %scenario, %status, "email accepted");
+        AcceptedMessage {
+            id,
+            status: status.to_string(),
             message_id: message_id_header,
             account_id: account.id,
             scenario: scenario.to_string(),
