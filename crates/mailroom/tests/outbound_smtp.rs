@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{id_of, start_server};
+use common::{id_of, start_server, start_server_with_engine};
 use mail_parser::MimeHeaders;
 use mailroom_testkit::{SmtpSink, wait_until};
 use serde_json::{Value, json};
@@ -280,6 +280,41 @@ async fn queued_mail_waits_when_the_account_is_over_its_limit_and_no_window_hold
         "14 messages at 4 per second need at least 3 windows; they took {span} ms"
     );
     assert_eq!(sink.messages().unwrap().len(), 14);
+}
+
+#[tokio::test]
+async fn new_mail_skips_the_queue_only_while_nothing_older_waits() {
+    // The sink answers each DATA after a second; the account sends one at a time and may hold four
+    // messages claimed, and the dispatcher claims more only once two or fewer are held.
+    let sink = SmtpSink::start(&["-w", "1"]).unwrap();
+    let server = start_server_with_engine("prefetch_per_slot = 4").await;
+    server
+        .add_default_smtp_account("slow", sink.port, json!({"concurrency_limit": 1}))
+        .await
+        .unwrap();
+    let text = |subject: &str| json!({"to": ["a@example.com"], "subject": subject, "text": "t"});
+    // Once the dispatcher has found the account's queue empty, new mail goes straight to sending.
+    let warm_up = id_of(&server.send(&text("warm-up")).await.unwrap());
+    server.wait_for_status(&warm_up, "sent", WAIT).await.unwrap();
+    let mut statuses = Vec::new();
+    let mut first = String::new();
+    for n in 0..5 {
+        let accepted = server.send(&text(&format!("m{n}"))).await.unwrap();
+        if n == 0 {
+            first = id_of(&accepted);
+        }
+        statuses.push(accepted["status"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        statuses,
+        ["sending", "sending", "sending", "sending", "queued"],
+        "four fit the account's room, the fifth waits in the queue"
+    );
+    // Room for one more opens, but the dispatcher does not claim yet: new mail must not overtake
+    // the message waiting in the queue.
+    server.wait_for_status(&first, "sent", WAIT).await.unwrap();
+    let late = server.send(&text("late")).await.unwrap();
+    assert_eq!(late["status"], "queued", "{late}");
 }
 
 fn time_ms(rfc3339: &str) -> i64 {
