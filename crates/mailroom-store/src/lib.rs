@@ -93,7 +93,10 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(Duration::from_secs(30))
+            // Statement journals of the grouped writes stay in memory instead of spilling to a
+            // temporary file (a thousand small writes a second under load).
+            .pragma("temp_store", "memory");
         // The writer never checkpoints (copying the WAL back into the database file) as part of a
         // commit: a background task does it, so that this work stays off the single write path.
         let writer = SqlitePoolOptions::new()
