@@ -267,10 +267,12 @@ pub struct AttachmentRef {
     pub content_id: Option<String>,
 }
 
-/// The answer to an accepted message: it is stored durably and queued.
+/// The answer to an accepted message: it is stored durably.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AcceptedMessage {
     pub id: Uuid,
+    /// `queued`; `sending` when it went straight to a send task (its account had room and nothing
+    /// older was waiting); `draft` for a draft.
     pub status: String,
     /// The Message-ID header mailroom generated.
     pub message_id: String,
@@ -407,7 +409,7 @@ pub struct MessageList {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Outbox only: comma-separated statuses (default `queued,sending,failed`).
+    /// Outbox only: comma-separated statuses (default `draft,queued,sending,failed`).
     pub status: Option<String>,
     pub account_id: Option<Uuid>,
     pub scenario: Option<String>,

@@ -1,7 +1,8 @@
 //! The outbox and the sent archive: durable messages, leases for claiming them, and every attempt.
 //!
 //! Life of a message: inserted `queued` (group-committed before the API answers) → claimed with a
-//! lease and marked `sending` before any SMTP transaction starts → `sent`, back to `queued` with a
+//! lease and marked `sending` before any SMTP transaction starts (or inserted `sending` under a lease
+//! already, when the engine has room to send it at once) → `sent`, back to `queued` with a
 //! later `next_attempt_at`, or `failed`. A lease that expires (the process died mid-send) is recovered
 //! by recording an `interrupted` attempt, so a possible duplicate delivery is visible in the history.
 

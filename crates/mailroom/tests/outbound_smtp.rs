@@ -295,7 +295,10 @@ async fn new_mail_skips_the_queue_only_while_nothing_older_waits() {
     let text = |subject: &str| json!({"to": ["a@example.com"], "subject": subject, "text": "t"});
     // Once the dispatcher has found the account's queue empty, new mail goes straight to sending.
     let warm_up = id_of(&server.send(&text("warm-up")).await.unwrap());
-    server.wait_for_status(&warm_up, "sent", WAIT).await.unwrap();
+    server
+        .wait_for_status(&warm_up, "sent", WAIT)
+        .await
+        .unwrap();
     let mut statuses = Vec::new();
     let mut first = String::new();
     for n in 0..5 {
