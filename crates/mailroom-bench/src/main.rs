@@ -244,6 +244,10 @@ async fn outbound(messages: usize, size: usize, clients: usize, sessions: usize)
             metric("mailroom_send_duration_seconds_sum") / transactions * 1000.0
         );
     }
+    println!(
+        "  chained transactions  {:.0}",
+        metric("mailroom_smtp_chained_transactions_total")
+    );
     for operation in ["write_transaction", "claim", "record_outcomes"] {
         let label = format!("{{operation=\"{operation}\"}}");
         let count = metric(&format!("mailroom_store_operation_seconds_count{label}"));

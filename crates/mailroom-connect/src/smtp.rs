@@ -8,6 +8,12 @@
 //! every RCPT and DATA go out as one group, then the dot-stuffed content with its terminating dot as one
 //! write. lettre sends each command and waits for its reply, and it writes the final dot separately;
 //! mailroom still uses lettre's connection, command and reply parsing, and only groups the writes.
+//!
+//! Transactions are also chained: the account's concurrency limit caps open connections, and a
+//! transaction that finds every connection busy waits behind one. The transaction in progress writes
+//! its content and the waiting one's MAIL, RCPT and DATA together (RFC 2920 lets the content open a
+//! group and DATA close it), then hands the connection over; under load each message costs one write
+//! and one read.
 
 use crate::{Connector, Delivered, OutgoingMessage, SendError};
 use async_trait::async_trait;
@@ -16,11 +22,14 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::commands::{Ehlo, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::response::Response;
 use mailroom_core::account::Security;
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// How to reach and log in to an SMTP server.
 #[derive(Clone)]
@@ -32,8 +41,8 @@ pub struct SmtpSettings {
     pub security: Security,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// Connections kept open for reuse (the account's concurrency limit).
-    pub max_idle_connections: usize,
+    /// Connections open at most, kept open for reuse (the account's concurrency limit).
+    pub max_connections: usize,
     pub timeout: Duration,
     /// Extra trusted root certificates (PEM), e.g. a company CA.
     pub extra_root_certificates: Vec<Vec<u8>>,
@@ -55,6 +64,61 @@ impl std::fmt::Debug for SmtpSettings {
 struct Session {
     connection: AsyncSmtpConnection,
     pipelining: bool,
+    _open: OpenSlot,
+}
+
+/// The connections of one account: idle ones, how many are open or opening, and the transactions
+/// waiting for one. Never drop a `Session` or an `OpenSlot` while holding its lock.
+#[derive(Default)]
+struct Pool {
+    idle: Vec<IdleConnection>,
+    open: usize,
+    waiting: VecDeque<Waiter>,
+}
+
+/// A transaction waiting for a connection.
+struct Waiter {
+    /// Its MAIL, RCPT and DATA, when it may ride behind another transaction's content (plain ASCII,
+    /// content small enough for one write).
+    group: Option<String>,
+    handoff: oneshot::Sender<Handoff>,
+}
+
+/// What a waiting transaction is given.
+enum Handoff {
+    /// A connection to start on.
+    Fresh(Session),
+    /// A connection on which its MAIL, RCPT and DATA are already written; their replies come next.
+    Chained(Session),
+    /// Room to open a connection of its own.
+    Connect(OpenSlot),
+}
+
+/// One open (or opening) connection counted in the pool. Dropping it — the connection closed, or
+/// never opened — passes the room to the first transaction still waiting.
+struct OpenSlot {
+    pool: Arc<Mutex<Pool>>,
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        let waiter = {
+            let mut pool = self.pool.lock().expect("pool lock");
+            pool.open -= 1;
+            let waiter = pool.waiting.pop_front();
+            if waiter.is_some() {
+                pool.open += 1;
+            }
+            waiter
+        };
+        if let Some(waiter) = waiter {
+            // If it stopped waiting, the slot comes back and is dropped here, outside the lock, and
+            // passes on to the next one.
+            let _ = waiter.handoff.send(Handoff::Connect(OpenSlot {
+                pool: self.pool.clone(),
+            }));
+        }
+    }
 }
 
 struct IdleConnection {
@@ -105,7 +169,7 @@ pub fn dot_stuffed(content: &[u8]) -> Vec<u8> {
 pub struct SmtpConnector {
     settings: SmtpSettings,
     hello_name: ClientId,
-    idle: Mutex<Vec<IdleConnection>>,
+    pool: Arc<Mutex<Pool>>,
 }
 
 /// A reused connection idle longer than this is checked with NOOP before use.
@@ -137,7 +201,7 @@ impl SmtpConnector {
         Self {
             settings,
             hello_name: ClientId::default(),
-            idle: Mutex::new(Vec::new()),
+            pool: Arc::default(),
         }
     }
 
@@ -154,7 +218,7 @@ impl SmtpConnector {
             .map_err(|e| SendError::permanent(None, format!("TLS setup failed: {e}")))
     }
 
-    async fn connect(&self) -> Result<Session, SendError> {
+    async fn connect(&self, open: OpenSlot) -> Result<Session, SendError> {
         let account = &self.settings.account_label;
         let result = self.open_and_secure().await;
         match &result {
@@ -195,6 +259,7 @@ impl SmtpConnector {
         Ok(Session {
             connection,
             pipelining,
+            _open: open,
         })
     }
 
@@ -272,55 +337,117 @@ impl SmtpConnector {
         .map_err(|e| classify(&e, "greeting"))
     }
 
-    async fn checkout(&self) -> Result<Session, SendError> {
+    /// A connection for one transaction: an idle one, a new one while the account has room, or else a
+    /// place in line — behind a transaction in progress (`true`: this one's `group` is then already
+    /// written) or for the next connection to come free.
+    async fn checkout(&self, group: Option<&str>) -> Result<(Session, bool), SendError> {
+        enum Next {
+            Idle(Box<IdleConnection>),
+            Open(OpenSlot),
+            Wait(oneshot::Receiver<Handoff>),
+        }
         loop {
-            let candidate = self.idle.lock().expect("pool lock").pop();
-            let Some(IdleConnection {
-                mut session,
-                idle_since,
-            }) = candidate
-            else {
-                return self.connect().await;
+            let next = {
+                let mut pool = self.pool.lock().expect("pool lock");
+                if let Some(idle) = pool.idle.pop() {
+                    Next::Idle(Box::new(idle))
+                } else if pool.open < self.settings.max_connections.max(1) {
+                    pool.open += 1;
+                    Next::Open(OpenSlot {
+                        pool: self.pool.clone(),
+                    })
+                } else {
+                    let (handoff, receiver) = oneshot::channel();
+                    pool.waiting.push_back(Waiter {
+                        group: group.map(str::to_owned),
+                        handoff,
+                    });
+                    Next::Wait(receiver)
+                }
             };
-            if session.connection.has_broken() {
-                continue;
-            }
-            if idle_since.elapsed() < CHECK_IDLE_AFTER || session.connection.test_connected().await
-            {
-                return Ok(session);
+            match next {
+                Next::Idle(idle) => {
+                    let IdleConnection {
+                        mut session,
+                        idle_since,
+                    } = *idle;
+                    if !session.connection.has_broken()
+                        && (idle_since.elapsed() < CHECK_IDLE_AFTER
+                            || session.connection.test_connected().await)
+                    {
+                        return Ok((session, false));
+                    }
+                }
+                Next::Open(slot) => return Ok((self.connect(slot).await?, false)),
+                Next::Wait(receiver) => match receiver.await {
+                    Ok(Handoff::Fresh(session)) => return Ok((session, false)),
+                    Ok(Handoff::Chained(session)) => return Ok((session, true)),
+                    Ok(Handoff::Connect(slot)) => return Ok((self.connect(slot).await?, false)),
+                    // The transaction this one rode behind failed before handing over: nothing of
+                    // this one was accepted, so it starts again.
+                    Err(_) => {}
+                },
             }
         }
     }
 
+    /// Returns a connection after a successful transaction: to the first transaction waiting, or to
+    /// the idle list.
     fn checkin(&self, session: Session) {
         if session.connection.has_broken() {
             return;
         }
-        let mut idle = self.idle.lock().expect("pool lock");
-        if idle.len() < self.settings.max_idle_connections.max(1) {
-            idle.push(IdleConnection {
-                session,
-                idle_since: Instant::now(),
-            });
+        let mut session = session;
+        loop {
+            let waiter = {
+                // One critical section, so that a transaction starting to wait now is not missed.
+                let mut pool = self.pool.lock().expect("pool lock");
+                match pool.waiting.pop_front() {
+                    Some(waiter) => waiter,
+                    None => {
+                        pool.idle.push(IdleConnection {
+                            session,
+                            idle_since: Instant::now(),
+                        });
+                        return;
+                    }
+                }
+            };
+            match waiter.handoff.send(Handoff::Fresh(session)) {
+                Ok(()) => return,
+                Err(Handoff::Fresh(returned)) => session = returned,
+                Err(_) => unreachable!("the handoff sent was Fresh"),
+            }
         }
     }
 
-    /// One transaction with MAIL, RCPT and DATA in one write and the content with its dot in another.
-    /// Every reply of the group is read, so the connection stays in step; if any was negative the
-    /// transaction is abandoned (a DATA accepted despite a refused recipient is not answered with
-    /// content: the connection is closed, so nothing is delivered to only some recipients).
-    async fn send_pipelined(
-        connection: &mut AsyncSmtpConnection,
+    /// Counts a connection opened outside the limit (testing the account's settings).
+    fn extra_slot(&self) -> OpenSlot {
+        self.pool.lock().expect("pool lock").open += 1;
+        OpenSlot {
+            pool: self.pool.clone(),
+        }
+    }
+
+    /// The first waiting transaction that can ride behind this one's content.
+    fn take_chainable(&self) -> Option<(String, oneshot::Sender<Handoff>)> {
+        let mut pool = self.pool.lock().expect("pool lock");
+        let position = pool
+            .waiting
+            .iter()
+            .position(|w| w.group.is_some() && !w.handoff.is_closed())?;
+        let waiter = pool.waiting.remove(position)?;
+        Some((waiter.group?, waiter.handoff))
+    }
+
+    /// MAIL (with the parameters non-ASCII addresses or content need), every RCPT and DATA.
+    fn group_for(
+        connection: &AsyncSmtpConnection,
         envelope: &Envelope,
         content: &str,
-    ) -> Result<lettre::transport::smtp::response::Response, SendError> {
+    ) -> Result<String, SendError> {
         let mut parameters = Vec::new();
-        let non_ascii = envelope
-            .from()
-            .into_iter()
-            .chain(envelope.to())
-            .any(|address| !AsRef::<str>::as_ref(address).is_ascii());
-        if non_ascii {
+        if !envelope_is_ascii(envelope) {
             if !connection
                 .server_info()
                 .supports_feature(Extension::SmtpUtfEight)
@@ -344,21 +471,23 @@ impl SmtpConnector {
             }
             parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        let mut group = String::with_capacity(128);
-        let _ = write!(group, "{}", Mail::new(envelope.from().cloned(), parameters));
-        for recipient in envelope.to() {
-            let _ = write!(group, "{}", Rcpt::new(recipient.clone(), vec![]));
-        }
-        group.push_str("DATA\r\n");
-        // Replies come in the order of the group: MAIL, each RCPT, DATA. A network failure ends the
-        // transaction at once; a refusal is remembered and the remaining replies are still read.
-        let recipients = envelope.to().len();
+        Ok(group_with(envelope, parameters))
+    }
+
+    /// Reads the replies to a group — MAIL, each RCPT, DATA — in order. `written` is the result of
+    /// the write that carried the group (it read the MAIL reply), or `None` when another transaction
+    /// wrote it. A network failure ends the transaction at once; a refusal is remembered and the
+    /// remaining replies are still read, so that the connection stays in step.
+    async fn group_replies(
+        connection: &mut AsyncSmtpConnection,
+        recipients: usize,
+        mut written: Option<Result<Response, lettre::transport::smtp::Error>>,
+    ) -> Result<(), SendError> {
         let mut first_error = None;
         for reply in 0..recipients + 2 {
-            let result = if reply == 0 {
-                connection.command(Raw(&group)).await
-            } else {
-                connection.read_response().await
+            let result = match written.take() {
+                Some(result) => result,
+                None => connection.read_response().await,
             };
             match result {
                 Ok(_) => {}
@@ -373,13 +502,36 @@ impl SmtpConnector {
                 }
             }
         }
-        if let Some(error) = first_error {
-            return Err(error);
-        }
-        connection
-            .command(Raw(content))
-            .await
-            .map_err(|e| classify(&e, "sending"))
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Writes the dot-stuffed content and reads its reply. When a transaction waits for a connection
+    /// and may ride behind this one, its group goes out in the same write, and it is returned so that
+    /// the connection can be handed to it.
+    async fn send_content(
+        &self,
+        session: &mut Session,
+        content: &str,
+    ) -> (
+        Result<Response, SendError>,
+        Option<oneshot::Sender<Handoff>>,
+    ) {
+        let next = session.pipelining.then(|| self.take_chainable()).flatten();
+        let result = match &next {
+            Some((group, _)) => {
+                metrics::counter!("mailroom_smtp_chained_transactions_total", "account" => self.settings.account_label.clone())
+                    .increment(1);
+                let mut both = String::with_capacity(content.len() + group.len());
+                both.push_str(content);
+                both.push_str(group);
+                session.connection.command(Raw(&both)).await
+            }
+            None => session.connection.command(Raw(content)).await,
+        };
+        (
+            result.map_err(|e| classify(&e, "sending")),
+            next.map(|(_, handoff)| handoff),
+        )
     }
 
     async fn send_once(&self, message: &OutgoingMessage) -> Result<Delivered, SendError> {
@@ -399,19 +551,45 @@ impl SmtpConnector {
             .collect::<Result<Vec<_>, _>>()?;
         let envelope = Envelope::new(Some(from), recipients)
             .map_err(|e| SendError::permanent(None, format!("invalid envelope: {e}")))?;
-        let mut session = self.checkout().await?;
-        let stuffed = (session.pipelining && message.bytes.len() <= ONE_WRITE_LIMIT)
+        let stuffed = (message.bytes.len() <= ONE_WRITE_LIMIT)
             .then(|| String::from_utf8(dot_stuffed(&message.bytes)).ok())
             .flatten();
-        let result = match &stuffed {
-            Some(content) => {
-                Self::send_pipelined(&mut session.connection, &envelope, content).await
+        // Plain ASCII needs no MAIL parameters, so the group can be written on any connection.
+        let chainable = stuffed
+            .as_deref()
+            .filter(|content| content.is_ascii() && envelope_is_ascii(&envelope))
+            .map(|_| group_with(&envelope, Vec::new()));
+        let (mut session, chained) = self.checkout(chainable.as_deref()).await?;
+        let recipients = envelope.to().len();
+        let (result, next) = match (&stuffed, chained) {
+            (Some(content), true) => {
+                match Self::group_replies(&mut session.connection, recipients, None).await {
+                    Ok(()) => self.send_content(&mut session, content).await,
+                    Err(error) => (Err(error), None),
+                }
             }
-            None => session
-                .connection
-                .send(&envelope, &message.bytes)
-                .await
-                .map_err(|e| classify(&e, "sending")),
+            (Some(content), false) if session.pipelining => {
+                let accepted = match Self::group_for(&session.connection, &envelope, content) {
+                    Ok(group) => {
+                        let written = session.connection.command(Raw(&group)).await;
+                        Self::group_replies(&mut session.connection, recipients, Some(written))
+                            .await
+                    }
+                    Err(error) => Err(error),
+                };
+                match accepted {
+                    Ok(()) => self.send_content(&mut session, content).await,
+                    Err(error) => (Err(error), None),
+                }
+            }
+            _ => (
+                session
+                    .connection
+                    .send(&envelope, &message.bytes)
+                    .await
+                    .map_err(|e| classify(&e, "sending")),
+                None,
+            ),
         };
         match result {
             Ok(response) => {
@@ -419,16 +597,48 @@ impl SmtpConnector {
                     reply_code: Some(u16::from(response.code())),
                     reply_text: reply_text(&response),
                 };
-                self.checkin(session);
+                match next {
+                    Some(handoff) => {
+                        if let Err(Handoff::Chained(mut session)) =
+                            handoff.send(Handoff::Chained(session))
+                        {
+                            // It stopped waiting after its group went out: the connection is in
+                            // the middle of its transaction. Closing it delivers nothing of it.
+                            session.connection.abort().await;
+                        }
+                    }
+                    None => self.checkin(session),
+                }
                 Ok(delivered)
             }
             Err(error) => {
-                // A failed transaction leaves the connection in an unknown state: close it.
+                // A failed transaction leaves the connection in an unknown state: close it. A
+                // transaction chained behind this one learns that it must start again.
                 session.connection.abort().await;
+                drop(next);
                 Err(error)
             }
         }
     }
+}
+
+fn envelope_is_ascii(envelope: &Envelope) -> bool {
+    envelope
+        .from()
+        .into_iter()
+        .chain(envelope.to())
+        .all(|address| AsRef::<str>::as_ref(address).is_ascii())
+}
+
+/// MAIL with `parameters`, every RCPT and DATA, as one group of commands.
+fn group_with(envelope: &Envelope, parameters: Vec<MailParameter>) -> String {
+    let mut group = String::with_capacity(128);
+    let _ = write!(group, "{}", Mail::new(envelope.from().cloned(), parameters));
+    for recipient in envelope.to() {
+        let _ = write!(group, "{}", Rcpt::new(recipient.clone(), vec![]));
+    }
+    group.push_str("DATA\r\n");
+    group
 }
 
 #[async_trait]
@@ -458,7 +668,7 @@ impl Connector for SmtpConnector {
 
     async fn test_connection(&self) -> Result<String, SendError> {
         let Session { mut connection, .. } =
-            tokio::time::timeout(self.settings.timeout * 2, self.connect())
+            tokio::time::timeout(self.settings.timeout * 2, self.connect(self.extra_slot()))
                 .await
                 .map_err(|_| SendError::transient(None, "connecting timed out"))??;
         let encrypted = connection.is_encrypted();
@@ -547,7 +757,7 @@ mod tests {
             security: Security::None,
             username: None,
             password: None,
-            max_idle_connections: 1,
+            max_connections: 1,
             timeout: Duration::from_secs(5),
             extra_root_certificates: Vec::new(),
         });
@@ -572,5 +782,200 @@ mod tests {
             content,
             "Subject: dots\r\n\r\n..\r\n..leading\r\nend\r\n.\r\n"
         );
+    }
+
+    /// With one connection allowed and a second transaction waiting, the first writes its content and
+    /// the second's MAIL, RCPT and DATA together, and the second carries on on the same connection.
+    /// The server answers the first content only once the second's DATA has arrived: a client that
+    /// waited for that answer first would stall until the test's timeout.
+    #[tokio::test]
+    async fn a_waiting_transaction_rides_behind_the_content_of_the_one_in_progress() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (first_group_arrived, group_seen) = tokio::sync::oneshot::channel();
+        let (go_on, go) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            greet(&mut socket).await;
+            let mut group = Vec::new();
+            read_until(&mut socket, &mut group, b"DATA\r\n").await;
+            first_group_arrived.send(()).unwrap();
+            go.await.unwrap();
+            socket
+                .write_all(b"250 Ok\r\n250 Ok\r\n354 go ahead\r\n")
+                .await
+                .unwrap();
+            let mut content_and_next = Vec::new();
+            read_until(&mut socket, &mut content_and_next, b"DATA\r\n").await;
+            socket
+                .write_all(b"250 queued as 1\r\n250 Ok\r\n250 Ok\r\n354 go ahead\r\n")
+                .await
+                .unwrap();
+            let mut second_content = Vec::new();
+            read_until(&mut socket, &mut second_content, b"\r\n.\r\n").await;
+            socket.write_all(b"250 queued as 2\r\n").await.unwrap();
+            String::from_utf8(content_and_next).unwrap()
+        });
+        let connector = Arc::new(SmtpConnector::new(SmtpSettings {
+            account_label: "test".into(),
+            host: "127.0.0.1".into(),
+            port,
+            security: Security::None,
+            username: None,
+            password: None,
+            max_connections: 1,
+            timeout: Duration::from_secs(5),
+            extra_root_certificates: Vec::new(),
+        }));
+        let message = |n: u32| OutgoingMessage {
+            envelope_from: EmailAddress::parse("sales@example.com").unwrap(),
+            recipients: vec![EmailAddress::parse(&format!("buyer{n}@example.com")).unwrap()],
+            bytes: Arc::new(format!("Subject: {n}\r\n\r\nbody {n}\r\n").into_bytes()),
+            message_id: format!("<{n}@example.com>"),
+        };
+        let first = tokio::spawn({
+            let connector = connector.clone();
+            async move { connector.send(&message(1)).await }
+        });
+        group_seen.await.unwrap();
+        let second = tokio::spawn({
+            let connector = connector.clone();
+            async move { connector.send(&message(2)).await }
+        });
+        while connector.pool.lock().unwrap().waiting.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        go_on.send(()).unwrap();
+        let limit = Duration::from_secs(10);
+        let first = tokio::time::timeout(limit, first)
+            .await
+            .expect("the first content waited for its reply before the second group went out")
+            .unwrap()
+            .unwrap();
+        let second = tokio::time::timeout(limit, second)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(first.reply_text.contains("queued as 1"), "{first:?}");
+        assert!(second.reply_text.contains("queued as 2"), "{second:?}");
+        assert_eq!(
+            server.await.unwrap(),
+            "Subject: 1\r\n\r\nbody 1\r\n.\r\nMAIL FROM:<sales@example.com>\r\nRCPT TO:<buyer2@example.com>\r\nDATA\r\n"
+        );
+        assert_eq!(connector.pool.lock().unwrap().open, 1);
+    }
+
+    /// Greets and answers both EHLOs of a new connection.
+    async fn greet(socket: &mut tokio::net::TcpStream) {
+        socket.write_all(b"220 scripted ESMTP\r\n").await.unwrap();
+        for _ in 0..2 {
+            let mut hello = Vec::new();
+            read_until(socket, &mut hello, b"\r\n").await;
+            socket
+                .write_all(b"250-scripted\r\n250 PIPELINING\r\n")
+                .await
+                .unwrap();
+        }
+    }
+
+    /// When the transaction in front is refused, the one chained behind it was not accepted either:
+    /// it starts again on a new connection and is delivered.
+    #[tokio::test]
+    async fn a_transaction_chained_behind_a_refused_one_starts_again_on_a_new_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (first_group_arrived, group_seen) = tokio::sync::oneshot::channel();
+        let (go_on, go) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            greet(&mut socket).await;
+            let mut group = Vec::new();
+            read_until(&mut socket, &mut group, b"DATA\r\n").await;
+            first_group_arrived.send(()).unwrap();
+            go.await.unwrap();
+            socket
+                .write_all(b"250 Ok\r\n250 Ok\r\n354 go ahead\r\n")
+                .await
+                .unwrap();
+            let mut content_and_next = Vec::new();
+            read_until(&mut socket, &mut content_and_next, b"DATA\r\n").await;
+            socket
+                .write_all(b"554 5.7.1 content refused\r\n")
+                .await
+                .unwrap();
+            drop(socket);
+            let (mut socket, _) = listener.accept().await.unwrap();
+            greet(&mut socket).await;
+            let mut group = Vec::new();
+            read_until(&mut socket, &mut group, b"DATA\r\n").await;
+            socket
+                .write_all(b"250 Ok\r\n250 Ok\r\n354 go ahead\r\n")
+                .await
+                .unwrap();
+            let mut content = Vec::new();
+            read_until(&mut socket, &mut content, b"\r\n.\r\n").await;
+            socket.write_all(b"250 queued as 2\r\n").await.unwrap();
+            (
+                String::from_utf8(group).unwrap(),
+                String::from_utf8(content).unwrap(),
+            )
+        });
+        let connector = Arc::new(SmtpConnector::new(SmtpSettings {
+            account_label: "test".into(),
+            host: "127.0.0.1".into(),
+            port,
+            security: Security::None,
+            username: None,
+            password: None,
+            max_connections: 1,
+            timeout: Duration::from_secs(5),
+            extra_root_certificates: Vec::new(),
+        }));
+        let message = |n: u32| OutgoingMessage {
+            envelope_from: EmailAddress::parse("sales@example.com").unwrap(),
+            recipients: vec![EmailAddress::parse(&format!("buyer{n}@example.com")).unwrap()],
+            bytes: Arc::new(format!("Subject: {n}\r\n\r\nbody {n}\r\n").into_bytes()),
+            message_id: format!("<{n}@example.com>"),
+        };
+        let first = tokio::spawn({
+            let connector = connector.clone();
+            async move { connector.send(&message(1)).await }
+        });
+        group_seen.await.unwrap();
+        let second = tokio::spawn({
+            let connector = connector.clone();
+            async move { connector.send(&message(2)).await }
+        });
+        while connector.pool.lock().unwrap().waiting.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        go_on.send(()).unwrap();
+        let limit = Duration::from_secs(10);
+        let refused = tokio::time::timeout(limit, first)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            (refused.kind, refused.reply_code),
+            (crate::FailureKind::Permanent, Some(554))
+        );
+        let delivered = tokio::time::timeout(limit, second)
+            .await
+            .expect("the chained transaction never started again")
+            .unwrap()
+            .unwrap();
+        assert!(
+            delivered.reply_text.contains("queued as 2"),
+            "{delivered:?}"
+        );
+        let (group, content) = server.await.unwrap();
+        assert_eq!(
+            group,
+            "MAIL FROM:<sales@example.com>\r\nRCPT TO:<buyer2@example.com>\r\nDATA\r\n"
+        );
+        assert_eq!(content, "Subject: 2\r\n\r\nbody 2\r\n.\r\n");
+        assert_eq!(connector.pool.lock().unwrap().open, 1);
     }
 }

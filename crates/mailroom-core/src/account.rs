@@ -45,6 +45,18 @@ string_enum!(
     ConnectorKind { Smtp => "smtp", Pickup => "pickup" }
 );
 
+impl ConnectorKind {
+    /// Attempts that may be under way at once per connection the account's concurrency limit allows.
+    /// An SMTP connection carries two: one finishing its content while the next one's MAIL, RCPT and
+    /// DATA ride in the same write (RFC 2920).
+    pub fn attempts_per_connection(self) -> u32 {
+        match self {
+            ConnectorKind::Smtp => 2,
+            ConnectorKind::Pickup => 1,
+        }
+    }
+}
+
 string_enum!(
     /// How an SMTP connection is secured.
     Security { None => "none", Starttls => "starttls", Tls => "tls" }

@@ -35,7 +35,7 @@ pub async fn build_connector(
             security: account.security,
             username: account.username.clone(),
             password: store.account_password(account.id).await?,
-            max_idle_connections: account.limits.concurrency_limit as usize,
+            max_connections: account.limits.concurrency_limit as usize,
             timeout: defaults.smtp_timeout,
             extra_root_certificates: defaults.extra_root_certificates.clone(),
         })),

@@ -304,8 +304,7 @@ impl Engine {
                     .set_limit(account.limits.rate_limit_per_minute);
                 if lane.concurrency != account.limits.concurrency_limit {
                     // Replace the permits; tasks holding old permits finish on the old semaphore.
-                    lane.permits =
-                        Arc::new(Semaphore::new(account.limits.concurrency_limit as usize));
+                    lane.permits = Arc::new(Semaphore::new(attempts_at_once(account)));
                     lane.concurrency = account.limits.concurrency_limit;
                 }
                 inner
@@ -430,7 +429,7 @@ impl Engine {
         AccountLane {
             account: account.clone(),
             window: Arc::new(Mutex::new(window)),
-            permits: Arc::new(Semaphore::new(account.limits.concurrency_limit as usize)),
+            permits: Arc::new(Semaphore::new(attempts_at_once(account))),
             concurrency: account.limits.concurrency_limit,
             held: Arc::new(AtomicU32::new(0)),
             drained_at: Arc::new(AtomicU64::new(NOT_DRAINED)),
@@ -796,6 +795,12 @@ impl Engine {
                 .map_err(|e| mailroom_connect::SendError::permanent(None, e.to_string()))?;
         connector.test_connection().await
     }
+}
+
+/// Attempts of an account that may be under way at once: its concurrency limit counts connections
+/// (what providers limit), and a connection may carry more than one attempt.
+fn attempts_at_once(account: &Account) -> usize {
+    (account.limits.concurrency_limit * account.connector.attempts_per_connection()) as usize
 }
 
 /// Budget permits (KiB, at least one) for a number of bytes.

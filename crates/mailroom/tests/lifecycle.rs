@@ -28,7 +28,7 @@ async fn sigterm_lets_in_flight_sends_finish_and_releases_messages_not_yet_start
         ));
     }
     wait_until(Duration::from_secs(10), "sends in flight", || async {
-        // Claimed messages show as `sending`; two of them hold the account's two connections.
+        // Claimed messages show as `sending`.
         Ok(server.get("/v1/outbox?status=sending").await?.1["total"]
             .as_i64()
             .unwrap_or(0)
@@ -36,14 +36,16 @@ async fn sigterm_lets_in_flight_sends_finish_and_releases_messages_not_yet_start
     })
     .await
     .unwrap();
+    // By now four attempts have started: one on each of the account's two connections, and one
+    // waiting behind each, to be chained onto it. The other two messages wait for a turn.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let status = server.terminate().unwrap();
     assert!(status.success(), "mailroom exited with {status} on SIGTERM");
     assert!(server.log().contains("mailroom stopped"));
     assert_eq!(
         sink.messages().unwrap().len(),
-        2,
-        "exactly the two in-flight sends completed before exit"
+        4,
+        "exactly the four attempts in flight completed before exit"
     );
 
     server.restart().await.unwrap();

@@ -284,10 +284,10 @@ async fn queued_mail_waits_when_the_account_is_over_its_limit_and_no_window_hold
 
 #[tokio::test]
 async fn new_mail_skips_the_queue_only_while_nothing_older_waits() {
-    // The sink answers each DATA after a second; the account sends one at a time and may hold four
-    // messages claimed, and the dispatcher claims more only once two or fewer are held.
+    // The sink answers each DATA after a second; the account has one connection and may hold eight
+    // messages claimed, and the dispatcher claims more only once four or fewer are held.
     let sink = SmtpSink::start(&["-w", "1"]).unwrap();
-    let server = start_server_with_engine("prefetch_per_slot = 4").await;
+    let server = start_server_with_engine("prefetch_per_slot = 8").await;
     server
         .add_default_smtp_account("slow", sink.port, json!({"concurrency_limit": 1}))
         .await
@@ -301,7 +301,7 @@ async fn new_mail_skips_the_queue_only_while_nothing_older_waits() {
         .unwrap();
     let mut statuses = Vec::new();
     let mut first = String::new();
-    for n in 0..5 {
+    for n in 0..9 {
         let accepted = server.send(&text(&format!("m{n}"))).await.unwrap();
         if n == 0 {
             first = id_of(&accepted);
@@ -310,8 +310,8 @@ async fn new_mail_skips_the_queue_only_while_nothing_older_waits() {
     }
     assert_eq!(
         statuses,
-        ["sending", "sending", "sending", "sending", "queued"],
-        "four fit the account's room, the fifth waits in the queue"
+        [&["sending"; 8][..], &["queued"]].concat(),
+        "eight fit the account's room, the ninth waits in the queue"
     );
     // Room for one more opens, but the dispatcher does not claim yet: new mail must not overtake
     // the message waiting in the queue.
