@@ -750,17 +750,7 @@ mod tests {
                 String::from_utf8(content).unwrap(),
             )
         });
-        let connector = SmtpConnector::new(SmtpSettings {
-            account_label: "test".into(),
-            host: "127.0.0.1".into(),
-            port,
-            security: Security::None,
-            username: None,
-            password: None,
-            max_connections: 1,
-            timeout: Duration::from_secs(5),
-            extra_root_certificates: Vec::new(),
-        });
+        let connector = one_connection(port);
         let message = OutgoingMessage {
             envelope_from: EmailAddress::parse("sales@example.com").unwrap(),
             recipients: vec![EmailAddress::parse("buyer@example.com").unwrap()],
@@ -795,18 +785,8 @@ mod tests {
         let (first_group_arrived, group_seen) = tokio::sync::oneshot::channel();
         let (go_on, go) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            greet(&mut socket).await;
-            let mut group = Vec::new();
-            read_until(&mut socket, &mut group, b"DATA\r\n").await;
-            first_group_arrived.send(()).unwrap();
-            go.await.unwrap();
-            socket
-                .write_all(b"250 Ok\r\n250 Ok\r\n354 go ahead\r\n")
-                .await
-                .unwrap();
-            let mut content_and_next = Vec::new();
-            read_until(&mut socket, &mut content_and_next, b"DATA\r\n").await;
+            let (mut socket, content_and_next) =
+                first_content_and_next_group(&listener, first_group_arrived, go).await;
             socket
                 .write_all(b"250 queued as 1\r\n250 Ok\r\n250 Ok\r\n354 go ahead\r\n")
                 .await
@@ -816,7 +796,31 @@ mod tests {
             socket.write_all(b"250 queued as 2\r\n").await.unwrap();
             String::from_utf8(content_and_next).unwrap()
         });
-        let connector = Arc::new(SmtpConnector::new(SmtpSettings {
+        let (connector, first, second) =
+            send_two_with_the_second_waiting(port, group_seen, go_on).await;
+        let limit = Duration::from_secs(10);
+        let first = tokio::time::timeout(limit, first)
+            .await
+            .expect("the first content waited for its reply before the second group went out")
+            .unwrap()
+            .unwrap();
+        let second = tokio::time::timeout(limit, second)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(first.reply_text.contains("queued as 1"), "{first:?}");
+        assert!(second.reply_text.contains("queued as 2"), "{second:?}");
+        assert_eq!(
+            server.await.unwrap(),
+            "Subject: 1\r\n\r\nbody 1\r\n.\r\nMAIL FROM:<sales@example.com>\r\nRCPT TO:<buyer2@example.com>\r\nDATA\r\n"
+        );
+        assert_eq!(connector.pool.lock().unwrap().open, 1);
+    }
+
+    /// A connector to the scripted server on `port`, allowed one connection.
+    fn one_connection(port: u16) -> SmtpConnector {
+        SmtpConnector::new(SmtpSettings {
             account_label: "test".into(),
             host: "127.0.0.1".into(),
             port,
@@ -826,7 +830,20 @@ mod tests {
             max_connections: 1,
             timeout: Duration::from_secs(5),
             extra_root_certificates: Vec::new(),
-        }));
+        })
+    }
+
+    type Sending = tokio::task::JoinHandle<Result<Delivered, SendError>>;
+
+    /// Starts sending message 1 over one connection; once the server has its MAIL/RCPT/DATA
+    /// (`group_seen`), starts message 2, and once that one waits for the connection lets the server go
+    /// on.
+    async fn send_two_with_the_second_waiting(
+        port: u16,
+        group_seen: tokio::sync::oneshot::Receiver<()>,
+        go_on: tokio::sync::oneshot::Sender<()>,
+    ) -> (Arc<SmtpConnector>, Sending, Sending) {
+        let connector = Arc::new(one_connection(port));
         let message = |n: u32| OutgoingMessage {
             envelope_from: EmailAddress::parse("sales@example.com").unwrap(),
             recipients: vec![EmailAddress::parse(&format!("buyer{n}@example.com")).unwrap()],
@@ -846,24 +863,30 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         go_on.send(()).unwrap();
-        let limit = Duration::from_secs(10);
-        let first = tokio::time::timeout(limit, first)
+        (connector, first, second)
+    }
+
+    /// The server side of the first transaction up to its content: it signals once the first group
+    /// has arrived, answers it when told to go on, and returns what came with the content — up to
+    /// the next group's DATA.
+    async fn first_content_and_next_group(
+        listener: &TcpListener,
+        group_arrived: tokio::sync::oneshot::Sender<()>,
+        go: tokio::sync::oneshot::Receiver<()>,
+    ) -> (tokio::net::TcpStream, Vec<u8>) {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        greet(&mut socket).await;
+        let mut group = Vec::new();
+        read_until(&mut socket, &mut group, b"DATA\r\n").await;
+        group_arrived.send(()).unwrap();
+        go.await.unwrap();
+        socket
+            .write_all(b"250 Ok\r\n250 Ok\r\n354 go ahead\r\n")
             .await
-            .expect("the first content waited for its reply before the second group went out")
-            .unwrap()
             .unwrap();
-        let second = tokio::time::timeout(limit, second)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(first.reply_text.contains("queued as 1"), "{first:?}");
-        assert!(second.reply_text.contains("queued as 2"), "{second:?}");
-        assert_eq!(
-            server.await.unwrap(),
-            "Subject: 1\r\n\r\nbody 1\r\n.\r\nMAIL FROM:<sales@example.com>\r\nRCPT TO:<buyer2@example.com>\r\nDATA\r\n"
-        );
-        assert_eq!(connector.pool.lock().unwrap().open, 1);
+        let mut content_and_next = Vec::new();
+        read_until(&mut socket, &mut content_and_next, b"DATA\r\n").await;
+        (socket, content_and_next)
     }
 
     /// Greets and answers both EHLOs of a new connection.
@@ -888,18 +911,12 @@ mod tests {
         let (first_group_arrived, group_seen) = tokio::sync::oneshot::channel();
         let (go_on, go) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            greet(&mut socket).await;
-            let mut group = Vec::new();
-            read_until(&mut socket, &mut group, b"DATA\r\n").await;
-            first_group_arrived.send(()).unwrap();
-            go.await.unwrap();
-            socket
-                .write_all(b"250 Ok\r\n250 Ok\r\n354 go ahead\r\n")
-                .await
-                .unwrap();
-            let mut content_and_next = Vec::new();
-            read_until(&mut socket, &mut content_and_next, b"DATA\r\n").await;
+            let (mut socket, content_and_next) =
+                first_content_and_next_group(&listener, first_group_arrived, go).await;
+            assert!(
+                content_and_next.ends_with(b"\r\n.\r\nMAIL FROM:<sales@example.com>\r\nRCPT TO:<buyer2@example.com>\r\nDATA\r\n"),
+                "the second transaction was not chained behind the first"
+            );
             socket
                 .write_all(b"554 5.7.1 content refused\r\n")
                 .await
@@ -921,36 +938,8 @@ mod tests {
                 String::from_utf8(content).unwrap(),
             )
         });
-        let connector = Arc::new(SmtpConnector::new(SmtpSettings {
-            account_label: "test".into(),
-            host: "127.0.0.1".into(),
-            port,
-            security: Security::None,
-            username: None,
-            password: None,
-            max_connections: 1,
-            timeout: Duration::from_secs(5),
-            extra_root_certificates: Vec::new(),
-        }));
-        let message = |n: u32| OutgoingMessage {
-            envelope_from: EmailAddress::parse("sales@example.com").unwrap(),
-            recipients: vec![EmailAddress::parse(&format!("buyer{n}@example.com")).unwrap()],
-            bytes: Arc::new(format!("Subject: {n}\r\n\r\nbody {n}\r\n").into_bytes()),
-            message_id: format!("<{n}@example.com>"),
-        };
-        let first = tokio::spawn({
-            let connector = connector.clone();
-            async move { connector.send(&message(1)).await }
-        });
-        group_seen.await.unwrap();
-        let second = tokio::spawn({
-            let connector = connector.clone();
-            async move { connector.send(&message(2)).await }
-        });
-        while connector.pool.lock().unwrap().waiting.is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        go_on.send(()).unwrap();
+        let (connector, first, second) =
+            send_two_with_the_second_waiting(port, group_seen, go_on).await;
         let limit = Duration::from_secs(10);
         let refused = tokio::time::timeout(limit, first)
             .await

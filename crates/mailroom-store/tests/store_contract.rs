@@ -282,23 +282,35 @@ async fn a_claimed_message_is_not_claimed_again_until_its_lease_expires_and_then
     assert_eq!(again[0].attempt_number, 2);
 }
 
-#[tokio::test]
-async fn a_message_stored_already_claimed_is_sending_under_its_lease_and_behaves_like_a_claimed_one()
- {
-    let t = open_store().await;
+/// An account and a message accepted at `now`, stored already claimed by "node-a" under a lease
+/// until `lease_until`.
+async fn insert_claimed(
+    t: &TestStore,
+    now: i64,
+    lease_until: i64,
+) -> (mailroom_store::Account, Uuid) {
     let account = t
         .store
         .create_account(&account_input("a"), None)
         .await
         .unwrap();
-    let now = now_ms();
     let mut message = new_message(account.id, None, "claimed at once");
+    message.created_at_ms = now;
     message.claim = Some(InsertClaim {
         owner: "node-a".into(),
-        lease_until: now + 1_000,
+        lease_until,
     });
     let id = message.id;
     t.store.insert_message(message).await.unwrap();
+    (account, id)
+}
+
+#[tokio::test]
+async fn a_message_stored_already_claimed_is_sending_under_its_lease_and_behaves_like_a_claimed_one()
+ {
+    let t = open_store().await;
+    let now = now_ms();
+    let (account, id) = insert_claimed(&t, now, now + 1_000).await;
     let stored = t.store.message(id).await.unwrap();
     assert_eq!(
         (stored.status, stored.attempt_count),
@@ -338,19 +350,8 @@ async fn a_message_stored_already_claimed_is_sending_under_its_lease_and_behaves
 #[tokio::test]
 async fn a_claimed_message_sent_under_its_lease_is_sent_with_one_attempt() {
     let t = open_store().await;
-    let account = t
-        .store
-        .create_account(&account_input("a"), None)
-        .await
-        .unwrap();
     let now = now_ms();
-    let mut message = new_message(account.id, None, "claimed at once");
-    message.claim = Some(InsertClaim {
-        owner: "node-a".into(),
-        lease_until: now + 60_000,
-    });
-    let id = message.id;
-    t.store.insert_message(message).await.unwrap();
+    let (_, id) = insert_claimed(&t, now, now + 60_000).await;
     t.store
         .record_outcomes(&[attempt(
             id,
