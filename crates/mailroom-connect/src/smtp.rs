@@ -429,14 +429,20 @@ impl SmtpConnector {
         }
     }
 
-    /// The first waiting transaction that can ride behind this one's content.
+    /// The first transaction still waiting, if it can ride behind this one's content. Only the
+    /// first: taking a later one could leave one that cannot be chained (non-ASCII, very large)
+    /// waiting for as long as chainable mail keeps coming.
     fn take_chainable(&self) -> Option<(String, oneshot::Sender<Handoff>)> {
         let mut pool = self.pool.lock().expect("pool lock");
-        let position = pool
+        while pool
             .waiting
-            .iter()
-            .position(|w| w.group.is_some() && !w.handoff.is_closed())?;
-        let waiter = pool.waiting.remove(position)?;
+            .front()
+            .is_some_and(|waiter| waiter.handoff.is_closed())
+        {
+            pool.waiting.pop_front();
+        }
+        pool.waiting.front()?.group.as_ref()?;
+        let waiter = pool.waiting.pop_front()?;
         Some((waiter.group?, waiter.handoff))
     }
 
