@@ -136,7 +136,7 @@ impl Store {
         let id = Uuid::new_v4();
         let now = now_ms();
         let sealed = password.map(|p| self.secrets.seal(&id.to_string(), p));
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         check_single_substitute(&mut tx, input, None).await?;
         sqlx::query(
             "INSERT INTO accounts (id, connector, name, email_address, sender_name, sender_type, host, port, security,
@@ -189,7 +189,7 @@ impl Store {
         password: PasswordChange,
     ) -> StoreResult<Account> {
         let now = now_ms();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         check_single_substitute(&mut tx, input, Some(id)).await?;
         let result = sqlx::query(
             "UPDATE accounts SET name = $2, email_address = $3, sender_name = $4, sender_type = $5, host = $6, port = $7,
@@ -282,7 +282,7 @@ impl Store {
     /// Deletes an account. Refused while messages are waiting in its outbox (they would be lost).
     /// When the default account is deleted and exactly one account remains, that one becomes the default.
     pub async fn delete_account(&self, id: Uuid) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE account_id = $1 AND status IN ('queued', 'sending')")
             .bind(id.to_string())
             .fetch_one(&mut *tx)

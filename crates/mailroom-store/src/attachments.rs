@@ -146,7 +146,7 @@ impl Store {
         &self,
         cutoff_ms: i64,
     ) -> StoreResult<Vec<String>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let candidates: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT a.sha256 FROM attachments a
              WHERE a.created_at < $1 AND NOT EXISTS (SELECT 1 FROM message_attachments ma WHERE ma.attachment_id = a.id)

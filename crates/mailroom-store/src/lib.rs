@@ -1,10 +1,11 @@
 //! The mailroom Store: accounts, scenarios, the outbox with every attempt, the sent archive and API
 //! tokens, kept in SQLite (WAL mode, `synchronous = FULL`).
 //!
-//! Hot-path writes (message inserts, claims, attempt outcomes) go to one writer task that owns the
-//! single writer connection: it folds every write waiting into one transaction — one commit, one fsync —
-//! and answers each caller only after that commit. Concurrent API requests thus share a commit, and
-//! SQLite never reports "database is locked". Reads use a separate pool of connections.
+//! Hot-path writes (message inserts, claims, attempt outcomes) go to one writer thread with its own
+//! connection: it folds every write waiting into one transaction — one commit, one fsync — and answers
+//! each caller only after that commit, so concurrent API requests share a commit. Other writes use one
+//! sqlx connection whose transactions begin `IMMEDIATE`, so the two wait for each other instead of
+//! failing. Reads use a separate pool of connections.
 
 mod accounts;
 mod attachments;
@@ -55,6 +56,8 @@ pub enum StoreError {
     Secret(#[from] secret::SecretError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Write(#[from] rusqlite::Error),
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("the store is shutting down")]
@@ -110,9 +113,9 @@ impl Store {
             .connect_with(options.clone().read_only(true))
             .await?;
         let (writes, receiver) = mpsc::channel(4096);
+        let connection = writer::open(options.get_filename())?;
         // The writer runs on its own thread: on the shared runtime each of its steps (collecting
-        // requests, waiting for SQLite's worker, answering callers) would queue behind API requests.
-        let pool = writer.clone();
+        // requests, running SQLite, answering callers) would queue behind API requests.
         std::thread::Builder::new()
             .name("mailroom-writer".into())
             .spawn(move || {
@@ -120,7 +123,7 @@ impl Store {
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime.block_on(writer::run_writer(pool, receiver)),
+                    Ok(runtime) => runtime.block_on(writer::run_writer(connection, receiver)),
                     Err(error) => tracing::error!(%error, "the store writer could not start"),
                 }
             })
@@ -172,6 +175,17 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     file.write_all(contents)?;
     file.sync_all()?;
     std::fs::rename(&temporary, path)
+}
+
+impl Store {
+    /// A write transaction that takes SQLite's write lock at once. The store writer has a connection
+    /// of its own, and a transaction that read first and only then tried to write after the writer
+    /// had committed would fail with "database is locked" instead of waiting its turn.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await
+    }
 }
 
 /// Copies the write-ahead log back into the database file every half second (a passive checkpoint

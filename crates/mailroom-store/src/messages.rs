@@ -626,7 +626,7 @@ impl Store {
 
     /// Puts claimed messages whose attempt never started back in the queue, as if never claimed.
     pub async fn release(&self, owner: &str, ids: &[Uuid]) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         for id in ids {
             sqlx::query(
                 "UPDATE messages SET status = 'queued', lease_owner = NULL, lease_until = NULL, attempt_count = attempt_count - 1
@@ -658,7 +658,7 @@ impl Store {
     /// Finds messages whose lease expired mid-send, records the interrupted attempt and queues them
     /// again (or fails them when their attempts are used up).
     pub async fn recover_expired_leases(&self, now: i64) -> StoreResult<Vec<RecoveredLease>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let rows = sqlx::query(
             "SELECT m.id, m.account_id, m.attempt_count, m.retry_base, m.updated_at, a.max_attempts
              FROM messages m JOIN accounts a ON a.id = m.account_id

@@ -40,7 +40,7 @@ impl Store {
         attachment: AttachmentPolicy,
         make_default: bool,
     ) -> StoreResult<SendingProfile> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         if make_default {
             sqlx::query("UPDATE sending_profiles SET is_default = 0 WHERE name <> $1")
                 .bind(name)

@@ -21,7 +21,7 @@ pub struct ScenarioRow {
 
 impl Store {
     pub(crate) async fn seed_built_in_scenarios(&self) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         for (name, description) in BUILT_IN_SCENARIOS {
             sqlx::query("INSERT INTO scenarios (name, description, built_in) VALUES ($1, $2, 1) ON CONFLICT (name) DO NOTHING")
                 .bind(name)
@@ -73,7 +73,7 @@ impl Store {
         account_id: Option<Uuid>,
         description: Option<&str>,
     ) -> StoreResult<ScenarioRow> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(account_id) = account_id {
             let exists: Option<i64> =
                 sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1 AND deleted_at IS NULL")

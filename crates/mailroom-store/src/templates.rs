@@ -107,7 +107,7 @@ impl Store {
         source: &TemplateSource,
         created_by: &str,
     ) -> StoreResult<TemplateRecord> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let next: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM templates WHERE id = $1")
                 .bind(id)
