@@ -117,6 +117,8 @@ struct Inner {
     queue_generation: AtomicU64,
     /// Where send tasks report; present from `start` until the dispatcher stops.
     outcomes: Mutex<Option<mpsc::UnboundedSender<AttemptRecord>>>,
+    /// The runtime `start` ran on: send tasks started from elsewhere (the API) run there too.
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl Engine {
@@ -135,6 +137,7 @@ impl Engine {
                 lanes: Mutex::new(HashMap::new()),
                 queue_generation: AtomicU64::new(0),
                 outcomes: Mutex::new(None),
+                runtime: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -194,8 +197,14 @@ impl Engine {
         self.inner.wake.notify_one();
     }
 
-    /// Starts the dispatcher; returns a handle that finishes once shutdown has drained.
+    /// Starts the dispatcher on the current runtime — where every send task will run, so that a
+    /// runtime of its own keeps delivery from queueing behind API requests; returns a handle that
+    /// finishes once shutdown has drained.
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
+        let _ = self
+            .inner
+            .runtime
+            .set(tokio::runtime::Handle::current());
         // Garbage collection has its own task so that a long sweep never holds up claiming.
         let collector = self.clone();
         tokio::spawn(async move {
@@ -462,6 +471,12 @@ impl Reservation {
         let lane = self.lane.clone();
         let outcomes = engine.inner.outcomes.lock().expect("outcomes lock").clone();
         let tasks = engine.inner.tasks.clone();
+        let runtime = engine
+            .inner
+            .runtime
+            .get()
+            .cloned()
+            .unwrap_or_else(tokio::runtime::Handle::current);
         let span = tracing::info_span!("send", message_uuid = %message.id, account = %lane.account.id, attempt = message.attempt_number);
         let task = async move {
             let inner = &engine.inner;
@@ -495,7 +510,7 @@ impl Reservation {
                 }
             }
         };
-        tasks.spawn(task.instrument(span));
+        tasks.spawn_on(task.instrument(span), &runtime);
     }
 }
 

@@ -116,7 +116,19 @@ pub async fn run(config: Config) -> Result<()> {
             },
         },
     );
-    let engine_done = engine.start();
+    // Delivery gets a runtime (and threads) of its own: on the API's runtime each SMTP reply would
+    // wait behind every HTTP request queued at that moment, and delivery fell behind acceptance.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let delivery = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads((threads / 2).max(1))
+        .thread_name("mailroom-delivery")
+        .enable_all()
+        .build()
+        .context("starting the delivery runtime")?;
+    let engine_done = {
+        let _delivery = delivery.enter();
+        engine.start()
+    };
     let settings = ApiSettings {
         max_body_bytes: config.max_body_bytes,
         default_pickup_dir: config.data_dir.join("pickup").display().to_string(),
@@ -157,6 +169,7 @@ pub async fn run(config: Config) -> Result<()> {
             "sends still in flight after the grace period; their leases will expire and they will be retried"
         );
     }
+    delivery.shutdown_background();
     tracing::info!(event = "stopped", "mailroom stopped");
     Ok(())
 }
