@@ -152,16 +152,24 @@ async fn outbound(messages: usize, size: usize, clients: usize, sessions: usize)
     let mut workers = Vec::new();
     for _ in 0..clients {
         let (client, next, request) = (client.clone(), next.clone(), request.clone());
-        let url = format!("{}/v1/messages", server.base_url);
-        let token = server.token.clone();
+        // Parsed and built once, like the body.
+        let url = reqwest::Url::parse(&format!("{}/v1/messages", server.base_url))?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", server.token).parse()?,
+        );
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            reqwest::header::HeaderValue::from_static("application/json"),
+        );
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < messages {
                 let sent = Instant::now();
                 let response = client
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .header("content-type", "application/json")
+                    .post(url.clone())
+                    .headers(headers.clone())
                     .body(request.as_ref().clone())
                     .send()
                     .await?;
