@@ -201,10 +201,7 @@ impl Engine {
     /// runtime of its own keeps delivery from queueing behind API requests; returns a handle that
     /// finishes once shutdown has drained.
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
-        let _ = self
-            .inner
-            .runtime
-            .set(tokio::runtime::Handle::current());
+        let _ = self.inner.runtime.set(tokio::runtime::Handle::current());
         // Garbage collection has its own task so that a long sweep never holds up claiming.
         let collector = self.clone();
         tokio::spawn(async move {
