@@ -728,17 +728,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let server = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
-            socket.write_all(b"220 scripted ESMTP\r\n").await.unwrap();
-            for _ in 0..2 {
-                // lettre's EHLO, then the connector's own one.
-                let mut hello = Vec::new();
-                read_until(&mut socket, &mut hello, b"\r\n").await;
-                assert!(hello.starts_with(b"EHLO "));
-                socket
-                    .write_all(b"250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
-                    .await
-                    .unwrap();
-            }
+            greet(&mut socket).await;
             let mut group = Vec::new();
             read_until(&mut socket, &mut group, b"DATA\r\n").await;
             socket
@@ -895,14 +885,15 @@ mod tests {
         (socket, content_and_next)
     }
 
-    /// Greets and answers both EHLOs of a new connection.
+    /// Greets and answers both EHLOs of a new connection (lettre's, then the connector's own).
     async fn greet(socket: &mut tokio::net::TcpStream) {
         socket.write_all(b"220 scripted ESMTP\r\n").await.unwrap();
         for _ in 0..2 {
             let mut hello = Vec::new();
             read_until(socket, &mut hello, b"\r\n").await;
+            assert!(hello.starts_with(b"EHLO "));
             socket
-                .write_all(b"250-scripted\r\n250 PIPELINING\r\n")
+                .write_all(b"250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
                 .await
                 .unwrap();
         }

@@ -148,7 +148,7 @@ impl Engine {
 
     /// Tells the dispatcher that new mail is waiting.
     pub fn wake(&self) {
-        self.inner.queue_generation.fetch_add(1, Ordering::AcqRel);
+        self.queue_grew();
         self.inner.wake.notify_one();
     }
 
@@ -390,8 +390,7 @@ impl Engine {
                     Err(error) => {
                         tracing::error!(%error, account = %account.id, "building the connector failed; releasing claimed messages");
                         let ids: Vec<Uuid> = claimed.iter().map(|m| m.id).collect();
-                        let _ = inner.store.release(&inner.config.node_id, &ids).await;
-                        self.queue_grew();
+                        self.give_back(&ids).await;
                         continue;
                     }
                 };
@@ -447,6 +446,15 @@ impl Engine {
     fn queue_grew(&self) {
         self.inner.queue_generation.fetch_add(1, Ordering::AcqRel);
     }
+
+    /// Puts claimed messages whose attempt never started back in the queue.
+    async fn give_back(&self, ids: &[Uuid]) {
+        let inner = &self.inner;
+        if let Err(error) = inner.store.release(&inner.config.node_id, ids).await {
+            tracing::error!(%error, messages = ?ids, "releasing claimed messages failed; their leases will expire");
+        }
+        self.queue_grew();
+    }
 }
 
 impl Reservation {
@@ -494,15 +502,8 @@ impl Reservation {
                 (connector, _) => {
                     let reason = connector.err().unwrap_or_default();
                     tracing::warn!(%reason, message = %message.id, "a message claimed on arrival goes back to the queue");
-                    if let Err(error) = inner
-                        .store
-                        .release(&inner.config.node_id, &[message.id])
-                        .await
-                    {
-                        tracing::error!(%error, message = %message.id, "releasing a claimed message failed; its lease will expire");
-                    }
+                    engine.give_back(&[message.id]).await;
                     lane.held.fetch_sub(1, Ordering::AcqRel);
-                    engine.queue_grew();
                     inner.wake.notify_one();
                 }
             }
@@ -559,14 +560,7 @@ impl SendTask {
         };
         let (Some(permit), Some(started_at)) = (permit, started_at) else {
             // Shutting down before the attempt started: give the message back untouched.
-            if let Err(error) = inner
-                .store
-                .release(&inner.config.node_id, &[message.id])
-                .await
-            {
-                tracing::error!(%error, message = %message.id, "releasing a claimed message failed; its lease will expire");
-            }
-            self.engine.queue_grew();
+            self.engine.give_back(&[message.id]).await;
             self.held.fetch_sub(1, Ordering::AcqRel);
             return;
         };
