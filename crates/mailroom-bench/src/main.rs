@@ -258,14 +258,28 @@ async fn outbound(messages: usize, size: usize, clients: usize, sessions: usize)
         "  chained transactions  {:.0}",
         metric("mailroom_smtp_chained_transactions_total")
     );
-    for operation in ["write_transaction", "claim", "record_outcomes"] {
+    for operation in [
+        "write_transaction",
+        "claim",
+        "record_outcomes",
+        "restart_log",
+    ] {
         let label = format!("{{operation=\"{operation}\"}}");
         let count = metric(&format!("mailroom_store_operation_seconds_count{label}"));
         if count > 0.0 {
+            // Claims that found nothing record no batch size.
+            let batches = metric(&format!("mailroom_store_batch_size_count{label}"));
+            let batch = if batches > 0.0 {
+                format!(
+                    ", mean batch {:.1}",
+                    metric(&format!("mailroom_store_batch_size_sum{label}")) / batches
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "  store {operation:<15} {count:.0} calls, mean {:.2} ms, mean batch {:.1}",
+                "  store {operation:<17} {count:.0} calls, mean {:.2} ms{batch}",
                 metric(&format!("mailroom_store_operation_seconds_sum{label}")) / count * 1000.0,
-                metric(&format!("mailroom_store_batch_size_sum{label}")) / count
             );
         }
     }

@@ -23,9 +23,11 @@ pub(crate) fn open(path: &std::path::Path) -> StoreResult<rusqlite::Connection> 
     let connection = rusqlite::Connection::open(path)?;
     connection.busy_timeout(std::time::Duration::from_secs(30))?;
     // Durable at commit (WAL, fsync at every commit); checkpoints are the background task's job.
+    // When the writer restarts the log, it also cuts the file back to 64 MiB if a burst grew it.
     connection.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
-         PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;",
+         PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;
+         PRAGMA journal_size_limit = 67108864;",
     )?;
     connection.set_prepared_statement_cache_capacity(32);
     Ok(connection)
@@ -68,12 +70,24 @@ pub(crate) struct ClaimRow {
 /// Most requests folded into one transaction.
 const WRITE_BATCH: usize = 1024;
 
+/// How long the writer waits for readers to leave the log when it restarts it; a reader still
+/// there after that only postpones the restart.
+const RESTART_PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The writer: takes every write waiting (inserts, claims, outcome batches) and performs them in one
 /// transaction — one commit, one fsync — then answers each. Callers are answered only after the commit,
 /// so an accepted message is durable and a claim is visible before any SMTP transaction starts.
+///
+/// When the background checkpointer has copied the log into the database (`log_copied`), the writer
+/// copies the few frames committed since and restarts the log from its beginning, between two
+/// transactions. Under a steady load the checkpointer never catches up with the writer on its own,
+/// so without this the log file would only grow: every commit would extend the file (block
+/// allocation and an inode update in each fsync), readers would search an ever longer log, and the
+/// disk would fill.
 pub(crate) async fn run_writer(
     mut connection: rusqlite::Connection,
     mut requests: mpsc::Receiver<WriteRequest>,
+    log_copied: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while let Some(first) = requests.recv().await {
@@ -106,6 +120,34 @@ pub(crate) async fn run_writer(
             .record(clock.elapsed().as_secs_f64());
         metrics::histogram!("mailroom_store_batch_size", "operation" => "write_transaction")
             .record(size as f64);
+        if log_copied.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            restart_log(&connection);
+        }
+    }
+}
+
+/// Copies what is left of the log into the database and restarts the log (a `RESTART` checkpoint),
+/// waiting at most [`RESTART_PATIENCE`] for readers; the next commit then writes from the start of
+/// the file.
+fn restart_log(connection: &rusqlite::Connection) {
+    let clock = std::time::Instant::now();
+    let result = connection.busy_timeout(RESTART_PATIENCE).and_then(|()| {
+        connection.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| {
+            row.get::<_, i64>(0)
+        })
+    });
+    if let Err(error) = connection.busy_timeout(std::time::Duration::from_secs(30)) {
+        tracing::warn!(%error, "the writer's busy timeout could not be restored");
+    }
+    match result {
+        Ok(busy) => {
+            metrics::histogram!("mailroom_store_operation_seconds", "operation" => "restart_log")
+                .record(clock.elapsed().as_secs_f64());
+            if busy != 0 {
+                tracing::debug!("the write-ahead log is still in use; restarting it later");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "restarting the write-ahead log failed"),
     }
 }
 
