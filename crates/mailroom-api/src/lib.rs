@@ -34,16 +34,28 @@ pub struct ApiSettings {
     pub max_attachment_bytes: u64,
 }
 
-/// What every handler can reach.
+/// What every handler can reach. Cloning it (axum does, for every request and middleware) is one
+/// reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The contents of [`AppState`].
+pub struct Shared {
     pub store: Store,
     pub engine: Engine,
-    pub settings: Arc<ApiSettings>,
+    pub settings: ApiSettings,
     pub metrics: PrometheusHandle,
     pub blobs: mailroom_store::BlobStore,
     openapi_json: Arc<String>,
     docs_html: Arc<String>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// The routes of every authenticated group, with their OpenAPI description.
@@ -100,15 +112,15 @@ pub fn router(
         .max_body_bytes
         .saturating_mul(2)
         .saturating_add(1 << 20);
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         store,
         engine,
-        settings: Arc::new(settings),
+        settings,
         metrics,
         blobs,
         openapi_json,
         docs_html,
-    };
+    }));
     let (v1, _) = v1_routes().split_for_parts();
     // Authentication wraps everything; the permission check runs after routing, when the matched
     // route is known.

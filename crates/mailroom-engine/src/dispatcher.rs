@@ -112,8 +112,9 @@ struct Inner {
     /// The encode budget in KiB permits.
     encode_budget: Arc<Semaphore>,
     lanes: Mutex<HashMap<Uuid, AccountLane>>,
-    /// Counts the times due mail may have joined the queue from outside the dispatcher (new mail
-    /// stored queued, a retry, a release): a lane found drained before the latest of them is not.
+    /// Counts the times due mail may have joined the queue outside the store writer's sight (a
+    /// retry, a release, a recovered lease): a lane found drained before the latest of them is
+    /// not. New mail stored queued does not count: the store writer tracks it itself.
     queue_generation: AtomicU64,
     /// Where send tasks report; present from `start` until the dispatcher stops.
     outcomes: Mutex<Option<mpsc::UnboundedSender<AttemptRecord>>>,
@@ -146,9 +147,18 @@ impl Engine {
         &self.inner.config
     }
 
-    /// Tells the dispatcher that new mail is waiting.
+    /// Tells the dispatcher that mail is waiting that the store writer did not queue itself (a
+    /// retry, a confirmed draft): until the dispatcher has claimed it, no new mail skips the queue.
     pub fn wake(&self) {
         self.queue_grew();
+        self.inner.wake.notify_one();
+    }
+
+    /// Tells the dispatcher that new mail was stored `queued`. The store writer, which stored it,
+    /// already keeps new mail of that account from being stored claimed until a claim has found the
+    /// account's queue empty; the queue generation is left alone, so that a reservation taken
+    /// while the dispatcher claims is still granted once the claim has emptied the queue.
+    pub fn new_mail_queued(&self) {
         self.inner.wake.notify_one();
     }
 
@@ -157,6 +167,8 @@ impl Engine {
     /// ([`Reservation::start`]). `None` when the message should be stored queued instead: the
     /// engine is stopping or does not know the account yet, older mail of the account is waiting
     /// (so new mail does not overtake it), or the account's concurrency or rate limit has no room.
+    /// The store has the last word: it stores the message queued after all when new mail of the
+    /// account was stored queued since the dispatcher's last claim emptied the queue.
     pub fn reserve(&self, account_id: Uuid) -> Option<Reservation> {
         let inner = &self.inner;
         if inner.stopping.is_cancelled() {

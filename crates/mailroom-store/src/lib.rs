@@ -41,7 +41,7 @@ use sqlx::sqlite::{
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -76,6 +76,9 @@ pub struct Store {
     secrets: SecretBox,
     writes: mpsc::Sender<writer::WriteRequest>,
     caches: std::sync::Arc<cache::Caches>,
+    /// Advanced after mail is queued outside the store writer, which then forgets which accounts
+    /// it knew to have nothing waiting (see [`Store::claim_due`]).
+    queued_elsewhere: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -121,7 +124,8 @@ impl Store {
         let (writes, receiver) = mpsc::channel(4096);
         let connection = writer::open(options.get_filename())?;
         let log_copied = Arc::new(AtomicBool::new(false));
-        let writer_log_copied = log_copied.clone();
+        let queued_elsewhere = Arc::new(AtomicU64::new(0));
+        let writer_state = writer::WriterState::new(log_copied.clone(), queued_elsewhere.clone());
         // The writer runs on its own thread: on the shared runtime each of its steps (collecting
         // requests, running SQLite, answering callers) would queue behind API requests.
         std::thread::Builder::new()
@@ -131,11 +135,9 @@ impl Store {
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime.block_on(writer::run_writer(
-                        connection,
-                        receiver,
-                        writer_log_copied,
-                    )),
+                    Ok(runtime) => {
+                        runtime.block_on(writer::run_writer(connection, receiver, writer_state))
+                    }
                     Err(error) => tracing::error!(%error, "the store writer could not start"),
                 }
             })
@@ -153,6 +155,7 @@ impl Store {
             secrets,
             writes,
             caches: Default::default(),
+            queued_elsewhere,
         };
         store.seed_built_in_scenarios().await?;
         store.seed_built_in_templates().await?;
@@ -194,6 +197,12 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 }
 
 impl Store {
+    /// Tells the store writer that mail may have been queued behind its back (after the commit
+    /// that queued it).
+    pub(crate) fn mail_queued_elsewhere(&self) {
+        self.queued_elsewhere.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// A write transaction that takes SQLite's write lock at once. The store writer has a connection
     /// of its own, and a transaction that read first and only then tried to write after the writer
     /// had committed would fail with "database is locked" instead of waiting its turn.

@@ -49,8 +49,11 @@ pub struct NewMessage {
     pub request_hash: Option<String>,
     /// When the message was accepted (Unix ms); also the `Date` of the email.
     pub created_at_ms: i64,
-    /// Stored already claimed for its first attempt, under this lease, instead of `queued`: the
-    /// engine has room to send it at once, so it skips a claim transaction and a content read.
+    /// Asks to store the message already claimed for its first attempt, under this lease, instead
+    /// of `queued`: the engine has room to send it at once, so it skips a claim transaction and a
+    /// content read. The store grants it ([`InsertOutcome::Claimed`]) only when nothing of the
+    /// account is known to be waiting, so that new mail never overtakes queued mail (see
+    /// [`Store::claim_due`]); otherwise the message is stored `queued` ([`InsertOutcome::Created`]).
     pub claim: Option<InsertClaim>,
 }
 
@@ -64,7 +67,10 @@ pub struct InsertClaim {
 /// What storing a message did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertOutcome {
+    /// Stored `queued` (or as a draft).
     Created(Uuid),
+    /// Stored `sending` under the lease the message asked for: its first attempt may start.
+    Claimed(Uuid),
     /// The idempotency key was seen before with the same request: this is the earlier message.
     Replayed(Uuid),
     /// The idempotency key was seen before with a different request.
@@ -539,6 +545,11 @@ impl Store {
     }
 
     /// Claims up to `limit` due messages of an account for one attempt each, under a lease.
+    ///
+    /// A claim that finds fewer than `limit` tells the store that nothing of the account is left
+    /// waiting: from then on, new mail that asks to be claimed as it is stored
+    /// ([`NewMessage::claim`]) is, until mail of the account is stored `queued` again or mail is
+    /// queued outside the store writer (a release, a recovered lease, a retry, a confirmed draft).
     pub async fn claim_due(
         &self,
         account_id: Uuid,
@@ -638,6 +649,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        self.mail_queued_elsewhere();
         Ok(())
     }
 
@@ -708,6 +720,9 @@ impl Store {
             });
         }
         tx.commit().await?;
+        if !recovered.is_empty() {
+            self.mail_queued_elsewhere();
+        }
         Ok(recovered)
     }
 
@@ -722,6 +737,7 @@ impl Store {
         .bind(now)
         .execute(&self.writer)
         .await?;
+        self.mail_queued_elsewhere();
         self.after_transition(id, result.rows_affected(), "retried")
             .await
     }
@@ -736,6 +752,7 @@ impl Store {
         .bind(now)
         .execute(&self.writer)
         .await?;
+        self.mail_queued_elsewhere();
         self.after_transition(id, result.rows_affected(), "confirmed")
             .await
     }

@@ -11,10 +11,14 @@
 //! same cost twice as much in SQLite's JSON functions.)
 
 use crate::messages::{
-    InsertOutcome, NewMessage, headers_to_json, mailboxes_to_json, parse_uuid, related_to_json,
+    InsertClaim, InsertOutcome, NewMessage, headers_to_json, mailboxes_to_json, parse_uuid,
+    related_to_json,
 };
 use crate::{AttemptRecord, Outcome, StoreError, StoreResult};
 use rusqlite::OptionalExtension;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -70,6 +74,31 @@ pub(crate) struct ClaimRow {
 /// Most requests folded into one transaction.
 const WRITE_BATCH: usize = 1024;
 
+/// What the writer keeps between transactions.
+pub(crate) struct WriterState {
+    /// Raised by the background checkpointer after it has copied the log into the database.
+    log_copied: Arc<AtomicBool>,
+    /// Advanced by the store after mail was queued outside this writer.
+    queued_elsewhere: Arc<AtomicU64>,
+    seen_queued_elsewhere: u64,
+    /// Accounts with nothing waiting: the last claim for each found fewer messages than it asked
+    /// for, and no mail of theirs has been stored `queued` since. Only new mail of these accounts
+    /// may be stored already claimed. The writer performs every insert and claim one after the
+    /// other, so this is exact for the mail it writes; mail queued elsewhere clears it all.
+    drained: HashSet<Uuid>,
+}
+
+impl WriterState {
+    pub(crate) fn new(log_copied: Arc<AtomicBool>, queued_elsewhere: Arc<AtomicU64>) -> Self {
+        Self {
+            log_copied,
+            queued_elsewhere,
+            seen_queued_elsewhere: 0,
+            drained: HashSet::new(),
+        }
+    }
+}
+
 /// How long the writer waits for readers to leave the log when it restarts it; a reader still
 /// there after that only postpones the restart.
 const RESTART_PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
@@ -87,7 +116,7 @@ const RESTART_PATIENCE: std::time::Duration = std::time::Duration::from_millis(2
 pub(crate) async fn run_writer(
     mut connection: rusqlite::Connection,
     mut requests: mpsc::Receiver<WriteRequest>,
-    log_copied: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    mut state: WriterState,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while let Some(first) = requests.recv().await {
@@ -100,7 +129,12 @@ pub(crate) async fn run_writer(
         }
         let clock = std::time::Instant::now();
         let size = batch.len();
-        match write_together(&mut connection, &batch) {
+        let queued_elsewhere = state.queued_elsewhere.load(Ordering::Acquire);
+        if queued_elsewhere != state.seen_queued_elsewhere {
+            state.seen_queued_elsewhere = queued_elsewhere;
+            state.drained.clear();
+        }
+        match write_together(&mut connection, &batch, &mut state.drained) {
             Ok(results) => {
                 for (request, result) in batch.drain(..).zip(results) {
                     reply(request, Ok(result));
@@ -110,8 +144,12 @@ pub(crate) async fn run_writer(
                 // One bad request must not fail the others: perform each on its own.
                 tracing::warn!(%error, size, "a grouped write failed; writing requests one by one");
                 for request in batch.drain(..) {
-                    let result = write_together(&mut connection, std::slice::from_ref(&request))
-                        .map(|mut r| r.remove(0));
+                    let result = write_together(
+                        &mut connection,
+                        std::slice::from_ref(&request),
+                        &mut state.drained,
+                    )
+                    .map(|mut r| r.remove(0));
                     reply(request, result);
                 }
             }
@@ -120,7 +158,7 @@ pub(crate) async fn run_writer(
             .record(clock.elapsed().as_secs_f64());
         metrics::histogram!("mailroom_store_batch_size", "operation" => "write_transaction")
             .record(size as f64);
-        if log_copied.swap(false, std::sync::atomic::Ordering::AcqRel) {
+        if state.log_copied.swap(false, Ordering::AcqRel) {
             restart_log(&connection);
         }
     }
@@ -178,11 +216,13 @@ fn reply(request: WriteRequest, result: StoreResult<WriteResult>) {
 
 /// Performs the requests in one transaction: outcomes first (they free capacity), then inserts, then
 /// claims (which may take messages inserted in the same transaction). Any failure rolls the whole
-/// transaction back.
+/// transaction back, and `drained` (see [`WriterState`]) changes only when the transaction commits.
 fn write_together(
     connection: &mut rusqlite::Connection,
     requests: &[WriteRequest],
+    drained: &mut HashSet<Uuid>,
 ) -> StoreResult<Vec<WriteResult>> {
+    let mut drained_after = drained.clone();
     let transaction =
         connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for request in requests {
@@ -199,14 +239,29 @@ fn write_together(
             let outcome = match earlier_request(&transaction, &keys, message)? {
                 Some(outcome) => outcome,
                 None => {
-                    insert(&transaction, message)?;
+                    // A draft waits for confirmation; new mail never overtakes waiting mail.
+                    let claim = message
+                        .claim
+                        .as_ref()
+                        .filter(|_| !message.draft && drained_after.contains(&message.account_id));
+                    let due_now = message
+                        .send_at_ms
+                        .is_none_or(|at| at <= message.created_at_ms);
+                    if claim.is_none() && !message.draft && due_now {
+                        drained_after.remove(&message.account_id);
+                    }
+                    insert(&transaction, message, claim)?;
                     if let Some(key) = &message.idempotency_key {
                         keys.insert(
                             (message.created_by.as_str(), key.as_str()),
                             (message.id, message.request_hash.as_deref()),
                         );
                     }
-                    InsertOutcome::Created(message.id)
+                    if claim.is_some() {
+                        InsertOutcome::Claimed(message.id)
+                    } else {
+                        InsertOutcome::Created(message.id)
+                    }
                 }
             };
             results.push(Some(WriteResult::Inserted(outcome)));
@@ -217,13 +272,20 @@ fn write_together(
     for (result, request) in results.iter_mut().zip(requests) {
         match request {
             WriteRequest::Claim { claim, .. } => {
-                *result = Some(WriteResult::Claimed(claim_due(&transaction, claim)?));
+                let rows = claim_due(&transaction, claim)?;
+                if rows.len() < claim.limit as usize {
+                    drained_after.insert(claim.account_id);
+                } else {
+                    drained_after.remove(&claim.account_id);
+                }
+                *result = Some(WriteResult::Claimed(rows));
             }
             WriteRequest::Outcomes { .. } => *result = Some(WriteResult::Recorded),
             WriteRequest::Insert { .. } => {}
         }
     }
     transaction.commit()?;
+    *drained = drained_after;
     Ok(results
         .into_iter()
         .map(|r| r.expect("every request has a result"))
@@ -264,11 +326,14 @@ fn earlier_request(
     }))
 }
 
-/// Stores one new message: its row, its content, its attachments and its related records.
-fn insert(transaction: &rusqlite::Transaction<'_>, message: &NewMessage) -> StoreResult<()> {
+/// Stores one new message — claimed under `claim` when given, which is never for a draft — with its
+/// content, its attachments and its related records.
+fn insert(
+    transaction: &rusqlite::Transaction<'_>,
+    message: &NewMessage,
+    claim: Option<&InsertClaim>,
+) -> StoreResult<()> {
     let now = message.created_at_ms;
-    // A draft waits for confirmation: it is never claimed as it is stored.
-    let claim = message.claim.as_ref().filter(|_| !message.draft);
     let status = match (claim, message.draft) {
         (_, true) => "draft",
         (Some(_), false) => "sending",

@@ -152,6 +152,7 @@ async fn concurrent_inserts_are_all_stored_and_idempotency_keys_are_honoured_wit
             InsertOutcome::Created(_) => created += 1,
             InsertOutcome::Replayed(id) => replayed.push(id),
             InsertOutcome::KeyReused(_) => panic!("the same request hash must replay"),
+            InsertOutcome::Claimed(_) => panic!("nothing asked to be stored claimed"),
         }
     }
     assert_eq!(
@@ -283,7 +284,7 @@ async fn a_claimed_message_is_not_claimed_again_until_its_lease_expires_and_then
 }
 
 /// An account and a message accepted at `now`, stored already claimed by "node-a" under a lease
-/// until `lease_until`.
+/// until `lease_until` (after a claim has found the account's queue empty).
 async fn insert_claimed(
     t: &TestStore,
     now: i64,
@@ -294,15 +295,129 @@ async fn insert_claimed(
         .create_account(&account_input("a"), None)
         .await
         .unwrap();
-    let mut message = new_message(account.id, None, "claimed at once");
+    let found = t
+        .store
+        .claim_due(account.id, "node-a", now, lease_until, 10)
+        .await
+        .unwrap();
+    assert!(found.is_empty());
+    let message = claiming(
+        new_message(account.id, None, "claimed at once"),
+        now,
+        lease_until,
+    );
+    let id = message.id;
+    assert_eq!(
+        t.store.insert_message(message).await.unwrap(),
+        InsertOutcome::Claimed(id)
+    );
+    (account, id)
+}
+
+/// The message, accepted at `now`, asking to be stored claimed by "node-a".
+fn claiming(mut message: NewMessage, now: i64, lease_until: i64) -> NewMessage {
     message.created_at_ms = now;
     message.claim = Some(InsertClaim {
         owner: "node-a".into(),
         lease_until,
     });
-    let id = message.id;
-    t.store.insert_message(message).await.unwrap();
-    (account, id)
+    message
+}
+
+#[tokio::test]
+async fn new_mail_is_stored_claimed_only_while_a_claim_has_left_nothing_of_its_account_waiting() {
+    let t = open_store().await;
+    let now = now_ms();
+    let lease = now + 60_000;
+    let account = t
+        .store
+        .create_account(&account_input("a"), None)
+        .await
+        .unwrap();
+    let other = t
+        .store
+        .create_account(&account_input("b"), None)
+        .await
+        .unwrap();
+    let insert = |message: NewMessage| {
+        let store = t.store.clone();
+        async move { store.insert_message(message).await.unwrap() }
+    };
+    let claim = |account_id: Uuid, limit: u32| {
+        let store = t.store.clone();
+        async move {
+            store
+                .claim_due(account_id, "node-a", now + 10_000, lease, limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let ask = |subject: &str| claiming(new_message(account.id, None, subject), now, lease);
+
+    // Nothing is known about the account until a claim has looked: the message waits.
+    let first = ask("first");
+    let first_id = first.id;
+    assert_eq!(insert(first).await, InsertOutcome::Created(first_id));
+    assert_eq!(claim(account.id, 10).await, [first_id]);
+    // The claim took fewer than it asked for: nothing is left, new mail is claimed at once.
+    let second = ask("second");
+    let second_id = second.id;
+    assert_eq!(insert(second).await, InsertOutcome::Claimed(second_id));
+
+    // Mail stored queued (the engine had no room for it) is waiting: new mail queues behind it...
+    let waiting = new_message(account.id, None, "waiting");
+    let waiting_id = waiting.id;
+    assert_eq!(insert(waiting).await, InsertOutcome::Created(waiting_id));
+    let behind = ask("behind");
+    let behind_id = behind.id;
+    assert_eq!(insert(behind).await, InsertOutcome::Created(behind_id));
+    // ...while another account's new mail is not held up by it.
+    assert!(claim(other.id, 10).await.is_empty());
+    let elsewhere = claiming(new_message(other.id, None, "elsewhere"), now, lease);
+    let elsewhere_id = elsewhere.id;
+    assert_eq!(
+        insert(elsewhere).await,
+        InsertOutcome::Claimed(elsewhere_id)
+    );
+
+    // A claim that takes all it asked for may have left more behind.
+    assert_eq!(claim(account.id, 2).await, [waiting_id, behind_id]);
+    let after_full_claim = ask("after a full claim");
+    let after_full_claim_id = after_full_claim.id;
+    assert_eq!(
+        insert(after_full_claim).await,
+        InsertOutcome::Created(after_full_claim_id)
+    );
+    assert_eq!(claim(account.id, 10).await, [after_full_claim_id]);
+
+    // Drafts and mail scheduled for later are not waiting to be sent now.
+    let mut draft = new_message(account.id, None, "draft");
+    draft.draft = true;
+    insert(draft).await;
+    let mut later = new_message(account.id, None, "later");
+    later.send_at_ms = Some(now + 3_600_000);
+    insert(later).await;
+    let next = ask("next");
+    let next_id = next.id;
+    assert_eq!(insert(next).await, InsertOutcome::Claimed(next_id));
+
+    // Mail queued outside the writer (a claimed message released) keeps new mail waiting until
+    // a claim has taken it.
+    t.store.release("node-a", &[next_id]).await.unwrap();
+    let after_release = ask("after release");
+    let after_release_id = after_release.id;
+    assert_eq!(
+        insert(after_release).await,
+        InsertOutcome::Created(after_release_id)
+    );
+    assert_eq!(
+        claim(account.id, 10).await,
+        [next_id, after_release_id],
+        "oldest first"
+    );
 }
 
 #[tokio::test]

@@ -318,6 +318,19 @@ async fn new_mail_skips_the_queue_only_while_nothing_older_waits() {
     server.wait_for_status(&first, "sent", WAIT).await.unwrap();
     let late = server.send(&text("late")).await.unwrap();
     assert_eq!(late["status"], "queued", "{late}");
+    // Once the dispatcher has claimed what waited (the ninth and the late one; with a one-second
+    // sink the late one is still being sent when this looks), new mail skips the queue again.
+    let late = id_of(&late);
+    let deadline = std::time::Instant::now() + WAIT;
+    while server.message(&late).await.unwrap()["status"] == "queued" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late message was never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = server.send(&text("again")).await.unwrap();
+    assert_eq!(again["status"], "sending", "{again}");
 }
 
 fn time_ms(rfc3339: &str) -> i64 {

@@ -292,7 +292,8 @@ async fn send_document(
     ));
     let draft = profile.email == EmailPolicy::AfterConfirmation;
     let (accepted, _) =
-        crate::routes::messages::accept(&state, &principal, &request, None, hash, draft).await?;
+        crate::routes::messages::accept(&state, &principal, &request, None, Some(hash), draft)
+            .await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(DocumentSent {

@@ -350,7 +350,7 @@ pub(crate) async fn accept(
     principal: &Principal,
     request: &SendMessage,
     key: Option<String>,
-    request_hash: String,
+    request_hash: Option<String>,
     draft: bool,
 ) -> ApiResult<(AcceptedMessage, bool)> {
     let state = state.clone();
@@ -406,7 +406,7 @@ pub(crate) async fn accept(
         created_by: principal.author_id(),
         idempotency_key: key,
         draft,
-        request_hash: Some(request_hash),
+        request_hash,
         created_at_ms: now,
         claim: reservation.as_ref().map(Reservation::claim),
     };
@@ -421,9 +421,10 @@ pub(crate) async fn accept(
         attempts_used: 1,
         attachments: Vec::new(),
     });
-    let (id, replayed) = match state.store.insert_message(message).await? {
-        InsertOutcome::Created(id) => (id, false),
-        InsertOutcome::Replayed(id) => (id, true),
+    let (id, replayed, stored_claimed) = match state.store.insert_message(message).await? {
+        InsertOutcome::Claimed(id) => (id, false, true),
+        InsertOutcome::Created(id) => (id, false, false),
+        InsertOutcome::Replayed(id) => (id, true, false),
         InsertOutcome::KeyReused(_) => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -443,13 +444,15 @@ pub(crate) async fn accept(
         }
     } else {
         let status = match (reservation, claimed) {
-            (Some(reservation), Some(claimed)) => {
+            (Some(reservation), Some(claimed)) if stored_claimed => {
                 reservation.start(claimed);
                 MessageStatus::Sending
             }
             _ if draft => MessageStatus::Draft,
+            // Stored queued: older mail of the account was waiting, or the account had no room.
+            // The reservation, if any, is given back as it drops.
             _ => {
-                state.engine.wake();
+                state.engine.new_mail_queued();
                 MessageStatus::Queued
             }
         };
@@ -493,15 +496,10 @@ async fn send_message(
         )
     })?;
     let key = idempotency_key(&headers)?;
-    let (accepted, replayed) = accept(
-        &state,
-        &principal,
-        &request,
-        key,
-        hex::encode(Sha256::digest(&body)),
-        false,
-    )
-    .await?;
+    // Only a request with a key can be repeated: its hash tells a replay from a reused key.
+    let request_hash = key.as_ref().map(|_| hex::encode(Sha256::digest(&body)));
+    let (accepted, replayed) =
+        accept(&state, &principal, &request, key, request_hash, false).await?;
     let mut response = (StatusCode::ACCEPTED, axum::Json(accepted)).into_response();
     if replayed {
         response
