@@ -31,6 +31,9 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     /// How many claimed messages per concurrency slot may wait ahead of sending.
     pub prefetch_per_slot: u32,
+    /// How long new mail may wait for a place in its account's lane when every place is taken,
+    /// before it is stored queued instead (see [`Engine::reserve`]).
+    pub in_flow_delay: Duration,
     pub connectors: ConnectorDefaults,
     /// Where attachment bytes are.
     pub blobs: mailroom_store::BlobStore,
@@ -50,6 +53,7 @@ impl Default for EngineConfig {
             rate_window: Duration::from_secs(60),
             retry: RetryPolicy::default(),
             prefetch_per_slot: 32,
+            in_flow_delay: Duration::from_millis(100),
             connectors: ConnectorDefaults {
                 smtp_timeout: Duration::from_secs(30),
                 extra_root_certificates: Vec::new(),
@@ -71,13 +75,51 @@ struct AccountLane {
     permits: Arc<Semaphore>,
     concurrency: u32,
     /// Claimed and not yet finished (waiting for a permit or sending), reservations included.
-    held: Arc<AtomicU32>,
+    held: Arc<Places>,
     /// The queue generation at which the dispatcher last found no due mail left for this account
     /// (`NOT_DRAINED` if it has not). New mail may skip the queue only while this is current.
     drained_at: Arc<AtomicU64>,
 }
 
 const NOT_DRAINED: u64 = u64::MAX;
+
+/// The places of an account's lane: messages claimed or reserved and not finished.
+#[derive(Default)]
+struct Places {
+    taken: AtomicU32,
+    /// Signalled each time a place is given back, for new mail waiting for room.
+    room: Notify,
+}
+
+impl Places {
+    /// Takes a place; returns how many were taken before.
+    fn take(&self) -> u32 {
+        self.taken.fetch_add(1, Ordering::AcqRel)
+    }
+
+    fn give_back(&self) {
+        self.taken.fetch_sub(1, Ordering::AcqRel);
+        self.room.notify_one();
+    }
+
+    /// Undoes a [`Places::take`] that did not fit, without waking anyone: no room was made.
+    fn untake(&self) {
+        self.taken.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn taken(&self) -> u32 {
+        self.taken.load(Ordering::Acquire)
+    }
+}
+
+/// Why a lane gave no place to new mail.
+enum NoPlace {
+    /// Every place is taken; one may be given back soon.
+    Full(Arc<Places>),
+    /// The engine is stopping, does not know the account, older mail waits, or the rate window has
+    /// no room.
+    Unavailable,
+}
 
 impl AccountLane {
     /// How many messages may be claimed and unfinished at once.
@@ -169,34 +211,62 @@ impl Engine {
     /// (so new mail does not overtake it), or the account's concurrency or rate limit has no room.
     /// The store has the last word: it stores the message queued after all when new mail of the
     /// account was stored queued since the dispatcher's last claim emptied the queue.
-    pub fn reserve(&self, account_id: Uuid) -> Option<Reservation> {
+    ///
+    /// When every place of the account is taken, this waits up to the configured `in_flow_delay`
+    /// for one to be given back (flow control, as Postfix's `in_flow_delay`): while mail arrives
+    /// faster than it is delivered, callers are slowed to the delivery rate for a moment instead of
+    /// their mail taking the longer way through the queue.
+    pub async fn reserve(&self, account_id: Uuid) -> Option<Reservation> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.in_flow_delay;
+        loop {
+            match self.try_reserve(account_id) {
+                Ok(reservation) => return Some(reservation),
+                Err(NoPlace::Full(places)) => {
+                    let room = places.room.notified();
+                    tokio::select! {
+                        _ = room => {}
+                        _ = tokio::time::sleep_until(deadline) => return None,
+                        _ = self.inner.stopping.cancelled() => return None,
+                    }
+                }
+                Err(NoPlace::Unavailable) => return None,
+            }
+        }
+    }
+
+    fn try_reserve(&self, account_id: Uuid) -> Result<Reservation, NoPlace> {
         let inner = &self.inner;
         if inner.stopping.is_cancelled() {
-            return None;
+            return Err(NoPlace::Unavailable);
         }
         let lane = inner
             .lanes
             .lock()
             .expect("lanes lock")
-            .get(&account_id)?
+            .get(&account_id)
+            .ok_or(NoPlace::Unavailable)?
             .clone();
         if lane.drained_at.load(Ordering::Acquire) != inner.queue_generation.load(Ordering::Acquire)
         {
-            return None;
+            return Err(NoPlace::Unavailable);
         }
-        let held = lane.held.fetch_add(1, Ordering::AcqRel);
-        let fits = held < lane.capacity(inner.config.prefetch_per_slot) && {
-            let mut window = lane.window.lock().expect("window lock");
-            // Claimed messages not yet started will take slots of this window too.
-            window
-                .available(now_ms() as u64)
-                .is_none_or(|available| available > held)
-        };
-        if !fits {
-            lane.held.fetch_sub(1, Ordering::AcqRel);
-            return None;
+        let held = lane.held.take();
+        if held >= lane.capacity(inner.config.prefetch_per_slot) {
+            lane.held.untake();
+            return Err(NoPlace::Full(lane.held.clone()));
         }
-        Some(Reservation {
+        // Claimed messages not yet started will take slots of this window too.
+        let window_has_room = lane
+            .window
+            .lock()
+            .expect("window lock")
+            .available(now_ms() as u64)
+            .is_none_or(|available| available > held);
+        if !window_has_room {
+            lane.held.untake();
+            return Err(NoPlace::Unavailable);
+        }
+        Ok(Reservation {
             engine: self.clone(),
             lane,
             used: false,
@@ -331,7 +401,7 @@ impl Engine {
                     .expect("lanes lock")
                     .insert(account.id, lane.clone());
                 let capacity = lane.capacity(inner.config.prefetch_per_slot);
-                let held = lane.held.load(Ordering::Acquire);
+                let held = lane.held.taken();
                 if held > capacity / 2 {
                     continue;
                 }
@@ -407,7 +477,7 @@ impl Engine {
                     }
                 };
                 for message in claimed {
-                    lane.held.fetch_add(1, Ordering::AcqRel);
+                    lane.held.take();
                     let task = SendTask::new(self, &lane, connector.clone(), outcomes.clone());
                     let span = tracing::info_span!("send", message_uuid = %message.id, account = %account.id, attempt = message.attempt_number);
                     inner.tasks.spawn(task.run(message).instrument(span));
@@ -448,7 +518,7 @@ impl Engine {
             window: Arc::new(Mutex::new(window)),
             permits: Arc::new(Semaphore::new(attempts_at_once(account))),
             concurrency: account.limits.concurrency_limit,
-            held: Arc::new(AtomicU32::new(0)),
+            held: Arc::new(Places::default()),
             drained_at: Arc::new(AtomicU64::new(NOT_DRAINED)),
         }
     }
@@ -515,7 +585,7 @@ impl Reservation {
                     let reason = connector.err().unwrap_or_default();
                     tracing::warn!(%reason, message = %message.id, "a message claimed on arrival goes back to the queue");
                     engine.give_back(&[message.id]).await;
-                    lane.held.fetch_sub(1, Ordering::AcqRel);
+                    lane.held.give_back();
                     inner.wake.notify_one();
                 }
             }
@@ -527,7 +597,7 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.used {
-            self.lane.held.fetch_sub(1, Ordering::AcqRel);
+            self.lane.held.give_back();
         }
     }
 }
@@ -538,7 +608,7 @@ struct SendTask {
     connector: Arc<dyn mailroom_connect::Connector>,
     permits: Arc<Semaphore>,
     window: Arc<Mutex<SlidingWindow>>,
-    held: Arc<AtomicU32>,
+    held: Arc<Places>,
     outcomes: mpsc::UnboundedSender<AttemptRecord>,
 }
 
@@ -573,7 +643,7 @@ impl SendTask {
         let (Some(permit), Some(started_at)) = (permit, started_at) else {
             // Shutting down before the attempt started: give the message back untouched.
             self.engine.give_back(&[message.id]).await;
-            self.held.fetch_sub(1, Ordering::AcqRel);
+            self.held.give_back();
             return;
         };
         let clock = Instant::now();
@@ -653,7 +723,7 @@ impl SendTask {
         if self.outcomes.send(record).is_err() {
             tracing::error!(message = %message.id, "the outcome writer has stopped; the lease will expire and the attempt be recorded as interrupted");
         }
-        self.held.fetch_sub(1, Ordering::AcqRel);
+        self.held.give_back();
         inner.wake.notify_one();
     }
 

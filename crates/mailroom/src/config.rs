@@ -42,6 +42,8 @@ pub struct EngineFileConfig {
     pub smtp_timeout_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
     pub prefetch_per_slot: Option<u32>,
+    /// How long new mail may wait for room in its account's lane before it is queued (default 100).
+    pub in_flow_delay_ms: Option<u64>,
     /// Bytes of attachment-bearing messages read and encoded at once (default 256 MiB).
     pub encode_budget_bytes: Option<u64>,
     /// Uploads no message refers to are deleted after this long (default one day).
@@ -85,6 +87,7 @@ pub struct Config {
     pub smtp_timeout: Duration,
     pub shutdown_grace: Duration,
     pub prefetch_per_slot: u32,
+    pub in_flow_delay: Duration,
     pub encode_budget_bytes: u64,
     pub attachment_retention: Duration,
     pub extra_root_certificates: Vec<Vec<u8>>,
@@ -161,6 +164,7 @@ impl Config {
             smtp_timeout: ms(engine.smtp_timeout_ms, 30_000),
             shutdown_grace: ms(engine.shutdown_grace_ms, 30_000),
             prefetch_per_slot: engine.prefetch_per_slot.unwrap_or(32),
+            in_flow_delay: ms(engine.in_flow_delay_ms, 100),
             encode_budget_bytes: engine.encode_budget_bytes.unwrap_or(256 * 1024 * 1024),
             attachment_retention: ms(engine.attachment_retention_ms, 24 * 3600 * 1000),
             extra_root_certificates,

@@ -107,6 +107,7 @@ pub async fn run(config: Config) -> Result<()> {
                 cap_ms: config.retry_cap.as_millis() as u64,
             },
             prefetch_per_slot: config.prefetch_per_slot,
+            in_flow_delay: config.in_flow_delay,
             blobs: BlobStore::new(config.data_dir.join("blobs")),
             encode_budget_bytes: config.encode_budget_bytes,
             attachment_retention: config.attachment_retention,

@@ -285,9 +285,10 @@ async fn queued_mail_waits_when_the_account_is_over_its_limit_and_no_window_hold
 #[tokio::test]
 async fn new_mail_skips_the_queue_only_while_nothing_older_waits() {
     // The sink answers each DATA after a second; the account has one connection and may hold eight
-    // messages claimed, and the dispatcher claims more only once four or fewer are held.
+    // messages claimed, and the dispatcher claims more only once four or fewer are held. New mail
+    // does not wait for room.
     let sink = SmtpSink::start(&["-w", "1"]).unwrap();
-    let server = start_server_with_engine("prefetch_per_slot = 8").await;
+    let server = start_server_with_engine("prefetch_per_slot = 8\nin_flow_delay_ms = 0").await;
     server
         .add_default_smtp_account("slow", sink.port, json!({"concurrency_limit": 1}))
         .await
@@ -331,6 +332,37 @@ async fn new_mail_skips_the_queue_only_while_nothing_older_waits() {
     }
     let again = server.send(&text("again")).await.unwrap();
     assert_eq!(again["status"], "sending", "{again}");
+}
+
+#[tokio::test]
+async fn new_mail_waits_a_moment_for_room_in_its_account_before_it_takes_the_queue() {
+    // As above, but new mail may wait up to five seconds for a place.
+    let sink = SmtpSink::start(&["-w", "1"]).unwrap();
+    let server = start_server_with_engine("prefetch_per_slot = 8\nin_flow_delay_ms = 5000").await;
+    server
+        .add_default_smtp_account("slow", sink.port, json!({"concurrency_limit": 1}))
+        .await
+        .unwrap();
+    let text = |subject: &str| json!({"to": ["a@example.com"], "subject": subject, "text": "t"});
+    let warm_up = id_of(&server.send(&text("warm-up")).await.unwrap());
+    server
+        .wait_for_status(&warm_up, "sent", WAIT)
+        .await
+        .unwrap();
+    for n in 0..8 {
+        let accepted = server.send(&text(&format!("m{n}"))).await.unwrap();
+        assert_eq!(accepted["status"], "sending", "{accepted}");
+    }
+    // Every place is taken until the first of the eight is delivered, about a second from now:
+    // the ninth is answered once it has a place, and skips the queue.
+    let asked = std::time::Instant::now();
+    let ninth = server.send(&text("ninth")).await.unwrap();
+    let waited = asked.elapsed();
+    assert_eq!(ninth["status"], "sending", "{ninth}");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "answered after {waited:?}, before any place was free"
+    );
 }
 
 fn time_ms(rfc3339: &str) -> i64 {

@@ -390,9 +390,11 @@ pub(crate) async fn accept(
     let now = now_ms();
     // Mail due at once goes straight to a send task when its account has room and nothing older
     // is waiting. Messages with attachments take the queue: their files are read by the claim.
-    let reservation = (!draft && attachments.is_empty() && send_at_ms.is_none_or(|at| at <= now))
-        .then(|| state.engine.reserve(account.id))
-        .flatten();
+    let reservation = if !draft && attachments.is_empty() && send_at_ms.is_none_or(|at| at <= now) {
+        state.engine.reserve(account.id).await
+    } else {
+        None
+    };
     let message = NewMessage {
         attachments,
         template: parts.template.clone(),
