@@ -4,6 +4,7 @@
 //! worth retrying (`Transient`) or not (`Permanent`), with the server's reply code and text when there
 //! was one. New providers (Microsoft Graph, Gmail…) implement the same trait without touching the core.
 
+mod implicit_tls;
 mod pickup;
 mod smtp;
 

@@ -201,39 +201,41 @@ async fn a_server_certificate_from_an_untrusted_ca_is_refused_and_nothing_is_sen
     let sink = SmtpSink::start(&[]).unwrap();
     let postfix = PostfixWithSasl::start("mailer", "pw", sink.port).unwrap();
     let server = start_server().await;
-    let account = server
-        .add_smtp_account(
-            "untrusted",
-            postfix.port,
-            json!({"security": "starttls", "username": "mailer", "password": "pw"}),
-        )
+    for (security, port) in [("starttls", postfix.port), ("tls", postfix.tls_port)] {
+        let account = server
+            .add_smtp_account(
+                &format!("untrusted-{security}"),
+                port,
+                json!({"security": security, "username": "mailer", "password": "pw"}),
+            )
+            .await
+            .unwrap();
+        let (_, test) = server
+            .post(
+                &format!("/v1/accounts/{}/test", id_of(&account)),
+                &json!({}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(test["ok"], false, "{security}: {test}");
+        assert!(
+            test["detail"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("certificate"),
+            "{security}: {test}"
+        );
+        let accepted = server.send(&json!({"to": ["c@example.com"], "subject": "s", "text": "t", "account_id": account["id"]})).await.unwrap();
+        let id = id_of(&accepted);
+        mailroom_testkit::wait_until(Duration::from_secs(10), "a failed attempt", || async {
+            Ok(server.message(&id).await?["attempts"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty()))
+        })
         .await
         .unwrap();
-    let (_, test) = server
-        .post(
-            &format!("/v1/accounts/{}/test", id_of(&account)),
-            &json!({}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(test["ok"], false, "{test}");
-    assert!(
-        test["detail"]
-            .as_str()
-            .unwrap()
-            .to_lowercase()
-            .contains("certificate"),
-        "{test}"
-    );
-    let accepted = server.send(&json!({"to": ["c@example.com"], "subject": "s", "text": "t", "account_id": account["id"]})).await.unwrap();
-    let id = id_of(&accepted);
-    mailroom_testkit::wait_until(Duration::from_secs(10), "a failed attempt", || async {
-        Ok(server.message(&id).await?["attempts"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty()))
-    })
-    .await
-    .unwrap();
+    }
     assert!(
         !postfix.log().contains("sasl_username=mailer"),
         "credentials must not be sent over an unverified connection"
