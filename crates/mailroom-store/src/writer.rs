@@ -391,6 +391,17 @@ fn insert(
             single(&content.sender),
         ])?;
     for (position, (attachment_id, content_id)) in message.attachments.iter().enumerate() {
+        // The API checked the upload, but it may have been collected since (an upload no message
+        // refers to is deleted after a day): refuse the message rather than fail on the reference.
+        let exists = transaction
+            .prepare_cached("SELECT 1 FROM attachments WHERE id = ?1")?
+            .exists([attachment_id.to_string()])?;
+        if !exists {
+            return Err(StoreError::Invalid(mailroom_core::ValidationError::new(
+                "attachments",
+                format!("unknown attachment {attachment_id}"),
+            )));
+        }
         transaction
             .prepare_cached(
                 "INSERT INTO message_attachments (message_id, position, attachment_id, content_id)

@@ -283,6 +283,41 @@ async fn a_claimed_message_is_not_claimed_again_until_its_lease_expires_and_then
     assert_eq!(again[0].attempt_number, 2);
 }
 
+#[tokio::test]
+async fn a_message_whose_upload_was_collected_before_it_was_stored_is_refused_and_nothing_is_stored()
+ {
+    let t = open_store().await;
+    let account = t
+        .store
+        .create_account(&account_input("a"), None)
+        .await
+        .unwrap();
+    let upload = t
+        .store
+        .create_attachment("00", 2, "a.pdf", "application/pdf", "tester")
+        .await
+        .unwrap();
+    // The API has checked the upload; it is collected before the message reaches the writer.
+    let mut message = new_message(account.id, None, "with an attachment");
+    message.attachments = vec![(upload.id, None)];
+    let id = message.id;
+    t.store
+        .collect_unreferenced_attachments(now_ms() + 1)
+        .await
+        .unwrap();
+    match t.store.insert_message(message).await {
+        Err(mailroom_store::StoreError::Invalid(error)) => {
+            assert_eq!(error.field, "attachments");
+            assert!(error.reason.contains(&upload.id.to_string()), "{error:?}");
+        }
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+    assert!(matches!(
+        t.store.message(id).await,
+        Err(mailroom_store::StoreError::NotFound(_))
+    ));
+}
+
 /// An account and a message accepted at `now`, stored already claimed by "node-a" under a lease
 /// until `lease_until` (after a claim has found the account's queue empty).
 async fn insert_claimed(
