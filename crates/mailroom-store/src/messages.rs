@@ -33,7 +33,8 @@ pub struct NewMessage {
     pub account_id: Uuid,
     /// With angle brackets, e.g. `<0190…@example.com>`.
     pub message_id_header: String,
-    pub content: MessageContent,
+    /// Shared with the send task when the message is sent at once, instead of copied.
+    pub content: std::sync::Arc<MessageContent>,
     pub related_records: Vec<RelatedRecord>,
     /// Uploaded attachments, in order, each with the Content-ID it has when shown inline in the HTML.
     pub attachments: Vec<AttachedFile>,
@@ -219,7 +220,7 @@ pub struct ClaimedMessage {
     pub account_id: Uuid,
     pub message_id_header: String,
     /// The content, or why the stored content can no longer be read (a permanent failure).
-    pub content: Result<MessageContent, String>,
+    pub content: Result<std::sync::Arc<MessageContent>, String>,
     pub created_at_ms: i64,
     /// The number of this attempt (1-based, over the message's whole life).
     pub attempt_number: u32,
@@ -604,7 +605,8 @@ impl Store {
                     account_id,
                     content: content_by_id
                         .remove(&row.id)
-                        .unwrap_or_else(|| Err("the message content is missing".into())),
+                        .unwrap_or_else(|| Err("the message content is missing".into()))
+                        .map(std::sync::Arc::new),
                     message_id_header: row.message_id_header,
                     created_at_ms: row.created_at,
                     attempt_number: attempt_count,

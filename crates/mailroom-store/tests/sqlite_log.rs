@@ -52,20 +52,22 @@ fn message(account_id: Uuid, body: &str) -> NewMessage {
         scenario: ScenarioName::default_scenario(),
         account_id,
         message_id_header: format!("<{}@example.com>", id.simple()),
-        content: MessageContent::parse(
-            RawContent {
-                to: &to,
-                cc: &none,
-                bcc: &none,
-                reply_to: &none,
-                headers: &[],
-                subject: "log",
-                text: Some(body),
-                html: None,
-            },
-            1 << 20,
-        )
-        .unwrap(),
+        content: std::sync::Arc::new(
+            MessageContent::parse(
+                RawContent {
+                    to: &to,
+                    cc: &none,
+                    bcc: &none,
+                    reply_to: &none,
+                    headers: &[],
+                    subject: "log",
+                    text: Some(body),
+                    html: None,
+                },
+                1 << 20,
+            )
+            .unwrap(),
+        ),
         related_records: Vec::new(),
         attachments: Vec::new(),
         template: None,

@@ -402,7 +402,7 @@ pub(crate) async fn accept(
         scenario: scenario.clone(),
         account_id: account.id,
         message_id_header: message_id_for(&id.simple().to_string(), account.email_address.domain()),
-        content,
+        content: std::sync::Arc::new(content),
         related_records,
         send_at_ms,
         created_by: principal.author_id(),
