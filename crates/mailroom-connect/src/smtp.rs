@@ -28,7 +28,7 @@ use mailroom_core::account::Security;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -97,14 +97,21 @@ enum Handoff {
 
 /// One open (or opening) connection counted in the pool. Dropping it — the connection closed, or
 /// never opened — passes the room to the first transaction still waiting.
+///
+/// It refers to its pool weakly: idle sessions, which the pool owns, hold their slots, and a strong
+/// reference would keep a dropped connector's pool — and its idle connections — alive for ever.
 struct OpenSlot {
-    pool: Arc<Mutex<Pool>>,
+    pool: Weak<Mutex<Pool>>,
 }
 
 impl Drop for OpenSlot {
     fn drop(&mut self) {
+        // The pool is gone with its connector: nobody waits for the room.
+        let Some(pool_handle) = self.pool.upgrade() else {
+            return;
+        };
         let waiter = {
-            let mut pool = self.pool.lock().expect("pool lock");
+            let mut pool = pool_handle.lock().expect("pool lock");
             pool.open -= 1;
             let waiter = pool.waiting.pop_front();
             if waiter.is_some() {
@@ -370,7 +377,7 @@ impl SmtpConnector {
                 } else if pool.open < self.settings.max_connections.max(1) {
                     pool.open += 1;
                     Next::Open(OpenSlot {
-                        pool: self.pool.clone(),
+                        pool: Arc::downgrade(&self.pool),
                     })
                 } else {
                     let (handoff, receiver) = oneshot::channel();
@@ -441,7 +448,7 @@ impl SmtpConnector {
     fn extra_slot(&self) -> OpenSlot {
         self.pool.lock().expect("pool lock").open += 1;
         OpenSlot {
-            pool: self.pool.clone(),
+            pool: Arc::downgrade(&self.pool),
         }
     }
 
@@ -829,6 +836,45 @@ mod tests {
             "Subject: 1\r\n\r\nbody 1\r\n.\r\nMAIL FROM:<sales@example.com>\r\nRCPT TO:<buyer2@example.com>\r\nDATA\r\n"
         );
         assert_eq!(connector.pool.lock().unwrap().open, 1);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_connector_closes_its_idle_connections() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (sent, after_send) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            greet(&mut socket).await;
+            let mut group = Vec::new();
+            read_until(&mut socket, &mut group, b"DATA\r\n").await;
+            socket
+                .write_all(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n")
+                .await
+                .unwrap();
+            read_until(&mut socket, &mut Vec::new(), b"\r\n.\r\n").await;
+            socket.write_all(b"250 2.0.0 Ok\r\n").await.unwrap();
+            // The connection now waits idle in the pool; once the connector is gone the client
+            // end must close (or say QUIT), not stay open until this server times it out.
+            after_send.await.unwrap();
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut rest))
+                .await
+                .expect("the idle connection stayed open after its connector was dropped")
+                .unwrap();
+        });
+        let connector = one_connection(port);
+        let message = OutgoingMessage {
+            envelope_from: EmailAddress::parse("sales@example.com").unwrap(),
+            recipients: vec![EmailAddress::parse("buyer@example.com").unwrap()],
+            bytes: Arc::new(b"Subject: idle\r\n\r\nbody\r\n".to_vec()),
+            message_id: "<1@example.com>".into(),
+        };
+        connector.send(&message).await.unwrap();
+        assert_eq!(connector.pool.lock().unwrap().idle.len(), 1);
+        drop(connector);
+        sent.send(()).unwrap();
+        server.await.unwrap();
     }
 
     #[tokio::test]

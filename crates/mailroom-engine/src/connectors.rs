@@ -64,12 +64,18 @@ impl ConnectorCache {
         {
             return Ok(connector.clone());
         }
-        let connector = build_connector(store, account, defaults).await?;
-        self.entries
-            .lock()
-            .expect("cache lock")
-            .insert(account.id, (account.updated_at_ms, connector.clone()));
-        Ok(connector)
+        let built = build_connector(store, account, defaults).await?;
+        // Sends that arrive together for a new account all build one; only the first to get here
+        // is kept, so that the account has one pool of connections, within its limit. The others
+        // have opened nothing yet.
+        let mut entries = self.entries.lock().expect("cache lock");
+        match entries.get(&account.id) {
+            Some((version, existing)) if *version == account.updated_at_ms => Ok(existing.clone()),
+            _ => {
+                entries.insert(account.id, (account.updated_at_ms, built.clone()));
+                Ok(built)
+            }
+        }
     }
 
     pub(crate) fn retain(&self, live: &[Uuid]) {
@@ -77,5 +83,70 @@ impl ConnectorCache {
             .lock()
             .expect("cache lock")
             .retain(|id, _| live.contains(id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailroom_core::account::{AccountLimits, Security, SenderType};
+    use mailroom_core::address::EmailAddress;
+    use mailroom_store::{AccountInput, SecretBox};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sends_that_arrive_together_for_an_account_share_one_connector() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &format!("sqlite://{}", dir.path().join("store.db").display()),
+            SecretBox::from_key(&[3u8; 32]).unwrap(),
+        )
+        .await
+        .unwrap();
+        let account = store
+            .create_account(
+                &AccountInput {
+                    connector: ConnectorKind::Smtp,
+                    name: "shared".into(),
+                    email_address: EmailAddress::parse("shared@example.com").unwrap(),
+                    sender_name: None,
+                    sender_type: SenderType::SpecificUser,
+                    host: Some("127.0.0.1".into()),
+                    port: Some(25),
+                    security: Security::None,
+                    username: Some("user".into()),
+                    pickup_dir: None,
+                    limits: AccountLimits::new(0, 2, 3).unwrap(),
+                    substitute_mode: None,
+                    substitute_address: None,
+                },
+                Some("secret"),
+            )
+            .await
+            .unwrap();
+        let cache = Arc::new(ConnectorCache::default());
+        let defaults = ConnectorDefaults {
+            smtp_timeout: Duration::from_secs(5),
+            extra_root_certificates: Vec::new(),
+        };
+        let mut asking = Vec::new();
+        for _ in 0..32 {
+            let (cache, store, account, defaults) = (
+                cache.clone(),
+                store.clone(),
+                account.clone(),
+                defaults.clone(),
+            );
+            asking.push(tokio::spawn(async move {
+                cache.get(&store, &account, &defaults).await.unwrap()
+            }));
+        }
+        let mut connectors = Vec::new();
+        for task in asking {
+            connectors.push(task.await.unwrap());
+        }
+        assert!(
+            connectors.iter().all(|c| Arc::ptr_eq(c, &connectors[0])),
+            "every send must use the account's one connector and its one pool"
+        );
     }
 }
