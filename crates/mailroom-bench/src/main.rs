@@ -28,7 +28,7 @@ enum Bench {
         #[arg(long, default_value_t = 2048)]
         size: usize,
         /// Concurrent HTTP clients.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 128)]
         clients: usize,
         /// SMTP sessions in parallel, for both smtp-source and the mailroom account.
         #[arg(long, default_value_t = 16)]
@@ -272,6 +272,11 @@ async fn outbound(messages: usize, size: usize, clients: usize, sessions: usize)
     println!(
         "  chained transactions  {:.0}",
         metric("mailroom_smtp_chained_transactions_total")
+    );
+    // At most the account's connection limit (`--sessions`) unless a connection broke.
+    println!(
+        "  SMTP connections      {:.0}",
+        metric("mailroom_smtp_connections_total")
     );
     for operation in [
         "write_transaction",
