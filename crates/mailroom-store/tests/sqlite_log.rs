@@ -2,11 +2,10 @@
 //! is restarted from its beginning even while writes never pause. (SQLite only: another backend has
 //! no such files.)
 
-use mailroom_core::account::{AccountLimits, ConnectorKind, Security, SenderType};
-use mailroom_core::address::EmailAddress;
-use mailroom_core::message::{MessageContent, RawContent};
-use mailroom_core::scenario::ScenarioName;
-use mailroom_store::{AccountInput, NewMessage, SecretBox, Store, now_ms};
+mod common;
+
+use common::{account_input, message_with_text};
+use mailroom_store::{SecretBox, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,60 +24,11 @@ async fn open_store(dir: &Path) -> (Store, PathBuf) {
 }
 
 async fn account(store: &Store) -> Uuid {
-    let input = AccountInput {
-        connector: ConnectorKind::Smtp,
-        name: "log".into(),
-        email_address: EmailAddress::parse("log@example.com").unwrap(),
-        sender_name: None,
-        sender_type: SenderType::SpecificUser,
-        host: Some("127.0.0.1".into()),
-        port: Some(25),
-        security: Security::None,
-        username: None,
-        pickup_dir: None,
-        limits: AccountLimits::new(0, 3, 3).unwrap(),
-        substitute_mode: None,
-        substitute_address: None,
-    };
-    store.create_account(&input, None).await.unwrap().id
-}
-
-fn message(account_id: Uuid, body: &str) -> NewMessage {
-    let to = vec!["a@example.com".to_string()];
-    let none: Vec<String> = Vec::new();
-    let id = Uuid::now_v7();
-    NewMessage {
-        id,
-        scenario: ScenarioName::default_scenario(),
-        account_id,
-        message_id_header: format!("<{}@example.com>", id.simple()),
-        content: std::sync::Arc::new(
-            MessageContent::parse(
-                RawContent {
-                    to: &to,
-                    cc: &none,
-                    bcc: &none,
-                    reply_to: &none,
-                    headers: &[],
-                    subject: "log",
-                    text: Some(body),
-                    html: None,
-                },
-                1 << 20,
-            )
-            .unwrap(),
-        ),
-        related_records: Vec::new(),
-        attachments: Vec::new(),
-        template: None,
-        draft: false,
-        send_at_ms: None,
-        created_by: "tester".into(),
-        idempotency_key: None,
-        request_hash: None,
-        created_at_ms: now_ms(),
-        claim: None,
-    }
+    store
+        .create_account(&account_input("log"), None)
+        .await
+        .unwrap()
+        .id
 }
 
 /// The checkpoint sequence number in the log's header: SQLite adds one each time the log is
@@ -119,7 +69,7 @@ async fn the_write_ahead_log_restarts_from_its_beginning_while_writes_never_paus
             let mut written = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 store
-                    .insert_message(message(account_id, &body))
+                    .insert_message(message_with_text(account_id, None, "log", &body))
                     .await
                     .unwrap();
                 written += 1;

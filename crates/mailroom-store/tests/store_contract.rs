@@ -1,13 +1,14 @@
 //! The store's contract, run against every backend. `MAILROOM_TEST_STORE` chooses it; today only
 //! `sqlite` (the default) exists, and a new backend must pass this same suite.
 
-use mailroom_core::account::{AccountLimits, ConnectorKind, Security, SenderType};
-use mailroom_core::address::EmailAddress;
-use mailroom_core::message::{AttemptOutcome, MessageContent, MessageStatus, RawContent};
+mod common;
+
+use common::{account_input, new_message};
+use mailroom_core::message::{AttemptOutcome, MessageStatus};
 use mailroom_core::scenario::ScenarioName;
 use mailroom_store::{
-    AccountInput, AttemptRecord, InsertClaim, InsertOutcome, MessageFilter, NewMessage, Outcome,
-    SecretBox, Store, now_ms,
+    AttemptRecord, InsertClaim, InsertOutcome, MessageFilter, NewMessage, Outcome, SecretBox,
+    Store, now_ms,
 };
 use uuid::Uuid;
 
@@ -25,62 +26,6 @@ async fn open_store() -> TestStore {
         .await
         .unwrap();
     TestStore { store, _dir: dir }
-}
-
-fn account_input(name: &str) -> AccountInput {
-    AccountInput {
-        connector: ConnectorKind::Smtp,
-        name: name.into(),
-        email_address: EmailAddress::parse(&format!("{name}@example.com")).unwrap(),
-        sender_name: None,
-        sender_type: SenderType::SpecificUser,
-        host: Some("127.0.0.1".into()),
-        port: Some(25),
-        security: Security::None,
-        username: None,
-        pickup_dir: None,
-        limits: AccountLimits::new(0, 3, 3).unwrap(),
-        substitute_mode: None,
-        substitute_address: None,
-    }
-}
-
-fn new_message(account_id: Uuid, key: Option<&str>, subject: &str) -> NewMessage {
-    let to = vec!["a@example.com".to_string()];
-    let none: Vec<String> = Vec::new();
-    let id = Uuid::now_v7();
-    NewMessage {
-        id,
-        scenario: ScenarioName::default_scenario(),
-        account_id,
-        message_id_header: format!("<{}@example.com>", id.simple()),
-        content: std::sync::Arc::new(
-            MessageContent::parse(
-                RawContent {
-                    to: &to,
-                    cc: &none,
-                    bcc: &none,
-                    reply_to: &none,
-                    headers: &[],
-                    subject,
-                    text: Some("body"),
-                    html: None,
-                },
-                1 << 20,
-            )
-            .unwrap(),
-        ),
-        related_records: Vec::new(),
-        attachments: Vec::new(),
-        template: None,
-        draft: false,
-        send_at_ms: None,
-        created_by: "tester".into(),
-        idempotency_key: key.map(str::to_owned),
-        request_hash: Some(subject.to_owned()),
-        created_at_ms: now_ms(),
-        claim: None,
-    }
 }
 
 fn attempt(
