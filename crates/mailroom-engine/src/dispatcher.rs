@@ -222,6 +222,9 @@ impl Engine {
             match self.try_reserve(account_id) {
                 Ok(reservation) => return Some(reservation),
                 Err(NoPlace::Full(places)) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return None;
+                    }
                     let room = places.room.notified();
                     tokio::select! {
                         _ = room => {}

@@ -16,7 +16,7 @@ use crate::messages::{
 };
 use crate::{AttemptRecord, Outcome, StoreError, StoreResult};
 use rusqlite::OptionalExtension;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
@@ -81,11 +81,52 @@ pub(crate) struct WriterState {
     /// Advanced by the store after mail was queued outside this writer.
     queued_elsewhere: Arc<AtomicU64>,
     seen_queued_elsewhere: u64,
-    /// Accounts with nothing waiting: the last claim for each found fewer messages than it asked
-    /// for, and no mail of theirs has been stored `queued` since. Only new mail of these accounts
-    /// may be stored already claimed. The writer performs every insert and claim one after the
-    /// other, so this is exact for the mail it writes; mail queued elsewhere clears it all.
+    /// Which accounts have nothing waiting (see [`Waiting`]).
+    drained: Waiting,
+}
+
+/// What the writer knows of each account's queue. An account is drained when its last claim found
+/// fewer messages than it asked for — and was made at or after the moment the newest mail the writer
+/// stored `queued` for it became due, so a claim whose clock ran a little behind the API's does not
+/// count — and no mail of the account has been stored `queued` since. Only new mail of a drained
+/// account may be stored already claimed. The writer performs every insert and claim one after the
+/// other, so this is exact for the mail it writes; mail queued elsewhere clears it all.
+#[derive(Clone, Default)]
+struct Waiting {
     drained: HashSet<Uuid>,
+    /// When the newest mail stored `queued` for each account became due, until a claim covers it.
+    newest_due_at: HashMap<Uuid, i64>,
+}
+
+impl Waiting {
+    fn is_drained(&self, account_id: &Uuid) -> bool {
+        self.drained.contains(account_id)
+    }
+
+    /// Mail of the account was stored `queued`, due at `due_at`.
+    fn queued(&mut self, account_id: Uuid, due_at: i64) {
+        self.drained.remove(&account_id);
+        let newest = self.newest_due_at.entry(account_id).or_insert(due_at);
+        *newest = (*newest).max(due_at);
+    }
+
+    /// A claim made at `now` for the account took all it asked for (`full`) or fewer.
+    fn claimed(&mut self, account_id: Uuid, now: i64, full: bool) {
+        let covers_newest = self
+            .newest_due_at
+            .get(&account_id)
+            .is_none_or(|due_at| *due_at <= now);
+        if !full && covers_newest {
+            self.drained.insert(account_id);
+            self.newest_due_at.remove(&account_id);
+        } else {
+            self.drained.remove(&account_id);
+        }
+    }
+
+    fn forget(&mut self) {
+        self.drained.clear();
+    }
 }
 
 impl WriterState {
@@ -94,7 +135,7 @@ impl WriterState {
             log_copied,
             queued_elsewhere,
             seen_queued_elsewhere: 0,
-            drained: HashSet::new(),
+            drained: Waiting::default(),
         }
     }
 }
@@ -132,7 +173,7 @@ pub(crate) async fn run_writer(
         let queued_elsewhere = state.queued_elsewhere.load(Ordering::Acquire);
         if queued_elsewhere != state.seen_queued_elsewhere {
             state.seen_queued_elsewhere = queued_elsewhere;
-            state.drained.clear();
+            state.drained.forget();
         }
         match write_together(&mut connection, &batch, &mut state.drained) {
             Ok(results) => {
@@ -220,7 +261,7 @@ fn reply(request: WriteRequest, result: StoreResult<WriteResult>) {
 fn write_together(
     connection: &mut rusqlite::Connection,
     requests: &[WriteRequest],
-    drained: &mut HashSet<Uuid>,
+    drained: &mut Waiting,
 ) -> StoreResult<Vec<WriteResult>> {
     let mut drained_after = drained.clone();
     let transaction =
@@ -240,15 +281,14 @@ fn write_together(
                 Some(outcome) => outcome,
                 None => {
                     // A draft waits for confirmation; new mail never overtakes waiting mail.
-                    let claim = message
-                        .claim
-                        .as_ref()
-                        .filter(|_| !message.draft && drained_after.contains(&message.account_id));
+                    let claim = message.claim.as_ref().filter(|_| {
+                        !message.draft && drained_after.is_drained(&message.account_id)
+                    });
                     let due_now = message
                         .send_at_ms
                         .is_none_or(|at| at <= message.created_at_ms);
                     if claim.is_none() && !message.draft && due_now {
-                        drained_after.remove(&message.account_id);
+                        drained_after.queued(message.account_id, message.created_at_ms);
                     }
                     insert(&transaction, message, claim)?;
                     if let Some(key) = &message.idempotency_key {
@@ -273,11 +313,11 @@ fn write_together(
         match request {
             WriteRequest::Claim { claim, .. } => {
                 let rows = claim_due(&transaction, claim)?;
-                if rows.len() < claim.limit as usize {
-                    drained_after.insert(claim.account_id);
-                } else {
-                    drained_after.remove(&claim.account_id);
-                }
+                drained_after.claimed(
+                    claim.account_id,
+                    claim.now,
+                    rows.len() >= claim.limit as usize,
+                );
                 *result = Some(WriteResult::Claimed(rows));
             }
             WriteRequest::Outcomes { .. } => *result = Some(WriteResult::Recorded),

@@ -386,6 +386,39 @@ async fn new_mail_is_stored_claimed_only_while_a_claim_has_left_nothing_of_its_a
     let next_id = next.id;
     assert_eq!(insert(next).await, InsertOutcome::Claimed(next_id));
 
+    // A claim whose clock ran behind the API's (the newest queued mail was not yet due for it)
+    // does not count as having emptied the queue.
+    let mut ahead = new_message(account.id, None, "accepted a moment later");
+    ahead.created_at_ms = now + 20_000;
+    let ahead_id = ahead.id;
+    assert_eq!(insert(ahead).await, InsertOutcome::Created(ahead_id));
+    assert!(
+        claim(account.id, 10).await.is_empty(),
+        "not due at claim time"
+    );
+    let still_behind = ask("still behind");
+    let still_behind_id = still_behind.id;
+    assert_eq!(
+        insert(still_behind).await,
+        InsertOutcome::Created(still_behind_id)
+    );
+    let caught_up: Vec<Uuid> = t
+        .store
+        .claim_due(account.id, "node-a", now + 30_000, lease, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(caught_up.len(), 2);
+    assert!(caught_up.contains(&ahead_id) && caught_up.contains(&still_behind_id));
+    let after_catching_up = ask("after catching up");
+    let after_catching_up_id = after_catching_up.id;
+    assert_eq!(
+        insert(after_catching_up).await,
+        InsertOutcome::Claimed(after_catching_up_id)
+    );
+
     // Mail queued outside the writer (a claimed message released) keeps new mail waiting until
     // a claim has taken it.
     t.store.release("node-a", &[next_id]).await.unwrap();
