@@ -753,30 +753,10 @@ mod tests {
         let server = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
             greet(&mut socket).await;
-            let mut group = Vec::new();
-            read_until(&mut socket, &mut group, b"DATA\r\n").await;
-            socket
-                .write_all(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n")
-                .await
-                .unwrap();
-            let mut content = Vec::new();
-            read_until(&mut socket, &mut content, b"\r\n.\r\n").await;
-            socket
-                .write_all(b"250 2.0.0 Ok: queued as 4711\r\n")
-                .await
-                .unwrap();
-            (
-                String::from_utf8(group).unwrap(),
-                String::from_utf8(content).unwrap(),
-            )
+            one_transaction(&mut socket, b"250 2.0.0 Ok: queued as 4711\r\n").await
         });
         let connector = one_connection(port);
-        let message = OutgoingMessage {
-            envelope_from: EmailAddress::parse("sales@example.com").unwrap(),
-            recipients: vec![EmailAddress::parse("buyer@example.com").unwrap()],
-            bytes: Arc::new(b"Subject: dots\r\n\r\n.\r\n.leading\r\nend\r\n".to_vec()),
-            message_id: "<1@example.com>".into(),
-        };
+        let message = to_buyer(b"Subject: dots\r\n\r\n.\r\n.leading\r\nend\r\n");
         let delivered = tokio::time::timeout(Duration::from_secs(10), connector.send(&message))
             .await
             .expect("the client waited for a reply the server only sends after DATA")
@@ -846,14 +826,7 @@ mod tests {
         let server = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
             greet(&mut socket).await;
-            let mut group = Vec::new();
-            read_until(&mut socket, &mut group, b"DATA\r\n").await;
-            socket
-                .write_all(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n")
-                .await
-                .unwrap();
-            read_until(&mut socket, &mut Vec::new(), b"\r\n.\r\n").await;
-            socket.write_all(b"250 2.0.0 Ok\r\n").await.unwrap();
+            one_transaction(&mut socket, b"250 2.0.0 Ok\r\n").await;
             // The connection now waits idle in the pool; once the connector is gone the client
             // end must close (or say QUIT), not stay open until this server times it out.
             after_send.await.unwrap();
@@ -864,13 +837,10 @@ mod tests {
                 .unwrap();
         });
         let connector = one_connection(port);
-        let message = OutgoingMessage {
-            envelope_from: EmailAddress::parse("sales@example.com").unwrap(),
-            recipients: vec![EmailAddress::parse("buyer@example.com").unwrap()],
-            bytes: Arc::new(b"Subject: idle\r\n\r\nbody\r\n".to_vec()),
-            message_id: "<1@example.com>".into(),
-        };
-        connector.send(&message).await.unwrap();
+        connector
+            .send(&to_buyer(b"Subject: idle\r\n\r\nbody\r\n"))
+            .await
+            .unwrap();
         assert_eq!(connector.pool.lock().unwrap().idle.len(), 1);
         drop(connector);
         sent.send(()).unwrap();
@@ -958,6 +928,34 @@ mod tests {
         (socket, content_and_next)
     }
 
+    /// Plays the server's side of one pipelined transaction: accepts MAIL, RCPT and DATA once all
+    /// have arrived, reads the content and answers it with `reply`. Returns the group and the content.
+    async fn one_transaction(socket: &mut tokio::net::TcpStream, reply: &[u8]) -> (String, String) {
+        let mut group = Vec::new();
+        read_until(socket, &mut group, b"DATA\r\n").await;
+        socket
+            .write_all(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n")
+            .await
+            .unwrap();
+        let mut content = Vec::new();
+        read_until(socket, &mut content, b"\r\n.\r\n").await;
+        socket.write_all(reply).await.unwrap();
+        (
+            String::from_utf8(group).unwrap(),
+            String::from_utf8(content).unwrap(),
+        )
+    }
+
+    /// A message from sales@ to buyer@example.com with these bytes.
+    fn to_buyer(bytes: &[u8]) -> OutgoingMessage {
+        OutgoingMessage {
+            envelope_from: EmailAddress::parse("sales@example.com").unwrap(),
+            recipients: vec![EmailAddress::parse("buyer@example.com").unwrap()],
+            bytes: Arc::new(bytes.to_vec()),
+            message_id: "<1@example.com>".into(),
+        }
+    }
+
     /// Greets and answers both EHLOs of a new connection (lettre's, then the connector's own).
     async fn greet(socket: &mut tokio::net::TcpStream) {
         socket.write_all(b"220 scripted ESMTP\r\n").await.unwrap();
@@ -994,19 +992,7 @@ mod tests {
             drop(socket);
             let (mut socket, _) = listener.accept().await.unwrap();
             greet(&mut socket).await;
-            let mut group = Vec::new();
-            read_until(&mut socket, &mut group, b"DATA\r\n").await;
-            socket
-                .write_all(b"250 Ok\r\n250 Ok\r\n354 go ahead\r\n")
-                .await
-                .unwrap();
-            let mut content = Vec::new();
-            read_until(&mut socket, &mut content, b"\r\n.\r\n").await;
-            socket.write_all(b"250 queued as 2\r\n").await.unwrap();
-            (
-                String::from_utf8(group).unwrap(),
-                String::from_utf8(content).unwrap(),
-            )
+            one_transaction(&mut socket, b"250 queued as 2\r\n").await
         });
         let (connector, first, second) =
             send_two_with_the_second_waiting(port, group_seen, go_on).await;

@@ -17,6 +17,16 @@ struct TestStore {
     _dir: tempfile::TempDir,
 }
 
+impl TestStore {
+    /// A new SMTP account without a password.
+    async fn account(&self, name: &str) -> mailroom_store::Account {
+        self.store
+            .create_account(&account_input(name), None)
+            .await
+            .unwrap()
+    }
+}
+
 async fn open_store() -> TestStore {
     let backend = std::env::var("MAILROOM_TEST_STORE").unwrap_or_else(|_| "sqlite".into());
     assert_eq!(backend, "sqlite", "unknown test store backend {backend:?}");
@@ -56,16 +66,8 @@ fn attempt(
 #[tokio::test]
 async fn the_first_account_becomes_the_default_and_routes_unassigned_scenarios() {
     let t = open_store().await;
-    let first = t
-        .store
-        .create_account(&account_input("first"), None)
-        .await
-        .unwrap();
-    let second = t
-        .store
-        .create_account(&account_input("second"), None)
-        .await
-        .unwrap();
+    let first = t.account("first").await;
+    let second = t.account("second").await;
     assert!(first.is_default && !second.is_default);
     let routed = t
         .store
@@ -78,11 +80,7 @@ async fn the_first_account_becomes_the_default_and_routes_unassigned_scenarios()
 #[tokio::test]
 async fn concurrent_inserts_are_all_stored_and_idempotency_keys_are_honoured_within_one_batch() {
     let t = open_store().await;
-    let account = t
-        .store
-        .create_account(&account_input("a"), None)
-        .await
-        .unwrap();
+    let account = t.account("a").await;
     let mut tasks = Vec::new();
     for n in 0..300 {
         let store = t.store.clone();
@@ -136,11 +134,7 @@ async fn concurrent_inserts_are_all_stored_and_idempotency_keys_are_honoured_wit
 #[tokio::test]
 async fn an_insert_that_fails_inside_a_grouped_write_fails_alone_and_leaves_nothing_behind() {
     let t = open_store().await;
-    let account = t
-        .store
-        .create_account(&account_input("a"), None)
-        .await
-        .unwrap();
+    let account = t.account("a").await;
     let unknown_account = Uuid::now_v7();
     let mut tasks = Vec::new();
     for n in 0..60 {
@@ -182,11 +176,7 @@ async fn an_insert_that_fails_inside_a_grouped_write_fails_alone_and_leaves_noth
 async fn a_claimed_message_is_not_claimed_again_until_its_lease_expires_and_then_an_interruption_is_recorded()
  {
     let t = open_store().await;
-    let account = t
-        .store
-        .create_account(&account_input("a"), None)
-        .await
-        .unwrap();
+    let account = t.account("a").await;
     t.store
         .insert_message(new_message(account.id, None, "s"))
         .await
@@ -234,11 +224,7 @@ async fn a_claimed_message_is_not_claimed_again_until_its_lease_expires_and_then
 async fn a_message_whose_upload_was_collected_before_it_was_stored_is_refused_and_nothing_is_stored()
  {
     let t = open_store().await;
-    let account = t
-        .store
-        .create_account(&account_input("a"), None)
-        .await
-        .unwrap();
+    let account = t.account("a").await;
     let upload = t
         .store
         .create_attachment("00", 2, "a.pdf", "application/pdf", "tester")
@@ -272,11 +258,7 @@ async fn insert_claimed(
     now: i64,
     lease_until: i64,
 ) -> (mailroom_store::Account, Uuid) {
-    let account = t
-        .store
-        .create_account(&account_input("a"), None)
-        .await
-        .unwrap();
+    let account = t.account("a").await;
     let found = t
         .store
         .claim_due(account.id, "node-a", now, lease_until, 10)
@@ -311,16 +293,8 @@ async fn new_mail_is_stored_claimed_only_while_a_claim_has_left_nothing_of_its_a
     let t = open_store().await;
     let now = now_ms();
     let lease = now + 60_000;
-    let account = t
-        .store
-        .create_account(&account_input("a"), None)
-        .await
-        .unwrap();
-    let other = t
-        .store
-        .create_account(&account_input("b"), None)
-        .await
-        .unwrap();
+    let account = t.account("a").await;
+    let other = t.account("b").await;
     let insert = |message: NewMessage| {
         let store = t.store.clone();
         async move { store.insert_message(message).await.unwrap() }
@@ -502,11 +476,7 @@ async fn a_claimed_message_sent_under_its_lease_is_sent_with_one_attempt() {
 #[tokio::test]
 async fn a_released_message_returns_to_the_queue_without_using_an_attempt() {
     let t = open_store().await;
-    let account = t
-        .store
-        .create_account(&account_input("a"), None)
-        .await
-        .unwrap();
+    let account = t.account("a").await;
     t.store
         .insert_message(new_message(account.id, None, "s"))
         .await
@@ -537,11 +507,7 @@ async fn a_released_message_returns_to_the_queue_without_using_an_attempt() {
 #[tokio::test]
 async fn outcomes_move_messages_to_their_next_state_only_under_the_lease_that_made_the_attempt() {
     let t = open_store().await;
-    let account = t
-        .store
-        .create_account(&account_input("a"), None)
-        .await
-        .unwrap();
+    let account = t.account("a").await;
     for n in 0..3 {
         t.store
             .insert_message(new_message(account.id, None, &format!("m{n}")))
@@ -612,11 +578,7 @@ async fn outcomes_move_messages_to_their_next_state_only_under_the_lease_that_ma
 #[tokio::test]
 async fn retry_gives_a_fresh_attempt_budget_and_cancel_refuses_a_message_being_sent() {
     let t = open_store().await;
-    let account = t
-        .store
-        .create_account(&account_input("a"), None)
-        .await
-        .unwrap();
+    let account = t.account("a").await;
     t.store
         .insert_message(new_message(account.id, None, "s"))
         .await

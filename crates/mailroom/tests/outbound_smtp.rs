@@ -5,7 +5,7 @@ mod common;
 
 use common::{id_of, start_server, start_server_with_engine};
 use mail_parser::MimeHeaders;
-use mailroom_testkit::{SmtpSink, wait_until};
+use mailroom_testkit::{MailroomServer, SmtpSink, wait_until};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -282,24 +282,37 @@ async fn queued_mail_waits_when_the_account_is_over_its_limit_and_no_window_hold
     assert_eq!(sink.messages().unwrap().len(), 14);
 }
 
-#[tokio::test]
-async fn new_mail_skips_the_queue_only_while_nothing_older_waits() {
-    // The sink answers each DATA after a second; the account has one connection and may hold eight
-    // messages claimed, and the dispatcher claims more only once four or fewer are held. New mail
-    // does not wait for room.
+/// A message to a@example.com with this subject.
+fn text(subject: &str) -> Value {
+    json!({"to": ["a@example.com"], "subject": subject, "text": "t"})
+}
+
+/// A sink that answers each DATA after a second, and a server whose default account has one
+/// connection and may hold eight messages claimed (the dispatcher claims more only once four or
+/// fewer are held); new mail waits up to `in_flow_delay_ms` for room. One message has been sent, so
+/// the dispatcher has found the account's queue empty: new mail goes straight to sending.
+async fn slow_account(in_flow_delay_ms: u64) -> (SmtpSink, MailroomServer) {
     let sink = SmtpSink::start(&["-w", "1"]).unwrap();
-    let server = start_server_with_engine("prefetch_per_slot = 8\nin_flow_delay_ms = 0").await;
+    let server = start_server_with_engine(&format!(
+        "prefetch_per_slot = 8\nin_flow_delay_ms = {in_flow_delay_ms}"
+    ))
+    .await;
     server
         .add_default_smtp_account("slow", sink.port, json!({"concurrency_limit": 1}))
         .await
         .unwrap();
-    let text = |subject: &str| json!({"to": ["a@example.com"], "subject": subject, "text": "t"});
-    // Once the dispatcher has found the account's queue empty, new mail goes straight to sending.
     let warm_up = id_of(&server.send(&text("warm-up")).await.unwrap());
     server
         .wait_for_status(&warm_up, "sent", WAIT)
         .await
         .unwrap();
+    (sink, server)
+}
+
+#[tokio::test]
+async fn new_mail_skips_the_queue_only_while_nothing_older_waits() {
+    // New mail does not wait for room.
+    let (_sink, server) = slow_account(0).await;
     let mut statuses = Vec::new();
     let mut first = String::new();
     for n in 0..9 {
@@ -336,19 +349,8 @@ async fn new_mail_skips_the_queue_only_while_nothing_older_waits() {
 
 #[tokio::test]
 async fn new_mail_waits_a_moment_for_room_in_its_account_before_it_takes_the_queue() {
-    // As above, but new mail may wait up to five seconds for a place.
-    let sink = SmtpSink::start(&["-w", "1"]).unwrap();
-    let server = start_server_with_engine("prefetch_per_slot = 8\nin_flow_delay_ms = 5000").await;
-    server
-        .add_default_smtp_account("slow", sink.port, json!({"concurrency_limit": 1}))
-        .await
-        .unwrap();
-    let text = |subject: &str| json!({"to": ["a@example.com"], "subject": subject, "text": "t"});
-    let warm_up = id_of(&server.send(&text("warm-up")).await.unwrap());
-    server
-        .wait_for_status(&warm_up, "sent", WAIT)
-        .await
-        .unwrap();
+    // New mail may wait up to five seconds for a place.
+    let (_sink, server) = slow_account(5000).await;
     for n in 0..8 {
         let accepted = server.send(&text(&format!("m{n}"))).await.unwrap();
         assert_eq!(accepted["status"], "sending", "{accepted}");

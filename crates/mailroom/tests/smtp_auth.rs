@@ -4,8 +4,8 @@
 mod common;
 
 use common::{id_of, start_server};
-use mailroom_testkit::{PostfixWithSasl, SmtpSink};
-use serde_json::json;
+use mailroom_testkit::{MailroomServer, PostfixWithSasl, SmtpSink};
+use serde_json::{Value, json};
 use std::time::Duration;
 
 #[tokio::test]
@@ -21,13 +21,7 @@ async fn a_message_is_delivered_through_postfix_with_the_accounts_username_and_p
         )
         .await
         .unwrap();
-    let (_, test) = server
-        .post(
-            &format!("/v1/accounts/{}/test", id_of(&account)),
-            &json!({}),
-        )
-        .await
-        .unwrap();
+    let test = test_account(&server, &account).await;
     assert_eq!(test["ok"], true, "{test}");
     assert!(
         test["detail"]
@@ -103,13 +97,7 @@ async fn a_rejected_password_fails_the_message_at_once_as_an_authentication_erro
         )
         .await
         .unwrap();
-    let (_, test) = server
-        .post(
-            &format!("/v1/accounts/{}/test", id_of(&account)),
-            &json!({}),
-        )
-        .await
-        .unwrap();
+    let test = test_account(&server, &account).await;
     assert_eq!(test["ok"], false, "{test}");
     assert_eq!(test["failure"], "permanent");
     assert_eq!(test["reply_code"], 535);
@@ -174,10 +162,7 @@ async fn starttls_and_implicit_tls_accounts_deliver_through_postfix_when_its_ca_
         .await
         .unwrap();
     for account in [&starttls_account, &implicit_account] {
-        let (_, test) = server
-            .post(&format!("/v1/accounts/{}/test", id_of(account)), &json!({}))
-            .await
-            .unwrap();
+        let test = test_account(&server, account).await;
         assert_eq!(test["ok"], true, "{test}");
         assert!(
             test["detail"].as_str().unwrap().contains("with TLS"),
@@ -210,13 +195,7 @@ async fn a_server_certificate_from_an_untrusted_ca_is_refused_and_nothing_is_sen
             )
             .await
             .unwrap();
-        let (_, test) = server
-            .post(
-                &format!("/v1/accounts/{}/test", id_of(&account)),
-                &json!({}),
-            )
-            .await
-            .unwrap();
+        let test = test_account(&server, &account).await;
         assert_eq!(test["ok"], false, "{security}: {test}");
         assert!(
             test["detail"]
@@ -251,13 +230,7 @@ async fn starttls_against_a_server_that_does_not_offer_it_fails_permanently() {
         .add_smtp_account("nostarttls", sink.port, json!({"security": "starttls"}))
         .await
         .unwrap();
-    let (_, test) = server
-        .post(
-            &format!("/v1/accounts/{}/test", id_of(&account)),
-            &json!({}),
-        )
-        .await
-        .unwrap();
+    let test = test_account(&server, &account).await;
     assert_eq!(test["ok"], false);
     assert_eq!(test["failure"], "permanent");
     assert!(
@@ -277,4 +250,13 @@ async fn starttls_against_a_server_that_does_not_offer_it_fails_permanently() {
         sink.messages().unwrap().is_empty(),
         "nothing is sent in the clear when STARTTLS was required"
     );
+}
+
+/// The answer of `POST /v1/accounts/{id}/test` for `account`.
+async fn test_account(server: &MailroomServer, account: &Value) -> Value {
+    let (_, test) = server
+        .post(&format!("/v1/accounts/{}/test", id_of(account)), &json!({}))
+        .await
+        .unwrap();
+    test
 }
