@@ -384,25 +384,31 @@ impl Engine {
                     .expect("lanes lock")
                     .get(&account.id)
                     .cloned();
-                let mut lane = match known {
-                    Some(lane) => lane,
-                    None => self.new_lane(account).await,
+                let (mut lane, changed) = match known {
+                    // The same settings as last time (accounts are reloaded every few seconds).
+                    Some(lane) => {
+                        let changed = !Arc::ptr_eq(&lane.account, account);
+                        (lane, changed)
+                    }
+                    None => (self.new_lane(account).await, true),
                 };
-                lane.account = account.clone();
-                lane.window
-                    .lock()
-                    .expect("window lock")
-                    .set_limit(account.limits.rate_limit_per_minute);
-                if lane.concurrency != account.limits.concurrency_limit {
-                    // Replace the permits; tasks holding old permits finish on the old semaphore.
-                    lane.permits = Arc::new(Semaphore::new(attempts_at_once(account)));
-                    lane.concurrency = account.limits.concurrency_limit;
+                if changed {
+                    lane.account = account.clone();
+                    lane.window
+                        .lock()
+                        .expect("window lock")
+                        .set_limit(account.limits.rate_limit_per_minute);
+                    if lane.concurrency != account.limits.concurrency_limit {
+                        // Replace the permits; tasks holding old permits finish on the old semaphore.
+                        lane.permits = Arc::new(Semaphore::new(attempts_at_once(account)));
+                        lane.concurrency = account.limits.concurrency_limit;
+                    }
+                    inner
+                        .lanes
+                        .lock()
+                        .expect("lanes lock")
+                        .insert(account.id, lane.clone());
                 }
-                inner
-                    .lanes
-                    .lock()
-                    .expect("lanes lock")
-                    .insert(account.id, lane.clone());
                 let capacity = lane.capacity(inner.config.prefetch_per_slot);
                 let held = lane.held.taken();
                 if held > capacity / 2 {
@@ -475,7 +481,7 @@ impl Engine {
                     Err(error) => {
                         tracing::error!(%error, account = %account.id, "building the connector failed; releasing claimed messages");
                         let ids: Vec<Uuid> = claimed.iter().map(|m| m.id).collect();
-                        self.give_back(&ids).await;
+                        self.release_unstarted(&ids).await;
                         continue;
                     }
                 };
@@ -533,7 +539,7 @@ impl Engine {
     }
 
     /// Puts claimed messages whose attempt never started back in the queue.
-    async fn give_back(&self, ids: &[Uuid]) {
+    async fn release_unstarted(&self, ids: &[Uuid]) {
         let inner = &self.inner;
         if let Err(error) = inner.store.release(&inner.config.node_id, ids).await {
             tracing::error!(%error, messages = ?ids, "releasing claimed messages failed; their leases will expire");
@@ -587,7 +593,7 @@ impl Reservation {
                 (connector, _) => {
                     let reason = connector.err().unwrap_or_default();
                     tracing::warn!(%reason, message = %message.id, "a message claimed on arrival goes back to the queue");
-                    engine.give_back(&[message.id]).await;
+                    engine.release_unstarted(&[message.id]).await;
                     lane.held.give_back();
                     inner.wake.notify_one();
                 }
@@ -645,7 +651,7 @@ impl SendTask {
         };
         let (Some(permit), Some(started_at)) = (permit, started_at) else {
             // Shutting down before the attempt started: give the message back untouched.
-            self.engine.give_back(&[message.id]).await;
+            self.engine.release_unstarted(&[message.id]).await;
             self.held.give_back();
             return;
         };
