@@ -102,11 +102,28 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
 
 impl From<axum::extract::rejection::QueryRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        // A query string is always well-formed text; a value of the wrong type or an unknown
+        // parameter is invalid input, like a JSON body of the wrong shape.
         Self::new(
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_query",
             rejection.body_text(),
         )
+    }
+}
+
+/// The largest page a list route returns.
+pub const MAX_PAGE_SIZE: i64 = 500;
+
+/// A page size from the query string: absent means `default`; outside 1–500 is refused.
+pub fn page_limit(raw: Option<i64>, default: u32) -> Result<u32, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(limit) if (1..=MAX_PAGE_SIZE).contains(&limit) => Ok(limit as u32),
+        Some(limit) => Err(ApiError::invalid(
+            "limit",
+            format!("limit must be between 1 and {MAX_PAGE_SIZE}, not {limit}"),
+        )),
     }
 }
 
@@ -132,10 +149,86 @@ fn json_error(status: StatusCode, text: String) -> ApiError {
     }
 }
 
-/// A JSON body extractor whose rejections are [`ApiError`]s.
-#[derive(axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON body extractor whose rejections are [`ApiError`]s: `415` without a JSON content type,
+/// `400 invalid_json` for malformed JSON, `422 invalid_request` for well-formed JSON of the wrong shape.
 pub struct ApiJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let headers = request.headers().clone();
+        let body = axum::body::Bytes::from_request(request, state).await?;
+        parse_json_body(&headers, &body).map(ApiJson)
+    }
+}
+
+/// Whether a request declares a JSON body (`application/json` or any `+json` type).
+fn declares_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase())
+        .is_some_and(|essence| essence == "application/json" || essence.ends_with("+json"))
+}
+
+/// Parses a request body that must be a JSON object into `T`, with the same errors on every route.
+pub fn parse_json_body<T: serde::de::DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if !declares_json(headers) {
+        return Err(json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            String::new(),
+        ));
+    }
+    // serde accepts a JSON array for a struct (its fields in order); every body of this API is an
+    // object, so anything else is the wrong shape rather than a request to guess at.
+    let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
+    match first {
+        None => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "the request body is empty; send a JSON object",
+            ));
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            // Tell malformed JSON (400) from well-formed JSON that is not an object (422).
+            return Err(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                    Err(error) => {
+                        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", error.to_string())
+                    }
+                    Ok(_) => ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_request",
+                        "the request body must be a JSON object",
+                    ),
+                },
+            );
+        }
+    }
+    serde_json::from_slice(body).map_err(|error| match error.classify() {
+        serde_json::error::Category::Data => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            format!("the request body has the wrong shape: {error}"),
+        ),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the request body is not valid JSON: {error}"),
+        ),
+    })
+}
 
 /// A query-string extractor whose rejections are [`ApiError`]s.
 #[derive(axum::extract::FromRequestParts)]

@@ -90,7 +90,98 @@ pub fn openapi() -> OpenApi {
         "bearer",
         Vec::<String>::new(),
     )]);
+    document_common_errors(&mut api);
     api
+}
+
+/// Adds the error answers that whole classes of routes share to every operation of the class, so
+/// that the document lists every status a route can return: authentication and permission on `/v1`,
+/// body parsing where there is a body, unknown ids where the path has one, query validation where
+/// there is a query, and the server-side conditions every route can meet.
+fn document_common_errors(api: &mut OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in api.paths.paths.iter_mut() {
+        let v1 = path.starts_with("/v1/");
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let parameters = operation.parameters.as_deref().unwrap_or_default();
+            let has_path_parameter = parameters
+                .iter()
+                .any(|p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Path)));
+            let has_query = parameters
+                .iter()
+                .any(|p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Query)));
+            let mut add = |status: &str, description: &str| {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| error(description));
+            };
+            if v1 {
+                add(
+                    "401",
+                    "`unauthorized`: no token, or an unknown, revoked or expired one",
+                );
+                add("403", "`permission_missing` or `licence_not_permitted`");
+            }
+            if operation.request_body.is_some() {
+                add("400", "`invalid_json`: the body is not valid JSON");
+                add(
+                    "413",
+                    "`payload_too_large`: the body is larger than the configured limit",
+                );
+                add(
+                    "415",
+                    "`unsupported_media_type`: the body is not declared as JSON",
+                );
+                add(
+                    "422",
+                    "`invalid_request`: a field is invalid, or the body has the wrong shape",
+                );
+            }
+            if has_path_parameter {
+                add(
+                    "404",
+                    "`not_found`: no such object, or one the caller may not see",
+                );
+            }
+            if has_query {
+                add(
+                    "422",
+                    "`invalid_query` or `invalid_request`: a query parameter is invalid",
+                );
+            }
+            add(
+                "500",
+                "`internal`: an unexpected error; the server log has the cause",
+            );
+            add(
+                "503",
+                "`shutting_down`, `storage_full` or `database_unavailable`: try again after `Retry-After`",
+            );
+        }
+    }
 }
 
 /// Builds the router: `/v1/*` behind bearer auth, plus `/healthz`, `/metrics`, `/openapi.json`, `/docs`.
@@ -137,6 +228,16 @@ pub fn router(
         .route("/openapi.json", get(routes::system::openapi_json))
         .route("/docs", get(routes::system::docs))
         .fallback(|| async { ApiError::not_found("no such route; see /docs") })
+        // The router adds the `Allow` header to this answer.
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!(
+                    "{method} is not allowed here; the Allow header lists the methods that are"
+                ),
+            )
+        })
         .layer(DefaultBodyLimit::max(request_limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

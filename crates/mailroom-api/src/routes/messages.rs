@@ -6,7 +6,9 @@ use crate::auth::Principal;
 use crate::dto::{
     AcceptedMessage, ListQuery, MessageList, MessageView, SendMessage, parse_rfc3339,
 };
-use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult, ErrorBody};
+use crate::error::{
+    ApiError, ApiPath, ApiQuery, ApiResult, ErrorBody, page_limit, parse_json_body,
+};
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -493,13 +495,7 @@ async fn send_message(
         .licence
         .may_send()
         .map_err(|reason| ApiError::new(StatusCode::FORBIDDEN, "licence_not_permitted", reason))?;
-    let request: SendMessage = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_json",
-            e.to_string(),
-        )
-    })?;
+    let request: SendMessage = parse_json_body(&headers, &body)?;
     let key = idempotency_key(&headers)?;
     // Only a request with a key can be repeated: its hash tells a replay from a reused key.
     let request_hash = key.as_ref().map(|_| hex::encode(Sha256::digest(&body)));
@@ -616,7 +612,7 @@ fn filter_from(
             .map(|raw| parse_rfc3339("to", raw))
             .transpose()?,
         before_id: query.cursor,
-        limit: query.limit.unwrap_or(50),
+        limit: page_limit(query.limit, 50)?,
     })
 }
 

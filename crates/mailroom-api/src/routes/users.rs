@@ -3,7 +3,7 @@
 use crate::AppState;
 use crate::auth::Principal;
 use crate::dto::{parse_rfc3339, rfc3339};
-use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody, page_limit};
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -154,7 +154,8 @@ pub struct AuditView {
 pub struct AuditQuery {
     /// Only entries older than this id (paging).
     pub before: Option<i64>,
-    pub limit: Option<u32>,
+    /// Page size, 1 to 500 (default 100).
+    pub limit: Option<i64>,
 }
 
 fn parse_grants(sets: &[String]) -> Result<Grants, ValidationError> {
@@ -449,7 +450,7 @@ async fn list_audit(
 ) -> ApiResult<axum::Json<Vec<AuditView>>> {
     let entries = state
         .store
-        .audit_entries(query.before, query.limit.unwrap_or(100))
+        .audit_entries(query.before, page_limit(query.limit, 100)?)
         .await?;
     Ok(axum::Json(
         entries
