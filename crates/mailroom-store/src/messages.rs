@@ -672,13 +672,33 @@ impl Store {
     /// Finds messages whose lease expired mid-send, records the interrupted attempt and queues them
     /// again (or fails them when their attempts are used up).
     pub async fn recover_expired_leases(&self, now: i64) -> StoreResult<Vec<RecoveredLease>> {
+        self.recover_leases(now, None).await
+    }
+
+    /// Recovers at once every lease held by `node_id`, expired or not: called when a node starts, so
+    /// that what its previous process was sending when it stopped does not wait out the lease.
+    /// Only a node that knows it is the only process with this id (the data folder's lock) may call it.
+    pub async fn recover_leases_held_by(
+        &self,
+        node_id: &str,
+        now: i64,
+    ) -> StoreResult<Vec<RecoveredLease>> {
+        self.recover_leases(now, Some(node_id)).await
+    }
+
+    async fn recover_leases(
+        &self,
+        now: i64,
+        held_by: Option<&str>,
+    ) -> StoreResult<Vec<RecoveredLease>> {
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(
             "SELECT m.id, m.account_id, m.attempt_count, m.retry_base, m.updated_at, a.max_attempts
              FROM messages m JOIN accounts a ON a.id = m.account_id
-             WHERE m.status = 'sending' AND m.lease_until <= $1",
+             WHERE m.status = 'sending' AND (m.lease_until <= $1 OR m.lease_owner = $2)",
         )
         .bind(now)
+        .bind(held_by)
         .fetch_all(&mut *tx)
         .await?;
         let mut recovered = Vec::with_capacity(rows.len());

@@ -74,7 +74,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
-    pub listen: SocketAddr,
+    /// `host:port`; the host may be a name (`localhost:8025`), resolved when the server binds.
+    pub listen: String,
     pub database_url: String,
     pub max_body_bytes: usize,
     pub max_attachment_bytes: u64,
@@ -122,9 +123,7 @@ impl Config {
             .clone()
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen = listen_text
-            .parse()
-            .with_context(|| format!("listen address {listen_text:?} is not host:port"))?;
+        let listen = parse_listen(&listen_text)?;
         let database_url = args
             .database_url
             .clone()
@@ -172,6 +171,25 @@ impl Config {
     }
 }
 
+/// A listen address: `host:port` or `[v6]:port`, where host may be a name.
+fn parse_listen(text: &str) -> Result<String> {
+    if text.parse::<SocketAddr>().is_ok() {
+        return Ok(text.to_owned());
+    }
+    let valid = text.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+            && port.parse::<u16>().is_ok()
+    });
+    anyhow::ensure!(
+        valid,
+        "listen address {text:?} is not host:port (e.g. 127.0.0.1:8025 or localhost:8025)"
+    );
+    Ok(text.to_owned())
+}
+
 fn load_file(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the config file {}", path.display()))?;
@@ -197,7 +215,7 @@ mod tests {
             ..Default::default()
         };
         let config = Config::resolve(&args).unwrap();
-        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.listen, "127.0.0.1:9000");
         assert_eq!(config.max_body_bytes, 1234);
         assert_eq!(config.rate_window, Duration::from_millis(500));
         assert_eq!(config.lease_duration, Duration::from_secs(60));
@@ -205,7 +223,17 @@ mod tests {
             listen: Some("127.0.0.1:9001".into()),
             ..args
         };
-        assert_eq!(Config::resolve(&args).unwrap().listen.port(), 9001);
+        assert_eq!(Config::resolve(&args).unwrap().listen, "127.0.0.1:9001");
+        let args = ServeArgs {
+            listen: Some("localhost:9002".into()),
+            ..args
+        };
+        assert_eq!(Config::resolve(&args).unwrap().listen, "localhost:9002");
+        let args = ServeArgs {
+            listen: Some("localhost".into()),
+            ..args
+        };
+        assert!(Config::resolve(&args).is_err());
     }
 
     #[test]

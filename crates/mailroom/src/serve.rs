@@ -13,6 +13,8 @@ use mailroom_core::retry::RetryPolicy;
 use mailroom_engine::{ConnectorDefaults, Engine, EngineConfig};
 use mailroom_store::{AccountInput, BlobStore, SecretBox, Store, write_private_file};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::io::Write;
+use std::path::Path;
 use tokio::signal::unix::{SignalKind, signal};
 
 fn install_metrics() -> Result<PrometheusHandle> {
@@ -89,16 +91,91 @@ async fn bootstrap(store: &Store, config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// The data folder's lock: held for the life of the process, so a second `serve` on the same folder
+/// is refused instead of sharing its database, keys and pickup folder. The operating system releases
+/// it when the process ends, however it ends.
+struct DataFolderLock {
+    _file: std::fs::File,
+}
+
+impl DataFolderLock {
+    fn acquire(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join("mailroom.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                anyhow::bail!(
+                    "another mailroom is already serving the data folder {}{}; stop it first, or give this one its own --data-dir",
+                    data_dir.display(),
+                    if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (process {holder})")
+                    }
+                );
+            }
+            Err(std::fs::TryLockError::Error(error)) => {
+                return Err(error).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        file.set_len(0)?;
+        writeln!(file, "{}", std::process::id())?;
+        Ok(Self { _file: file })
+    }
+}
+
+/// This data folder's node id, kept in `<data-dir>/node-id` so that a restarted process knows which
+/// leases its previous life held.
+fn node_id(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        _ => {
+            let id = format!("node-{}", uuid::Uuid::new_v4());
+            std::fs::write(&path, format!("{id}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+    }
+}
+
 pub async fn run(config: Config) -> Result<()> {
+    let _lock = DataFolderLock::acquire(&config.data_dir)?;
+    // Bind before anything else happens (a token printed, a runtime started), so that a taken port
+    // ends the process with one line naming the address.
+    let listener = tokio::net::TcpListener::bind(config.listen.as_str())
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let metrics = install_metrics()?;
     let store = Store::open(&config.database_url, secrets(&config)?)
         .await
         .context("opening the store")?;
     bootstrap(&store, &config).await?;
+    let node_id = node_id(&config.data_dir)?;
+    let recovered = store
+        .recover_leases_held_by(&node_id, mailroom_store::now_ms())
+        .await
+        .context("recovering the leases of the previous process")?;
+    if !recovered.is_empty() {
+        tracing::warn!(
+            event = "leases_recovered_at_start",
+            count = recovered.len(),
+            "messages that were being sent when mailroom last stopped are queued again (each has an interrupted attempt)"
+        );
+    }
     let engine = Engine::new(
         store.clone(),
         EngineConfig {
-            node_id: format!("node-{}", uuid::Uuid::new_v4()),
+            node_id,
             poll_interval: config.poll_interval,
             lease_duration: config.lease_duration,
             rate_window: config.rate_window,
@@ -137,9 +214,6 @@ pub async fn run(config: Config) -> Result<()> {
     };
     let blobs = BlobStore::new(config.data_dir.join("blobs"));
     let router = mailroom_api::router(store.clone(), engine.clone(), settings, metrics, blobs);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
     let address = listener.local_addr()?;
     println!("mailroom listening on http://{address}");
     tracing::info!(event = "started", %address, data_dir = %config.data_dir.display(), "mailroom started");
@@ -156,10 +230,10 @@ pub async fn run(config: Config) -> Result<()> {
             "shutdown requested: finishing in-flight sends"
         );
     };
-    axum::serve(listener, router)
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
-        .context("serving HTTP")?;
+        .context("serving HTTP");
     engine.shutdown();
     if tokio::time::timeout(config.shutdown_grace, engine_done)
         .await
@@ -171,6 +245,7 @@ pub async fn run(config: Config) -> Result<()> {
         );
     }
     delivery.shutdown_background();
+    served?;
     tracing::info!(event = "stopped", "mailroom stopped");
     Ok(())
 }
