@@ -28,8 +28,8 @@ use utoipa_axum::routes;
 pub struct ApiSettings {
     /// Largest text + HTML body of one message.
     pub max_body_bytes: usize,
-    /// Folder used by pickup accounts that name none.
-    pub default_pickup_dir: String,
+    /// Every pickup folder lies under this root; it is also the folder of pickup accounts that name none.
+    pub pickup_root: std::path::PathBuf,
     /// Largest total size of the attachments of one message (and so of one upload).
     pub max_attachment_bytes: u64,
 }

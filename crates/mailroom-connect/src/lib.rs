@@ -8,7 +8,7 @@ mod implicit_tls;
 mod pickup;
 mod smtp;
 
-pub use pickup::PickupConnector;
+pub use pickup::{OutsideRoot, PickupConnector, check_inside_root};
 pub use smtp::{SmtpConnector, SmtpSettings};
 
 use async_trait::async_trait;

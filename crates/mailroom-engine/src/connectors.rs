@@ -13,6 +13,8 @@ use uuid::Uuid;
 pub struct ConnectorDefaults {
     pub smtp_timeout: Duration,
     pub extra_root_certificates: Vec<Vec<u8>>,
+    /// Every pickup folder lies under this root.
+    pub pickup_root: std::path::PathBuf,
 }
 
 /// A connector for `account`; reads (decrypts) its password from the store.
@@ -26,7 +28,8 @@ pub async fn build_connector(
             account
                 .pickup_dir
                 .clone()
-                .unwrap_or_else(|| "pickup".into()),
+                .map_or_else(|| defaults.pickup_root.clone(), Into::into),
+            defaults.pickup_root.clone(),
         )),
         ConnectorKind::Smtp => Arc::new(SmtpConnector::new(SmtpSettings {
             account_label: account.id.to_string(),
@@ -127,6 +130,7 @@ mod tests {
         let defaults = ConnectorDefaults {
             smtp_timeout: Duration::from_secs(5),
             extra_root_certificates: Vec::new(),
+            pickup_root: std::env::temp_dir(),
         };
         let mut asking = Vec::new();
         for _ in 0..32 {

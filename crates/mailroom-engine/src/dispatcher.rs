@@ -57,6 +57,7 @@ impl Default for EngineConfig {
             connectors: ConnectorDefaults {
                 smtp_timeout: Duration::from_secs(30),
                 extra_root_certificates: Vec::new(),
+                pickup_root: "pickup".into(),
             },
             blobs: mailroom_store::BlobStore::new("blobs"),
             encode_budget_bytes: 256 * 1024 * 1024,

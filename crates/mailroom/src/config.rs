@@ -23,6 +23,8 @@ pub struct FileConfig {
     pub max_attachment_bytes: Option<u64>,
     /// `text` (default) or `json` log lines.
     pub log_format: Option<String>,
+    /// Every pickup folder lies under this folder (default `<data-dir>/pickup`).
+    pub pickup_root: Option<PathBuf>,
     #[serde(default)]
     pub engine: EngineFileConfig,
     /// PEM files of extra root certificates trusted for SMTP TLS.
@@ -80,6 +82,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_attachment_bytes: u64,
     pub log_format: String,
+    pub pickup_root: PathBuf,
     pub poll_interval: Duration,
     pub lease_duration: Duration,
     pub rate_window: Duration,
@@ -144,7 +147,17 @@ impl Config {
             .collect::<Result<_>>()?;
         let engine = file.engine;
         let ms = |value: Option<u64>, default: u64| Duration::from_millis(value.unwrap_or(default));
+        let pickup_root = file
+            .pickup_root
+            .map(|root| data_dir.join(root))
+            .unwrap_or_else(|| data_dir.join("pickup"));
+        std::fs::create_dir_all(&pickup_root)
+            .with_context(|| format!("creating the pickup root {}", pickup_root.display()))?;
+        let pickup_root = pickup_root
+            .canonicalize()
+            .with_context(|| format!("resolving {}", pickup_root.display()))?;
         Ok(Self {
+            pickup_root,
             data_dir,
             listen,
             database_url,

@@ -57,7 +57,7 @@ async fn bootstrap(store: &Store, config: &Config) -> Result<()> {
     );
     println!("  {token}");
     if store.accounts().await?.is_empty() {
-        let pickup_dir = config.data_dir.join("pickup");
+        let pickup_dir = config.pickup_root.clone();
         let account = store
             .create_account(
                 &AccountInput {
@@ -191,6 +191,7 @@ pub async fn run(config: Config) -> Result<()> {
             connectors: ConnectorDefaults {
                 smtp_timeout: config.smtp_timeout,
                 extra_root_certificates: config.extra_root_certificates.clone(),
+                pickup_root: config.pickup_root.clone(),
             },
         },
     );
@@ -209,7 +210,7 @@ pub async fn run(config: Config) -> Result<()> {
     };
     let settings = ApiSettings {
         max_body_bytes: config.max_body_bytes,
-        default_pickup_dir: config.data_dir.join("pickup").display().to_string(),
+        pickup_root: config.pickup_root.clone(),
         max_attachment_bytes: config.max_attachment_bytes,
     };
     let blobs = BlobStore::new(config.data_dir.join("blobs"));

@@ -724,3 +724,68 @@ async fn a_page_size_outside_one_to_five_hundred_is_refused() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_pickup_folder_must_lie_under_the_pickup_root() {
+    let server = start_server().await;
+    let root = server.data_dir().canonicalize().unwrap().join("pickup");
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(&root).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), root.join("escape")).unwrap();
+    let refused = [
+        "/etc/cron.d".to_owned(),
+        format!("{}/../../etc", root.display()),
+        format!("{}/escape", root.display()),
+        format!("{}/escape/deeper", root.display()),
+        "../outside".to_owned(),
+        format!("{}-sibling", root.display()),
+    ];
+    for dir in &refused {
+        let (status, body) = server
+            .post(
+                "/v1/accounts",
+                &json!({"connector": "pickup", "name": "Drop", "email_address": "drop@example.com", "pickup_dir": dir}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 422, "{dir}: {body}");
+        assert_eq!(body["field"], "pickup_dir", "{dir}");
+        assert!(
+            body["message"].as_str().unwrap().contains("pickup root"),
+            "{body}"
+        );
+    }
+    let (_, accounts) = server.get("/v1/accounts").await.unwrap();
+    assert_eq!(accounts.as_array().unwrap().len(), 1, "nothing stored");
+
+    for (dir, expected) in [
+        (
+            format!("{}/invoices", root.display()),
+            root.join("invoices"),
+        ),
+        ("orders".to_owned(), root.join("orders")),
+    ] {
+        let (status, account) = server
+            .post(
+                "/v1/accounts",
+                &json!({"connector": "pickup", "name": "Drop", "email_address": "drop@example.com", "pickup_dir": dir}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{account}");
+        assert_eq!(account["pickup_dir"], expected.display().to_string());
+    }
+    // An account cannot be moved out afterwards either.
+    let id = id_of(&server.get("/v1/accounts").await.unwrap().1[1]);
+    let (status, _) = server
+        .call(
+            Method::PATCH,
+            &format!("/v1/accounts/{id}"),
+            Some(&json!({"pickup_dir": "/tmp"})),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 422);
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+}

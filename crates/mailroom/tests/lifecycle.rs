@@ -86,8 +86,13 @@ fn cli(server: &MailroomServer, args: &[&str]) -> (bool, String, String) {
 #[tokio::test]
 async fn the_cli_adds_accounts_routes_scenarios_sends_and_lists_mail() {
     let server = start_server().await;
-    let pickup = tempfile::tempdir().unwrap();
-    let dir = pickup.path().display().to_string();
+    // Pickup folders lie under the pickup root, `<data-dir>/pickup` by default.
+    let pickup = server
+        .data_dir()
+        .canonicalize()
+        .unwrap()
+        .join("pickup/quotes");
+    let dir = pickup.display().to_string();
     let (ok, out, err) = cli(
         &server,
         &[
@@ -164,7 +169,7 @@ async fn the_cli_adds_accounts_routes_scenarios_sends_and_lists_mail() {
         message["related_records"][0],
         json!({"type": "sales-quote", "id": "SQ-1", "relation": "primary"})
     );
-    assert_eq!(std::fs::read_dir(pickup.path()).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(&pickup).unwrap().count(), 1);
 
     let (ok, out, _) = cli(&server, &["sent", "list", "--output", "json"]);
     assert!(ok);

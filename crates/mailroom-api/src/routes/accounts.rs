@@ -46,7 +46,10 @@ struct RawAccount {
     substitute_address: Option<String>,
 }
 
-fn validate(raw: RawAccount, default_pickup_dir: &str) -> Result<AccountInput, ValidationError> {
+fn validate(
+    raw: RawAccount,
+    pickup_root: &std::path::Path,
+) -> Result<AccountInput, ValidationError> {
     let name = parse_display_text("name", &raw.name)?;
     let email_address =
         EmailAddress::parse(raw.email_address.trim()).map_err(|e| e.at("email_address"))?;
@@ -151,17 +154,20 @@ fn validate(raw: RawAccount, default_pickup_dir: &str) -> Result<AccountInput, V
                     "a pickup account takes no host, username or password",
                 ));
             }
-            let pickup_dir = raw
-                .pickup_dir
-                .unwrap_or_else(|| default_pickup_dir.to_owned());
-            if !std::path::Path::new(&pickup_dir).is_absolute()
-                || pickup_dir.chars().any(char::is_control)
-            {
-                return Err(ValidationError::new(
-                    "pickup_dir",
-                    "must be an absolute path",
-                ));
-            }
+            // A relative folder is taken as relative to the pickup root.
+            let pickup_dir = match raw.pickup_dir {
+                None => pickup_root.to_path_buf(),
+                Some(dir) if dir.chars().any(char::is_control) => {
+                    return Err(ValidationError::new(
+                        "pickup_dir",
+                        "may not contain control characters",
+                    ));
+                }
+                Some(dir) => pickup_root.join(dir),
+            };
+            mailroom_connect::check_inside_root(&pickup_dir, pickup_root)
+                .map_err(|outside| ValidationError::new("pickup_dir", outside.0))?;
+            let pickup_dir = pickup_dir.display().to_string();
             Ok(AccountInput {
                 connector: raw.connector,
                 name,
@@ -241,7 +247,7 @@ async fn create_account(
             substitute_mode: body.substitute_mode,
             substitute_address: body.substitute_address,
         },
-        &state.settings.default_pickup_dir,
+        &state.settings.pickup_root,
     )?;
     let account = state
         .store
@@ -336,7 +342,7 @@ async fn update_account(
                 .substitute_address
                 .unwrap_or_else(|| current.substitute_address.as_ref().map(ToString::to_string)),
         },
-        &state.settings.default_pickup_dir,
+        &state.settings.pickup_root,
     )?;
     let account = state.store.update_account(id, &input, password).await?;
     tracing::info!(event = "account_updated", account = %account.id, "account updated");
