@@ -45,6 +45,12 @@ impl ApiError {
         error
     }
 
+    /// Names the request field to blame.
+    pub fn at(mut self, field: &str) -> Self {
+        self.body.field = Some(field.into());
+        self
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }

@@ -120,6 +120,41 @@ impl AccountLimits {
     }
 }
 
+/// Where a stored secret is presented: the server and the identity it was given for. A password (and,
+/// later, any token) stays bound to its endpoint: whoever moves an account to another endpoint must
+/// give the secret again, or the stored one could be sent to a server of their choosing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialEndpoint<'a> {
+    pub host: Option<&'a str>,
+    pub port: Option<u16>,
+    pub security: Security,
+    pub username: Option<&'a str>,
+}
+
+impl CredentialEndpoint<'_> {
+    /// The fields that differ between `self` (where the secret was given) and `next`, by API name.
+    pub fn changes_to(&self, next: &CredentialEndpoint<'_>) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if !self
+            .host
+            .unwrap_or_default()
+            .eq_ignore_ascii_case(next.host.unwrap_or_default())
+        {
+            changed.push("host");
+        }
+        if self.port != next.port {
+            changed.push("port");
+        }
+        if self.security != next.security {
+            changed.push("security");
+        }
+        if self.username != next.username {
+            changed.push("username");
+        }
+        changed
+    }
+}
+
 /// A host name or IP address to connect to.
 pub fn parse_host(raw: &str) -> Result<String, ValidationError> {
     let valid = !raw.is_empty()
@@ -176,5 +211,33 @@ mod tests {
         assert!(AccountLimits::new(-1, 3, 10).is_err());
         assert!(AccountLimits::new(30, 0, 10).is_err());
         assert!(AccountLimits::new(30, 3, 0).is_err());
+    }
+
+    #[test]
+    fn a_secret_must_be_given_again_when_its_server_or_identity_changes() {
+        let given = CredentialEndpoint {
+            host: Some("smtp.example.com"),
+            port: Some(587),
+            security: Security::Starttls,
+            username: Some("sales"),
+        };
+        assert!(given.changes_to(&given.clone()).is_empty());
+        let same_host_other_case = CredentialEndpoint {
+            host: Some("SMTP.example.com"),
+            ..given.clone()
+        };
+        assert!(given.changes_to(&same_host_other_case).is_empty());
+        let moved = CredentialEndpoint {
+            host: Some("evil.example.net"),
+            port: Some(2525),
+            ..given.clone()
+        };
+        assert_eq!(given.changes_to(&moved), vec!["host", "port"]);
+        let downgraded = CredentialEndpoint {
+            security: Security::None,
+            username: Some("other"),
+            ..given.clone()
+        };
+        assert_eq!(given.changes_to(&downgraded), vec!["security", "username"]);
     }
 }

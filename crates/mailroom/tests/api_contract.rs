@@ -789,3 +789,75 @@ async fn a_pickup_folder_must_lie_under_the_pickup_root() {
     assert_eq!(status, 422);
     assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
 }
+
+#[tokio::test]
+async fn a_stored_password_is_not_sent_to_another_server_unless_it_is_given_again() {
+    let server = start_server().await;
+    let (status, account) = server
+        .post(
+            "/v1/accounts",
+            &json!({"connector": "smtp", "name": "Sales", "email_address": "sales@example.com",
+                    "host": "smtp.example.com", "port": 587, "security": "starttls",
+                    "username": "sales", "password": "s3cret"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{account}");
+    let path = format!("/v1/accounts/{}", id_of(&account));
+    for (change, field) in [
+        (json!({"host": "attacker.example.net"}), "host"),
+        (json!({"port": 2525}), "port"),
+        (json!({"security": "none"}), "security"),
+        (json!({"username": "other"}), "username"),
+    ] {
+        let (status, body) = server
+            .call(Method::PATCH, &path, Some(&change), &[])
+            .await
+            .unwrap();
+        assert_eq!(status, 422, "{change}: {body}");
+        assert_eq!(body["code"], "password_required");
+        assert_eq!(body["field"], "password");
+        assert!(body["message"].as_str().unwrap().contains(field), "{body}");
+    }
+    let (_, unchanged) = server.get(&path).await.unwrap();
+    assert_eq!(unchanged["host"], "smtp.example.com");
+    assert_eq!(unchanged["port"], 587);
+
+    // Changes that do not move the password, or that give it again, are fine.
+    let (status, _) = server
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&json!({"name": "Sales EU", "rate_limit_per_minute": 30})),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let (status, moved) = server
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&json!({"host": "smtp2.example.com", "password": "s3cret"})),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(moved["host"], "smtp2.example.com");
+
+    let (_, audit) = server.get("/v1/audit").await.unwrap();
+    let refused: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "account.update_refused.password_required")
+        .collect();
+    assert_eq!(refused.len(), 4, "every refusal is audited: {audit}");
+    assert!(
+        refused
+            .iter()
+            .any(|e| e["after"]["host"] == "attacker.example.net")
+    );
+    assert!(!audit.to_string().contains("s3cret"));
+}

@@ -3,6 +3,7 @@
 use crate::AppState;
 use crate::auth::Principal;
 use crate::dto::{AccountView, ConnectionTest, CreateAccount, UpdateAccount};
+use crate::error::ApiError;
 use crate::error::{ApiJson, ApiPath, ApiResult, ErrorBody};
 use crate::routes::users::audit;
 use axum::Extension;
@@ -10,8 +11,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use mailroom_core::ValidationError;
 use mailroom_core::account::{
-    AccountLimits, ConnectorKind, DEFAULT_CONCURRENCY_LIMIT, DEFAULT_MAX_ATTEMPTS, Security,
-    SenderType, SubstituteMode, parse_display_text, parse_host,
+    AccountLimits, ConnectorKind, CredentialEndpoint, DEFAULT_CONCURRENCY_LIMIT,
+    DEFAULT_MAX_ATTEMPTS, Security, SenderType, SubstituteMode, parse_display_text, parse_host,
 };
 use mailroom_core::address::EmailAddress;
 use mailroom_store::{Account, AccountInput, PasswordChange};
@@ -283,15 +284,17 @@ async fn get_account(
 
 /// Change an account. Absent fields stay; `null` clears optional ones.
 #[utoipa::path(patch, path = "/v1/accounts/{id}", tag = "accounts", params(("id" = Uuid, Path)), request_body = UpdateAccount,
-    responses((status = 200, body = AccountView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = AccountView), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "`invalid_request`, or `password_required`: host, port, security or username changed without the password")))]
 async fn update_account(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<UpdateAccount>,
 ) -> ApiResult<axum::Json<AccountView>> {
-    let current: Account = state.store.account(id).await?;
-    let before = AccountView::from(&current);
+    let stored: Account = state.store.account(id).await?;
+    let before = AccountView::from(&stored);
+    let current = stored.clone();
     let password = match body.password {
         None => PasswordChange::Keep,
         Some(None) => PasswordChange::Clear,
@@ -344,6 +347,53 @@ async fn update_account(
         },
         &state.settings.pickup_root,
     )?;
+    if stored.has_password && matches!(password, PasswordChange::Keep) {
+        let given_for = CredentialEndpoint {
+            host: stored.host.as_deref(),
+            port: stored.port,
+            security: stored.security,
+            username: stored.username.as_deref(),
+        };
+        let changed = given_for.changes_to(&CredentialEndpoint {
+            host: input.host.as_deref(),
+            port: input.port,
+            security: input.security,
+            username: input.username.as_deref(),
+        });
+        if !changed.is_empty() {
+            let refused = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "password_required",
+                format!(
+                    "changing {} of an account with a stored password needs the password again: the stored one \
+                     stays with the server it was given for",
+                    changed.join(", ")
+                ),
+            )
+            .at("password");
+            let attempted = AccountView::from(&Account {
+                host: input.host.clone(),
+                port: input.port,
+                security: input.security,
+                username: input.username.clone(),
+                ..stored.clone()
+            });
+            audit(
+                &state,
+                &principal,
+                "account.update_refused.password_required",
+                "account",
+                &id.to_string(),
+                Some(&before),
+                Some(&attempted),
+            )
+            .await?;
+            tracing::warn!(event = "account_update_refused", account = %id, account_name = %stored.name,
+                changed = %changed.join(","), user = %principal.user.name,
+                "an account's server or user name was changed without its password; refused");
+            return Err(refused);
+        }
+    }
     let account = state.store.update_account(id, &input, password).await?;
     tracing::info!(event = "account_updated", account = %account.id, "account updated");
     state.engine.accounts_changed();
