@@ -83,6 +83,7 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound(what) => Self::not_found(format!("{what} not found")),
             StoreError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            StoreError::Refused { code, message } => Self::new(StatusCode::CONFLICT, code, message),
             StoreError::Invalid(error) => error.into(),
             StoreError::Closed => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -52,6 +52,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A change refused by a rule of the store, with a stable code (e.g. `last_admin`).
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     #[error(transparent)]
     Invalid(#[from] ValidationError),
     #[error(transparent)]

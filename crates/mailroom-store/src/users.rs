@@ -82,6 +82,24 @@ fn sets_json(grants: &Grants) -> String {
     .expect("strings serialize")
 }
 
+/// Enabled users that hold `email-admin`, counted inside a write transaction.
+async fn enabled_admins(tx: &mut sqlx::SqliteConnection) -> StoreResult<usize> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE enabled");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut admins = 0;
+    for row in &rows {
+        if user_from_row(row)?
+            .grants
+            .allows(&PermissionSet::EmailAdmin)
+        {
+            admins += 1;
+        }
+    }
+    Ok(admins)
+}
+
 const USER_COLUMNS: &str =
     "id, name, contact_email, licence, enabled, permission_sets, created_at, updated_at";
 
@@ -106,7 +124,11 @@ impl Store {
     }
 
     /// Replaces a user's settings; their tokens see the change at once on this node.
+    ///
+    /// Refused with `last_admin` when it would leave no enabled user holding `email-admin`: nobody
+    /// could then manage users again (short of `mailroom admin recover` on the server's machine).
     pub async fn update_user(&self, id: Uuid, input: &UserInput) -> StoreResult<User> {
+        let mut tx = self.begin_write().await?;
         let result = sqlx::query(
             "UPDATE users SET name = $2, contact_email = $3, licence = $4, enabled = $5, permission_sets = $6, updated_at = $7
              WHERE id = $1",
@@ -118,13 +140,83 @@ impl Store {
         .bind(input.enabled)
         .bind(sets_json(&input.grants))
         .bind(now_ms())
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("user {id}")));
         }
+        // Inside the write transaction, so that two changes at once cannot each leave the other
+        // admin as the last one and then both go through.
+        let remaining = enabled_admins(&mut tx).await?;
+        if remaining == 0 {
+            return Err(StoreError::Refused {
+                code: "last_admin",
+                message: "this is the last enabled user holding email-admin: enable or grant another admin first"
+                    .into(),
+            });
+        }
+        tx.commit().await?;
         self.caches.forget_tokens();
         self.user(id).await
+    }
+
+    /// Offline recovery for the machine's owner: re-enables the bootstrap `admin` user and grants it
+    /// `email-admin` (or, without one, the oldest user holding the set; or creates `admin`), and gives
+    /// it a new token. Returns the user and the token's secret.
+    pub async fn recover_admin(&self) -> StoreResult<(User, String)> {
+        let users = self.users().await?;
+        // The bootstrap user first (the machine's owner), then the oldest holder of email-admin.
+        let chosen = users
+            .iter()
+            .filter(|u| u.name == "admin")
+            .min_by_key(|u| u.created_at_ms)
+            .or_else(|| {
+                users
+                    .iter()
+                    .filter(|u| u.grants.allows(&PermissionSet::EmailAdmin))
+                    .min_by_key(|u| u.created_at_ms)
+            })
+            .cloned();
+        let admin = match chosen {
+            Some(user) => {
+                let mut sets = user.grants.sets().to_vec();
+                if !sets.contains(&PermissionSet::EmailAdmin) {
+                    sets.push(PermissionSet::EmailAdmin);
+                }
+                self.update_user(
+                    user.id,
+                    &UserInput {
+                        name: user.name.clone(),
+                        contact_email: user.contact_email.clone(),
+                        licence: user.licence,
+                        enabled: true,
+                        grants: Grants::new(sets),
+                    },
+                )
+                .await?
+            }
+            None => {
+                self.create_user(&UserInput {
+                    name: "admin".into(),
+                    contact_email: None,
+                    licence: Licence::Full,
+                    enabled: true,
+                    grants: Grants::new(vec![PermissionSet::EmailAdmin]),
+                })
+                .await?
+            }
+        };
+        let (_, secret) = self.create_token(Some(admin.id), "recovery", None).await?;
+        self.append_audit(
+            "recovery",
+            "admin.recovered",
+            "user",
+            &admin.id.to_string(),
+            None,
+            None,
+        )
+        .await?;
+        Ok((admin, secret))
     }
 
     pub async fn user(&self, id: Uuid) -> StoreResult<User> {

@@ -73,6 +73,16 @@ pub enum Command {
     /// The sent archive.
     #[command(subcommand)]
     Sent(SentCommand),
+    /// Work on the data folder itself, with the server stopped.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Regain access: re-enable the admin user (granting it email-admin) and print a new token.
+    /// Runs on the server's machine while the server is stopped.
+    Recover(ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -671,7 +681,9 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
     let output = global.output;
     use reqwest::Method;
     match command {
-        Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::Serve(_) | Command::Admin(_) => {
+            unreachable!("serve and admin work on the data folder and are handled by main")
+        }
         Command::Setup(args) => setup(&client, args, output).await?,
         Command::Account(AccountCommand::Add(add)) => {
             let body = match add {

@@ -28,6 +28,10 @@ fn main() -> std::process::ExitCode {
                 init_logging(&config.log_format);
                 serve::run(config).await
             }
+            cli::Command::Admin(cli::AdminCommand::Recover(serve_args)) => {
+                let config = config::Config::resolve(&serve_args)?;
+                serve::recover_admin(config).await
+            }
             command => cli::run(args.global, command).await,
         }
     });

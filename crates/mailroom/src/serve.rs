@@ -148,6 +148,30 @@ fn node_id(data_dir: &Path) -> Result<String> {
     }
 }
 
+/// `mailroom admin recover`: with the server stopped (the data folder's lock says so), makes sure an
+/// enabled `email-admin` user exists and gives it a new token, printed and written to `admin-token`.
+pub async fn recover_admin(config: Config) -> Result<()> {
+    let _lock = DataFolderLock::acquire(&config.data_dir)?;
+    let store = Store::open(&config.database_url, secrets(&config)?)
+        .await
+        .context("opening the store")?;
+    let (admin, token) = store
+        .recover_admin()
+        .await
+        .context("recovering the admin user")?;
+    let token_path = config.data_dir.join("admin-token");
+    write_private_file(&token_path, format!("{token}\n").as_bytes())
+        .context("writing the admin token")?;
+    println!(
+        "User {:?} ({}) is enabled and holds email-admin. Its new token (also in {}, mode 0600):",
+        admin.name,
+        admin.id,
+        token_path.display()
+    );
+    println!("  {token}");
+    Ok(())
+}
+
 pub async fn run(config: Config) -> Result<()> {
     let _lock = DataFolderLock::acquire(&config.data_dir)?;
     // Bind before anything else happens (a token printed, a runtime started), so that a taken port

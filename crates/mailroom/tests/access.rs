@@ -592,3 +592,148 @@ async fn the_mail_about_a_record_is_listed_as_the_caller_may_see_it() {
         "the total does not count what the user may not see"
     );
 }
+
+#[tokio::test]
+async fn a_token_that_would_already_have_expired_is_refused_at_creation() {
+    let server = start_server().await;
+    let (user_id, _) = user_with_token(&server, "sender", "full", &["email-send"]).await;
+    let past = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
+    let past = past
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (status, body) = server
+        .post(
+            &format!("/v1/users/{user_id}/tokens"),
+            &json!({"name": "stale", "expires_at": past}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["field"], "expires_at");
+    let (_, tokens) = server
+        .get(&format!("/v1/users/{user_id}/tokens"))
+        .await
+        .unwrap();
+    assert_eq!(tokens.as_array().unwrap().len(), 1, "nothing stored");
+}
+
+async fn admin_id(server: &MailroomServer) -> String {
+    let (_, users) = server.get("/v1/users").await.unwrap();
+    id_of(
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == "admin")
+            .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn the_last_enabled_admin_can_neither_be_disabled_nor_lose_email_admin() {
+    let server = start_server().await;
+    let admin = admin_id(&server).await;
+    let path = format!("/v1/users/{admin}");
+    for change in [
+        json!({"enabled": false}),
+        json!({"permission_sets": ["email-setup", "email-send"]}),
+    ] {
+        let (status, body) = server
+            .call(Method::PATCH, &path, Some(&change), &[])
+            .await
+            .unwrap();
+        assert_eq!(status, 409, "{change}: {body}");
+        assert_eq!(body["code"], "last_admin");
+    }
+    let (_, still) = server.get(&path).await.unwrap();
+    assert_eq!(still["enabled"], true);
+    assert_eq!(still["permission_sets"], json!(["email-admin"]));
+
+    // With a second admin, the first may step down.
+    let (second, second_token) =
+        user_with_token(&server, "second admin", "full", &["email-admin"]).await;
+    let (status, _) = server
+        .call(Method::PATCH, &path, Some(&json!({"enabled": false})), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    // …and then the second is the last one, even towards itself.
+    let (status, body) = call_as(
+        &server,
+        &second_token,
+        Method::PATCH,
+        &format!("/v1/users/{second}"),
+        Some(&json!({"enabled": false})),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+}
+
+#[tokio::test]
+async fn admin_recover_re_enables_the_admin_user_and_prints_a_new_token_while_the_server_is_stopped()
+ {
+    let mut server = start_server().await;
+    let admin = admin_id(&server).await;
+    let (_, second_token) = user_with_token(&server, "other admin", "full", &["email-admin"]).await;
+    // The other admin locks the owner out: disabled, and stripped of email-admin.
+    let (status, _) = call_as(
+        &server,
+        &second_token,
+        Method::PATCH,
+        &format!("/v1/users/{admin}"),
+        Some(&json!({"enabled": false, "permission_sets": ["email-send"]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = server.get("/v1/users").await.unwrap();
+    assert_eq!(status, 401, "the owner's token no longer works");
+
+    let recover = |data_dir: &std::path::Path| {
+        std::process::Command::new(common::binary())
+            .args(["admin", "recover", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("MAILROOM_SECRET_KEY")
+            .env_remove("MAILROOM_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let refused = recover(server.data_dir());
+    assert!(!refused.status.success(), "refused while the server runs");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("already serving"));
+
+    server.terminate().unwrap();
+    let recovered = recover(server.data_dir());
+    let stdout = String::from_utf8_lossy(&recovered.stdout);
+    assert!(
+        recovered.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&recovered.stderr)
+    );
+    let token = stdout
+        .split_whitespace()
+        .find(|word| word.starts_with("mr_"))
+        .expect("a token is printed")
+        .to_owned();
+    let written = std::fs::read_to_string(server.data_dir().join("admin-token")).unwrap();
+    assert_eq!(written.trim(), token);
+
+    server.restart().await.unwrap();
+    let (status, me) = call_as(
+        &server,
+        &token,
+        Method::GET,
+        &format!("/v1/users/{admin}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["enabled"], true);
+    assert!(
+        me["permission_sets"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("email-admin"))
+    );
+    let (_, audit) = call_as(&server, &token, Method::GET, "/v1/audit", None).await;
+    assert!(audit.to_string().contains("admin.recovered"));
+}

@@ -259,7 +259,8 @@ async fn get_user(
 
 /// Change a user: name, contact email, licence, permission sets, enabled.
 #[utoipa::path(patch, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)), request_body = UpdateUser,
-    responses((status = 200, body = UserView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = UserView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`last_admin`: the change would leave no enabled user holding email-admin")))]
 async fn update_user(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -336,6 +337,14 @@ async fn create_token(
         .as_deref()
         .map(|raw| parse_rfc3339("expires_at", raw))
         .transpose()?;
+    if let Some(expires_at) = expires_at
+        && expires_at <= mailroom_store::now_ms()
+    {
+        return Err(ApiError::invalid(
+            "expires_at",
+            "is in the past: a token must expire in the future",
+        ));
+    }
     let (token, secret) = state
         .store
         .create_token(Some(id), &name, expires_at)
