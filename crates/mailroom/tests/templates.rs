@@ -194,3 +194,75 @@ async fn a_message_rendered_from_a_template_records_the_version_it_used() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn an_expensive_template_is_refused_while_the_server_stays_responsive() {
+    let server = start_server().await;
+    let loops = json!({"document_type": "sales-invoice", "subject": "Invoice",
+        "html": "{% for a in range(10000) %}{% for b in range(10000) %}{{ a }}{% endfor %}{% endfor %}"});
+    let (status, body) = server
+        .call(Method::PUT, "/v1/templates/loops", Some(&loops), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    let health = {
+        let url = format!("{}/healthz", server.base_url);
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut slowest = Duration::ZERO;
+            for _ in 0..40 {
+                let started = std::time::Instant::now();
+                assert!(client.get(&url).send().await.unwrap().status().is_success());
+                slowest = slowest.max(started.elapsed());
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            slowest
+        })
+    };
+    let sends: Vec<_> = (0..4)
+        .map(|_| {
+            let url = format!("{}/v1/messages", server.base_url);
+            let token = server.token.clone();
+            tokio::spawn(async move {
+                let response = reqwest::Client::new()
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(
+                        &json!({"to": ["a@example.com"], "template": {"id": "loops", "data": {}}}),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                (
+                    response.status().as_u16(),
+                    response.json::<serde_json::Value>().await.unwrap(),
+                )
+            })
+        })
+        .collect();
+    for send in sends {
+        let (status, body) = send.await.unwrap();
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["code"], "template_too_expensive");
+        assert!(
+            body["message"].as_str().unwrap().contains("limit"),
+            "{body}"
+        );
+    }
+    let slowest = health.await.unwrap();
+    // The target is 50 ms on an idle machine; the bound leaves room for a test suite running beside it.
+    assert!(
+        slowest < Duration::from_millis(250),
+        "/healthz took {slowest:?}"
+    );
+    let (_, outbox) = server.get("/v1/outbox").await.unwrap();
+    assert_eq!(outbox["total"], 0, "nothing stored");
+
+    let (status, body) = server
+        .post("/v1/templates/loops/preview", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 422);
+    assert_eq!(body["code"], "template_too_expensive", "{body}");
+}

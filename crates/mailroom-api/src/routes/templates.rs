@@ -6,6 +6,7 @@ use crate::dto::rfc3339;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
 use axum::Extension;
 use axum::extract::State;
+use axum::http::StatusCode;
 use mailroom_core::template::builtin::sample_data;
 use mailroom_core::template::{CompiledTemplate, TemplateError, TemplateSource};
 use mailroom_store::TemplateRecord;
@@ -92,7 +93,42 @@ pub struct PreviewView {
 
 /// A template error as a 422 naming the part, the line and the reason.
 pub fn template_error(error: TemplateError) -> ApiError {
-    ApiError::invalid(error.part, error.to_string())
+    match error.limit {
+        Some(limit) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "template_too_expensive",
+            format!("{error} (limit: {limit})"),
+        )
+        .at(error.part),
+        None => ApiError::invalid(error.part, error.to_string()),
+    }
+}
+
+/// The longest a render may take, whatever its fuel: the answer does not wait longer.
+const RENDER_WALL_CLOCK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Compiles and renders a template on a blocking thread, off the request workers, within its fuel
+/// and output limits and [`RENDER_WALL_CLOCK`]. (A render that overruns the clock finishes on its
+/// thread within its fuel; the client is answered at once.)
+pub async fn render_bounded(
+    source: TemplateSource,
+    data: serde_json::Value,
+) -> ApiResult<mailroom_core::template::Rendered> {
+    let rendering =
+        tokio::task::spawn_blocking(move || CompiledTemplate::compile(&source)?.render(&data));
+    match tokio::time::timeout(RENDER_WALL_CLOCK, rendering).await {
+        Ok(Ok(rendered)) => rendered.map_err(template_error),
+        Ok(Err(join_error)) => Err(ApiError::internal(join_error)),
+        Err(_) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "template_too_expensive",
+            format!(
+                "rendering took longer than {} s (limit: wall_clock)",
+                RENDER_WALL_CLOCK.as_secs()
+            ),
+        )
+        .at("html")),
+    }
 }
 
 fn parse_slug(field: &str, raw: &str) -> Result<String, ApiError> {
@@ -128,8 +164,7 @@ pub async fn render(
             }
             other => other.into(),
         })?;
-    let compiled = CompiledTemplate::compile(&record.source).map_err(template_error)?;
-    let rendered = compiled.render(data).map_err(template_error)?;
+    let rendered = render_bounded(record.source.clone(), data.clone()).await?;
     Ok((record, rendered))
 }
 
@@ -236,10 +271,7 @@ async fn preview_template(
     let data = body
         .data
         .unwrap_or_else(|| sample_data(&record.document_type));
-    let rendered = CompiledTemplate::compile(&record.source)
-        .map_err(template_error)?
-        .render(&data)
-        .map_err(template_error)?;
+    let rendered = render_bounded(record.source.clone(), data).await?;
     Ok(axum::Json(PreviewView {
         id: record.id,
         version: record.version,

@@ -33,6 +33,51 @@ pub struct TemplateError {
     pub part: &'static str,
     pub line: Option<usize>,
     pub reason: String,
+    /// The limit a render went over (`fuel`, `output_bytes`), when that is what stopped it.
+    pub limit: Option<&'static str>,
+}
+
+/// Bounds on one render, so that a template (written by anyone with `email-setup`, fed with data
+/// from any sender) cannot take the server down: a loop of loops runs out of fuel, a huge output
+/// stops at the byte cap. The wall-clock cap is the caller's (this crate reads no clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenderLimits {
+    /// minijinja's fuel: roughly the number of instructions one part may execute.
+    pub fuel: u64,
+    /// The largest output of one part, in bytes.
+    pub max_output_bytes: usize,
+}
+
+impl Default for RenderLimits {
+    /// About 50 ms of work on a slow core; the built-in invoice with 1,000 lines uses a small part.
+    fn default() -> Self {
+        Self {
+            fuel: 5_000_000,
+            max_output_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// The output of one part, refusing to grow past its cap.
+struct CappedOutput {
+    bytes: Vec<u8>,
+    cap: usize,
+    exceeded: bool,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.cap {
+            self.exceeded = true;
+            return Err(std::io::Error::other("the output cap is reached"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl fmt::Display for TemplateError {
@@ -57,6 +102,7 @@ fn error_in(part: &'static str, error: &minijinja::Error) -> TemplateError {
         part,
         line: error.line(),
         reason,
+        limit: None,
     }
 }
 
@@ -89,12 +135,23 @@ pub struct CompiledTemplate {
     env: Environment<'static>,
     has_text: bool,
     inline_css: bool,
+    limits: RenderLimits,
 }
 
 impl CompiledTemplate {
-    /// Compiles the parts, reporting the first syntax error with its part and line.
+    /// Compiles the parts with the default [`RenderLimits`], reporting the first syntax error with
+    /// its part and line.
     pub fn compile(source: &TemplateSource) -> Result<Self, TemplateError> {
+        Self::compile_with_limits(source, RenderLimits::default())
+    }
+
+    /// Compiles the parts; every render is bounded by `limits`.
+    pub fn compile_with_limits(
+        source: &TemplateSource,
+        limits: RenderLimits,
+    ) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
+        env.set_fuel(Some(limits.fuel));
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|name| {
             if name == "html" {
@@ -119,6 +176,7 @@ impl CompiledTemplate {
             env,
             has_text: source.text.is_some(),
             inline_css: source.html.contains("<style"),
+            limits,
         })
     }
 
@@ -131,9 +189,42 @@ impl CompiledTemplate {
             .env
             .get_template(part)
             .map_err(|e| error_in(part, &e))?;
-        template
-            .render(minijinja::Value::from(minijinja::value::Serde(data)))
-            .map_err(|e| error_in(part, &e))
+        let mut output = CappedOutput {
+            bytes: Vec::new(),
+            cap: self.limits.max_output_bytes,
+            exceeded: false,
+        };
+        let rendered = template.render_captured_to(
+            minijinja::Value::from(minijinja::value::Serde(data)),
+            &mut output,
+        );
+        match rendered {
+            Ok(_) => String::from_utf8(output.bytes).map_err(|_| TemplateError {
+                part,
+                line: None,
+                reason: "the output is not UTF-8".into(),
+                limit: None,
+            }),
+            Err(_) if output.exceeded => Err(TemplateError {
+                part,
+                line: None,
+                reason: format!(
+                    "the output grew past {} bytes, the limit of one rendered part",
+                    self.limits.max_output_bytes
+                ),
+                limit: Some("output_bytes"),
+            }),
+            Err(error) if error.kind() == minijinja::ErrorKind::OutOfFuel => Err(TemplateError {
+                part,
+                line: error.line(),
+                reason: format!(
+                    "rendering took more than {} steps (fuel), the limit of one rendered part: look for loops inside loops",
+                    self.limits.fuel
+                ),
+                limit: Some("fuel"),
+            }),
+            Err(error) => Err(error_in(part, &error)),
+        }
     }
 
     /// Renders the template with a document's data.
@@ -144,6 +235,7 @@ impl CompiledTemplate {
                 part: "subject",
                 line: None,
                 reason: format!("the rendered subject is not one clean line: {}", e.reason),
+                limit: None,
             })?;
         let mut html = self.render_part("html", data)?;
         if self.inline_css {
@@ -154,6 +246,7 @@ impl CompiledTemplate {
                 part: "html",
                 line: None,
                 reason: format!("the CSS could not be inlined: {e}"),
+                limit: None,
             })?;
         }
         let text = if self.has_text {
@@ -257,5 +350,53 @@ mod tests {
         assert_eq!(money(1234567.891, Some("EUR".into())), "1,234,567.89 EUR");
         assert_eq!(money(-5.0, None), "-5.00");
         assert_eq!(money(0.5, None), "0.50");
+    }
+
+    #[test]
+    fn a_loop_of_loops_runs_out_of_fuel_instead_of_running_for_seconds() {
+        let template = CompiledTemplate::compile(&source(
+            "s",
+            "{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}",
+        ))
+        .unwrap();
+        let error = template.render(&json!({})).unwrap_err();
+        assert_eq!(error.limit, Some("fuel"), "{error}");
+        assert_eq!(error.part, "html");
+    }
+
+    #[test]
+    fn an_output_past_the_cap_is_refused_naming_the_limit() {
+        let template = CompiledTemplate::compile_with_limits(
+            &source("s", "{% for a in range(1000) %}0123456789{% endfor %}"),
+            RenderLimits {
+                fuel: 1_000_000,
+                max_output_bytes: 5_000,
+            },
+        )
+        .unwrap();
+        let error = template.render(&json!({})).unwrap_err();
+        assert_eq!(error.limit, Some("output_bytes"), "{error}");
+        let fits = CompiledTemplate::compile_with_limits(
+            &source("s", "{% for a in range(100) %}0123456789{% endfor %}"),
+            RenderLimits {
+                fuel: 1_000_000,
+                max_output_bytes: 5_000,
+            },
+        )
+        .unwrap();
+        assert_eq!(fits.render(&json!({})).unwrap().html.len(), 1000);
+    }
+
+    #[test]
+    fn the_built_in_invoice_with_a_thousand_lines_renders_within_the_default_limits() {
+        let invoice = builtin::built_in()
+            .into_iter()
+            .find(|t| t.document_type == "sales-invoice")
+            .unwrap();
+        let template = CompiledTemplate::compile(&invoice.source).unwrap();
+        let mut data = builtin::sample_data("sales-invoice");
+        let line = data["document"]["lines"][0].clone();
+        data["document"]["lines"] = serde_json::Value::Array(vec![line; 1000]);
+        template.render(&data).unwrap();
     }
 }
