@@ -61,6 +61,39 @@ pub struct CreateAccount {
     pub substitute_mode: Option<String>,
     /// The Send As / Send On Behalf address.
     pub substitute_address: Option<String>,
+    /// SMTP timeouts per stage, in seconds; the ones not given keep their defaults.
+    pub timeouts: Option<TimeoutsBody>,
+    /// Whether a message whose outcome is unknown (connection lost after the final ".") is sent
+    /// again; default true.
+    pub retry_after_unknown: Option<bool>,
+    /// The EHLO name; default the server's `hostname`.
+    pub ehlo_name: Option<String>,
+}
+
+/// SMTP timeouts in seconds (1 to 3600). Defaults: connect 30, greeting 60, each command 60, the
+/// reply to the final "." 600 (RFC 5321 §4.5.3.2).
+#[derive(Debug, Default, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsBody {
+    pub connect_s: Option<u32>,
+    pub greeting_s: Option<u32>,
+    pub command_s: Option<u32>,
+    pub end_of_data_s: Option<u32>,
+}
+
+impl TimeoutsBody {
+    /// These values over `base`.
+    pub fn over(
+        &self,
+        base: mailroom_core::account::SmtpTimeouts,
+    ) -> mailroom_core::account::SmtpTimeouts {
+        mailroom_core::account::SmtpTimeouts {
+            connect_s: self.connect_s.unwrap_or(base.connect_s),
+            greeting_s: self.greeting_s.unwrap_or(base.greeting_s),
+            command_s: self.command_s.unwrap_or(base.command_s),
+            end_of_data_s: self.end_of_data_s.unwrap_or(base.end_of_data_s),
+        }
+    }
 }
 
 /// Changes to an account; absent fields stay as they are, `null` clears optional ones.
@@ -93,6 +126,11 @@ pub struct UpdateAccount {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub substitute_address: Option<Option<String>>,
+    pub timeouts: Option<TimeoutsBody>,
+    pub retry_after_unknown: Option<bool>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub ehlo_name: Option<Option<String>>,
 }
 
 /// An account as the API shows it. The password is never included.
@@ -116,6 +154,11 @@ pub struct AccountView {
     pub max_attempts: u32,
     pub substitute_mode: Option<String>,
     pub substitute_address: Option<String>,
+    /// SMTP timeouts per stage, in seconds.
+    #[schema(value_type = Object)]
+    pub timeouts: mailroom_core::account::SmtpTimeouts,
+    pub retry_after_unknown: bool,
+    pub ehlo_name: Option<String>,
     /// The default account sends every scenario that has no account of its own.
     pub is_default: bool,
     pub created_at: String,
@@ -142,6 +185,9 @@ impl From<&Account> for AccountView {
             max_attempts: a.limits.max_attempts,
             substitute_mode: a.substitute_mode.map(|m| m.to_string()),
             substitute_address: a.substitute_address.as_ref().map(ToString::to_string),
+            timeouts: a.options.timeouts,
+            retry_after_unknown: a.options.retry_after_unknown,
+            ehlo_name: a.options.ehlo_name.clone(),
             is_default: a.is_default,
             created_at: rfc3339(a.created_at_ms),
             updated_at: rfc3339(a.updated_at_ms),
@@ -285,7 +331,9 @@ pub struct AttemptView {
     pub number: u32,
     pub started_at: String,
     pub finished_at: String,
-    /// `sent`, `transient`, `permanent` or `interrupted`.
+    /// `sent`, `transient`, `permanent`, `interrupted` (mailroom stopped during the attempt) or
+    /// `unknown` (the connection was lost after the whole message was sent: the server may have
+    /// accepted it).
     pub outcome: String,
     pub reply_code: Option<u16>,
     pub reply_text: String,
@@ -333,6 +381,11 @@ pub struct MessageView {
     pub sent_at: Option<String>,
     pub attempt_count: u32,
     pub last_error: Option<String>,
+    /// In the single-message view: whether an attempt of a message not (yet) sent had an unknown
+    /// outcome (the connection was lost after the whole message was handed over), so the recipient
+    /// may already have it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub possibly_delivered: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Vec<AttemptView>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -345,6 +398,16 @@ impl MessageView {
         view.text = m.text.clone();
         view.html = m.html.clone();
         view.attempts = Some(m.attempts.iter().map(AttemptView::from).collect());
+        view.possibly_delivered = Some(
+            m.status != mailroom_core::message::MessageStatus::Sent
+                && m.attempts.iter().any(|a| {
+                    matches!(
+                        a.outcome,
+                        mailroom_core::message::AttemptOutcome::Unknown
+                            | mailroom_core::message::AttemptOutcome::Interrupted
+                    )
+                }),
+        );
         view
     }
 
@@ -384,6 +447,7 @@ impl MessageView {
             sent_at: m.sent_at_ms.map(rfc3339),
             attempt_count: m.attempt_count,
             last_error: m.last_error.clone(),
+            possibly_delivered: None,
             attempts: None,
             attachments: None,
         }

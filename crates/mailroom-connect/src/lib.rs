@@ -38,6 +38,9 @@ pub struct Delivered {
 pub enum FailureKind {
     Transient,
     Permanent,
+    /// The connection was lost or timed out after the whole message was handed over and before the
+    /// provider answered: it may have accepted the message. Sending again may deliver it twice.
+    Unknown,
 }
 
 /// A failed send or connection test.
@@ -54,6 +57,14 @@ impl SendError {
         Self {
             kind: FailureKind::Transient,
             reply_code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unknown(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Unknown,
+            reply_code: None,
             message: message.into(),
         }
     }

@@ -4,16 +4,21 @@
 //! each stage is visible: connection and authentication outcomes become metrics and log events, and an
 //! authentication rejection is reported as such (permanent) rather than as a generic send error.
 //!
+//! Every stage has its own timeout (connect, greeting, each command, the reply to the final "."; see
+//! `SmtpTimeouts`), the same for a connection test and a send, and every failure names its stage:
+//! `connecting`, `greeting`, `EHLO`, `STARTTLS`, `AUTH`, `MAIL FROM`, `RCPT TO <address>`, `DATA`,
+//! `end of data`. A connection lost or timed out after the final "." leaves the outcome unknown:
+//! the server may have accepted the message (`FailureKind::Unknown`).
+//!
 //! When the server offers PIPELINING (RFC 2920), a transaction costs two writes instead of five: MAIL,
 //! every RCPT and DATA go out as one group, then the dot-stuffed content with its terminating dot as one
 //! write. lettre sends each command and waits for its reply, and it writes the final dot separately;
 //! mailroom still uses lettre's connection, command and reply parsing, and only groups the writes.
 //!
-//! Transactions are also chained: the account's concurrency limit caps open connections, and a
-//! transaction that finds every connection busy waits behind one. The transaction in progress writes
-//! its content and the waiting one's MAIL, RCPT and DATA together (RFC 2920 lets the content open a
-//! group and DATA close it), then hands the connection over; under load each message costs one write
-//! and one read.
+//! Transactions are not chained across the final ".": writing the next message's MAIL, RCPT and DATA
+//! behind it let servers that flush their replies per batch hold the "250" of the message in front
+//! until the next DATA was answered, which widened the window in which a crash re-sends a message the
+//! server already had (see README, "Benchmarks → Chaining transactions").
 
 use crate::implicit_tls::SecuredStream;
 use crate::{Connector, Delivered, OutgoingMessage, SendError};
@@ -21,12 +26,13 @@ use async_trait::async_trait;
 use lettre::address::{Address, Envelope};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
-use lettre::transport::smtp::commands::{Ehlo, Mail, Rcpt};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
-use mailroom_core::account::Security;
+use mailroom_core::account::{Security, SmtpTimeouts};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -44,7 +50,10 @@ pub struct SmtpSettings {
     pub password: Option<String>,
     /// Connections open at most, kept open for reuse (the account's concurrency limit).
     pub max_connections: usize,
-    pub timeout: Duration,
+    /// How long to wait at each stage.
+    pub timeouts: SmtpTimeouts,
+    /// The name given in EHLO.
+    pub ehlo_name: String,
     /// Extra trusted root certificates (PEM), e.g. a company CA.
     pub extra_root_certificates: Vec<Vec<u8>>,
 }
@@ -74,23 +83,13 @@ struct Session {
 struct Pool {
     idle: Vec<IdleConnection>,
     open: usize,
-    waiting: VecDeque<Waiter>,
-}
-
-/// A transaction waiting for a connection.
-struct Waiter {
-    /// Its MAIL, RCPT and DATA, when it may ride behind another transaction's content (plain ASCII,
-    /// content small enough for one write).
-    group: Option<String>,
-    handoff: oneshot::Sender<Handoff>,
+    waiting: VecDeque<oneshot::Sender<Handoff>>,
 }
 
 /// What a waiting transaction is given.
 enum Handoff {
     /// A connection to start on.
-    Fresh(Session),
-    /// A connection on which its MAIL, RCPT and DATA are already written; their replies come next.
-    Chained(Session),
+    Fresh(Box<Session>),
     /// Room to open a connection of its own.
     Connect(OpenSlot),
 }
@@ -122,7 +121,7 @@ impl Drop for OpenSlot {
         if let Some(waiter) = waiter {
             // If it stopped waiting, the slot comes back and is dropped here, outside the lock, and
             // passes on to the next one.
-            let _ = waiter.handoff.send(Handoff::Connect(OpenSlot {
+            let _ = waiter.send(Handoff::Connect(OpenSlot {
                 pool: self.pool.clone(),
             }));
         }
@@ -135,7 +134,7 @@ struct IdleConnection {
 }
 
 /// Messages up to this size are sent with their terminating dot in one write; larger ones go through
-/// lettre's streaming-free path, which avoids a second full copy of a large message.
+/// lettre's content writer, which avoids a second full copy of a large message.
 const ONE_WRITE_LIMIT: usize = 4 * 1024 * 1024;
 
 /// Text written to the connection exactly as it is (lettre's `command` writes any `Display`).
@@ -187,8 +186,8 @@ fn reply_text(response: &lettre::transport::smtp::response::Response) -> String 
     response.message().collect::<Vec<_>>().join(" ")
 }
 
-/// Classifies a lettre error: 4xx replies, timeouts and network trouble are transient; 5xx replies and
-/// client-side refusals (nothing a retry can change) are permanent.
+/// Classifies a lettre error at `stage`: 4xx replies, timeouts and network trouble are transient; 5xx
+/// replies and client-side refusals (nothing a retry can change) are permanent.
 fn classify(error: &lettre::transport::smtp::Error, stage: &str) -> SendError {
     let code = error.status().map(u16::from);
     let text = format!("{stage}: {error}");
@@ -200,15 +199,57 @@ fn classify(error: &lettre::transport::smtp::Error, stage: &str) -> SendError {
     }
 }
 
+/// Classifies the outcome of the final ".": a reply with a code is what the server decided; anything
+/// else (the connection lost, a garbled reply, no reply in time) leaves the outcome unknown, since
+/// the server may have received the whole message and accepted it.
+fn classify_end_of_data(error: &lettre::transport::smtp::Error) -> SendError {
+    if error.status().is_some() {
+        return classify(error, "end of data");
+    }
+    SendError::unknown(format!(
+        "end of data: the connection failed after the whole message was sent ({error}); the server may have accepted it"
+    ))
+}
+
+/// Waits at most `seconds` for `step`, naming `stage` on a timeout.
+async fn within<T>(
+    seconds: u32,
+    stage: &str,
+    step: impl Future<Output = Result<T, SendError>>,
+) -> Result<T, SendError> {
+    tokio::time::timeout(Duration::from_secs(u64::from(seconds)), step)
+        .await
+        .unwrap_or_else(|_| {
+            Err(SendError::transient(
+                None,
+                format!("{stage}: no answer within {seconds} s"),
+            ))
+        })
+}
+
+/// Whether a TLS failure looks like a server that does not speak TLS at all on this port.
+fn looks_like_plain_text_port(error: &lettre::transport::smtp::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(current) = source {
+        let text = current.to_string().to_ascii_lowercase();
+        if text.contains("corrupt message") || text.contains("invalidcontenttype") {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}
+
 fn count(name: &'static str, account: &str, result: &'static str) {
     metrics::counter!(name, "account" => account.to_owned(), "result" => result).increment(1);
 }
 
 impl SmtpConnector {
     pub fn new(settings: SmtpSettings) -> Self {
+        let hello_name = ClientId::Domain(settings.ehlo_name.clone());
         Self {
             settings,
-            hello_name: ClientId::default(),
+            hello_name,
             pool: Arc::default(),
         }
     }
@@ -237,29 +278,39 @@ impl SmtpConnector {
             }
         }
         let mut connection = result?;
+        let command_s = self.settings.timeouts.command_s;
         // lettre does not record PIPELINING among the server's extensions; ask once per connection.
-        let pipelining = match connection.command(Ehlo::new(self.hello_name.clone())).await {
-            Ok(reply) => reply
-                .message()
-                .any(|line| line.trim().eq_ignore_ascii_case("PIPELINING")),
-            Err(error) => return Err(classify(&error, "EHLO")),
-        };
+        let pipelining = within(command_s, "EHLO", async {
+            connection
+                .command(Ehlo::new(self.hello_name.clone()))
+                .await
+                .map_err(|error| classify(&error, "EHLO"))
+        })
+        .await?
+        .message()
+        .any(|line| line.trim().eq_ignore_ascii_case("PIPELINING"));
         if let (Some(username), Some(password)) = (&self.settings.username, &self.settings.password)
         {
             let credentials = Credentials::new(username.clone(), password.clone());
-            match connection
-                .auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
-                .await
-            {
+            let authenticated = within(command_s, "AUTH", async {
+                connection
+                    .auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
+                    .await
+                    .map_err(|error| {
+                        let mut failure = classify(&error, "AUTH: authentication rejected");
+                        if failure.reply_code.is_none_or(|c| c == 535 || c >= 500) {
+                            failure.kind = crate::FailureKind::Permanent;
+                        }
+                        failure
+                    })
+            })
+            .await;
+            match authenticated {
                 Ok(_) => count("mailroom_smtp_authentications_total", account, "succeeded"),
-                Err(error) => {
+                Err(failure) => {
                     count("mailroom_smtp_authentications_total", account, "failed");
-                    tracing::warn!(event = "smtp_authentication_failed", account = %account, username = %username, error = %error, "SMTP authentication failed");
-                    connection.abort().await;
-                    let mut failure = classify(&error, "authentication rejected");
-                    if failure.reply_code.is_none_or(|c| c == 535 || c >= 500) {
-                        failure.kind = crate::FailureKind::Permanent;
-                    }
+                    tracing::warn!(event = "smtp_authentication_failed", account = %account, username = %username, error = %failure, "SMTP authentication failed");
+                    self.close(&mut connection).await;
                     return Err(failure);
                 }
             }
@@ -272,35 +323,53 @@ impl SmtpConnector {
     }
 
     async fn open_and_secure(&self) -> Result<AsyncSmtpConnection, SendError> {
+        let timeouts = self.settings.timeouts;
         match self.settings.security {
             Security::Tls => {
                 let tls = self.tls_parameters()?;
                 let socket = self.connect_tcp().await?;
                 let peer = socket.peer_addr().map_err(|e| {
-                    SendError::transient(None, format!("configuring the connection: {e}"))
+                    SendError::transient(None, format!("connecting: configuring the socket: {e}"))
                 })?;
-                let secured = tokio::time::timeout(
-                    self.settings.timeout,
-                    SecuredStream::handshake(socket, peer, tls),
-                )
-                .await
-                .map_err(|_| SendError::transient(None, "the TLS handshake timed out"))?
-                .map_err(|e| classify(&e, "connecting with TLS"))?;
+                let secured = within(timeouts.connect_s, "connecting: TLS handshake", async {
+                    SecuredStream::handshake(socket, peer, tls)
+                        .await
+                        .map_err(|e| {
+                            if looks_like_plain_text_port(&e) {
+                                SendError::permanent(
+                                    None,
+                                    format!(
+                                        "connecting: the server at {}:{} does not speak TLS on connect; it is probably a \
+                                         plain or STARTTLS port: choose security \"starttls\" (usually port 587) or \
+                                         \"none\", or the implicit-TLS port (usually 465)",
+                                        self.settings.host, self.settings.port
+                                    ),
+                                )
+                            } else {
+                                classify(&e, "connecting: TLS handshake")
+                            }
+                        })
+                })
+                .await?;
                 self.greet(Box::new(secured)).await
             }
             Security::Starttls => {
                 let mut connection = self.connect_plain().await?;
                 if !connection.can_starttls() {
-                    connection.abort().await;
+                    self.close(&mut connection).await;
                     return Err(SendError::permanent(
                         None,
-                        "the server does not offer STARTTLS; choose security \"none\" or \"tls\"",
+                        "STARTTLS: the server does not offer STARTTLS; choose security \"none\" or \"tls\"",
                     ));
                 }
-                connection
-                    .starttls(self.tls_parameters()?, &self.hello_name)
-                    .await
-                    .map_err(|e| classify(&e, "STARTTLS"))?;
+                let tls = self.tls_parameters()?;
+                within(timeouts.command_s, "STARTTLS", async {
+                    connection
+                        .starttls(tls, &self.hello_name)
+                        .await
+                        .map_err(|e| classify(&e, "STARTTLS"))
+                })
+                .await?;
                 Ok(connection)
             }
             Security::None => self.connect_plain().await,
@@ -318,52 +387,55 @@ impl SmtpConnector {
         &self,
         stream: Box<dyn lettre::transport::smtp::client::AsyncTokioStream>,
     ) -> Result<AsyncSmtpConnection, SendError> {
-        tokio::time::timeout(
-            self.settings.timeout,
+        let seconds = self.settings.timeouts.greeting_s;
+        let greeted = tokio::time::timeout(
+            Duration::from_secs(u64::from(seconds)),
             AsyncSmtpConnection::connect_with_transport(stream, &self.hello_name),
         )
-        .await
-        .map_err(|_| SendError::transient(None, "waiting for the server greeting timed out"))?
-        .map_err(|e| classify(&e, "greeting"))
+        .await;
+        match greeted {
+            Ok(connected) => connected.map_err(|e| classify(&e, "greeting")),
+            Err(_) => {
+                // A server waiting for a TLS ClientHello says nothing: the usual cause of a silent
+                // server is an implicit-TLS port reached without TLS.
+                let hint = if self.settings.security != Security::Tls {
+                    " (if this is an implicit-TLS port such as 465, choose security \"tls\")"
+                } else {
+                    ""
+                };
+                Err(SendError::transient(
+                    None,
+                    format!("greeting: no greeting within {seconds} s{hint}"),
+                ))
+            }
+        }
     }
 
     /// Opens a TCP connection with Nagle's algorithm off. Without TCP_NODELAY the last segment of each
     /// message waits for the server's delayed ACK (about 40 ms per message).
     async fn connect_tcp(&self) -> Result<tokio::net::TcpStream, SendError> {
         let address = (self.settings.host.as_str(), self.settings.port);
-        let stream = tokio::time::timeout(
-            self.settings.timeout,
-            tokio::net::TcpStream::connect(address),
-        )
-        .await
-        .map_err(|_| {
-            SendError::transient(
-                None,
-                format!(
-                    "connecting: timed out after {} s",
-                    self.settings.timeout.as_secs()
-                ),
-            )
-        })?
-        .map_err(|e| {
-            SendError::transient(
-                None,
-                format!(
-                    "connecting to {}:{}: {e}",
-                    self.settings.host, self.settings.port
-                ),
-            )
+        let stream = within(self.settings.timeouts.connect_s, "connecting", async {
+            tokio::net::TcpStream::connect(address).await.map_err(|e| {
+                SendError::transient(
+                    None,
+                    format!(
+                        "connecting to {}:{}: {e}",
+                        self.settings.host, self.settings.port
+                    ),
+                )
+            })
+        })
+        .await?;
+        stream.set_nodelay(true).map_err(|e| {
+            SendError::transient(None, format!("connecting: configuring the socket: {e}"))
         })?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| SendError::transient(None, format!("configuring the connection: {e}")))?;
         Ok(stream)
     }
 
     /// A connection for one transaction: an idle one, a new one while the account has room, or else a
-    /// place in line — behind a transaction in progress (`true`: this one's `group` is then already
-    /// written) or for the next connection to come free.
-    async fn checkout(&self, group: Option<&str>) -> Result<(Session, bool), SendError> {
+    /// place in line for the next connection to come free.
+    async fn checkout(&self) -> Result<Session, SendError> {
         enum Next {
             Idle(Box<IdleConnection>),
             Open(OpenSlot),
@@ -381,10 +453,7 @@ impl SmtpConnector {
                     })
                 } else {
                     let (handoff, receiver) = oneshot::channel();
-                    pool.waiting.push_back(Waiter {
-                        group: group.map(str::to_owned),
-                        handoff,
-                    });
+                    pool.waiting.push_back(handoff);
                     Next::Wait(receiver)
                 }
             };
@@ -398,16 +467,13 @@ impl SmtpConnector {
                         && (idle_since.elapsed() < CHECK_IDLE_AFTER
                             || session.connection.test_connected().await)
                     {
-                        return Ok((session, false));
+                        return Ok(session);
                     }
                 }
-                Next::Open(slot) => return Ok((self.connect(slot).await?, false)),
+                Next::Open(slot) => return self.connect(slot).await,
                 Next::Wait(receiver) => match receiver.await {
-                    Ok(Handoff::Fresh(session)) => return Ok((session, false)),
-                    Ok(Handoff::Chained(session)) => return Ok((session, true)),
-                    Ok(Handoff::Connect(slot)) => return Ok((self.connect(slot).await?, false)),
-                    // The transaction this one rode behind failed before handing over: nothing of
-                    // this one was accepted, so it starts again.
+                    Ok(Handoff::Fresh(session)) => return Ok(*session),
+                    Ok(Handoff::Connect(slot)) => return self.connect(slot).await,
                     Err(_) => {}
                 },
             }
@@ -436,12 +502,19 @@ impl SmtpConnector {
                     }
                 }
             };
-            match waiter.handoff.send(Handoff::Fresh(session)) {
+            match waiter.send(Handoff::Fresh(Box::new(session))) {
                 Ok(()) => return,
-                Err(Handoff::Fresh(returned)) => session = returned,
+                Err(Handoff::Fresh(returned)) => session = *returned,
                 Err(_) => unreachable!("the handoff sent was Fresh"),
             }
         }
+    }
+
+    /// Closes a connection after a failure: QUIT (lettre's `abort`), but waiting no longer than a
+    /// command's timeout for a server that does not answer it.
+    async fn close(&self, connection: &mut AsyncSmtpConnection) {
+        let limit = Duration::from_secs(u64::from(self.settings.timeouts.command_s));
+        let _ = tokio::time::timeout(limit.min(Duration::from_secs(5)), connection.abort()).await;
     }
 
     /// Counts a connection opened outside the limit (testing the account's settings).
@@ -452,29 +525,13 @@ impl SmtpConnector {
         }
     }
 
-    /// The first transaction still waiting, if it can ride behind this one's content. Only the
-    /// first: taking a later one could leave one that cannot be chained (non-ASCII, very large)
-    /// waiting for as long as chainable mail keeps coming.
-    fn take_chainable(&self) -> Option<(String, oneshot::Sender<Handoff>)> {
-        let mut pool = self.pool.lock().expect("pool lock");
-        while pool
-            .waiting
-            .front()
-            .is_some_and(|waiter| waiter.handoff.is_closed())
-        {
-            pool.waiting.pop_front();
-        }
-        pool.waiting.front()?.group.as_ref()?;
-        let waiter = pool.waiting.pop_front()?;
-        Some((waiter.group?, waiter.handoff))
-    }
-
-    /// MAIL (with the parameters non-ASCII addresses or content need), every RCPT and DATA.
-    fn group_for(
+    /// The MAIL parameters that non-ASCII addresses or content need, or a permanent failure when the
+    /// server lacks the extension.
+    fn mail_parameters(
         connection: &AsyncSmtpConnection,
         envelope: &Envelope,
-        content: &str,
-    ) -> Result<String, SendError> {
+        content_is_ascii: bool,
+    ) -> Result<Vec<MailParameter>, SendError> {
         let mut parameters = Vec::new();
         if !envelope_is_ascii(envelope) {
             if !connection
@@ -483,168 +540,173 @@ impl SmtpConnector {
             {
                 return Err(SendError::permanent(
                     None,
-                    "the envelope has non-ASCII addresses but the server does not offer SMTPUTF8",
+                    "MAIL FROM: the envelope has non-ASCII addresses but the server does not offer SMTPUTF8",
                 ));
             }
             parameters.push(MailParameter::SmtpUtfEight);
         }
-        if !content.is_ascii() {
+        if !content_is_ascii {
             if !connection
                 .server_info()
                 .supports_feature(Extension::EightBitMime)
             {
                 return Err(SendError::permanent(
                     None,
-                    "the message has 8-bit content but the server does not offer 8BITMIME",
+                    "MAIL FROM: the message has 8-bit content but the server does not offer 8BITMIME",
                 ));
             }
             parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        Ok(group_with(envelope, parameters))
+        Ok(parameters)
     }
 
-    /// Reads the replies to a group — MAIL, each RCPT, DATA — in order. `written` is the result of
-    /// the write that carried the group (it read the MAIL reply), or `None` when another transaction
-    /// wrote it. A network failure ends the transaction at once; a refusal is remembered and the
-    /// remaining replies are still read, so that the connection stays in step.
-    async fn group_replies(
-        connection: &mut AsyncSmtpConnection,
-        recipients: usize,
-        mut written: Option<Result<Response, lettre::transport::smtp::Error>>,
-    ) -> Result<(), SendError> {
-        let mut first_error = None;
-        for reply in 0..recipients + 2 {
-            let result = match written.take() {
-                Some(result) => result,
-                None => connection.read_response().await,
-            };
-            match result {
-                Ok(_) => {}
-                Err(error) if !error.is_response() => return Err(classify(&error, "sending")),
-                Err(error) => {
-                    let stage = match reply {
-                        0 => "MAIL FROM",
-                        n if n <= recipients => "RCPT TO",
-                        _ => "DATA",
-                    };
-                    first_error.get_or_insert_with(|| classify(&error, stage));
-                }
-            }
+    /// The stage of the `index`-th reply to a MAIL, RCPT…, DATA group.
+    fn stage_of(index: usize, envelope: &Envelope) -> String {
+        let recipients = envelope.to();
+        match index {
+            0 => "MAIL FROM".to_owned(),
+            n if n <= recipients.len() => format!("RCPT TO <{}>", recipients[n - 1]),
+            _ => "DATA".to_owned(),
         }
-        first_error.map_or(Ok(()), Err)
     }
 
-    /// Writes the dot-stuffed content and reads its reply. When a transaction waits for a connection
-    /// and may ride behind this one, its group goes out in the same write, and it is returned so that
-    /// the connection can be handed to it.
-    async fn send_content(
+    /// MAIL, every RCPT and DATA: as one write when the server offers PIPELINING (then every reply is
+    /// read, so that the connection stays in step, and the first refusal is returned), else one by
+    /// one.
+    async fn envelope_and_data(
         &self,
         session: &mut Session,
-        content: &str,
-    ) -> (
-        Result<Response, SendError>,
-        Option<oneshot::Sender<Handoff>>,
-    ) {
-        let next = session.pipelining.then(|| self.take_chainable()).flatten();
-        let result = match &next {
-            Some((group, _)) => {
-                metrics::counter!("mailroom_smtp_chained_transactions_total", "account" => self.settings.account_label.clone())
-                    .increment(1);
-                let mut both = String::with_capacity(content.len() + group.len());
-                both.push_str(content);
-                both.push_str(group);
-                session.connection.command(Raw(&both)).await
+        envelope: &Envelope,
+        parameters: Vec<MailParameter>,
+    ) -> Result<(), SendError> {
+        let command_s = self.settings.timeouts.command_s;
+        let connection = &mut session.connection;
+        if session.pipelining {
+            let group = group_with(envelope, parameters);
+            let replies = envelope.to().len() + 2;
+            let mut first_error = None;
+            for index in 0..replies {
+                let stage = Self::stage_of(index, envelope);
+                let reply = async {
+                    if index == 0 {
+                        connection.command(Raw(&group)).await
+                    } else {
+                        connection.read_response().await
+                    }
+                };
+                match tokio::time::timeout(Duration::from_secs(u64::from(command_s)), reply).await {
+                    Err(_) => {
+                        return Err(SendError::transient(
+                            None,
+                            format!("{stage}: no answer within {command_s} s"),
+                        ));
+                    }
+                    Ok(Ok(_)) => {}
+                    // The connection failed or the reply was garbled: no more replies will come.
+                    Ok(Err(error)) if error.status().is_none() => {
+                        return Err(classify(&error, &stage));
+                    }
+                    Ok(Err(error)) => {
+                        first_error.get_or_insert_with(|| classify(&error, &stage));
+                    }
+                }
             }
-            None => session.connection.command(Raw(content)).await,
+            return first_error.map_or(Ok(()), Err);
+        }
+        let mail = Mail::new(envelope.from().cloned(), parameters);
+        within(command_s, "MAIL FROM", async {
+            connection
+                .command(mail)
+                .await
+                .map_err(|e| classify(&e, "MAIL FROM"))
+        })
+        .await?;
+        for (index, recipient) in envelope.to().iter().enumerate() {
+            let stage = Self::stage_of(index + 1, envelope);
+            within(command_s, &stage, async {
+                connection
+                    .command(Rcpt::new(recipient.clone(), vec![]))
+                    .await
+                    .map_err(|e| classify(&e, &stage))
+            })
+            .await?;
+        }
+        within(command_s, "DATA", async {
+            connection
+                .command(Data)
+                .await
+                .map_err(|e| classify(&e, "DATA"))
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Writes the content with its final "." and reads the reply, within `end_of_data_s`. A failure
+    /// without a reply code leaves the outcome unknown.
+    async fn content(
+        &self,
+        session: &mut Session,
+        stuffed: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<Response, SendError> {
+        let seconds = self.settings.timeouts.end_of_data_s;
+        let sending = async {
+            match stuffed {
+                Some(content) => session.connection.command(Raw(content)).await,
+                None => session.connection.message(bytes).await,
+            }
         };
-        (
-            result.map_err(|e| classify(&e, "sending")),
-            next.map(|(_, handoff)| handoff),
-        )
+        match tokio::time::timeout(Duration::from_secs(u64::from(seconds)), sending).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(classify_end_of_data(&error)),
+            Err(_) => Err(SendError::unknown(format!(
+                "end of data: no answer within {seconds} s after the whole message was sent; the server may have accepted it"
+            ))),
+        }
     }
 
     async fn send_once(&self, message: &OutgoingMessage) -> Result<Delivered, SendError> {
         let from = Address::from_str(message.envelope_from.as_str()).map_err(|e| {
             SendError::permanent(
                 None,
-                format!("invalid sender {}: {e}", message.envelope_from),
+                format!("MAIL FROM: invalid sender {}: {e}", message.envelope_from),
             )
         })?;
         let recipients = message
             .recipients
             .iter()
             .map(|r| {
-                Address::from_str(r.as_str())
-                    .map_err(|e| SendError::permanent(None, format!("invalid recipient {r}: {e}")))
+                Address::from_str(r.as_str()).map_err(|e| {
+                    SendError::permanent(None, format!("RCPT TO <{r}>: invalid recipient: {e}"))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let envelope = Envelope::new(Some(from), recipients)
-            .map_err(|e| SendError::permanent(None, format!("invalid envelope: {e}")))?;
+            .map_err(|e| SendError::permanent(None, format!("MAIL FROM: invalid envelope: {e}")))?;
         let stuffed = (message.bytes.len() <= ONE_WRITE_LIMIT)
             .then(|| String::from_utf8(dot_stuffed(&message.bytes)).ok())
             .flatten();
-        // Plain ASCII needs no MAIL parameters, so the group can be written on any connection.
-        let chainable = stuffed
-            .as_deref()
-            .filter(|content| content.is_ascii() && envelope_is_ascii(&envelope))
-            .map(|_| group_with(&envelope, Vec::new()));
-        let (mut session, chained) = self.checkout(chainable.as_deref()).await?;
-        let recipients = envelope.to().len();
-        let (result, next) = match (&stuffed, chained) {
-            (Some(content), true) => {
-                match Self::group_replies(&mut session.connection, recipients, None).await {
-                    Ok(()) => self.send_content(&mut session, content).await,
-                    Err(error) => (Err(error), None),
-                }
-            }
-            (Some(content), false) if session.pipelining => {
-                let accepted = match Self::group_for(&session.connection, &envelope, content) {
-                    Ok(group) => {
-                        let written = session.connection.command(Raw(&group)).await;
-                        Self::group_replies(&mut session.connection, recipients, Some(written))
-                            .await
-                    }
-                    Err(error) => Err(error),
-                };
-                match accepted {
-                    Ok(()) => self.send_content(&mut session, content).await,
-                    Err(error) => (Err(error), None),
-                }
-            }
-            _ => (
-                session
-                    .connection
-                    .send(&envelope, &message.bytes)
-                    .await
-                    .map_err(|e| classify(&e, "sending")),
-                None,
-            ),
-        };
+        let mut session = self.checkout().await?;
+        let result = async {
+            let parameters =
+                Self::mail_parameters(&session.connection, &envelope, message.bytes.is_ascii())?;
+            self.envelope_and_data(&mut session, &envelope, parameters)
+                .await?;
+            self.content(&mut session, stuffed.as_deref(), &message.bytes)
+                .await
+        }
+        .await;
         match result {
             Ok(response) => {
-                let delivered = Delivered {
+                self.checkin(session);
+                Ok(Delivered {
                     reply_code: Some(u16::from(response.code())),
                     reply_text: reply_text(&response),
-                };
-                match next {
-                    Some(handoff) => {
-                        if let Err(Handoff::Chained(mut session)) =
-                            handoff.send(Handoff::Chained(session))
-                        {
-                            // It stopped waiting after its group went out: the connection is in
-                            // the middle of its transaction. Closing it delivers nothing of it.
-                            session.connection.abort().await;
-                        }
-                    }
-                    None => self.checkin(session),
-                }
-                Ok(delivered)
+                })
             }
             Err(error) => {
-                // A failed transaction leaves the connection in an unknown state: close it. A
-                // transaction chained behind this one learns that it must start again.
-                session.connection.abort().await;
-                drop(next);
+                // A failed transaction leaves the connection in an unknown state: close it.
+                self.close(&mut session.connection).await;
                 Err(error)
             }
         }
@@ -679,30 +741,21 @@ impl Connector for SmtpConnector {
         )
     }
 
+    /// Each stage has its own timeout, so a send needs no overall one.
     async fn send(&self, message: &OutgoingMessage) -> Result<Delivered, SendError> {
-        // Large messages get more time: a minute plus one second per 100 KiB.
-        let budget =
-            self.settings.timeout + Duration::from_secs(60 + message.bytes.len() as u64 / 102_400);
-        match tokio::time::timeout(budget, self.send_once(message)).await {
-            Ok(result) => result,
-            Err(_) => Err(SendError::transient(
-                None,
-                format!(
-                    "the SMTP transaction timed out after {} s",
-                    budget.as_secs()
-                ),
-            )),
-        }
+        self.send_once(message).await
     }
 
+    /// The same stages and timeouts as a send, up to authentication.
     async fn test_connection(&self) -> Result<String, SendError> {
-        let Session { mut connection, .. } =
-            tokio::time::timeout(self.settings.timeout * 2, self.connect(self.extra_slot()))
-                .await
-                .map_err(|_| SendError::transient(None, "connecting timed out"))??;
+        let Session { mut connection, .. } = self.connect(self.extra_slot()).await?;
         // lettre sees an implicit-TLS connection's secured stream as its plain transport.
         let encrypted = connection.is_encrypted() || self.settings.security == Security::Tls;
-        let _ = connection.quit().await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(u64::from(self.settings.timeouts.command_s)),
+            connection.quit(),
+        )
+        .await;
         Ok(format!(
             "connected to {}:{}{}{}",
             self.settings.host,
@@ -774,50 +827,6 @@ mod tests {
         );
     }
 
-    /// With one connection allowed and a second transaction waiting, the first writes its content and
-    /// the second's MAIL, RCPT and DATA together, and the second carries on on the same connection.
-    /// The server answers the first content only once the second's DATA has arrived: a client that
-    /// waited for that answer first would stall until the test's timeout.
-    #[tokio::test]
-    async fn a_waiting_transaction_rides_behind_the_content_of_the_one_in_progress() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (first_group_arrived, group_seen) = tokio::sync::oneshot::channel();
-        let (go_on, go) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let (mut socket, content_and_next) =
-                first_content_and_next_group(&listener, first_group_arrived, go).await;
-            socket
-                .write_all(b"250 queued as 1\r\n250 Ok\r\n250 Ok\r\n354 go ahead\r\n")
-                .await
-                .unwrap();
-            let mut second_content = Vec::new();
-            read_until(&mut socket, &mut second_content, b"\r\n.\r\n").await;
-            socket.write_all(b"250 queued as 2\r\n").await.unwrap();
-            String::from_utf8(content_and_next).unwrap()
-        });
-        let (connector, first, second) =
-            send_two_with_the_second_waiting(port, group_seen, go_on).await;
-        let limit = Duration::from_secs(10);
-        let first = tokio::time::timeout(limit, first)
-            .await
-            .expect("the first content waited for its reply before the second group went out")
-            .unwrap()
-            .unwrap();
-        let second = tokio::time::timeout(limit, second)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(first.reply_text.contains("queued as 1"), "{first:?}");
-        assert!(second.reply_text.contains("queued as 2"), "{second:?}");
-        assert_eq!(
-            server.await.unwrap(),
-            "Subject: 1\r\n\r\nbody 1\r\n.\r\nMAIL FROM:<sales@example.com>\r\nRCPT TO:<buyer2@example.com>\r\nDATA\r\n"
-        );
-        assert_eq!(connector.pool.lock().unwrap().open, 1);
-    }
-
     #[tokio::test]
     async fn a_dropped_connector_closes_its_idle_connections() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -867,65 +876,28 @@ mod tests {
             username: None,
             password: None,
             max_connections: 1,
-            timeout: Duration::from_secs(5),
+            timeouts: SmtpTimeouts {
+                connect_s: 5,
+                greeting_s: 5,
+                command_s: 5,
+                end_of_data_s: 5,
+            },
+            ehlo_name: "client.example.com".into(),
             extra_root_certificates: Vec::new(),
         })
     }
 
-    type Sending = tokio::task::JoinHandle<Result<Delivered, SendError>>;
-
-    /// Starts sending message 1 over one connection; once the server has its MAIL/RCPT/DATA
-    /// (`group_seen`), starts message 2, and once that one waits for the connection lets the server go
-    /// on.
-    async fn send_two_with_the_second_waiting(
-        port: u16,
-        group_seen: tokio::sync::oneshot::Receiver<()>,
-        go_on: tokio::sync::oneshot::Sender<()>,
-    ) -> (Arc<SmtpConnector>, Sending, Sending) {
-        let connector = Arc::new(one_connection(port));
-        let message = |n: u32| OutgoingMessage {
-            envelope_from: EmailAddress::parse("sales@example.com").unwrap(),
-            recipients: vec![EmailAddress::parse(&format!("buyer{n}@example.com")).unwrap()],
-            bytes: Arc::new(format!("Subject: {n}\r\n\r\nbody {n}\r\n").into_bytes()),
-            message_id: format!("<{n}@example.com>"),
+    /// The same with shorter timeouts and another security mode.
+    fn quick_connection(port: u16, seconds: u32, security: Security) -> SmtpConnector {
+        let mut connector = one_connection(port);
+        connector.settings.timeouts = SmtpTimeouts {
+            connect_s: seconds,
+            greeting_s: seconds,
+            command_s: seconds,
+            end_of_data_s: seconds,
         };
-        let first = tokio::spawn({
-            let connector = connector.clone();
-            async move { connector.send(&message(1)).await }
-        });
-        group_seen.await.unwrap();
-        let second = tokio::spawn({
-            let connector = connector.clone();
-            async move { connector.send(&message(2)).await }
-        });
-        while connector.pool.lock().unwrap().waiting.is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        go_on.send(()).unwrap();
-        (connector, first, second)
-    }
-
-    /// The server side of the first transaction up to its content: it signals once the first group
-    /// has arrived, answers it when told to go on, and returns what came with the content — up to
-    /// the next group's DATA.
-    async fn first_content_and_next_group(
-        listener: &TcpListener,
-        group_arrived: tokio::sync::oneshot::Sender<()>,
-        go: tokio::sync::oneshot::Receiver<()>,
-    ) -> (tokio::net::TcpStream, Vec<u8>) {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        greet(&mut socket).await;
-        let mut group = Vec::new();
-        read_until(&mut socket, &mut group, b"DATA\r\n").await;
-        group_arrived.send(()).unwrap();
-        go.await.unwrap();
-        socket
-            .write_all(b"250 Ok\r\n250 Ok\r\n354 go ahead\r\n")
-            .await
-            .unwrap();
-        let mut content_and_next = Vec::new();
-        read_until(&mut socket, &mut content_and_next, b"DATA\r\n").await;
-        (socket, content_and_next)
+        connector.settings.security = security;
+        connector
     }
 
     /// Plays the server's side of one pipelined transaction: accepts MAIL, RCPT and DATA once all
@@ -970,57 +942,185 @@ mod tests {
         }
     }
 
-    /// When the transaction in front is refused, the one chained behind it was not accepted either:
-    /// it starts again on a new connection and is delivered.
+    /// Reads a greeting, both EHLOs and one transaction up to its final "."; then `after_dot` plays
+    /// the server's part.
+    async fn up_to_the_final_dot(socket: &mut tokio::net::TcpStream) {
+        greet(socket).await;
+        let mut group = Vec::new();
+        read_until(socket, &mut group, b"DATA\r\n").await;
+        socket
+            .write_all(b"250 Ok\r\n250 Ok\r\n354 go ahead\r\n")
+            .await
+            .unwrap();
+        let mut content = Vec::new();
+        read_until(socket, &mut content, b"\r\n.\r\n").await;
+    }
+
     #[tokio::test]
-    async fn a_transaction_chained_behind_a_refused_one_starts_again_on_a_new_connection() {
+    async fn a_connection_lost_after_the_final_dot_leaves_the_outcome_unknown() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (first_group_arrived, group_seen) = tokio::sync::oneshot::channel();
-        let (go_on, go) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let (mut socket, content_and_next) =
-                first_content_and_next_group(&listener, first_group_arrived, go).await;
-            assert!(
-                content_and_next.ends_with(b"\r\n.\r\nMAIL FROM:<sales@example.com>\r\nRCPT TO:<buyer2@example.com>\r\nDATA\r\n"),
-                "the second transaction was not chained behind the first"
-            );
-            socket
-                .write_all(b"554 5.7.1 content refused\r\n")
-                .await
-                .unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            up_to_the_final_dot(&mut socket).await;
             drop(socket);
+        });
+        let error = one_connection(port)
+            .send(&to_buyer(b"Subject: lost\r\n\r\nbody\r\n"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, crate::FailureKind::Unknown, "{error}");
+        assert!(error.message.starts_with("end of data"), "{error}");
+        assert!(error.message.contains("may have accepted"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn no_answer_to_the_final_dot_within_its_timeout_leaves_the_outcome_unknown() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            up_to_the_final_dot(&mut socket).await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        });
+        let error = quick_connection(port, 1, Security::None)
+            .send(&to_buyer(b"Subject: slow\r\n\r\nbody\r\n"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, crate::FailureKind::Unknown, "{error}");
+        assert!(error.message.contains("no answer within 1 s"), "{error}");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_refused_recipient_names_its_stage_and_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
             greet(&mut socket).await;
-            one_transaction(&mut socket, b"250 queued as 2\r\n").await
+            let mut group = Vec::new();
+            read_until(&mut socket, &mut group, b"DATA\r\n").await;
+            socket
+                .write_all(b"250 Ok\r\n550 5.1.1 no such user\r\n554 no valid recipients\r\n")
+                .await
+                .unwrap();
+            let mut quit = Vec::new();
+            read_until(&mut socket, &mut quit, b"\r\n").await;
+            let _ = socket.write_all(b"221 Bye\r\n").await;
         });
-        let (connector, first, second) =
-            send_two_with_the_second_waiting(port, group_seen, go_on).await;
-        let limit = Duration::from_secs(10);
-        let refused = tokio::time::timeout(limit, first)
+        let error = one_connection(port)
+            .send(&to_buyer(b"Subject: x\r\n\r\nbody\r\n"))
             .await
-            .unwrap()
-            .unwrap()
             .unwrap_err();
-        assert_eq!(
-            (refused.kind, refused.reply_code),
-            (crate::FailureKind::Permanent, Some(554))
-        );
-        let delivered = tokio::time::timeout(limit, second)
-            .await
-            .expect("the chained transaction never started again")
-            .unwrap()
-            .unwrap();
+        assert_eq!(error.kind, crate::FailureKind::Permanent);
+        assert_eq!(error.reply_code, Some(550));
         assert!(
-            delivered.reply_text.contains("queued as 2"),
-            "{delivered:?}"
+            error.message.starts_with("RCPT TO <buyer@example.com>: "),
+            "{error}"
         );
-        let (group, content) = server.await.unwrap();
-        assert_eq!(
-            group,
-            "MAIL FROM:<sales@example.com>\r\nRCPT TO:<buyer2@example.com>\r\nDATA\r\n"
-        );
-        assert_eq!(content, "Subject: 2\r\n\r\nbody 2\r\n.\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out_at_the_greeting_in_a_test_and_in_a_send_alike() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let mut sockets = Vec::new();
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                sockets.push(socket);
+            }
+        });
+        let connector = quick_connection(port, 1, Security::None);
+        let started = Instant::now();
+        let tested = connector.test_connection().await.unwrap_err();
+        let sent = connector
+            .send(&to_buyer(b"Subject: x\r\n\r\nbody\r\n"))
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(4));
+        for error in [&tested, &sent] {
+            assert_eq!(error.kind, crate::FailureKind::Transient);
+            assert!(
+                error
+                    .message
+                    .starts_with("greeting: no greeting within 1 s"),
+                "{error}"
+            );
+            assert!(error.message.contains("choose security \"tls\""), "{error}");
+        }
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn tls_against_a_plain_port_is_a_permanent_failure_that_says_what_to_change() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let _ = socket.write_all(b"220 plain ESMTP\r\n").await;
+                let mut hello = [0u8; 512];
+                let _ = socket.read(&mut hello).await;
+                let _ = socket.write_all(b"500 5.5.2 Error: bad syntax\r\n").await;
+            }
+        });
+        let connector = quick_connection(port, 5, Security::Tls);
+        for error in [
+            connector.test_connection().await.unwrap_err(),
+            connector
+                .send(&to_buyer(b"Subject: x\r\n\r\nbody\r\n"))
+                .await
+                .unwrap_err(),
+        ] {
+            assert_eq!(error.kind, crate::FailureKind::Permanent, "{error}");
+            assert!(error.message.contains("does not speak TLS"), "{error}");
+            assert!(error.message.contains("starttls"), "{error}");
+        }
+        server.abort();
+    }
+
+    /// Nothing rides behind a final ".": with a second message waiting for the only connection, the
+    /// server sees the first message end and nothing else until it has answered it, so the outcome of
+    /// the first is known (and recorded) as soon as the server has it.
+    #[tokio::test]
+    async fn nothing_is_written_behind_a_final_dot_until_the_server_has_answered_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            up_to_the_final_dot(&mut socket).await;
+            let mut more = [0u8; 64];
+            let early =
+                tokio::time::timeout(Duration::from_millis(300), socket.read(&mut more)).await;
+            assert!(
+                early.is_err(),
+                "bytes arrived behind the final dot before its answer"
+            );
+            socket.write_all(b"250 queued as 1\r\n").await.unwrap();
+            one_transaction(&mut socket, b"250 queued as 2\r\n").await;
+        });
+        let connector = Arc::new(one_connection(port));
+        let message = |n: u32| OutgoingMessage {
+            envelope_from: EmailAddress::parse("sales@example.com").unwrap(),
+            recipients: vec![EmailAddress::parse("buyer@example.com").unwrap()],
+            bytes: Arc::new(format!("Subject: {n}\r\n\r\nbody {n}\r\n").into_bytes()),
+            message_id: format!("<{n}@example.com>"),
+        };
+        let first = tokio::spawn({
+            let connector = connector.clone();
+            async move { connector.send(&message(1)).await }
+        });
+        let second = tokio::spawn({
+            let connector = connector.clone();
+            async move { connector.send(&message(2)).await }
+        });
+        let first = first.await.unwrap().unwrap();
+        let second = second.await.unwrap().unwrap();
+        assert!(first.reply_text.contains("queued as 1"));
+        assert!(second.reply_text.contains("queued as 2"));
+        server.await.unwrap();
         assert_eq!(connector.pool.lock().unwrap().open, 1);
     }
 }

@@ -155,6 +155,104 @@ impl CredentialEndpoint<'_> {
     }
 }
 
+/// How long an SMTP client waits at each stage, in seconds. RFC 5321 §4.5.3.2 gives a client five
+/// minutes for the greeting and for each command and ten for the reply to the final ".". An API
+/// cannot hold a connection test for five minutes, so mailroom waits less before the content is
+/// sent; it keeps the RFC's ten minutes after the final ".", because giving up there leaves the
+/// outcome unknown (the server may be scanning the message, and may accept it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpTimeouts {
+    /// Opening the TCP connection (and the TLS handshake of implicit TLS).
+    pub connect_s: u32,
+    /// The server's 220 greeting.
+    pub greeting_s: u32,
+    /// The reply to each command: EHLO, STARTTLS, AUTH, MAIL FROM, RCPT TO, DATA.
+    pub command_s: u32,
+    /// The reply to the final "." that ends the content.
+    pub end_of_data_s: u32,
+}
+
+impl Default for SmtpTimeouts {
+    fn default() -> Self {
+        Self {
+            connect_s: 30,
+            greeting_s: 60,
+            command_s: 60,
+            end_of_data_s: 600,
+        }
+    }
+}
+
+/// Options of an SMTP account beyond its server and limits.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpOptions {
+    pub timeouts: SmtpTimeouts,
+    /// Whether a message whose attempt had an unknown outcome (the connection was lost or timed out
+    /// after the final ".") is sent again. MTAs do (a duplicate is better than a loss); an account
+    /// that must never duplicate turns it off and the message fails, marked as possibly delivered.
+    pub retry_after_unknown: bool,
+    /// The name mailroom gives in EHLO; default the server's `hostname` setting.
+    pub ehlo_name: Option<String>,
+}
+
+impl Default for SmtpOptions {
+    fn default() -> Self {
+        Self {
+            timeouts: SmtpTimeouts::default(),
+            retry_after_unknown: true,
+            ehlo_name: None,
+        }
+    }
+}
+
+impl SmtpOptions {
+    /// Checks the ranges: every timeout 1 s to 1 hour; an EHLO name that is a domain or an address
+    /// literal.
+    pub fn validate(self) -> Result<Self, ValidationError> {
+        let timeouts = [
+            ("timeouts.connect_s", self.timeouts.connect_s),
+            ("timeouts.greeting_s", self.timeouts.greeting_s),
+            ("timeouts.command_s", self.timeouts.command_s),
+            ("timeouts.end_of_data_s", self.timeouts.end_of_data_s),
+        ];
+        for (field, seconds) in timeouts {
+            if !(1..=3600).contains(&seconds) {
+                return Err(ValidationError::new(
+                    field,
+                    "must be between 1 and 3600 seconds",
+                ));
+            }
+        }
+        if let Some(name) = &self.ehlo_name {
+            parse_ehlo_name(name)?;
+        }
+        Ok(self)
+    }
+}
+
+/// The name given in EHLO: a fully qualified domain name, or an address literal like `[192.0.2.1]`.
+pub fn parse_ehlo_name(raw: &str) -> Result<String, ValidationError> {
+    let literal = raw.starts_with('[') && raw.ends_with(']');
+    let domain = raw.len() <= 253
+        && raw.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if literal && raw[1..raw.len() - 1].parse::<std::net::IpAddr>().is_ok() || domain {
+        Ok(raw.to_owned())
+    } else {
+        Err(ValidationError::new(
+            "ehlo_name",
+            format!("{raw:?} is neither a domain name nor an address literal like [192.0.2.1]"),
+        ))
+    }
+}
+
 /// A host name or IP address to connect to.
 pub fn parse_host(raw: &str) -> Result<String, ValidationError> {
     let valid = !raw.is_empty()

@@ -26,6 +26,7 @@ string_enum!(
         Transient => "transient",
         Permanent => "permanent",
         Interrupted => "interrupted",
+        Unknown => "unknown",
     }
 );
 

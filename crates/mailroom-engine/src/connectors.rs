@@ -5,13 +5,13 @@ use mailroom_core::account::ConnectorKind;
 use mailroom_store::{Account, Store, StoreResult};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use uuid::Uuid;
 
 /// Settings shared by every connector of this process.
 #[derive(Debug, Clone)]
 pub struct ConnectorDefaults {
-    pub smtp_timeout: Duration,
+    /// This machine's name: the EHLO name of accounts that set none.
+    pub hostname: String,
     pub extra_root_certificates: Vec<Vec<u8>>,
     /// Every pickup folder lies under this root.
     pub pickup_root: std::path::PathBuf,
@@ -39,7 +39,12 @@ pub async fn build_connector(
             username: account.username.clone(),
             password: store.account_password(account.id).await?,
             max_connections: account.limits.concurrency_limit as usize,
-            timeout: defaults.smtp_timeout,
+            timeouts: account.options.timeouts,
+            ehlo_name: account
+                .options
+                .ehlo_name
+                .clone()
+                .unwrap_or_else(|| defaults.hostname.clone()),
             extra_root_certificates: defaults.extra_root_certificates.clone(),
         })),
     })
@@ -121,6 +126,7 @@ mod tests {
                     limits: AccountLimits::new(0, 2, 3).unwrap(),
                     substitute_mode: None,
                     substitute_address: None,
+                    options: Default::default(),
                 },
                 Some("secret"),
             )
@@ -128,7 +134,7 @@ mod tests {
             .unwrap();
         let cache = Arc::new(ConnectorCache::default());
         let defaults = ConnectorDefaults {
-            smtp_timeout: Duration::from_secs(5),
+            hostname: "client.example.com".into(),
             extra_root_certificates: Vec::new(),
             pickup_root: std::env::temp_dir(),
         };

@@ -55,7 +55,7 @@ impl Default for EngineConfig {
             prefetch_per_slot: 32,
             in_flow_delay: Duration::from_millis(100),
             connectors: ConnectorDefaults {
-                smtp_timeout: Duration::from_secs(30),
+                hostname: "localhost".into(),
                 extra_root_certificates: Vec::new(),
                 pickup_root: "pickup".into(),
             },
@@ -685,6 +685,38 @@ impl SendTask {
             Err(error) => {
                 let exhausted = message.attempts_used >= self.account.limits.max_attempts;
                 let (outcome, next, reply_text) = match error.kind {
+                    FailureKind::Unknown if !self.account.options.retry_after_unknown => (
+                        AttemptOutcome::Unknown,
+                        Outcome::Failed,
+                        format!(
+                            "{} — the server may have accepted the message; not sent again because the account's \
+                             retry_after_unknown is off",
+                            error.message
+                        ),
+                    ),
+                    FailureKind::Unknown if exhausted => (
+                        AttemptOutcome::Unknown,
+                        Outcome::Failed,
+                        format!(
+                            "{} — the server may have accepted the message (gave up after {} attempts)",
+                            error.message, message.attempts_used
+                        ),
+                    ),
+                    FailureKind::Unknown => {
+                        let delay = inner
+                            .config
+                            .retry
+                            .delay_ms(message.attempts_used, rand::thread_rng().r#gen::<f64>());
+                        (
+                            AttemptOutcome::Unknown,
+                            Outcome::RetryAt(finished_at + delay as i64),
+                            format!(
+                                "{} — the server may have accepted the message; sending again (retry_after_unknown), \
+                                 a copy may arrive twice with the same Message-ID",
+                                error.message
+                            ),
+                        )
+                    }
                     FailureKind::Permanent => (
                         AttemptOutcome::Permanent,
                         Outcome::Failed,

@@ -2,7 +2,9 @@
 //! default hands the role to the one remaining account, if exactly one remains.
 
 use crate::{Store, StoreError, StoreResult, now_ms};
-use mailroom_core::account::{AccountLimits, ConnectorKind, Security, SenderType, SubstituteMode};
+use mailroom_core::account::{
+    AccountLimits, ConnectorKind, Security, SenderType, SmtpOptions, SubstituteMode,
+};
 use mailroom_core::address::EmailAddress;
 use mailroom_core::scenario::DEFAULT_SCENARIO;
 use sqlx::Row;
@@ -29,6 +31,8 @@ pub struct Account {
     pub substitute_mode: Option<SubstituteMode>,
     /// The Send As / Send On Behalf address.
     pub substitute_address: Option<EmailAddress>,
+    /// Timeouts per stage, the EHLO name, and whether mail with an unknown outcome is sent again.
+    pub options: SmtpOptions,
     pub is_default: bool,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
@@ -50,6 +54,7 @@ pub struct AccountInput {
     pub limits: AccountLimits,
     pub substitute_mode: Option<SubstituteMode>,
     pub substitute_address: Option<EmailAddress>,
+    pub options: SmtpOptions,
 }
 
 /// What to do with an account's stored password.
@@ -62,7 +67,7 @@ pub enum PasswordChange {
 
 const ACCOUNT_COLUMNS: &str = "a.id, a.connector, a.name, a.email_address, a.sender_name, a.sender_type, a.host, a.port,
     a.security, a.username, a.password_encrypted IS NOT NULL AS has_password, a.pickup_dir, a.rate_limit_per_minute,
-    a.concurrency_limit, a.max_attempts, a.created_at, a.updated_at, a.substitute_mode, a.substitute_address,
+    a.concurrency_limit, a.max_attempts, a.created_at, a.updated_at, a.substitute_mode, a.substitute_address, a.options,
     EXISTS (SELECT 1 FROM scenarios s WHERE s.name = 'default' AND s.account_id = a.id) AS is_default";
 
 fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
@@ -97,6 +102,8 @@ fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
             .get::<Option<String>, _>("substitute_address")
             .map(|a| EmailAddress::parse(&a))
             .transpose()?,
+        options: serde_json::from_str(&row.get::<String, _>("options"))
+            .map_err(|_| corrupt("options"))?,
         is_default: row.get("is_default"),
         created_at_ms: row.get("created_at"),
         updated_at_ms: row.get("updated_at"),
@@ -163,11 +170,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE accounts SET substitute_mode = $2, substitute_address = $3 WHERE id = $1",
+            "UPDATE accounts SET substitute_mode = $2, substitute_address = $3, options = $4 WHERE id = $1",
         )
         .bind(id.to_string())
         .bind(input.substitute_mode.map(|m| m.as_str()))
         .bind(input.substitute_address.as_ref().map(ToString::to_string))
+        .bind(serde_json::to_string(&input.options).expect("options serialize"))
         .execute(&mut *tx)
         .await?;
         // A default account is required as soon as any account exists.
@@ -217,11 +225,12 @@ impl Store {
             return Err(StoreError::NotFound(format!("account {id}")));
         }
         sqlx::query(
-            "UPDATE accounts SET substitute_mode = $2, substitute_address = $3 WHERE id = $1",
+            "UPDATE accounts SET substitute_mode = $2, substitute_address = $3, options = $4 WHERE id = $1",
         )
         .bind(id.to_string())
         .bind(input.substitute_mode.map(|m| m.as_str()))
         .bind(input.substitute_address.as_ref().map(ToString::to_string))
+        .bind(serde_json::to_string(&input.options).expect("options serialize"))
         .execute(&mut *tx)
         .await?;
         let sealed = match password {

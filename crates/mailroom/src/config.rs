@@ -25,6 +25,8 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     /// Every pickup folder lies under this folder (default `<data-dir>/pickup`).
     pub pickup_root: Option<PathBuf>,
+    /// This machine's fully qualified name (default: the system's host name).
+    pub hostname: Option<String>,
     #[serde(default)]
     pub engine: EngineFileConfig,
     /// PEM files of extra root certificates trusted for SMTP TLS.
@@ -41,7 +43,6 @@ pub struct EngineFileConfig {
     pub rate_window_ms: Option<u64>,
     pub retry_base_ms: Option<u64>,
     pub retry_cap_ms: Option<u64>,
-    pub smtp_timeout_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
     pub prefetch_per_slot: Option<u32>,
     /// How long new mail may wait for room in its account's lane before it is queued (default 100).
@@ -88,7 +89,8 @@ pub struct Config {
     pub rate_window: Duration,
     pub retry_base: Duration,
     pub retry_cap: Duration,
-    pub smtp_timeout: Duration,
+    /// This machine's name: the default EHLO name and the domain of the default account's address.
+    pub hostname: String,
     pub shutdown_grace: Duration,
     pub prefetch_per_slot: u32,
     pub in_flow_delay: Duration,
@@ -173,7 +175,11 @@ impl Config {
             rate_window: ms(engine.rate_window_ms, 60_000),
             retry_base: ms(engine.retry_base_ms, 30_000),
             retry_cap: ms(engine.retry_cap_ms, 3_600_000),
-            smtp_timeout: ms(engine.smtp_timeout_ms, 30_000),
+            hostname: match file.hostname {
+                Some(name) => mailroom_core::account::parse_ehlo_name(&name)
+                    .map_err(|e| anyhow::anyhow!("hostname in the config file: {}", e.reason))?,
+                None => machine_hostname(),
+            },
             shutdown_grace: ms(engine.shutdown_grace_ms, 30_000),
             prefetch_per_slot: engine.prefetch_per_slot.unwrap_or(32),
             in_flow_delay: ms(engine.in_flow_delay_ms, 100),
@@ -181,6 +187,18 @@ impl Config {
             attachment_retention: ms(engine.attachment_retention_ms, 24 * 3600 * 1000),
             extra_root_certificates,
         })
+    }
+}
+
+/// The system's host name as lettre finds it, when it is a usable EHLO name; else `localhost`.
+fn machine_hostname() -> String {
+    match lettre::transport::smtp::extension::ClientId::default() {
+        lettre::transport::smtp::extension::ClientId::Domain(name)
+            if mailroom_core::account::parse_ehlo_name(&name).is_ok() =>
+        {
+            name
+        }
+        _ => "localhost".into(),
     }
 }
 

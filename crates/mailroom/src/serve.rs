@@ -78,6 +78,7 @@ async fn bootstrap(store: &Store, config: &Config) -> Result<()> {
                     )?,
                     substitute_mode: None,
                     substitute_address: None,
+                    options: Default::default(),
                 },
                 None,
             )
@@ -213,7 +214,7 @@ pub async fn run(config: Config) -> Result<()> {
             encode_budget_bytes: config.encode_budget_bytes,
             attachment_retention: config.attachment_retention,
             connectors: ConnectorDefaults {
-                smtp_timeout: config.smtp_timeout,
+                hostname: config.hostname.clone(),
                 extra_root_certificates: config.extra_root_certificates.clone(),
                 pickup_root: config.pickup_root.clone(),
             },

@@ -193,6 +193,64 @@ async fn a_connection_dropped_mid_transaction_is_retried_and_the_message_deliver
 }
 
 #[tokio::test]
+async fn a_connection_lost_after_the_final_dot_is_recorded_as_an_unknown_outcome() {
+    // smtp-sink hangs up on the final "." without answering: it may or may not have the message.
+    let sink = SmtpSink::start(&["-q", "."]).unwrap();
+    let server = start_server().await;
+    let retrying = server
+        .add_smtp_account("retrying", sink.port, json!({"max_attempts": 2}))
+        .await
+        .unwrap();
+    let cautious = server
+        .add_smtp_account(
+            "cautious",
+            sink.port,
+            json!({"max_attempts": 5, "retry_after_unknown": false}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        retrying["retry_after_unknown"], true,
+        "the default, as MTAs do"
+    );
+    assert_eq!(cautious["retry_after_unknown"], false);
+
+    for (account, attempts) in [(&retrying, 2), (&cautious, 1)] {
+        let id = id_of(
+            &server
+                .send(
+                    &json!({"to": ["a@example.com"], "subject": "s", "text": "t",
+                              "account_id": account["id"]}),
+                )
+                .await
+                .unwrap(),
+        );
+        let failed = server.wait_for_status(&id, "failed", WAIT).await.unwrap();
+        let recorded = failed["attempts"].as_array().unwrap();
+        assert_eq!(recorded.len(), attempts, "{failed:#}");
+        assert!(
+            recorded.iter().all(|a| a["outcome"] == "unknown"),
+            "{failed:#}"
+        );
+        assert!(
+            recorded[0]["reply_text"]
+                .as_str()
+                .unwrap()
+                .starts_with("end of data: "),
+            "{failed:#}"
+        );
+        assert_eq!(failed["possibly_delivered"], true);
+        assert!(
+            failed["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("may have accepted the message"),
+            "{failed:#}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn transient_failures_stop_after_the_accounts_maximum_number_of_attempts() {
     let sink = SmtpSink::start(&["-r", "MAIL"]).unwrap();
     let server = start_server().await;

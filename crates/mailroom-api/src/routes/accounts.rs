@@ -12,7 +12,8 @@ use axum::http::StatusCode;
 use mailroom_core::ValidationError;
 use mailroom_core::account::{
     AccountLimits, ConnectorKind, CredentialEndpoint, DEFAULT_CONCURRENCY_LIMIT,
-    DEFAULT_MAX_ATTEMPTS, Security, SenderType, SubstituteMode, parse_display_text, parse_host,
+    DEFAULT_MAX_ATTEMPTS, Security, SenderType, SmtpOptions, SmtpTimeouts, SubstituteMode,
+    parse_display_text, parse_host,
 };
 use mailroom_core::address::EmailAddress;
 use mailroom_store::{Account, AccountInput, PasswordChange};
@@ -45,6 +46,7 @@ struct RawAccount {
     max_attempts: i64,
     substitute_mode: Option<String>,
     substitute_address: Option<String>,
+    options: SmtpOptions,
 }
 
 fn validate(
@@ -52,6 +54,7 @@ fn validate(
     pickup_root: &std::path::Path,
 ) -> Result<AccountInput, ValidationError> {
     let name = parse_display_text("name", &raw.name)?;
+    let options = raw.options.validate()?;
     let email_address =
         EmailAddress::parse(raw.email_address.trim()).map_err(|e| e.at("email_address"))?;
     let sender_name = raw
@@ -146,6 +149,7 @@ fn validate(
                 limits,
                 substitute_mode,
                 substitute_address,
+                options,
             })
         }
         ConnectorKind::Pickup => {
@@ -183,6 +187,7 @@ fn validate(
                 limits,
                 substitute_mode,
                 substitute_address,
+                options,
             })
         }
     }
@@ -247,6 +252,14 @@ async fn create_account(
             max_attempts: body.max_attempts.unwrap_or(i64::from(DEFAULT_MAX_ATTEMPTS)),
             substitute_mode: body.substitute_mode,
             substitute_address: body.substitute_address,
+            options: SmtpOptions {
+                timeouts: body
+                    .timeouts
+                    .unwrap_or_default()
+                    .over(SmtpTimeouts::default()),
+                retry_after_unknown: body.retry_after_unknown.unwrap_or(true),
+                ehlo_name: body.ehlo_name,
+            },
         },
         &state.settings.pickup_root,
     )?;
@@ -344,6 +357,16 @@ async fn update_account(
             substitute_address: body
                 .substitute_address
                 .unwrap_or_else(|| current.substitute_address.as_ref().map(ToString::to_string)),
+            options: SmtpOptions {
+                timeouts: body
+                    .timeouts
+                    .unwrap_or_default()
+                    .over(current.options.timeouts),
+                retry_after_unknown: body
+                    .retry_after_unknown
+                    .unwrap_or(current.options.retry_after_unknown),
+                ehlo_name: body.ehlo_name.unwrap_or(current.options.ehlo_name),
+            },
         },
         &state.settings.pickup_root,
     )?;
@@ -458,6 +481,7 @@ async fn test_account(
             failure: Some(match error.kind {
                 mailroom_connect::FailureKind::Transient => "transient".into(),
                 mailroom_connect::FailureKind::Permanent => "permanent".into(),
+                mailroom_connect::FailureKind::Unknown => "unknown".into(),
             }),
             reply_code: error.reply_code,
         },

@@ -11,7 +11,6 @@ lease_ms = 3000
 rate_window_ms = 1000
 retry_base_ms = 200
 retry_cap_ms = 800
-smtp_timeout_ms = 5000
 shutdown_grace_ms = 10000
 ";
 
