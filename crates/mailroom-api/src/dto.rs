@@ -68,6 +68,8 @@ pub struct CreateAccount {
     pub retry_after_unknown: Option<bool>,
     /// The EHLO name; default the server's `hostname`.
     pub ehlo_name: Option<String>,
+    /// Domains besides the account's own that an approval-workflow sender may be in.
+    pub allowed_sender_domains: Option<Vec<String>>,
 }
 
 /// SMTP timeouts in seconds (1 to 3600). Defaults: connect 30, greeting 60, each command 60, the
@@ -131,6 +133,7 @@ pub struct UpdateAccount {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub ehlo_name: Option<Option<String>>,
+    pub allowed_sender_domains: Option<Vec<String>>,
 }
 
 /// An account as the API shows it. The password is never included.
@@ -159,6 +162,7 @@ pub struct AccountView {
     pub timeouts: mailroom_core::account::SmtpTimeouts,
     pub retry_after_unknown: bool,
     pub ehlo_name: Option<String>,
+    pub allowed_sender_domains: Vec<String>,
     /// The default account sends every scenario that has no account of its own.
     pub is_default: bool,
     pub created_at: String,
@@ -188,6 +192,7 @@ impl From<&Account> for AccountView {
             timeouts: a.options.timeouts,
             retry_after_unknown: a.options.retry_after_unknown,
             ehlo_name: a.options.ehlo_name.clone(),
+            allowed_sender_domains: a.options.allowed_sender_domains.clone(),
             is_default: a.is_default,
             created_at: rfc3339(a.created_at_ms),
             updated_at: rfc3339(a.updated_at_ms),

@@ -934,7 +934,8 @@ mod tests {
         for _ in 0..2 {
             let mut hello = Vec::new();
             read_until(socket, &mut hello, b"\r\n").await;
-            assert!(hello.starts_with(b"EHLO "));
+            // The account's EHLO name (one_connection sets it), not the machine's.
+            assert_eq!(hello, b"EHLO client.example.com\r\n");
             socket
                 .write_all(b"250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
                 .await

@@ -195,6 +195,9 @@ pub struct SmtpOptions {
     pub retry_after_unknown: bool,
     /// The name mailroom gives in EHLO; default the server's `hostname` setting.
     pub ehlo_name: Option<String>,
+    /// Domains besides the account's own that may appear in From (an approval-workflow sender):
+    /// domains whose DMARC policy lets this account's server send for them.
+    pub allowed_sender_domains: Vec<String>,
 }
 
 impl Default for SmtpOptions {
@@ -203,6 +206,7 @@ impl Default for SmtpOptions {
             timeouts: SmtpTimeouts::default(),
             retry_after_unknown: true,
             ehlo_name: None,
+            allowed_sender_domains: Vec::new(),
         }
     }
 }
@@ -228,7 +232,28 @@ impl SmtpOptions {
         if let Some(name) = &self.ehlo_name {
             parse_ehlo_name(name)?;
         }
-        Ok(self)
+        let mut options = self;
+        for (index, domain) in options.allowed_sender_domains.iter_mut().enumerate() {
+            *domain = domain.trim().to_ascii_lowercase();
+            parse_ehlo_name(domain).map_err(|_| {
+                ValidationError::new(
+                    format!("allowed_sender_domains[{index}]"),
+                    format!("{domain:?} is not a domain name"),
+                )
+            })?;
+        }
+        Ok(options)
+    }
+}
+
+impl SmtpOptions {
+    /// Whether a From address in `domain` is the account's own domain or one it may send for.
+    pub fn may_send_for(&self, own_domain: &str, domain: &str) -> bool {
+        domain.eq_ignore_ascii_case(own_domain)
+            || self
+                .allowed_sender_domains
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(domain))
     }
 }
 

@@ -107,6 +107,26 @@ fn is_valid_domain(domain: &str) -> bool {
         })
 }
 
+/// A display name as written: a quoted string (`"John \"JD\" Doe"`) loses its quotes and its
+/// backslash escapes; anything else is taken as it is.
+fn unquote(name: &str) -> String {
+    let Some(inner) = name
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    else {
+        return name.to_owned();
+    };
+    let mut unquoted = String::with_capacity(inner.len());
+    let mut characters = inner.chars();
+    while let Some(c) = characters.next() {
+        match c {
+            '\\' => unquoted.extend(characters.next()),
+            other => unquoted.push(other),
+        }
+    }
+    unquoted
+}
+
 /// An address with an optional display name, as written in From/To/Cc headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mailbox {
@@ -127,9 +147,9 @@ impl Mailbox {
         match (trimmed.rfind('<'), trimmed.ends_with('>')) {
             (Some(open), true) => {
                 let address = EmailAddress::parse(&trimmed[open + 1..trimmed.len() - 1])?;
-                let name = trimmed[..open].trim().trim_matches('"').trim();
+                let name = unquote(trimmed[..open].trim());
                 Ok(Self {
-                    name: Self::parse_name(name)?,
+                    name: Self::parse_name(name.trim())?,
                     address,
                 })
             }

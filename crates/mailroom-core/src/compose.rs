@@ -6,10 +6,13 @@
 
 use crate::address::Mailbox;
 use crate::message::MessageContent;
+use base64::Engine as _;
 use mail_builder::MessageBuilder;
-use mail_builder::headers::address::Address;
+use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::message_id::MessageId;
+use mail_builder::headers::raw::Raw;
 use mail_builder::mime::{BodyPart, MimePart};
+use std::borrow::Cow;
 
 /// A file attached to a message.
 pub struct AttachmentPart<'a> {
@@ -30,51 +33,217 @@ pub struct Composition<'a> {
     pub attachments: &'a [AttachmentPart<'a>],
 }
 
-fn address_list(mailboxes: &[Mailbox]) -> Address<'_> {
-    Address::new_list(
-        mailboxes
-            .iter()
-            .map(|m| Address::new_address(m.name.as_deref(), m.address.as_str()))
-            .collect(),
-    )
+/// Text with every line break as CRLF: a bare CR or a bare LF becomes CRLF (SMTP carries only CRLF;
+/// Postfix turned a bare CR into a space).
+pub fn crlf(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let clean = !bytes.iter().enumerate().any(|(i, &b)| {
+        (b == b'\r' && bytes.get(i + 1) != Some(&b'\n'))
+            || (b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
+    });
+    if clean {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut characters = text.chars().peekable();
+    while let Some(c) = characters.next() {
+        match c {
+            '\r' => {
+                if characters.peek() == Some(&'\n') {
+                    characters.next();
+                }
+                out.push_str("\r\n");
+            }
+            '\n' => out.push_str("\r\n"),
+            other => out.push(other),
+        }
+    }
+    Cow::Owned(out)
 }
 
-/// The MIME tree of a message with images shown in its HTML: the text/HTML alternative and the images
-/// as one `multipart/related`, inside `multipart/mixed` when there are also ordinary attachments.
-fn body_with_inline_parts<'a>(
-    content: &'a MessageContent,
+/// Whether header text must be RFC 2047-encoded to read back as written: non-ASCII, or ASCII that a
+/// reader would take for an encoded word.
+fn needs_encoding(text: &str) -> bool {
+    !text.is_ascii() || text.contains("=?")
+}
+
+/// `text` as UTF-8 B-encoded words of at most 75 characters each, separated by spaces (where the
+/// header may be folded).
+fn encoded_words(text: &str) -> String {
+    // 52 base64 characters plus "=?utf-8?B?" and "?=": a folded line stays within 78 characters.
+    const MAX_INPUT: usize = 39;
+    let mut words = Vec::new();
+    let mut chunk = String::new();
+    for c in text.chars() {
+        if chunk.len() + c.len_utf8() > MAX_INPUT {
+            words.push(std::mem::take(&mut chunk));
+        }
+        chunk.push(c);
+    }
+    if !chunk.is_empty() || words.is_empty() {
+        words.push(chunk);
+    }
+    words
+        .iter()
+        .map(|word| {
+            format!(
+                "=?utf-8?B?{}?=",
+                base64::engine::general_purpose::STANDARD.encode(word)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A display name as an RFC 5322 phrase: plain words as they are, anything with specials as one
+/// quoted string (quotes and backslashes escaped once), and text that needs it as encoded words.
+fn phrase(name: &str) -> String {
+    if needs_encoding(name) {
+        return encoded_words(name);
+    }
+    let atoms_only = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == ' ' || "!#$%&'*+-/=?^_`{|}~".contains(c));
+    if atoms_only && !name.starts_with(' ') && !name.ends_with(' ') && !name.contains("  ") {
+        return name.to_owned();
+    }
+    let mut quoted = String::with_capacity(name.len() + 2);
+    quoted.push('"');
+    for c in name.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
+}
+
+fn mailbox_text(mailbox: &Mailbox) -> String {
+    match &mailbox.name {
+        Some(name) => format!("{} <{}>", phrase(name), mailbox.address),
+        None => format!("<{}>", mailbox.address),
+    }
+}
+
+fn mailbox_list(mailboxes: &[Mailbox]) -> String {
+    mailboxes
+        .iter()
+        .map(mailbox_text)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A Content-ID with an `@` (RFC 2392 makes it an addr-spec): `logo` becomes `logo@<domain>`.
+fn full_content_id(content_id: &str, domain: &str) -> String {
+    if content_id.contains('@') {
+        content_id.to_owned()
+    } else {
+        format!("{content_id}@{domain}")
+    }
+}
+
+/// Base64 in lines of 76 characters, each ended by CRLF.
+fn base64_lines(bytes: &[u8]) -> Vec<u8> {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut out = Vec::with_capacity(encoded.len() + encoded.len() / 76 * 2 + 2);
+    for line in encoded.as_bytes().chunks(76) {
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// A message attached as `message/rfc822`: it must be 7bit or 8bit (RFC 2045 §6.4), so it is sent with
+/// CRLF line ends as it is; one that cannot be (NUL, lines over 998 octets) is not a valid message and
+/// goes as `application/octet-stream`, byte for byte, instead.
+fn message_attachment(bytes: &[u8]) -> Option<(Vec<u8>, &'static str)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let normalized = crlf(text).into_owned().into_bytes();
+    let valid = !normalized.contains(&0)
+        && normalized
+            .split(|&b| b == b'\n')
+            .all(|line| line.len() <= 999);
+    valid.then(|| {
+        let encoding = if normalized.is_ascii() {
+            "7bit"
+        } else {
+            "8bit"
+        };
+        (normalized, encoding)
+    })
+}
+
+/// One attachment as a MIME part, with a transfer encoding that carries its bytes intact: text types
+/// in base64 (a `7bit` text part would lose bare CRs, NULs and long lines on the way), messages as
+/// themselves, multiparts (which would need boundaries) as opaque bytes.
+fn attachment_part<'a>(attachment: &'a AttachmentPart<'a>) -> MimePart<'a> {
+    let declared = attachment.content_type.to_ascii_lowercase();
+    if declared == "message/rfc822"
+        && let Some((bytes, encoding)) = message_attachment(attachment.bytes)
+    {
+        return MimePart::new("message/rfc822", BodyPart::Binary(bytes.into()))
+            .transfer_encoding(encoding);
+    }
+    let content_type = if declared.starts_with("multipart/") || declared == "message/rfc822" {
+        "application/octet-stream"
+    } else {
+        attachment.content_type
+    };
+    if declared.starts_with("text/") {
+        return MimePart::new(
+            content_type,
+            BodyPart::Binary(base64_lines(attachment.bytes).into()),
+        )
+        .transfer_encoding("base64");
+    }
+    MimePart::new(content_type, BodyPart::Binary(attachment.bytes.into()))
+}
+
+/// The MIME tree: the text/HTML alternative; with images shown in the HTML, those and the readable
+/// part as one `multipart/related`; inside `multipart/mixed` when there are ordinary attachments.
+fn body<'a>(
+    text: Option<Cow<'a, str>>,
+    html: Option<Cow<'a, str>>,
     attachments: &'a [AttachmentPart<'a>],
+    domain: &str,
 ) -> MimePart<'a> {
-    let text = content
-        .text
-        .as_deref()
-        .map(|t| MimePart::new("text/plain", BodyPart::Text(t.into())));
-    let html = content
-        .html
-        .as_deref()
-        .map(|h| MimePart::new("text/html", BodyPart::Text(h.into())));
+    let text = text.map(|t| MimePart::new("text/plain", BodyPart::Text(t)));
+    let html = html.map(|h| MimePart::new("text/html", BodyPart::Text(h)));
     let readable = match (text, html) {
         (Some(text), Some(html)) => MimePart::new("multipart/alternative", vec![text, html]),
         (Some(only), None) | (None, Some(only)) => only,
         (None, None) => MimePart::new("text/plain", BodyPart::Text("".into())),
     };
-    let mut related = vec![readable];
+    let readable_type = match &readable.contents {
+        BodyPart::Multipart(_) => "multipart/alternative",
+        _ => "text/html",
+    };
+    let mut related = Vec::new();
     let mut mixed = Vec::new();
     for attachment in attachments {
-        let part = MimePart::new(
-            attachment.content_type,
-            BodyPart::Binary(attachment.bytes.into()),
-        );
+        let part = attachment_part(attachment);
         match attachment.content_id {
-            Some(content_id) => related.push(part.inline().cid(content_id)),
+            Some(content_id) => {
+                related.push(part.inline().cid(full_content_id(content_id, domain)))
+            }
             None => mixed.push(part.attachment(attachment.filename)),
         }
     }
-    let related = MimePart::new("multipart/related", related);
-    if mixed.is_empty() {
-        related
+    let main = if related.is_empty() {
+        readable
     } else {
-        mixed.insert(0, related);
+        related.insert(0, readable);
+        // RFC 2387: `type` names the root part's type.
+        MimePart::new(
+            ContentType::new("multipart/related").attribute("type", readable_type),
+            related,
+        )
+    };
+    if mixed.is_empty() {
+        main
+    } else {
+        mixed.insert(0, main);
         MimePart::new("multipart/mixed", mixed)
     }
 }
@@ -88,52 +257,66 @@ pub fn compose(message: &Composition<'_>) -> Vec<u8> {
         .trim_end_matches('>');
     // The message's own visible sender (current user, Send As, workflow user) wins over the account's.
     let from = content.from.as_ref().unwrap_or(message.from);
+    let domain = from.address.domain().to_owned();
+    let subject = content.subject.as_str();
     let mut builder = MessageBuilder::new()
-        .from(Address::new_address(
-            from.name.as_deref(),
-            from.address.as_str(),
-        ))
-        .subject(content.subject.as_str())
+        .header("From", Raw::new(mailbox_text(from)))
+        .header(
+            "Subject",
+            Raw::new(if needs_encoding(subject) {
+                encoded_words(subject)
+            } else {
+                subject.to_owned()
+            }),
+        )
         .message_id(MessageId::new(bare_id))
         .date(message.date_unix_seconds);
-    if !content.to.is_empty() {
-        builder = builder.to(address_list(&content.to));
-    }
+    builder = if content.to.is_empty() {
+        // Only Cc or Bcc recipients: an empty group, as RFC 5322 §3.6.3 suggests, not a missing To.
+        builder.header("To", Raw::new("undisclosed-recipients:;"))
+    } else {
+        builder.header("To", Raw::new(mailbox_list(&content.to)))
+    };
     if !content.cc.is_empty() {
-        builder = builder.cc(address_list(&content.cc));
+        builder = builder.header("Cc", Raw::new(mailbox_list(&content.cc)));
     }
     if let Some(sender) = &content.sender {
-        builder = builder.sender(Address::new_address(
-            sender.name.as_deref(),
-            sender.address.as_str(),
-        ));
+        builder = builder.header("Sender", Raw::new(mailbox_text(sender)));
     }
     if !content.reply_to.is_empty() {
-        builder = builder.reply_to(address_list(&content.reply_to));
+        builder = builder.header("Reply-To", Raw::new(mailbox_list(&content.reply_to)));
     }
     for header in &content.headers {
-        builder = builder.header(
-            header.name.as_str(),
-            mail_builder::headers::text::Text::new(header.value.as_str()),
-        );
+        let value = header.value.as_str();
+        let written = if !header.is_structured() && needs_encoding(value) {
+            encoded_words(value)
+        } else {
+            value.to_owned()
+        };
+        builder = builder.header(header.name.as_str(), Raw::new(written));
     }
-    if message.attachments.iter().any(|a| a.content_id.is_some()) {
-        builder = builder.body(body_with_inline_parts(content, message.attachments));
-    } else {
-        if let Some(text) = &content.text {
-            builder = builder.text_body(text.as_str());
-        }
-        if let Some(html) = &content.html {
-            builder = builder.html_body(html.as_str());
-        }
-        for attachment in message.attachments {
-            builder = builder.attachment(
-                attachment.content_type,
-                attachment.filename,
-                attachment.bytes,
-            );
+    // Inline images are referred to as cid:<id> in the HTML; the Content-ID gains a domain, and so
+    // must the references.
+    let mut html = content.html.as_deref().map(crlf);
+    for attachment in message.attachments {
+        if let (Some(id), Some(body)) = (attachment.content_id, html.as_mut())
+            && !id.contains('@')
+        {
+            let full = full_content_id(id, &domain);
+            let mut rewritten = body.to_string();
+            for end in ['"', '\'', ')', ' ', '>'] {
+                rewritten =
+                    rewritten.replace(&format!("cid:{id}{end}"), &format!("cid:{full}{end}"));
+            }
+            *body = Cow::Owned(rewritten);
         }
     }
+    builder = builder.body(body(
+        content.text.as_deref().map(crlf),
+        html,
+        message.attachments,
+        &domain,
+    ));
     let attachment_bytes: usize = message
         .attachments
         .iter()

@@ -101,10 +101,59 @@ impl CustomHeader {
                 ),
             ));
         }
-        Ok(Self {
+        let header = Self {
             name: name.to_owned(),
             value: HeaderText::parse(&field, value)?,
-        })
+        };
+        if header.is_structured() {
+            if !value.is_ascii() {
+                return Err(ValidationError::new(
+                    field,
+                    format!(
+                        "{name} holds addresses or <URL>s, which must be ASCII (encode a URL's non-ASCII characters as %XX)"
+                    ),
+                ));
+            }
+            if value.split_whitespace().any(|word| word.len() > 900) {
+                return Err(ValidationError::new(
+                    field,
+                    "a single address or <URL> longer than 900 characters cannot be written in a header",
+                ));
+            }
+        }
+        Ok(header)
+    }
+
+    /// Whether the value is structured (addresses, `<URL>`s, message ids, list ids) rather than
+    /// text. Structured values are folded but never RFC 2047-encoded: receivers read them literally
+    /// (an encoded `List-Unsubscribe` is unusable).
+    pub fn is_structured(&self) -> bool {
+        const STRUCTURED: &[&str] = &[
+            "list-unsubscribe",
+            "list-unsubscribe-post",
+            "list-id",
+            "list-help",
+            "list-subscribe",
+            "list-post",
+            "list-owner",
+            "list-archive",
+            "in-reply-to",
+            "references",
+            "auto-submitted",
+            "precedence",
+            "feedback-id",
+        ];
+        let name = self.name.to_ascii_lowercase();
+        if STRUCTURED.contains(&name.as_str()) {
+            return true;
+        }
+        // A list of <…> items, such as <mailto:…>, <https://…> or <id@host>.
+        let value = self.value.as_str().trim();
+        !value.is_empty()
+            && value.split(',').all(|item| {
+                let item = item.trim();
+                item.starts_with('<') && item.ends_with('>') && item.len() > 2
+            })
     }
 }
 

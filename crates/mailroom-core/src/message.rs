@@ -121,6 +121,13 @@ pub struct RawContent<'a> {
     pub html: Option<&'a str>,
 }
 
+/// The byte offset of the first C0 control character (or DEL) other than tab, CR, LF and form feed:
+/// NUL and the like cannot travel in a text part and are refused rather than dropped.
+fn first_forbidden_control(body: &str) -> Option<usize> {
+    body.bytes()
+        .position(|b| (b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n' | 0x0c)) || b == 0x7f)
+}
+
 impl MessageContent {
     /// Validates a caller's message; `max_body_bytes` bounds text and HTML bodies together.
     pub fn parse(raw: RawContent<'_>, max_body_bytes: usize) -> Result<Self, ValidationError> {
@@ -166,6 +173,20 @@ impl MessageContent {
                 "text",
                 "a message needs a text or an html body",
             ));
+        }
+        for (field, body) in [("text", &own_text), ("html", &html)] {
+            if let Some(position) = body.as_deref().and_then(first_forbidden_control) {
+                return Err(ValidationError::new(
+                    field,
+                    format!(
+                        "contains a control character (U+{:04X}) at byte {position}; only tab, line breaks and form feed may appear in a body",
+                        body.as_deref().unwrap_or_default()[position..]
+                            .chars()
+                            .next()
+                            .map_or(0, u32::from)
+                    ),
+                ));
+            }
         }
         let body_bytes =
             own_text.as_ref().map_or(0, String::len) + html.as_ref().map_or(0, String::len);
@@ -229,6 +250,45 @@ mod tests {
 
     fn strings(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn nul_and_other_control_characters_in_a_body_are_refused_naming_the_body() {
+        for (text, html, field) in [
+            (Some("a\0b"), None, "text"),
+            (Some("ok"), Some("<p>\u{1b}[31m</p>"), "html"),
+            (Some("bell\u{7}"), None, "text"),
+        ] {
+            let error = MessageContent::parse(
+                RawContent {
+                    to: &["a@example.com".to_string()],
+                    cc: &[],
+                    bcc: &[],
+                    reply_to: &[],
+                    headers: &[],
+                    subject: "s",
+                    text,
+                    html,
+                },
+                1 << 20,
+            )
+            .unwrap_err();
+            assert_eq!(error.field, field);
+        }
+        let fine = MessageContent::parse(
+            RawContent {
+                to: &["a@example.com".to_string()],
+                cc: &[],
+                bcc: &[],
+                reply_to: &[],
+                headers: &[],
+                subject: "s",
+                text: Some("tab\there\r\nform\u{c}feed\rbare"),
+                html: None,
+            },
+            1 << 20,
+        );
+        assert!(fine.is_ok());
     }
 
     #[test]

@@ -63,7 +63,9 @@ async fn bootstrap(store: &Store, config: &Config) -> Result<()> {
                 &AccountInput {
                     connector: ConnectorKind::Pickup,
                     name: "Pickup folder".into(),
-                    email_address: EmailAddress::parse("mailroom@localhost")?,
+                    // The machine's name, so that Message-IDs carry it rather than `localhost`.
+                    email_address: EmailAddress::parse(&format!("mailroom@{}", config.hostname))
+                        .or_else(|_| EmailAddress::parse("mailroom@localhost"))?,
                     sender_name: Some("mailroom".into()),
                     sender_type: SenderType::SpecificUser,
                     host: None,

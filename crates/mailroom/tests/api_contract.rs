@@ -131,6 +131,21 @@ async fn bad_messages_are_refused_with_a_precise_error_and_nothing_is_stored() {
             422,
             "",
         ),
+        (
+            json!({"to": ["ok@example.com"], "subject": "s", "text": "a\u{0}b"}),
+            422,
+            "text",
+        ),
+        (
+            json!({"to": ["ok@example.com"], "subject": "s", "text": "t", "html": "<p>\u{7}</p>"}),
+            422,
+            "html",
+        ),
+        (
+            json!({"to": ["ok@example.com"], "subject": "s", "text": "t", "headers": {"List-Unsubscribe": "<https://example.com/ü>"}}),
+            422,
+            "headers.List-Unsubscribe",
+        ),
     ];
     for (body, status, field) in cases {
         let (got, error) = server.post("/v1/messages", &body).await.unwrap();
@@ -860,4 +875,30 @@ async fn a_stored_password_is_not_sent_to_another_server_unless_it_is_given_agai
             .any(|e| e["after"]["host"] == "attacker.example.net")
     );
     assert!(!audit.to_string().contains("s3cret"));
+}
+
+#[tokio::test]
+async fn the_default_account_and_its_message_ids_carry_the_configured_hostname_never_localhost() {
+    let server = start_server_with("hostname = \"mail.example.org\"").await;
+    let (_, accounts) = server.get("/v1/accounts").await.unwrap();
+    assert_eq!(accounts[0]["email_address"], "mailroom@mail.example.org");
+    let accepted = server
+        .send(&json!({"to": ["a@example.com"], "subject": "s", "text": "t"}))
+        .await
+        .unwrap();
+    let message_id = accepted["message_id"].as_str().unwrap();
+    assert!(message_id.ends_with("@mail.example.org>"), "{message_id}");
+
+    let plain = start_server().await;
+    let accepted = plain
+        .send(&json!({"to": ["a@example.com"], "subject": "s", "text": "t"}))
+        .await
+        .unwrap();
+    assert!(
+        !accepted["message_id"]
+            .as_str()
+            .unwrap()
+            .ends_with("@localhost>"),
+        "{accepted}"
+    );
 }

@@ -124,6 +124,35 @@ async fn send_as_replaces_from_and_send_on_behalf_adds_the_account_as_sender() {
     );
     assert_eq!(envelope, "shared@example.com");
 
+    // A workflow sender outside the account's domains would fail the receivers' DMARC checks.
+    let (status, refused) = server
+        .post(
+            "/v1/messages",
+            &json!({"to": ["c@example.com"], "subject": "wf", "text": "t",
+                                      "workflow_sender": "Approver <approver@cronus.example>"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, refused["field"].as_str()),
+        (422, Some("workflow_sender")),
+        "{refused}"
+    );
+    assert!(
+        refused["message"].as_str().unwrap().contains("DMARC"),
+        "{refused}"
+    );
+    let (status, _) = server
+        .call(
+            Method::PATCH,
+            &format!("/v1/accounts/{}", id_of(&shared)),
+            Some(&json!({"allowed_sender_domains": ["Cronus.Example"]})),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+
     // The approval-workflow user comes first in the order of choice.
     let workflow = server
         .send(&json!({"to": ["c@example.com"], "subject": "wf", "text": "t", "workflow_sender": "Approver <approver@cronus.example>"}))
@@ -152,6 +181,21 @@ async fn send_as_replaces_from_and_send_on_behalf_adds_the_account_as_sender() {
     assert_eq!(
         (from.as_deref(), sender.as_deref()),
         (Some("sales@cronus.example"), Some("shared@example.com"))
+    );
+    // The account's own name is in Sender, not beside the substitute's address in From.
+    let raw = sink
+        .messages()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.message_id.as_deref() == on_behalf["message_id"].as_str())
+        .unwrap()
+        .raw;
+    let raw = String::from_utf8_lossy(&raw);
+    let lines: Vec<&str> = raw.lines().map(|l| l.trim_end_matches('\r')).collect();
+    assert!(lines.contains(&"From: <sales@cronus.example>"), "{raw}");
+    assert!(
+        lines.contains(&"Sender: shared <shared@example.com>"),
+        "{raw}"
     );
 }
 

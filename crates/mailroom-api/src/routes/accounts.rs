@@ -259,6 +259,7 @@ async fn create_account(
                     .over(SmtpTimeouts::default()),
                 retry_after_unknown: body.retry_after_unknown.unwrap_or(true),
                 ehlo_name: body.ehlo_name,
+                allowed_sender_domains: body.allowed_sender_domains.unwrap_or_default(),
             },
         },
         &state.settings.pickup_root,
@@ -366,6 +367,9 @@ async fn update_account(
                     .retry_after_unknown
                     .unwrap_or(current.options.retry_after_unknown),
                 ehlo_name: body.ehlo_name.unwrap_or(current.options.ehlo_name),
+                allowed_sender_domains: body
+                    .allowed_sender_domains
+                    .unwrap_or(current.options.allowed_sender_domains),
             },
         },
         &state.settings.pickup_root,

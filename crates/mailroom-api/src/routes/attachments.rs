@@ -130,6 +130,9 @@ fn content_type_of(raw: &str) -> Result<String, ApiError> {
                 .all(|c| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c))
     };
     match essence.split_once('/') {
+        // A multipart needs boundaries that an uploaded file does not have: it is kept, and sent,
+        // as opaque bytes.
+        Some(("multipart", subtype)) if token(subtype) => Ok("application/octet-stream".into()),
         Some((kind, subtype)) if token(kind) && token(subtype) => Ok(essence),
         _ => Err(ApiError::invalid(
             "content_type",

@@ -108,7 +108,11 @@ pub struct CustomerProfile {
 
 fn recipient(party: &Party) -> Option<String> {
     party.email.as_ref().map(|email| match &party.name {
-        Some(name) => format!("\"{}\" <{email}>", name.replace('"', "'")),
+        // A quoted string, so that the name reads back exactly as given (quotes included).
+        Some(name) => format!(
+            "\"{}\" <{email}>",
+            name.replace('\\', "\\\\").replace('"', "\\\"")
+        ),
         None => email.clone(),
     })
 }
@@ -380,4 +384,29 @@ async fn set_customer_profile(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_contacts_name_reaches_the_message_unchanged_quotes_and_backslashes_included() {
+        for name in [
+            "Robert Townes",
+            "John \"JD\" Doe",
+            "Back\\slash",
+            "Müller, Jörg",
+            "O'Brien (Purchasing)",
+        ] {
+            let party = Party {
+                id: "C1".into(),
+                name: Some(name.into()),
+                email: Some("contact@example.com".into()),
+            };
+            let mailbox =
+                mailroom_core::address::Mailbox::parse(&recipient(&party).unwrap()).unwrap();
+            assert_eq!(mailbox.name.as_deref(), Some(name));
+        }
+    }
 }

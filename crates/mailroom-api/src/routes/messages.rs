@@ -164,8 +164,35 @@ fn visible_sender(
     )
     .or_else(|_| Mailbox::new(None, account.email_address.clone()))
     .map_err(ApiError::from)?;
+    if let Some(workflow) = &workflow {
+        let domain = workflow.address.domain();
+        if !account
+            .options
+            .may_send_for(account.email_address.domain(), domain)
+        {
+            return Err(ApiError::invalid(
+                "workflow_sender",
+                format!(
+                    "{} is outside the domains account {:?} sends for ({}); receivers checking DMARC would reject \
+                     mail from it sent through this account's server. Add {domain} to the account's \
+                     allowed_sender_domains once its DMARC/SPF policy allows this server",
+                    workflow.address,
+                    account.name,
+                    std::iter::once(account.email_address.domain().to_owned())
+                        .chain(account.options.allowed_sender_domains.iter().cloned())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
     let visible = match (workflow, &account.substitute_address) {
         (Some(workflow), _) => workflow,
+        // Send On Behalf names two parties: the account's own name belongs in Sender, not beside the
+        // substitute's address in From (the substitute's own name is not known here).
+        (None, Some(address)) if mode == SubstituteMode::SendOnBehalf => {
+            Mailbox::new(None, address.clone()).map_err(ApiError::from)?
+        }
         (None, Some(address)) => {
             Mailbox::new(account.sender_name.as_deref(), address.clone()).map_err(ApiError::from)?
         }
