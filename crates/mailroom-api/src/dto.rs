@@ -494,6 +494,10 @@ pub struct ListQuery {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
+    /// `ok` or `degraded`.
     pub status: String,
     pub version: String,
+    /// Why the service is degraded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

@@ -25,6 +25,8 @@ pub struct ErrorBody {
 pub struct ApiError {
     pub status: StatusCode,
     pub body: ErrorBody,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -36,7 +38,19 @@ impl ApiError {
                 message: message.into(),
                 field: None,
             },
+            retry_after: None,
         }
+    }
+
+    /// The disk under the data folder is full: nothing was stored; the client may try again later.
+    pub fn storage_full() -> Self {
+        let mut error = Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "storage_full",
+            "the disk under mailroom's data folder is full, so nothing was stored; try again once space is freed",
+        );
+        error.retry_after = Some(30);
+        error
     }
 
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
@@ -67,7 +81,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
+        response
     }
 }
 
@@ -85,6 +106,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
             StoreError::Refused { code, message } => Self::new(StatusCode::CONFLICT, code, message),
             StoreError::Invalid(error) => error.into(),
+            StoreError::Full(_) => Self::storage_full(),
             StoreError::Closed => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",

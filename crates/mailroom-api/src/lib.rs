@@ -239,7 +239,9 @@ pub fn router(
             )
         })
         .layer(DefaultBodyLimit::max(request_limit))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Failed requests are not logged here: an internal error is logged where it happens, and
+        // expected refusals (a full disk, shutting down) would otherwise be logged per request.
+        .layer(tower_http::trace::TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
 }
 

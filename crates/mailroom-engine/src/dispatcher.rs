@@ -347,6 +347,7 @@ impl Engine {
                                 status = %lease.new_status, "an attempt was interrupted; the message was queued again");
                         }
                     }
+                    Err(error) if error.is_full() => {}
                     Err(error) => tracing::error!(%error, "recovering expired leases failed"),
                 }
             }
@@ -356,6 +357,7 @@ impl Engine {
                     .store
                     .renew_leases(&inner.config.node_id, now + lease_ms)
                     .await
+                    && !error.is_full()
                 {
                     tracing::error!(%error, "renewing leases failed");
                 }
@@ -452,7 +454,9 @@ impl Engine {
                     Ok(claimed) => claimed,
                     Err(error) => {
                         lane.drained_at.store(NOT_DRAINED, Ordering::Release);
-                        tracing::error!(%error, account = %account.id, "claiming messages failed");
+                        if !error.is_full() {
+                            tracing::error!(%error, account = %account.id, "claiming messages failed");
+                        }
                         continue;
                     }
                 };
@@ -543,7 +547,9 @@ impl Engine {
     async fn release_unstarted(&self, ids: &[Uuid]) {
         let inner = &self.inner;
         if let Err(error) = inner.store.release(&inner.config.node_id, ids).await {
-            tracing::error!(%error, messages = ?ids, "releasing claimed messages failed; their leases will expire");
+            if !error.is_full() {
+                tracing::error!(%error, messages = ?ids, "releasing claimed messages failed; their leases will expire");
+            }
         }
         self.queue_grew();
     }
@@ -903,7 +909,9 @@ async fn run_outcome_writer(store: Store, mut receiver: mpsc::UnboundedReceiver<
         metrics::histogram!("mailroom_store_batch_size", "operation" => "record_outcomes")
             .record(batch.len() as f64);
         while let Err(error) = store.record_outcomes(&batch).await {
-            tracing::error!(%error, size = batch.len(), "recording attempt outcomes failed; retrying");
+            if !error.is_full() {
+                tracing::error!(%error, size = batch.len(), "recording attempt outcomes failed; retrying");
+            }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
         }
@@ -964,6 +972,7 @@ impl Engine {
                     }
                 }
             }
+            Err(error) if error.is_full() => {}
             Err(error) => tracing::error!(%error, "collecting unreferenced attachments failed"),
         }
     }

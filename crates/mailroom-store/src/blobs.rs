@@ -25,6 +25,23 @@ impl BlobStore {
         Self { dir: dir.into() }
     }
 
+    /// Whether the disk under the blob store has room: writes and syncs a 1 MiB probe file, then
+    /// removes it. (Used only after a write failed for lack of space.)
+    pub async fn has_room(&self) -> bool {
+        let probe = self
+            .dir
+            .join(format!(".room-probe-{}", uuid::Uuid::new_v4()));
+        let written = async {
+            tokio::fs::create_dir_all(&self.dir).await?;
+            let mut file = tokio::fs::File::create(&probe).await?;
+            file.write_all(&vec![0u8; 1024 * 1024]).await?;
+            file.sync_all().await
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&probe).await;
+        written.is_ok()
+    }
+
     /// Where the blob with this SHA-256 lives.
     pub fn path(&self, sha256: &str) -> PathBuf {
         self.dir.join(&sha256[..2.min(sha256.len())]).join(sha256)

@@ -15,6 +15,7 @@ mod messages;
 mod profiles;
 mod scenarios;
 pub mod secret;
+pub mod storage;
 mod templates;
 mod tokens;
 mod users;
@@ -60,9 +61,12 @@ pub enum StoreError {
     #[error(transparent)]
     Secret(#[from] secret::SecretError),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("database error: {0}")]
-    Write(#[from] rusqlite::Error),
+    Write(rusqlite::Error),
+    /// The disk under the data folder is full: nothing was written; try again once space is freed.
+    #[error("the disk is full: {0}")]
+    Full(String),
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("the store is shutting down")]
@@ -70,6 +74,37 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        if storage::sqlx_is_full(&error) {
+            let reason = error.to_string();
+            storage::note_storage_full(&reason);
+            StoreError::Full(reason)
+        } else {
+            StoreError::Database(error)
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        if storage::rusqlite_is_full(&error) {
+            let reason = error.to_string();
+            storage::note_storage_full(&reason);
+            StoreError::Full(reason)
+        } else {
+            StoreError::Write(error)
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the disk was full (already logged by the storage alarm; callers need not log it).
+    pub fn is_full(&self) -> bool {
+        matches!(self, StoreError::Full(_))
+    }
+}
 
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
@@ -117,6 +152,23 @@ impl Store {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            // A BEGIN or COMMIT that failed (a full disk) can leave the connection inside a
+            // transaction, and every later write would fail with "begin_with at non-zero
+            // transaction depth" until a restart: such a connection is closed and a fresh one
+            // opened; and any transaction SQLite still holds when a write starts is rolled back.
+            .after_release(|connection, _| {
+                Box::pin(async move {
+                    use sqlx::Connection;
+                    Ok(!connection.is_in_transaction())
+                })
+            })
+            .before_acquire(|connection, _| {
+                Box::pin(async move {
+                    // Fails harmlessly ("no transaction is active") in the normal case.
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+                    Ok(true)
+                })
+            })
             .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
@@ -239,6 +291,9 @@ async fn checkpoint_regularly(
         {
             Ok((0, frames, _)) if frames > 0 => log_copied.store(true, Ordering::Release),
             Ok(_) => {}
+            Err(error) if storage::sqlx_is_full(&error) => {
+                storage::note_storage_full(&error.to_string());
+            }
             Err(error) => tracing::warn!(%error, "checkpointing the write-ahead log failed"),
         }
     }

@@ -182,8 +182,11 @@ pub(crate) async fn run_writer(
                 }
             }
             Err(error) => {
-                // One bad request must not fail the others: perform each on its own.
-                tracing::warn!(%error, size, "a grouped write failed; writing requests one by one");
+                // One bad request must not fail the others: perform each on its own. (A full disk
+                // is logged by the storage alarm, once a minute.)
+                if !error.is_full() {
+                    tracing::warn!(%error, size, "a grouped write failed; writing requests one by one");
+                }
                 for request in batch.drain(..) {
                     let result = write_together(
                         &mut connection,
@@ -225,6 +228,9 @@ fn restart_log(connection: &rusqlite::Connection) {
             if busy != 0 {
                 tracing::debug!("the write-ahead log is still in use; restarting it later");
             }
+        }
+        Err(error) if crate::storage::rusqlite_is_full(&error) => {
+            crate::storage::note_storage_full(&error.to_string());
         }
         Err(error) => tracing::warn!(%error, "restarting the write-ahead log failed"),
     }

@@ -21,7 +21,19 @@ impl MailroomServer {
     /// Starts `binary serve` with `config_toml` as its config file (listen address and data folder are
     /// set by the kit).
     pub async fn start(binary: &Path, config_toml: &str) -> Result<Self> {
-        let data_dir = tempfile::tempdir()?;
+        Self::start_with_data_dir(binary, config_toml, tempfile::tempdir()?).await
+    }
+
+    /// Starts the server with its data folder inside `parent` (e.g. a small file system).
+    pub async fn start_in(binary: &Path, config_toml: &str, parent: &Path) -> Result<Self> {
+        Self::start_with_data_dir(binary, config_toml, tempfile::tempdir_in(parent)?).await
+    }
+
+    async fn start_with_data_dir(
+        binary: &Path,
+        config_toml: &str,
+        data_dir: tempfile::TempDir,
+    ) -> Result<Self> {
         let port = crate::free_port();
         std::fs::write(data_dir.path().join("mailroom.toml"), config_toml)?;
         let mut server = Self {

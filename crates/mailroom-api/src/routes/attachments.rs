@@ -104,6 +104,10 @@ where
                 "upload_interrupted",
                 format!("the upload did not complete: {reason}"),
             ),
+            BlobError::Io(e) if mailroom_store::storage::io_is_full(&e) => {
+                mailroom_store::storage::note_storage_full(&e.to_string());
+                ApiError::storage_full()
+            }
             BlobError::Io(e) => ApiError::internal(e),
         })
 }

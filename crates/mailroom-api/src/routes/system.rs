@@ -9,14 +9,34 @@ use axum::response::{Html, IntoResponse};
 use utoipa::openapi::OpenApi;
 
 /// Liveness and database reachability.
-#[utoipa::path(get, path = "/healthz", tag = "system", security(()), responses((status = 200, body = Health), (status = 503)))]
+#[utoipa::path(get, path = "/healthz", tag = "system", security(()), responses((status = 200, body = Health), (status = 503, body = Health, description = "`degraded`, with the reason (a full disk, the database unavailable)")))]
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    // A write that failed for lack of space in the last ten seconds means degraded, whatever a
+    // probe finds: a failed write frees what it had taken, so a small probe may fit while mail
+    // does not. After that, a probe decides whether there is room again.
+    if let Some((reason, recent)) = mailroom_store::storage::storage_full(10_000) {
+        if !recent && state.blobs.has_room().await {
+            mailroom_store::storage::clear_storage_full();
+        } else {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(Health {
+                    status: "degraded".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    reason: Some(format!(
+                        "storage full: new mail and changes are refused until space is freed ({reason})"
+                    )),
+                }),
+            );
+        }
+    }
     match state.store.ping().await {
         Ok(()) => (
             StatusCode::OK,
             axum::Json(Health {
                 status: "ok".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
+                reason: None,
             }),
         ),
         Err(error) => {
@@ -24,8 +44,9 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 axum::Json(Health {
-                    status: "database unavailable".into(),
+                    status: "degraded".into(),
                     version: env!("CARGO_PKG_VERSION").into(),
+                    reason: Some("the database is unavailable; see the server log".into()),
                 }),
             )
         }
