@@ -546,10 +546,10 @@ impl Engine {
     /// Puts claimed messages whose attempt never started back in the queue.
     async fn release_unstarted(&self, ids: &[Uuid]) {
         let inner = &self.inner;
-        if let Err(error) = inner.store.release(&inner.config.node_id, ids).await {
-            if !error.is_full() {
-                tracing::error!(%error, messages = ?ids, "releasing claimed messages failed; their leases will expire");
-            }
+        if let Err(error) = inner.store.release(&inner.config.node_id, ids).await
+            && !error.is_full()
+        {
+            tracing::error!(%error, messages = ?ids, "releasing claimed messages failed; their leases will expire");
         }
         self.queue_grew();
     }
