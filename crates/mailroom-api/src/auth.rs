@@ -100,6 +100,32 @@ fn unauthorized(message: &str) -> Response {
     response
 }
 
+/// Logs a refused token with the peer's address, at most once every ten seconds, counting the ones
+/// not logged in between (a client guessing tokens must not flood the log).
+fn log_failed_authentication(peer: Option<&str>, path: &str) {
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+    static LOGGED_AT_MS: AtomicI64 = AtomicI64::new(0);
+    static NOT_LOGGED: AtomicU64 = AtomicU64::new(0);
+    let now = mailroom_store::now_ms();
+    let last = LOGGED_AT_MS.load(Ordering::Acquire);
+    if now - last >= 10_000
+        && LOGGED_AT_MS
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    {
+        let also = NOT_LOGGED.swap(0, Ordering::AcqRel);
+        tracing::warn!(
+            event = "api_authentication_failed",
+            peer = peer.unwrap_or("unknown"),
+            path,
+            refused_since_last_line = also,
+            "a request presented an unknown, revoked or expired token"
+        );
+    } else {
+        NOT_LOGGED.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 pub async fn require_token(
     State(state): State<AppState>,
     mut request: Request,
@@ -127,6 +153,11 @@ pub async fn require_token(
             next.run(request).await
         }
         Ok(None) => {
+            let peer = request
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.to_string());
+            log_failed_authentication(peer.as_deref(), request.uri().path());
             unauthorized("the API token is unknown, revoked or expired, or its user is disabled")
         }
         Err(error) => ApiError::from(error).into_response(),

@@ -343,7 +343,7 @@ impl Engine {
                             self.queue_grew();
                         }
                         for lease in recovered {
-                            tracing::warn!(event = "lease_recovered", message = %lease.message_id, account = %lease.account_id,
+                            tracing::warn!(event = "lease_recovered", message_uuid = %lease.message_id, account = %lease.account_id,
                                 status = %lease.new_status, "an attempt was interrupted; the message was queued again");
                         }
                     }
@@ -599,7 +599,7 @@ impl Reservation {
                 }
                 (connector, _) => {
                     let reason = connector.err().unwrap_or_default();
-                    tracing::warn!(%reason, message = %message.id, "a message claimed on arrival goes back to the queue");
+                    tracing::warn!(%reason, message_uuid = %message.id, "a message claimed on arrival goes back to the queue");
                     engine.release_unstarted(&[message.id]).await;
                     lane.held.give_back();
                     inner.wake.notify_one();
@@ -675,7 +675,7 @@ impl SendTask {
                 metrics::counter!("mailroom_messages_sent_total", "account" => account_label, "connector" => connector_kind).increment(1);
                 metrics::histogram!("mailroom_delivery_latency_seconds", "connector" => connector_kind)
                     .record((finished_at - message.created_at_ms).max(0) as f64 / 1000.0);
-                tracing::info!(event = "email_sent", message_id = %message.message_id_header, reply_code = ?delivered.reply_code, "email sent");
+                tracing::info!(event = "email_sent", message_uuid = %message.id, message_id = %message.message_id_header, account = %self.account.id, account_name = %self.account.name, reply_code = delivered.reply_code, "email sent");
                 AttemptRecord {
                     message_id: message.id,
                     lease_owner: inner.config.node_id.clone(),
@@ -750,10 +750,10 @@ impl SendTask {
                 };
                 if next == Outcome::Failed {
                     metrics::counter!("mailroom_messages_failed_total", "account" => account_label, "connector" => connector_kind).increment(1);
-                    tracing::warn!(event = "email_failed", message_id = %message.message_id_header, reply_code = ?error.reply_code, error = %reply_text, "email failed");
+                    tracing::warn!(event = "email_failed", message_uuid = %message.id, message_id = %message.message_id_header, account = %self.account.id, account_name = %self.account.name, reply_code = error.reply_code, error = %reply_text, "email failed");
                 } else {
                     metrics::counter!("mailroom_send_retries_total", "account" => account_label, "connector" => connector_kind).increment(1);
-                    tracing::info!(event = "email_deferred", message_id = %message.message_id_header, reply_code = ?error.reply_code, error = %reply_text, "email deferred; will retry");
+                    tracing::info!(event = "email_deferred", message_uuid = %message.id, message_id = %message.message_id_header, account = %self.account.id, account_name = %self.account.name, reply_code = error.reply_code, error = %reply_text, "email deferred; will retry");
                 }
                 AttemptRecord {
                     message_id: message.id,
@@ -769,7 +769,7 @@ impl SendTask {
             }
         };
         if self.outcomes.send(record).is_err() {
-            tracing::error!(message = %message.id, "the outcome writer has stopped; the lease will expire and the attempt be recorded as interrupted");
+            tracing::error!(message_uuid = %message.id, "the outcome writer has stopped; the lease will expire and the attempt be recorded as interrupted");
         }
         self.held.give_back();
         inner.wake.notify_one();

@@ -28,6 +28,55 @@ fn install_metrics() -> Result<PrometheusHandle> {
         )?
         .install_recorder()
         .context("installing the metrics recorder")
+        .inspect(|_| describe_metrics())
+}
+
+/// The `# HELP` line of every metric mailroom records.
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "mailroom_messages_sent_total",
+        "Messages the provider accepted, by account and connector."
+    );
+    describe_counter!(
+        "mailroom_messages_failed_total",
+        "Messages that failed for good (permanent failure, attempts exhausted), by account and connector."
+    );
+    describe_counter!(
+        "mailroom_send_retries_total",
+        "Attempts that failed transiently (or with an unknown outcome) and will be retried, by account and connector."
+    );
+    describe_counter!(
+        "mailroom_smtp_connections_total",
+        "SMTP connections opened, by account and result (succeeded, failed)."
+    );
+    describe_counter!(
+        "mailroom_smtp_authentications_total",
+        "SMTP authentications, by account and result (succeeded, failed)."
+    );
+    describe_gauge!(
+        "mailroom_outbox_messages",
+        "Messages in the outbox by status, read from the store at each scrape."
+    );
+    describe_histogram!(
+        "mailroom_send_duration_seconds",
+        Unit::Seconds,
+        "How long one attempt took, by connector."
+    );
+    describe_histogram!(
+        "mailroom_delivery_latency_seconds",
+        Unit::Seconds,
+        "From acceptance (202) to the provider's acceptance, by connector."
+    );
+    describe_histogram!(
+        "mailroom_store_operation_seconds",
+        Unit::Seconds,
+        "Duration of the store's grouped writes and log restarts, by operation."
+    );
+    describe_histogram!(
+        "mailroom_store_batch_size",
+        "Requests folded into one grouped write, by operation."
+    );
 }
 
 fn secrets(config: &Config) -> Result<SecretBox> {
@@ -258,10 +307,13 @@ pub async fn run(config: Config) -> Result<()> {
             "shutdown requested: finishing in-flight sends"
         );
     };
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP");
+    let served = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving HTTP");
     engine.shutdown();
     if tokio::time::timeout(config.shutdown_grace, engine_done)
         .await

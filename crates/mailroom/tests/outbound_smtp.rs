@@ -667,3 +667,105 @@ async fn lines_that_start_with_a_dot_arrive_intact_whether_or_not_the_server_off
         );
     }
 }
+
+#[tokio::test]
+async fn logs_and_metrics_are_readable_by_an_operator() {
+    let sink = SmtpSink::start(&[]).unwrap();
+    let server = common::start_server_with("log_format = \"json\"").await;
+    server
+        .add_default_smtp_account("Invoices", sink.port, json!({}))
+        .await
+        .unwrap();
+    let id = id_of(&server.send(&text("logged")).await.unwrap());
+    server.wait_for_status(&id, "sent", WAIT).await.unwrap();
+    for _ in 0..3 {
+        let refused = reqwest::Client::new()
+            .get(format!("{}/v1/outbox", server.base_url))
+            .bearer_auth("mr_guessed")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = server.log();
+
+    // No line has a key twice (Python's json keeps the last one silently; the hook finds them).
+    let check = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, json\n\
+             def pairs(p):\n\
+             \x20   keys = [k for k, _ in p]\n\
+             \x20   assert len(keys) == len(set(keys)), keys\n\
+             \x20   return dict(p)\n\
+             for line in sys.stdin:\n\
+             \x20   json.loads(line, object_pairs_hook=pairs)\n",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    let mut child = check;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(log.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "a log line has a duplicate key: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let sent = lines
+        .iter()
+        .find(|l| l["fields"]["event"] == "email_sent")
+        .expect("an email_sent line");
+    assert_eq!(sent["fields"]["reply_code"], 250, "a number: {sent}");
+    assert_eq!(sent["fields"]["account_name"], "Invoices");
+    assert_eq!(sent["fields"]["message_uuid"], id);
+    let refused: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["event"] == "api_authentication_failed")
+        .collect();
+    assert_eq!(refused.len(), 1, "rate-limited: {refused:?}");
+    assert!(
+        refused[0]["fields"]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{refused:?}"
+    );
+    assert!(
+        !log.contains("mr_guessed"),
+        "a presented token is never logged"
+    );
+
+    let metrics = reqwest::get(format!("{}/metrics", server.base_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let typed: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert!(typed.len() >= 5, "{metrics}");
+    for family in typed {
+        assert!(
+            metrics.contains(&format!("# HELP {family} ")),
+            "{family} has no # HELP:\n{metrics}"
+        );
+    }
+}

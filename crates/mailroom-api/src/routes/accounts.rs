@@ -268,7 +268,7 @@ async fn create_account(
         .store
         .create_account(&input, body.password.as_deref())
         .await?;
-    tracing::info!(event = "account_created", account = %account.id, connector = %account.connector, "account created");
+    tracing::info!(event = "account_created", account = %account.id, account_name = %account.name, connector = %account.connector, "account created");
     state.engine.accounts_changed();
     let view = AccountView::from(&account);
     audit(
@@ -422,7 +422,7 @@ async fn update_account(
         }
     }
     let account = state.store.update_account(id, &input, password).await?;
-    tracing::info!(event = "account_updated", account = %account.id, "account updated");
+    tracing::info!(event = "account_updated", account = %account.id, account_name = %account.name, "account updated");
     state.engine.accounts_changed();
     let after = AccountView::from(&account);
     audit(
@@ -458,7 +458,7 @@ async fn delete_account(
         None,
     )
     .await?;
-    tracing::info!(event = "account_deleted", account = %id, "account deleted");
+    tracing::info!(event = "account_deleted", account = %id, account_name = %before.name, "account deleted");
     state.engine.accounts_changed();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -487,7 +487,7 @@ pub(crate) async fn accept(
                 MessageStatus::Queued
             }
         };
-        tracing::debug!(event = "email_queued", message = %id, account = %account.id, scenario = %scenario, %status, "email accepted");
+        tracing::debug!(event = "email_queued", message_uuid = %id, account = %account.id, account_name = %account.name, scenario = %scenario, %status, "email accepted");
         AcceptedMessage {
             id,
             status: status.to_string(),
@@ -571,7 +571,7 @@ async fn retry_message(
         .visible_message(id, &principal.visibility(&state).await?)
         .await?;
     let message = state.store.retry_message(id).await?;
-    tracing::info!(event = "email_retry_requested", message = %id, "retry requested");
+    tracing::info!(event = "email_retry_requested", message_uuid = %id, "retry requested");
     state.engine.wake();
     Ok(axum::Json(MessageView::full(&message)))
 }
@@ -589,7 +589,7 @@ async fn cancel_message(
         .visible_message(id, &principal.visibility(&state).await?)
         .await?;
     let message = state.store.cancel_message(id).await?;
-    tracing::info!(event = "email_cancelled", message = %id, "message cancelled");
+    tracing::info!(event = "email_cancelled", message_uuid = %id, "message cancelled");
     Ok(axum::Json(MessageView::full(&message)))
 }
 
@@ -606,7 +606,7 @@ async fn confirm_message(
         .visible_message(id, &principal.visibility(&state).await?)
         .await?;
     let message = state.store.confirm_message(id).await?;
-    tracing::info!(event = "email_confirmed", message = %id, "draft confirmed");
+    tracing::info!(event = "email_confirmed", message_uuid = %id, "draft confirmed");
     state.engine.wake();
     Ok(axum::Json(MessageView::full(&message)))
 }
