@@ -23,14 +23,14 @@ pub struct Cli {
 
 #[derive(Args, Clone)]
 pub struct Global {
-    /// Base URL of the mailroom server.
-    #[arg(
-        long,
-        global = true,
-        env = "MAILROOM_SERVER",
-        default_value = "http://127.0.0.1:8025"
-    )]
-    pub server: String,
+    /// Base URL of the mailroom server; default: MAILROOM_SERVER, else http:// and the address
+    /// `serve` listens on (MAILROOM_LISTEN, or `listen` in the config file), else
+    /// http://127.0.0.1:8025.
+    #[arg(long, global = true, env = "MAILROOM_SERVER")]
+    pub server: Option<String>,
+    /// The config file `serve` reads (for its `listen` address); default <data-dir>/mailroom.toml.
+    #[arg(long = "server-config", global = true, env = "MAILROOM_CONFIG")]
+    pub config: Option<PathBuf>,
     /// API token; default: MAILROOM_TOKEN, else <data-dir>/admin-token.
     #[arg(long, global = true, env = "MAILROOM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -323,7 +323,7 @@ impl Client {
         };
         Ok(Self {
             http: reqwest::Client::new(),
-            base: global.server.trim_end_matches('/').to_owned(),
+            base: server_url(global)?.trim_end_matches('/').to_owned(),
             token,
         })
     }
@@ -362,10 +362,77 @@ impl Client {
                 .and_then(Value::as_str)
                 .unwrap_or("request failed");
             let code = value.get("code").and_then(Value::as_str).unwrap_or("");
-            bail!("{status} {code}: {message}");
+            return Err(ApiFailure {
+                summary: format!("{status} {code}: {message}"),
+                body: value,
+            }
+            .into());
         }
         Ok(value)
     }
+}
+
+/// The server refused a request: its JSON error body, kept for `--output json`.
+#[derive(Debug)]
+pub struct ApiFailure {
+    summary: String,
+    pub body: Value,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.summary)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+/// A failed command as JSON: the server's own error body when it refused the request, else
+/// `{"code": "cli_error", "message": …}`.
+pub fn error_as_json(error: &anyhow::Error) -> Value {
+    match error.downcast_ref::<ApiFailure>() {
+        Some(failure) if failure.body.is_object() => failure.body.clone(),
+        _ => json!({"code": "cli_error", "message": format!("{error:#}")}),
+    }
+}
+
+/// The server to talk to: `--server`/MAILROOM_SERVER, else the address `serve` listens on
+/// (MAILROOM_LISTEN, else `listen` in its config file), else the default.
+fn server_url(global: &Global) -> Result<String> {
+    if let Some(server) = &global.server {
+        return Ok(server.clone());
+    }
+    let listen = match std::env::var("MAILROOM_LISTEN") {
+        Ok(listen) if !listen.trim().is_empty() => Some(listen),
+        _ => {
+            let data_dir = global
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            let file = global
+                .config
+                .clone()
+                .unwrap_or_else(|| data_dir.join("mailroom.toml"));
+            match std::fs::read_to_string(&file) {
+                Ok(text) => toml::from_str::<toml::Table>(&text)
+                    .with_context(|| format!("reading {}", file.display()))?
+                    .get("listen")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned),
+                Err(_) => None,
+            }
+        }
+    };
+    Ok(match listen {
+        Some(listen) => {
+            // A server listening on every interface is reached on loopback.
+            let listen = listen
+                .replace("0.0.0.0:", "127.0.0.1:")
+                .replace("[::]:", "[::1]:");
+            format!("http://{listen}")
+        }
+        None => "http://127.0.0.1:8025".into(),
+    })
 }
 
 fn str_of(value: &Value, key: &str) -> String {

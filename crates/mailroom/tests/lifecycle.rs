@@ -402,3 +402,73 @@ async fn the_cli_manages_users_and_their_tokens() {
     );
     assert!(!ok && err.contains("permission_sets[0]"), "{err}");
 }
+
+#[tokio::test]
+async fn the_cli_finds_the_server_from_its_listen_address_when_no_server_is_given() {
+    let server = start_server().await;
+    let bare = |envs: &[(&str, String)]| {
+        let mut command = Command::new(binary());
+        command
+            .args(["account", "list", "--output", "json"])
+            .env_remove("MAILROOM_SERVER")
+            .env_remove("MAILROOM_LISTEN")
+            .env_remove("MAILROOM_CONFIG")
+            .env("MAILROOM_TOKEN", &server.token)
+            .env("MAILROOM_DATA_DIR", server.data_dir());
+        for (name, value) in envs {
+            command.env(name, value);
+        }
+        command.output().unwrap()
+    };
+    let listen = format!("127.0.0.1:{}", server.port);
+    let from_environment = bare(&[("MAILROOM_LISTEN", listen.clone())]);
+    assert!(
+        from_environment.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_environment.stderr)
+    );
+    // The config file serve reads (the test kit's has no listen key; a copy with one).
+    let config = server.data_dir().join("cli.toml");
+    std::fs::write(&config, format!("listen = \"0.0.0.0:{}\"\n", server.port)).unwrap();
+    let from_config = bare(&[("MAILROOM_CONFIG", config.display().to_string())]);
+    assert!(
+        from_config.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_config.stderr)
+    );
+}
+
+#[tokio::test]
+async fn cli_errors_are_json_under_output_json() {
+    let server = start_server().await;
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "account",
+            "show",
+            "00000000-0000-0000-0000-000000000000",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(!ok);
+    assert!(out.is_empty(), "{out}");
+    let error: Value = serde_json::from_str(err.trim()).expect("a JSON error");
+    assert_eq!(error["code"], "not_found", "{err}");
+    let unreachable = Command::new(binary())
+        .args([
+            "account",
+            "list",
+            "--output",
+            "json",
+            "--server",
+            "http://127.0.0.1:1",
+        ])
+        .env("MAILROOM_TOKEN", "x")
+        .output()
+        .unwrap();
+    let error: Value =
+        serde_json::from_str(String::from_utf8_lossy(&unreachable.stderr).trim()).unwrap();
+    assert_eq!(error["code"], "cli_error");
+    assert!(error["message"].as_str().unwrap().contains("cannot reach"));
+}
