@@ -76,6 +76,15 @@ pub enum Command {
     /// Work on the data folder itself, with the server stopped.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Email templates.
+    #[command(subcommand)]
+    Template(crate::cli_content::TemplateCommand),
+    /// Business documents.
+    #[command(subcommand)]
+    Document(crate::cli_content::DocumentCommand),
+    /// Files to attach to messages.
+    #[command(subcommand)]
+    Attachment(crate::cli_content::AttachmentCommand),
 }
 
 #[derive(Subcommand)]
@@ -94,6 +103,9 @@ pub enum AccountCommand {
     Show {
         id: String,
     },
+    /// Change an account; what is not given stays. Changing the server or username of an account
+    /// with a password needs the password again (--password-stdin).
+    Edit(EditAccount),
     /// Test the connection (and authentication) of an account.
     Test {
         id: String,
@@ -150,13 +162,15 @@ pub enum AddAccount {
     },
 }
 
-/// Answers for the guided setup; whatever is not given is asked for on the terminal.
 #[derive(Args)]
-pub struct SetupArgs {
+pub struct EditAccount {
+    id: String,
     #[arg(long)]
     name: Option<String>,
     #[arg(long = "email")]
     email_address: Option<String>,
+    #[arg(long)]
+    sender_name: Option<String>,
     #[arg(long)]
     host: Option<String>,
     #[arg(long)]
@@ -164,6 +178,40 @@ pub struct SetupArgs {
     /// none, starttls or tls.
     #[arg(long)]
     security: Option<String>,
+    #[arg(long)]
+    username: Option<String>,
+    /// Read the (new) password from standard input.
+    #[arg(long)]
+    password_stdin: bool,
+    /// Messages per minute (0 = unlimited).
+    #[arg(long)]
+    rate_limit: Option<i64>,
+    #[arg(long)]
+    concurrency: Option<i64>,
+    #[arg(long)]
+    max_attempts: Option<i64>,
+}
+
+/// Answers for the guided setup; whatever is not given is asked for on the terminal.
+#[derive(Args)]
+pub struct SetupArgs {
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long = "email")]
+    email_address: Option<String>,
+    /// The name recipients see beside the address.
+    #[arg(long)]
+    sender_name: Option<String>,
+    #[arg(long)]
+    host: Option<String>,
+    #[arg(long)]
+    port: Option<u16>,
+    /// none, starttls or tls.
+    #[arg(long)]
+    security: Option<String>,
+    /// Send a test message to this address once the account works ("" to skip).
+    #[arg(long)]
+    test_to: Option<String>,
     /// Leave empty for no authentication.
     #[arg(long)]
     username: Option<String>,
@@ -264,7 +312,10 @@ pub struct SendArgs {
 
 #[derive(Subcommand)]
 pub enum MessageCommand {
+    /// A message: its fields, the text part, related records and every attempt.
     Show { id: String },
+    /// Send a draft (a document for a customer whose profile sends after confirmation).
+    Confirm { id: String },
 }
 
 #[derive(Args)]
@@ -294,7 +345,7 @@ pub enum SentCommand {
     List(ListArgs),
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
@@ -328,7 +379,41 @@ impl Client {
         })
     }
 
-    async fn call(
+    /// Uploads raw bytes with their media type and disposition.
+    pub(crate) async fn upload(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        disposition: &str,
+    ) -> Result<Value> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .header("content-disposition", disposition)
+            .body(bytes)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the mailroom server at {}", self.base))?;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(ApiFailure {
+                summary: format!(
+                    "{status} {}: {}",
+                    value["code"].as_str().unwrap_or_default(),
+                    value["message"].as_str().unwrap_or("request failed")
+                ),
+                body: value,
+            }
+            .into());
+        }
+        Ok(value)
+    }
+
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -452,7 +537,7 @@ fn str_of(value: &Value, key: &str) -> String {
     }
 }
 
-fn print_table(rows: &[Value], columns: &[&str]) {
+pub(crate) fn print_table(rows: &[Value], columns: &[&str]) {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| columns.iter().map(|c| str_of(row, c)).collect())
@@ -492,10 +577,14 @@ fn print_table(rows: &[Value], columns: &[&str]) {
     }
 }
 
-fn print_record(value: &Value) {
+pub(crate) fn print_record(value: &Value) {
     if let Value::Object(map) = value {
         for (key, field) in map {
-            if key == "attempts" || key == "related_records" {
+            // The bodies come last, as text: a person reads the text part, not raw HTML.
+            if matches!(
+                key.as_str(),
+                "attempts" | "related_records" | "text" | "html"
+            ) {
                 continue;
             }
             println!("{key:<22} {}", str_of(value, key));
@@ -513,6 +602,14 @@ fn print_record(value: &Value) {
                     str_of(record, "relation")
                 );
             }
+        }
+        if let Some(Value::String(text)) = value.get("text") {
+            println!("text");
+            for line in text.lines() {
+                println!("  {line}");
+            }
+        } else if value.get("html").is_some_and(Value::is_string) {
+            println!("text                   (HTML only; see --output json)");
         }
         if let Some(Value::Array(attempts)) = value.get("attempts") {
             println!("attempts");
@@ -532,7 +629,7 @@ fn print_record(value: &Value) {
     }
 }
 
-fn emit(output: Output, value: &Value, table: impl FnOnce(&Value)) {
+pub(crate) fn emit(output: Output, value: &Value, table: impl FnOnce(&Value)) {
     match output {
         Output::Json => println!(
             "{}",
@@ -653,6 +750,14 @@ async fn setup(client: &Client, args: SetupArgs, output: Output) -> Result<()> {
         Some(v) => v,
         None => ask("Sender address (e.g. sales@example.com)", None, quiet)?,
     };
+    let sender_name = match args.sender_name {
+        Some(v) => v,
+        None => ask(
+            "Sender name recipients see (e.g. Cronus Sales)",
+            Some(&name),
+            quiet,
+        )?,
+    };
     let host = match args.host {
         Some(v) => v,
         None => ask("SMTP server host", None, quiet)?,
@@ -696,7 +801,7 @@ async fn setup(client: &Client, args: SetupArgs, output: Output) -> Result<()> {
         .context("the limit must be a number")?,
     };
     let mut body = json!({"connector": "smtp", "name": name, "email_address": email, "host": host, "port": port,
-                          "security": security, "rate_limit_per_minute": rate_limit});
+                          "security": security, "rate_limit_per_minute": rate_limit, "sender_name": sender_name});
     if let Some(password) = password {
         body["username"] = json!(username);
         body["password"] = json!(password);
@@ -735,11 +840,40 @@ async fn setup(client: &Client, args: SetupArgs, output: Output) -> Result<()> {
     emit(output, &account, |account| {
         println!("{}", str_of(&test, "detail"));
         println!(
-            "Account {} ({}) is now the default account.",
+            "Account {} ({}) is now the default account. Its id: {}",
             str_of(account, "name"),
-            str_of(account, "email_address")
+            str_of(account, "email_address"),
+            str_of(account, "id")
         );
     });
+    let test_to = match args.test_to {
+        Some(v) => v,
+        None if quiet => String::new(),
+        None => ask(
+            "Send a test message to (an address; empty to skip)",
+            Some(""),
+            false,
+        )?,
+    };
+    if !test_to.trim().is_empty() {
+        let sent = client
+            .call(
+                Method::POST,
+                "/v1/messages",
+                Some(json!({"to": [test_to.trim()], "account_id": id,
+                    "subject": "mailroom test message",
+                    "text": format!("This message was sent through the account {name} to check that it works.")})),
+                &[],
+            )
+            .await?;
+        if output == Output::Table {
+            println!(
+                "Test message queued ({}); follow it with: mailroom message show {}",
+                str_of(&sent, "status"),
+                str_of(&sent, "id")
+            );
+        }
+    }
     Ok(())
 }
 
@@ -991,6 +1125,61 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
                 .unwrap_or_default();
             let value = client
                 .call(Method::POST, "/v1/messages", Some(body), &headers)
+                .await?;
+            emit(output, &value, print_record);
+        }
+        Command::Template(command) => {
+            crate::cli_content::templates(&client, command, output).await?
+        }
+        Command::Document(command) => {
+            crate::cli_content::documents(&client, command, output).await?
+        }
+        Command::Attachment(command) => {
+            crate::cli_content::attachments(&client, command, output).await?
+        }
+        Command::Message(MessageCommand::Confirm { id }) => {
+            let value = client
+                .call(
+                    Method::POST,
+                    &format!("/v1/messages/{id}/confirm"),
+                    None,
+                    &[],
+                )
+                .await?;
+            emit(output, &value, print_record);
+        }
+        Command::Account(AccountCommand::Edit(edit)) => {
+            let mut body = serde_json::Map::new();
+            let mut put = |key: &str, value: Option<Value>| {
+                if let Some(value) = value {
+                    body.insert(key.into(), value);
+                }
+            };
+            put("name", edit.name.map(Value::from));
+            put("email_address", edit.email_address.map(Value::from));
+            put("sender_name", edit.sender_name.map(Value::from));
+            put("host", edit.host.map(Value::from));
+            put("port", edit.port.map(Value::from));
+            put("security", edit.security.map(Value::from));
+            put("username", edit.username.map(Value::from));
+            put("rate_limit_per_minute", edit.rate_limit.map(Value::from));
+            put("concurrency_limit", edit.concurrency.map(Value::from));
+            put("max_attempts", edit.max_attempts.map(Value::from));
+            if edit.password_stdin {
+                let mut text = String::new();
+                std::io::stdin().read_to_string(&mut text)?;
+                put(
+                    "password",
+                    Some(Value::from(text.trim_end_matches(['\r', '\n']))),
+                );
+            }
+            let value = client
+                .call(
+                    Method::PATCH,
+                    &format!("/v1/accounts/{}", edit.id),
+                    Some(Value::Object(body)),
+                    &[],
+                )
                 .await?;
             emit(output, &value, print_record);
         }

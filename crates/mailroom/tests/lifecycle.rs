@@ -254,9 +254,10 @@ fn setup_with_answers(
 async fn the_guided_setup_asks_for_the_account_and_its_limit_tests_it_and_makes_it_the_default() {
     let sink = SmtpSink::start(&[]).unwrap();
     let server = start_server().await;
-    // name, address, host, security, port, username (empty: none), messages per minute
+    // name, address, sender name, host, security, port, username (empty: none), messages per
+    // minute, an address for a test message
     let answers = format!(
-        "Sales\nsales@example.com\n127.0.0.1\nnone\n{}\n\n45\n",
+        "Sales\nsales@example.com\nCronus Sales\n127.0.0.1\nnone\n{}\n\n45\ntest@example.com\n",
         sink.port
     );
     let (ok, out, err) = setup_with_answers(&server, &[], &answers);
@@ -265,7 +266,12 @@ async fn the_guided_setup_asks_for_the_account_and_its_limit_tests_it_and_makes_
         err.contains("Messages per minute"),
         "the limit is asked for: {err}"
     );
+    assert!(
+        err.contains("Sender name"),
+        "the sender name is asked for: {err}"
+    );
     assert!(out.contains("is now the default account"), "{out}");
+    assert!(out.contains("Test message queued"), "{out}");
     let (_, accounts) = server.get("/v1/accounts").await.unwrap();
     let sales = accounts
         .as_array()
@@ -275,6 +281,20 @@ async fn the_guided_setup_asks_for_the_account_and_its_limit_tests_it_and_makes_
         .expect("the account exists");
     assert_eq!(sales["is_default"], true);
     assert_eq!(sales["rate_limit_per_minute"], 45);
+    assert_eq!(sales["sender_name"], "Cronus Sales");
+    assert!(
+        out.contains(sales["id"].as_str().unwrap()),
+        "the id is printed: {out}"
+    );
+    wait_until(Duration::from_secs(10), "the test message", || async {
+        Ok(sink.messages()?.len() == 1)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        sink.messages().unwrap()[0].rcpt_to,
+        vec!["test@example.com".to_string()]
+    );
     let accepted = server
         .send(&json!({"to": ["c@example.com"], "subject": "after setup", "text": "t"}))
         .await
@@ -284,7 +304,7 @@ async fn the_guided_setup_asks_for_the_account_and_its_limit_tests_it_and_makes_
         .wait_for_status(&id_of(&accepted), "sent", Duration::from_secs(10))
         .await
         .unwrap();
-    assert_eq!(sink.messages().unwrap().len(), 1);
+    assert_eq!(sink.messages().unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -471,4 +491,138 @@ async fn cli_errors_are_json_under_output_json() {
         serde_json::from_str(String::from_utf8_lossy(&unreachable.stderr).trim()).unwrap();
     assert_eq!(error["code"], "cli_error");
     assert!(error["message"].as_str().unwrap().contains("cannot reach"));
+}
+
+#[tokio::test]
+async fn the_cli_edits_accounts_previews_templates_uploads_files_sends_documents_and_confirms_drafts()
+ {
+    let sink = SmtpSink::start(&[]).unwrap();
+    let server = start_server().await;
+    let account = server
+        .add_default_smtp_account(
+            "docs",
+            sink.port,
+            json!({"username": "docs", "password": "s3cret"}),
+        )
+        .await
+        .unwrap();
+    let id = id_of(&account);
+
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "account",
+            "edit",
+            &id,
+            "--rate-limit",
+            "12",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["rate_limit_per_minute"],
+        12
+    );
+    let (ok, _, err) = cli(
+        &server,
+        &["account", "edit", &id, "--port", "2525", "--output", "json"],
+    );
+    assert!(!ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(err.trim()).unwrap()["code"],
+        "password_required"
+    );
+
+    let (ok, out, _) = cli(&server, &["template", "list"]);
+    assert!(ok && out.contains("sales-invoice"), "{out}");
+    let (ok, out, err) = cli(&server, &["template", "preview", "sales-invoice"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("Subject: "), "{out}");
+    assert!(out.contains("ATHENS Desk"), "the text part: {out}");
+    assert!(!out.contains("<td"), "not HTML: {out}");
+    let (ok, out, _) = cli(&server, &["template", "show", "sales-invoice"]);
+    assert!(ok && out.contains("document_type"), "{out}");
+
+    let pdf = server.data_dir().join("invoice.pdf");
+    std::fs::write(&pdf, b"%PDF-1.7 cli").unwrap();
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "attachment",
+            "upload",
+            pdf.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let attachment: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(attachment["content_type"], "application/pdf");
+
+    server
+        .call(
+            reqwest::Method::PUT,
+            "/v1/sending-profiles/confirm-first",
+            Some(&json!({"email": "after-confirmation", "attachment": "pdf"})),
+            &[],
+        )
+        .await
+        .unwrap();
+    server
+        .call(
+            reqwest::Method::PUT,
+            "/v1/customers/C1/sending-profile",
+            Some(&json!({"profile": "confirm-first"})),
+            &[],
+        )
+        .await
+        .unwrap();
+    let request = server.data_dir().join("invoice.json");
+    std::fs::write(
+        &request,
+        json!({
+            "document_type": "sales-invoice", "number": "103001",
+            "customer": {"id": "C1", "name": "Adatum Corporation", "email": "ap@adatum.example"},
+            "data": {"company": {"name": "Cronus"}, "document": {"due_date": "2026-12-22", "currency": "EUR",
+                     "total": 10.0, "payment_link": "https://pay.example.com/1",
+                     "lines": [{"description": "Desk", "quantity": 1, "unit_price": 10.0, "amount": 10.0}]}},
+            "attachments": [{"id": attachment["id"]}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "document",
+            "send",
+            "--file",
+            request.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let draft: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(draft["status"], "draft", "{draft}");
+    let draft_id = draft["message"]["id"]
+        .as_str()
+        .or(draft["id"].as_str())
+        .unwrap()
+        .to_owned();
+
+    let (ok, out, _) = cli(&server, &["message", "show", &draft_id]);
+    assert!(ok);
+    assert!(out.contains("\ntext\n"), "the text part is shown: {out}");
+    assert!(!out.contains("<html"), "not the HTML: {out}");
+
+    let (ok, _, err) = cli(&server, &["message", "confirm", &draft_id]);
+    assert!(ok, "{err}");
+    server
+        .wait_for_status(&draft_id, "sent", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(sink.messages().unwrap().len(), 1);
 }
