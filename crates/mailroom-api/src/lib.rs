@@ -91,6 +91,19 @@ pub fn openapi() -> OpenApi {
         Vec::<String>::new(),
     )]);
     document_common_errors(&mut api);
+    // The data each built-in document type's template expects, so that clients can validate and
+    // generate it.
+    let components = api.components.get_or_insert_with(Default::default);
+    for template in mailroom_core::template::builtin::built_in() {
+        if let Some(schema) = mailroom_core::template::schema::data_schema(template.document_type)
+            && let Ok(schema) = serde_json::from_value::<utoipa::openapi::schema::Schema>(schema)
+        {
+            components.schemas.insert(
+                format!("DocumentData.{}", template.document_type),
+                utoipa::openapi::RefOr::T(schema),
+            );
+        }
+    }
     api
 }
 

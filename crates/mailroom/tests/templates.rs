@@ -77,6 +77,26 @@ async fn a_template_error_is_refused_with_its_part_line_and_reason() {
         .await
         .unwrap();
     assert_eq!(status, 422, "a missing variable is an error: {error}");
+    assert_eq!(
+        error["field"], "data.document.due_date",
+        "named with its path: {error}"
+    );
+    assert!(
+        error["message"].as_str().unwrap().contains("is missing"),
+        "{error}"
+    );
+    // A variable the document type's schema does not know is still named by the template error.
+    let odd =
+        json!({"document_type": "sales-invoice", "subject": "x", "html": "<p>{{ mood }}</p>"});
+    server
+        .call(Method::PUT, "/v1/templates/odd", Some(&odd), &[])
+        .await
+        .unwrap();
+    let (status, error) = server
+        .post("/v1/templates/odd/preview", &json!({"data": {}}))
+        .await
+        .unwrap();
+    assert_eq!(status, 422);
     assert!(
         error["message"].as_str().unwrap().contains("undefined"),
         "{error}"
@@ -265,4 +285,55 @@ async fn an_expensive_template_is_refused_while_the_server_stays_responsive() {
         .unwrap();
     assert_eq!(status, 422);
     assert_eq!(body["code"], "template_too_expensive", "{body}");
+}
+
+#[tokio::test]
+async fn the_data_a_document_type_expects_is_published_and_a_missing_value_is_named_with_its_path()
+{
+    let server = start_server().await;
+    let openapi: serde_json::Value = reqwest::get(format!("{}/openapi.json", server.base_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schema = &openapi["components"]["schemas"]["DocumentData.sales-invoice"];
+    assert!(
+        schema["properties"]["document"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("due_date")),
+        "{schema}"
+    );
+    let (_, template) = server.get("/v1/templates/sales-invoice").await.unwrap();
+    assert_eq!(
+        template["data_schema"]["properties"]["document"]["properties"]["lines"]["items"]["required"],
+        json!(["description", "quantity", "unit_price", "amount"])
+    );
+
+    // The preview says which sample data it used.
+    let (status, preview) = server
+        .post("/v1/templates/sales-invoice/preview", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(preview["data"]["document"]["number"], "103001");
+
+    let mut data = preview["data"].clone();
+    data["document"]["lines"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("amount");
+    let (status, error) = server
+        .post(
+            "/v1/templates/sales-invoice/preview",
+            &json!({"data": data}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["field"], "data.document.lines[0].amount", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("is missing"), "{message}");
+    assert!(message.contains("template needs it (line "), "{message}");
 }

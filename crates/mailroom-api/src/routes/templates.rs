@@ -33,6 +33,11 @@ pub struct TemplateView {
     pub text: Option<String>,
     pub built_in: bool,
     pub created_at: String,
+    /// The JSON Schema of the data a built-in document type's template expects (also in the OpenAPI
+    /// document as `DocumentData.<type>`); absent for other document types.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub data_schema: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub versions: Option<Vec<TemplateVersionView>>,
 }
@@ -56,6 +61,7 @@ impl From<&TemplateRecord> for TemplateView {
             text: t.source.text.clone(),
             built_in: t.built_in,
             created_at: rfc3339(t.created_at_ms),
+            data_schema: None,
             versions: None,
         }
     }
@@ -89,6 +95,9 @@ pub struct PreviewView {
     pub subject: String,
     pub html: String,
     pub text: String,
+    /// The data the preview was rendered with (the sample data when none was given).
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
 }
 
 /// A template error as a 422 naming the part, the line and the reason.
@@ -112,12 +121,52 @@ const RENDER_WALL_CLOCK: std::time::Duration = std::time::Duration::from_secs(2)
 /// thread within its fuel; the client is answered at once.)
 pub async fn render_bounded(
     source: TemplateSource,
+    document_type: &str,
     data: serde_json::Value,
 ) -> ApiResult<mailroom_core::template::Rendered> {
-    let rendering =
-        tokio::task::spawn_blocking(move || CompiledTemplate::compile(&source)?.render(&data));
+    use mailroom_core::template::schema::{data_schema, shortfalls};
+    let schema = data_schema(document_type);
+    let rendering = tokio::task::spawn_blocking(move || {
+        match CompiledTemplate::compile(&source).and_then(|t| t.render(&data)) {
+            Ok(rendered) => Ok(rendered),
+            // A render that failed on missing data: name the missing path, when the document
+            // type's schema knows it and the failing part of the template uses that name (a
+            // custom template need not use everything the built-in one does).
+            Err(error) if error.limit.is_none() && error.reason.contains("undefined") => {
+                let part_source = match error.part {
+                    "subject" => source.subject.as_str(),
+                    "text" => source.text.as_deref().unwrap_or_default(),
+                    _ => source.html.as_str(),
+                };
+                let line = error
+                    .line
+                    .and_then(|n| part_source.lines().nth(n.saturating_sub(1)))
+                    .unwrap_or(part_source);
+                let shortfall = schema.as_ref().and_then(|schema| {
+                    shortfalls(schema, &data).into_iter().find(|(path, _)| {
+                        let name = path.rsplit(['.', ']']).next().unwrap_or(path);
+                        !name.is_empty() && line.contains(name)
+                    })
+                });
+                Err((error, shortfall))
+            }
+            Err(error) => Err((error, None)),
+        }
+    });
     match tokio::time::timeout(RENDER_WALL_CLOCK, rendering).await {
-        Ok(Ok(rendered)) => rendered.map_err(template_error),
+        Ok(Ok(Ok(rendered))) => Ok(rendered),
+        Ok(Ok(Err((error, Some((path, what)))))) => Err(ApiError::invalid(
+            &format!("data.{path}"),
+            format!(
+                "{path} {what}: the {} template needs it{}",
+                error.part,
+                error
+                    .line
+                    .map(|l| format!(" (line {l})"))
+                    .unwrap_or_default()
+            ),
+        )),
+        Ok(Ok(Err((error, None)))) => Err(template_error(error)),
         Ok(Err(join_error)) => Err(ApiError::internal(join_error)),
         Err(_) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -164,7 +213,8 @@ pub async fn render(
             }
             other => other.into(),
         })?;
-    let rendered = render_bounded(record.source.clone(), data.clone()).await?;
+    let rendered =
+        render_bounded(record.source.clone(), &record.document_type, data.clone()).await?;
     Ok((record, rendered))
 }
 
@@ -191,6 +241,7 @@ async fn get_template(
 ) -> ApiResult<axum::Json<TemplateView>> {
     let record = state.store.template(&id, None).await?;
     let mut view = TemplateView::from(&record);
+    view.data_schema = mailroom_core::template::schema::data_schema(&record.document_type);
     view.versions = Some(
         state
             .store
@@ -271,12 +322,14 @@ async fn preview_template(
     let data = body
         .data
         .unwrap_or_else(|| sample_data(&record.document_type));
-    let rendered = render_bounded(record.source.clone(), data).await?;
+    let rendered =
+        render_bounded(record.source.clone(), &record.document_type, data.clone()).await?;
     Ok(axum::Json(PreviewView {
         id: record.id,
         version: record.version,
         subject: rendered.subject.as_str().to_owned(),
         html: rendered.html,
         text: rendered.text,
+        data,
     }))
 }

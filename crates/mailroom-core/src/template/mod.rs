@@ -4,6 +4,7 @@
 //! clients; without a text template the text is derived from the rendered HTML.
 
 pub mod builtin;
+pub mod schema;
 
 use crate::header::HeaderText;
 use crate::message::html_to_text;
