@@ -337,3 +337,73 @@ async fn the_data_a_document_type_expects_is_published_and_a_missing_value_is_na
     assert!(message.contains("is missing"), "{message}");
     assert!(message.contains("template needs it (line "), "{message}");
 }
+
+/// Renders `html` in headless Chromium with a viewport `width` pixels wide and returns by how many
+/// pixels the page is wider than the viewport (0: no horizontal scrolling).
+fn overflow_in_chromium(html: &str, width: u32) -> i64 {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("page.html");
+    let probe = "<script>document.documentElement.setAttribute('data-overflow', \
+                 String(document.documentElement.scrollWidth - window.innerWidth));</script>";
+    let html = match html.rfind("</body>") {
+        Some(end) => format!("{}{probe}{}", &html[..end], &html[end..]),
+        None => format!("{html}{probe}"),
+    };
+    std::fs::write(&page, html).unwrap();
+    let output = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--hide-scrollbars",
+            &format!("--window-size={width},900"),
+            &format!("--user-data-dir={}", dir.path().join("profile").display()),
+            "--dump-dom",
+        ])
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs (.ci/run installs it)");
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let start = dom
+        .find("data-overflow=\"")
+        .unwrap_or_else(|| panic!("no measurement: {dom}"))
+        + "data-overflow=\"".len();
+    dom[start..start + dom[start..].find('"').unwrap()]
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_built_in_template_reads_on_a_375_pixel_phone_without_sideways_scrolling() {
+    let server = start_server().await;
+    let (_, templates) = server.get("/v1/templates").await.unwrap();
+    let built_in: Vec<String> = templates
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["built_in"] == true)
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(built_in.len(), 6);
+    for id in built_in {
+        let (status, preview) = server
+            .post(&format!("/v1/templates/{id}/preview"), &json!({}))
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        let html = preview["html"].as_str().unwrap();
+        assert_eq!(
+            overflow_in_chromium(html, 375),
+            0,
+            "{id} scrolls sideways at 375 px"
+        );
+    }
+    // The measurement can fail: a fixed 600-pixel table does scroll.
+    assert!(
+        overflow_in_chromium(
+            "<html><body><table width=\"600\"><tr><td>x</td></tr></table></body></html>",
+            375
+        ) > 0
+    );
+}

@@ -232,6 +232,26 @@ async fn send_document(
     };
     data.entry("customer")
         .or_insert_with(|| serde_json::to_value(&document.customer).expect("parties serialize"));
+    for (key, party) in [
+        ("contact", &document.contact),
+        ("salesperson", &document.salesperson),
+    ] {
+        if let Some(party) = party {
+            data.entry(key)
+                .or_insert_with(|| serde_json::to_value(party).expect("parties serialize"));
+        }
+    }
+    // The files that go with the document, so that the text can name them. (An unknown id is
+    // refused later, where the message's attachments are checked.)
+    if !data.contains_key("attachments") {
+        let mut named = Vec::new();
+        for reference in &attachments {
+            if let Ok(attachment) = state.store.attachment(reference.id).await {
+                named.push(serde_json::json!({"filename": attachment.filename}));
+            }
+        }
+        data.insert("attachments".into(), serde_json::Value::Array(named));
+    }
     let entry = data
         .entry("document")
         .or_insert_with(|| serde_json::json!({}));

@@ -83,29 +83,34 @@ fn html(wording: &Wording) -> String {
     format!(
         r#"<!doctype html><html><body style="margin:0;padding:0;background:#f4f5f7">
 <table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="background:#f4f5f7;padding:24px 0"><tr><td align="center">
-<table role="presentation" width="600" cellpadding="0" cellspacing="0" style="background:#ffffff;border-radius:6px;font-family:Helvetica,Arial,sans-serif;color:#222222;font-size:15px;line-height:1.5">
-<tr><td style="padding:24px 32px;border-bottom:3px solid #1f5fbf"><strong style="font-size:18px">{{{{ company.name }}}}</strong><br><span style="color:#666666">{title} {{{{ document.number }}}}</span></td></tr>
-<tr><td style="padding:24px 32px">
-<p>Dear {{{{ customer.name }}}},</p>
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="width:100%;max-width:600px;background:#ffffff;border-radius:6px;font-family:Helvetica,Arial,sans-serif;color:#222222;font-size:15px;line-height:1.5">
+<tr><td style="padding:20px 16px;border-bottom:3px solid #1f5fbf"><strong style="font-size:18px">{{{{ company.name }}}}</strong><br><span style="color:#666666">{title} {{{{ document.number }}}}</span></td></tr>
+<tr><td style="padding:20px 16px">
+<p>Dear {{{{ greeting_name }}}},</p>
 <p>{greeting}</p>
-<table role="presentation" width="100%" cellpadding="6" cellspacing="0" style="border-collapse:collapse;margin:16px 0">
+<table role="presentation" width="100%" cellpadding="4" cellspacing="0" style="border-collapse:collapse;margin:16px 0;font-size:14px">
 <tr style="background:#f0f3f8"><th align="left">Item</th><th align="right">Qty</th><th align="right">Price</th><th align="right">Amount</th></tr>
 {{% for line in document.lines %}}<tr style="border-bottom:1px solid #e5e7eb"><td>{{{{ line.description }}}}</td><td align="right">{{{{ line.quantity }}}}</td><td align="right">{{{{ line.unit_price|money }}}}</td><td align="right">{{{{ line.amount|money }}}}</td></tr>
 {{% endfor %}}<tr><td colspan="3" align="right"><strong>{amount_label}</strong></td><td align="right"><strong>{{{{ document.total|money(document.currency) }}}}</strong></td></tr>
 </table>
 {pay}
+{{% if attachments is defined and attachments %}}<p>The {lower_title} is attached as {{% for file in attachments %}}{{{{ file.filename }}}}{{% if not loop.last %}}, {{% endif %}}{{% endfor %}}.</p>{{% endif %}}
 <p>{closing}</p>
 <p>Kind regards,<br>{{{{ company.name }}}}</p>
 </td></tr>
-<tr><td style="padding:16px 32px;color:#888888;font-size:12px;border-top:1px solid #e5e7eb">{{{{ company.name }}}}{{% if company.address is defined %}} · {{{{ company.address }}}}{{% endif %}}</td></tr>
+<tr><td style="padding:16px;color:#888888;font-size:12px;border-top:1px solid #e5e7eb">{{{{ company.name }}}}{{% if company.address is defined %}} · {{{{ company.address }}}}{{% endif %}}</td></tr>
 </table></td></tr></table></body></html>"#,
         title = wording.title,
+        lower_title = wording.title.to_lowercase(),
         greeting = wording.greeting,
         amount_label = wording.amount_label,
         pay = pay,
         closing = wording.closing,
     )
 }
+
+/// The name a message greets: the contact person when there is one, else the customer.
+const GREETING_NAME: &str = "{% set greeting_name = contact.name if contact is defined and contact.name is defined and contact.name else customer.name %}";
 
 fn text(wording: &Wording) -> String {
     let pay = if wording.pay_link {
@@ -114,11 +119,14 @@ fn text(wording: &Wording) -> String {
         ""
     };
     format!(
-        "Dear {{{{ customer.name }}}},\n\n{greeting}\n\n{title} {{{{ document.number }}}}\n\n\
+        "Dear {{{{ greeting_name }}}},\n\n{greeting}\n\n{title} {{{{ document.number }}}}\n\n\
          {{% for line in document.lines %}}- {{{{ line.description }}}}: {{{{ line.quantity }}}} x {{{{ line.unit_price|money }}}} = {{{{ line.amount|money }}}}\n{{% endfor %}}\n\
-         {amount_label}: {{{{ document.total|money(document.currency) }}}}\n{pay}\n{closing}\n\nKind regards,\n{{{{ company.name }}}}\n",
+         {amount_label}: {{{{ document.total|money(document.currency) }}}}\n{pay}\n\
+         {{% if attachments is defined and attachments %}}The {lower_title} is attached as {{% for file in attachments %}}{{{{ file.filename }}}}{{% if not loop.last %}}, {{% endif %}}{{% endfor %}}.\n\n{{% endif %}}\
+         {closing}\n\nKind regards,\n{{{{ company.name }}}}\n",
         greeting = wording.greeting,
         title = wording.title,
+        lower_title = wording.title.to_lowercase(),
         amount_label = wording.amount_label,
         pay = pay,
         closing = wording.closing,
@@ -137,8 +145,8 @@ pub fn built_in() -> Vec<BuiltIn> {
                     "{} {{{{ document.number }}}} from {{{{ company.name }}}}",
                     wording.title
                 ),
-                html: html(wording),
-                text: Some(text(wording)),
+                html: format!("{GREETING_NAME}{}", html(wording)),
+                text: Some(format!("{GREETING_NAME}{}", text(wording))),
             },
         })
         .collect()
@@ -149,6 +157,8 @@ pub fn sample_data(document_type: &str) -> Value {
     json!({
         "company": {"name": "Cronus Trading Ltd.", "address": "5 The Ring, London"},
         "customer": {"name": "Adatum Corporation", "id": "C10000"},
+        "contact": {"name": "Robert Townes", "id": "CT-7"},
+        "attachments": [{"filename": format!("{document_type}-103001.pdf")}],
         "salesperson": {"name": "Annette Hill"},
         "document": {
             "type": document_type, "number": "103001", "date": "2026-11-22", "due_date": "2026-12-22",
@@ -184,7 +194,47 @@ mod tests {
             );
             assert!(rendered.html.contains("2,070.00 EUR"), "{}", template.id);
             assert!(rendered.text.contains("ATHENS Desk"), "{}", template.id);
-            assert!(rendered.html.contains("Adatum Corporation"));
+            assert!(
+                rendered.html.contains("Dear Robert Townes,"),
+                "the contact is greeted"
+            );
+            assert!(rendered.text.contains("Dear Robert Townes,"));
+            let attached = format!("is attached as {}-103001.pdf.", template.document_type);
+            assert!(rendered.html.contains(&attached), "{}", rendered.html);
+            assert!(rendered.text.contains(&attached), "{}", rendered.text);
+        }
+    }
+
+    #[test]
+    fn without_a_contact_the_customer_is_greeted_and_the_text_part_has_no_html_entities() {
+        for template in built_in() {
+            let mut data = sample_data(template.document_type);
+            data.as_object_mut().unwrap().remove("contact");
+            data.as_object_mut().unwrap().remove("attachments");
+            data["customer"]["name"] = serde_json::json!("Smith & <Sons> \"Ltd\"");
+            data["document"]["lines"][0]["description"] = serde_json::json!("Desk & chair");
+            let rendered = CompiledTemplate::compile(&template.source)
+                .unwrap()
+                .render(&data)
+                .unwrap();
+            assert!(
+                rendered.text.contains("Dear Smith & <Sons> \"Ltd\","),
+                "{}",
+                rendered.text
+            );
+            assert!(rendered.text.contains("Desk & chair"));
+            for entity in ["&amp;", "&lt;", "&gt;", "&quot;", "&#"] {
+                assert!(
+                    !rendered.text.contains(entity),
+                    "{entity} in {}",
+                    rendered.text
+                );
+            }
+            assert!(
+                rendered.html.contains("Smith &amp; &lt;Sons&gt;"),
+                "escaped in HTML"
+            );
+            assert!(!rendered.text.contains("is attached as"));
         }
     }
 }
