@@ -9,6 +9,131 @@ use mailroom_store::StoreError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// Every error `code` the API answers with: its HTTP status and what it means. Published in the
+/// OpenAPI document's description (and so at `/docs`); a test keeps it complete.
+pub const ERROR_CODES: &[(&str, u16, &str)] = &[
+    (
+        "invalid_json",
+        400,
+        "The body is not valid JSON (or is empty).",
+    ),
+    (
+        "invalid_idempotency_key",
+        400,
+        "Idempotency-Key must be 1-255 visible ASCII characters.",
+    ),
+    (
+        "invalid_multipart",
+        400,
+        "A multipart upload could not be read.",
+    ),
+    (
+        "unauthorized",
+        401,
+        "No token, or an unknown, revoked or expired one, or its user is disabled.",
+    ),
+    (
+        "permission_missing",
+        403,
+        "The user lacks the permission set the route needs (named in the message).",
+    ),
+    (
+        "licence_not_permitted",
+        403,
+        "Only users with a full licence may send.",
+    ),
+    (
+        "not_found",
+        404,
+        "No such object or route, or one the caller may not see.",
+    ),
+    (
+        "method_not_allowed",
+        405,
+        "The path exists without this method; the Allow header lists the ones it has.",
+    ),
+    (
+        "conflict",
+        409,
+        "The change conflicts with the current state (named in the message).",
+    ),
+    (
+        "no_default_account",
+        409,
+        "The scenario has no account and there is no default account; assign one.",
+    ),
+    (
+        "idempotency_key_reused",
+        409,
+        "The Idempotency-Key was used before with a different request.",
+    ),
+    (
+        "last_admin",
+        409,
+        "The change would leave no enabled user holding email-admin.",
+    ),
+    (
+        "payload_too_large",
+        413,
+        "The body, a message's bodies or its attachments exceed the configured limit.",
+    ),
+    (
+        "unsupported_media_type",
+        415,
+        "The body is not declared as JSON (Content-Type: application/json).",
+    ),
+    (
+        "invalid_request",
+        422,
+        "A field is invalid (named in `field`), or the body has the wrong shape.",
+    ),
+    (
+        "invalid_query",
+        422,
+        "A query parameter has the wrong type or is unknown.",
+    ),
+    (
+        "password_required",
+        422,
+        "Changing an account's host, port, security or username needs its password again.",
+    ),
+    (
+        "template_too_expensive",
+        422,
+        "Rendering the template went over a limit (fuel, output size or time), named in the message.",
+    ),
+    (
+        "profile_no_email",
+        422,
+        "The customer's sending profile does not send this document by email.",
+    ),
+    (
+        "attachment_unreadable",
+        422,
+        "An attachment's file could not be read.",
+    ),
+    (
+        "upload_interrupted",
+        400,
+        "The upload ended before its body was complete.",
+    ),
+    (
+        "internal",
+        500,
+        "An unexpected error; the server log has the cause.",
+    ),
+    (
+        "shutting_down",
+        503,
+        "mailroom is stopping; try again shortly.",
+    ),
+    (
+        "storage_full",
+        507,
+        "The disk under the data folder is full; nothing was stored. Retry after Retry-After.",
+    ),
+];
+
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -270,3 +395,54 @@ pub struct ApiQuery<T>(pub T);
 pub struct ApiPath<T>(pub T);
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::ERROR_CODES;
+
+    /// Every code the API's source answers with (`ApiError::new(status, "code", …)`, and the store's
+    /// refusals) is in the catalogue, with the status it is sent with.
+    #[test]
+    fn every_error_code_the_api_answers_with_is_in_the_catalogue() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut sources = vec![
+            root.join("src/error.rs"),
+            root.join("src/auth.rs"),
+            root.join("src/lib.rs"),
+        ];
+        for entry in std::fs::read_dir(root.join("src/routes")).unwrap() {
+            sources.push(entry.unwrap().path());
+        }
+        sources.push(root.join("../mailroom-store/src/users.rs"));
+        let mut found = 0;
+        for path in sources {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let compact: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            for marker in [
+                "ApiError::new( StatusCode::",
+                "ApiError::new(StatusCode::",
+                "code: \"",
+            ] {
+                for (index, _) in compact.match_indices(marker) {
+                    let rest = &compact[index + marker.len()..];
+                    let Some(open) = rest.find('"') else { continue };
+                    let Some(close) = rest[open + 1..].find('"') else {
+                        continue;
+                    };
+                    let code = &rest[open + 1..open + 1 + close];
+                    if code.is_empty() || !code.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    {
+                        continue;
+                    }
+                    found += 1;
+                    assert!(
+                        ERROR_CODES.iter().any(|(known, _, _)| *known == code),
+                        "{code} (in {}) is not in ERROR_CODES",
+                        path.display()
+                    );
+                }
+            }
+        }
+        assert!(found > 15, "only {found} codes found in the sources");
+    }
+}

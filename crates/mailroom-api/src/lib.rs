@@ -9,7 +9,7 @@ mod error;
 mod routes;
 
 pub use auth::{Principal, ROUTE_PERMISSIONS};
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ERROR_CODES, ErrorBody};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -76,10 +76,21 @@ pub fn openapi() -> OpenApi {
         .merge(v1_routes())
         .routes(routes!(routes::system::healthz))
         .split_for_parts();
+    let mut description = String::from(
+        "A self-hosted email hub for business applications.\n\n\
+         ## Authentication\n\nEvery `/v1` route needs `Authorization: Bearer <token>`; tokens belong to \
+         users and are created at `POST /v1/users/{id}/tokens`. Each route needs a permission set \
+         (`email-admin`, `email-setup`, `email-send`).\n\n\
+         ## Errors\n\nErrors are JSON: `{\"code\", \"message\", \"field\"}` with a stable `code`:\n\n\
+         | code | status | meaning |\n|---|---|---|\n",
+    );
+    for (code, status, meaning) in ERROR_CODES {
+        description.push_str(&format!("| `{code}` | {status} | {meaning} |\n"));
+    }
     api.info = InfoBuilder::new()
         .title("mailroom")
         .version(env!("CARGO_PKG_VERSION"))
-        .description(Some("A self-hosted email hub for business applications."))
+        .description(Some(description))
         .build();
     let components = api.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
@@ -240,6 +251,10 @@ pub fn router(
         .route("/metrics", get(routes::system::metrics))
         .route("/openapi.json", get(routes::system::openapi_json))
         .route("/docs", get(routes::system::docs))
+        .route(
+            "/docs/redoc.standalone.js",
+            get(routes::system::redoc_script),
+        )
         .fallback(|| async { ApiError::not_found("no such route; see /docs") })
         // The router adds the `Allow` header to this answer.
         .method_not_allowed_fallback(|method: axum::http::Method| async move {

@@ -502,7 +502,38 @@ async fn the_openapi_document_health_docs_and_metrics_are_served() {
         .text()
         .await
         .unwrap();
-    assert!(docs.contains("/v1/messages/{id}/retry"));
+    assert!(docs.contains("/docs/redoc.standalone.js"), "{docs}");
+    assert!(
+        !docs.contains("https://"),
+        "nothing is loaded from elsewhere: {docs}"
+    );
+    // In a real browser the reference renders every route and the catalogue of error codes.
+    let dir = tempfile::tempdir().unwrap();
+    let rendered = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--virtual-time-budget=15000",
+            &format!("--user-data-dir={}", dir.path().display()),
+            "--dump-dom",
+        ])
+        .arg(format!("{}/docs", server.base_url))
+        .output()
+        .expect("chromium runs (.ci/run installs it)");
+    let dom = String::from_utf8_lossy(&rendered.stdout);
+    for expected in [
+        "/v1/messages/{id}/retry",
+        "storage_full",
+        "password_required",
+        "Authorization",
+    ] {
+        assert!(
+            dom.contains(expected),
+            "{expected} is not on the rendered /docs page"
+        );
+    }
     let health: Value = client
         .get(format!("{}/healthz", server.base_url))
         .send()
