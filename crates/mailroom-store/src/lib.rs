@@ -191,7 +191,19 @@ impl Store {
                     .build()
                 {
                     Ok(runtime) => {
-                        runtime.block_on(writer::run_writer(connection, receiver, writer_state))
+                        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            runtime.block_on(writer::run_writer(connection, receiver, writer_state))
+                        }));
+                        if ran.is_err() {
+                            // Without its writer the store can only refuse every write: exit, so
+                            // that a supervisor starts mailroom again (everything acknowledged is
+                            // in the database; leases are recovered at start).
+                            tracing::error!(
+                                event = "store_writer_died",
+                                "the store writer stopped unexpectedly; exiting"
+                            );
+                            std::process::exit(70);
+                        }
                     }
                     Err(error) => tracing::error!(%error, "the store writer could not start"),
                 }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub struct MailroomServer {
     binary: PathBuf,
     data_dir: tempfile::TempDir,
+    /// The server's stdout and stderr, apart from its data folder (which a test may fill up).
+    log_dir: tempfile::TempDir,
     child: Option<Child>,
     pub port: u16,
     pub base_url: String,
@@ -39,6 +41,7 @@ impl MailroomServer {
         let mut server = Self {
             binary: binary.to_path_buf(),
             data_dir,
+            log_dir: tempfile::tempdir()?,
             child: None,
             port,
             base_url: format!("http://127.0.0.1:{port}"),
@@ -69,11 +72,11 @@ impl MailroomServer {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.data_dir.path().join("server.log"))?;
+            .open(self.log_dir.path().join("server.log"))?;
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.data_dir.path().join("stdout.log"))?;
+            .open(self.log_dir.path().join("stdout.log"))?;
         let child = Command::new(&self.binary)
             .arg("serve")
             .arg("--data-dir")
@@ -146,12 +149,12 @@ impl MailroomServer {
 
     /// The server's log so far (stderr).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.path().join("server.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_dir.path().join("server.log")).unwrap_or_default()
     }
 
     /// What the server printed on stdout so far.
     pub fn stdout(&self) -> String {
-        std::fs::read_to_string(self.data_dir.path().join("stdout.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_dir.path().join("stdout.log")).unwrap_or_default()
     }
 
     /// One API call with the admin token; returns the status code and the JSON body (Null when empty).

@@ -56,6 +56,10 @@ fn init_logging(format: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // When a log line cannot be written (the log on a full disk), tracing-subscriber would
+        // report it with eprintln!, which panics when stderr cannot be written either — and took
+        // the store's writer thread down with it. A lost log line must not stop the server.
+        .log_internal_errors(false)
         // Colours only for a person at a terminal, not in log files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if format == "json" {

@@ -139,3 +139,71 @@ async fn mail_being_sent_when_the_server_was_killed_is_queued_again_at_once_on_r
     assert!(restarted.elapsed() < Duration::from_secs(5));
     assert!(server.log().contains("leases_recovered_at_start"));
 }
+
+#[tokio::test]
+async fn a_log_that_cannot_be_written_does_not_stop_the_server() {
+    // /dev/full refuses every write with ENOSPC, like a log file on a full disk.
+    let data_dir = tempfile::tempdir().unwrap();
+    std::fs::write(data_dir.path().join("mailroom.toml"), FAST_ENGINE).unwrap();
+    let port = mailroom_testkit::free_port();
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let mut child = Command::new(binary())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data_dir.path())
+        .env_remove("MAILROOM_SECRET_KEY")
+        .env_remove("MAILROOM_DATABASE_URL")
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(full())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let started = wait_until(Duration::from_secs(20), "healthz answers", || async {
+        Ok(reqwest::get(format!("{base}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success()))
+    })
+    .await;
+    let outcome = async {
+        started?;
+        let token = std::fs::read_to_string(data_dir.path().join("admin-token"))?;
+        let client = reqwest::Client::new();
+        let accepted: serde_json::Value = client
+            .post(format!("{base}/v1/messages"))
+            .bearer_auth(token.trim())
+            .json(&json!({"to": ["a@example.com"], "subject": "s", "text": "t"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let id = id_of(&accepted);
+        wait_until(Duration::from_secs(20), "the message is sent", || async {
+            let message: serde_json::Value = client
+                .get(format!("{base}/v1/messages/{id}"))
+                .bearer_auth(token.trim())
+                .send()
+                .await?
+                .json()
+                .await?;
+            Ok(message["status"] == "sent")
+        })
+        .await
+    }
+    .await;
+    let still_running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome.unwrap();
+    assert!(still_running, "the server exited");
+}

@@ -89,9 +89,11 @@ async fn a_full_disk_is_refused_with_507_seen_by_healthz_and_every_write_works_a
         }
     }
     let refused = refused.expect("a full disk refuses new mail");
-    assert_eq!(refused.status(), 507);
-    assert_eq!(refused.headers()["retry-after"], "30");
+    let status = refused.status();
+    let retry_after = refused.headers().get("retry-after").cloned();
     let body: Value = refused.json().await.unwrap();
+    assert_eq!(status, 507, "{body}\n{}", server.log());
+    assert_eq!(retry_after.unwrap(), "30");
     assert_eq!(body["code"], "storage_full", "{body}");
 
     // Administrative writes meet the full disk too (each is refused or, when it fits, done).
@@ -222,4 +224,5 @@ async fn a_full_disk_is_refused_with_507_seen_by_healthz_and_every_write_works_a
     assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "ok");
     let log = server.log();
     assert!(!log.contains("non-zero transaction depth"), "{log}");
+    assert!(!log.contains("store_writer_died"), "{log}");
 }
