@@ -690,6 +690,14 @@ impl SendTask {
             }
             Err(error) => {
                 let exhausted = message.attempts_used >= self.account.limits.max_attempts;
+                // The next attempt's time, after the account's backoff with jitter.
+                let retry_later = || {
+                    let delay = inner
+                        .config
+                        .retry
+                        .delay_ms(message.attempts_used, rand::thread_rng().r#gen::<f64>());
+                    Outcome::RetryAt(finished_at + delay as i64)
+                };
                 let (outcome, next, reply_text) = match error.kind {
                     FailureKind::Unknown if !self.account.options.retry_after_unknown => (
                         AttemptOutcome::Unknown,
@@ -708,21 +716,15 @@ impl SendTask {
                             error.message, message.attempts_used
                         ),
                     ),
-                    FailureKind::Unknown => {
-                        let delay = inner
-                            .config
-                            .retry
-                            .delay_ms(message.attempts_used, rand::thread_rng().r#gen::<f64>());
-                        (
-                            AttemptOutcome::Unknown,
-                            Outcome::RetryAt(finished_at + delay as i64),
-                            format!(
-                                "{} — the server may have accepted the message; sending again (retry_after_unknown), \
-                                 a copy may arrive twice with the same Message-ID",
-                                error.message
-                            ),
-                        )
-                    }
+                    FailureKind::Unknown => (
+                        AttemptOutcome::Unknown,
+                        retry_later(),
+                        format!(
+                            "{} — the server may have accepted the message; sending again (retry_after_unknown), \
+                             a copy may arrive twice with the same Message-ID",
+                            error.message
+                        ),
+                    ),
                     FailureKind::Permanent => (
                         AttemptOutcome::Permanent,
                         Outcome::Failed,
@@ -736,17 +738,11 @@ impl SendTask {
                             error.message, message.attempts_used
                         ),
                     ),
-                    FailureKind::Transient => {
-                        let delay = inner
-                            .config
-                            .retry
-                            .delay_ms(message.attempts_used, rand::thread_rng().r#gen::<f64>());
-                        (
-                            AttemptOutcome::Transient,
-                            Outcome::RetryAt(finished_at + delay as i64),
-                            error.message.clone(),
-                        )
-                    }
+                    FailureKind::Transient => (
+                        AttemptOutcome::Transient,
+                        retry_later(),
+                        error.message.clone(),
+                    ),
                 };
                 if next == Outcome::Failed {
                     metrics::counter!("mailroom_messages_failed_total", "account" => account_label, "connector" => connector_kind).increment(1);
