@@ -102,6 +102,7 @@ pub fn openapi() -> OpenApi {
         Vec::<String>::new(),
     )]);
     document_common_errors(&mut api);
+    add_examples(&mut api);
     // The data each built-in document type's template expects, so that clients can validate and
     // generate it.
     let components = api.components.get_or_insert_with(Default::default);
@@ -116,6 +117,114 @@ pub fn openapi() -> OpenApi {
         }
     }
     api
+}
+
+/// A request and an answer for the routes a business application calls most, shown in `/docs`
+/// beside the samples generated from the schemas.
+fn add_examples(api: &mut OpenApi) {
+    use serde_json::json;
+    use utoipa::openapi::RefOr;
+    let message_answer = json!({"id": "01936f4e-7c1a-7b3e-9d2a-5f0c8e1b2a34", "status": "queued",
+        "message_id": "<01936f4e7c1a7b3e9d2a5f0c8e1b2a34@example.com>",
+        "account_id": "5b2f0c1e-8d4a-4f3b-9e6d-2a1c7b8e9f01", "scenario": "sales-invoice"});
+    let examples: Vec<(
+        &str,
+        &str,
+        Option<serde_json::Value>,
+        &str,
+        serde_json::Value,
+    )> = vec![
+        (
+            "post",
+            "/v1/messages",
+            Some(
+                json!({"to": ["Jane Doe <jane@example.com>"], "subject": "Invoice 103001",
+                     "text": "Please find your invoice attached.", "scenario": "sales-invoice",
+                     "related_records": [{"type": "sales-invoice", "id": "103001", "relation": "primary"}],
+                     "attachments": [{"id": "7c9e6679-7425-40de-944b-e07fc1f90ae7"}]}),
+            ),
+            "202",
+            message_answer.clone(),
+        ),
+        (
+            "post",
+            "/v1/documents/send",
+            Some(json!({"document_type": "sales-invoice", "number": "103001",
+                     "customer": {"id": "C10000", "name": "Adatum Corporation", "email": "ap@adatum.example"},
+                     "contact": {"id": "CT-7", "name": "Robert Townes", "email": "robert@adatum.example"},
+                     "data": {"company": {"name": "Cronus Trading Ltd."},
+                              "document": {"due_date": "2026-12-22", "currency": "EUR", "total": 2070.0,
+                                           "lines": [{"description": "ATHENS Desk", "quantity": 2, "unit_price": 649.4, "amount": 1298.8}]}},
+                     "attachments": [{"id": "7c9e6679-7425-40de-944b-e07fc1f90ae7"}]})),
+            "202",
+            {
+                let mut answer = message_answer.clone();
+                answer["profile"] = json!("default");
+                answer
+            },
+        ),
+        (
+            "post",
+            "/v1/accounts",
+            Some(
+                json!({"connector": "smtp", "name": "Sales", "email_address": "sales@example.com",
+                     "sender_name": "Cronus Sales", "host": "smtp.example.com", "port": 587, "security": "starttls",
+                     "username": "sales@example.com", "password": "…", "rate_limit_per_minute": 30}),
+            ),
+            "201",
+            json!({"id": "5b2f0c1e-8d4a-4f3b-9e6d-2a1c7b8e9f01", "connector": "smtp", "name": "Sales",
+                       "email_address": "sales@example.com", "host": "smtp.example.com", "port": 587,
+                       "security": "starttls", "username": "sales@example.com", "has_password": true,
+                       "rate_limit_per_minute": 30, "concurrency_limit": 3, "max_attempts": 10, "is_default": false}),
+        ),
+        (
+            "post",
+            "/v1/accounts/{id}/test",
+            None,
+            "200",
+            json!({"ok": false, "detail": "AUTH: authentication rejected: permanent error (535): 5.7.8 Error: authentication failed",
+                       "failure": "permanent", "reply_code": 535}),
+        ),
+        (
+            "get",
+            "/v1/messages/{id}",
+            None,
+            "200",
+            json!({"id": "01936f4e-7c1a-7b3e-9d2a-5f0c8e1b2a34", "status": "sent", "subject": "Invoice 103001",
+                       "to": ["Jane Doe <jane@example.com>"], "attempt_count": 2, "possibly_delivered": false,
+                       "attempts": [
+                           {"number": 1, "outcome": "transient", "reply_code": 451, "reply_text": "RCPT TO <jane@example.com>: 4.7.1 Try again later"},
+                           {"number": 2, "outcome": "sent", "reply_code": 250, "reply_text": "2.0.0 Ok: queued as 4Fq9"}]}),
+        ),
+        (
+            "post",
+            "/v1/templates/{id}/preview",
+            Some(json!({"data": {"document": {"number": "103001"}}})),
+            "422",
+            json!({"code": "invalid_request", "field": "data.document.lines",
+                       "message": "document.lines is missing: the html template needs it (line 11)"}),
+        ),
+    ];
+    for (method, path, request, status, answer) in examples {
+        let Some(item) = api.paths.paths.get_mut(path) else {
+            continue;
+        };
+        let operation = match method {
+            "get" => item.get.as_mut(),
+            _ => item.post.as_mut(),
+        };
+        let Some(operation) = operation else { continue };
+        if let (Some(request), Some(RefOr::T(body))) = (request, operation.request_body.as_mut())
+            && let Some(RefOr::T(content)) = body.content.get_mut("application/json")
+        {
+            content.example = Some(request);
+        }
+        if let Some(RefOr::T(response)) = operation.responses.responses.get_mut(status)
+            && let Some(RefOr::T(content)) = response.content.get_mut("application/json")
+        {
+            content.example = Some(answer);
+        }
+    }
 }
 
 /// Adds the error answers that whole classes of routes share to every operation of the class, so

@@ -502,6 +502,32 @@ async fn the_openapi_document_health_docs_and_metrics_are_served() {
         .text()
         .await
         .unwrap();
+    let openapi: Value = client
+        .get(format!("{}/openapi.json", server.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (path, method, status) in [
+        ("/v1/messages", "post", "202"),
+        ("/v1/documents/send", "post", "202"),
+        ("/v1/accounts", "post", "201"),
+        ("/v1/messages/{id}", "get", "200"),
+    ] {
+        let operation = &openapi["paths"][path][method];
+        assert!(
+            operation["responses"][status]["content"]["application/json"]["example"].is_object(),
+            "{method} {path} has an example answer"
+        );
+        if method == "post" {
+            assert!(
+                operation["requestBody"]["content"]["application/json"]["example"].is_object(),
+                "{method} {path} has an example request"
+            );
+        }
+    }
     assert!(docs.contains("/docs/redoc.standalone.js"), "{docs}");
     assert!(
         !docs.contains("https://"),
