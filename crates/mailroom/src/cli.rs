@@ -64,7 +64,7 @@ pub enum Command {
     Scenario(ScenarioCommand),
     /// Queue a message.
     Send(SendArgs),
-    /// Show one message with all its attempts.
+    /// One message: show it with all its attempts, or confirm a draft.
     #[command(subcommand)]
     Message(MessageCommand),
     /// Messages not (yet) sent.
