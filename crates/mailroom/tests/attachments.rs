@@ -590,3 +590,43 @@ async fn a_file_may_be_uploaded_as_multipart_form_data() {
     assert_eq!(response.status(), 422);
     assert_eq!(blob_files(&server), 1);
 }
+
+#[tokio::test]
+async fn an_upload_declared_as_a_multipart_is_kept_and_sent_as_opaque_bytes() {
+    let sink = SmtpSink::start(&[]).unwrap();
+    let server = start_server().await;
+    server
+        .add_default_smtp_account("files", sink.port, json!({}))
+        .await
+        .unwrap();
+    // A multipart needs a boundary that a stored file does not have: written as a leaf it would be
+    // dropped by readers; it goes as application/octet-stream, byte for byte.
+    let bytes = b"--x\r\nContent-Type: text/plain\r\n\r\nhello\r\n--x--\r\n".to_vec();
+    let (status, attachment) = upload(
+        &server,
+        &server.token,
+        "parts.mime",
+        "multipart/mixed; boundary=x",
+        bytes.clone(),
+    )
+    .await;
+    assert_eq!(status, 201, "{attachment}");
+    assert_eq!(attachment["content_type"], "application/octet-stream");
+    let accepted = server
+        .send(
+            &json!({"to": ["a@example.com"], "subject": "parts", "text": "see attached",
+                      "attachments": [{"id": attachment["id"]}]}),
+        )
+        .await
+        .unwrap();
+    server
+        .wait_for_status(&id_of(&accepted), "sent", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let received = sink.messages().unwrap().remove(0);
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&received.raw)
+        .unwrap();
+    let part = parsed.attachment(0).expect("the attachment arrives");
+    assert_eq!(part.contents(), bytes.as_slice());
+}
