@@ -2,7 +2,7 @@
 //! client of a running server, mirroring the REST API.
 
 mod cli;
-mod cli_content;
+
 mod config;
 mod serve;
 

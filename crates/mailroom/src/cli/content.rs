@@ -1,6 +1,6 @@
 //! CLI commands about what mail is made of: templates, business documents and attachments.
 
-use crate::cli::{Client, Output, emit, print_record, print_table};
+use super::{Client, Output, emit, print_record, print_table};
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use reqwest::Method;
