@@ -59,7 +59,8 @@ pub struct CreateAccount {
     pub max_attempts: Option<i64>,
     /// `send-as` or `send-on-behalf`; only one account may substitute senders.
     pub substitute_mode: Option<String>,
-    /// The Send As / Send On Behalf address.
+    /// The Send As / Send On Behalf address, optionally with the name to show:
+    /// `Cronus Sales <sales@cronus.example>`.
     pub substitute_address: Option<String>,
     /// SMTP timeouts per stage, in seconds; the ones not given keep their defaults.
     pub timeouts: Option<TimeoutsBody>,
@@ -188,7 +189,7 @@ impl From<&Account> for AccountView {
             concurrency_limit: a.limits.concurrency_limit,
             max_attempts: a.limits.max_attempts,
             substitute_mode: a.substitute_mode.map(|m| m.to_string()),
-            substitute_address: a.substitute_address.as_ref().map(ToString::to_string),
+            substitute_address: a.substitute_mailbox().map(|m| m.to_string()),
             timeouts: a.options.timeouts,
             retry_after_unknown: a.options.retry_after_unknown,
             ehlo_name: a.options.ehlo_name.clone(),

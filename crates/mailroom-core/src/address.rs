@@ -192,7 +192,13 @@ impl Mailbox {
 impl fmt::Display for Mailbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.name {
-            Some(name) => write!(f, "\"{}\" <{}>", name.replace('"', "'"), self.address),
+            // A quoted string that `Mailbox::parse` reads back to the same name.
+            Some(name) => write!(
+                f,
+                "\"{}\" <{}>",
+                name.replace('\\', "\\\\").replace('"', "\\\""),
+                self.address
+            ),
             None => write!(f, "{}", self.address),
         }
     }
@@ -201,6 +207,16 @@ impl fmt::Display for Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mailbox_written_out_reads_back_with_the_same_name() {
+        for name in ["John \"JD\" Doe", "Back\\slash", "Müller, Jörg", "O'Brien"] {
+            let mailbox =
+                Mailbox::new(Some(name), EmailAddress::parse("a@example.com").unwrap()).unwrap();
+            let again = Mailbox::parse(&mailbox.to_string()).unwrap();
+            assert_eq!(again.name.as_deref(), Some(name), "{mailbox}");
+        }
+    }
 
     #[test]
     fn ordinary_addresses_are_accepted() {

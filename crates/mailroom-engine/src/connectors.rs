@@ -126,6 +126,7 @@ mod tests {
                     limits: AccountLimits::new(0, 2, 3).unwrap(),
                     substitute_mode: None,
                     substitute_address: None,
+                    substitute_name: None,
                     options: Default::default(),
                 },
                 Some("secret"),

@@ -31,11 +31,25 @@ pub struct Account {
     pub substitute_mode: Option<SubstituteMode>,
     /// The Send As / Send On Behalf address.
     pub substitute_address: Option<EmailAddress>,
+    /// The name shown with the substitute address.
+    pub substitute_name: Option<String>,
     /// Timeouts per stage, the EHLO name, and whether mail with an unknown outcome is sent again.
     pub options: SmtpOptions,
     pub is_default: bool,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+}
+
+impl Account {
+    /// The substitute address with its name, as it is shown in From.
+    pub fn substitute_mailbox(&self) -> Option<mailroom_core::address::Mailbox> {
+        self.substitute_address
+            .clone()
+            .map(|address| mailroom_core::address::Mailbox {
+                name: self.substitute_name.clone(),
+                address,
+            })
+    }
 }
 
 /// A validated account definition, for creating an account or replacing its settings.
@@ -54,6 +68,7 @@ pub struct AccountInput {
     pub limits: AccountLimits,
     pub substitute_mode: Option<SubstituteMode>,
     pub substitute_address: Option<EmailAddress>,
+    pub substitute_name: Option<String>,
     pub options: SmtpOptions,
 }
 
@@ -67,7 +82,7 @@ pub enum PasswordChange {
 
 const ACCOUNT_COLUMNS: &str = "a.id, a.connector, a.name, a.email_address, a.sender_name, a.sender_type, a.host, a.port,
     a.security, a.username, a.password_encrypted IS NOT NULL AS has_password, a.pickup_dir, a.rate_limit_per_minute,
-    a.concurrency_limit, a.max_attempts, a.created_at, a.updated_at, a.substitute_mode, a.substitute_address, a.options,
+    a.concurrency_limit, a.max_attempts, a.created_at, a.updated_at, a.substitute_mode, a.substitute_address, a.substitute_name, a.options,
     EXISTS (SELECT 1 FROM scenarios s WHERE s.name = 'default' AND s.account_id = a.id) AS is_default";
 
 fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
@@ -102,6 +117,7 @@ fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
             .get::<Option<String>, _>("substitute_address")
             .map(|a| EmailAddress::parse(&a))
             .transpose()?,
+        substitute_name: row.get("substitute_name"),
         options: serde_json::from_str(&row.get::<String, _>("options"))
             .map_err(|_| corrupt("options"))?,
         is_default: row.get("is_default"),
@@ -170,12 +186,13 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE accounts SET substitute_mode = $2, substitute_address = $3, options = $4 WHERE id = $1",
+            "UPDATE accounts SET substitute_mode = $2, substitute_address = $3, options = $4, substitute_name = $5 WHERE id = $1",
         )
         .bind(id.to_string())
         .bind(input.substitute_mode.map(|m| m.as_str()))
         .bind(input.substitute_address.as_ref().map(ToString::to_string))
         .bind(serde_json::to_string(&input.options).expect("options serialize"))
+        .bind(&input.substitute_name)
         .execute(&mut *tx)
         .await?;
         // A default account is required as soon as any account exists.
@@ -225,12 +242,13 @@ impl Store {
             return Err(StoreError::NotFound(format!("account {id}")));
         }
         sqlx::query(
-            "UPDATE accounts SET substitute_mode = $2, substitute_address = $3, options = $4 WHERE id = $1",
+            "UPDATE accounts SET substitute_mode = $2, substitute_address = $3, options = $4, substitute_name = $5 WHERE id = $1",
         )
         .bind(id.to_string())
         .bind(input.substitute_mode.map(|m| m.as_str()))
         .bind(input.substitute_address.as_ref().map(ToString::to_string))
         .bind(serde_json::to_string(&input.options).expect("options serialize"))
+        .bind(&input.substitute_name)
         .execute(&mut *tx)
         .await?;
         let sealed = match password {

@@ -129,6 +129,7 @@ async fn bootstrap(store: &Store, config: &Config) -> Result<()> {
                     )?,
                     substitute_mode: None,
                     substitute_address: None,
+                    substitute_name: None,
                     options: Default::default(),
                 },
                 None,

@@ -167,7 +167,8 @@ async fn send_as_replaces_from_and_send_on_behalf_adds_the_account_as_sender() {
         .call(
             Method::PATCH,
             &format!("/v1/accounts/{}", id_of(&shared)),
-            Some(&json!({"substitute_mode": "send-on-behalf"})),
+            Some(&json!({"substitute_mode": "send-on-behalf",
+                         "substitute_address": "Cronus Sales <sales@cronus.example>"})),
             &[],
         )
         .await
@@ -182,7 +183,7 @@ async fn send_as_replaces_from_and_send_on_behalf_adds_the_account_as_sender() {
         (from.as_deref(), sender.as_deref()),
         (Some("sales@cronus.example"), Some("shared@example.com"))
     );
-    // The account's own name is in Sender, not beside the substitute's address in From.
+    // The substitute's own name is in From, the account's in Sender.
     let raw = sink
         .messages()
         .unwrap()
@@ -192,7 +193,10 @@ async fn send_as_replaces_from_and_send_on_behalf_adds_the_account_as_sender() {
         .raw;
     let raw = String::from_utf8_lossy(&raw);
     let lines: Vec<&str> = raw.lines().map(|l| l.trim_end_matches('\r')).collect();
-    assert!(lines.contains(&"From: <sales@cronus.example>"), "{raw}");
+    assert!(
+        lines.contains(&"From: Cronus Sales <sales@cronus.example>"),
+        "{raw}"
+    );
     assert!(
         lines.contains(&"Sender: shared <shared@example.com>"),
         "{raw}"

@@ -80,12 +80,17 @@ fn validate(
         .map(str::parse::<SubstituteMode>)
         .transpose()
         .map_err(|e| e.at("substitute_mode"))?;
-    let substitute_address = raw
+    // "sales@cronus.example" or, with the name to show, "Cronus Sales <sales@cronus.example>".
+    let substitute = raw
         .substitute_address
         .as_deref()
         .filter(|a| !a.is_empty())
-        .map(|a| EmailAddress::parse(a.trim()).map_err(|e| e.at("substitute_address")))
+        .map(|a| {
+            mailroom_core::address::Mailbox::parse(a.trim()).map_err(|e| e.at("substitute_address"))
+        })
         .transpose()?;
+    let substitute_name = substitute.as_ref().and_then(|m| m.name.clone());
+    let substitute_address = substitute.map(|m| m.address);
     if substitute_address.is_some() && substitute_mode.is_none() {
         return Err(ValidationError::new(
             "substitute_mode",
@@ -149,6 +154,7 @@ fn validate(
                 limits,
                 substitute_mode,
                 substitute_address,
+                substitute_name: substitute_name.clone(),
                 options,
             })
         }
@@ -187,6 +193,7 @@ fn validate(
                 limits,
                 substitute_mode,
                 substitute_address,
+                substitute_name: substitute_name.clone(),
                 options,
             })
         }
@@ -357,7 +364,7 @@ async fn update_account(
                 .unwrap_or_else(|| current.substitute_mode.map(|m| m.to_string())),
             substitute_address: body
                 .substitute_address
-                .unwrap_or_else(|| current.substitute_address.as_ref().map(ToString::to_string)),
+                .unwrap_or_else(|| stored.substitute_mailbox().map(|m| m.to_string())),
             options: SmtpOptions {
                 timeouts: body
                     .timeouts

@@ -188,13 +188,15 @@ fn visible_sender(
     }
     let visible = match (workflow, &account.substitute_address) {
         (Some(workflow), _) => workflow,
-        // Send On Behalf names two parties: the account's own name belongs in Sender, not beside the
-        // substitute's address in From (the substitute's own name is not known here).
-        (None, Some(address)) if mode == SubstituteMode::SendOnBehalf => {
-            Mailbox::new(None, address.clone()).map_err(ApiError::from)?
-        }
+        // The substitute's own name when the account has one. Send On Behalf names two parties:
+        // the account's own name belongs in Sender, never beside the substitute's address in From.
         (None, Some(address)) => {
-            Mailbox::new(account.sender_name.as_deref(), address.clone()).map_err(ApiError::from)?
+            let name = match (&account.substitute_name, mode) {
+                (Some(name), _) => Some(name.as_str()),
+                (None, SubstituteMode::SendOnBehalf) => None,
+                (None, SubstituteMode::SendAs) => account.sender_name.as_deref(),
+            };
+            Mailbox::new(name, address.clone()).map_err(ApiError::from)?
         }
         (None, None) => return Ok((None, None)),
     };

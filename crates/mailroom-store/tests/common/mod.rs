@@ -24,6 +24,7 @@ pub fn account_input(name: &str) -> AccountInput {
         limits: AccountLimits::new(0, 3, 3).unwrap(),
         substitute_mode: None,
         substitute_address: None,
+        substitute_name: None,
         options: Default::default(),
     }
 }
