@@ -64,7 +64,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ),
     (
         "idempotency_key_reused",
-        409,
+        422,
         "The Idempotency-Key was used before with a different request.",
     ),
     (
@@ -104,7 +104,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ),
     (
         "profile_no_email",
-        422,
+        409,
         "The customer's sending profile does not send this document by email.",
     ),
     (
@@ -315,9 +315,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        let headers = request.headers().clone();
+        let json = declares_json(request.headers());
         let body = axum::body::Bytes::from_request(request, state).await?;
-        parse_json_body(&headers, &body).map(ApiJson)
+        parse_json(json, &body).map(ApiJson)
     }
 }
 
@@ -336,7 +336,14 @@ pub fn parse_json_body<T: serde::de::DeserializeOwned>(
     headers: &axum::http::HeaderMap,
     body: &[u8],
 ) -> Result<T, ApiError> {
-    if !declares_json(headers) {
+    parse_json(declares_json(headers), body)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    declared_json: bool,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if !declared_json {
         return Err(json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             String::new(),
@@ -400,6 +407,24 @@ pub type ApiResult<T> = Result<T, ApiError>;
 mod tests {
     use super::ERROR_CODES;
 
+    fn status_named(constant: &str) -> Option<u16> {
+        Some(match constant {
+            "BAD_REQUEST" => 400,
+            "UNAUTHORIZED" => 401,
+            "FORBIDDEN" => 403,
+            "NOT_FOUND" => 404,
+            "METHOD_NOT_ALLOWED" => 405,
+            "CONFLICT" => 409,
+            "PAYLOAD_TOO_LARGE" => 413,
+            "UNSUPPORTED_MEDIA_TYPE" => 415,
+            "UNPROCESSABLE_ENTITY" => 422,
+            "INTERNAL_SERVER_ERROR" => 500,
+            "SERVICE_UNAVAILABLE" => 503,
+            "INSUFFICIENT_STORAGE" => 507,
+            _ => return None,
+        })
+    }
+
     /// Every code the API's source answers with (`ApiError::new(status, "code", …)`, and the store's
     /// refusals) is in the catalogue, with the status it is sent with.
     #[test]
@@ -435,11 +460,18 @@ mod tests {
                         continue;
                     }
                     found += 1;
-                    assert!(
-                        ERROR_CODES.iter().any(|(known, _, _)| *known == code),
-                        "{code} (in {}) is not in ERROR_CODES",
-                        path.display()
-                    );
+                    let listed = ERROR_CODES.iter().find(|(known, _, _)| *known == code);
+                    let Some((_, listed_status, _)) = listed else {
+                        panic!("{code} (in {}) is not in ERROR_CODES", path.display());
+                    };
+                    // With the status written beside it, the catalogue must give the same one.
+                    let constant = rest[..open].trim_end_matches([',', ' ']);
+                    if let Some(status) = status_named(constant) {
+                        assert_eq!(
+                            status, *listed_status,
+                            "{code} is sent as {constant} but catalogued as {listed_status}"
+                        );
+                    }
                 }
             }
         }

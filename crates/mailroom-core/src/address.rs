@@ -127,6 +127,12 @@ fn unquote(name: &str) -> String {
     unquoted
 }
 
+/// A display name as an RFC 5322 quoted string (backslashes and quotes escaped), which
+/// [`Mailbox::parse`] reads back to the same name.
+pub fn quoted_name(name: &str) -> String {
+    format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 /// An address with an optional display name, as written in From/To/Cc headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mailbox {
@@ -192,13 +198,7 @@ impl Mailbox {
 impl fmt::Display for Mailbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.name {
-            // A quoted string that `Mailbox::parse` reads back to the same name.
-            Some(name) => write!(
-                f,
-                "\"{}\" <{}>",
-                name.replace('\\', "\\\\").replace('"', "\\\""),
-                self.address
-            ),
+            Some(name) => write!(f, "{} <{}>", quoted_name(name), self.address),
             None => write!(f, "{}", self.address),
         }
     }

@@ -82,6 +82,17 @@ fn sets_json(grants: &Grants) -> String {
     .expect("strings serialize")
 }
 
+/// The user a fresh install (or an offline recovery with no user to recover) creates.
+fn bootstrap_admin() -> UserInput {
+    UserInput {
+        name: "admin".into(),
+        contact_email: None,
+        licence: Licence::Full,
+        enabled: true,
+        grants: Grants::new(vec![PermissionSet::EmailAdmin]),
+    }
+}
+
 /// Enabled users that hold `email-admin`, counted inside a write transaction.
 async fn enabled_admins(tx: &mut sqlx::SqliteConnection) -> StoreResult<usize> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE enabled");
@@ -195,16 +206,7 @@ impl Store {
                 )
                 .await?
             }
-            None => {
-                self.create_user(&UserInput {
-                    name: "admin".into(),
-                    contact_email: None,
-                    licence: Licence::Full,
-                    enabled: true,
-                    grants: Grants::new(vec![PermissionSet::EmailAdmin]),
-                })
-                .await?
-            }
+            None => self.create_user(&bootstrap_admin()).await?,
         };
         let (_, secret) = self.create_token(Some(admin.id), "recovery", None).await?;
         self.append_audit(
@@ -252,16 +254,7 @@ impl Store {
             .find(|u| u.grants.allows(&PermissionSet::EmailAdmin) && u.enabled);
         let admin = match existing {
             Some(admin) => admin,
-            None => {
-                self.create_user(&UserInput {
-                    name: "admin".into(),
-                    contact_email: None,
-                    licence: Licence::Full,
-                    enabled: true,
-                    grants: Grants::new(vec![PermissionSet::EmailAdmin]),
-                })
-                .await?
-            }
+            None => self.create_user(&bootstrap_admin()).await?,
         };
         if orphans > 0 {
             sqlx::query("UPDATE api_tokens SET user_id = $1 WHERE user_id IS NULL")

@@ -109,10 +109,7 @@ pub struct CustomerProfile {
 fn recipient(party: &Party) -> Option<String> {
     party.email.as_ref().map(|email| match &party.name {
         // A quoted string, so that the name reads back exactly as given (quotes included).
-        Some(name) => format!(
-            "\"{}\" <{email}>",
-            name.replace('\\', "\\\\").replace('"', "\\\"")
-        ),
+        Some(name) => format!("{} <{email}>", mailroom_core::address::quoted_name(name)),
         None => email.clone(),
     })
 }
