@@ -8,68 +8,32 @@ until every message is sent and counts the Message-IDs the sink received more th
 
 usage: duplicates_per_kill.py PATH/TO/mailroom [MESSAGES] [KILLS]
 """
-import collections, json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import json, os, signal, sys, time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers import Peers
 
 binary = sys.argv[1]
 count = int(sys.argv[2]) if len(sys.argv) > 2 else 120
 kills = int(sys.argv[3]) if len(sys.argv) > 3 else 1
-
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close(); return port
-
-work = tempfile.mkdtemp(); os.chmod(work, 0o755)
-dumps = os.path.join(work, "dumps"); os.makedirs(dumps); os.chmod(dumps, 0o777)
-sink_port, api_port = free_port(), free_port()
-sink = subprocess.Popen(["/usr/sbin/smtp-sink", "-u", "nobody", "-w", "1", "-d", dumps + "/m.",
-                         f"127.0.0.1:{sink_port}", "64"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-data = os.path.join(work, "data"); os.makedirs(data)
-with open(os.path.join(data, "mailroom.toml"), "w") as f:
-    f.write("[engine]\npoll_interval_ms = 50\nlease_ms = 3000\nretry_base_ms = 200\nretry_cap_ms = 800\n")
-base = f"http://127.0.0.1:{api_port}"
-
-def start():
-    server = subprocess.Popen([binary, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{api_port}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(400):
-        try:
-            urllib.request.urlopen(base + "/healthz"); return server
-        except Exception:
-            time.sleep(0.05)
-    raise SystemExit("mailroom did not start")
-
-server = start()
+peers = Peers(binary, ["-w", "1"],
+              "poll_interval_ms = 50\nlease_ms = 3000\nretry_base_ms = 200\nretry_cap_ms = 800\n")
 try:
-    token = open(os.path.join(data, "admin-token")).read().strip()
-    def call(method, path, body=None):
-        request = urllib.request.Request(base + path, method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request) as response:
-            text = response.read()
-            return json.loads(text) if text else None
-    account = call("POST", "/v1/accounts", {"connector": "smtp", "name": "kill", "email_address": "kill@example.com",
-        "host": "127.0.0.1", "port": sink_port, "security": "none", "concurrency_limit": 4})
-    ids = [call("POST", "/v1/messages", {"to": ["a@example.com"], "subject": f"kill {n}", "text": "t",
-                                         "account_id": account["id"]})["id"] for n in range(count)]
+    account = peers.account("kill", 4)
+    for n in range(count):
+        peers.call("POST", "/v1/messages", {"to": ["a@example.com"], "subject": f"kill {n}", "text": "t",
+                                            "account_id": account["id"]})
     for kill in range(kills):
         time.sleep(2.5)
-        server.send_signal(signal.SIGKILL); server.wait()
-        server = start()
+        peers.server.send_signal(signal.SIGKILL); peers.server.wait()
+        peers.start()
     deadline = time.time() + 300
     while time.time() < deadline:
-        if call("GET", "/v1/sent?limit=1")["total"] >= count:
+        if peers.call("GET", "/v1/sent?limit=1")["total"] >= count:
             break
         time.sleep(0.5)
-    seen = collections.Counter()
-    for name in os.listdir(dumps):
-        for line in open(os.path.join(dumps, name), errors="replace"):
-            if line.lower().startswith("message-id:"):
-                seen[line.split(":", 1)[1].strip()] += 1
-                break
-    duplicates = sum(n - 1 for n in seen.values() if n > 1)
-    print(json.dumps({"binary": binary, "messages": count, "kills": kills, "received": sum(seen.values()),
-                      "distinct": len(seen), "duplicates": duplicates}))
+    received = peers.dumped()
+    print(json.dumps({"binary": binary, "messages": count, "kills": kills,
+                      "received": sum(len(t) for t in received.values()), "distinct": len(received),
+                      "duplicates": sum(len(t) - 1 for t in received.values())}))
 finally:
-    server.terminate(); sink.terminate()
-    server.wait(); sink.wait()
-    shutil.rmtree(work, ignore_errors=True)
+    peers.close()
