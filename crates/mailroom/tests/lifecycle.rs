@@ -520,14 +520,28 @@ async fn the_cli_edits_accounts_previews_templates_uploads_files_sends_documents
             &id,
             "--rate-limit",
             "12",
+            "--retry-after-unknown",
+            "false",
+            "--ehlo-name",
+            "mx.example.com",
+            "--allowed-sender-domain",
+            "cronus.example",
+            "--timeout-greeting",
+            "20",
             "--output",
             "json",
         ],
     );
     assert!(ok, "{err}");
+    let edited: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(edited["rate_limit_per_minute"], 12);
+    assert_eq!(edited["retry_after_unknown"], false);
+    assert_eq!(edited["ehlo_name"], "mx.example.com");
+    assert_eq!(edited["allowed_sender_domains"], json!(["cronus.example"]));
+    assert_eq!(edited["timeouts"]["greeting_s"], 20);
     assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap()["rate_limit_per_minute"],
-        12
+        edited["timeouts"]["end_of_data_s"], 600,
+        "the others keep theirs"
     );
     let (ok, _, err) = cli(
         &server,

@@ -103,6 +103,28 @@ pub struct EditAccount {
     concurrency: Option<i64>,
     #[arg(long)]
     max_attempts: Option<i64>,
+    /// Send again a message whose outcome is unknown (connection lost after the final ".").
+    #[arg(long)]
+    retry_after_unknown: Option<bool>,
+    /// The name given in EHLO (default: the server's hostname).
+    #[arg(long)]
+    ehlo_name: Option<String>,
+    /// A domain besides the account's own that a workflow sender may be in (repeatable; replaces
+    /// the list).
+    #[arg(long = "allowed-sender-domain")]
+    allowed_sender_domains: Vec<String>,
+    /// Seconds to wait for the connection (and implicit TLS).
+    #[arg(long)]
+    timeout_connect: Option<u32>,
+    /// Seconds to wait for the greeting.
+    #[arg(long)]
+    timeout_greeting: Option<u32>,
+    /// Seconds to wait for each command's reply.
+    #[arg(long)]
+    timeout_command: Option<u32>,
+    /// Seconds to wait for the reply to the final ".".
+    #[arg(long)]
+    timeout_end_of_data: Option<u32>,
 }
 
 /// Answers for the guided setup; whatever is not given is asked for on the terminal.
@@ -421,6 +443,31 @@ pub async fn run(client: &Client, command: AccountCommand, output: Output) -> Re
             put("rate_limit_per_minute", edit.rate_limit.map(Value::from));
             put("concurrency_limit", edit.concurrency.map(Value::from));
             put("max_attempts", edit.max_attempts.map(Value::from));
+            put(
+                "retry_after_unknown",
+                edit.retry_after_unknown.map(Value::from),
+            );
+            put("ehlo_name", edit.ehlo_name.map(Value::from));
+            if !edit.allowed_sender_domains.is_empty() {
+                put(
+                    "allowed_sender_domains",
+                    Some(json!(edit.allowed_sender_domains)),
+                );
+            }
+            let mut timeouts = serde_json::Map::new();
+            for (key, seconds) in [
+                ("connect_s", edit.timeout_connect),
+                ("greeting_s", edit.timeout_greeting),
+                ("command_s", edit.timeout_command),
+                ("end_of_data_s", edit.timeout_end_of_data),
+            ] {
+                if let Some(seconds) = seconds {
+                    timeouts.insert(key.into(), seconds.into());
+                }
+            }
+            if !timeouts.is_empty() {
+                put("timeouts", Some(Value::Object(timeouts)));
+            }
             if edit.password_stdin {
                 let mut text = String::new();
                 std::io::stdin().read_to_string(&mut text)?;
