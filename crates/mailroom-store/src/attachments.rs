@@ -2,8 +2,7 @@
 //! database holds only what the file is called, its type and size, and which messages use it.
 
 use crate::{Store, StoreError, StoreResult, now_ms};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use crate::db::{StoreRow, WritePool, on_db};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +18,7 @@ pub struct Attachment {
     pub content_id: Option<String>,
 }
 
-fn attachment_from_row(row: &SqliteRow) -> StoreResult<Attachment> {
+fn attachment_from_row(row: &impl StoreRow) -> StoreResult<Attachment> {
     Ok(Attachment {
         id: row
             .get::<String, _>("id")
@@ -48,38 +47,42 @@ impl Store {
         content_type: &str,
         created_by: &str,
     ) -> StoreResult<Attachment> {
-        let attachment = Attachment {
-            id: Uuid::now_v7(),
-            sha256: sha256.to_owned(),
-            size,
-            filename: filename.to_owned(),
-            content_type: content_type.to_owned(),
-            created_by: created_by.to_owned(),
-            created_at_ms: now_ms(),
-            content_id: None,
-        };
-        sqlx::query("INSERT INTO attachments (id, sha256, size, filename, content_type, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(attachment.id.to_string())
-            .bind(&attachment.sha256)
-            .bind(attachment.size as i64)
-            .bind(&attachment.filename)
-            .bind(&attachment.content_type)
-            .bind(&attachment.created_by)
-            .bind(attachment.created_at_ms)
-            .execute(&self.writer)
-            .await?;
-        Ok(attachment)
+        on_db!(self, |writer, reader| {
+            let attachment = Attachment {
+                id: Uuid::now_v7(),
+                sha256: sha256.to_owned(),
+                size,
+                filename: filename.to_owned(),
+                content_type: content_type.to_owned(),
+                created_by: created_by.to_owned(),
+                created_at_ms: now_ms(),
+                content_id: None,
+            };
+            sqlx::query("INSERT INTO attachments (id, sha256, size, filename, content_type, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(attachment.id.to_string())
+                .bind(&attachment.sha256)
+                .bind(attachment.size as i64)
+                .bind(&attachment.filename)
+                .bind(&attachment.content_type)
+                .bind(&attachment.created_by)
+                .bind(attachment.created_at_ms)
+                .execute(writer)
+                .await?;
+            Ok(attachment)
+        })
     }
 
     pub async fn attachment(&self, id: Uuid) -> StoreResult<Attachment> {
-        let sql = format!("SELECT {COLUMNS} FROM attachments a WHERE a.id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .fetch_optional(&self.reader)
-            .await?;
-        row.map(|r| attachment_from_row(&r))
-            .transpose()?
-            .ok_or_else(|| StoreError::NotFound(format!("attachment {id}")))
+        on_db!(self, |writer, reader| {
+            let sql = format!("SELECT {COLUMNS} FROM attachments a WHERE a.id = $1");
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id.to_string())
+                .fetch_optional(reader)
+                .await?;
+            row.map(|r| attachment_from_row(&r))
+                .transpose()?
+                .ok_or_else(|| StoreError::NotFound(format!("attachment {id}")))
+        })
     }
 
     /// The attachments of messages, in their order, by message id.
@@ -87,27 +90,29 @@ impl Store {
         &self,
         message_ids: &[Uuid],
     ) -> StoreResult<Vec<(Uuid, Attachment)>> {
-        if message_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
-            "SELECT ma.message_id, ma.content_id, {COLUMNS} FROM message_attachments ma JOIN attachments a ON a.id = ma.attachment_id WHERE ma.message_id IN ("
-        ));
-        let mut ids = query.separated(", ");
-        for id in message_ids {
-            ids.push_bind(id.to_string());
-        }
-        query.push(") ORDER BY ma.message_id, ma.position");
-        let rows = query.build().fetch_all(&self.reader).await?;
-        rows.iter()
-            .map(|row| {
-                let message_id = row
-                    .get::<String, _>("message_id")
-                    .parse()
-                    .map_err(|_| StoreError::Conflict("bad message id".into()))?;
-                Ok((message_id, attachment_from_row(row)?))
-            })
-            .collect()
+        on_db!(self, |writer, reader| {
+            if message_ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut query = sqlx::QueryBuilder::new(format!(
+                "SELECT ma.message_id, ma.content_id, {COLUMNS} FROM message_attachments ma JOIN attachments a ON a.id = ma.attachment_id WHERE ma.message_id IN ("
+            ));
+            let mut ids = query.separated(", ");
+            for id in message_ids {
+                ids.push_bind(id.to_string());
+            }
+            query.push(") ORDER BY ma.message_id, ma.position");
+            let rows = query.build().fetch_all(reader).await?;
+            rows.iter()
+                .map(|row| {
+                    let message_id = row
+                        .get::<String, _>("message_id")
+                        .parse()
+                        .map_err(|_| StoreError::Conflict("bad message id".into()))?;
+                    Ok((message_id, attachment_from_row(row)?))
+                })
+                .collect()
+        })
     }
 
     /// Whether `viewer` may download the attachment: they uploaded it, or it is attached to a message they
@@ -117,25 +122,27 @@ impl Store {
         id: Uuid,
         visibility: &crate::Visibility,
     ) -> StoreResult<bool> {
-        let attachment = self.attachment(id).await?;
-        if attachment.created_by == visibility.viewer {
-            return Ok(true);
-        }
-        let users: Vec<String> = sqlx::query_scalar(
-            "SELECT message_id FROM message_attachments WHERE attachment_id = $1",
-        )
-        .bind(id.to_string())
-        .fetch_all(&self.reader)
-        .await?;
-        for message_id in users {
-            let Ok(message_id) = message_id.parse() else {
-                continue;
-            };
-            if self.visible_message(message_id, visibility).await.is_ok() {
+        on_db!(self, |writer, reader| {
+            let attachment = self.attachment(id).await?;
+            if attachment.created_by == visibility.viewer {
                 return Ok(true);
             }
-        }
-        Ok(false)
+            let users: Vec<String> = sqlx::query_scalar(
+                "SELECT message_id FROM message_attachments WHERE attachment_id = $1",
+            )
+            .bind(id.to_string())
+            .fetch_all(reader)
+            .await?;
+            for message_id in users {
+                let Ok(message_id) = message_id.parse() else {
+                    continue;
+                };
+                if self.visible_message(message_id, visibility).await.is_ok() {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
     }
 }
 
@@ -146,46 +153,50 @@ impl Store {
         &self,
         cutoff_ms: i64,
     ) -> StoreResult<Vec<String>> {
-        let mut tx = self.begin_write().await?;
-        let candidates: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT a.sha256 FROM attachments a
-             WHERE a.created_at < $1 AND NOT EXISTS (SELECT 1 FROM message_attachments ma WHERE ma.attachment_id = a.id)
-               AND NOT EXISTS (SELECT 1 FROM scenario_attachments sa WHERE sa.attachment_id = a.id)",
-        )
-        .bind(cutoff_ms)
-        .fetch_all(&mut *tx)
-        .await?;
-        sqlx::query(
-            "DELETE FROM attachments WHERE created_at < $1
-             AND NOT EXISTS (SELECT 1 FROM message_attachments ma WHERE ma.attachment_id = attachments.id)
-             AND NOT EXISTS (SELECT 1 FROM scenario_attachments sa WHERE sa.attachment_id = attachments.id)",
-        )
-        .bind(cutoff_ms)
-        .execute(&mut *tx)
-        .await?;
-        let mut orphaned = Vec::new();
-        for sha256 in candidates {
-            let still_used: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM attachments WHERE sha256 = $1 LIMIT 1")
-                    .bind(&sha256)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if still_used.is_none() {
-                orphaned.push(sha256);
+        on_db!(self, |writer, reader| {
+            let mut tx = writer.begin_write().await?;
+            let candidates: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT a.sha256 FROM attachments a
+                 WHERE a.created_at < $1 AND NOT EXISTS (SELECT 1 FROM message_attachments ma WHERE ma.attachment_id = a.id)
+                   AND NOT EXISTS (SELECT 1 FROM scenario_attachments sa WHERE sa.attachment_id = a.id)",
+            )
+            .bind(cutoff_ms)
+            .fetch_all(&mut *tx)
+            .await?;
+            sqlx::query(
+                "DELETE FROM attachments WHERE created_at < $1
+                 AND NOT EXISTS (SELECT 1 FROM message_attachments ma WHERE ma.attachment_id = attachments.id)
+                 AND NOT EXISTS (SELECT 1 FROM scenario_attachments sa WHERE sa.attachment_id = attachments.id)",
+            )
+            .bind(cutoff_ms)
+            .execute(&mut *tx)
+            .await?;
+            let mut orphaned = Vec::new();
+            for sha256 in candidates {
+                let still_used: Option<i64> =
+                    sqlx::query_scalar("SELECT 1 FROM attachments WHERE sha256 = $1 LIMIT 1")
+                        .bind(&sha256)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if still_used.is_none() {
+                    orphaned.push(sha256);
+                }
             }
-        }
-        tx.commit().await?;
-        Ok(orphaned)
+            tx.commit().await?;
+            Ok(orphaned)
+        })
     }
 
     /// Whether any attachment refers to this blob.
     pub async fn blob_in_use(&self, sha256: &str) -> StoreResult<bool> {
-        let used: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM attachments WHERE sha256 = $1 LIMIT 1")
-                .bind(sha256)
-                .fetch_optional(&self.writer)
-                .await?;
-        Ok(used.is_some())
+        on_db!(self, |writer, reader| {
+            let used: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM attachments WHERE sha256 = $1 LIMIT 1")
+                    .bind(sha256)
+                    .fetch_optional(writer)
+                    .await?;
+            Ok(used.is_some())
+        })
     }
 }
 
@@ -202,22 +213,24 @@ impl Store {
         &self,
         scenario: &str,
     ) -> StoreResult<Vec<ScenarioAttachment>> {
-        let sql = format!(
-            "SELECT sa.mode, {COLUMNS} FROM scenario_attachments sa JOIN attachments a ON a.id = sa.attachment_id
-             WHERE sa.scenario = $1 ORDER BY sa.created_at, a.id"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(scenario)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ScenarioAttachment {
-                    attachment: attachment_from_row(row)?,
-                    is_default: row.get::<String, _>("mode") == "default",
+        on_db!(self, |writer, reader| {
+            let sql = format!(
+                "SELECT sa.mode, {COLUMNS} FROM scenario_attachments sa JOIN attachments a ON a.id = sa.attachment_id
+                 WHERE sa.scenario = $1 ORDER BY sa.created_at, a.id"
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(scenario)
+                .fetch_all(reader)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(ScenarioAttachment {
+                        attachment: attachment_from_row(row)?,
+                        is_default: row.get::<String, _>("mode") == "default",
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Adds (or re-marks) a file for a scenario.
@@ -227,18 +240,20 @@ impl Store {
         attachment_id: Uuid,
         is_default: bool,
     ) -> StoreResult<()> {
-        self.attachment(attachment_id).await?;
-        sqlx::query(
-            "INSERT INTO scenario_attachments (scenario, attachment_id, mode, created_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (scenario, attachment_id) DO UPDATE SET mode = excluded.mode",
-        )
-        .bind(scenario)
-        .bind(attachment_id.to_string())
-        .bind(if is_default { "default" } else { "optional" })
-        .bind(now_ms())
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        on_db!(self, |writer, reader| {
+            self.attachment(attachment_id).await?;
+            sqlx::query(
+                "INSERT INTO scenario_attachments (scenario, attachment_id, mode, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (scenario, attachment_id) DO UPDATE SET mode = excluded.mode",
+            )
+            .bind(scenario)
+            .bind(attachment_id.to_string())
+            .bind(if is_default { "default" } else { "optional" })
+            .bind(now_ms())
+            .execute(writer)
+            .await?;
+            Ok(())
+        })
     }
 
     pub async fn remove_scenario_attachment(
@@ -246,18 +261,20 @@ impl Store {
         scenario: &str,
         attachment_id: Uuid,
     ) -> StoreResult<()> {
-        let result = sqlx::query(
-            "DELETE FROM scenario_attachments WHERE scenario = $1 AND attachment_id = $2",
-        )
-        .bind(scenario)
-        .bind(attachment_id.to_string())
-        .execute(&self.writer)
-        .await?;
-        if result.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!(
-                "attachment {attachment_id} of scenario {scenario:?}"
-            )));
-        }
-        Ok(())
+        on_db!(self, |writer, reader| {
+            let result = sqlx::query(
+                "DELETE FROM scenario_attachments WHERE scenario = $1 AND attachment_id = $2",
+            )
+            .bind(scenario)
+            .bind(attachment_id.to_string())
+            .execute(writer)
+            .await?;
+            if result.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "attachment {attachment_id} of scenario {scenario:?}"
+                )));
+            }
+            Ok(())
+        })
     }
 }

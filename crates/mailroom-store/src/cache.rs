@@ -1,7 +1,8 @@
 //! Short-lived in-memory copies of what every API request reads: token lookups and scenario routing.
 //!
-//! Each entry lives at most [`TTL`], so a change made by another node is seen within that time; changes
-//! made through this store invalidate the copies at once.
+//! Each entry lives at most [`TTL`], so a change made by another node is seen within that time even if
+//! its notification is lost; changes made through this store invalidate the copies at once, and on
+//! PostgreSQL every other node drops its copies when notified.
 
 use crate::{Account, ApiToken, ScenarioRow, User};
 use std::collections::HashMap;
@@ -9,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-pub(crate) const TTL: Duration = Duration::from_secs(2);
+pub(crate) const TTL: Duration = Duration::from_secs(1);
 
 /// Scenarios and accounts, as routing needs them.
 #[derive(Clone)]
@@ -62,5 +63,11 @@ impl Caches {
 
     pub(crate) fn forget_routing(&self) {
         *self.routing.lock().expect("cache lock") = None;
+    }
+
+    /// Drops every copy: another node changed something.
+    pub(crate) fn forget_all(&self) {
+        self.forget_tokens();
+        self.forget_routing();
     }
 }

@@ -1,25 +1,23 @@
-//! The mailroom Store: accounts, scenarios, the outbox with every attempt, the sent archive and API
-//! tokens, kept in SQLite (WAL mode, `synchronous = FULL`).
-//!
-//! Hot-path writes (message inserts, claims, attempt outcomes) go to one writer thread with its own
-//! connection: it folds every write waiting into one transaction — one commit, one fsync — and answers
-//! each caller only after that commit, so concurrent API requests share a commit. Other writes use one
-//! sqlx connection whose transactions begin `IMMEDIATE`, so the two wait for each other instead of
-//! failing. Reads use a separate pool of connections.
+//! The mailroom Store: accounts, scenarios, the outbox with every attempt, the sent archive, API
+//! tokens and users — on SQLite (one node, zero setup; `sqlite/`) or PostgreSQL (several nodes;
+//! `postgres/`). Every operation outside those two folders is written once for both (see `db.rs`).
 
 mod accounts;
 mod attachments;
 mod blobs;
 mod cache;
+mod db;
 mod messages;
+mod nodes;
+pub mod postgres;
 mod profiles;
 mod scenarios;
 pub mod secret;
+mod sqlite;
 pub mod storage;
 mod templates;
 mod tokens;
 mod users;
-mod writer;
 
 pub use accounts::{Account, AccountInput, PasswordChange};
 pub use attachments::{Attachment, ScenarioAttachment};
@@ -28,6 +26,7 @@ pub use messages::{
     AttemptRecord, ClaimedMessage, InsertClaim, InsertOutcome, MessageFilter, MessagePage,
     NewMessage, Outcome, RecoveredLease, StoredAttempt, StoredMessage, Visibility,
 };
+pub use nodes::NodeInfo;
 pub use profiles::SendingProfile;
 pub use scenarios::ScenarioRow;
 pub use secret::SecretBox;
@@ -35,16 +34,12 @@ pub use templates::TemplateRecord;
 pub use tokens::ApiToken;
 pub use users::{AuditEntry, User, UserInput};
 
+pub use db::Backend;
+
+use db::on_db;
 use mailroom_core::ValidationError;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Errors of the store, each mapped by the API to a status code.
 #[derive(Debug, thiserror::Error)]
@@ -109,130 +104,89 @@ impl StoreError {
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    db: Arc<db::Db>,
     secrets: SecretBox,
-    writes: mpsc::Sender<writer::WriteRequest>,
-    caches: std::sync::Arc<cache::Caches>,
-    /// Advanced after mail is queued outside the store writer, which then forgets which accounts
-    /// it knew to have nothing waiting (see [`Store::claim_due`]).
-    queued_elsewhere: Arc<AtomicU64>,
+    caches: Arc<cache::Caches>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Store")
+        write!(f, "Store({})", self.backend().as_str())
     }
 }
 
 impl Store {
-    /// Opens (creating if needed) the SQLite database at `url` (`sqlite://path` or a plain path),
-    /// runs migrations and starts the insert batcher.
+    /// Opens the store at `url` — `postgres://…` (or `postgresql://…`) for PostgreSQL, otherwise
+    /// SQLite (`sqlite://path` or a plain path, created if needed) — runs the backend's migrations
+    /// and seeds the built-in scenarios and templates.
     pub async fn open(url: &str, secrets: SecretBox) -> StoreResult<Self> {
-        let url = if url.starts_with("sqlite:") {
-            url.to_owned()
+        let db = if postgres::is_postgres_url(url) {
+            db::Db::Postgres(postgres::PgDb::open(url).await?)
         } else {
-            format!("sqlite://{url}")
+            db::Db::Sqlite(sqlite::SqliteDb::open(url).await?)
         };
-        let options = SqliteConnectOptions::from_str(&url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30))
-            // Statement journals of the grouped writes stay in memory instead of spilling to a
-            // temporary file (a thousand small writes a second under load).
-            .pragma("temp_store", "memory")
-            // Taken when the database file is created (an existing database keeps its own). A
-            // message's content row (~2.3 KiB for a 2 KiB body) fits only once in a 4 KiB page and
-            // three times in an 8 KiB one: the file grows by a third less per message.
-            .page_size(8192);
-        // The writer never checkpoints (copying the WAL back into the database file) as part of a
-        // commit: a background task does it, so that this work stays off the single write path.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            // A BEGIN or COMMIT that failed (a full disk) can leave the connection inside a
-            // transaction, and every later write would fail with "begin_with at non-zero
-            // transaction depth" until a restart: such a connection is closed and a fresh one
-            // opened; and any transaction SQLite still holds when a write starts is rolled back.
-            .after_release(|connection, _| {
-                Box::pin(async move {
-                    use sqlx::Connection;
-                    Ok(!connection.is_in_transaction())
-                })
-            })
-            .before_acquire(|connection, _| {
-                Box::pin(async move {
-                    // Fails harmlessly ("no transaction is active") in the normal case.
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
-                    Ok(true)
-                })
-            })
-            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.clone().read_only(true))
-            .await?;
-        let (writes, receiver) = mpsc::channel(4096);
-        let connection = writer::open(options.get_filename())?;
-        let log_copied = Arc::new(AtomicBool::new(false));
-        let queued_elsewhere = Arc::new(AtomicU64::new(0));
-        let writer_state = writer::WriterState::new(log_copied.clone(), queued_elsewhere.clone());
-        // The writer runs on its own thread: on the shared runtime each of its steps (collecting
-        // requests, running SQLite, answering callers) would queue behind API requests.
-        std::thread::Builder::new()
-            .name("mailroom-writer".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => {
-                        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            runtime.block_on(writer::run_writer(connection, receiver, writer_state))
-                        }));
-                        if ran.is_err() {
-                            // Without its writer the store can only refuse every write: exit, so
-                            // that a supervisor starts mailroom again (everything acknowledged is
-                            // in the database; leases are recovered at start).
-                            tracing::error!(
-                                event = "store_writer_died",
-                                "the store writer stopped unexpectedly; exiting"
-                            );
-                            std::process::exit(70);
-                        }
-                    }
-                    Err(error) => tracing::error!(%error, "the store writer could not start"),
-                }
-            })
-            .map_err(sqlx::Error::Io)?;
-        let checkpointer =
-            <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options).await?;
-        tokio::spawn(checkpoint_regularly(
-            checkpointer,
-            writes.downgrade(),
-            log_copied,
-        ));
         let store = Self {
-            writer,
-            reader,
+            db: Arc::new(db),
             secrets,
-            writes,
             caches: Default::default(),
-            queued_elsewhere,
         };
+        if let db::Db::Postgres(pg) = &*store.db {
+            pg.listen_for_changes(Arc::downgrade(&store.caches)).await?;
+        }
         store.seed_built_in_scenarios().await?;
         store.seed_built_in_templates().await?;
         Ok(store)
     }
 
+    /// The backend this store runs on.
+    pub fn backend(&self) -> Backend {
+        match &*self.db {
+            db::Db::Sqlite(_) => Backend::Sqlite,
+            db::Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        on_db!(self, |writer, reader| {
+            sqlx::query("SELECT 1").execute(reader).await?;
+        });
         Ok(())
+    }
+
+    /// Tells the other writers that mail may have been queued behind their back (after the
+    /// commit that queued it): on SQLite the store writer, on PostgreSQL every node.
+    pub(crate) async fn mail_queued_elsewhere(&self) {
+        match &*self.db {
+            db::Db::Sqlite(db) => db.mail_queued_elsewhere(),
+            db::Db::Postgres(db) => db.notify_queued().await,
+        }
+    }
+
+    /// Signalled when another node queued mail (PostgreSQL only: on SQLite this process is the
+    /// only one that queues), so that an idle dispatcher claims it at once.
+    pub fn mail_queued_signal(&self) -> Option<Arc<tokio::sync::Notify>> {
+        match &*self.db {
+            db::Db::Sqlite(_) => None,
+            db::Db::Postgres(db) => Some(db.queued.clone()),
+        }
+    }
+
+    /// Signalled when another node changed configuration (PostgreSQL only), so that the
+    /// dispatcher reloads accounts at once.
+    pub fn config_changed_signal(&self) -> Option<Arc<tokio::sync::Notify>> {
+        match &*self.db {
+            db::Db::Sqlite(_) => None,
+            db::Db::Postgres(db) => Some(db.changed.clone()),
+        }
+    }
+
+    /// Tells every other node that configuration changed (tokens, users, accounts, routing), so
+    /// that they drop their cached copies now rather than when the copies expire.
+    pub(crate) async fn config_changed(&self) {
+        if let db::Db::Postgres(db) = &*self.db {
+            db.notify_changed().await;
+        }
     }
 }
 
@@ -263,54 +217,3 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&temporary, path)
 }
 
-impl Store {
-    /// Tells the store writer that mail may have been queued behind its back (after the commit
-    /// that queued it).
-    pub(crate) fn mail_queued_elsewhere(&self) {
-        self.queued_elsewhere.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// A write transaction that takes SQLite's write lock at once. The store writer has a connection
-    /// of its own, and a transaction that read first and only then tried to write after the writer
-    /// had committed would fail with "database is locked" instead of waiting its turn.
-    pub(crate) async fn begin_write(
-        &self,
-    ) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.writer.begin_with("BEGIN IMMEDIATE").await
-    }
-}
-
-/// Copies the write-ahead log back into the database file every half second (a passive checkpoint
-/// never blocks the writer or readers), until the store is gone. After each complete pass it raises
-/// `log_copied`, so that the writer restarts the log from its beginning (see
-/// [`writer::run_writer`]).
-async fn checkpoint_regularly(
-    mut connection: sqlx::SqliteConnection,
-    store: mpsc::WeakSender<writer::WriteRequest>,
-    log_copied: Arc<AtomicBool>,
-) {
-    let mut interval = tokio::time::interval(Duration::from_millis(500));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        if store.upgrade().is_none() {
-            break;
-        }
-        // (busy, frames in the log, frames copied): busy is 1 when another checkpoint was running.
-        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&mut connection)
-            .await
-        {
-            Ok((0, frames, _)) if frames > 0 => log_copied.store(true, Ordering::Release),
-            Ok(_) => {}
-            Err(error) if storage::sqlx_is_full(&error) => {
-                storage::note_storage_full(&error.to_string());
-            }
-            Err(error) => tracing::warn!(%error, "checkpointing the write-ahead log failed"),
-        }
-    }
-    let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-        .execute(&mut connection)
-        .await;
-    let _ = sqlx::Connection::close(connection).await;
-}

@@ -6,7 +6,8 @@
 //! later `next_attempt_at`, or `failed`. A lease that expires (the process died mid-send) is recovered
 //! by recording an `interrupted` attempt, so a possible duplicate delivery is visible in the history.
 
-use crate::writer::{ClaimArgs, WriteRequest};
+use crate::db::{Db, StoreRow, WritePool, on_db};
+use crate::sqlite::writer::WriteRequest;
 use crate::{Store, StoreError, StoreResult, now_ms};
 use mailroom_core::ValidationError;
 use mailroom_core::access::ViewPolicy;
@@ -17,9 +18,7 @@ use mailroom_core::message::{
 };
 use mailroom_core::scenario::ScenarioName;
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{Sqlite, SqliteRow};
-use sqlx::{QueryBuilder, Row};
-use tokio::sync::oneshot;
+use sqlx::{Database, Encode, QueryBuilder, Type};
 use uuid::Uuid;
 
 /// An attachment of a message: the upload and, for an inline image, its Content-ID.
@@ -127,11 +126,14 @@ pub struct Visibility {
     pub readable_types: Option<Vec<String>>,
 }
 
-fn push_visibility(query: &mut QueryBuilder<Sqlite>, visibility: &Visibility) {
+fn push_visibility<DB: Database>(query: &mut QueryBuilder<DB>, visibility: &Visibility)
+where
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+{
     // Relations to users are ignored by every policy.
     const RELEVANT: &str =
         "SELECT 1 FROM related_records r WHERE r.message_id = m.id AND r.record_type <> 'user'";
-    let readable_filter = |query: &mut QueryBuilder<Sqlite>, types: &[String], negate: bool| {
+    let readable_filter = |query: &mut QueryBuilder<DB>, types: &[String], negate: bool| {
         query.push(if negate {
             " AND r.record_type NOT IN ("
         } else {
@@ -211,6 +213,24 @@ pub struct MessagePage {
     /// Messages matching the filter over all pages.
     pub total: i64,
     pub next_cursor: Option<Uuid>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimArgs {
+    pub(crate) account_id: Uuid,
+    pub(crate) owner: String,
+    pub(crate) now: i64,
+    pub(crate) lease_until: i64,
+    pub(crate) limit: u32,
+}
+
+/// A claimed row, before its content is read.
+pub(crate) struct ClaimRow {
+    pub(crate) id: String,
+    pub(crate) message_id_header: String,
+    pub(crate) created_at: i64,
+    pub(crate) attempt_count: i64,
+    pub(crate) retry_base: i64,
 }
 
 /// A message claimed for one attempt.
@@ -337,7 +357,7 @@ fn related_from_json(json: &str) -> Vec<RelatedRecord> {
         .collect()
 }
 
-fn content_from_row(row: &SqliteRow) -> Result<MessageContent, ValidationError> {
+fn content_from_row(row: &impl StoreRow) -> Result<MessageContent, ValidationError> {
     Ok(MessageContent {
         to: mailboxes_from_json(&row.get::<String, _>("to_json"))?,
         cc: mailboxes_from_json(&row.get::<String, _>("cc_json"))?,
@@ -373,7 +393,7 @@ pub(crate) fn parse_uuid(raw: &str) -> StoreResult<Uuid> {
         .map_err(|_| StoreError::Conflict(format!("stored id {raw:?} is not a UUID")))
 }
 
-fn message_from_row(row: &SqliteRow) -> StoreResult<StoredMessage> {
+fn message_from_row(row: &impl StoreRow) -> StoreResult<StoredMessage> {
     Ok(StoredMessage {
         id: parse_uuid(&row.get::<String, _>("id"))?,
         status: row.get::<String, _>("status").parse()?,
@@ -403,6 +423,55 @@ fn message_from_row(row: &SqliteRow) -> StoreResult<StoredMessage> {
     })
 }
 
+/// The conditions of a listing.
+fn push_conditions<DB: Database>(
+    query: &mut QueryBuilder<DB>,
+    filter: &MessageFilter,
+    with_cursor: bool,
+) where
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    query.push(" WHERE 1 = 1");
+    if !filter.statuses.is_empty() {
+        query.push(" AND m.status IN (");
+        let mut list = query.separated(", ");
+        for status in &filter.statuses {
+            list.push_bind(status.as_str());
+        }
+        query.push(")");
+    }
+    if let Some(account_id) = filter.account_id {
+        query
+            .push(" AND account_id = ")
+            .push_bind(account_id.to_string());
+    }
+    if let Some(scenario) = &filter.scenario {
+        query.push(" AND m.scenario = ").push_bind(scenario.clone());
+    }
+    if let Some(from) = filter.created_from_ms {
+        query.push(" AND m.created_at >= ").push_bind(from);
+    }
+    if let Some(until) = filter.created_until_ms {
+        query.push(" AND m.created_at < ").push_bind(until);
+    }
+    if let Some(visibility) = &filter.visibility {
+        push_visibility(query, visibility);
+    }
+    if let Some((record_type, record_id)) = &filter.related_to {
+        query.push(" AND EXISTS (SELECT 1 FROM related_records rr WHERE rr.message_id = m.id AND rr.record_type = ");
+        query
+            .push_bind(record_type.clone())
+            .push(" AND rr.record_id = ")
+            .push_bind(record_id.clone())
+            .push(")");
+    }
+    if with_cursor && let Some(before) = filter.before_id {
+        query.push(" AND m.id < ").push_bind(before.to_string());
+    }
+}
+
 const MESSAGE_COLUMNS: &str = "m.id, m.status, m.scenario, m.account_id, m.message_id_header, c.to_json, c.cc_json, c.bcc_json, c.reply_to_json, c.headers_json,
     m.subject, c.text_body, c.html_body, c.related_json, m.created_at, m.updated_at, m.send_at, m.next_attempt_at, m.sent_at,
     m.attempt_count, m.last_error, m.template_id, m.template_version";
@@ -413,46 +482,49 @@ const MESSAGES_WITH_CONTENT: &str = "messages m JOIN message_contents c ON c.mes
 impl Store {
     /// Stores a new message durably; returns once the transaction holding it has committed.
     pub async fn insert_message(&self, message: NewMessage) -> StoreResult<InsertOutcome> {
-        let (reply, answer) = oneshot::channel();
-        self.writes
-            .send(WriteRequest::Insert {
-                message: Box::new(message),
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        match &*self.db {
+            Db::Sqlite(db) => {
+                db.write(|reply| WriteRequest::Insert {
+                    message: Box::new(message),
+                    reply,
+                })
+                .await
+            }
+            Db::Postgres(db) => crate::postgres::hot::insert(&db.pool, &message).await,
+        }
     }
 
     /// One message with all its attempts.
     pub async fn message(&self, id: Uuid) -> StoreResult<StoredMessage> {
-        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_WITH_CONTENT} WHERE m.id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        on_db!(self, |writer, reader| {
+            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_WITH_CONTENT} WHERE m.id = $1");
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id.to_string())
+                .fetch_optional(reader)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("message {id}")))?;
+            let mut message = message_from_row(&row)?;
+            let attempts = sqlx::query(
+                "SELECT number, started_at, finished_at, outcome, reply_code, reply_text FROM attempts WHERE message_id = $1 ORDER BY number",
+            )
             .bind(id.to_string())
-            .fetch_optional(&self.reader)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("message {id}")))?;
-        let mut message = message_from_row(&row)?;
-        let attempts = sqlx::query(
-            "SELECT number, started_at, finished_at, outcome, reply_code, reply_text FROM attempts WHERE message_id = $1 ORDER BY number",
-        )
-        .bind(id.to_string())
-        .fetch_all(&self.reader)
-        .await?;
-        message.attempts = attempts
-            .iter()
-            .map(|row| {
-                Ok(StoredAttempt {
-                    number: row.get::<i64, _>("number") as u32,
-                    started_at_ms: row.get("started_at"),
-                    finished_at_ms: row.get("finished_at"),
-                    outcome: row.get::<String, _>("outcome").parse()?,
-                    reply_code: row.get::<Option<i64>, _>("reply_code").map(|c| c as u16),
-                    reply_text: row.get("reply_text"),
+            .fetch_all(reader)
+            .await?;
+            message.attempts = attempts
+                .iter()
+                .map(|row| {
+                    Ok(StoredAttempt {
+                        number: row.get::<i64, _>("number") as u32,
+                        started_at_ms: row.get("started_at"),
+                        finished_at_ms: row.get("finished_at"),
+                        outcome: row.get::<String, _>("outcome").parse()?,
+                        reply_code: row.get::<Option<i64>, _>("reply_code").map(|c| c as u16),
+                        reply_text: row.get("reply_text"),
+                    })
                 })
-            })
-            .collect::<StoreResult<_>>()?;
-        Ok(message)
+                .collect::<StoreResult<_>>()?;
+            Ok(message)
+        })
     }
 
     /// One message with its attempts, if `visibility` allows the viewer to see it; otherwise "not found",
@@ -462,86 +534,47 @@ impl Store {
         id: Uuid,
         visibility: &Visibility,
     ) -> StoreResult<StoredMessage> {
-        let mut query = QueryBuilder::<Sqlite>::new("SELECT 1 FROM messages m WHERE m.id = ");
-        query.push_bind(id.to_string());
-        push_visibility(&mut query, visibility);
-        if query.build().fetch_optional(&self.reader).await?.is_none() {
-            return Err(StoreError::NotFound(format!("message {id}")));
-        }
-        self.message(id).await
+        on_db!(self, |writer, reader| {
+            let mut query = QueryBuilder::new("SELECT 1 FROM messages m WHERE m.id = ");
+            query.push_bind(id.to_string());
+            push_visibility(&mut query, visibility);
+            if query.build().fetch_optional(reader).await?.is_none() {
+                return Err(StoreError::NotFound(format!("message {id}")));
+            }
+            self.message(id).await
+        })
     }
 
     /// A page of messages, newest first, and the number matching over all pages.
     pub async fn list_messages(&self, filter: &MessageFilter) -> StoreResult<MessagePage> {
-        fn push_conditions(
-            query: &mut QueryBuilder<Sqlite>,
-            filter: &MessageFilter,
-            with_cursor: bool,
-        ) {
-            query.push(" WHERE 1 = 1");
-            if !filter.statuses.is_empty() {
-                query.push(" AND m.status IN (");
-                let mut list = query.separated(", ");
-                for status in &filter.statuses {
-                    list.push_bind(status.as_str());
-                }
-                query.push(")");
-            }
-            if let Some(account_id) = filter.account_id {
-                query
-                    .push(" AND account_id = ")
-                    .push_bind(account_id.to_string());
-            }
-            if let Some(scenario) = &filter.scenario {
-                query.push(" AND m.scenario = ").push_bind(scenario.clone());
-            }
-            if let Some(from) = filter.created_from_ms {
-                query.push(" AND m.created_at >= ").push_bind(from);
-            }
-            if let Some(until) = filter.created_until_ms {
-                query.push(" AND m.created_at < ").push_bind(until);
-            }
-            if let Some(visibility) = &filter.visibility {
-                push_visibility(query, visibility);
-            }
-            if let Some((record_type, record_id)) = &filter.related_to {
-                query.push(" AND EXISTS (SELECT 1 FROM related_records rr WHERE rr.message_id = m.id AND rr.record_type = ");
-                query
-                    .push_bind(record_type.clone())
-                    .push(" AND rr.record_id = ")
-                    .push_bind(record_id.clone())
-                    .push(")");
-            }
-            if with_cursor && let Some(before) = filter.before_id {
-                query.push(" AND m.id < ").push_bind(before.to_string());
-            }
-        }
-        let limit = filter.limit.clamp(1, 500);
-        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM messages m");
-        push_conditions(&mut count, filter, false);
-        let total: i64 = count.build_query_scalar().fetch_one(&self.reader).await?;
-        let mut select = QueryBuilder::new(format!(
-            "SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_WITH_CONTENT}"
-        ));
-        push_conditions(&mut select, filter, true);
-        select
-            .push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(limit) + 1);
-        let rows = select.build().fetch_all(&self.reader).await?;
-        let mut items = rows
-            .iter()
-            .map(message_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|m| m.id)
-        } else {
-            None
-        };
-        Ok(MessagePage {
-            items,
-            total,
-            next_cursor,
+        on_db!(self, |writer, reader| {
+            let limit = filter.limit.clamp(1, 500);
+            let mut count = QueryBuilder::new("SELECT COUNT(*) FROM messages m");
+            push_conditions(&mut count, filter, false);
+            let total: i64 = count.build_query_scalar().fetch_one(reader).await?;
+            let mut select = QueryBuilder::new(format!(
+                "SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_WITH_CONTENT}"
+            ));
+            push_conditions(&mut select, filter, true);
+            select
+                .push(" ORDER BY id DESC LIMIT ")
+                .push_bind(i64::from(limit) + 1);
+            let rows = select.build().fetch_all(reader).await?;
+            let mut items = rows
+                .iter()
+                .map(message_from_row)
+                .collect::<StoreResult<Vec<_>>>()?;
+            let next_cursor = if items.len() > limit as usize {
+                items.truncate(limit as usize);
+                items.last().map(|m| m.id)
+            } else {
+                None
+            };
+            Ok(MessagePage {
+                items,
+                total,
+                next_cursor,
+            })
         })
     }
 
@@ -559,7 +592,6 @@ impl Store {
         lease_until: i64,
         limit: u32,
     ) -> StoreResult<Vec<ClaimedMessage>> {
-        let (reply, answer) = oneshot::channel();
         let claim = ClaimArgs {
             account_id,
             owner: owner.to_owned(),
@@ -567,106 +599,112 @@ impl Store {
             lease_until,
             limit,
         };
-        self.writes
-            .send(WriteRequest::Claim { claim, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        let rows = answer.await.map_err(|_| StoreError::Closed)??;
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        // The content is immutable and committed: read it without holding the writer.
-        let mut contents = QueryBuilder::<Sqlite>::new(
-            "SELECT c.message_id, c.to_json, c.cc_json, c.bcc_json, c.reply_to_json, c.headers_json, c.text_body, c.html_body, c.from_json, c.sender_json, m.subject
-             FROM message_contents c JOIN messages m ON m.id = c.message_id WHERE c.message_id IN (",
-        );
-        let mut ids = contents.separated(", ");
-        for row in &rows {
-            ids.push_bind(row.id.clone());
-        }
-        contents.push(")");
-        let content_rows = contents.build().fetch_all(&self.reader).await?;
-        let mut content_by_id: std::collections::HashMap<String, Result<MessageContent, String>> =
-            content_rows
-                .iter()
-                .map(|row| {
-                    (
-                        row.get::<String, _>("message_id"),
-                        content_from_row(row).map_err(|e| e.to_string()),
-                    )
-                })
-                .collect();
-        let mut claimed = rows
-            .into_iter()
-            .map(|row| {
-                let attempt_count = row.attempt_count as u32;
-                Ok(ClaimedMessage {
-                    id: parse_uuid(&row.id)?,
-                    account_id,
-                    content: content_by_id
-                        .remove(&row.id)
-                        .unwrap_or_else(|| Err("the message content is missing".into()))
-                        .map(std::sync::Arc::new),
-                    message_id_header: row.message_id_header,
-                    created_at_ms: row.created_at,
-                    attempt_number: attempt_count,
-                    attempts_used: attempt_count.saturating_sub(row.retry_base as u32),
-                    attachments: Vec::new(),
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        claimed.sort_by_key(|m| m.id);
-        let ids: Vec<Uuid> = claimed.iter().map(|m| m.id).collect();
-        for (message_id, attachment) in self.attachments_of(&ids).await? {
-            if let Some(message) = claimed.iter_mut().find(|m| m.id == message_id) {
-                message.attachments.push(attachment);
+        let rows = match &*self.db {
+            Db::Sqlite(db) => db.write(|reply| WriteRequest::Claim { claim, reply }).await?,
+            Db::Postgres(db) => crate::postgres::hot::claim(&db.pool, &claim).await?,
+        };
+        on_db!(self, |writer, reader| {
+            if rows.is_empty() {
+                return Ok(Vec::new());
             }
-        }
-        Ok(claimed)
+            // The content is immutable and committed: read it without holding the writer.
+            let mut contents = QueryBuilder::new(
+                "SELECT c.message_id, c.to_json, c.cc_json, c.bcc_json, c.reply_to_json, c.headers_json, c.text_body, c.html_body, c.from_json, c.sender_json, m.subject
+                 FROM message_contents c JOIN messages m ON m.id = c.message_id WHERE c.message_id IN (",
+            );
+            let mut ids = contents.separated(", ");
+            for row in &rows {
+                ids.push_bind(row.id.clone());
+            }
+            contents.push(")");
+            let content_rows = contents.build().fetch_all(reader).await?;
+            let mut content_by_id: std::collections::HashMap<String, Result<MessageContent, String>> =
+                content_rows
+                    .iter()
+                    .map(|row| {
+                        (
+                            row.get::<String, _>("message_id"),
+                            content_from_row(row).map_err(|e| e.to_string()),
+                        )
+                    })
+                    .collect();
+            let mut claimed = rows
+                .into_iter()
+                .map(|row| {
+                    let attempt_count = row.attempt_count as u32;
+                    Ok(ClaimedMessage {
+                        id: parse_uuid(&row.id)?,
+                        account_id,
+                        content: content_by_id
+                            .remove(&row.id)
+                            .unwrap_or_else(|| Err("the message content is missing".into()))
+                            .map(std::sync::Arc::new),
+                        message_id_header: row.message_id_header,
+                        created_at_ms: row.created_at,
+                        attempt_number: attempt_count,
+                        attempts_used: attempt_count.saturating_sub(row.retry_base as u32),
+                        attachments: Vec::new(),
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            claimed.sort_by_key(|m| m.id);
+            let ids: Vec<Uuid> = claimed.iter().map(|m| m.id).collect();
+            for (message_id, attachment) in self.attachments_of(&ids).await? {
+                if let Some(message) = claimed.iter_mut().find(|m| m.id == message_id) {
+                    message.attachments.push(attachment);
+                }
+            }
+            Ok(claimed)
+        })
     }
 
     /// Extends the leases of every message this process is sending.
     pub async fn renew_leases(&self, owner: &str, lease_until: i64) -> StoreResult<u64> {
-        let result = sqlx::query(
-            "UPDATE messages SET lease_until = $2 WHERE lease_owner = $1 AND status = 'sending'",
-        )
-        .bind(owner)
-        .bind(lease_until)
-        .execute(&self.writer)
-        .await?;
-        Ok(result.rows_affected())
+        on_db!(self, |writer, reader| {
+            let result = sqlx::query(
+                "UPDATE messages SET lease_until = $2 WHERE lease_owner = $1 AND status = 'sending'",
+            )
+            .bind(owner)
+            .bind(lease_until)
+            .execute(writer)
+            .await?;
+            Ok(result.rows_affected())
+        })
     }
 
     /// Puts claimed messages whose attempt never started back in the queue, as if never claimed.
     pub async fn release(&self, owner: &str, ids: &[Uuid]) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        for id in ids {
-            sqlx::query(
-                "UPDATE messages SET status = 'queued', lease_owner = NULL, lease_until = NULL, attempt_count = attempt_count - 1
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'sending'",
-            )
-            .bind(id.to_string())
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        self.mail_queued_elsewhere();
-        Ok(())
+        on_db!(self, |writer, reader| {
+            let mut tx = writer.begin_write().await?;
+            for id in ids {
+                sqlx::query(
+                    "UPDATE messages SET status = 'queued', lease_owner = NULL, lease_until = NULL, attempt_count = attempt_count - 1
+                     WHERE id = $1 AND lease_owner = $2 AND status = 'sending'",
+                )
+                .bind(id.to_string())
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            self.mail_queued_elsewhere().await;
+            Ok(())
+        })
     }
 
     /// Records finished attempts and moves each message to its next state, in one transaction
     /// (two statements per batch, whatever its size).
     pub async fn record_outcomes(&self, records: &[AttemptRecord]) -> StoreResult<()> {
-        let (reply, answer) = oneshot::channel();
-        self.writes
-            .send(WriteRequest::Outcomes {
-                records: records.to_vec(),
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        match &*self.db {
+            Db::Sqlite(db) => {
+                db.write(|reply| WriteRequest::Outcomes {
+                    records: records.to_vec(),
+                    reply,
+                })
+                .await
+            }
+            Db::Postgres(db) => crate::postgres::hot::record_outcomes(&db.pool, records).await,
+        }
     }
 
     /// Finds messages whose lease expired mid-send, records the interrupted attempt and queues them
@@ -691,103 +729,111 @@ impl Store {
         now: i64,
         held_by: Option<&str>,
     ) -> StoreResult<Vec<RecoveredLease>> {
-        let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(
-            "SELECT m.id, m.account_id, m.attempt_count, m.retry_base, m.updated_at, a.max_attempts
-             FROM messages m JOIN accounts a ON a.id = m.account_id
-             WHERE m.status = 'sending' AND (m.lease_until <= $1 OR m.lease_owner = $2)",
-        )
-        .bind(now)
-        .bind(held_by)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut recovered = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: String = row.get("id");
-            let attempt_count: i64 = row.get("attempt_count");
-            let exhausted = attempt_count - row.get::<i64, _>("retry_base")
-                >= row.get::<i64, _>("max_attempts");
-            let reply_text = "the attempt was interrupted (mailroom stopped or lost its lease while sending); the message may \
-                              have been delivered by it, and a re-send carries the same Message-ID";
-            sqlx::query(
-                "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text)
-                 VALUES ($1, $2, $3, $4, 'interrupted', NULL, $5) ON CONFLICT (message_id, number) DO NOTHING",
+        on_db!(self, |writer, reader| {
+            let mut tx = writer.begin_write().await?;
+            let rows = sqlx::query(
+                "SELECT m.id, m.account_id, m.attempt_count, m.retry_base, m.updated_at, a.max_attempts
+                 FROM messages m JOIN accounts a ON a.id = m.account_id
+                 WHERE m.status = 'sending' AND (m.lease_until <= $1 OR m.lease_owner = $2)",
             )
-            .bind(&id)
-            .bind(attempt_count)
-            .bind(row.get::<i64, _>("updated_at"))
             .bind(now)
-            .bind(reply_text)
-            .execute(&mut *tx)
+            .bind(held_by)
+            .fetch_all(&mut *tx)
             .await?;
-            let new_status = if exhausted {
-                MessageStatus::Failed
-            } else {
-                MessageStatus::Queued
-            };
-            sqlx::query(
-                "UPDATE messages SET status = $2, next_attempt_at = $3, lease_owner = NULL, lease_until = NULL, updated_at = $3,
-                   last_error = $4 WHERE id = $1",
-            )
-            .bind(&id)
-            .bind(new_status.as_str())
-            .bind(now)
-            .bind(reply_text)
-            .execute(&mut *tx)
-            .await?;
-            recovered.push(RecoveredLease {
-                message_id: parse_uuid(&id)?,
-                account_id: parse_uuid(&row.get::<String, _>("account_id"))?,
-                new_status,
-            });
-        }
-        tx.commit().await?;
-        if !recovered.is_empty() {
-            self.mail_queued_elsewhere();
-        }
-        Ok(recovered)
+            let mut recovered = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let id: String = row.get("id");
+                let attempt_count: i64 = row.get("attempt_count");
+                let exhausted = attempt_count - row.get::<i64, _>("retry_base")
+                    >= row.get::<i64, _>("max_attempts");
+                let reply_text = "the attempt was interrupted (mailroom stopped or lost its lease while sending); the message may \
+                                  have been delivered by it, and a re-send carries the same Message-ID";
+                sqlx::query(
+                    "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text)
+                     VALUES ($1, $2, $3, $4, 'interrupted', NULL, $5) ON CONFLICT (message_id, number) DO NOTHING",
+                )
+                .bind(&id)
+                .bind(attempt_count)
+                .bind(row.get::<i64, _>("updated_at"))
+                .bind(now)
+                .bind(reply_text)
+                .execute(&mut *tx)
+                .await?;
+                let new_status = if exhausted {
+                    MessageStatus::Failed
+                } else {
+                    MessageStatus::Queued
+                };
+                sqlx::query(
+                    "UPDATE messages SET status = $2, next_attempt_at = $3, lease_owner = NULL, lease_until = NULL, updated_at = $3,
+                       last_error = $4 WHERE id = $1",
+                )
+                .bind(&id)
+                .bind(new_status.as_str())
+                .bind(now)
+                .bind(reply_text)
+                .execute(&mut *tx)
+                .await?;
+                recovered.push(RecoveredLease {
+                    message_id: parse_uuid(&id)?,
+                    account_id: parse_uuid(&row.get::<String, _>("account_id"))?,
+                    new_status,
+                });
+            }
+            tx.commit().await?;
+            if !recovered.is_empty() {
+                self.mail_queued_elsewhere().await;
+            }
+            Ok(recovered)
+        })
     }
 
     /// Queues a failed, cancelled or waiting message for an attempt now, with a fresh attempt budget.
     pub async fn retry_message(&self, id: Uuid) -> StoreResult<StoredMessage> {
-        let now = now_ms();
-        let result = sqlx::query(
-            "UPDATE messages SET status = 'queued', next_attempt_at = $2, retry_base = attempt_count, updated_at = $2
-             WHERE id = $1 AND status IN ('failed', 'cancelled', 'queued')",
-        )
-        .bind(id.to_string())
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
-        self.mail_queued_elsewhere();
-        self.after_transition(id, result.rows_affected(), "retried")
-            .await
+        on_db!(self, |writer, reader| {
+            let now = now_ms();
+            let result = sqlx::query(
+                "UPDATE messages SET status = 'queued', next_attempt_at = $2, retry_base = attempt_count, updated_at = $2
+                 WHERE id = $1 AND status IN ('failed', 'cancelled', 'queued')",
+            )
+            .bind(id.to_string())
+            .bind(now)
+            .execute(writer)
+            .await?;
+            self.mail_queued_elsewhere().await;
+            self.after_transition(id, result.rows_affected(), "retried")
+                .await
+        })
     }
 
     /// Releases a draft for sending.
     pub async fn confirm_message(&self, id: Uuid) -> StoreResult<StoredMessage> {
-        let now = now_ms();
-        let result = sqlx::query(
-            "UPDATE messages SET status = 'queued', next_attempt_at = MAX(COALESCE(send_at, $2), $2), updated_at = $2 WHERE id = $1 AND status = 'draft'",
-        )
-        .bind(id.to_string())
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
-        self.mail_queued_elsewhere();
-        self.after_transition(id, result.rows_affected(), "confirmed")
-            .await
+        on_db!(self, |writer, reader| {
+            let now = now_ms();
+            let result = sqlx::query(
+                "UPDATE messages SET status = 'queued', next_attempt_at = CASE WHEN send_at > $2 THEN send_at ELSE $2 END, updated_at = $2 WHERE id = $1 AND status = 'draft'",
+            )
+            .bind(id.to_string())
+            .bind(now)
+            .execute(writer)
+            .await?;
+            self.mail_queued_elsewhere().await;
+            self.after_transition(id, result.rows_affected(), "confirmed")
+                .await
+        })
     }
 
     /// Cancels a message that is waiting or has failed. A message being sent right now cannot be cancelled.
     pub async fn cancel_message(&self, id: Uuid) -> StoreResult<StoredMessage> {
-        let result = sqlx::query("UPDATE messages SET status = 'cancelled', updated_at = $2 WHERE id = $1 AND status IN ('draft', 'queued', 'failed')")
-            .bind(id.to_string())
-            .bind(now_ms())
-            .execute(&self.writer)
-            .await?;
-        self.after_transition(id, result.rows_affected(), "cancelled")
-            .await
+        on_db!(self, |writer, reader| {
+            let result = sqlx::query("UPDATE messages SET status = 'cancelled', updated_at = $2 WHERE id = $1 AND status IN ('draft', 'queued', 'failed')")
+                .bind(id.to_string())
+                .bind(now_ms())
+                .execute(writer)
+                .await?;
+            self.after_transition(id, result.rows_affected(), "cancelled")
+                .await
+        })
     }
 
     async fn after_transition(
@@ -813,27 +859,31 @@ impl Store {
         account_id: Uuid,
         since: i64,
     ) -> StoreResult<Vec<i64>> {
-        let starts = sqlx::query_scalar(
-            "SELECT a.started_at FROM attempts a JOIN messages m ON m.id = a.message_id
-             WHERE m.account_id = $1 AND a.started_at >= $2 AND a.outcome <> 'interrupted'
-             UNION ALL
-             SELECT updated_at FROM messages WHERE account_id = $1 AND status = 'sending' AND updated_at >= $2
-             ORDER BY 1",
-        )
-        .bind(account_id.to_string())
-        .bind(since)
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(starts)
+        on_db!(self, |writer, reader| {
+            let starts = sqlx::query_scalar(
+                "SELECT a.started_at FROM attempts a JOIN messages m ON m.id = a.message_id
+                 WHERE m.account_id = $1 AND a.started_at >= $2 AND a.outcome <> 'interrupted'
+                 UNION ALL
+                 SELECT updated_at FROM messages WHERE account_id = $1 AND status = 'sending' AND updated_at >= $2
+                 ORDER BY 1",
+            )
+            .bind(account_id.to_string())
+            .bind(since)
+            .fetch_all(reader)
+            .await?;
+            Ok(starts)
+        })
     }
 
     /// Number of messages per status.
     pub async fn status_counts(&self) -> StoreResult<Vec<(MessageStatus, i64)>> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM messages GROUP BY status")
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter()
-            .map(|row| Ok((row.get::<String, _>("status").parse()?, row.get("n"))))
-            .collect()
+        on_db!(self, |writer, reader| {
+            let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM messages GROUP BY status")
+                .fetch_all(reader)
+                .await?;
+            rows.iter()
+                .map(|row| Ok((row.get::<String, _>("status").parse()?, row.get("n"))))
+                .collect()
+        })
     }
 }

@@ -4,7 +4,7 @@
 use crate::cache::Routing;
 use crate::{Account, Store, StoreError, StoreResult};
 use mailroom_core::scenario::{BUILT_IN_SCENARIOS, DEFAULT_SCENARIO, ScenarioName};
-use sqlx::Row;
+use crate::db::{StoreRow, WritePool, on_db};
 use uuid::Uuid;
 
 /// A known scenario and the account it is routed to.
@@ -21,40 +21,44 @@ pub struct ScenarioRow {
 
 impl Store {
     pub(crate) async fn seed_built_in_scenarios(&self) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        for (name, description) in BUILT_IN_SCENARIOS {
-            sqlx::query("INSERT INTO scenarios (name, description, built_in) VALUES ($1, $2, 1) ON CONFLICT (name) DO NOTHING")
-                .bind(name)
-                .bind(description)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        on_db!(self, |writer, reader| {
+            let mut tx = writer.begin_write().await?;
+            for (name, description) in BUILT_IN_SCENARIOS {
+                sqlx::query("INSERT INTO scenarios (name, description, built_in) VALUES ($1, $2, TRUE) ON CONFLICT (name) DO NOTHING")
+                    .bind(name)
+                    .bind(description)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     pub async fn scenarios(&self) -> StoreResult<Vec<ScenarioRow>> {
-        let rows = sqlx::query(
-            "SELECT s.name, s.description, s.built_in, s.account_id,
-                    COALESCE(s.account_id, (SELECT d.account_id FROM scenarios d WHERE d.name = 'default')) AS effective
-             FROM scenarios s ORDER BY s.built_in DESC, s.name",
-        )
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|row| ScenarioRow {
-                name: row.get("name"),
-                description: row.get("description"),
-                built_in: row.get("built_in"),
-                account_id: row
-                    .get::<Option<String>, _>("account_id")
-                    .and_then(|s| s.parse().ok()),
-                effective_account_id: row
-                    .get::<Option<String>, _>("effective")
-                    .and_then(|s| s.parse().ok()),
-            })
-            .collect())
+        on_db!(self, |writer, reader| {
+            let rows = sqlx::query(
+                "SELECT s.name, s.description, s.built_in, s.account_id,
+                        COALESCE(s.account_id, (SELECT d.account_id FROM scenarios d WHERE d.name = 'default')) AS effective
+                 FROM scenarios s ORDER BY s.built_in DESC, s.name",
+            )
+            .fetch_all(reader)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|row| ScenarioRow {
+                    name: row.get("name"),
+                    description: row.get("description"),
+                    built_in: row.get("built_in"),
+                    account_id: row
+                        .get::<Option<String>, _>("account_id")
+                        .and_then(|s| s.parse().ok()),
+                    effective_account_id: row
+                        .get::<Option<String>, _>("effective")
+                        .and_then(|s| s.parse().ok()),
+                })
+                .collect())
+        })
     }
 
     pub async fn scenario(&self, name: &ScenarioName) -> StoreResult<ScenarioRow> {
@@ -73,53 +77,59 @@ impl Store {
         account_id: Option<Uuid>,
         description: Option<&str>,
     ) -> StoreResult<ScenarioRow> {
-        let mut tx = self.begin_write().await?;
-        if let Some(account_id) = account_id {
-            let exists: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1 AND deleted_at IS NULL")
-                    .bind(account_id.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if exists.is_none() {
-                return Err(StoreError::NotFound(format!("account {account_id}")));
+        on_db!(self, |writer, reader| {
+            let mut tx = writer.begin_write().await?;
+            if let Some(account_id) = account_id {
+                let exists: Option<i64> =
+                    sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1 AND deleted_at IS NULL")
+                        .bind(account_id.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if exists.is_none() {
+                    return Err(StoreError::NotFound(format!("account {account_id}")));
+                }
+            } else if name.is_default() {
+                return Err(StoreError::Conflict(
+                    "the default scenario needs an account: it decides where unassigned scenarios send"
+                        .into(),
+                ));
             }
-        } else if name.is_default() {
-            return Err(StoreError::Conflict(
-                "the default scenario needs an account: it decides where unassigned scenarios send"
-                    .into(),
-            ));
-        }
-        sqlx::query(
-            "INSERT INTO scenarios (name, description, built_in, account_id) VALUES ($1, $2, 0, $3)
-             ON CONFLICT (name) DO UPDATE SET account_id = excluded.account_id,
-               description = CASE WHEN scenarios.built_in = 1 THEN scenarios.description ELSE COALESCE($4, scenarios.description) END",
-        )
-        .bind(name.as_str())
-        .bind(description.unwrap_or("Custom scenario"))
-        .bind(account_id.map(|id| id.to_string()))
-        .bind(description)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        self.caches.forget_routing();
-        self.scenario(name).await
+            sqlx::query(
+                "INSERT INTO scenarios (name, description, built_in, account_id) VALUES ($1, $2, FALSE, $3)
+                 ON CONFLICT (name) DO UPDATE SET account_id = excluded.account_id,
+                   description = CASE WHEN scenarios.built_in THEN scenarios.description ELSE COALESCE($4, scenarios.description) END",
+            )
+            .bind(name.as_str())
+            .bind(description.unwrap_or("Custom scenario"))
+            .bind(account_id.map(|id| id.to_string()))
+            .bind(description)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            self.caches.forget_routing();
+            self.config_changed().await;
+            self.scenario(name).await
+        })
     }
 
     /// Removes a scenario's assignment so that it uses the default account again.
     /// The default scenario cannot be unassigned while accounts exist.
     pub async fn unassign_scenario(&self, name: &ScenarioName) -> StoreResult<ScenarioRow> {
-        let current = self.scenario(name).await?;
-        if name.is_default() && current.account_id.is_some() {
-            return Err(StoreError::Conflict(
-                "the default account cannot be unassigned while accounts exist; assign another account to the default scenario instead".into(),
-            ));
-        }
-        sqlx::query("UPDATE scenarios SET account_id = NULL WHERE name = $1")
-            .bind(name.as_str())
-            .execute(&self.writer)
-            .await?;
-        self.caches.forget_routing();
-        self.scenario(name).await
+        on_db!(self, |writer, reader| {
+            let current = self.scenario(name).await?;
+            if name.is_default() && current.account_id.is_some() {
+                return Err(StoreError::Conflict(
+                    "the default account cannot be unassigned while accounts exist; assign another account to the default scenario instead".into(),
+                ));
+            }
+            sqlx::query("UPDATE scenarios SET account_id = NULL WHERE name = $1")
+                .bind(name.as_str())
+                .execute(writer)
+                .await?;
+            self.caches.forget_routing();
+            self.config_changed().await;
+            self.scenario(name).await
+        })
     }
 
     /// Picks the account a message goes through: the explicit account, else the scenario's account,

@@ -59,12 +59,13 @@ pub fn clear_storage_full() {
     }
 }
 
-/// Whether an sqlx error is SQLite's "database or disk is full" (SQLITE_FULL, 13).
+/// Whether an sqlx error is a full disk: SQLite's "database or disk is full" (SQLITE_FULL, 13) or
+/// PostgreSQL's `disk_full` (SQLSTATE 53100).
 pub(crate) fn sqlx_is_full(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .and_then(|e| e.code())
-        .is_some_and(|code| code == "13")
+        .is_some_and(|code| code == "13" || code == "53100")
 }
 
 /// Whether a rusqlite error is SQLITE_FULL.

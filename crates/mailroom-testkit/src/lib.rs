@@ -1,12 +1,15 @@
 //! Real peers for mailroom's tests, all on loopback and all stopped when dropped:
-//! a private Postfix `smtp-sink`, a full private Postfix instance, and the real `mailroom` binary.
+//! a private Postfix `smtp-sink`, a full private Postfix instance, the real `mailroom` binary, and
+//! private PostgreSQL databases.
 
 mod mailroom;
 mod postfix;
+mod postgres;
 mod sink;
 
 pub use mailroom::{MailroomServer, wait_until};
 pub use postfix::PostfixWithSasl;
+pub use postgres::{TestDatabase, servers_use_postgres};
 pub use sink::{DumpedMessage, SmtpSink};
 
 use std::net::TcpListener;

@@ -11,8 +11,8 @@
 //! same cost twice as much in SQLite's JSON functions.)
 
 use crate::messages::{
-    InsertClaim, InsertOutcome, NewMessage, headers_to_json, mailboxes_to_json, parse_uuid,
-    related_to_json,
+    ClaimArgs, ClaimRow, InsertClaim, InsertOutcome, NewMessage, headers_to_json,
+    mailboxes_to_json, parse_uuid, related_to_json,
 };
 use crate::{AttemptRecord, Outcome, StoreError, StoreResult};
 use rusqlite::OptionalExtension;
@@ -51,24 +51,6 @@ pub(crate) enum WriteRequest {
         records: Vec<AttemptRecord>,
         reply: oneshot::Sender<StoreResult<()>>,
     },
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct ClaimArgs {
-    pub(crate) account_id: Uuid,
-    pub(crate) owner: String,
-    pub(crate) now: i64,
-    pub(crate) lease_until: i64,
-    pub(crate) limit: u32,
-}
-
-/// A claimed row, before its content is read.
-pub(crate) struct ClaimRow {
-    pub(crate) id: String,
-    pub(crate) message_id_header: String,
-    pub(crate) created_at: i64,
-    pub(crate) attempt_count: i64,
-    pub(crate) retry_base: i64,
 }
 
 /// Most requests folded into one transaction.

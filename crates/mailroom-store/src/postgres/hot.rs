@@ -1,0 +1,284 @@
+//! The hot write path on PostgreSQL: storing new mail, claiming due mail, recording outcomes.
+//!
+//! Each call is its own short transaction on the node's pool; concurrent commits share WAL
+//! flushes on the server (group commit). Claims take rows with `FOR UPDATE SKIP LOCKED`, so
+//! nodes claiming at the same moment take different messages and never wait for each other. An
+//! outcome moves its message only under the lease that made the attempt: the lease owner (the
+//! node id) and the attempt number together are the fencing token, so a node whose lease was
+//! recovered by another can never record over the new owner's attempt.
+
+use crate::messages::{
+    ClaimArgs, ClaimRow, InsertClaim, InsertOutcome, NewMessage, headers_to_json,
+    mailboxes_to_json, related_to_json,
+};
+use crate::{AttemptRecord, Outcome, StoreError, StoreResult};
+use sqlx::postgres::{PgPool, Postgres};
+use sqlx::{Row, Transaction};
+
+/// How far apart the nodes' clocks may be.
+const CLOCK_SLACK_MS: i64 = 1_000;
+
+/// SQLSTATE of a unique violation.
+const UNIQUE_VIOLATION: &str = "23505";
+
+pub(crate) async fn insert(pool: &PgPool, message: &NewMessage) -> StoreResult<InsertOutcome> {
+    loop {
+        if let Some(outcome) = earlier_request(pool, message).await? {
+            return Ok(outcome);
+        }
+        let mut tx = pool.begin().await?;
+        match insert_in(&mut tx, message).await {
+            Ok(outcome) => {
+                tx.commit().await?;
+                return Ok(outcome);
+            }
+            // The same idempotency key committed by a concurrent request: answer as a replay.
+            Err(StoreError::Database(error))
+                if message.idempotency_key.is_some()
+                    && error
+                        .as_database_error()
+                        .and_then(|e| e.code())
+                        .is_some_and(|c| c == UNIQUE_VIOLATION) =>
+            {
+                tx.rollback().await?;
+                continue;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+async fn earlier_request(pool: &PgPool, message: &NewMessage) -> StoreResult<Option<InsertOutcome>> {
+    let Some(key) = &message.idempotency_key else {
+        return Ok(None);
+    };
+    let row = sqlx::query(
+        "SELECT id, request_hash FROM messages WHERE created_by = $1 AND idempotency_key = $2",
+    )
+    .bind(&message.created_by)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|row| {
+        let id = crate::messages::parse_uuid(&row.get::<String, _>("id"))?;
+        let hash: Option<String> = row.get("request_hash");
+        Ok(if hash.as_deref() == message.request_hash.as_deref() {
+            InsertOutcome::Replayed(id)
+        } else {
+            InsertOutcome::KeyReused(id)
+        })
+    })
+    .transpose()
+}
+
+async fn insert_in(
+    tx: &mut Transaction<'static, Postgres>,
+    message: &NewMessage,
+) -> StoreResult<InsertOutcome> {
+    let now = message.created_at_ms;
+    let due_now = message.send_at_ms.is_none_or(|at| at <= now);
+    // New mail never overtakes waiting mail: it is stored claimed only when nothing of its
+    // account is due (a draft waits for confirmation) — nor due within a second, since the
+    // nodes' clocks, which stamped the waiting mail, may differ by that much.
+    let claim: Option<&InsertClaim> = match &message.claim {
+        Some(claim) if !message.draft && due_now => {
+            let waiting: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE account_id = $1 AND status = 'queued' AND next_attempt_at <= $2)",
+            )
+            .bind(message.account_id.to_string())
+            .bind(now + CLOCK_SLACK_MS)
+            .fetch_one(&mut **tx)
+            .await?;
+            (!waiting).then_some(claim)
+        }
+        _ => None,
+    };
+    let status = match (claim, message.draft) {
+        (_, true) => "draft",
+        (Some(_), false) => "sending",
+        (None, false) => "queued",
+    };
+    let id = message.id.to_string();
+    sqlx::query(
+        "INSERT INTO messages (id, status, scenario, account_id, message_id_header, subject, created_by,
+           idempotency_key, request_hash, created_at, updated_at, send_at, next_attempt_at, template_id,
+           template_version, attempt_count, lease_owner, lease_until)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15, $16, $17)",
+    )
+    .bind(&id)
+    .bind(status)
+    .bind(message.scenario.as_str())
+    .bind(message.account_id.to_string())
+    .bind(&message.message_id_header)
+    .bind(message.content.subject.as_str())
+    .bind(&message.created_by)
+    .bind(&message.idempotency_key)
+    .bind(&message.request_hash)
+    .bind(now)
+    .bind(message.send_at_ms)
+    .bind(message.send_at_ms.unwrap_or(now).max(now))
+    .bind(message.template.as_ref().map(|(id, _)| id))
+    .bind(message.template.as_ref().map(|(_, version)| *version))
+    .bind(i64::from(claim.is_some()))
+    .bind(claim.map(|c| &c.owner))
+    .bind(claim.map(|c| c.lease_until))
+    .execute(&mut **tx)
+    .await?;
+    let content = &message.content;
+    let single = |m: &Option<_>| {
+        m.as_ref()
+            .map(|m| mailboxes_to_json(std::slice::from_ref(m)))
+    };
+    sqlx::query(
+        "INSERT INTO message_contents (message_id, to_json, cc_json, bcc_json, reply_to_json, headers_json,
+           text_body, html_body, related_json, from_json, sender_json)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&id)
+    .bind(mailboxes_to_json(&content.to))
+    .bind(mailboxes_to_json(&content.cc))
+    .bind(mailboxes_to_json(&content.bcc))
+    .bind(mailboxes_to_json(&content.reply_to))
+    .bind(headers_to_json(&content.headers))
+    .bind(&content.text)
+    .bind(&content.html)
+    .bind(related_to_json(&message.related_records))
+    .bind(single(&content.from))
+    .bind(single(&content.sender))
+    .execute(&mut **tx)
+    .await?;
+    for (position, (attachment_id, content_id)) in message.attachments.iter().enumerate() {
+        // The API checked the upload, but it may have been collected since: refuse the message
+        // rather than fail on the reference.
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM attachments WHERE id = $1)")
+                .bind(attachment_id.to_string())
+                .fetch_one(&mut **tx)
+                .await?;
+        if !exists {
+            return Err(StoreError::Invalid(mailroom_core::ValidationError::new(
+                "attachments",
+                format!("unknown attachment {attachment_id}"),
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO message_attachments (message_id, position, attachment_id, content_id)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&id)
+        .bind(position as i64)
+        .bind(attachment_id.to_string())
+        .bind(content_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for record in &message.related_records {
+        sqlx::query(
+            "INSERT INTO related_records (message_id, record_type, record_id, relation)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&id)
+        .bind(&record.record_type)
+        .bind(&record.record_id)
+        .bind(record.relation.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
+    if status == "queued" && due_now {
+        // Delivered to every listening node at commit: idle dispatchers claim it at once.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(super::QUEUED_CHANNEL)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(if claim.is_some() {
+        InsertOutcome::Claimed(message.id)
+    } else {
+        InsertOutcome::Created(message.id)
+    })
+}
+
+/// Claims up to `limit` due messages of one account under a lease, oldest due first; rows another
+/// node is claiming at this moment are skipped, not waited for.
+pub(crate) async fn claim(pool: &PgPool, claim: &ClaimArgs) -> StoreResult<Vec<ClaimRow>> {
+    let rows = sqlx::query(
+        "UPDATE messages SET status = 'sending', lease_owner = $2, lease_until = $3,
+           attempt_count = attempt_count + 1, updated_at = $4
+         WHERE id IN (SELECT id FROM messages
+                      WHERE status = 'queued' AND account_id = $1 AND next_attempt_at <= $4
+                      ORDER BY next_attempt_at, id LIMIT $5 FOR UPDATE SKIP LOCKED)
+           AND status = 'queued'
+         RETURNING id, message_id_header, created_at, attempt_count, retry_base, next_attempt_at",
+    )
+    .bind(claim.account_id.to_string())
+    .bind(&claim.owner)
+    .bind(claim.lease_until)
+    .bind(claim.now)
+    .bind(i64::from(claim.limit))
+    .fetch_all(pool)
+    .await?;
+    let mut claimed: Vec<(i64, ClaimRow)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row.get("next_attempt_at"),
+                ClaimRow {
+                    id: row.get("id"),
+                    message_id_header: row.get("message_id_header"),
+                    created_at: row.get("created_at"),
+                    attempt_count: row.get("attempt_count"),
+                    retry_base: row.get("retry_base"),
+                },
+            )
+        })
+        .collect();
+    // RETURNING keeps no order: oldest due first, as the SQLite writer answers.
+    claimed.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+    Ok(claimed.into_iter().map(|(_, row)| row).collect())
+}
+
+/// Writes attempt rows and moves each message to its next state, in one transaction — only under
+/// the lease (owner and attempt number) that made the attempt.
+pub(crate) async fn record_outcomes(pool: &PgPool, records: &[AttemptRecord]) -> StoreResult<()> {
+    let mut tx = pool.begin().await?;
+    for record in records {
+        let id = record.message_id.to_string();
+        sqlx::query(
+            "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (message_id, number) DO UPDATE SET finished_at = excluded.finished_at,
+               outcome = excluded.outcome, reply_code = excluded.reply_code, reply_text = excluded.reply_text",
+        )
+        .bind(&id)
+        .bind(i64::from(record.number))
+        .bind(record.started_at_ms)
+        .bind(record.finished_at_ms)
+        .bind(record.outcome.as_str())
+        .bind(record.reply_code.map(i64::from))
+        .bind(&record.reply_text)
+        .execute(&mut *tx)
+        .await?;
+        let (status, next_attempt_at, sent_at, last_error) = match record.next {
+            Outcome::Sent => ("sent", None, Some(record.finished_at_ms), None),
+            Outcome::RetryAt(at) => ("queued", Some(at), None, Some(&record.reply_text)),
+            Outcome::Failed => ("failed", None, None, Some(&record.reply_text)),
+        };
+        sqlx::query(
+            "UPDATE messages SET status = $3, next_attempt_at = COALESCE($4, next_attempt_at), sent_at = $5,
+               last_error = $6, lease_owner = NULL, lease_until = NULL, updated_at = $7
+             WHERE id = $1 AND lease_owner = $2 AND status = 'sending' AND attempt_count = $8",
+        )
+        .bind(&id)
+        .bind(&record.lease_owner)
+        .bind(status)
+        .bind(next_attempt_at)
+        .bind(sent_at)
+        .bind(last_error)
+        .bind(record.finished_at_ms)
+        .bind(i64::from(record.number))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! The PostgreSQL backend: several nodes on one database.
+//!
+//! Durable before 202: every connection runs with `synchronous_commit = on`, so a commit returns
+//! only once its WAL record is flushed. Group commit comes from the server: each node writes over a
+//! pool of connections, and PostgreSQL flushes the WAL of every transaction waiting to commit in
+//! one fsync (the WAL writer and `commit_delay`/`commit_siblings` if an operator sets them), so
+//! throughput does not fall to one fsync per message.
+//!
+//! Nodes learn of each other's changes through `LISTEN/NOTIFY`: `mailroom_queued` when mail was
+//! queued (idle dispatchers wake at once; polling stays the fallback) and `mailroom_changes` when
+//! configuration changed (cached tokens and routing are dropped).
+
+pub(crate) mod hot;
+
+use crate::StoreResult;
+use crate::cache::Caches;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use std::str::FromStr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+const QUEUED_CHANNEL: &str = "mailroom_queued";
+const CHANGES_CHANNEL: &str = "mailroom_changes";
+
+/// Whether a database URL names PostgreSQL.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// An open PostgreSQL database.
+pub(crate) struct PgDb {
+    pub(crate) pool: PgPool,
+    /// Signalled when any node queued mail.
+    pub(crate) queued: Arc<Notify>,
+    /// Signalled when another node changed configuration.
+    pub(crate) changed: Arc<Notify>,
+}
+
+impl PgDb {
+    pub(crate) async fn open(url: &str) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)?
+            .options([("synchronous_commit", "on")])
+            .application_name("mailroom");
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(2)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        // Several nodes may start at once: sqlx holds an advisory lock while it migrates.
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self {
+            pool,
+            queued: Arc::new(Notify::new()),
+            changed: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Listens for other nodes' notifications until the store is dropped: configuration changes
+    /// clear `caches`, queued mail signals [`PgDb::queued`]. A lost connection is re-established
+    /// (and the caches cleared, since changes may have been missed meanwhile).
+    pub(crate) async fn listen_for_changes(&self, caches: Weak<Caches>) -> StoreResult<()> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener
+            .listen_all([QUEUED_CHANNEL, CHANGES_CHANNEL])
+            .await?;
+        let queued = Arc::downgrade(&self.queued);
+        let changed = Arc::downgrade(&self.changed);
+        tokio::spawn(async move {
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(notification)) => {
+                        if notification.channel() == QUEUED_CHANNEL {
+                            match queued.upgrade() {
+                                Some(queued) => queued.notify_waiters(),
+                                None => return,
+                            }
+                        } else {
+                            match caches.upgrade() {
+                                Some(caches) => caches.forget_all(),
+                                None => return,
+                            }
+                            if let Some(changed) = changed.upgrade() {
+                                changed.notify_waiters();
+                            }
+                        }
+                    }
+                    // The connection was lost and is re-established on the next call.
+                    Ok(None) => match caches.upgrade() {
+                        Some(caches) => caches.forget_all(),
+                        None => return,
+                    },
+                    Err(error) => {
+                        if caches.upgrade().is_none() {
+                            return;
+                        }
+                        tracing::warn!(%error, "listening for other nodes' changes failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    pub(crate) async fn notify_queued(&self) {
+        self.notify(QUEUED_CHANNEL).await
+    }
+
+    pub(crate) async fn notify_changed(&self) {
+        self.notify(CHANGES_CHANNEL).await
+    }
+
+    async fn notify(&self, channel: &str) {
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(channel)
+            .execute(&self.pool)
+            .await
+        {
+            // Other nodes still see the change when their caches expire or they poll.
+            tracing::warn!(%error, channel, "notifying other nodes failed");
+        }
+    }
+}
