@@ -42,6 +42,7 @@ impl Principal {
 /// refused (and the test suite, which walks the OpenAPI document, fails).
 pub const ROUTE_PERMISSIONS: &[(&str, &str, &str)] = &[
     ("GET", "/v1/accounts", "email-setup"),
+    ("GET", "/v1/nodes", "email-admin"),
     ("POST", "/v1/accounts", "email-setup"),
     ("GET", "/v1/accounts/{id}", "email-setup"),
     ("PATCH", "/v1/accounts/{id}", "email-setup"),

@@ -68,6 +68,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::attachments::router())
         .merge(routes::templates::router())
         .merge(routes::documents::router())
+        .merge(routes::nodes::router())
 }
 
 /// The OpenAPI document of the whole API.

@@ -42,6 +42,11 @@ pub struct EngineConfig {
     pub encode_budget_bytes: u64,
     /// Uploads no message refers to are deleted after this long.
     pub attachment_retention: Duration,
+    /// This machine's name, shown in the list of nodes.
+    pub host: String,
+    /// A node that has not heartbeat for this long is declared dead and its leases are recovered
+    /// by another node (nodes heartbeat four times per timeout).
+    pub node_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +67,8 @@ impl Default for EngineConfig {
             blobs: mailroom_store::BlobStore::new("blobs"),
             encode_budget_bytes: 256 * 1024 * 1024,
             attachment_retention: Duration::from_secs(24 * 3600),
+            host: "localhost".into(),
+            node_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -301,6 +308,10 @@ impl Engine {
                 }
             }
         });
+        // Heartbeats and the recovery of dead nodes' leases too: a slow claim must not make this
+        // node look dead.
+        let watcher = self.clone();
+        tokio::spawn(async move { watcher.watch_nodes().await });
         let (outcomes, receiver) = mpsc::unbounded_channel();
         let writer = tokio::spawn(run_outcome_writer(self.inner.store.clone(), receiver));
         *self.inner.outcomes.lock().expect("outcomes lock") = Some(outcomes.clone());
@@ -328,6 +339,9 @@ impl Engine {
         let mut last_renewal = Instant::now();
         let mut last_recovery: Option<Instant> = None;
         let lease_ms = inner.config.lease_duration.as_millis() as i64;
+        // Other nodes queue mail and change accounts too (PostgreSQL).
+        let queued_elsewhere = inner.store.mail_queued_signal();
+        let changed_elsewhere = inner.store.config_changed_signal();
         loop {
             if inner.stopping.is_cancelled() {
                 return;
@@ -507,7 +521,55 @@ impl Engine {
                 _ = inner.stopping.cancelled() => return,
                 _ = inner.wake.notified() => {}
                 _ = inner.accounts_changed.notified() => accounts_loaded_at = None,
+                _ = notified(&queued_elsewhere) => {}
+                _ = notified(&changed_elsewhere) => accounts_loaded_at = None,
                 _ = tokio::time::sleep(next_wake) => {}
+            }
+        }
+    }
+
+    /// Keeps this node's heartbeat and declares dead the nodes that stopped beating, recovering
+    /// their leases at once (with an `interrupted` attempt each), until the engine stops.
+    async fn watch_nodes(&self) {
+        let inner = &self.inner;
+        let timeout = inner.config.node_timeout;
+        let node = &inner.config.node_id;
+        if let Err(error) = inner
+            .store
+            .register_node(node, &inner.config.host, now_ms())
+            .await
+        {
+            tracing::error!(%error, "registering this node failed");
+        }
+        let period = (timeout / 4).max(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                _ = inner.stopping.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            let now = now_ms();
+            if let Err(error) = inner.store.heartbeat(node, now).await
+                && !error.is_full()
+            {
+                tracing::error!(%error, "the node heartbeat failed");
+            }
+            match inner
+                .store
+                .recover_dead_nodes(node, now, timeout.as_millis() as i64)
+                .await
+            {
+                Ok(dead) => {
+                    for (dead_node, leases) in dead {
+                        tracing::warn!(event = "node_declared_dead", node = %dead_node, recovered = leases.len(),
+                            "a node stopped beating; the messages it was sending are queued again (each has an interrupted attempt)");
+                        if !leases.is_empty() {
+                            self.queue_grew();
+                            inner.wake.notify_one();
+                        }
+                    }
+                }
+                Err(error) if error.is_full() => {}
+                Err(error) => tracing::error!(%error, "recovering dead nodes failed"),
             }
         }
     }
@@ -971,5 +1033,13 @@ impl Engine {
             Err(error) if error.is_full() => {}
             Err(error) => tracing::error!(%error, "collecting unreferenced attachments failed"),
         }
+    }
+}
+
+/// Waits for a signal that may not exist (on SQLite no other node signals).
+async fn notified(signal: &Option<Arc<Notify>>) {
+    match signal {
+        Some(signal) => signal.notified().await,
+        None => std::future::pending().await,
     }
 }

@@ -174,7 +174,7 @@ impl Store {
             let mut orphaned = Vec::new();
             for sha256 in candidates {
                 let still_used: Option<i64> =
-                    sqlx::query_scalar("SELECT 1 FROM attachments WHERE sha256 = $1 LIMIT 1")
+                    sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM attachments WHERE sha256 = $1 LIMIT 1")
                         .bind(&sha256)
                         .fetch_optional(&mut *tx)
                         .await?;
@@ -191,7 +191,7 @@ impl Store {
     pub async fn blob_in_use(&self, sha256: &str) -> StoreResult<bool> {
         on_db!(self, |writer, reader| {
             let used: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM attachments WHERE sha256 = $1 LIMIT 1")
+                sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM attachments WHERE sha256 = $1 LIMIT 1")
                     .bind(sha256)
                     .fetch_optional(writer)
                     .await?;

@@ -93,7 +93,7 @@ impl Store {
     pub async fn set_customer_profile(&self, customer_id: &str, profile: &str) -> StoreResult<()> {
         on_db!(self, |writer, reader| {
             let exists: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM sending_profiles WHERE name = $1")
+                sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM sending_profiles WHERE name = $1")
                     .bind(profile)
                     .fetch_optional(reader)
                     .await?;

@@ -81,7 +81,7 @@ impl Store {
             let mut tx = writer.begin_write().await?;
             if let Some(account_id) = account_id {
                 let exists: Option<i64> =
-                    sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1 AND deleted_at IS NULL")
+                    sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM accounts WHERE id = $1 AND deleted_at IS NULL")
                         .bind(account_id.to_string())
                         .fetch_optional(&mut *tx)
                         .await?;

@@ -5,11 +5,19 @@ use serde_json::Value;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::postgres::{TestDatabase, servers_use_postgres};
 
 pub struct MailroomServer {
     binary: PathBuf,
     data_dir: tempfile::TempDir,
+    /// The PostgreSQL database the server runs on, if not its SQLite file; shared by the nodes of
+    /// a cluster, and dropped with the last of them.
+    database: Option<Arc<TestDatabase>>,
+    /// Given to the process as `MAILROOM_SECRET_KEY` (the nodes of a cluster share one key).
+    secret_key: Option<String>,
     /// The server's stdout and stderr, apart from its data folder (which a test may fill up).
     log_dir: tempfile::TempDir,
     child: Option<Child>,
@@ -21,26 +29,121 @@ pub struct MailroomServer {
 
 impl MailroomServer {
     /// Starts `binary serve` with `config_toml` as its config file (listen address and data folder are
-    /// set by the kit).
+    /// set by the kit) — on a PostgreSQL database of its own when `MAILROOM_TEST_STORE=postgres`,
+    /// otherwise on SQLite in its data folder.
     pub async fn start(binary: &Path, config_toml: &str) -> Result<Self> {
-        Self::start_with_data_dir(binary, config_toml, tempfile::tempdir()?).await
+        let database = Self::database_for_the_run().await?;
+        Self::start_with_data_dir(binary, config_toml, tempfile::tempdir()?, database, None).await
     }
 
-    /// Starts the server with its data folder inside `parent` (e.g. a small file system).
+    /// Starts the server with its data folder inside `parent` (e.g. a small file system). The
+    /// database stays SQLite in that folder.
     pub async fn start_in(binary: &Path, config_toml: &str, parent: &Path) -> Result<Self> {
-        Self::start_with_data_dir(binary, config_toml, tempfile::tempdir_in(parent)?).await
+        Self::start_with_data_dir(
+            binary,
+            config_toml,
+            tempfile::tempdir_in(parent)?,
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// Starts `nodes` servers sharing one new PostgreSQL database and one secret key, each with
+    /// its own data folder, port and node id. The first creates the admin token; the others use it.
+    pub async fn start_cluster(binary: &Path, config_toml: &str, nodes: usize) -> Result<Vec<Self>> {
+        let database = Arc::new(TestDatabase::create().await?);
+        let key = random_key_hex();
+        let mut servers: Vec<Self> = Vec::with_capacity(nodes);
+        for _ in 0..nodes {
+            let token = servers.first().map(|first| first.token.clone());
+            let mut server = Self::start_with_data_dir(
+                binary,
+                config_toml,
+                tempfile::tempdir()?,
+                Some(database.clone()),
+                Some((key.clone(), token)),
+            )
+            .await?;
+            if let Some(first) = servers.first() {
+                server.token = first.token.clone();
+            }
+            servers.push(server);
+        }
+        Ok(servers)
+    }
+
+    async fn database_for_the_run() -> Result<Option<Arc<TestDatabase>>> {
+        Ok(if servers_use_postgres() {
+            Some(Arc::new(TestDatabase::create().await?))
+        } else {
+            None
+        })
+    }
+
+    /// Everything the server's database holds, as bytes to search (e.g. for a secret that must
+    /// not be stored in clear): the SQLite file and its log, or every row of every PostgreSQL table
+    /// as text.
+    pub async fn stored_bytes(&self) -> Result<Vec<Vec<u8>>> {
+        match &self.database {
+            None => {
+                let file = self.data_dir.path().join("mailroom.db");
+                Ok(vec![
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
+                    std::fs::read(file.with_extension("db-wal")).unwrap_or_default(),
+                ])
+            }
+            Some(database) => {
+                use sqlx::Connection;
+                let mut connection = sqlx::PgConnection::connect(&database.url).await?;
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+                )
+                .fetch_all(&mut connection)
+                .await?;
+                let mut rows = Vec::new();
+                for table in tables {
+                    let texts: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                        "SELECT t::text FROM \"{table}\" t"
+                    )))
+                    .fetch_all(&mut connection)
+                    .await?;
+                    rows.extend(texts.into_iter().map(String::into_bytes));
+                }
+                Ok(rows)
+            }
+        }
+    }
+
+    /// The database URL the server runs on.
+    pub fn database_url(&self) -> String {
+        match &self.database {
+            Some(database) => database.url.clone(),
+            None => format!("sqlite://{}", self.data_dir.path().join("mailroom.db").display()),
+        }
     }
 
     async fn start_with_data_dir(
         binary: &Path,
         config_toml: &str,
         data_dir: tempfile::TempDir,
+        database: Option<Arc<TestDatabase>>,
+        cluster: Option<(String, Option<String>)>,
     ) -> Result<Self> {
         let port = crate::free_port();
+        // In the config file rather than a flag, so that CLI commands given the data folder
+        // (`mailroom admin recover`, `mailroom send`) find the same database.
+        let config_toml = match &database {
+            Some(database) => format!("database_url = {:?}\n{config_toml}", database.url),
+            None => config_toml.to_owned(),
+        };
         std::fs::write(data_dir.path().join("mailroom.toml"), config_toml)?;
+        let joins_a_cluster = cluster.as_ref().is_some_and(|(_, token)| token.is_some());
         let mut server = Self {
             binary: binary.to_path_buf(),
             data_dir,
+            database,
+            secret_key: cluster.map(|(key, _)| key),
             log_dir: tempfile::tempdir()?,
             child: None,
             port,
@@ -49,9 +152,11 @@ impl MailroomServer {
             http: reqwest::Client::new(),
         };
         server.spawn().await?;
-        server.token = std::fs::read_to_string(server.data_dir.path().join("admin-token"))?
-            .trim()
-            .to_owned();
+        if !joins_a_cluster {
+            server.token = std::fs::read_to_string(server.data_dir.path().join("admin-token"))?
+                .trim()
+                .to_owned();
+        }
         Ok(server)
     }
 
@@ -77,14 +182,19 @@ impl MailroomServer {
             .create(true)
             .append(true)
             .open(self.log_dir.path().join("stdout.log"))?;
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .arg("serve")
             .arg("--data-dir")
             .arg(self.data_dir.path())
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .env_remove("MAILROOM_SECRET_KEY")
-            .env_remove("MAILROOM_DATABASE_URL")
+            .env_remove("MAILROOM_DATABASE_URL");
+        if let Some(key) = &self.secret_key {
+            command.env("MAILROOM_SECRET_KEY", key);
+        }
+        let child = command
             .env("RUST_LOG", "info,sqlx=warn")
             .stdin(Stdio::null())
             .stdout(out)
@@ -304,4 +414,14 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A random 32-byte key in hex, from the operating system (no dependency for one key).
+fn random_key_hex() -> String {
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .expect("reading /dev/urandom");
+    key.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -103,7 +103,13 @@ impl SmtpSink {
         let mut messages = Vec::new();
         for entry in std::fs::read_dir(self.dump_dir.path())? {
             let path = entry?.path();
-            let bytes = std::fs::read(&path)?;
+            // smtp-sink deletes the dump of a transaction that was cut off (the client killed
+            // mid-message) — possibly between listing the folder and reading the file.
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(error.into()),
+            };
             messages.push(parse_dump(&bytes));
         }
         Ok(messages)

@@ -44,6 +44,8 @@ pub struct EngineFileConfig {
     pub retry_base_ms: Option<u64>,
     pub retry_cap_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
+    /// A node silent for this long is declared dead by another and its leases recovered (default 10000).
+    pub node_timeout_ms: Option<u64>,
     pub prefetch_per_slot: Option<u32>,
     /// How long new mail may wait for room in its account's lane before it is queued (default 100).
     pub in_flow_delay_ms: Option<u64>,
@@ -92,6 +94,7 @@ pub struct Config {
     /// This machine's name: the default EHLO name and the domain of the default account's address.
     pub hostname: String,
     pub shutdown_grace: Duration,
+    pub node_timeout: Duration,
     pub prefetch_per_slot: u32,
     pub in_flow_delay: Duration,
     pub encode_budget_bytes: u64,
@@ -134,9 +137,11 @@ impl Config {
             .clone()
             .or(file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("mailroom.db").display()));
-        if !database_url.starts_with("sqlite:") {
+        if !database_url.starts_with("sqlite:")
+            && !mailroom_store::postgres::is_postgres_url(&database_url)
+        {
             anyhow::bail!(
-                "database URL {database_url:?} is not supported yet: this version stores data in SQLite (sqlite://PATH)"
+                "database URL {database_url:?} is not supported: use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"
             );
         }
         let extra_root_certificates = file
@@ -181,6 +186,7 @@ impl Config {
                 None => machine_hostname(),
             },
             shutdown_grace: ms(engine.shutdown_grace_ms, 30_000),
+            node_timeout: ms(engine.node_timeout_ms, 10_000),
             prefetch_per_slot: engine.prefetch_per_slot.unwrap_or(32),
             in_flow_delay: ms(engine.in_flow_delay_ms, 100),
             encode_budget_bytes: engine.encode_budget_bytes.unwrap_or(256 * 1024 * 1024),

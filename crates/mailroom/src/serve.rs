@@ -265,6 +265,8 @@ pub async fn run(config: Config) -> Result<()> {
             blobs: BlobStore::new(config.data_dir.join("blobs")),
             encode_budget_bytes: config.encode_budget_bytes,
             attachment_retention: config.attachment_retention,
+            host: config.hostname.clone(),
+            node_timeout: config.node_timeout,
             connectors: ConnectorDefaults {
                 hostname: config.hostname.clone(),
                 extra_root_certificates: config.extra_root_certificates.clone(),

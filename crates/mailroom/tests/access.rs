@@ -147,9 +147,8 @@ async fn tokens_stop_working_when_they_expire_are_revoked_or_their_user_is_disab
         .await
         .unwrap();
     assert!(tokens[0].get("token").is_none());
-    let database = std::fs::read(server.data_dir().join("mailroom.db")).unwrap();
-    let wal = std::fs::read(server.data_dir().join("mailroom.db-wal")).unwrap_or_default();
-    for bytes in [&database, &wal] {
+    let stored = server.stored_bytes().await.unwrap();
+    for bytes in &stored {
         assert!(
             !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
             "a token secret is stored"

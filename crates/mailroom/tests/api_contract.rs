@@ -229,10 +229,9 @@ async fn an_account_password_is_stored_encrypted_and_never_returned() {
         .await
         .unwrap();
     assert!(shown.get("password").is_none());
-    let database = std::fs::read(server.data_dir().join("mailroom.db")).unwrap();
-    let wal = std::fs::read(server.data_dir().join("mailroom.db-wal")).unwrap_or_default();
+    let stored = server.stored_bytes().await.unwrap();
     let needle = password.as_bytes();
-    for bytes in [&database, &wal] {
+    for bytes in &stored {
         assert!(
             !bytes.windows(needle.len()).any(|w| w == needle),
             "the password is stored in plain text"

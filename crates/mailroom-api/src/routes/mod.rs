@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod attachments;
 pub mod documents;
 pub mod messages;
+pub mod nodes;
 pub mod scenarios;
 pub mod system;
 pub mod templates;

@@ -237,48 +237,67 @@ pub(crate) async fn claim(pool: &PgPool, claim: &ClaimArgs) -> StoreResult<Vec<C
     Ok(claimed.into_iter().map(|(_, row)| row).collect())
 }
 
-/// Writes attempt rows and moves each message to its next state, in one transaction — only under
-/// the lease (owner and attempt number) that made the attempt.
+/// Writes attempt rows and moves each message to its next state, in one transaction of two
+/// statements whatever the batch's size (the rows travel as arrays) — only under the lease (owner
+/// and attempt number) that made the attempt.
 pub(crate) async fn record_outcomes(pool: &PgPool, records: &[AttemptRecord]) -> StoreResult<()> {
-    let mut tx = pool.begin().await?;
+    let ids: Vec<String> = records.iter().map(|r| r.message_id.to_string()).collect();
+    let numbers: Vec<i64> = records.iter().map(|r| i64::from(r.number)).collect();
+    let started: Vec<i64> = records.iter().map(|r| r.started_at_ms).collect();
+    let finished: Vec<i64> = records.iter().map(|r| r.finished_at_ms).collect();
+    let outcomes: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
+    let codes: Vec<Option<i64>> = records.iter().map(|r| r.reply_code.map(i64::from)).collect();
+    let texts: Vec<&str> = records.iter().map(|r| r.reply_text.as_str()).collect();
+    let owners: Vec<&str> = records.iter().map(|r| r.lease_owner.as_str()).collect();
+    let mut statuses = Vec::with_capacity(records.len());
+    let mut next_attempts = Vec::with_capacity(records.len());
+    let mut sent_ats = Vec::with_capacity(records.len());
+    let mut errors = Vec::with_capacity(records.len());
     for record in records {
-        let id = record.message_id.to_string();
-        sqlx::query(
-            "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (message_id, number) DO UPDATE SET finished_at = excluded.finished_at,
-               outcome = excluded.outcome, reply_code = excluded.reply_code, reply_text = excluded.reply_text",
-        )
-        .bind(&id)
-        .bind(i64::from(record.number))
-        .bind(record.started_at_ms)
-        .bind(record.finished_at_ms)
-        .bind(record.outcome.as_str())
-        .bind(record.reply_code.map(i64::from))
-        .bind(&record.reply_text)
-        .execute(&mut *tx)
-        .await?;
         let (status, next_attempt_at, sent_at, last_error) = match record.next {
             Outcome::Sent => ("sent", None, Some(record.finished_at_ms), None),
-            Outcome::RetryAt(at) => ("queued", Some(at), None, Some(&record.reply_text)),
-            Outcome::Failed => ("failed", None, None, Some(&record.reply_text)),
+            Outcome::RetryAt(at) => ("queued", Some(at), None, Some(record.reply_text.as_str())),
+            Outcome::Failed => ("failed", None, None, Some(record.reply_text.as_str())),
         };
-        sqlx::query(
-            "UPDATE messages SET status = $3, next_attempt_at = COALESCE($4, next_attempt_at), sent_at = $5,
-               last_error = $6, lease_owner = NULL, lease_until = NULL, updated_at = $7
-             WHERE id = $1 AND lease_owner = $2 AND status = 'sending' AND attempt_count = $8",
-        )
-        .bind(&id)
-        .bind(&record.lease_owner)
-        .bind(status)
-        .bind(next_attempt_at)
-        .bind(sent_at)
-        .bind(last_error)
-        .bind(record.finished_at_ms)
-        .bind(i64::from(record.number))
-        .execute(&mut *tx)
-        .await?;
+        statuses.push(status);
+        next_attempts.push(next_attempt_at);
+        sent_ats.push(sent_at);
+        errors.push(last_error);
     }
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::text[])
+         ON CONFLICT (message_id, number) DO UPDATE SET finished_at = excluded.finished_at,
+           outcome = excluded.outcome, reply_code = excluded.reply_code, reply_text = excluded.reply_text",
+    )
+    .bind(&ids)
+    .bind(&numbers)
+    .bind(&started)
+    .bind(&finished)
+    .bind(&outcomes)
+    .bind(&codes)
+    .bind(&texts)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE messages m SET status = u.status, next_attempt_at = COALESCE(u.next_attempt_at, m.next_attempt_at),
+           sent_at = u.sent_at, last_error = u.last_error, lease_owner = NULL, lease_until = NULL,
+           updated_at = u.finished_at
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[], $8::bigint[])
+           AS u(id, owner, status, next_attempt_at, sent_at, last_error, finished_at, number)
+         WHERE m.id = u.id AND m.lease_owner = u.owner AND m.status = 'sending' AND m.attempt_count = u.number",
+    )
+    .bind(&ids)
+    .bind(&owners)
+    .bind(&statuses)
+    .bind(&next_attempts)
+    .bind(&sent_ats)
+    .bind(&errors)
+    .bind(&finished)
+    .bind(&numbers)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }
