@@ -1,13 +1,13 @@
 //! Accounts and the default-account rule: the first account becomes the default, and deleting the
 //! default hands the role to the one remaining account, if exactly one remains.
 
+use crate::db::{StoreRow, WritePool, on_db};
 use crate::{Store, StoreError, StoreResult, now_ms};
 use mailroom_core::account::{
     AccountLimits, ConnectorKind, Security, SenderType, SmtpOptions, SubstituteMode,
 };
 use mailroom_core::address::EmailAddress;
 use mailroom_core::scenario::DEFAULT_SCENARIO;
-use crate::db::{StoreRow, WritePool, on_db};
 use uuid::Uuid;
 
 /// An account as stored. The password is never part of it; `has_password` says whether one is set.
@@ -195,11 +195,13 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             // A default account is required as soon as any account exists.
-            sqlx::query("UPDATE scenarios SET account_id = $1 WHERE name = $2 AND account_id IS NULL")
-                .bind(id.to_string())
-                .bind(DEFAULT_SCENARIO)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE scenarios SET account_id = $1 WHERE name = $2 AND account_id IS NULL",
+            )
+            .bind(id.to_string())
+            .bind(DEFAULT_SCENARIO)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             self.caches.forget_routing();
             self.config_changed().await;

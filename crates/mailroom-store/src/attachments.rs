@@ -1,8 +1,8 @@
 //! Attachment metadata. The bytes are in the blob store (a folder of files named by SHA-256); the
 //! database holds only what the file is called, its type and size, and which messages use it.
 
-use crate::{Store, StoreError, StoreResult, now_ms};
 use crate::db::{StoreRow, WritePool, on_db};
+use crate::{Store, StoreError, StoreResult, now_ms};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,11 +173,12 @@ impl Store {
             .await?;
             let mut orphaned = Vec::new();
             for sha256 in candidates {
-                let still_used: Option<i64> =
-                    sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM attachments WHERE sha256 = $1 LIMIT 1")
-                        .bind(&sha256)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                let still_used: Option<i64> = sqlx::query_scalar(
+                    "SELECT CAST(1 AS BIGINT) FROM attachments WHERE sha256 = $1 LIMIT 1",
+                )
+                .bind(&sha256)
+                .fetch_optional(&mut *tx)
+                .await?;
                 if still_used.is_none() {
                     orphaned.push(sha256);
                 }
@@ -190,11 +191,12 @@ impl Store {
     /// Whether any attachment refers to this blob.
     pub async fn blob_in_use(&self, sha256: &str) -> StoreResult<bool> {
         on_db!(self, |writer, reader| {
-            let used: Option<i64> =
-                sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM attachments WHERE sha256 = $1 LIMIT 1")
-                    .bind(sha256)
-                    .fetch_optional(writer)
-                    .await?;
+            let used: Option<i64> = sqlx::query_scalar(
+                "SELECT CAST(1 AS BIGINT) FROM attachments WHERE sha256 = $1 LIMIT 1",
+            )
+            .bind(sha256)
+            .fetch_optional(writer)
+            .await?;
             Ok(used.is_some())
         })
     }

@@ -76,7 +76,8 @@ pub(crate) trait StoreRow {
     /// The value of a column; a column the query did not select, or of a type the schema does not
     /// give it, is a bug in the store and panics (as `sqlx::Row::get` does).
     fn get<T: Value, I: Column>(&self, index: I) -> T {
-        self.try_get(index).unwrap_or_else(|error| panic!("{error}"))
+        self.try_get(index)
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
     /// The value of a column, or why it cannot be read.
@@ -100,8 +101,7 @@ pub(crate) trait WritePool {
     type Database: sqlx::Database;
     fn begin_write(
         &self,
-    ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Database>>>
-    + Send;
+    ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Database>>> + Send;
 }
 
 impl WritePool for SqlitePool {

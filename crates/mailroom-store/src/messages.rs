@@ -497,7 +497,8 @@ impl Store {
     /// One message with all its attempts.
     pub async fn message(&self, id: Uuid) -> StoreResult<StoredMessage> {
         on_db!(self, |writer, reader| {
-            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_WITH_CONTENT} WHERE m.id = $1");
+            let sql =
+                format!("SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_WITH_CONTENT} WHERE m.id = $1");
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(id.to_string())
                 .fetch_optional(reader)
@@ -600,7 +601,10 @@ impl Store {
             limit,
         };
         let rows = match &*self.db {
-            Db::Sqlite(db) => db.write(|reply| WriteRequest::Claim { claim, reply }).await?,
+            Db::Sqlite(db) => {
+                db.write(|reply| WriteRequest::Claim { claim, reply })
+                    .await?
+            }
             Db::Postgres(db) => crate::postgres::hot::claim(&db.pool, &claim).await?,
         };
         on_db!(self, |writer, reader| {
@@ -618,16 +622,18 @@ impl Store {
             }
             contents.push(")");
             let content_rows = contents.build().fetch_all(reader).await?;
-            let mut content_by_id: std::collections::HashMap<String, Result<MessageContent, String>> =
-                content_rows
-                    .iter()
-                    .map(|row| {
-                        (
-                            row.get::<String, _>("message_id"),
-                            content_from_row(row).map_err(|e| e.to_string()),
-                        )
-                    })
-                    .collect();
+            let mut content_by_id: std::collections::HashMap<
+                String,
+                Result<MessageContent, String>,
+            > = content_rows
+                .iter()
+                .map(|row| {
+                    (
+                        row.get::<String, _>("message_id"),
+                        content_from_row(row).map_err(|e| e.to_string()),
+                    )
+                })
+                .collect();
             let mut claimed = rows
                 .into_iter()
                 .map(|row| {

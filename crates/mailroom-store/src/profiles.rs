@@ -1,8 +1,8 @@
 //! Document sending profiles and which customer uses which.
 
+use crate::db::{StoreRow, WritePool, on_db};
 use crate::{Store, StoreError, StoreResult, now_ms};
 use mailroom_core::message::{AttachmentPolicy, EmailPolicy};
-use crate::db::{StoreRow, WritePool, on_db};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendingProfile {
@@ -92,11 +92,12 @@ impl Store {
 
     pub async fn set_customer_profile(&self, customer_id: &str, profile: &str) -> StoreResult<()> {
         on_db!(self, |writer, reader| {
-            let exists: Option<i64> =
-                sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM sending_profiles WHERE name = $1")
-                    .bind(profile)
-                    .fetch_optional(reader)
-                    .await?;
+            let exists: Option<i64> = sqlx::query_scalar(
+                "SELECT CAST(1 AS BIGINT) FROM sending_profiles WHERE name = $1",
+            )
+            .bind(profile)
+            .fetch_optional(reader)
+            .await?;
             if exists.is_none() {
                 return Err(StoreError::NotFound(format!("sending profile {profile:?}")));
             }

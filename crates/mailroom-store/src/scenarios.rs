@@ -2,9 +2,9 @@
 //! the account of the `default` scenario, which is the default account.
 
 use crate::cache::Routing;
+use crate::db::{StoreRow, WritePool, on_db};
 use crate::{Account, Store, StoreError, StoreResult};
 use mailroom_core::scenario::{BUILT_IN_SCENARIOS, DEFAULT_SCENARIO, ScenarioName};
-use crate::db::{StoreRow, WritePool, on_db};
 use uuid::Uuid;
 
 /// A known scenario and the account it is routed to.
@@ -80,11 +80,12 @@ impl Store {
         on_db!(self, |writer, reader| {
             let mut tx = writer.begin_write().await?;
             if let Some(account_id) = account_id {
-                let exists: Option<i64> =
-                    sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM accounts WHERE id = $1 AND deleted_at IS NULL")
-                        .bind(account_id.to_string())
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                let exists: Option<i64> = sqlx::query_scalar(
+                    "SELECT CAST(1 AS BIGINT) FROM accounts WHERE id = $1 AND deleted_at IS NULL",
+                )
+                .bind(account_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
                 if exists.is_none() {
                     return Err(StoreError::NotFound(format!("account {account_id}")));
                 }

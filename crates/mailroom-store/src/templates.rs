@@ -1,9 +1,9 @@
 //! Templates and their versions. Saving never changes a version; it adds the next one.
 
+use crate::db::{StoreRow, WritePool, on_db};
 use crate::{Store, StoreError, StoreResult, now_ms};
 use mailroom_core::template::TemplateSource;
 use mailroom_core::template::builtin::built_in;
-use crate::db::{StoreRow, WritePool, on_db};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateRecord {
@@ -116,11 +116,12 @@ impl Store {
     ) -> StoreResult<TemplateRecord> {
         on_db!(self, |writer, reader| {
             let mut tx = writer.begin_write().await?;
-            let next: i64 =
-                sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM templates WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let next: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM templates WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
             sqlx::query(
                 "INSERT INTO templates (id, version, document_type, scenario, subject, html, text, built_in, created_by, created_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $9)",

@@ -1,10 +1,10 @@
 //! API tokens, stored only as SHA-256 hashes. Every token belongs to a user.
 
+use crate::db::{StoreRow, on_db};
 use crate::users::User;
 use crate::{Store, StoreError, StoreResult, now_ms};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use crate::db::{StoreRow, on_db};
 use uuid::Uuid;
 
 /// A token as listed: never the secret itself.

@@ -1,9 +1,9 @@
 //! Users, their view policies, and the audit log of configuration changes.
 
+use crate::db::{StoreRow, WritePool, on_db};
 use crate::{Store, StoreError, StoreResult, now_ms};
 use mailroom_core::access::{FALLBACK_VIEW_POLICY, Grants, Licence, PermissionSet, ViewPolicy};
 use mailroom_core::address::EmailAddress;
-use crate::db::{StoreRow, WritePool, on_db};
 use uuid::Uuid;
 
 /// The view-policy row that applies to everyone without a row of their own.

@@ -137,7 +137,6 @@ fn claiming(mut message: NewMessage, now: i64, lease_until: i64) -> NewMessage {
     message
 }
 
-
 contract! {
 async fn the_first_account_becomes_the_default_and_routes_unassigned_scenarios(t) {
     let first = t.account("first").await;

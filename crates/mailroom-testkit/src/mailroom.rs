@@ -51,7 +51,11 @@ impl MailroomServer {
 
     /// Starts `nodes` servers sharing one new PostgreSQL database and one secret key, each with
     /// its own data folder, port and node id. The first creates the admin token; the others use it.
-    pub async fn start_cluster(binary: &Path, config_toml: &str, nodes: usize) -> Result<Vec<Self>> {
+    pub async fn start_cluster(
+        binary: &Path,
+        config_toml: &str,
+        nodes: usize,
+    ) -> Result<Vec<Self>> {
         let database = Arc::new(TestDatabase::create().await?);
         let key = random_key_hex();
         let mut servers: Vec<Self> = Vec::with_capacity(nodes);
@@ -119,7 +123,10 @@ impl MailroomServer {
     pub fn database_url(&self) -> String {
         match &self.database {
             Some(database) => database.url.clone(),
-            None => format!("sqlite://{}", self.data_dir.path().join("mailroom.db").display()),
+            None => format!(
+                "sqlite://{}",
+                self.data_dir.path().join("mailroom.db").display()
+            ),
         }
     }
 

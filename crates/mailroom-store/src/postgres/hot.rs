@@ -48,7 +48,10 @@ pub(crate) async fn insert(pool: &PgPool, message: &NewMessage) -> StoreResult<I
     }
 }
 
-async fn earlier_request(pool: &PgPool, message: &NewMessage) -> StoreResult<Option<InsertOutcome>> {
+async fn earlier_request(
+    pool: &PgPool,
+    message: &NewMessage,
+) -> StoreResult<Option<InsertOutcome>> {
     let Some(key) = &message.idempotency_key else {
         return Ok(None);
     };
@@ -246,7 +249,10 @@ pub(crate) async fn record_outcomes(pool: &PgPool, records: &[AttemptRecord]) ->
     let started: Vec<i64> = records.iter().map(|r| r.started_at_ms).collect();
     let finished: Vec<i64> = records.iter().map(|r| r.finished_at_ms).collect();
     let outcomes: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
-    let codes: Vec<Option<i64>> = records.iter().map(|r| r.reply_code.map(i64::from)).collect();
+    let codes: Vec<Option<i64>> = records
+        .iter()
+        .map(|r| r.reply_code.map(i64::from))
+        .collect();
     let texts: Vec<&str> = records.iter().map(|r| r.reply_text.as_str()).collect();
     let owners: Vec<&str> = records.iter().map(|r| r.lease_owner.as_str()).collect();
     let mut statuses = Vec::with_capacity(records.len());

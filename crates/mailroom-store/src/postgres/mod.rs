@@ -73,7 +73,7 @@ impl PgDb {
                     Ok(Some(notification)) => {
                         if notification.channel() == QUEUED_CHANNEL {
                             match queued.upgrade() {
-                                Some(queued) => queued.notify_waiters(),
+                                Some(queued) => queued.notify_one(),
                                 None => return,
                             }
                         } else {
@@ -82,7 +82,7 @@ impl PgDb {
                                 None => return,
                             }
                             if let Some(changed) = changed.upgrade() {
-                                changed.notify_waiters();
+                                changed.notify_one();
                             }
                         }
                     }

@@ -1,0 +1,287 @@
+//! Several `mailroom serve` processes on one PostgreSQL database share the work: a node killed in
+//! the middle of a batch loses nothing and its mail resumes on the others within the node timeout;
+//! a change made through one node holds on the others within a second.
+
+mod common;
+
+use common::{binary, id_of};
+use mailroom_testkit::{MailroomServer, SmtpSink, wait_until};
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Short engine timings, a two-second node timeout and a lease far longer than that, so that
+/// only the node timeout can explain a quick recovery.
+const CLUSTER_ENGINE: &str = "[engine]
+poll_interval_ms = 50
+lease_ms = 60000
+rate_window_ms = 1000
+retry_base_ms = 200
+retry_cap_ms = 800
+shutdown_grace_ms = 10000
+node_timeout_ms = 2000
+";
+
+async fn cluster(nodes: usize) -> Vec<MailroomServer> {
+    MailroomServer::start_cluster(binary(), CLUSTER_ENGINE, nodes)
+        .await
+        .expect("the cluster starts")
+}
+
+async fn sent_total(node: &MailroomServer) -> i64 {
+    node.get("/v1/sent?limit=1")
+        .await
+        .map(|(_, page)| page["total"].as_i64().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn three_nodes_share_a_batch_and_a_node_killed_mid_batch_loses_nothing() {
+    let sink = SmtpSink::start(&[]).unwrap();
+    let mut nodes = cluster(3).await;
+    // 150 per one-second window on each node: the batch takes several seconds to deliver.
+    nodes[0]
+        .add_default_smtp_account(
+            "shared",
+            sink.port,
+            json!({"rate_limit_per_minute": 150, "concurrency_limit": 4}),
+        )
+        .await
+        .unwrap();
+    let listed = nodes[2].get("/v1/nodes").await.unwrap().1;
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed:#}");
+
+    // 3,000 messages, spread over the three nodes, still arriving when a node is killed: what a
+    // node answered 202 counts; a request the killed node never answered does not (its client
+    // would send it again).
+    let targets: Vec<(String, String)> = nodes
+        .iter()
+        .map(|node| (node.base_url.clone(), node.token.clone()))
+        .collect();
+    let sender = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut accepted: Vec<(String, String)> = Vec::with_capacity(3000);
+        let mut pending = Vec::new();
+        for n in 0..3000 {
+            let (base_url, token) = targets[n % 3].clone();
+            let client = client.clone();
+            pending.push(tokio::spawn(async move {
+                let body = json!({"to": [format!("rcpt{n}@example.com")], "subject": format!("batch {n}"), "text": "t"});
+                let response = client
+                    .post(format!("{base_url}/v1/messages"))
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .ok()?;
+                if response.status() != 202 {
+                    return None;
+                }
+                let value: serde_json::Value = response.json().await.ok()?;
+                Some((id_of(&value), value["message_id"].as_str()?.to_owned()))
+            }));
+            if pending.len() == 48 {
+                for task in pending.drain(..) {
+                    accepted.extend(task.await.unwrap());
+                }
+            }
+        }
+        for task in pending.drain(..) {
+            accepted.extend(task.await.unwrap());
+        }
+        accepted
+    });
+
+    wait_until(Duration::from_secs(60), "some messages sent", || async {
+        Ok(sent_total(&nodes[0]).await >= 300)
+    })
+    .await
+    .unwrap();
+    let victim_id = std::fs::read_to_string(nodes[1].data_dir().join("node-id"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    nodes[1].kill();
+    let killed_at = Instant::now();
+    let delivered_at_kill = sink.messages().unwrap().len();
+    let accepted = sender.await.unwrap();
+    // The other two nodes took their share (2,000); the killed node its share until the kill.
+    assert!(
+        accepted.len() >= 2000 && accepted.len() < 3000,
+        "{} messages were accepted: the kill was not in the middle of the batch",
+        accepted.len()
+    );
+
+    // The dead node is declared dead and what it held is queued again within the node timeout
+    // (2 s) plus a heartbeat and a poll — not after the 60 s lease.
+    wait_until(
+        Duration::from_secs(10),
+        "the killed node declared dead",
+        || async {
+            let (_, listed) = nodes[0].get("/v1/nodes").await?;
+            Ok(listed.as_array().unwrap().iter().any(|node| {
+                node["id"] == victim_id.as_str()
+                    && node["state"] == "dead"
+                    && node["messages_in_flight"] == 0
+            }))
+        },
+    )
+    .await
+    .unwrap();
+    let recovered_after = killed_at.elapsed();
+    assert!(
+        recovered_after < Duration::from_millis(2000 + 500 + 1000),
+        "recovery took {recovered_after:?}"
+    );
+
+    // Every message answered 202 is sent — and so is any the killed node stored but could not
+    // answer before it died: nothing is left waiting.
+    let expected = accepted.len() as i64;
+    if let Err(error) = wait_until(Duration::from_secs(60), "every message sent", || async {
+        let (_, waiting) = nodes[0]
+            .get("/v1/outbox?status=queued,sending,failed&limit=1")
+            .await?;
+        Ok(sent_total(&nodes[0]).await >= expected && waiting["total"] == 0)
+    })
+    .await
+    {
+        let (_, waiting) = nodes[0]
+            .get("/v1/outbox?status=queued,sending,failed&limit=5")
+            .await
+            .unwrap();
+        let (_, listed) = nodes[0].get("/v1/nodes").await.unwrap();
+        panic!(
+            "{error}: sent {} of {expected}; waiting: {waiting:#}; nodes: {listed:#}",
+            sent_total(&nodes[0]).await
+        );
+    }
+
+    let mut arrivals: HashMap<String, usize> = HashMap::new();
+    for message in sink.messages().unwrap() {
+        *arrivals.entry(message.message_id.unwrap()).or_default() += 1;
+    }
+    let mut duplicates = 0;
+    for (id, message_id) in &accepted {
+        let count = arrivals.get(message_id).copied().unwrap_or(0);
+        assert!(count >= 1, "message {id} ({message_id}) never arrived");
+        if count > 1 {
+            duplicates += 1;
+            let message = nodes[2].message(id).await.unwrap();
+            assert!(
+                message["attempts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a["outcome"] == "interrupted"),
+                "message {id} arrived {count} times without an interrupted attempt: {message:#}"
+            );
+        }
+    }
+    assert_eq!(
+        arrivals.len() as i64,
+        sent_total(&nodes[0]).await,
+        "the sink got Message-IDs the sent archive does not have"
+    );
+    // Only the killed node's transactions in flight can repeat: its concurrency (4) and the
+    // outcomes it had not yet written.
+    assert!(duplicates <= 4 * 8, "{duplicates} messages arrived twice");
+    eprintln!(
+        "accepted: {}; delivered before the kill: {delivered_at_kill}; recovered after {recovered_after:?}; delivered twice: {duplicates}",
+        accepted.len()
+    );
+}
+
+#[tokio::test]
+async fn a_token_revoked_or_an_account_edited_on_one_node_holds_on_the_others_within_a_second() {
+    let sink = SmtpSink::start(&[]).unwrap();
+    let other_sink = SmtpSink::start(&[]).unwrap();
+    let nodes = cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+
+    // A token created and used on both nodes (so that B has it cached), then revoked on A.
+    let (_, users) = a.get("/v1/users").await.unwrap();
+    let admin = id_of(&users.as_array().unwrap()[0]);
+    let (status, created) = a
+        .post(
+            &format!("/v1/users/{admin}/tokens"),
+            &json!({"name": "short-lived"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let status_on = |node: &MailroomServer| {
+        let request = client
+            .get(format!("{}/v1/accounts", node.base_url))
+            .bearer_auth(&token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status_on(b).await, 200);
+    let (status, _) = a
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/users/{admin}/tokens/{}", id_of(&created)),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let revoked_at = Instant::now();
+    while status_on(b).await != 401 {
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "node B still accepts the revoked token"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // An account in use on B, moved to another server on A: B's next message goes there.
+    let account = a
+        .add_default_smtp_account("moving", sink.port, json!({}))
+        .await
+        .unwrap();
+    let send = |node: &MailroomServer, subject: &str| {
+        let body = json!({"to": ["x@example.com"], "subject": subject, "text": "t"});
+        let node_url = format!("{}/v1/messages", node.base_url);
+        let request = client.post(node_url).bearer_auth(&node.token).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 202);
+            id_of(&response.json().await.unwrap())
+        }
+    };
+    let first = send(b, "before the edit").await;
+    b.wait_for_status(&first, "sent", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let (status, edited) = a
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/accounts/{}", id_of(&account)),
+            Some(&json!({"port": other_sink.port})),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{edited}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = send(b, "after the edit").await;
+    b.wait_for_status(&second, "sent", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let subjects = |sink: &SmtpSink| -> Vec<String> {
+        sink.messages()
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| {
+                mail_parser::MessageParser::default()
+                    .parse(&m.raw)
+                    .and_then(|parsed| parsed.subject().map(str::to_owned))
+            })
+            .collect()
+    };
+    assert_eq!(subjects(&other_sink), ["after the edit"]);
+    assert_eq!(subjects(&sink), ["before the edit"]);
+}
