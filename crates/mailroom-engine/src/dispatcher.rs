@@ -834,10 +834,38 @@ impl SendTask {
     }
 
     /// Waits for a slot in the account's rate window and takes it; returns the start time of the
-    /// attempt, or `None` when shutdown came first.
+    /// attempt, or `None` when shutdown came first. On a store shared by several nodes the window
+    /// that counts is the database's, for all nodes together (this node's own window then only
+    /// paces its claims).
     async fn take_rate_slot(&self) -> Option<i64> {
+        let inner = &self.engine.inner;
+        let limit = self.account.limits.rate_limit_per_minute;
+        let shared = inner.store.is_shared() && limit > 0;
         loop {
-            let wait_ms = {
+            let wait_ms = if shared {
+                match inner
+                    .store
+                    .take_start_slot(
+                        self.account.id,
+                        &inner.config.node_id,
+                        limit,
+                        inner.config.rate_window.as_millis() as i64,
+                    )
+                    .await
+                {
+                    Ok(mailroom_store::postgres::limits::StartSlot::Granted(at)) => {
+                        self.window.lock().expect("window lock").record(at as u64);
+                        return Some(at);
+                    }
+                    Ok(mailroom_store::postgres::limits::StartSlot::Wait(ms)) => ms as u64,
+                    Err(error) => {
+                        if !error.is_full() {
+                            tracing::error!(%error, account = %self.account.id, "taking a place in the shared rate window failed; trying again");
+                        }
+                        250
+                    }
+                }
+            } else {
                 let mut window = self.window.lock().expect("window lock");
                 let now = now_ms();
                 match window.available(now as u64) {
@@ -853,7 +881,7 @@ impl SendTask {
             };
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
-                _ = self.engine.inner.stopping.cancelled() => return None,
+                _ = inner.stopping.cancelled() => return None,
             }
         }
     }

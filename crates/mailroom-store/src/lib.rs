@@ -181,6 +181,31 @@ impl Store {
         }
     }
 
+    /// Asks for a place to start an attempt on a rate-limited account (`limit` starts per
+    /// `window_ms`), for every node together. On SQLite this process is the only node and its own
+    /// window is exact: always granted, now.
+    pub async fn take_start_slot(
+        &self,
+        account_id: uuid::Uuid,
+        node_id: &str,
+        limit: u32,
+        window_ms: i64,
+    ) -> StoreResult<postgres::limits::StartSlot> {
+        match &*self.db {
+            db::Db::Sqlite(_) => Ok(postgres::limits::StartSlot::Granted(now_ms())),
+            db::Db::Postgres(db) => {
+                postgres::limits::take_start_slot(&db.pool, account_id, node_id, limit, window_ms)
+                    .await
+            }
+        }
+    }
+
+    /// Whether the store is shared by several nodes (account limits are then kept in the
+    /// database).
+    pub fn is_shared(&self) -> bool {
+        matches!(&*self.db, db::Db::Postgres(_))
+    }
+
     /// Tells every other node that configuration changed (tokens, users, accounts, routing), so
     /// that they drop their cached copies now rather than when the copies expire.
     pub(crate) async fn config_changed(&self) {

@@ -285,3 +285,81 @@ async fn a_token_revoked_or_an_account_edited_on_one_node_holds_on_the_others_wi
     assert_eq!(subjects(&other_sink), ["after the edit"]);
     assert_eq!(subjects(&sink), ["before the edit"]);
 }
+
+/// Milliseconds since the epoch of an RFC 3339 time the API gave.
+fn ms_of(value: &serde_json::Value) -> i64 {
+    let text = value.as_str().expect("a time");
+    (time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .expect("an RFC 3339 time")
+        .unix_timestamp_nanos()
+        / 1_000_000) as i64
+}
+
+#[tokio::test]
+async fn an_accounts_rate_limit_holds_for_three_nodes_together_and_is_reached() {
+    const LIMIT: usize = 60;
+    const WINDOW_MS: i64 = 1000;
+    const MESSAGES: usize = 300;
+    let sink = SmtpSink::start(&[]).unwrap();
+    let nodes = cluster(3).await;
+    nodes[0]
+        .add_default_smtp_account(
+            "limited",
+            sink.port,
+            json!({"rate_limit_per_minute": LIMIT, "concurrency_limit": 4}),
+        )
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut ids = Vec::with_capacity(MESSAGES);
+    for n in 0..MESSAGES {
+        let node = &nodes[n % 3];
+        let body = json!({"to": [format!("r{n}@example.com")], "subject": format!("m{n}"), "text": "t"});
+        let response = client
+            .post(format!("{}/v1/messages", node.base_url))
+            .bearer_auth(&node.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        ids.push(id_of(&response.json().await.unwrap()));
+    }
+    wait_until(Duration::from_secs(30), "every message sent", || async {
+        Ok(sent_total(&nodes[0]).await == MESSAGES as i64)
+    })
+    .await
+    .unwrap();
+
+    // Every attempt's start, from the attempts on record, and which node made it.
+    let mut starts = Vec::with_capacity(MESSAGES);
+    for id in &ids {
+        let message = nodes[0].message(id).await.unwrap();
+        for attempt in message["attempts"].as_array().unwrap() {
+            starts.push(ms_of(&attempt["started_at"]));
+        }
+    }
+    starts.sort_unstable();
+    assert_eq!(starts.len(), MESSAGES, "one attempt per message");
+    // No sliding window holds more than the limit: the window ending at each start.
+    let mut busiest = 0;
+    for (i, start) in starts.iter().enumerate() {
+        let in_window = starts[..=i]
+            .iter()
+            .filter(|s| **s > start - WINDOW_MS)
+            .count();
+        busiest = busiest.max(in_window);
+    }
+    assert!(
+        busiest <= LIMIT,
+        "a window of {WINDOW_MS} ms held {busiest} attempt starts"
+    );
+    // And the limit is reached: 300 starts at 60 per window need four windows after the first.
+    let span = starts[MESSAGES - 1] - starts[0];
+    let minimum = (MESSAGES / LIMIT - 1) as i64 * WINDOW_MS;
+    assert!(
+        span >= minimum - 5 && span <= minimum + minimum / 5,
+        "{MESSAGES} starts took {span} ms; at the limit they take {minimum} ms"
+    );
+    eprintln!("busiest window: {busiest}; {MESSAGES} starts in {span} ms (at the limit: {minimum} ms)");
+}

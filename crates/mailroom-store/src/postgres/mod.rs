@@ -11,6 +11,7 @@
 //! configuration changed (cached tokens and routing are dropped).
 
 pub(crate) mod hot;
+pub mod limits;
 
 use crate::StoreResult;
 use crate::cache::Caches;
