@@ -9,7 +9,7 @@ mod pickup;
 mod smtp;
 
 pub use pickup::{OutsideRoot, PickupConnector, check_inside_root};
-pub use smtp::{SmtpConnector, SmtpSettings};
+pub use smtp::{SessionGate, SessionPermit, SmtpConnector, SmtpSettings};
 
 use async_trait::async_trait;
 use mailroom_core::address::EmailAddress;

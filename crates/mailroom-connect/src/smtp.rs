@@ -56,6 +56,9 @@ pub struct SmtpSettings {
     pub ehlo_name: String,
     /// Extra trusted root certificates (PEM), e.g. a company CA.
     pub extra_root_certificates: Vec<Vec<u8>>,
+    /// Places for open connections shared with other nodes (the account's concurrency limit for
+    /// all of them together); `None` when this process is the only one sending.
+    pub gate: Option<Arc<dyn SessionGate>>,
 }
 
 impl std::fmt::Debug for SmtpSettings {
@@ -66,8 +69,22 @@ impl std::fmt::Debug for SmtpSettings {
             .field("security", &self.security)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("gate", &self.gate.is_some())
             .finish()
     }
+}
+
+/// A place for one open connection among every node sharing an account; held while the connection
+/// is open, given back when it is dropped.
+pub type SessionPermit = Box<dyn std::any::Any + Send + Sync>;
+
+/// Limits the connections of an account open on every node together.
+#[async_trait::async_trait]
+pub trait SessionGate: Send + Sync {
+    /// Waits for a place for one more open connection.
+    async fn acquire(&self) -> Result<SessionPermit, SendError>;
+    /// How long a connection may stay idle before it is closed, giving its place to another node.
+    fn idle_close(&self) -> Duration;
 }
 
 /// An open, authenticated connection and what its server offers beyond what lettre records.
@@ -75,6 +92,8 @@ struct Session {
     connection: AsyncSmtpConnection,
     pipelining: bool,
     _open: OpenSlot,
+    /// Dropped after the connection (fields drop in order).
+    _place: Option<SessionPermit>,
 }
 
 /// The connections of one account: idle ones, how many are open or opening, and the transactions
@@ -179,6 +198,31 @@ pub struct SmtpConnector {
     pool: Arc<Mutex<Pool>>,
 }
 
+/// Closes connections idle for longer than `after` (with QUIT), until the pool is gone: with the
+/// places shared among nodes, an idle connection must not keep its place from a node with mail.
+async fn close_idle_connections(pool: Weak<Mutex<Pool>>, after: Duration) {
+    let period = (after / 2).max(Duration::from_millis(50));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let stale: Vec<IdleConnection> = {
+            let mut pool = pool.lock().expect("pool lock");
+            let (stale, fresh) = std::mem::take(&mut pool.idle)
+                .into_iter()
+                .partition(|idle| idle.idle_since.elapsed() >= after);
+            pool.idle = fresh;
+            stale
+        };
+        drop(pool);
+        for mut idle in stale {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), idle.session.connection.quit()).await;
+        }
+    }
+}
+
 /// A reused connection idle longer than this is checked with NOOP before use.
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(5);
 
@@ -247,10 +291,19 @@ fn count(name: &'static str, account: &str, result: &'static str) {
 impl SmtpConnector {
     pub fn new(settings: SmtpSettings) -> Self {
         let hello_name = ClientId::Domain(settings.ehlo_name.clone());
+        let pool: Arc<Mutex<Pool>> = Arc::default();
+        if let Some(gate) = &settings.gate
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(close_idle_connections(
+                Arc::downgrade(&pool),
+                gate.idle_close(),
+            ));
+        }
         Self {
             settings,
             hello_name,
-            pool: Arc::default(),
+            pool,
         }
     }
 
@@ -269,6 +322,10 @@ impl SmtpConnector {
 
     async fn connect(&self, open: OpenSlot) -> Result<Session, SendError> {
         let account = &self.settings.account_label;
+        let place = match &self.settings.gate {
+            Some(gate) => Some(gate.acquire().await?),
+            None => None,
+        };
         let result = self.open_and_secure().await;
         match &result {
             Ok(_) => count("mailroom_smtp_connections_total", account, "succeeded"),
@@ -319,6 +376,7 @@ impl SmtpConnector {
             connection,
             pipelining,
             _open: open,
+            _place: place,
         })
     }
 
@@ -869,6 +927,7 @@ mod tests {
     /// A connector to the scripted server on `port`, allowed one connection.
     fn one_connection(port: u16) -> SmtpConnector {
         SmtpConnector::new(SmtpSettings {
+            gate: None,
             account_label: "test".into(),
             host: "127.0.0.1".into(),
             port,

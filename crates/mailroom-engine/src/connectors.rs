@@ -1,10 +1,14 @@
 //! Builds the connector for an account, and caches it until the account changes.
 
-use mailroom_connect::{Connector, PickupConnector, SmtpConnector, SmtpSettings};
+use mailroom_connect::{
+    Connector, PickupConnector, SendError, SessionGate, SessionPermit, SmtpConnector, SmtpSettings,
+};
 use mailroom_core::account::ConnectorKind;
+use mailroom_store::now_ms;
 use mailroom_store::{Account, Store, StoreResult};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Settings shared by every connector of this process.
@@ -15,6 +19,83 @@ pub struct ConnectorDefaults {
     pub extra_root_certificates: Vec<Vec<u8>>,
     /// Every pickup folder lies under this root.
     pub pickup_root: std::path::PathBuf,
+    /// This node, for the places it takes in limits shared with other nodes.
+    pub node_id: String,
+    /// How long a place this node holds stays its own without a heartbeat.
+    pub node_timeout: Duration,
+}
+
+/// The concurrency limit of an account for every node together: each open connection holds one
+/// of the account's places in the store.
+struct StoreSessionGate {
+    store: Store,
+    account_id: Uuid,
+    limit: u32,
+    node_id: String,
+    node_timeout: Duration,
+}
+
+/// A place held in the store; given back when dropped (the connection closed).
+struct HeldPlace {
+    store: Store,
+    account_id: Uuid,
+    slot: i64,
+    node_id: String,
+}
+
+impl Drop for HeldPlace {
+    fn drop(&mut self) {
+        let (store, account_id, slot, node_id) = (
+            self.store.clone(),
+            self.account_id,
+            self.slot,
+            std::mem::take(&mut self.node_id),
+        );
+        // Without a runtime (the process is ending) the place's lease runs out instead.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = store.release_session_slot(account_id, slot, &node_id).await {
+                    tracing::warn!(%error, account = %account_id, "giving back a connection place failed; its lease will run out");
+                }
+            });
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionGate for StoreSessionGate {
+    async fn acquire(&self) -> Result<SessionPermit, SendError> {
+        loop {
+            let lease_until = now_ms() + self.node_timeout.as_millis() as i64;
+            match self
+                .store
+                .take_session_slot(self.account_id, &self.node_id, self.limit, lease_until)
+                .await
+            {
+                Ok(Some(slot)) => {
+                    return Ok(Box::new(HeldPlace {
+                        store: self.store.clone(),
+                        account_id: self.account_id,
+                        slot,
+                        node_id: self.node_id.clone(),
+                    }));
+                }
+                // Every place is held by a connection somewhere: one comes free when it closes
+                // (idle connections close soon, a dead node's places when their lease runs out).
+                Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(error) => {
+                    return Err(SendError::transient(
+                        None,
+                        format!("taking a connection place in the shared store: {error}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn idle_close(&self) -> Duration {
+        Duration::from_millis(500)
+    }
 }
 
 /// A connector for `account`; reads (decrypts) its password from the store.
@@ -46,6 +127,15 @@ pub async fn build_connector(
                 .clone()
                 .unwrap_or_else(|| defaults.hostname.clone()),
             extra_root_certificates: defaults.extra_root_certificates.clone(),
+            gate: store.is_shared().then(|| {
+                Arc::new(StoreSessionGate {
+                    store: store.clone(),
+                    account_id: account.id,
+                    limit: account.limits.concurrency_limit.max(1),
+                    node_id: defaults.node_id.clone(),
+                    node_timeout: defaults.node_timeout,
+                }) as Arc<dyn SessionGate>
+            }),
         })),
     })
 }
@@ -138,6 +228,8 @@ mod tests {
             hostname: "client.example.com".into(),
             extra_root_certificates: Vec::new(),
             pickup_root: std::env::temp_dir(),
+            node_id: "node-test".into(),
+            node_timeout: std::time::Duration::from_secs(10),
         };
         let mut asking = Vec::new();
         for _ in 0..32 {

@@ -45,7 +45,7 @@ pub struct EngineConfig {
     /// This machine's name, shown in the list of nodes.
     pub host: String,
     /// A node that has not heartbeat for this long is declared dead and its leases are recovered
-    /// by another node (nodes heartbeat four times per timeout).
+    /// by another node (nodes heartbeat, and look for dead nodes, ten times per timeout).
     pub node_timeout: Duration,
 }
 
@@ -63,6 +63,8 @@ impl Default for EngineConfig {
                 hostname: "localhost".into(),
                 extra_root_certificates: Vec::new(),
                 pickup_root: "pickup".into(),
+                node_id: String::new(),
+                node_timeout: Duration::from_secs(10),
             },
             blobs: mailroom_store::BlobStore::new("blobs"),
             encode_budget_bytes: 256 * 1024 * 1024,
@@ -541,7 +543,7 @@ impl Engine {
         {
             tracing::error!(%error, "registering this node failed");
         }
-        let period = (timeout / 4).max(Duration::from_millis(50));
+        let period = (timeout / 10).max(Duration::from_millis(50));
         loop {
             tokio::select! {
                 _ = inner.stopping.cancelled() => return,
@@ -552,6 +554,14 @@ impl Engine {
                 && !error.is_full()
             {
                 tracing::error!(%error, "the node heartbeat failed");
+            }
+            if let Err(error) = inner
+                .store
+                .renew_session_slots(node, now + timeout.as_millis() as i64)
+                .await
+                && !error.is_full()
+            {
+                tracing::error!(%error, "renewing this node's connection places failed");
             }
             match inner
                 .store

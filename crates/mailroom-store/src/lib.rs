@@ -200,6 +200,57 @@ impl Store {
         }
     }
 
+    /// Takes a place for one open connection of an account among every node (see
+    /// `postgres/limits.rs`); `None` while all `limit` are held. SQLite has one node, which keeps
+    /// its own count: always `Some(0)`.
+    pub async fn take_session_slot(
+        &self,
+        account_id: uuid::Uuid,
+        node_id: &str,
+        limit: u32,
+        lease_until: i64,
+    ) -> StoreResult<Option<i64>> {
+        match &*self.db {
+            db::Db::Sqlite(_) => Ok(Some(0)),
+            db::Db::Postgres(db) => {
+                postgres::limits::take_session_slot(
+                    &db.pool,
+                    account_id,
+                    node_id,
+                    limit,
+                    now_ms(),
+                    lease_until,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Gives back a place taken with [`Store::take_session_slot`].
+    pub async fn release_session_slot(
+        &self,
+        account_id: uuid::Uuid,
+        slot: i64,
+        node_id: &str,
+    ) -> StoreResult<()> {
+        match &*self.db {
+            db::Db::Sqlite(_) => Ok(()),
+            db::Db::Postgres(db) => {
+                postgres::limits::release_session_slot(&db.pool, account_id, slot, node_id).await
+            }
+        }
+    }
+
+    /// Extends the leases of the places `node_id` holds (as it heartbeats).
+    pub async fn renew_session_slots(&self, node_id: &str, lease_until: i64) -> StoreResult<()> {
+        match &*self.db {
+            db::Db::Sqlite(_) => Ok(()),
+            db::Db::Postgres(db) => {
+                postgres::limits::renew_session_slots(&db.pool, node_id, lease_until).await
+            }
+        }
+    }
+
     /// Whether the store is shared by several nodes (account limits are then kept in the
     /// database).
     pub fn is_shared(&self) -> bool {

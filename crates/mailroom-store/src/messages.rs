@@ -735,56 +735,59 @@ impl Store {
         now: i64,
         held_by: Option<&str>,
     ) -> StoreResult<Vec<RecoveredLease>> {
+        const REPLY_TEXT: &str = "the attempt was interrupted (mailroom stopped or lost its lease while sending); the message may \
+                                  have been delivered by it, and a re-send carries the same Message-ID";
         on_db!(self, |writer, reader| {
             let mut tx = writer.begin_write().await?;
+            // Set-based, whatever the number of leases (a dead node may have held hundreds): the
+            // messages move first (keeping `updated_at`, the claim's time, for the attempt's start),
+            // then their interrupted attempts are written in chunks.
             let rows = sqlx::query(
-                "SELECT m.id, m.account_id, m.attempt_count, m.retry_base, m.updated_at, a.max_attempts
-                 FROM messages m JOIN accounts a ON a.id = m.account_id
-                 WHERE m.status = 'sending' AND (m.lease_until <= $1 OR m.lease_owner = $2)",
+                "UPDATE messages SET
+                   status = CASE WHEN attempt_count - retry_base >=
+                       (SELECT a.max_attempts FROM accounts a WHERE a.id = messages.account_id)
+                     THEN 'failed' ELSE 'queued' END,
+                   next_attempt_at = $1, lease_owner = NULL, lease_until = NULL, last_error = $3
+                 WHERE status = 'sending' AND (lease_until <= $1 OR lease_owner = $2)
+                 RETURNING id, account_id, status, attempt_count, updated_at",
             )
             .bind(now)
             .bind(held_by)
+            .bind(REPLY_TEXT)
             .fetch_all(&mut *tx)
             .await?;
             let mut recovered = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let id: String = row.get("id");
-                let attempt_count: i64 = row.get("attempt_count");
-                let exhausted = attempt_count - row.get::<i64, _>("retry_base")
-                    >= row.get::<i64, _>("max_attempts");
-                let reply_text = "the attempt was interrupted (mailroom stopped or lost its lease while sending); the message may \
-                                  have been delivered by it, and a re-send carries the same Message-ID";
-                sqlx::query(
-                    "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text)
-                     VALUES ($1, $2, $3, $4, 'interrupted', NULL, $5) ON CONFLICT (message_id, number) DO NOTHING",
-                )
-                .bind(&id)
-                .bind(attempt_count)
-                .bind(row.get::<i64, _>("updated_at"))
-                .bind(now)
-                .bind(reply_text)
-                .execute(&mut *tx)
-                .await?;
-                let new_status = if exhausted {
-                    MessageStatus::Failed
-                } else {
-                    MessageStatus::Queued
-                };
-                sqlx::query(
-                    "UPDATE messages SET status = $2, next_attempt_at = $3, lease_owner = NULL, lease_until = NULL, updated_at = $3,
-                       last_error = $4 WHERE id = $1",
-                )
-                .bind(&id)
-                .bind(new_status.as_str())
-                .bind(now)
-                .bind(reply_text)
-                .execute(&mut *tx)
-                .await?;
-                recovered.push(RecoveredLease {
-                    message_id: parse_uuid(&id)?,
-                    account_id: parse_uuid(&row.get::<String, _>("account_id"))?,
-                    new_status,
+            for chunk in rows.chunks(200) {
+                let mut attempts = QueryBuilder::new(
+                    "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text) ",
+                );
+                attempts.push_values(chunk, |mut values, row| {
+                    values
+                        .push_bind(row.get::<String, _>("id"))
+                        .push_bind(row.get::<i64, _>("attempt_count"))
+                        .push_bind(row.get::<i64, _>("updated_at"))
+                        .push_bind(now)
+                        .push_bind("interrupted")
+                        .push_bind(None::<i64>)
+                        .push_bind(REPLY_TEXT);
                 });
+                attempts.push(" ON CONFLICT (message_id, number) DO NOTHING");
+                attempts.build().execute(&mut *tx).await?;
+                let mut touched = QueryBuilder::new("UPDATE messages SET updated_at = ");
+                touched.push_bind(now).push(" WHERE id IN (");
+                let mut ids = touched.separated(", ");
+                for row in chunk {
+                    ids.push_bind(row.get::<String, _>("id"));
+                }
+                touched.push(")");
+                touched.build().execute(&mut *tx).await?;
+                for row in chunk {
+                    recovered.push(RecoveredLease {
+                        message_id: parse_uuid(&row.get::<String, _>("id"))?,
+                        account_id: parse_uuid(&row.get::<String, _>("account_id"))?,
+                        new_status: row.get::<String, _>("status").parse()?,
+                    });
+                }
             }
             tx.commit().await?;
             if !recovered.is_empty() {

@@ -5,11 +5,13 @@
 mod mailroom;
 mod postfix;
 mod postgres;
+mod proxy;
 mod sink;
 
 pub use mailroom::{MailroomServer, wait_until};
 pub use postfix::PostfixWithSasl;
 pub use postgres::{TestDatabase, servers_use_postgres};
+pub use proxy::CountingProxy;
 pub use sink::{DumpedMessage, SmtpSink};
 
 use std::net::TcpListener;

@@ -252,7 +252,7 @@ pub async fn run(config: Config) -> Result<()> {
     let engine = Engine::new(
         store.clone(),
         EngineConfig {
-            node_id,
+            node_id: node_id.clone(),
             poll_interval: config.poll_interval,
             lease_duration: config.lease_duration,
             rate_window: config.rate_window,
@@ -271,6 +271,8 @@ pub async fn run(config: Config) -> Result<()> {
                 hostname: config.hostname.clone(),
                 extra_root_certificates: config.extra_root_certificates.clone(),
                 pickup_root: config.pickup_root.clone(),
+                node_id: node_id.clone(),
+                node_timeout: config.node_timeout,
             },
         },
     );

@@ -22,6 +22,11 @@ shutdown_grace_ms = 10000
 node_timeout_ms = 2000
 ";
 
+/// One cluster at a time: three nodes of one test already share this machine's cores with
+/// PostgreSQL and the sinks, and the timings asserted here (recovery within the node timeout, the
+/// rate reached) mean nothing on a machine running twelve nodes at once.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn cluster(nodes: usize) -> Vec<MailroomServer> {
     MailroomServer::start_cluster(binary(), CLUSTER_ENGINE, nodes)
         .await
@@ -37,6 +42,7 @@ async fn sent_total(node: &MailroomServer) -> i64 {
 
 #[tokio::test]
 async fn three_nodes_share_a_batch_and_a_node_killed_mid_batch_loses_nothing() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let sink = SmtpSink::start(&[]).unwrap();
     let mut nodes = cluster(3).await;
     // 150 per one-second window on each node: the batch takes several seconds to deliver.
@@ -104,16 +110,9 @@ async fn three_nodes_share_a_batch_and_a_node_killed_mid_batch_loses_nothing() {
     nodes[1].kill();
     let killed_at = Instant::now();
     let delivered_at_kill = sink.messages().unwrap().len();
-    let accepted = sender.await.unwrap();
-    // The other two nodes took their share (2,000); the killed node its share until the kill.
-    assert!(
-        accepted.len() >= 2000 && accepted.len() < 3000,
-        "{} messages were accepted: the kill was not in the middle of the batch",
-        accepted.len()
-    );
-
     // The dead node is declared dead and what it held is queued again within the node timeout
-    // (2 s) plus a heartbeat and a poll — not after the 60 s lease.
+    // (2 s) plus a heartbeat and a poll — not after the 60 s lease — while the other nodes are
+    // still taking the rest of the batch.
     wait_until(
         Duration::from_secs(10),
         "the killed node declared dead",
@@ -130,8 +129,16 @@ async fn three_nodes_share_a_batch_and_a_node_killed_mid_batch_loses_nothing() {
     .unwrap();
     let recovered_after = killed_at.elapsed();
     assert!(
-        recovered_after < Duration::from_millis(2000 + 500 + 1000),
+        recovered_after < Duration::from_millis(2000 + 1000),
         "recovery took {recovered_after:?}"
+    );
+
+    let accepted = sender.await.unwrap();
+    // The other two nodes took their share (2,000); the killed node its share until the kill.
+    assert!(
+        accepted.len() >= 2000 && accepted.len() < 3000,
+        "{} messages were accepted: the kill was not in the middle of the batch",
+        accepted.len()
     );
 
     // Every message answered 202 is sent — and so is any the killed node stored but could not
@@ -193,6 +200,7 @@ async fn three_nodes_share_a_batch_and_a_node_killed_mid_batch_loses_nothing() {
 
 #[tokio::test]
 async fn a_token_revoked_or_an_account_edited_on_one_node_holds_on_the_others_within_a_second() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let sink = SmtpSink::start(&[]).unwrap();
     let other_sink = SmtpSink::start(&[]).unwrap();
     let nodes = cluster(2).await;
@@ -297,6 +305,7 @@ fn ms_of(value: &serde_json::Value) -> i64 {
 
 #[tokio::test]
 async fn an_accounts_rate_limit_holds_for_three_nodes_together_and_is_reached() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     const LIMIT: usize = 60;
     const WINDOW_MS: i64 = 1000;
     const MESSAGES: usize = 300;
@@ -310,11 +319,17 @@ async fn an_accounts_rate_limit_holds_for_three_nodes_together_and_is_reached() 
         )
         .await
         .unwrap();
+    // All due at one moment, a few seconds ahead, so that the whole batch waits on the limit
+    // from its first start (not on how fast the test can post it).
+    let due = time::OffsetDateTime::now_utc() + time::Duration::seconds(4);
+    let due = due
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
     let client = reqwest::Client::new();
     let mut ids = Vec::with_capacity(MESSAGES);
     for n in 0..MESSAGES {
         let node = &nodes[n % 3];
-        let body = json!({"to": [format!("r{n}@example.com")], "subject": format!("m{n}"), "text": "t"});
+        let body = json!({"to": [format!("r{n}@example.com")], "subject": format!("m{n}"), "text": "t", "send_at": due});
         let response = client
             .post(format!("{}/v1/messages", node.base_url))
             .bearer_auth(&node.token)
@@ -358,8 +373,65 @@ async fn an_accounts_rate_limit_holds_for_three_nodes_together_and_is_reached() 
     let span = starts[MESSAGES - 1] - starts[0];
     let minimum = (MESSAGES / LIMIT - 1) as i64 * WINDOW_MS;
     assert!(
-        span >= minimum - 5 && span <= minimum + minimum / 5,
+        span >= minimum - 5 && span <= minimum + minimum / 10,
         "{MESSAGES} starts took {span} ms; at the limit they take {minimum} ms"
     );
-    eprintln!("busiest window: {busiest}; {MESSAGES} starts in {span} ms (at the limit: {minimum} ms)");
+    eprintln!(
+        "busiest window: {busiest}; {MESSAGES} starts in {span} ms (at the limit: {minimum} ms)"
+    );
+}
+
+#[tokio::test]
+async fn an_accounts_concurrency_limit_holds_for_three_nodes_together_at_the_server() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    const LIMIT: usize = 4;
+    const MESSAGES: usize = 600;
+    let sink = SmtpSink::start(&[]).unwrap();
+    let proxy = mailroom_testkit::CountingProxy::start(sink.port)
+        .await
+        .unwrap();
+    let nodes = cluster(3).await;
+    nodes[0]
+        .add_default_smtp_account(
+            "four-at-once",
+            proxy.port,
+            json!({"rate_limit_per_minute": 0, "concurrency_limit": LIMIT}),
+        )
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut pending = Vec::new();
+    for n in 0..MESSAGES {
+        let node = &nodes[n % 3];
+        let request = client
+            .post(format!("{}/v1/messages", node.base_url))
+            .bearer_auth(&node.token)
+            .json(&json!({"to": [format!("r{n}@example.com")], "subject": format!("m{n}"), "text": "t"}));
+        pending.push(tokio::spawn(async move {
+            request.send().await.unwrap().status()
+        }));
+    }
+    for task in pending {
+        assert_eq!(task.await.unwrap(), 202);
+    }
+    wait_until(Duration::from_secs(60), "every message sent", || async {
+        Ok(sent_total(&nodes[0]).await == MESSAGES as i64)
+    })
+    .await
+    .unwrap();
+    assert!(
+        proxy.most_at_once() <= LIMIT,
+        "the server saw {} connections from the account at once",
+        proxy.most_at_once()
+    );
+    assert!(
+        proxy.total() >= 3,
+        "only {} connections in all",
+        proxy.total()
+    );
+    eprintln!(
+        "most at once: {}; connections in all: {}",
+        proxy.most_at_once(),
+        proxy.total()
+    );
 }

@@ -26,38 +26,88 @@ pub(crate) async fn take_start_slot(
     limit: u32,
     window_ms: i64,
 ) -> StoreResult<StartSlot> {
+    // One round trip: the function (migration 0004) takes the lock, checks and records.
+    let answer: i64 = sqlx::query_scalar("SELECT mailroom_take_start($1, $2, $3, $4)")
+        .bind(account_id.to_string())
+        .bind(node_id)
+        .bind(i64::from(limit))
+        .bind(window_ms)
+        .fetch_one(pool)
+        .await?;
+    Ok(if answer > 0 {
+        StartSlot::Granted(answer)
+    } else {
+        StartSlot::Wait(-answer)
+    })
+}
+
+/// Takes a free place for one open connection of the account (`limit` places in all) for
+/// `node_id` until `lease_until`; `None` when every place is held.
+pub(crate) async fn take_session_slot(
+    pool: &PgPool,
+    account_id: Uuid,
+    node_id: &str,
+    limit: u32,
+    now: i64,
+    lease_until: i64,
+) -> StoreResult<Option<i64>> {
     let account = account_id.to_string();
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("mailroom-rate:{account}"))
-        .execute(&mut *tx)
-        .await?;
-    let now: i64 =
-        sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
-            .fetch_one(&mut *tx)
-            .await?;
-    sqlx::query("DELETE FROM attempt_starts WHERE account_id = $1 AND started_at <= $2")
-        .bind(&account)
-        .bind(now - window_ms)
-        .execute(&mut *tx)
-        .await?;
-    let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
-        "SELECT COUNT(*), MIN(started_at) FROM attempt_starts WHERE account_id = $1",
+    // The account's places exist once it first sends (and more when its limit was raised).
+    sqlx::query(
+        "INSERT INTO session_slots (account_id, slot) SELECT $1, g FROM generate_series(0, $2 - 1) AS g
+         ON CONFLICT DO NOTHING",
     )
     .bind(&account)
-    .fetch_one(&mut *tx)
+    .bind(i64::from(limit))
+    .execute(pool)
     .await?;
-    let answer = if count < i64::from(limit) {
-        sqlx::query("INSERT INTO attempt_starts (account_id, started_at, node_id) VALUES ($1, $2, $3)")
-            .bind(&account)
-            .bind(now)
-            .bind(node_id)
-            .execute(&mut *tx)
-            .await?;
-        StartSlot::Granted(now)
-    } else {
-        StartSlot::Wait((oldest.unwrap_or(now) + window_ms - now).max(1))
-    };
-    tx.commit().await?;
-    Ok(answer)
+    let slot: Option<i64> = sqlx::query_scalar(
+        "UPDATE session_slots SET node_id = $3, lease_until = $5
+         WHERE account_id = $1 AND slot = (
+           SELECT slot FROM session_slots
+           WHERE account_id = $1 AND slot < $2 AND (node_id IS NULL OR lease_until < $4)
+           ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED)
+         RETURNING slot",
+    )
+    .bind(&account)
+    .bind(i64::from(limit))
+    .bind(node_id)
+    .bind(now)
+    .bind(lease_until)
+    .fetch_optional(pool)
+    .await?;
+    Ok(slot)
+}
+
+/// Gives a place back (only if `node_id` still holds it).
+pub(crate) async fn release_session_slot(
+    pool: &PgPool,
+    account_id: Uuid,
+    slot: i64,
+    node_id: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE session_slots SET node_id = NULL, lease_until = NULL
+         WHERE account_id = $1 AND slot = $2 AND node_id = $3",
+    )
+    .bind(account_id.to_string())
+    .bind(slot)
+    .bind(node_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Extends the leases of every place `node_id` holds.
+pub(crate) async fn renew_session_slots(
+    pool: &PgPool,
+    node_id: &str,
+    lease_until: i64,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE session_slots SET lease_until = $2 WHERE node_id = $1")
+        .bind(node_id)
+        .bind(lease_until)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
