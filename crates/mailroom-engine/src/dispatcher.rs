@@ -863,11 +863,19 @@ impl SendTask {
                     )
                     .await
                 {
-                    Ok(mailroom_store::postgres::limits::StartSlot::Granted(at)) => {
+                    Ok(at) => {
+                        // The place is reserved at `at`: start then (the clocks of this node
+                        // and the database are taken to agree).
+                        let wait = at - now_ms();
+                        if wait > 0 {
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+                                _ = inner.stopping.cancelled() => return None,
+                            }
+                        }
                         self.window.lock().expect("window lock").record(at as u64);
                         return Some(at);
                     }
-                    Ok(mailroom_store::postgres::limits::StartSlot::Wait(ms)) => ms as u64,
                     Err(error) => {
                         if !error.is_full() {
                             tracing::error!(%error, account = %self.account.id, "taking a place in the shared rate window failed; trying again");

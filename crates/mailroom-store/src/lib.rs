@@ -181,18 +181,18 @@ impl Store {
         }
     }
 
-    /// Asks for a place to start an attempt on a rate-limited account (`limit` starts per
-    /// `window_ms`), for every node together. On SQLite this process is the only node and its own
-    /// window is exact: always granted, now.
+    /// Reserves the time at which an attempt on a rate-limited account (`limit` starts per
+    /// `window_ms`, for every node together) may start: now, or the earliest time the window has
+    /// room. On SQLite this process is the only node and its own window is exact: always now.
     pub async fn take_start_slot(
         &self,
         account_id: uuid::Uuid,
         node_id: &str,
         limit: u32,
         window_ms: i64,
-    ) -> StoreResult<postgres::limits::StartSlot> {
+    ) -> StoreResult<i64> {
         match &*self.db {
-            db::Db::Sqlite(_) => Ok(postgres::limits::StartSlot::Granted(now_ms())),
+            db::Db::Sqlite(_) => Ok(now_ms()),
             db::Db::Postgres(db) => {
                 postgres::limits::take_start_slot(&db.pool, account_id, node_id, limit, window_ms)
                     .await

@@ -1,44 +1,37 @@
 //! Account limits that hold for every node together, with the database as the source of truth.
 //!
-//! Rate: an attempt may start only while the account's sliding window — ending now by the
-//! database's clock — holds fewer starts than the limit. The check and the record of the start
-//! happen in one transaction under a per-account advisory lock, so two nodes can never both take
-//! the last place, and the attempt's `started_at` is the recorded time: the attempts table itself
-//! then shows that no window holds more than the limit. Accounts never wait for each other's locks.
+//! Rate: an attempt may start only at a time when the account's sliding window ending there holds
+//! no more starts than the limit. The start is found and recorded in one statement under a
+//! per-account advisory lock — now if the window has room, else the earliest time it will — so two
+//! nodes can never both take the last place, waiting attempts sleep until their reserved time
+//! instead of polling, and the attempt's `started_at` is the recorded time: the attempts table
+//! itself then shows that no window holds more than the limit. Accounts never wait for each
+//! other's locks.
 
 use crate::StoreResult;
 use sqlx::postgres::PgPool;
 use uuid::Uuid;
 
-/// The answer to a request for an attempt start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartSlot {
-    /// The attempt may start; this is its start time (ms since the epoch).
-    Granted(i64),
-    /// The window is full; ask again after this many milliseconds.
-    Wait(i64),
-}
-
+/// Reserves the earliest start, now or later, at which the account's window holds room for one
+/// more attempt; returns that time (ms since the epoch, the database's clock). The caller starts
+/// the attempt then, and records it as started then.
 pub(crate) async fn take_start_slot(
     pool: &PgPool,
     account_id: Uuid,
     node_id: &str,
     limit: u32,
     window_ms: i64,
-) -> StoreResult<StartSlot> {
-    // One round trip: the function (migration 0004) takes the lock, checks and records.
-    let answer: i64 = sqlx::query_scalar("SELECT mailroom_take_start($1, $2, $3, $4)")
-        .bind(account_id.to_string())
-        .bind(node_id)
-        .bind(i64::from(limit))
-        .bind(window_ms)
-        .fetch_one(pool)
-        .await?;
-    Ok(if answer > 0 {
-        StartSlot::Granted(answer)
-    } else {
-        StartSlot::Wait(-answer)
-    })
+) -> StoreResult<i64> {
+    // One round trip: the function (migration 0004) takes the lock, finds the place and records it.
+    Ok(
+        sqlx::query_scalar("SELECT mailroom_take_start($1, $2, $3, $4)")
+            .bind(account_id.to_string())
+            .bind(node_id)
+            .bind(i64::from(limit))
+            .bind(window_ms)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// Takes a free place for one open connection of the account (`limit` places in all) for
