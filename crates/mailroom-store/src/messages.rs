@@ -727,7 +727,13 @@ impl Store {
         node_id: &str,
         now: i64,
     ) -> StoreResult<Vec<RecoveredLease>> {
-        self.recover_leases(now, Some(node_id)).await
+        let recovered = self.recover_leases(now, Some(node_id)).await?;
+        // Its connections went with it: their places in the account limits shared by the nodes
+        // are free at once (rather than renewed for ever by a restarted process with the same id).
+        if let Db::Postgres(db) = &*self.db {
+            crate::postgres::limits::release_session_slots_of(&db.pool, node_id).await?;
+        }
+        Ok(recovered)
     }
 
     async fn recover_leases(

@@ -104,3 +104,13 @@ pub(crate) async fn renew_session_slots(
         .await?;
     Ok(())
 }
+
+/// Frees every place `node_id` holds: called as the node starts, since what its previous process
+/// held went with it (and would otherwise be renewed, under the same id, for ever).
+pub(crate) async fn release_session_slots_of(pool: &PgPool, node_id: &str) -> StoreResult<()> {
+    sqlx::query("UPDATE session_slots SET node_id = NULL, lease_until = NULL WHERE node_id = $1")
+        .bind(node_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
