@@ -469,8 +469,14 @@ pub struct TemplateUsed {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MessageList {
     pub items: Vec<MessageView>,
-    /// Messages matching the filter over all pages.
+    /// Messages matching the filter over all pages: exact up to 1,000. Beyond, counting would cost
+    /// time proportional to the archive on every request: the total is then 1,000 and
+    /// `total_is_estimate` is true (more match).
     pub total: i64,
+    /// Whether `total` is only a lower bound.
+    pub total_is_estimate: bool,
+    /// Whether another page follows (then `next_cursor` is set).
+    pub has_more: bool,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<Uuid>,
 }

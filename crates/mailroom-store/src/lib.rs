@@ -7,6 +7,7 @@ mod attachments;
 mod blobs;
 mod cache;
 mod db;
+mod listing;
 mod messages;
 mod nodes;
 pub mod postgres;
@@ -35,6 +36,7 @@ pub use tokens::ApiToken;
 pub use users::{AuditEntry, User, UserInput};
 
 pub use db::Backend;
+pub use listing::EXACT_TOTAL_UP_TO;
 
 use db::on_db;
 use mailroom_core::ValidationError;

@@ -126,7 +126,7 @@ pub struct Visibility {
     pub readable_types: Option<Vec<String>>,
 }
 
-fn push_visibility<DB: Database>(query: &mut QueryBuilder<DB>, visibility: &Visibility)
+pub(crate) fn push_visibility<DB: Database>(query: &mut QueryBuilder<DB>, visibility: &Visibility)
 where
     for<'t> String: Encode<'t, DB> + Type<DB>,
 {
@@ -210,8 +210,13 @@ pub struct MessageFilter {
 #[derive(Debug, Clone)]
 pub struct MessagePage {
     pub items: Vec<StoredMessage>,
-    /// Messages matching the filter over all pages.
+    /// Messages matching the filter over all pages — exact up to
+    /// [`crate::EXACT_TOTAL_UP_TO`]; beyond, that number, and `total_is_estimate` is set.
     pub total: i64,
+    /// The total is a lower bound: more messages match than were counted.
+    pub total_is_estimate: bool,
+    /// Another page follows.
+    pub has_more: bool,
     pub next_cursor: Option<Uuid>,
 }
 
@@ -330,6 +335,17 @@ fn headers_from_json(json: &str) -> Vec<(String, String)> {
     serde_json::from_str(json).unwrap_or_default()
 }
 
+/// The record types of a message that view policies look at — sorted, distinct, comma-separated,
+/// relations to users left out — kept on the message so that a policy becomes a few index ranges.
+pub(crate) fn record_types_key(list: &[RelatedRecord]) -> String {
+    let types: std::collections::BTreeSet<&str> = list
+        .iter()
+        .map(|r| r.record_type.as_str())
+        .filter(|t| *t != "user")
+        .collect();
+    types.into_iter().collect::<Vec<_>>().join(",")
+}
+
 pub(crate) fn related_to_json(list: &[RelatedRecord]) -> String {
     let stored: Vec<_> = list
         .iter()
@@ -393,7 +409,7 @@ pub(crate) fn parse_uuid(raw: &str) -> StoreResult<Uuid> {
         .map_err(|_| StoreError::Conflict(format!("stored id {raw:?} is not a UUID")))
 }
 
-fn message_from_row(row: &impl StoreRow) -> StoreResult<StoredMessage> {
+pub(crate) fn message_from_row(row: &impl StoreRow) -> StoreResult<StoredMessage> {
     Ok(StoredMessage {
         id: parse_uuid(&row.get::<String, _>("id"))?,
         status: row.get::<String, _>("status").parse()?,
@@ -423,61 +439,12 @@ fn message_from_row(row: &impl StoreRow) -> StoreResult<StoredMessage> {
     })
 }
 
-/// The conditions of a listing.
-fn push_conditions<DB: Database>(
-    query: &mut QueryBuilder<DB>,
-    filter: &MessageFilter,
-    with_cursor: bool,
-) where
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-{
-    query.push(" WHERE 1 = 1");
-    if !filter.statuses.is_empty() {
-        query.push(" AND m.status IN (");
-        let mut list = query.separated(", ");
-        for status in &filter.statuses {
-            list.push_bind(status.as_str());
-        }
-        query.push(")");
-    }
-    if let Some(account_id) = filter.account_id {
-        query
-            .push(" AND account_id = ")
-            .push_bind(account_id.to_string());
-    }
-    if let Some(scenario) = &filter.scenario {
-        query.push(" AND m.scenario = ").push_bind(scenario.clone());
-    }
-    if let Some(from) = filter.created_from_ms {
-        query.push(" AND m.created_at >= ").push_bind(from);
-    }
-    if let Some(until) = filter.created_until_ms {
-        query.push(" AND m.created_at < ").push_bind(until);
-    }
-    if let Some(visibility) = &filter.visibility {
-        push_visibility(query, visibility);
-    }
-    if let Some((record_type, record_id)) = &filter.related_to {
-        query.push(" AND EXISTS (SELECT 1 FROM related_records rr WHERE rr.message_id = m.id AND rr.record_type = ");
-        query
-            .push_bind(record_type.clone())
-            .push(" AND rr.record_id = ")
-            .push_bind(record_id.clone())
-            .push(")");
-    }
-    if with_cursor && let Some(before) = filter.before_id {
-        query.push(" AND m.id < ").push_bind(before.to_string());
-    }
-}
-
-const MESSAGE_COLUMNS: &str = "m.id, m.status, m.scenario, m.account_id, m.message_id_header, c.to_json, c.cc_json, c.bcc_json, c.reply_to_json, c.headers_json,
+pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.status, m.scenario, m.account_id, m.message_id_header, c.to_json, c.cc_json, c.bcc_json, c.reply_to_json, c.headers_json,
     m.subject, c.text_body, c.html_body, c.related_json, m.created_at, m.updated_at, m.send_at, m.next_attempt_at, m.sent_at,
     m.attempt_count, m.last_error, m.template_id, m.template_version";
 
 /// Messages with their content.
-const MESSAGES_WITH_CONTENT: &str = "messages m JOIN message_contents c ON c.message_id = m.id";
+pub(crate) const MESSAGES_WITH_CONTENT: &str = "messages m JOIN message_contents c ON c.message_id = m.id";
 
 impl Store {
     /// Stores a new message durably; returns once the transaction holding it has committed.
@@ -543,39 +510,6 @@ impl Store {
                 return Err(StoreError::NotFound(format!("message {id}")));
             }
             self.message(id).await
-        })
-    }
-
-    /// A page of messages, newest first, and the number matching over all pages.
-    pub async fn list_messages(&self, filter: &MessageFilter) -> StoreResult<MessagePage> {
-        on_db!(self, |writer, reader| {
-            let limit = filter.limit.clamp(1, 500);
-            let mut count = QueryBuilder::new("SELECT COUNT(*) FROM messages m");
-            push_conditions(&mut count, filter, false);
-            let total: i64 = count.build_query_scalar().fetch_one(reader).await?;
-            let mut select = QueryBuilder::new(format!(
-                "SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_WITH_CONTENT}"
-            ));
-            push_conditions(&mut select, filter, true);
-            select
-                .push(" ORDER BY id DESC LIMIT ")
-                .push_bind(i64::from(limit) + 1);
-            let rows = select.build().fetch_all(reader).await?;
-            let mut items = rows
-                .iter()
-                .map(message_from_row)
-                .collect::<StoreResult<Vec<_>>>()?;
-            let next_cursor = if items.len() > limit as usize {
-                items.truncate(limit as usize);
-                items.last().map(|m| m.id)
-            } else {
-                None
-            };
-            Ok(MessagePage {
-                items,
-                total,
-                next_cursor,
-            })
         })
     }
 

@@ -658,4 +658,123 @@ async fn a_password_is_returned_decrypted_only_through_the_connector_path(t) {
         Some("hunter2")
     );
 }
+
+async fn listings_page_through_exactly_what_each_view_policy_shows(t) {
+    use mailroom_core::access::ViewPolicy;
+    use mailroom_core::message::{RelatedRecord, Relation};
+    use mailroom_store::Visibility;
+    let account = t.account("lists").await;
+    let type_sets: [&[&str]; 6] = [
+        &[],
+        &["customer"],
+        &["customer", "sales-invoice"],
+        &["vendor"],
+        &["user"],
+        &["customer", "user"],
+    ];
+    // (id, creator, record types) of every message, the oracle's copy.
+    let mut stored: Vec<(Uuid, &str, Vec<&str>)> = Vec::new();
+    for n in 0..72 {
+        let creator = ["ann", "bob", "cy"][n % 3];
+        let types = type_sets[(n / 3) % type_sets.len()];
+        let mut message = new_message(account.id, None, &format!("m{n}"));
+        message.created_by = creator.into();
+        message.related_records = types
+            .iter()
+            .map(|t| RelatedRecord::new(t, &format!("R{}", n % 5), Relation::Related).unwrap())
+            .collect();
+        stored.push((message.id, creator, types.to_vec()));
+        t.store.insert_message(message).await.unwrap();
+    }
+    let sees = |policy: ViewPolicy, readable: &Option<Vec<String>>, creator: &str, types: &[&str]| {
+        let relevant: Vec<&str> = types.iter().copied().filter(|t| *t != "user").collect();
+        let can_read = |t: &str| readable.as_ref().is_none_or(|r| r.iter().any(|x| x == t));
+        creator == "ann"
+            || match policy {
+                ViewPolicy::All => true,
+                ViewPolicy::Own => false,
+                ViewPolicy::AllRelatedRecords => {
+                    !relevant.is_empty() && relevant.iter().all(|t| can_read(t))
+                }
+                ViewPolicy::AnyRelatedRecord => relevant.iter().any(|t| can_read(t)),
+            }
+    };
+    let readables: [Option<Vec<String>>; 4] = [
+        None,
+        Some(vec![]),
+        Some(vec!["customer".into()]),
+        Some(vec!["customer".into(), "sales-invoice".into()]),
+    ];
+    let policies = [
+        ViewPolicy::All,
+        ViewPolicy::Own,
+        ViewPolicy::AllRelatedRecords,
+        ViewPolicy::AnyRelatedRecord,
+    ];
+    for policy in policies {
+        for readable in &readables {
+            for related_to in [None, Some(("customer".to_string(), "R2".to_string()))] {
+                let mut expected: Vec<Uuid> = stored
+                    .iter()
+                    .filter(|(_, creator, types)| sees(policy, readable, creator, types))
+                    .filter(|(id, _, types)| {
+                        related_to.is_none()
+                            || (types.contains(&"customer")
+                                && stored.iter().position(|(i, _, _)| i == id).unwrap() % 5 == 2)
+                    })
+                    .map(|(id, _, _)| *id)
+                    .collect();
+                expected.sort_unstable_by(|a, b| b.cmp(a));
+                let mut filter = MessageFilter {
+                    visibility: Some(Visibility {
+                        viewer: "ann".into(),
+                        policy,
+                        readable_types: readable.clone(),
+                    }),
+                    related_to: related_to.clone(),
+                    statuses: vec![mailroom_core::message::MessageStatus::Queued],
+                    limit: 7,
+                    ..Default::default()
+                };
+                let mut listed = Vec::new();
+                loop {
+                    let page = t.store.list_messages(&filter).await.unwrap();
+                    assert_eq!(page.total, expected.len() as i64, "{policy:?} {readable:?} {related_to:?}");
+                    assert!(!page.total_is_estimate);
+                    assert_eq!(page.has_more, page.next_cursor.is_some());
+                    listed.extend(page.items.iter().map(|m| m.id));
+                    match page.next_cursor {
+                        Some(cursor) => filter.before_id = Some(cursor),
+                        None => break,
+                    }
+                }
+                assert_eq!(listed, expected, "{policy:?} {readable:?} {related_to:?}");
+            }
+        }
+    }
+}
+
+async fn a_total_beyond_a_thousand_is_marked_as_an_estimate(t) {
+    let account = t.account("many").await;
+    let mut tasks = Vec::new();
+    for n in 0..(mailroom_store::EXACT_TOTAL_UP_TO + 1) {
+        let store = t.store.clone();
+        let message = new_message(account.id, None, &format!("m{n}"));
+        tasks.push(tokio::spawn(async move { store.insert_message(message).await.unwrap() }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let page = t
+        .store
+        .list_messages(&MessageFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, mailroom_store::EXACT_TOTAL_UP_TO);
+    assert!(page.total_is_estimate && page.has_more);
+    assert_eq!(page.items.len(), 10);
+}
 }

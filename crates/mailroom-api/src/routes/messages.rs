@@ -650,6 +650,8 @@ async fn list(state: &AppState, filter: MessageFilter) -> ApiResult<axum::Json<M
     Ok(axum::Json(MessageList {
         items: page.items.iter().map(MessageView::summary).collect(),
         total: page.total,
+        total_is_estimate: page.total_is_estimate,
+        has_more: page.has_more,
         next_cursor: page.next_cursor,
     }))
 }

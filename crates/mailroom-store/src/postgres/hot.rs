@@ -9,7 +9,7 @@
 
 use crate::messages::{
     ClaimArgs, ClaimRow, InsertClaim, InsertOutcome, NewMessage, headers_to_json,
-    mailboxes_to_json, related_to_json,
+    mailboxes_to_json, record_types_key, related_to_json,
 };
 use crate::{AttemptRecord, Outcome, StoreError, StoreResult};
 use sqlx::postgres::{PgPool, Postgres};
@@ -102,11 +102,12 @@ async fn insert_in(
         (None, false) => "queued",
     };
     let id = message.id.to_string();
+    let record_types = record_types_key(&message.related_records);
     sqlx::query(
         "INSERT INTO messages (id, status, scenario, account_id, message_id_header, subject, created_by,
            idempotency_key, request_hash, created_at, updated_at, send_at, next_attempt_at, template_id,
-           template_version, attempt_count, lease_owner, lease_until)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15, $16, $17)",
+           template_version, attempt_count, lease_owner, lease_until, record_types)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(&id)
     .bind(status)
@@ -125,8 +126,15 @@ async fn insert_in(
     .bind(i64::from(claim.is_some()))
     .bind(claim.map(|c| &c.owner))
     .bind(claim.map(|c| c.lease_until))
+    .bind(&record_types)
     .execute(&mut **tx)
     .await?;
+    if !record_types.is_empty() {
+        sqlx::query("INSERT INTO record_type_sets (types) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(&record_types)
+            .execute(&mut **tx)
+            .await?;
+    }
     let content = &message.content;
     let single = |m: &Option<_>| {
         m.as_ref()

@@ -12,7 +12,7 @@
 
 use crate::messages::{
     ClaimArgs, ClaimRow, InsertClaim, InsertOutcome, NewMessage, headers_to_json,
-    mailboxes_to_json, parse_uuid, related_to_json,
+    mailboxes_to_json, parse_uuid, record_types_key, related_to_json,
 };
 use crate::{AttemptRecord, Outcome, StoreError, StoreResult};
 use rusqlite::OptionalExtension;
@@ -368,12 +368,13 @@ fn insert(
         (None, false) => "queued",
     };
     let id = message.id.to_string();
+    let record_types = record_types_key(&message.related_records);
     transaction
         .prepare_cached(
             "INSERT INTO messages (id, status, scenario, account_id, message_id_header, subject, created_by,
                idempotency_key, request_hash, created_at, updated_at, send_at, next_attempt_at, template_id,
-               template_version, attempt_count, lease_owner, lease_until)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+               template_version, attempt_count, lease_owner, lease_until, record_types)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )?
         .execute(rusqlite::params![
             id,
@@ -393,7 +394,13 @@ fn insert(
             i64::from(claim.is_some()),
             claim.map(|c| &c.owner),
             claim.map(|c| c.lease_until),
+            record_types,
         ])?;
+    if !record_types.is_empty() {
+        transaction
+            .prepare_cached("INSERT INTO record_type_sets (types) VALUES (?1) ON CONFLICT DO NOTHING")?
+            .execute([&record_types])?;
+    }
     let content = &message.content;
     let single = |m: &Option<_>| {
         m.as_ref()
