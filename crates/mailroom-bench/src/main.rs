@@ -3,6 +3,8 @@
 //! then pushes messages through mailroom's HTTP API to an unlimited SMTP account on the same sink and
 //! reports throughput, accept latency, peak server memory and the ratio to the raw ceiling.
 
+mod archive;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mailroom_testkit::{MailroomServer, SmtpSink};
@@ -33,6 +35,15 @@ enum Bench {
         /// SMTP sessions in parallel, for both smtp-source and the mailroom account.
         #[arg(long, default_value_t = 16)]
         sessions: usize,
+    },
+    /// Listing speed over a large archive: p50/p95 of each listing route, first page and 100 pages
+    /// deep, for an administrator and for users under each view policy.
+    Archive {
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+        /// `sqlite` or `postgres` (a new database on the server at 127.0.0.1:5432).
+        #[arg(long, default_value = "sqlite")]
+        database: String,
     },
     /// Template rendering throughput of the built-in invoice template, on one thread.
     Templates {
@@ -100,6 +111,14 @@ async fn main() -> Result<()> {
             sessions,
         } => outbound(messages, size, clients, sessions).await,
         Bench::Templates { renders } => templates(renders),
+        Bench::Archive { messages, database } => {
+            let postgres = match database.as_str() {
+                "sqlite" => false,
+                "postgres" => true,
+                other => bail!("--database is sqlite or postgres, not {other:?}"),
+            };
+            archive::archive(&mailroom_binary()?, messages, postgres).await
+        }
         Bench::Attachments {
             size_mib,
             concurrent,

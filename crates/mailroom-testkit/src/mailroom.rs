@@ -36,6 +36,17 @@ impl MailroomServer {
         Self::start_with_data_dir(binary, config_toml, tempfile::tempdir()?, database, None).await
     }
 
+    /// Starts the server on a new PostgreSQL database of its own (`true`) or on SQLite in its data
+    /// folder, whatever `MAILROOM_TEST_STORE` says.
+    pub async fn start_on(binary: &Path, config_toml: &str, postgres: bool) -> Result<Self> {
+        let database = if postgres {
+            Some(Arc::new(TestDatabase::create().await?))
+        } else {
+            None
+        };
+        Self::start_with_data_dir(binary, config_toml, tempfile::tempdir()?, database, None).await
+    }
+
     /// Starts the server with its data folder inside `parent` (e.g. a small file system). The
     /// database stays SQLite in that folder.
     pub async fn start_in(binary: &Path, config_toml: &str, parent: &Path) -> Result<Self> {
