@@ -387,6 +387,10 @@ pub struct MessageView {
     pub sent_at: Option<String>,
     pub attempt_count: u32,
     pub last_error: Option<String>,
+    /// When the content (bodies and attachments) of this sent message was deleted by retention
+    /// (`sent_retention_days`); its envelope and attempts stay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_deleted_at: Option<String>,
     /// In the single-message view: whether an attempt of a message not (yet) sent had an unknown
     /// outcome (the connection was lost after the whole message was handed over), so the recipient
     /// may already have it.
@@ -453,6 +457,7 @@ impl MessageView {
             sent_at: m.sent_at_ms.map(rfc3339),
             attempt_count: m.attempt_count,
             last_error: m.last_error.clone(),
+            content_deleted_at: m.content_deleted_at_ms.map(rfc3339),
             possibly_delivered: None,
             attempts: None,
             attachments: None,

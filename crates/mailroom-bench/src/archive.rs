@@ -134,7 +134,12 @@ fn case_over(values: &[String]) -> String {
     case
 }
 
-async fn fill(server: &MailroomServer, messages: usize, accounts: &[String], authors: &[String]) -> Result<()> {
+async fn fill(
+    server: &MailroomServer,
+    messages: usize,
+    accounts: &[String],
+    authors: &[String],
+) -> Result<()> {
     use sqlx::Connection;
     let url = server.database_url();
     let postgres = url.starts_with("postgres");
@@ -182,7 +187,12 @@ fn mailroom_testkit_now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-async fn get(client: &reqwest::Client, server: &MailroomServer, token: &str, path: &str) -> Result<Value> {
+async fn get(
+    client: &reqwest::Client,
+    server: &MailroomServer,
+    token: &str,
+    path: &str,
+) -> Result<Value> {
     let response = client
         .get(format!("{}{path}", server.base_url))
         .bearer_auth(token)
@@ -202,7 +212,12 @@ fn with_cursor(path: &str, cursor: &str) -> String {
 }
 
 /// p50 and p95 of 20 requests of `path`.
-async fn time_route(client: &reqwest::Client, server: &MailroomServer, token: &str, path: &str) -> Result<(Duration, Duration)> {
+async fn time_route(
+    client: &reqwest::Client,
+    server: &MailroomServer,
+    token: &str,
+    path: &str,
+) -> Result<(Duration, Duration)> {
     let mut times = Vec::with_capacity(20);
     for _ in 0..20 {
         let started = Instant::now();
@@ -253,7 +268,11 @@ pub async fn archive(binary: &std::path::Path, messages: usize, postgres: bool) 
             vec!["email-send", "read vendor"],
             "any-related-record",
         ),
-        ("hides-everything", vec!["email-send"], "all-related-records"),
+        (
+            "hides-everything",
+            vec!["email-send"],
+            "all-related-records",
+        ),
     ] {
         let (id, token) = create_user(&server, kind, &sets, policy).await?;
         viewers.push(Viewer { kind, token, id });
@@ -274,7 +293,10 @@ pub async fn archive(binary: &std::path::Path, messages: usize, postgres: bool) 
             "/v1/sent?account_id",
             format!("/v1/sent?limit=50&account_id={}", accounts[3]),
         ),
-        ("/v1/sent?scenario", "/v1/sent?limit=50&scenario=scenario-7".to_owned()),
+        (
+            "/v1/sent?scenario",
+            "/v1/sent?limit=50&scenario=scenario-7".to_owned(),
+        ),
         ("/v1/sent?from", format!("/v1/sent?limit=50&from={from}")),
         (
             "/v1/records/sales-invoice/I4242/messages",
@@ -310,7 +332,8 @@ pub async fn archive(binary: &std::path::Path, messages: usize, postgres: bool) 
                 page = get(&client, &server, &viewer.token, &deep_path).await?;
                 depth += 1;
             }
-            let (deep_p50, deep_p95) = time_route(&client, &server, &viewer.token, &deep_path).await?;
+            let (deep_p50, deep_p95) =
+                time_route(&client, &server, &viewer.token, &deep_path).await?;
             worst = worst.max(first_p95).max(deep_p95);
             println!(
                 "| {} | `{name}` | {:.1} / {:.1} ms | page {depth}: {:.1} / {:.1} ms | {total} |",
@@ -322,6 +345,9 @@ pub async fn archive(binary: &std::path::Path, messages: usize, postgres: bool) 
             );
         }
     }
-    println!("slowest p95: {:.1} ms (target ≤ 20 ms)", worst.as_secs_f64() * 1000.0);
+    println!(
+        "slowest p95: {:.1} ms (target ≤ 20 ms)",
+        worst.as_secs_f64() * 1000.0
+    );
     Ok(())
 }

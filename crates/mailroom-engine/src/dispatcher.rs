@@ -42,6 +42,10 @@ pub struct EngineConfig {
     pub encode_budget_bytes: u64,
     /// Uploads no message refers to are deleted after this long.
     pub attachment_retention: Duration,
+    /// Sent mail older than this loses its content (bodies, attachments); `None` keeps it for ever.
+    pub sent_retention: Option<Duration>,
+    /// How often retention passes over the sent archive.
+    pub retention_interval: Duration,
     /// This machine's name, shown in the list of nodes.
     pub host: String,
     /// A node that has not heartbeat for this long is declared dead and its leases are recovered
@@ -71,6 +75,8 @@ impl Default for EngineConfig {
             attachment_retention: Duration::from_secs(24 * 3600),
             host: "localhost".into(),
             node_timeout: Duration::from_secs(10),
+            sent_retention: None,
+            retention_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -314,6 +320,10 @@ impl Engine {
         // node look dead.
         let watcher = self.clone();
         tokio::spawn(async move { watcher.watch_nodes().await });
+        if let Some(retention) = self.inner.config.sent_retention {
+            let keeper = self.clone();
+            tokio::spawn(async move { keeper.apply_retention(retention).await });
+        }
         let (outcomes, receiver) = mpsc::unbounded_channel();
         let writer = tokio::spawn(run_outcome_writer(self.inner.store.clone(), receiver));
         *self.inner.outcomes.lock().expect("outcomes lock") = Some(outcomes.clone());
@@ -580,6 +590,53 @@ impl Engine {
                 }
                 Err(error) if error.is_full() => {}
                 Err(error) => tracing::error!(%error, "recovering dead nodes failed"),
+            }
+        }
+    }
+
+    /// Deletes the content of sent mail older than `retention`, a pass every retention interval,
+    /// in batches of 500 messages with a pause between them, so that sending never waits for it.
+    async fn apply_retention(&self, retention: Duration) {
+        let inner = &self.inner;
+        loop {
+            let cutoff = now_ms() - retention.as_millis() as i64;
+            let mut after: Option<String> = None;
+            let mut deleted = 0;
+            loop {
+                if inner.stopping.is_cancelled() {
+                    return;
+                }
+                match inner
+                    .store
+                    .delete_sent_content(cutoff, after.as_deref(), 500)
+                    .await
+                {
+                    Ok(batch) => {
+                        deleted += batch.deleted;
+                        match batch.last_seen {
+                            Some(last) if !batch.newer_only => after = Some(last),
+                            _ => break,
+                        }
+                    }
+                    Err(error) => {
+                        if !error.is_full() {
+                            tracing::error!(%error, "deleting the content of old sent mail failed");
+                        }
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if deleted > 0 {
+                tracing::info!(
+                    event = "retention_applied",
+                    deleted,
+                    "the content of old sent mail was deleted"
+                );
+            }
+            tokio::select! {
+                _ = inner.stopping.cancelled() => return,
+                _ = tokio::time::sleep(inner.config.retention_interval) => {}
             }
         }
     }

@@ -12,6 +12,7 @@ mod messages;
 mod nodes;
 pub mod postgres;
 mod profiles;
+mod retention;
 mod scenarios;
 pub mod secret;
 mod sqlite;
@@ -29,6 +30,7 @@ pub use messages::{
 };
 pub use nodes::NodeInfo;
 pub use profiles::SendingProfile;
+pub use retention::RetentionBatch;
 pub use scenarios::ScenarioRow;
 pub use secret::SecretBox;
 pub use templates::TemplateRecord;

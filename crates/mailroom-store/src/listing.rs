@@ -242,7 +242,8 @@ impl Store {
         on_db!(self, |writer, reader| {
             let mut page = QueryBuilder::new("SELECT id FROM (");
             push_union(&mut page, filter, &branches, Some(limit + 1));
-            page.push(") p ORDER BY id DESC LIMIT ").push_bind(limit + 1);
+            page.push(") p ORDER BY id DESC LIMIT ")
+                .push_bind(limit + 1);
             let mut ids: Vec<String> = page.build_query_scalar().fetch_all(reader).await?;
             let has_more = ids.len() as i64 > limit;
             ids.truncate(limit as usize);
@@ -330,7 +331,11 @@ mod tests {
             ["customer", "customer,sales-invoice"]
         );
         assert_eq!(
-            visible_sets(ViewPolicy::AnyRelatedRecord, Some(&["sales-invoice".into()]), &sets),
+            visible_sets(
+                ViewPolicy::AnyRelatedRecord,
+                Some(&["sales-invoice".into()]),
+                &sets
+            ),
             ["customer,sales-invoice"]
         );
         assert!(visible_sets(ViewPolicy::AllRelatedRecords, Some(&[]), &sets).is_empty());

@@ -103,6 +103,8 @@ pub struct StoredMessage {
     pub sent_at_ms: Option<i64>,
     pub attempt_count: u32,
     pub last_error: Option<String>,
+    /// When retention deleted the content (bodies and attachments) of this sent message.
+    pub content_deleted_at_ms: Option<i64>,
     pub attempts: Vec<StoredAttempt>,
 }
 
@@ -435,16 +437,18 @@ pub(crate) fn message_from_row(row: &impl StoreRow) -> StoreResult<StoredMessage
         sent_at_ms: row.get("sent_at"),
         attempt_count: row.get::<i64, _>("attempt_count") as u32,
         last_error: row.get("last_error"),
+        content_deleted_at_ms: row.get("content_deleted_at"),
         attempts: Vec::new(),
     })
 }
 
 pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.status, m.scenario, m.account_id, m.message_id_header, c.to_json, c.cc_json, c.bcc_json, c.reply_to_json, c.headers_json,
     m.subject, c.text_body, c.html_body, c.related_json, m.created_at, m.updated_at, m.send_at, m.next_attempt_at, m.sent_at,
-    m.attempt_count, m.last_error, m.template_id, m.template_version";
+    m.attempt_count, m.last_error, m.template_id, m.template_version, m.content_deleted_at";
 
 /// Messages with their content.
-pub(crate) const MESSAGES_WITH_CONTENT: &str = "messages m JOIN message_contents c ON c.message_id = m.id";
+pub(crate) const MESSAGES_WITH_CONTENT: &str =
+    "messages m JOIN message_contents c ON c.message_id = m.id";
 
 impl Store {
     /// Stores a new message durably; returns once the transaction holding it has committed.

@@ -597,7 +597,7 @@ async fn outcomes_move_messages_to_their_next_state_only_under_the_lease_that_ma
     assert_eq!(stale.attempts.len(), 1, "but the attempt is on record");
     assert!(
         t.store
-            .claim_due(account.id, "node-a", now + 1, now + 60_000, 10)
+            .claim_due(account.id, "node-a", now_ms() + 1_000, now + 60_000, 10)
             .await
             .unwrap()
             .is_empty(),
@@ -776,5 +776,65 @@ async fn a_total_beyond_a_thousand_is_marked_as_an_estimate(t) {
     assert_eq!(page.total, mailroom_store::EXACT_TOTAL_UP_TO);
     assert!(page.total_is_estimate && page.has_more);
     assert_eq!(page.items.len(), 10);
+}
+
+async fn retention_deletes_the_content_of_old_sent_mail_and_keeps_its_envelope_and_attempts(t) {
+    let account = t.account("kept").await;
+    let now = now_ms();
+    let day = 86_400_000;
+    // Three sent (two long ago, one just now), one still queued.
+    let mut sent = Vec::new();
+    for (n, sent_at) in [now - 40 * day, now - 31 * day, now].into_iter().enumerate() {
+        let message = new_message(account.id, None, &format!("sent {n}"));
+        let id = message.id;
+        t.store.insert_message(message).await.unwrap();
+        let claimed = t
+            .store
+            .claim_due(account.id, "node-a", now_ms() + 1_000, now + 60_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        t.store
+            .record_outcomes(&[attempt(id, "node-a", 1, AttemptOutcome::Sent, Outcome::Sent, sent_at - 5)])
+            .await
+            .unwrap();
+        sent.push(id);
+    }
+    let waiting = new_message(account.id, None, "waiting");
+    let waiting_id = waiting.id;
+    t.store.insert_message(waiting).await.unwrap();
+
+    // In batches of two: the pass goes through the sent mail oldest first.
+    let cutoff = now - 30 * day;
+    let mut after: Option<String> = None;
+    let mut deleted = 0;
+    loop {
+        let batch = t
+            .store
+            .delete_sent_content(cutoff, after.as_deref(), 2)
+            .await
+            .unwrap();
+        deleted += batch.deleted;
+        match batch.last_seen {
+            Some(last) if !batch.newer_only => after = Some(last),
+            _ => break,
+        }
+    }
+    assert_eq!(deleted, 2);
+    for id in &sent[..2] {
+        let message = t.store.message(*id).await.unwrap();
+        assert!(message.content_deleted_at_ms.is_some());
+        assert_eq!(message.text, None);
+        assert_eq!(message.to, ["a@example.com"], "the envelope stays");
+        assert_eq!(message.attempts.len(), 1, "the attempts stay");
+    }
+    let recent = t.store.message(sent[2]).await.unwrap();
+    assert_eq!(recent.text.as_deref(), Some("body"));
+    assert!(recent.content_deleted_at_ms.is_none());
+    let queued = t.store.message(waiting_id).await.unwrap();
+    assert_eq!(queued.text.as_deref(), Some("body"));
+    // A second pass finds nothing more to do.
+    let again = t.store.delete_sent_content(cutoff, None, 500).await.unwrap();
+    assert_eq!(again.deleted, 0);
 }
 }

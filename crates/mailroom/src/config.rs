@@ -19,6 +19,9 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     /// Largest text + HTML body of one message, in bytes.
     pub max_body_bytes: Option<usize>,
+    /// The content of sent mail older than this many days is deleted (envelope and attempts stay);
+    /// unset: kept for ever.
+    pub sent_retention_days: Option<u32>,
     /// Largest total size of the attachments of one message, in bytes (default 100 MiB).
     pub max_attachment_bytes: Option<u64>,
     /// `text` (default) or `json` log lines.
@@ -53,6 +56,8 @@ pub struct EngineFileConfig {
     pub encode_budget_bytes: Option<u64>,
     /// Uploads no message refers to are deleted after this long (default one day).
     pub attachment_retention_ms: Option<u64>,
+    /// How often retention passes over the sent archive (default one hour).
+    pub retention_interval_ms: Option<u64>,
 }
 
 /// Values given on the command line or in the environment (clap reads both).
@@ -83,6 +88,8 @@ pub struct Config {
     pub listen: String,
     pub database_url: String,
     pub max_body_bytes: usize,
+    pub sent_retention: Option<Duration>,
+    pub retention_interval: Duration,
     pub max_attachment_bytes: u64,
     pub log_format: String,
     pub pickup_root: PathBuf,
@@ -169,6 +176,10 @@ impl Config {
             listen,
             database_url,
             max_body_bytes: file.max_body_bytes.unwrap_or(10 * 1024 * 1024),
+            sent_retention: file
+                .sent_retention_days
+                .map(|days| Duration::from_secs(u64::from(days) * 86_400)),
+            retention_interval: ms(engine.retention_interval_ms, 3_600_000),
             max_attachment_bytes: file.max_attachment_bytes.unwrap_or(100 * 1024 * 1024),
             log_format: args
                 .log_format

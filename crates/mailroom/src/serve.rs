@@ -267,6 +267,8 @@ pub async fn run(config: Config) -> Result<()> {
             attachment_retention: config.attachment_retention,
             host: config.hostname.clone(),
             node_timeout: config.node_timeout,
+            sent_retention: config.sent_retention,
+            retention_interval: config.retention_interval,
             connectors: ConnectorDefaults {
                 hostname: config.hostname.clone(),
                 extra_root_certificates: config.extra_root_certificates.clone(),

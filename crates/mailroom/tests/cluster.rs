@@ -46,7 +46,9 @@ async fn sent_total(node: &MailroomServer) -> i64 {
         let Ok((200, page)) = node.get(&path).await else {
             return count;
         };
-        count += page["items"].as_array().map_or(0, |items| items.len() as i64);
+        count += page["items"]
+            .as_array()
+            .map_or(0, |items| items.len() as i64);
         match page["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
             None => return count,

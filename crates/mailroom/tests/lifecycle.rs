@@ -644,3 +644,50 @@ async fn the_cli_edits_accounts_previews_templates_uploads_files_sends_documents
         .unwrap();
     assert_eq!(sink.messages().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn retention_deletes_the_content_of_sent_mail_and_keeps_its_envelope_and_attempts() {
+    let sink = SmtpSink::start(&[]).unwrap();
+    // Zero days: content goes as soon as a pass finds the message sent (passes every 100 ms).
+    let server = MailroomServer::start(
+        common::binary(),
+        &format!(
+            "sent_retention_days = 0\n{}retention_interval_ms = 100\n",
+            common::FAST_ENGINE
+        ),
+    )
+    .await
+    .unwrap();
+    server
+        .add_default_smtp_account("kept", sink.port, json!({}))
+        .await
+        .unwrap();
+    let accepted = server
+        .send(&json!({"to": ["jane@example.com"], "subject": "Invoice 7", "text": "the body"}))
+        .await
+        .unwrap();
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    server
+        .wait_for_status(&id, "sent", Duration::from_secs(10))
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the content deleted", || async {
+        Ok(server
+            .message(&id)
+            .await?
+            .get("content_deleted_at")
+            .is_some())
+    })
+    .await
+    .unwrap();
+    let message = server.message(&id).await.unwrap();
+    assert!(message["text"].is_null(), "{message:#}");
+    assert_eq!(message["subject"], "Invoice 7");
+    assert_eq!(message["to"], json!(["jane@example.com"]));
+    assert_eq!(message["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        sink.messages().unwrap().len(),
+        1,
+        "it was delivered whole first"
+    );
+}

@@ -398,7 +398,9 @@ fn insert(
         ])?;
     if !record_types.is_empty() {
         transaction
-            .prepare_cached("INSERT INTO record_type_sets (types) VALUES (?1) ON CONFLICT DO NOTHING")?
+            .prepare_cached(
+                "INSERT INTO record_type_sets (types) VALUES (?1) ON CONFLICT DO NOTHING",
+            )?
             .execute([&record_types])?;
     }
     let content = &message.content;
