@@ -1002,8 +1002,14 @@ impl SendTask {
         let bytes = {
             let mut files = Vec::with_capacity(message.attachments.len());
             for attachment in &message.attachments {
-                let path = self.engine.inner.config.blobs.path(&attachment.sha256);
-                let bytes = tokio::fs::read(&path).await.map_err(|e| {
+                let bytes = self
+                    .engine
+                    .inner
+                    .config
+                    .blobs
+                    .read(&attachment.sha256)
+                    .await
+                    .map_err(|e| {
                     mailroom_connect::SendError::permanent(
                         None,
                         format!(

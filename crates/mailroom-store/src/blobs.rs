@@ -1,5 +1,7 @@
-//! The blob store: uploaded files on disk under `<dir>/<first two hex digits>/<sha256>`, written by
-//! streaming (never held whole in memory), atomically (temporary file, fsync, rename), once per content.
+//! The blob store: uploaded files, named by their SHA-256, written by streaming (never held whole in
+//! memory), atomically, once per content. Either on disk under `<dir>/<first two hex digits>/<sha256>`
+//! (temporary file, fsync, rename; one node, or several on a shared mount) or in PostgreSQL in
+//! chunks of 1 MiB (`blob_store = "database"`: reachable from every node).
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -18,16 +20,117 @@ pub enum BlobError {
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     dir: PathBuf,
+    /// Set: the blobs are in this PostgreSQL database instead of `dir`.
+    database: Option<sqlx::PgPool>,
+}
+
+/// The largest chunk of a blob kept in the database.
+const CHUNK: usize = 1024 * 1024;
+
+/// A blob's bytes as a stream of chunks (at most 1 MiB each).
+pub type BlobStream =
+    std::pin::Pin<Box<dyn futures_core::Stream<Item = std::io::Result<bytes::Bytes>> + Send>>;
+
+fn db_error(error: sqlx::Error) -> std::io::Error {
+    std::io::Error::other(format!("the database blob store: {error}"))
 }
 
 impl BlobStore {
+    /// Blobs on disk under `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            database: None,
+        }
+    }
+
+    /// Blobs in the store's PostgreSQL database; `None` on SQLite (use the filesystem there).
+    pub fn in_database(store: &crate::Store) -> Option<Self> {
+        match &*store.db {
+            crate::db::Db::Postgres(db) => Some(Self {
+                dir: PathBuf::new(),
+                database: Some(db.pool.clone()),
+            }),
+            crate::db::Db::Sqlite(_) => None,
+        }
+    }
+
+    /// Whether the blobs are in the database.
+    pub fn is_database(&self) -> bool {
+        self.database.is_some()
+    }
+
+    /// Reads a whole blob.
+    pub async fn read(&self, sha256: &str) -> std::io::Result<Vec<u8>> {
+        let Some(pool) = &self.database else {
+            return tokio::fs::read(self.path(sha256)).await;
+        };
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_error)?;
+        let Some(size) = size else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no blob {sha256} in the database"),
+            ));
+        };
+        let mut bytes = Vec::with_capacity(size as usize);
+        let mut stream = self.open(sha256).await?;
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            bytes.extend_from_slice(&chunk?);
+        }
+        Ok(bytes)
+    }
+
+    /// A blob's bytes, streamed chunk by chunk (one chunk in memory at a time).
+    pub async fn open(&self, sha256: &str) -> std::io::Result<BlobStream> {
+        let Some(pool) = &self.database else {
+            let file = tokio::fs::File::open(self.path(sha256)).await?;
+            return Ok(Box::pin(tokio_util::io::ReaderStream::new(file)));
+        };
+        let known: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_error)?;
+        if known.is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no blob {sha256} in the database"),
+            ));
+        }
+        let (pool, sha256) = (pool.clone(), sha256.to_owned());
+        Ok(Box::pin(futures_util::stream::unfold(
+            Some(0i64),
+            move |next| {
+                let (pool, sha256) = (pool.clone(), sha256.clone());
+                async move {
+                    let seq = next?;
+                    let chunk: Result<Option<Vec<u8>>, _> = sqlx::query_scalar(
+                        "SELECT data FROM blob_chunks WHERE blob = $1 AND seq = $2",
+                    )
+                    .bind(&sha256)
+                    .bind(seq)
+                    .fetch_optional(&pool)
+                    .await;
+                    match chunk {
+                        Ok(Some(data)) => Some((Ok(bytes::Bytes::from(data)), Some(seq + 1))),
+                        Ok(None) => None,
+                        Err(error) => Some((Err(db_error(error)), None)),
+                    }
+                }
+            },
+        )))
     }
 
     /// Whether the disk under the blob store has room: writes and syncs a 1 MiB probe file, then
     /// removes it. (Used only after a write failed for lack of space.)
     pub async fn has_room(&self) -> bool {
+        if self.database.is_some() {
+            return true;
+        }
         let probe = self
             .dir
             .join(format!(".room-probe-{}", uuid::Uuid::new_v4()));
@@ -54,6 +157,26 @@ impl BlobStore {
         sha256: &str,
         min_age: std::time::Duration,
     ) -> std::io::Result<bool> {
+        if let Some(pool) = &self.database {
+            let cutoff = crate::now_ms() - min_age.as_millis() as i64;
+            let mut tx = pool.begin().await.map_err(db_error)?;
+            let removed = sqlx::query("DELETE FROM blobs WHERE sha256 = $1 AND created_at < $2")
+                .bind(sha256)
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+            if removed > 0 {
+                sqlx::query("DELETE FROM blob_chunks WHERE blob = $1")
+                    .bind(sha256)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+            tx.commit().await.map_err(db_error)?;
+            return Ok(removed > 0);
+        }
         let path = self.path(sha256);
         let modified = match tokio::fs::metadata(&path).await {
             Ok(metadata) => metadata.modified()?,
@@ -78,6 +201,9 @@ impl BlobStore {
         S: futures_core::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        if let Some(pool) = &self.database {
+            return write_to_database(pool, chunks, limit).await;
+        }
         tokio::fs::create_dir_all(&self.dir).await?;
         let temporary = self.dir.join(format!(".upload-{}", uuid::Uuid::new_v4()));
         let result = async {
@@ -108,4 +234,88 @@ impl BlobStore {
         }
         result
     }
+}
+
+/// Streams an upload into the database in chunks of 1 MiB, inside one transaction (a failed or
+/// abandoned upload leaves nothing), under a temporary name renamed to its SHA-256 at the end — or
+/// dropped if that content is already stored.
+async fn write_to_database<S, E>(
+    pool: &sqlx::PgPool,
+    mut chunks: S,
+    limit: u64,
+) -> Result<(String, u64), BlobError>
+where
+    S: futures_core::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let io = |error: sqlx::Error| BlobError::Io(db_error(error));
+    let temporary = format!("upload-{}", uuid::Uuid::new_v4());
+    let mut tx = pool.begin().await.map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buffer: Vec<u8> = Vec::with_capacity(CHUNK);
+    let mut seq = 0i64;
+    loop {
+        let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut chunks).poll_next(cx)).await;
+        let done = next.is_none();
+        if let Some(chunk) = next {
+            let chunk = chunk.map_err(|e| BlobError::Interrupted(e.to_string()))?;
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(BlobError::TooLarge { limit });
+            }
+            hasher.update(&chunk);
+            buffer.extend_from_slice(&chunk);
+        }
+        while buffer.len() >= CHUNK || (done && !buffer.is_empty()) {
+            let rest = buffer.split_off(CHUNK.min(buffer.len()));
+            sqlx::query("INSERT INTO blob_chunks (blob, seq, data) VALUES ($1, $2, $3)")
+                .bind(&temporary)
+                .bind(seq)
+                .bind(&buffer)
+                .execute(&mut *tx)
+                .await
+                .map_err(io)?;
+            seq += 1;
+            buffer = rest;
+        }
+        if done {
+            break;
+        }
+    }
+    let sha256 = hex::encode(hasher.finalize());
+    let created: u64 = sqlx::query(
+        "INSERT INTO blobs (sha256, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING",
+    )
+    .bind(&sha256)
+    .bind(size as i64)
+    .bind(crate::now_ms())
+    .execute(&mut *tx)
+    .await
+    .map_err(io)?
+    .rows_affected();
+    if created > 0 {
+        sqlx::query("UPDATE blob_chunks SET blob = $1 WHERE blob = $2")
+            .bind(&sha256)
+            .bind(&temporary)
+            .execute(&mut *tx)
+            .await
+            .map_err(io)?;
+    } else {
+        // The same content is stored already: keep that copy (and refresh its age, so that the
+        // collector does not take it before this upload's attachment is recorded).
+        sqlx::query("DELETE FROM blob_chunks WHERE blob = $1")
+            .bind(&temporary)
+            .execute(&mut *tx)
+            .await
+            .map_err(io)?;
+        sqlx::query("UPDATE blobs SET created_at = $2 WHERE sha256 = $1")
+            .bind(&sha256)
+            .bind(crate::now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(io)?;
+    }
+    tx.commit().await.map_err(io)?;
+    Ok((sha256, size))
 }

@@ -22,6 +22,9 @@ pub struct FileConfig {
     /// The content of sent mail older than this many days is deleted (envelope and attempts stay);
     /// unset: kept for ever.
     pub sent_retention_days: Option<u32>,
+    /// Where uploaded files are kept: "filesystem" (`<data-dir>/blobs`, the default) or "database"
+    /// (PostgreSQL only: every node reaches them).
+    pub blob_store: Option<String>,
     /// Largest total size of the attachments of one message, in bytes (default 100 MiB).
     pub max_attachment_bytes: Option<u64>,
     /// `text` (default) or `json` log lines.
@@ -89,6 +92,8 @@ pub struct Config {
     pub database_url: String,
     pub max_body_bytes: usize,
     pub sent_retention: Option<Duration>,
+    /// Whether uploaded files are kept in the database rather than under the data folder.
+    pub blobs_in_database: bool,
     pub retention_interval: Duration,
     pub max_attachment_bytes: u64,
     pub log_format: String,
@@ -151,6 +156,7 @@ impl Config {
                 "database URL {database_url:?} is not supported: use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"
             );
         }
+        let on_postgres = mailroom_store::postgres::is_postgres_url(&database_url);
         let extra_root_certificates = file
             .extra_root_certificates
             .iter()
@@ -180,6 +186,16 @@ impl Config {
                 .sent_retention_days
                 .map(|days| Duration::from_secs(u64::from(days) * 86_400)),
             retention_interval: ms(engine.retention_interval_ms, 3_600_000),
+            blobs_in_database: match file.blob_store.as_deref() {
+                None | Some("filesystem") => false,
+                Some("database") if on_postgres => true,
+                Some("database") => anyhow::bail!(
+                    "blob_store = \"database\" needs PostgreSQL (database_url = \"postgres://…\"); on SQLite files are kept under the data folder"
+                ),
+                Some(other) => {
+                    anyhow::bail!("blob_store is \"filesystem\" or \"database\", not {other:?}")
+                }
+            },
             max_attachment_bytes: file.max_attachment_bytes.unwrap_or(100 * 1024 * 1024),
             log_format: args
                 .log_format

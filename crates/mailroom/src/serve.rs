@@ -249,6 +249,11 @@ pub async fn run(config: Config) -> Result<()> {
             "messages that were being sent when mailroom last stopped are queued again (each has an interrupted attempt)"
         );
     }
+    let blobs = if config.blobs_in_database {
+        BlobStore::in_database(&store).context("blob_store = \"database\" needs PostgreSQL")?
+    } else {
+        BlobStore::new(config.data_dir.join("blobs"))
+    };
     let engine = Engine::new(
         store.clone(),
         EngineConfig {
@@ -262,7 +267,7 @@ pub async fn run(config: Config) -> Result<()> {
             },
             prefetch_per_slot: config.prefetch_per_slot,
             in_flow_delay: config.in_flow_delay,
-            blobs: BlobStore::new(config.data_dir.join("blobs")),
+            blobs: blobs.clone(),
             encode_budget_bytes: config.encode_budget_bytes,
             attachment_retention: config.attachment_retention,
             host: config.hostname.clone(),
@@ -296,7 +301,6 @@ pub async fn run(config: Config) -> Result<()> {
         pickup_root: config.pickup_root.clone(),
         max_attachment_bytes: config.max_attachment_bytes,
     };
-    let blobs = BlobStore::new(config.data_dir.join("blobs"));
     let router = mailroom_api::router(store.clone(), engine.clone(), settings, metrics, blobs);
     let address = listener.local_addr()?;
     println!("mailroom listening on http://{address}");

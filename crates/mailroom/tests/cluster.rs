@@ -457,3 +457,106 @@ async fn an_accounts_concurrency_limit_holds_for_three_nodes_together_at_the_ser
         proxy.total()
     );
 }
+
+/// Peak resident memory of a process, MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<f64>()
+        .unwrap()
+        / 1024.0
+}
+
+#[tokio::test]
+async fn a_large_file_uploaded_to_one_node_is_sent_by_another_from_the_database() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    const MIB: usize = 100;
+    let sink = SmtpSink::start(&[]).unwrap();
+    let mut nodes = MailroomServer::start_cluster(
+        binary(),
+        &format!(
+            "blob_store = \"database\"\nmax_attachment_bytes = {}\n{CLUSTER_ENGINE}",
+            (MIB + 1) * 1024 * 1024
+        ),
+        2,
+    )
+    .await
+    .unwrap();
+    nodes[0]
+        .add_default_smtp_account("files", sink.port, json!({}))
+        .await
+        .unwrap();
+    // 100 MiB of varied bytes, uploaded to node A in 1 MiB pieces.
+    let file: Vec<u8> = (0..MIB * 1024 * 1024)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(7) as u8)
+        .collect();
+    let before_upload = peak_rss_mib(nodes[0].pid().unwrap());
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        file.chunks(1024 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/attachments", nodes[0].base_url))
+        .bearer_auth(&nodes[0].token)
+        .header("content-type", "application/octet-stream")
+        .header("content-disposition", "attachment; filename=\"large.bin\"")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            pieces,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let attachment: serde_json::Value = response.json().await.unwrap();
+    let upload_growth = peak_rss_mib(nodes[0].pid().unwrap()) - before_upload;
+    assert!(
+        upload_growth < 40.0,
+        "node A's memory grew by {upload_growth:.0} MiB taking a {MIB} MiB upload"
+    );
+    // Node A stops: only node B can send it, reading the file from the database.
+    nodes[0].terminate().unwrap();
+    let accepted = nodes[1]
+        .send(
+            &json!({"to": ["x@example.com"], "subject": "large", "text": "see attached",
+            "attachments": [{"id": attachment["id"]}]}),
+        )
+        .await
+        .unwrap();
+    nodes[1]
+        .wait_for_status(
+            accepted["id"].as_str().unwrap(),
+            "sent",
+            Duration::from_secs(120),
+        )
+        .await
+        .unwrap();
+    let delivered = sink.messages().unwrap();
+    assert_eq!(delivered.len(), 1);
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&delivered[0].raw)
+        .unwrap();
+    let attached = parsed.attachments().next().expect("the attachment arrived");
+    assert!(
+        attached.contents() == file.as_slice(),
+        "the file arrived changed"
+    );
+    // And it can be downloaded from node B.
+    let downloaded = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/attachments/{}",
+            nodes[1].base_url,
+            attachment["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&nodes[1].token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        downloaded.as_ref() == file.as_slice(),
+        "the download differs"
+    );
+}

@@ -271,16 +271,14 @@ async fn download_attachment(
         return Err(ApiError::not_found(format!("attachment {id} not found")));
     }
     let attachment = state.store.attachment(id).await?;
-    let file = tokio::fs::File::open(state.blobs.path(&attachment.sha256))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::GONE,
-                "attachment_unreadable",
-                format!("the file of attachment {id} cannot be read: {e}"),
-            )
-        })?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let stream = state.blobs.open(&attachment.sha256).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::GONE,
+            "attachment_unreadable",
+            format!("the file of attachment {id} cannot be read: {e}"),
+        )
+    })?;
+    let body = Body::from_stream(stream);
     Ok((
         [
             (header::CONTENT_TYPE, attachment.content_type.clone()),
