@@ -6,6 +6,7 @@ mod accounts;
 mod attachments;
 mod blobs;
 mod cache;
+mod copy;
 mod db;
 mod listing;
 mod messages;
@@ -37,6 +38,7 @@ pub use templates::TemplateRecord;
 pub use tokens::ApiToken;
 pub use users::{AuditEntry, User, UserInput};
 
+pub use copy::CopiedTable;
 pub use db::Backend;
 pub use listing::EXACT_TOTAL_UP_TO;
 

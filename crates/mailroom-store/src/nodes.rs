@@ -14,6 +14,8 @@ pub struct NodeInfo {
     pub last_heartbeat_ms: i64,
     /// When another node declared it dead (it has not heartbeat since).
     pub declared_dead_at_ms: Option<i64>,
+    /// When it stopped cleanly.
+    pub stopped_at_ms: Option<i64>,
     /// Messages it holds a lease on (claimed or being sent).
     pub in_flight: i64,
 }
@@ -23,9 +25,9 @@ impl Store {
     pub async fn register_node(&self, id: &str, host: &str, now: i64) -> StoreResult<()> {
         on_db!(self, |writer, reader| {
             sqlx::query(
-                "INSERT INTO nodes (id, host, started_at, last_heartbeat, declared_dead_at) VALUES ($1, $2, $3, $3, NULL)
+                "INSERT INTO nodes (id, host, started_at, last_heartbeat, declared_dead_at, stopped_at) VALUES ($1, $2, $3, $3, NULL, NULL)
                  ON CONFLICT (id) DO UPDATE SET host = excluded.host, started_at = excluded.started_at,
-                   last_heartbeat = excluded.last_heartbeat, declared_dead_at = NULL",
+                   last_heartbeat = excluded.last_heartbeat, declared_dead_at = NULL, stopped_at = NULL",
             )
             .bind(id)
             .bind(host)
@@ -40,7 +42,7 @@ impl Store {
     pub async fn heartbeat(&self, id: &str, now: i64) -> StoreResult<()> {
         on_db!(self, |writer, reader| {
             sqlx::query(
-                "UPDATE nodes SET last_heartbeat = $2, declared_dead_at = NULL WHERE id = $1",
+                "UPDATE nodes SET last_heartbeat = $2, declared_dead_at = NULL, stopped_at = NULL WHERE id = $1",
             )
             .bind(id)
             .bind(now)
@@ -50,11 +52,23 @@ impl Store {
         Ok(())
     }
 
+    /// The node stopped cleanly (its leases were released or finished).
+    pub async fn node_stopped(&self, id: &str, now: i64) -> StoreResult<()> {
+        on_db!(self, |writer, reader| {
+            sqlx::query("UPDATE nodes SET stopped_at = $2 WHERE id = $1")
+                .bind(id)
+                .bind(now)
+                .execute(writer)
+                .await?;
+        });
+        Ok(())
+    }
+
     /// Every node known, live or not, with the messages each holds.
     pub async fn nodes(&self) -> StoreResult<Vec<NodeInfo>> {
         on_db!(self, |writer, reader| {
             let rows = sqlx::query(
-                "SELECT n.id, n.host, n.started_at, n.last_heartbeat, n.declared_dead_at,
+                "SELECT n.id, n.host, n.started_at, n.last_heartbeat, n.declared_dead_at, n.stopped_at,
                    (SELECT COUNT(*) FROM messages m WHERE m.status = 'sending' AND m.lease_owner = n.id) AS in_flight
                  FROM nodes n ORDER BY n.id",
             )
@@ -68,6 +82,7 @@ impl Store {
                     started_at_ms: row.get("started_at"),
                     last_heartbeat_ms: row.get("last_heartbeat"),
                     declared_dead_at_ms: row.get("declared_dead_at"),
+                    stopped_at_ms: row.get("stopped_at"),
                     in_flight: row.get("in_flight"),
                 })
                 .collect())
@@ -86,7 +101,7 @@ impl Store {
         let dead: Vec<String> = on_db!(self, |writer, reader| {
             sqlx::query_scalar(
                 "UPDATE nodes SET declared_dead_at = $2
-                 WHERE id <> $1 AND declared_dead_at IS NULL AND last_heartbeat < $3
+                 WHERE id <> $1 AND declared_dead_at IS NULL AND stopped_at IS NULL AND last_heartbeat < $3
                  RETURNING id",
             )
             .bind(me)

@@ -34,6 +34,9 @@ fn main() -> std::process::ExitCode {
                 let config = config::Config::resolve(&serve_args)?;
                 serve::recover_admin(config).await
             }
+            cli::Command::Store(cli::StoreCommand::Copy(copy_args)) => {
+                serve::copy_store(copy_args).await
+            }
             command => cli::run(args.global, command).await,
         }
     });

@@ -21,8 +21,8 @@ pub struct NodeView {
     /// When this node's current process started (RFC 3339).
     pub started_at: String,
     pub last_heartbeat_at: String,
-    /// `alive`, or `dead` once another node declared it dead (it has not heartbeat for
-    /// `node_timeout`) and recovered its leases.
+    /// `alive`; `stopped` after a clean stop; `dead` once another node declared it dead (it had
+    /// not heartbeat for `node_timeout`) and recovered its leases.
     pub state: String,
     pub declared_dead_at: Option<String>,
     /// Messages it holds a lease on (claimed or being sent).
@@ -41,7 +41,9 @@ async fn list_nodes(State(state): State<AppState>) -> ApiResult<axum::Json<Vec<N
                 host: node.host,
                 started_at: crate::dto::rfc3339(node.started_at_ms),
                 last_heartbeat_at: crate::dto::rfc3339(node.last_heartbeat_ms),
-                state: if node.declared_dead_at_ms.is_some() {
+                state: if node.stopped_at_ms.is_some() {
+                    "stopped".into()
+                } else if node.declared_dead_at_ms.is_some() {
                     "dead".into()
                 } else {
                     "alive".into()

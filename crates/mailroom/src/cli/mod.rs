@@ -83,6 +83,9 @@ pub enum Command {
     /// Work on the data folder itself, with the server stopped.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Work on the store itself, with every server on it stopped.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Email templates.
     #[command(subcommand)]
     Template(content::TemplateCommand),
@@ -92,6 +95,27 @@ pub enum Command {
     /// Files to attach to messages.
     #[command(subcommand)]
     Attachment(content::AttachmentCommand),
+}
+
+#[derive(Subcommand)]
+pub enum StoreCommand {
+    /// Copy everything from one store into a new, empty one (e.g. SQLite to PostgreSQL when moving
+    /// to several nodes), then check every table's row count and checksum on both sides.
+    Copy(StoreCopyArgs),
+}
+
+#[derive(Args)]
+pub struct StoreCopyArgs {
+    /// The store to copy: sqlite://PATH or postgres://…
+    #[arg(long)]
+    pub from: String,
+    /// The empty store to copy into: postgres://… or sqlite://PATH
+    #[arg(long)]
+    pub to: String,
+    /// Also copy the uploaded files under this folder (the source's `<data-dir>/blobs`) into the
+    /// target database, for servers with `blob_store = "database"`.
+    #[arg(long)]
+    pub blobs: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -420,7 +444,7 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
     let client = Client::new(&global)?;
     let output = global.output;
     match command {
-        Command::Serve(_) | Command::Admin(_) => {
+        Command::Serve(_) | Command::Admin(_) | Command::Store(_) => {
             unreachable!("serve and admin work on the data folder and are handled by main")
         }
         Command::Setup(args) => accounts::setup(&client, args, output).await?,
