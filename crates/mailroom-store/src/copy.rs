@@ -432,7 +432,7 @@ impl Store {
             let mut after: Option<Row> = None;
             loop {
                 let batch: Vec<Row> =
-                    with_pool!(self, |pool, _postgres| { read_batch!(pool, table, &after) });
+                    with_pool!(self, |pool, _postgres| read_batch!(pool, table, &after));
                 for row in &batch {
                     rows += 1;
                     sum = sum.wrapping_add(row_hash(row));
@@ -484,7 +484,7 @@ impl Store {
             let mut copied = 0u64;
             loop {
                 let batch: Vec<Row> =
-                    with_pool!(self, |pool, _postgres| { read_batch!(pool, table, &after) });
+                    with_pool!(self, |pool, _postgres| read_batch!(pool, table, &after));
                 if batch.is_empty() {
                     break;
                 }
