@@ -35,6 +35,13 @@ enum Bench {
         /// SMTP sessions in parallel, for both smtp-source and the mailroom account.
         #[arg(long, default_value_t = 16)]
         sessions: usize,
+        /// `postgres`: one run measures SQLite with one node and PostgreSQL with 1 to `--nodes`
+        /// nodes, each against the same raw ceiling.
+        #[arg(long, default_value = "sqlite")]
+        database: String,
+        /// The most nodes on PostgreSQL (with `--database postgres`).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
     },
     /// Listing speed over a large archive: p50/p95 of each listing route, first page and 100 pages
     /// deep, for an administrator and for users under each view policy.
@@ -109,7 +116,13 @@ async fn main() -> Result<()> {
             size,
             clients,
             sessions,
-        } => outbound(messages, size, clients, sessions).await,
+            database,
+            nodes,
+        } => match database.as_str() {
+            "sqlite" => outbound(messages, size, clients, sessions).await,
+            "postgres" => outbound_nodes(messages, size, clients, sessions, nodes).await,
+            other => bail!("--database is sqlite or postgres, not {other:?}"),
+        },
         Bench::Templates { renders } => templates(renders),
         Bench::Archive { messages, database } => {
             let postgres = match database.as_str() {
@@ -325,6 +338,166 @@ async fn outbound(messages: usize, size: usize, clients: usize, sessions: usize)
         }
     }
     Ok(())
+}
+
+/// One store and node count to measure.
+struct Setup {
+    label: String,
+    postgres: bool,
+    nodes: usize,
+}
+
+/// `outbound --database postgres --nodes N`: the raw ceiling, then SQLite with one node and
+/// PostgreSQL with 1..=N nodes (on one database, one account whose concurrency limit holds for all
+/// nodes together), each pushed by the same clients spread over the nodes; delivered/s of each as
+/// a fraction of the raw ceiling (the mean of a measure before and after).
+async fn outbound_nodes(
+    messages: usize,
+    size: usize,
+    clients: usize,
+    sessions: usize,
+    max_nodes: usize,
+) -> Result<()> {
+    let binary = mailroom_binary()?;
+    let sink = SmtpSink::start_without_dumps(&[])?;
+    let raw_before = raw_ceiling(sink.port, messages, size, sessions)?;
+    println!("raw ceiling (smtp-source, {sessions} sessions): {raw_before:.0} messages/s");
+    let mut setups = vec![Setup {
+        label: "SQLite, 1 node".into(),
+        postgres: false,
+        nodes: 1,
+    }];
+    for nodes in 1..=max_nodes.max(1) {
+        setups.push(Setup {
+            label: format!("PostgreSQL, {nodes} node{}", if nodes > 1 { "s" } else { "" }),
+            postgres: true,
+            nodes,
+        });
+    }
+    let mut results = Vec::new();
+    for setup in &setups {
+        let servers = if setup.postgres {
+            MailroomServer::start_cluster(&binary, "", setup.nodes).await?
+        } else {
+            vec![MailroomServer::start_on(&binary, "", false).await?]
+        };
+        servers[0]
+            .add_default_smtp_account(
+                "bench",
+                sink.port,
+                json!({"rate_limit_per_minute": 0, "concurrency_limit": sessions}),
+            )
+            .await?;
+        let (per_second, p50, p99) = drive(&servers, messages, size, clients).await?;
+        println!(
+            "{}: {per_second:.0} delivered/s (accept latency p50 {:.2} ms, p99 {:.2} ms)",
+            setup.label,
+            p50.as_secs_f64() * 1000.0,
+            p99.as_secs_f64() * 1000.0
+        );
+        results.push(per_second);
+        drop(servers);
+    }
+    let raw_after = raw_ceiling(sink.port, messages, size, sessions)?;
+    let raw = (raw_before + raw_after) / 2.0;
+    println!("raw ceiling again: {raw_after:.0} messages/s (mean {raw:.0})");
+    println!("| store | delivered/s | ÷ raw ceiling | ÷ PostgreSQL 1 node |");
+    println!("|---|---|---|---|");
+    let pg_one = results.get(1).copied().unwrap_or(f64::NAN);
+    for (setup, per_second) in setups.iter().zip(&results) {
+        println!(
+            "| {} | {per_second:.0} | {:.2} | {} |",
+            setup.label,
+            per_second / raw,
+            if setup.postgres {
+                format!("{:.2}", per_second / pg_one)
+            } else {
+                "—".into()
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Pushes `messages` through the servers (clients spread over them, each on a keep-alive
+/// connection) and waits until every one was delivered; returns delivered/s and the accept
+/// latency's p50 and p99.
+async fn drive(
+    servers: &[MailroomServer],
+    messages: usize,
+    size: usize,
+    clients: usize,
+) -> Result<(f64, Duration, Duration)> {
+    let body = "x"
+        .repeat(size.saturating_sub(80))
+        .as_bytes()
+        .chunks(76)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let request = serde_json::to_vec(
+        &json!({"to": ["sink@example.com"], "subject": "benchmark message", "text": body}),
+    )?;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for client in 0..clients {
+        let server = &servers[client % servers.len()];
+        let address = server
+            .base_url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let mut head = format!(
+            "POST /v1/messages HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            server.token,
+            request.len()
+        )
+        .into_bytes();
+        head.extend_from_slice(&request);
+        let next = next.clone();
+        workers.push(tokio::spawn(async move {
+            let mut connection = HttpConnection::open(&address).await?;
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < messages {
+                let sent = Instant::now();
+                let (status, answer) = connection.exchange(&head).await?;
+                if status != 202 {
+                    bail!("the API answered {status}: {}", String::from_utf8_lossy(&answer));
+                }
+                latencies.push(sent.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(messages);
+    for worker in workers {
+        latencies.extend(worker.await??);
+    }
+    loop {
+        let (_, pending) = servers[0]
+            .get("/v1/outbox?status=queued,sending&limit=1")
+            .await?;
+        if pending["total"].as_u64() == Some(0) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("not every message was delivered within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (_, failed) = servers[0].get("/v1/outbox?status=failed&limit=1").await?;
+    if failed["total"].as_u64() != Some(0) {
+        bail!("{} of {messages} messages failed", failed["total"]);
+    }
+    latencies.sort();
+    Ok((
+        messages as f64 / seconds,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+    ))
 }
 
 /// Messages per second Postfix's `smtp-source` delivers to the sink on `port`.
