@@ -369,7 +369,10 @@ async fn outbound_nodes(
     }];
     for nodes in 1..=max_nodes.max(1) {
         setups.push(Setup {
-            label: format!("PostgreSQL, {nodes} node{}", if nodes > 1 { "s" } else { "" }),
+            label: format!(
+                "PostgreSQL, {nodes} node{}",
+                if nodes > 1 { "s" } else { "" }
+            ),
             postgres: true,
             nodes,
         });
@@ -464,7 +467,10 @@ async fn drive(
                 let sent = Instant::now();
                 let (status, answer) = connection.exchange(&head).await?;
                 if status != 202 {
-                    bail!("the API answered {status}: {}", String::from_utf8_lossy(&answer));
+                    bail!(
+                        "the API answered {status}: {}",
+                        String::from_utf8_lossy(&answer)
+                    );
                 }
                 latencies.push(sent.elapsed());
             }

@@ -27,7 +27,9 @@ fn main() -> std::process::ExitCode {
         match args.command {
             cli::Command::Serve(serve_args) => {
                 let config = config::Config::resolve(&serve_args)?;
-                init_logging(&config.log_format);
+                // Every log line names the node (several may share one database).
+                let node = serve::node_id(&config.data_dir)?;
+                init_logging(&config.log_format, &node);
                 serve::run(config).await
             }
             cli::Command::Admin(cli::AdminCommand::Recover(serve_args)) => {
@@ -53,7 +55,44 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging(format: &str) {
+/// Writes `node=<id>` (text) or a `"node"` field (JSON) in front of every log line.
+struct WithNode<F> {
+    node: String,
+    inner: F,
+    json: bool,
+}
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithNode<F>
+where
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if self.json {
+            let mut line = String::new();
+            self.inner.format_event(
+                ctx,
+                tracing_subscriber::fmt::format::Writer::new(&mut line),
+                event,
+            )?;
+            match line.strip_prefix('{') {
+                Some(rest) => write!(writer, "{{\"node\":{:?},{rest}", self.node),
+                None => writer.write_str(&line),
+            }
+        } else {
+            write!(writer, "node={} ", self.node)?;
+            self.inner.format_event(ctx, writer, event)
+        }
+    }
+}
+
+fn init_logging(format: &str, node: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into());
     let builder = tracing_subscriber::fmt()
@@ -66,8 +105,22 @@ fn init_logging(format: &str) {
         // Colours only for a person at a terminal, not in log files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if format == "json" {
-        builder.json().init();
+        builder
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(WithNode {
+                node: node.to_owned(),
+                inner: tracing_subscriber::fmt::format().json(),
+                json: true,
+            })
+            .init();
     } else {
-        builder.init();
+        builder
+            .event_format(WithNode {
+                node: node.to_owned(),
+                inner: tracing_subscriber::fmt::format()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+                json: false,
+            })
+            .init();
     }
 }

@@ -17,8 +17,10 @@ use std::io::Write;
 use std::path::Path;
 use tokio::signal::unix::{SignalKind, signal};
 
-fn install_metrics() -> Result<PrometheusHandle> {
+fn install_metrics(node: &str) -> Result<PrometheusHandle> {
     PrometheusBuilder::new()
+        // Several nodes may share one database: every series names its node.
+        .add_global_label("node", node)
         .set_buckets_for_metric(
             Matcher::Suffix("seconds".into()),
             &[
@@ -188,7 +190,7 @@ impl DataFolderLock {
 
 /// This data folder's node id, kept in `<data-dir>/node-id` so that a restarted process knows which
 /// leases its previous life held.
-fn node_id(data_dir: &Path) -> Result<String> {
+pub(crate) fn node_id(data_dir: &Path) -> Result<String> {
     let path = data_dir.join("node-id");
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
@@ -232,7 +234,7 @@ pub async fn run(config: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen.as_str())
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let metrics = install_metrics()?;
+    let metrics = install_metrics(&node_id(&config.data_dir)?)?;
     let store = Store::open(&config.database_url, secrets(&config)?)
         .await
         .context("opening the store")?;

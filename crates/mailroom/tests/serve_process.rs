@@ -207,3 +207,42 @@ async fn a_log_that_cannot_be_written_does_not_stop_the_server() {
     outcome.unwrap();
     assert!(still_running, "the server exited");
 }
+
+#[tokio::test]
+async fn every_log_line_and_metric_names_the_node() {
+    let server = common::start_server().await;
+    let node = std::fs::read_to_string(server.data_dir().join("node-id"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let (status, nodes) = server.get("/v1/nodes").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(nodes[0]["id"], node.as_str());
+    assert_eq!(nodes[0]["state"], "alive");
+    let log = server.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        assert!(
+            line.starts_with(&format!("node={node} ")),
+            "a log line without its node: {line}"
+        );
+    }
+    let metrics = reqwest::get(format!("{}/metrics", server.base_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    assert!(!series.is_empty());
+    for line in series {
+        assert!(
+            line.contains(&format!("node=\"{node}\"")),
+            "a metric without its node: {line}"
+        );
+    }
+}
