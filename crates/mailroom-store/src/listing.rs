@@ -115,19 +115,21 @@ fn push_filters<DB: Database>(
     }
 }
 
-/// One branch's ids, newest first (`limit` given: cut there and ordered; else for counting).
+/// One branch's ids, cut at `limit`: newest first from the cursor for a page (`ordered`), in any
+/// order for counting (the limit tells the planner that only so many rows are wanted, so that it
+/// walks an index instead of collecting every match first).
 fn push_branch<DB: Database>(
     query: &mut QueryBuilder<DB>,
     filter: &MessageFilter,
     branch: &Branch,
     status: Option<&'static str>,
-    limit: Option<i64>,
+    limit: i64,
+    ordered: bool,
 ) where
     for<'t> String: Encode<'t, DB> + Type<DB>,
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
     for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
-    let ordered = limit.is_some();
     query.push("SELECT id FROM (");
     if let Some((record_type, record_id)) = &filter.related_to {
         // From the record: its messages, newest first.
@@ -166,14 +168,14 @@ fn push_branch<DB: Database>(
         }
     }
     push_filters(query, filter, status, ordered);
-    if let Some(limit) = limit {
+    if ordered {
         if filter.related_to.is_some() {
-            query.push(" ORDER BY rr.message_id DESC LIMIT ");
+            query.push(" ORDER BY rr.message_id DESC");
         } else {
-            query.push(" ORDER BY m.id DESC LIMIT ");
+            query.push(" ORDER BY m.id DESC");
         }
-        query.push_bind(limit);
     }
+    query.push(" LIMIT ").push_bind(limit);
     query.push(") b");
 }
 
@@ -182,7 +184,8 @@ fn push_union<DB: Database>(
     query: &mut QueryBuilder<DB>,
     filter: &MessageFilter,
     branches: &[(Branch, Option<&'static str>)],
-    limit: Option<i64>,
+    limit: i64,
+    ordered: bool,
 ) where
     for<'t> String: Encode<'t, DB> + Type<DB>,
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
@@ -193,7 +196,7 @@ fn push_union<DB: Database>(
             query.push(" UNION ALL ");
         }
         query.push("SELECT id FROM (");
-        push_branch(query, filter, branch, *status, limit);
+        push_branch(query, filter, branch, *status, limit, ordered);
         query.push(") u");
         query.push(n.to_string());
     }
@@ -241,7 +244,7 @@ impl Store {
             .collect();
         on_db!(self, |writer, reader| {
             let mut page = QueryBuilder::new("SELECT id FROM (");
-            push_union(&mut page, filter, &branches, Some(limit + 1));
+            push_union(&mut page, filter, &branches, limit + 1, true);
             page.push(") p ORDER BY id DESC LIMIT ")
                 .push_bind(limit + 1);
             let mut ids: Vec<String> = page.build_query_scalar().fetch_all(reader).await?;
@@ -249,7 +252,7 @@ impl Store {
             ids.truncate(limit as usize);
 
             let mut count = QueryBuilder::new("SELECT COUNT(*) FROM (SELECT id FROM (");
-            push_union(&mut count, filter, &branches, None);
+            push_union(&mut count, filter, &branches, EXACT_TOTAL_UP_TO + 1, false);
             count
                 .push(") c LIMIT ")
                 .push_bind(EXACT_TOTAL_UP_TO + 1)
