@@ -58,7 +58,7 @@ fn describe_metrics() {
     );
     describe_gauge!(
         "mailroom_outbox_messages",
-        "Messages in the outbox by status, read from the store at each scrape."
+        "Messages in the outbox by status (draft, queued, sending, failed), read from the store at each scrape; sent mail is counted by mailroom_messages_sent_total."
     );
     describe_histogram!(
         "mailroom_send_duration_seconds",

@@ -6,6 +6,7 @@ use crate::error::ApiResult;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse};
+use mailroom_core::message::MessageStatus;
 use utoipa::openapi::OpenApi;
 
 /// Liveness and database reachability.
@@ -56,7 +57,10 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 /// Prometheus metrics; outbox depth per status is read from the store at each scrape.
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     let counts = state.store.status_counts().await?;
-    for status in mailroom_core::message::MessageStatus::ALL {
+    for status in mailroom_core::message::MessageStatus::ALL
+        .iter()
+        .filter(|s| !matches!(s, MessageStatus::Sent | MessageStatus::Cancelled))
+    {
         let count = counts
             .iter()
             .find(|(s, _)| s == status)
