@@ -461,7 +461,7 @@ impl Store {
                 })
                 .await
             }
-            Db::Postgres(db) => crate::postgres::hot::insert(&db.pool, &message).await,
+            Db::Postgres(db) => db.inserts.insert(message).await,
         }
     }
 

@@ -10,6 +10,7 @@
 //! queued (idle dispatchers wake at once; polling stays the fallback) and `mailroom_changes` when
 //! configuration changed (cached tokens and routing are dropped).
 
+pub(crate) mod batch;
 pub(crate) mod hot;
 pub mod limits;
 
@@ -36,6 +37,8 @@ pub(crate) struct PgDb {
     pub(crate) queued: Arc<Notify>,
     /// Signalled when another node changed configuration.
     pub(crate) changed: Arc<Notify>,
+    /// Stores new mail in groups.
+    pub(crate) inserts: batch::Batcher,
 }
 
 impl PgDb {
@@ -52,9 +55,10 @@ impl PgDb {
         // Several nodes may start at once: sqlx holds an advisory lock while it migrates.
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self {
-            pool,
             queued: Arc::new(Notify::new()),
             changed: Arc::new(Notify::new()),
+            inserts: batch::Batcher::start(pool.clone()),
+            pool,
         })
     }
 

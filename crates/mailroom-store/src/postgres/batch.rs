@@ -1,0 +1,380 @@
+//! Group inserts on PostgreSQL: new mail waiting at one moment is stored in one transaction of a
+//! few multi-row statements (the rows travel as arrays), so that a message costs a share of a
+//! commit and of a handful of round trips instead of a commit and ten round trips of its own.
+//! Several such transactions run at once, so PostgreSQL's own group commit still applies.
+//!
+//! A message with attachments, or a batch that fails (a key committed meanwhile by another node,
+//! say), is stored on its own by [`super::hot::insert`], which handles every case one by one.
+
+use crate::StoreResult;
+use crate::messages::{
+    InsertOutcome, NewMessage, headers_to_json, mailboxes_to_json, parse_uuid, record_types_key,
+    related_to_json,
+};
+use sqlx::Row;
+use sqlx::postgres::PgPool;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// Most messages in one transaction.
+const BATCH: usize = 256;
+/// Transactions in flight at once.
+const IN_FLIGHT: usize = 4;
+/// How far apart the nodes' clocks may be (see `hot.rs`).
+const CLOCK_SLACK_MS: i64 = 1_000;
+
+type Request = (Box<NewMessage>, oneshot::Sender<StoreResult<InsertOutcome>>);
+
+/// Takes inserts and stores them in groups.
+#[derive(Clone)]
+pub(crate) struct Batcher {
+    requests: mpsc::Sender<Request>,
+}
+
+impl Batcher {
+    pub(crate) fn start(pool: PgPool) -> Self {
+        let (requests, mut receiver) = mpsc::channel::<Request>(4096);
+        tokio::spawn(async move {
+            let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+            while let Some(first) = receiver.recv().await {
+                // Wait for a free slot first: what arrives meanwhile joins this group.
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let mut batch = vec![first];
+                while batch.len() < BATCH {
+                    match receiver.try_recv() {
+                        Ok(request) => batch.push(request),
+                        Err(_) => break,
+                    }
+                }
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    store_batch(&pool, batch).await;
+                    drop(slot);
+                });
+            }
+        });
+        Self { requests }
+    }
+
+    pub(crate) async fn insert(&self, message: NewMessage) -> StoreResult<InsertOutcome> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send((Box::new(message), reply))
+            .await
+            .map_err(|_| crate::StoreError::Closed)?;
+        answer.await.map_err(|_| crate::StoreError::Closed)?
+    }
+}
+
+async fn store_batch(pool: &PgPool, batch: Vec<Request>) {
+    // Each (author, key) at most once per group; attachments are checked one by one.
+    let mut seen = HashSet::new();
+    let (grouped, alone): (Vec<Request>, Vec<Request>) = batch.into_iter().partition(|(m, _)| {
+        m.attachments.is_empty()
+            && m.idempotency_key
+                .as_ref()
+                .is_none_or(|key| seen.insert((m.created_by.clone(), key.clone())))
+    });
+    for (message, reply) in alone {
+        let _ = reply.send(super::hot::insert(pool, &message).await);
+    }
+    if grouped.is_empty() {
+        return;
+    }
+    let messages: Vec<&NewMessage> = grouped.iter().map(|(m, _)| m.as_ref()).collect();
+    match insert_group(pool, &messages).await {
+        Ok(outcomes) => {
+            for ((_, reply), outcome) in grouped.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(error) => {
+            if !error.is_full() {
+                tracing::debug!(%error, size = grouped.len(), "a group insert failed; storing one by one");
+            }
+            for (message, reply) in grouped {
+                let _ = reply.send(super::hot::insert(pool, &message).await);
+            }
+        }
+    }
+}
+
+/// Stores the messages in one transaction; answers for each in order.
+async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Vec<InsertOutcome>> {
+    let mut tx = pool.begin().await?;
+    // Requests seen before: a replay, or a key reused for another request.
+    let keyed: Vec<(&str, &str)> = messages
+        .iter()
+        .filter_map(|m| Some((m.created_by.as_str(), m.idempotency_key.as_deref()?)))
+        .collect();
+    let mut earlier: HashMap<(String, String), (String, Option<String>)> = HashMap::new();
+    if !keyed.is_empty() {
+        let rows = sqlx::query(
+            "SELECT m.created_by, m.idempotency_key, m.id, m.request_hash FROM messages m
+             JOIN UNNEST($1::text[], $2::text[]) AS k(created_by, idempotency_key)
+               ON m.created_by = k.created_by AND m.idempotency_key = k.idempotency_key",
+        )
+        .bind(keyed.iter().map(|(a, _)| *a).collect::<Vec<_>>())
+        .bind(keyed.iter().map(|(_, k)| *k).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            earlier.insert(
+                (row.get("created_by"), row.get("idempotency_key")),
+                (row.get("id"), row.get("request_hash")),
+            );
+        }
+    }
+    // Accounts with due mail waiting: their new mail is not stored claimed.
+    let newest = messages.iter().map(|m| m.created_at_ms).max().unwrap_or(0);
+    let asking: Vec<String> = messages
+        .iter()
+        .filter(|m| m.claim.is_some())
+        .map(|m| m.account_id.to_string())
+        .collect();
+    let mut waiting: HashSet<String> = if asking.is_empty() {
+        HashSet::new()
+    } else {
+        sqlx::query_scalar(
+            "SELECT DISTINCT account_id FROM messages
+             WHERE account_id = ANY($1) AND status = 'queued' AND next_attempt_at <= $2",
+        )
+        .bind(&asking)
+        .bind(newest + CLOCK_SLACK_MS)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect()
+    };
+
+    let mut outcomes = Vec::with_capacity(messages.len());
+    let mut rows = Rows::default();
+    let mut notify = false;
+    for message in messages {
+        if let Some(key) = &message.idempotency_key
+            && let Some((id, hash)) = earlier.get(&(message.created_by.clone(), key.clone()))
+        {
+            let id = parse_uuid(id)?;
+            outcomes.push(if hash.as_deref() == message.request_hash.as_deref() {
+                InsertOutcome::Replayed(id)
+            } else {
+                InsertOutcome::KeyReused(id)
+            });
+            continue;
+        }
+        let now = message.created_at_ms;
+        let due_now = message.send_at_ms.is_none_or(|at| at <= now);
+        let account = message.account_id.to_string();
+        let claim = message
+            .claim
+            .as_ref()
+            .filter(|_| !message.draft && due_now && !waiting.contains(&account));
+        let status = match (claim, message.draft) {
+            (_, true) => "draft",
+            (Some(_), false) => "sending",
+            (None, false) => "queued",
+        };
+        if status == "queued" && due_now {
+            // Later mail of this account in the group waits behind it.
+            waiting.insert(account.clone());
+            notify = true;
+        }
+        rows.push(message, status, claim, account);
+        outcomes.push(if claim.is_some() {
+            InsertOutcome::Claimed(message.id)
+        } else {
+            InsertOutcome::Created(message.id)
+        });
+    }
+    if !rows.ids.is_empty() {
+        rows.insert(&mut tx).await?;
+    }
+    if notify {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(super::QUEUED_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// The group's rows, column by column.
+#[derive(Default)]
+struct Rows {
+    ids: Vec<String>,
+    statuses: Vec<&'static str>,
+    scenarios: Vec<String>,
+    accounts: Vec<String>,
+    message_ids: Vec<String>,
+    subjects: Vec<String>,
+    authors: Vec<String>,
+    keys: Vec<Option<String>>,
+    hashes: Vec<Option<String>>,
+    created: Vec<i64>,
+    send_at: Vec<Option<i64>>,
+    next_attempt: Vec<i64>,
+    template_ids: Vec<Option<String>>,
+    template_versions: Vec<Option<i64>>,
+    attempt_counts: Vec<i64>,
+    lease_owners: Vec<Option<String>>,
+    lease_until: Vec<Option<i64>>,
+    record_types: Vec<String>,
+    to: Vec<String>,
+    cc: Vec<String>,
+    bcc: Vec<String>,
+    reply_to: Vec<String>,
+    headers: Vec<String>,
+    texts: Vec<Option<String>>,
+    htmls: Vec<Option<String>>,
+    related: Vec<String>,
+    froms: Vec<Option<String>>,
+    senders: Vec<Option<String>>,
+    related_ids: Vec<String>,
+    related_types: Vec<String>,
+    related_record_ids: Vec<String>,
+    related_relations: Vec<&'static str>,
+}
+
+impl Rows {
+    fn push(
+        &mut self,
+        message: &NewMessage,
+        status: &'static str,
+        claim: Option<&crate::messages::InsertClaim>,
+        account: String,
+    ) {
+        let id = message.id.to_string();
+        let now = message.created_at_ms;
+        let content = &message.content;
+        let single = |m: &Option<mailroom_core::address::Mailbox>| {
+            m.as_ref()
+                .map(|m| mailboxes_to_json(std::slice::from_ref(m)))
+        };
+        for record in &message.related_records {
+            self.related_ids.push(id.clone());
+            self.related_types.push(record.record_type.clone());
+            self.related_record_ids.push(record.record_id.clone());
+            self.related_relations.push(record.relation.as_str());
+        }
+        self.ids.push(id);
+        self.statuses.push(status);
+        self.scenarios.push(message.scenario.as_str().to_owned());
+        self.accounts.push(account);
+        self.message_ids.push(message.message_id_header.clone());
+        self.subjects.push(content.subject.as_str().to_owned());
+        self.authors.push(message.created_by.clone());
+        self.keys.push(message.idempotency_key.clone());
+        self.hashes.push(message.request_hash.clone());
+        self.created.push(now);
+        self.send_at.push(message.send_at_ms);
+        self.next_attempt
+            .push(message.send_at_ms.unwrap_or(now).max(now));
+        self.template_ids
+            .push(message.template.as_ref().map(|(id, _)| id.clone()));
+        self.template_versions
+            .push(message.template.as_ref().map(|(_, v)| *v));
+        self.attempt_counts.push(i64::from(claim.is_some()));
+        self.lease_owners.push(claim.map(|c| c.owner.clone()));
+        self.lease_until.push(claim.map(|c| c.lease_until));
+        self.record_types
+            .push(record_types_key(&message.related_records));
+        self.to.push(mailboxes_to_json(&content.to));
+        self.cc.push(mailboxes_to_json(&content.cc));
+        self.bcc.push(mailboxes_to_json(&content.bcc));
+        self.reply_to.push(mailboxes_to_json(&content.reply_to));
+        self.headers.push(headers_to_json(&content.headers));
+        self.texts.push(content.text.clone());
+        self.htmls.push(content.html.clone());
+        self.related.push(related_to_json(&message.related_records));
+        self.froms.push(single(&content.from));
+        self.senders.push(single(&content.sender));
+    }
+
+    async fn insert(&self, tx: &mut sqlx::Transaction<'static, sqlx::Postgres>) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO messages (id, status, scenario, account_id, message_id_header, subject, created_by,
+               idempotency_key, request_hash, created_at, updated_at, send_at, next_attempt_at, template_id,
+               template_version, attempt_count, lease_owner, lease_until, record_types)
+             SELECT id, status, scenario, account_id, message_id_header, subject, created_by, idempotency_key,
+               request_hash, created_at, created_at, send_at, next_attempt_at, template_id, template_version,
+               attempt_count, lease_owner, lease_until, record_types
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+               $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::bigint[],
+               $15::bigint[], $16::text[], $17::bigint[], $18::text[])
+             AS r(id, status, scenario, account_id, message_id_header, subject, created_by, idempotency_key,
+               request_hash, created_at, send_at, next_attempt_at, template_id, template_version,
+               attempt_count, lease_owner, lease_until, record_types)",
+        )
+        .bind(&self.ids)
+        .bind(&self.statuses)
+        .bind(&self.scenarios)
+        .bind(&self.accounts)
+        .bind(&self.message_ids)
+        .bind(&self.subjects)
+        .bind(&self.authors)
+        .bind(&self.keys)
+        .bind(&self.hashes)
+        .bind(&self.created)
+        .bind(&self.send_at)
+        .bind(&self.next_attempt)
+        .bind(&self.template_ids)
+        .bind(&self.template_versions)
+        .bind(&self.attempt_counts)
+        .bind(&self.lease_owners)
+        .bind(&self.lease_until)
+        .bind(&self.record_types)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO message_contents (message_id, to_json, cc_json, bcc_json, reply_to_json, headers_json,
+               text_body, html_body, related_json, from_json, sender_json)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+               $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])",
+        )
+        .bind(&self.ids)
+        .bind(&self.to)
+        .bind(&self.cc)
+        .bind(&self.bcc)
+        .bind(&self.reply_to)
+        .bind(&self.headers)
+        .bind(&self.texts)
+        .bind(&self.htmls)
+        .bind(&self.related)
+        .bind(&self.froms)
+        .bind(&self.senders)
+        .execute(&mut **tx)
+        .await?;
+        if !self.related_ids.is_empty() {
+            sqlx::query(
+                "INSERT INTO related_records (message_id, record_type, record_id, relation)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.related_ids)
+            .bind(&self.related_types)
+            .bind(&self.related_record_ids)
+            .bind(&self.related_relations)
+            .execute(&mut **tx)
+            .await?;
+        }
+        let sets: Vec<&String> = self
+            .record_types
+            .iter()
+            .filter(|t| !t.is_empty())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if !sets.is_empty() {
+            sqlx::query(
+                "INSERT INTO record_type_sets (types) SELECT * FROM UNNEST($1::text[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(sets)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
