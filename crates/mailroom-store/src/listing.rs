@@ -32,8 +32,9 @@ enum Branch {
     All,
     /// The viewer's own messages.
     Own(String),
-    /// Others' messages whose related record types are exactly this set.
-    TypeSet { types: String, viewer: String },
+    /// Messages whose related record types are exactly this set (the viewer's own among them:
+    /// the union drops what two branches both find).
+    TypeSet { types: String },
     /// Every message, the view policy checked on each (many type sets).
     Checked,
 }
@@ -154,12 +155,10 @@ fn push_branch<DB: Database>(
         Branch::Own(viewer) => {
             query.push(" AND m.created_by = ").push_bind(viewer.clone());
         }
-        Branch::TypeSet { types, viewer } => {
+        Branch::TypeSet { types } => {
             query
                 .push(" AND m.record_types = ")
-                .push_bind(types.clone())
-                .push(" AND m.created_by <> ")
-                .push_bind(viewer.clone());
+                .push_bind(types.clone());
         }
         Branch::Checked => {
             if let Some(visibility) = &filter.visibility {
@@ -192,8 +191,11 @@ fn push_union<DB: Database>(
     for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
     for (n, (branch, status)) in branches.iter().enumerate() {
+        // UNION, not UNION ALL: a message of the viewer's own may also be in a type set's
+        // range. The page stays right: the newest n of the union are among the newest n of each
+        // branch.
         if n > 0 {
-            query.push(" UNION ALL ");
+            query.push(" UNION ");
         }
         query.push("SELECT id FROM (");
         push_branch(query, filter, branch, *status, limit, ordered);
@@ -230,10 +232,7 @@ impl Store {
                     if visible.len() > MOST_TYPE_SETS {
                         kinds = vec![Branch::Checked];
                     } else {
-                        kinds.extend(visible.into_iter().map(|types| Branch::TypeSet {
-                            types,
-                            viewer: visibility.viewer.clone(),
-                        }));
+                        kinds.extend(visible.into_iter().map(|types| Branch::TypeSet { types }));
                     }
                 }
             }
