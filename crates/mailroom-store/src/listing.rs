@@ -246,7 +246,13 @@ impl Store {
             push_union(&mut page, filter, &branches, limit + 1, true);
             page.push(") p ORDER BY id DESC LIMIT ")
                 .push_bind(limit + 1);
-            let mut ids: Vec<String> = page.build_query_scalar().fetch_all(reader).await?;
+            // Not prepared: each listing is planned with its own values (a plan cached for one
+            // account or viewer, generic in them, can walk the wrong index for another).
+            let mut ids: Vec<String> = page
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_all(reader)
+                .await?;
             let has_more = ids.len() as i64 > limit;
             ids.truncate(limit as usize);
 
@@ -256,7 +262,11 @@ impl Store {
                 .push(") c LIMIT ")
                 .push_bind(EXACT_TOTAL_UP_TO + 1)
                 .push(") n");
-            let counted: i64 = count.build_query_scalar().fetch_one(reader).await?;
+            let counted: i64 = count
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_one(reader)
+                .await?;
 
             let mut items = Vec::with_capacity(ids.len());
             if !ids.is_empty() {
