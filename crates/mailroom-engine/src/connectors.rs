@@ -69,7 +69,13 @@ impl SessionGate for StoreSessionGate {
             let lease_until = now_ms() + self.node_timeout.as_millis() as i64;
             match self
                 .store
-                .take_session_slot(self.account_id, &self.node_id, self.limit, lease_until)
+                .take_session_slot(
+                    self.account_id,
+                    &self.node_id,
+                    self.limit,
+                    lease_until,
+                    self.node_timeout.as_millis() as i64,
+                )
                 .await
             {
                 Ok(Some(slot)) => {

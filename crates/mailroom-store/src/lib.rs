@@ -215,6 +215,7 @@ impl Store {
         node_id: &str,
         limit: u32,
         lease_until: i64,
+        node_timeout_ms: i64,
     ) -> StoreResult<Option<i64>> {
         match &*self.db {
             db::Db::Sqlite(_) => Ok(Some(0)),
@@ -226,6 +227,7 @@ impl Store {
                     limit,
                     now_ms(),
                     lease_until,
+                    node_timeout_ms,
                 )
                 .await
             }

@@ -35,7 +35,10 @@ pub(crate) async fn take_start_slot(
 }
 
 /// Takes a free place for one open connection of the account (`limit` places in all) for
-/// `node_id` until `lease_until`; `None` when every place is held.
+/// `node_id` until `lease_until`; `None` when every place is held, or when the node already holds
+/// its fair share — the limit divided among the live nodes, rounded up. Without that share, the
+/// first node to open connections kept every place while it had mail of its own, and the mail the
+/// other nodes had accepted (which only they may send) waited until it had none.
 pub(crate) async fn take_session_slot(
     pool: &PgPool,
     account_id: Uuid,
@@ -43,6 +46,7 @@ pub(crate) async fn take_session_slot(
     limit: u32,
     now: i64,
     lease_until: i64,
+    node_timeout_ms: i64,
 ) -> StoreResult<Option<i64>> {
     let account = account_id.to_string();
     // The account's places exist once it first sends (and more when its limit was raised).
@@ -60,6 +64,12 @@ pub(crate) async fn take_session_slot(
            SELECT slot FROM session_slots
            WHERE account_id = $1 AND slot < $2 AND (node_id IS NULL OR lease_until < $4)
            ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED)
+           AND (SELECT COUNT(*) FROM session_slots
+                WHERE account_id = $1 AND node_id = $3 AND lease_until >= $4)
+             < ($2 + (SELECT GREATEST(COUNT(*), 1) FROM nodes
+                      WHERE stopped_at IS NULL AND declared_dead_at IS NULL AND last_heartbeat > $4 - $6) - 1)
+               / (SELECT GREATEST(COUNT(*), 1) FROM nodes
+                  WHERE stopped_at IS NULL AND declared_dead_at IS NULL AND last_heartbeat > $4 - $6)
          RETURNING slot",
     )
     .bind(&account)
@@ -67,6 +77,7 @@ pub(crate) async fn take_session_slot(
     .bind(node_id)
     .bind(now)
     .bind(lease_until)
+    .bind(node_timeout_ms)
     .fetch_optional(pool)
     .await?;
     Ok(slot)
