@@ -116,16 +116,16 @@ fn push_filters<DB: Database>(
     }
 }
 
-/// One branch's ids, cut at `limit`: newest first from the cursor for a page (`ordered`), in any
-/// order for counting (the limit tells the planner that only so many rows are wanted, so that it
-/// walks an index instead of collecting every match first).
+/// One branch's ids, newest first (from the cursor for a page: `cursor`), cut at `limit`. Counting
+/// orders too: the order and the limit tell the planner to walk the branch's index — unordered, a
+/// planner expecting many matches may scan the table for a combination that has none.
 fn push_branch<DB: Database>(
     query: &mut QueryBuilder<DB>,
     filter: &MessageFilter,
     branch: &Branch,
     status: Option<&'static str>,
     limit: i64,
-    ordered: bool,
+    cursor: bool,
 ) where
     for<'t> String: Encode<'t, DB> + Type<DB>,
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
@@ -142,7 +142,7 @@ fn push_branch<DB: Database>(
             .push_bind(record_type.clone())
             .push(" AND rr.record_id = ")
             .push_bind(record_id.clone());
-        if ordered && let Some(before) = filter.before_id {
+        if cursor && let Some(before) = filter.before_id {
             query
                 .push(" AND rr.message_id < ")
                 .push_bind(before.to_string());
@@ -166,13 +166,11 @@ fn push_branch<DB: Database>(
             }
         }
     }
-    push_filters(query, filter, status, ordered);
-    if ordered {
-        if filter.related_to.is_some() {
-            query.push(" ORDER BY rr.message_id DESC");
-        } else {
-            query.push(" ORDER BY m.id DESC");
-        }
+    push_filters(query, filter, status, cursor);
+    if filter.related_to.is_some() {
+        query.push(" ORDER BY rr.message_id DESC");
+    } else {
+        query.push(" ORDER BY m.id DESC");
     }
     query.push(" LIMIT ").push_bind(limit);
     query.push(") b");
@@ -184,7 +182,7 @@ fn push_union<DB: Database>(
     filter: &MessageFilter,
     branches: &[(Branch, Option<&'static str>)],
     limit: i64,
-    ordered: bool,
+    cursor: bool,
 ) where
     for<'t> String: Encode<'t, DB> + Type<DB>,
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
@@ -198,7 +196,7 @@ fn push_union<DB: Database>(
             query.push(" UNION ");
         }
         query.push("SELECT id FROM (");
-        push_branch(query, filter, branch, *status, limit, ordered);
+        push_branch(query, filter, branch, *status, limit, cursor);
         query.push(") u");
         query.push(n.to_string());
     }
