@@ -361,9 +361,7 @@ async fn new_mail_is_stored_claimed_only_while_a_claim_has_left_nothing_of_its_a
     assert_eq!(insert(second).await, InsertOutcome::Claimed(second_id));
 
     // Mail stored queued (the engine had no room for it) is waiting: new mail queues behind it...
-    // (On PostgreSQL, mail counts as waiting once it has been due for a second.)
-    let mut waiting = new_message(account.id, None, "waiting");
-    waiting.created_at_ms = now - 5_000;
+    let waiting = new_message(account.id, None, "waiting");
     let waiting_id = waiting.id;
     assert_eq!(insert(waiting).await, InsertOutcome::Created(waiting_id));
     let behind = ask("behind");
@@ -438,33 +436,15 @@ async fn new_mail_is_stored_claimed_only_while_a_claim_has_left_nothing_of_its_a
     t.store.release("node-a", &[next_id]).await.unwrap();
     let after_release = ask("after release");
     let after_release_id = after_release.id;
-    if exact {
-        // Released just now, due since its first claim a moment ago: not waiting yet on
-        // PostgreSQL; once it has been due a second, new mail queues behind it.
-        assert_eq!(
-            insert(after_release).await,
-            InsertOutcome::Claimed(after_release_id)
-        );
-        let mut later = ask("a second later");
-        later.created_at_ms = now + 1_500;
-        let later_id = later.id;
-        assert_eq!(insert(later).await, InsertOutcome::Created(later_id));
-        assert_eq!(
-            claim(account.id, 10).await,
-            [next_id, later_id],
-            "oldest first"
-        );
-    } else {
-        assert_eq!(
-            insert(after_release).await,
-            InsertOutcome::Created(after_release_id)
-        );
-        assert_eq!(
-            claim(account.id, 10).await,
-            [next_id, after_release_id],
-            "oldest first"
-        );
-    }
+    assert_eq!(
+        insert(after_release).await,
+        InsertOutcome::Created(after_release_id)
+    );
+    assert_eq!(
+        claim(account.id, 10).await,
+        [next_id, after_release_id],
+        "oldest first"
+    );
 }
 
 async fn a_message_stored_already_claimed_is_sending_under_its_lease_and_behaves_like_a_claimed_one(t)

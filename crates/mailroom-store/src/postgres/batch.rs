@@ -21,7 +21,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 const BATCH: usize = 256;
 /// Transactions in flight at once.
 const IN_FLIGHT: usize = 4;
-use super::hot::WAITING_AFTER_MS;
+/// How far apart the nodes' clocks may be (see `hot.rs`).
+const CLOCK_SLACK_MS: i64 = 1_000;
 
 type Request = (Box<NewMessage>, oneshot::Sender<StoreResult<InsertOutcome>>);
 
@@ -142,7 +143,7 @@ async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Ve
              WHERE account_id = ANY($1) AND status = 'queued' AND next_attempt_at <= $2",
         )
         .bind(&asking)
-        .bind(newest - WAITING_AFTER_MS)
+        .bind(newest + CLOCK_SLACK_MS)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()

@@ -15,13 +15,8 @@ use crate::{AttemptRecord, Outcome, StoreError, StoreResult};
 use sqlx::postgres::{PgPool, Postgres};
 use sqlx::{Row, Transaction};
 
-/// Queued mail counts as waiting — new mail of its account then queues behind it instead of being
-/// stored claimed — once it has been due this long. With several nodes some node nearly always has
-/// just-queued mail of a busy account that its dispatcher is about to claim; counting that as
-/// waiting sent every node's new mail the long way (stored queued, claimed, then sent: one more
-/// update of every index of the message), and three nodes delivered less than one. Mail due for
-/// longer than this is never overtaken.
-pub(crate) const WAITING_AFTER_MS: i64 = 1_000;
+/// How far apart the nodes' clocks may be.
+const CLOCK_SLACK_MS: i64 = 1_000;
 
 /// SQLSTATE of a unique violation.
 const UNIQUE_VIOLATION: &str = "23505";
@@ -86,14 +81,15 @@ async fn insert_in(
     let now = message.created_at_ms;
     let due_now = message.send_at_ms.is_none_or(|at| at <= now);
     // New mail never overtakes waiting mail: it is stored claimed only when nothing of its
-    // account has been due for longer than WAITING_AFTER_MS (a draft waits for confirmation).
+    // account is due (a draft waits for confirmation) — nor due within a second, since the
+    // nodes' clocks, which stamped the waiting mail, may differ by that much.
     let claim: Option<&InsertClaim> = match &message.claim {
         Some(claim) if !message.draft && due_now => {
             let waiting: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM messages WHERE account_id = $1 AND status = 'queued' AND next_attempt_at <= $2)",
             )
             .bind(message.account_id.to_string())
-            .bind(now - WAITING_AFTER_MS)
+            .bind(now + CLOCK_SLACK_MS)
             .fetch_one(&mut **tx)
             .await?;
             (!waiting).then_some(claim)
