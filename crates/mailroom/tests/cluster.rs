@@ -392,16 +392,20 @@ async fn an_accounts_rate_limit_holds_for_three_nodes_together_and_is_reached() 
         .collect();
     gaps.sort_unstable();
     let median = gaps[gaps.len() / 2];
-    // (The 95th percentile, not the largest: one start delayed by a busy machine is not the
-    // limiter's doing.)
-    let slowest = gaps[gaps.len() * 95 / 100];
     let span = starts[MESSAGES - 1] - starts[0];
+    let ideal = (MESSAGES / LIMIT - 1) as i64 * WINDOW_MS;
     eprintln!(
-        "busiest window: {busiest}; start to start {LIMIT} later: median {median} ms, p95 {slowest} ms; {MESSAGES} starts in {span} ms"
+        "busiest window: {busiest}; start to start {LIMIT} later: median {median} ms; {MESSAGES} starts in {span} ms (at the limit: {ideal} ms)"
+    );
+    // The median gap is the limiter's doing; the span also depends on how quickly a busy machine
+    // hands it mail (claims, free connections), hence its wider margin.
+    assert!(
+        median <= WINDOW_MS + WINDOW_MS / 20,
+        "a start followed the start {LIMIT} before it by {median} ms (median); at the limit: {WINDOW_MS} ms"
     );
     assert!(
-        median <= WINDOW_MS + WINDOW_MS / 20 && slowest <= WINDOW_MS + WINDOW_MS / 5,
-        "a start followed the start {LIMIT} before it by {median} ms (median), {slowest} ms (95th percentile); at the limit: {WINDOW_MS} ms"
+        span <= ideal + ideal / 4,
+        "{MESSAGES} starts took {span} ms; at the limit: {ideal} ms"
     );
 }
 
