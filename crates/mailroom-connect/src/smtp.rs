@@ -85,6 +85,9 @@ pub trait SessionGate: Send + Sync {
     async fn acquire(&self) -> Result<SessionPermit, SendError>;
     /// How long a connection may stay idle before it is closed, giving its place to another node.
     fn idle_close(&self) -> Duration;
+    /// How many connections this node should open at most (its share of the places): beyond it,
+    /// transactions wait for one of this node's connections instead of for a place.
+    fn share(&self) -> usize;
 }
 
 /// An open, authenticated connection and what its server offers beyond what lettre records.
@@ -491,6 +494,16 @@ impl SmtpConnector {
         Ok(stream)
     }
 
+    /// Connections this node may have open: the account's limit, or this node's share of it when
+    /// the places are shared with other nodes.
+    fn most_open(&self) -> usize {
+        let most = self.settings.max_connections.max(1);
+        match &self.settings.gate {
+            Some(gate) => most.min(gate.share()).max(1),
+            None => most,
+        }
+    }
+
     /// A connection for one transaction: an idle one, a new one while the account has room, or else a
     /// place in line for the next connection to come free.
     async fn checkout(&self) -> Result<Session, SendError> {
@@ -504,7 +517,7 @@ impl SmtpConnector {
                 let mut pool = self.pool.lock().expect("pool lock");
                 if let Some(idle) = pool.idle.pop() {
                     Next::Idle(Box::new(idle))
-                } else if pool.open < self.settings.max_connections.max(1) {
+                } else if pool.open < self.most_open() {
                     pool.open += 1;
                     Next::Open(OpenSlot {
                         pool: Arc::downgrade(&self.pool),

@@ -33,6 +33,37 @@ struct StoreSessionGate {
     limit: u32,
     node_id: String,
     node_timeout: Duration,
+    /// This node's share of the places, as last seen (the limit divided among the live nodes).
+    share: std::sync::atomic::AtomicUsize,
+    /// When the share was last read from the store.
+    share_read: Mutex<Option<std::time::Instant>>,
+}
+
+impl StoreSessionGate {
+    /// Reads the number of live nodes again, at most once a second.
+    async fn refresh_share(&self) {
+        let due = {
+            let mut read = self.share_read.lock().expect("share lock");
+            let due = read.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+            if due {
+                *read = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if !due {
+            return;
+        }
+        if let Ok(nodes) = self
+            .store
+            .live_nodes(now_ms(), self.node_timeout.as_millis() as i64)
+            .await
+        {
+            let nodes = nodes.max(1) as usize;
+            let share = (self.limit as usize).div_ceil(nodes).max(1);
+            self.share
+                .store(share, std::sync::atomic::Ordering::Release);
+        }
+    }
 }
 
 /// A place held in the store; given back when dropped (the connection closed).
@@ -65,6 +96,7 @@ impl Drop for HeldPlace {
 #[async_trait::async_trait]
 impl SessionGate for StoreSessionGate {
     async fn acquire(&self) -> Result<SessionPermit, SendError> {
+        self.refresh_share().await;
         loop {
             let lease_until = now_ms() + self.node_timeout.as_millis() as i64;
             match self
@@ -101,6 +133,10 @@ impl SessionGate for StoreSessionGate {
 
     fn idle_close(&self) -> Duration {
         Duration::from_millis(500)
+    }
+
+    fn share(&self) -> usize {
+        self.share.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -140,6 +176,10 @@ pub async fn build_connector(
                     limit: account.limits.concurrency_limit.max(1),
                     node_id: defaults.node_id.clone(),
                     node_timeout: defaults.node_timeout,
+                    share: std::sync::atomic::AtomicUsize::new(
+                        account.limits.concurrency_limit.max(1) as usize,
+                    ),
+                    share_read: Mutex::new(None),
                 }) as Arc<dyn SessionGate>
             }),
         })),

@@ -64,6 +64,19 @@ impl Store {
         Ok(())
     }
 
+    /// How many nodes are alive (heartbeat within `timeout_ms`, neither stopped nor declared dead).
+    pub async fn live_nodes(&self, now: i64, timeout_ms: i64) -> StoreResult<i64> {
+        on_db!(self, |writer, reader| {
+            Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM nodes
+                 WHERE stopped_at IS NULL AND declared_dead_at IS NULL AND last_heartbeat > $1",
+            )
+            .bind(now - timeout_ms)
+            .fetch_one(reader)
+            .await?)
+        })
+    }
+
     /// Every node known, live or not, with the messages each holds.
     pub async fn nodes(&self) -> StoreResult<Vec<NodeInfo>> {
         on_db!(self, |writer, reader| {
