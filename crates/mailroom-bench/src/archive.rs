@@ -60,68 +60,59 @@ async fn create_user(
     Ok((id, token["token"].as_str().unwrap_or_default().to_owned()))
 }
 
-/// The SQL that writes `messages` messages, for one backend. `$ACCOUNTS` is replaced by a
-/// CASE over the ten account ids, `$AUTHORS` by one over the authors.
-fn fill_statements(postgres: bool) -> Vec<&'static str> {
-    if postgres {
-        vec![
+/// The SQL that writes `$N` messages, for one backend. `$ACCOUNTS` is replaced by a CASE over the
+/// ten account ids, `$AUTHORS` by one over the authors. Only the numbered rows (`seq`, with each
+/// message's time and UUIDv7-shaped id) and the repeated body are written differently.
+fn fill_statements(postgres: bool) -> Vec<String> {
+    let (seq, body) = if postgres {
+        (
             "CREATE TEMP TABLE seq AS SELECT i::bigint AS i, ($BASE + i * 10)::bigint AS ms,
                lpad(to_hex(($BASE + i * 10) >> 16), 8, '0') || '-' || lpad(to_hex(($BASE + i * 10) & 65535), 4, '0')
                || '-7' || lpad(to_hex(i & 4095), 3, '0') || '-' || to_hex(32768 | (i & 16383)) || '-' || lpad(to_hex(i), 12, '0') AS id
              FROM generate_series(1, $N) AS i",
-            "INSERT INTO messages (id, status, scenario, account_id, message_id_header, subject, created_by, created_at,
-               updated_at, next_attempt_at, attempt_count, sent_at, record_types)
-             SELECT id, CASE WHEN i % 1000 = 0 THEN 'failed' ELSE 'sent' END, 'scenario-' || (i % 20),
-               $ACCOUNTS, '<' || i || '@bench.example>', 'Invoice I' || i, $AUTHORS, ms, ms, ms, 1,
-               CASE WHEN i % 1000 = 0 THEN NULL ELSE ms + 5 END,
-               CASE WHEN i % 7 = 0 THEN 'sales-invoice,vendor' ELSE 'customer,sales-invoice' END
-             FROM seq",
-            "INSERT INTO message_contents (message_id, to_json, cc_json, bcc_json, reply_to_json, headers_json, text_body, related_json)
-             SELECT id, '[{\"name\":null,\"address\":\"c' || (i % 2500) || '@customer.example\"}]', '[]', '[]', '[]', '[]',
-               repeat('Dear customer, please find invoice I' || i || ' attached. ', 32), '[]'
-             FROM seq",
-            "INSERT INTO related_records (message_id, record_type, record_id, relation)
-             SELECT id, CASE WHEN i % 7 = 0 THEN 'vendor' ELSE 'customer' END,
-               CASE WHEN i % 7 = 0 THEN 'V' || (i % 300) ELSE 'C' || (i % 2500) END, 'related' FROM seq",
-            "INSERT INTO related_records (message_id, record_type, record_id, relation)
-             SELECT id, 'sales-invoice', 'I' || i, 'primary' FROM seq",
-            "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text)
-             SELECT id, 1, ms, ms + 5, CASE WHEN i % 1000 = 0 THEN 'permanent' ELSE 'sent' END,
-               CASE WHEN i % 1000 = 0 THEN 550 ELSE 250 END, 'bench' FROM seq",
-            "INSERT INTO record_type_sets (types) VALUES ('customer,sales-invoice'), ('sales-invoice,vendor') ON CONFLICT DO NOTHING",
-            "DROP TABLE seq",
-            "ANALYZE",
-        ]
+            "repeat('Dear customer, please find invoice I' || i || ' attached. ', 32)",
+        )
     } else {
-        vec![
+        (
             "CREATE TEMP TABLE seq AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $N)
              SELECT i, $BASE + i * 10 AS ms,
                printf('%08x-%04x-7%03x-%04x-%012x', ($BASE + i * 10) >> 16, ($BASE + i * 10) & 65535, i & 4095, 32768 | (i & 16383), i) AS id
              FROM n",
-            "INSERT INTO messages (id, status, scenario, account_id, message_id_header, subject, created_by, created_at,
-               updated_at, next_attempt_at, attempt_count, sent_at, record_types)
-             SELECT id, CASE WHEN i % 1000 = 0 THEN 'failed' ELSE 'sent' END, 'scenario-' || (i % 20),
-               $ACCOUNTS, '<' || i || '@bench.example>', 'Invoice I' || i, $AUTHORS, ms, ms, ms, 1,
-               CASE WHEN i % 1000 = 0 THEN NULL ELSE ms + 5 END,
-               CASE WHEN i % 7 = 0 THEN 'sales-invoice,vendor' ELSE 'customer,sales-invoice' END
-             FROM seq",
+            "replace(printf('%.32c', '*'), '*', 'Dear customer, please find invoice I' || i || ' attached. ')",
+        )
+    };
+    vec![
+        seq.to_owned(),
+        "INSERT INTO messages (id, status, scenario, account_id, message_id_header, subject, created_by, created_at,
+           updated_at, next_attempt_at, attempt_count, sent_at, record_types)
+         SELECT id, CASE WHEN i % 1000 = 0 THEN 'failed' ELSE 'sent' END, 'scenario-' || (i % 20),
+           $ACCOUNTS, '<' || i || '@bench.example>', 'Invoice I' || i, $AUTHORS, ms, ms, ms, 1,
+           CASE WHEN i % 1000 = 0 THEN NULL ELSE ms + 5 END,
+           CASE WHEN i % 7 = 0 THEN 'sales-invoice,vendor' ELSE 'customer,sales-invoice' END
+         FROM seq"
+            .to_owned(),
+        format!(
             "INSERT INTO message_contents (message_id, to_json, cc_json, bcc_json, reply_to_json, headers_json, text_body, related_json)
-             SELECT id, '[{\"name\":null,\"address\":\"c' || (i % 2500) || '@customer.example\"}]', '[]', '[]', '[]', '[]',
-               replace(printf('%.32c', '*'), '*', 'Dear customer, please find invoice I' || i || ' attached. '), '[]'
-             FROM seq",
-            "INSERT INTO related_records (message_id, record_type, record_id, relation)
-             SELECT id, CASE WHEN i % 7 = 0 THEN 'vendor' ELSE 'customer' END,
-               CASE WHEN i % 7 = 0 THEN 'V' || (i % 300) ELSE 'C' || (i % 2500) END, 'related' FROM seq",
-            "INSERT INTO related_records (message_id, record_type, record_id, relation)
-             SELECT id, 'sales-invoice', 'I' || i, 'primary' FROM seq",
-            "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text)
-             SELECT id, 1, ms, ms + 5, CASE WHEN i % 1000 = 0 THEN 'permanent' ELSE 'sent' END,
-               CASE WHEN i % 1000 = 0 THEN 550 ELSE 250 END, 'bench' FROM seq",
-            "INSERT INTO record_type_sets (types) VALUES ('customer,sales-invoice'), ('sales-invoice,vendor') ON CONFLICT DO NOTHING",
-            "DROP TABLE seq",
-            "ANALYZE",
-        ]
-    }
+             SELECT id, '[{{\"name\":null,\"address\":\"c' || (i % 2500) || '@customer.example\"}}]', '[]', '[]', '[]', '[]',
+               {body}, '[]'
+             FROM seq"
+        ),
+        "INSERT INTO related_records (message_id, record_type, record_id, relation)
+         SELECT id, CASE WHEN i % 7 = 0 THEN 'vendor' ELSE 'customer' END,
+           CASE WHEN i % 7 = 0 THEN 'V' || (i % 300) ELSE 'C' || (i % 2500) END, 'related' FROM seq"
+            .to_owned(),
+        "INSERT INTO related_records (message_id, record_type, record_id, relation)
+         SELECT id, 'sales-invoice', 'I' || i, 'primary' FROM seq"
+            .to_owned(),
+        "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text)
+         SELECT id, 1, ms, ms + 5, CASE WHEN i % 1000 = 0 THEN 'permanent' ELSE 'sent' END,
+           CASE WHEN i % 1000 = 0 THEN 550 ELSE 250 END, 'bench' FROM seq"
+            .to_owned(),
+        "INSERT INTO record_type_sets (types) VALUES ('customer,sales-invoice'), ('sales-invoice,vendor') ON CONFLICT DO NOTHING"
+            .to_owned(),
+        "DROP TABLE seq".to_owned(),
+        "ANALYZE".to_owned(),
+    ]
 }
 
 /// A CASE choosing one of `values` by `i % values.len()`.

@@ -164,100 +164,17 @@ async fn outbound(messages: usize, size: usize, clients: usize, sessions: usize)
             json!({"rate_limit_per_minute": 0, "concurrency_limit": sessions}),
         )
         .await?;
-    let body = "x"
-        .repeat(size.saturating_sub(80))
-        .as_bytes()
-        .chunks(76)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join("\n");
-    // Serialized once: the load generator should spend its CPU on HTTP, not on JSON.
-    let request = Arc::new(serde_json::to_vec(
-        &json!({"to": ["sink@example.com"], "subject": "benchmark message", "text": body}),
-    )?);
-
-    // Like wrk: each client owns a keep-alive connection and writes the same prebuilt HTTP/1.1
-    // request on it, reading only the status line, Content-Length and body of each answer. The
-    // generator shares the two cores with the server and the sink, so it must cost little (it runs
-    // on one thread, as smtp-source does).
-    let address = server
-        .base_url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let mut head = format!(
-        "POST /v1/messages HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        server.token,
-        request.len()
-    )
-    .into_bytes();
-    head.extend_from_slice(&request);
-    let request = Arc::new(head);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..clients {
-        let (next, request, address) = (next.clone(), request.clone(), address.clone());
-        workers.push(tokio::spawn(async move {
-            let mut connection = HttpConnection::open(&address).await?;
-            let mut latencies = Vec::new();
-            let mut straight_to_sending = 0usize;
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < messages {
-                let sent = Instant::now();
-                let (status, accepted) = connection.exchange(&request).await?;
-                if status != 202 {
-                    bail!(
-                        "the API answered {status}: {}",
-                        String::from_utf8_lossy(&accepted)
-                    );
-                }
-                latencies.push(sent.elapsed());
-                // The 202 says "sending" when the message skipped the queue.
-                if accepted
-                    .windows(SENDING.len())
-                    .any(|window| window == SENDING)
-                {
-                    straight_to_sending += 1;
-                }
-            }
-            Ok::<_, anyhow::Error>((latencies, straight_to_sending))
-        }));
-    }
-    const SENDING: &[u8] = br#""status":"sending""#;
-    let mut latencies = Vec::with_capacity(messages);
-    let mut straight_to_sending = 0;
-    for worker in workers {
-        let (worker_latencies, worker_straight) = worker.await??;
-        latencies.extend(worker_latencies);
-        straight_to_sending += worker_straight;
-    }
-    let accept_seconds = started.elapsed().as_secs_f64();
-    // Waiting for the outbox to empty: counting what is still queued or being sent stays cheap,
-    // while counting the sent archive grows with every message.
-    loop {
-        let (_, pending) = server
-            .get("/v1/outbox?status=queued,sending&limit=1")
-            .await?;
-        if pending["total"].as_u64() == Some(0) {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            bail!("not every message was delivered within 10 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let deliver_seconds = started.elapsed().as_secs_f64();
+    let servers = [server];
+    let Load {
+        latencies,
+        straight_to_sending,
+        accept_seconds,
+        deliver_seconds,
+    } = drive(&servers, messages, size, clients).await?;
+    let [server] = servers;
     let raw_after = raw_ceiling(sink.port, messages, size, sessions)?;
     println!("raw ceiling again after mailroom's run: {raw_after:.0} messages/s");
     let raw_per_second = (raw_before + raw_after) / 2.0;
-    // Nothing waits and nothing failed: every message was sent (the sent archive's own total is
-    // exact only up to a thousand).
-    let (_, failed) = server.get("/v1/outbox?status=failed&limit=1").await?;
-    if failed["total"].as_u64() != Some(0) {
-        bail!("{} of {messages} messages failed", failed["total"]);
-    }
-    latencies.sort();
     let delivered_per_second = messages as f64 / deliver_seconds;
     let rss = server.pid().and_then(peak_rss_mib).unwrap_or(f64::NAN);
     println!(
@@ -391,7 +308,12 @@ async fn outbound_nodes(
                 json!({"rate_limit_per_minute": 0, "concurrency_limit": sessions}),
             )
             .await?;
-        let (per_second, p50, p99) = drive(&servers, messages, size, clients).await?;
+        let load = drive(&servers, messages, size, clients).await?;
+        let per_second = messages as f64 / load.deliver_seconds;
+        let (p50, p99) = (
+            percentile(&load.latencies, 0.50),
+            percentile(&load.latencies, 0.99),
+        );
         println!(
             "{}: {per_second:.0} delivered/s (accept latency p50 {:.2} ms, p99 {:.2} ms)",
             setup.label,
@@ -422,15 +344,31 @@ async fn outbound_nodes(
     Ok(())
 }
 
-/// Pushes `messages` through the servers (clients spread over them, each on a keep-alive
-/// connection) and waits until every one was delivered; returns delivered/s and the accept
-/// latency's p50 and p99.
+/// What pushing a batch through the servers measured.
+struct Load {
+    /// Accept latency of every request, sorted.
+    latencies: Vec<Duration>,
+    /// Answers that said `sending`: the message skipped the queue.
+    straight_to_sending: usize,
+    /// From the first request to the last answer.
+    accept_seconds: f64,
+    /// From the first request until the outbox was empty.
+    deliver_seconds: f64,
+}
+
+/// Pushes `messages` through the servers and waits until every one was delivered (none failed).
+///
+/// Like wrk: each client owns a keep-alive connection (clients spread over the servers) and writes
+/// the same prebuilt HTTP/1.1 request on it, reading only the status line, Content-Length and body
+/// of each answer. The generator shares the cores with the servers and the sink, so it must cost
+/// little (it runs on one thread, as smtp-source does).
 async fn drive(
     servers: &[MailroomServer],
     messages: usize,
     size: usize,
     clients: usize,
-) -> Result<(f64, Duration, Duration)> {
+) -> Result<Load> {
+    const SENDING: &[u8] = br#""status":"sending""#;
     let body = "x"
         .repeat(size.saturating_sub(80))
         .as_bytes()
@@ -438,6 +376,7 @@ async fn drive(
         .map(|c| String::from_utf8_lossy(c).into_owned())
         .collect::<Vec<_>>()
         .join("\n");
+    // Serialized once: the load generator should spend its CPU on HTTP, not on JSON.
     let request = serde_json::to_vec(
         &json!({"to": ["sink@example.com"], "subject": "benchmark message", "text": body}),
     )?;
@@ -463,6 +402,7 @@ async fn drive(
         workers.push(tokio::spawn(async move {
             let mut connection = HttpConnection::open(&address).await?;
             let mut latencies = Vec::new();
+            let mut straight = 0usize;
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < messages {
                 let sent = Instant::now();
                 let (status, answer) = connection.exchange(&head).await?;
@@ -473,14 +413,26 @@ async fn drive(
                     );
                 }
                 latencies.push(sent.elapsed());
+                if answer
+                    .windows(SENDING.len())
+                    .any(|window| window == SENDING)
+                {
+                    straight += 1;
+                }
             }
-            Ok::<_, anyhow::Error>(latencies)
+            Ok::<_, anyhow::Error>((latencies, straight))
         }));
     }
     let mut latencies = Vec::with_capacity(messages);
+    let mut straight_to_sending = 0;
     for worker in workers {
-        latencies.extend(worker.await??);
+        let (worker_latencies, straight) = worker.await??;
+        latencies.extend(worker_latencies);
+        straight_to_sending += straight;
     }
+    let accept_seconds = started.elapsed().as_secs_f64();
+    // Waiting for the outbox to empty: counting what is still queued or being sent stays cheap,
+    // while counting the sent archive grows with every message.
     loop {
         let (_, pending) = servers[0]
             .get("/v1/outbox?status=queued,sending&limit=1")
@@ -493,17 +445,20 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let seconds = started.elapsed().as_secs_f64();
+    let deliver_seconds = started.elapsed().as_secs_f64();
+    // Nothing waits and nothing failed: every message was sent (the sent archive's own total is
+    // exact only up to a thousand).
     let (_, failed) = servers[0].get("/v1/outbox?status=failed&limit=1").await?;
     if failed["total"].as_u64() != Some(0) {
         bail!("{} of {messages} messages failed", failed["total"]);
     }
     latencies.sort();
-    Ok((
-        messages as f64 / seconds,
-        percentile(&latencies, 0.50),
-        percentile(&latencies, 0.99),
-    ))
+    Ok(Load {
+        latencies,
+        straight_to_sending,
+        accept_seconds,
+        deliver_seconds,
+    })
 }
 
 /// Messages per second Postfix's `smtp-source` delivers to the sink on `port`.

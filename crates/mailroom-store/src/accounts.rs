@@ -203,8 +203,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            self.caches.forget_routing();
-            self.config_changed().await;
+            self.routing_changed().await;
             self.account(id).await
         })
     }
@@ -268,8 +267,7 @@ impl Store {
                     .await?;
             }
             tx.commit().await?;
-            self.caches.forget_routing();
-            self.config_changed().await;
+            self.routing_changed().await;
             self.account(id).await
         })
     }
@@ -359,8 +357,7 @@ impl Store {
                 .await?;
             }
             tx.commit().await?;
-            self.caches.forget_routing();
-            self.config_changed().await;
+            self.routing_changed().await;
             Ok(())
         })
     }

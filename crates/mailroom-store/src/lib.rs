@@ -265,9 +265,22 @@ impl Store {
         matches!(&*self.db, db::Db::Postgres(_))
     }
 
+    /// Accounts or routing changed: this node's copy is dropped now, every other node's when
+    /// notified (PostgreSQL).
+    pub(crate) async fn routing_changed(&self) {
+        self.caches.forget_routing();
+        self.notify_other_nodes().await;
+    }
+
+    /// Tokens or users changed: as [`Store::routing_changed`], for the token cache.
+    pub(crate) async fn tokens_changed(&self) {
+        self.caches.forget_tokens();
+        self.notify_other_nodes().await;
+    }
+
     /// Tells every other node that configuration changed (tokens, users, accounts, routing), so
     /// that they drop their cached copies now rather than when the copies expire.
-    pub(crate) async fn config_changed(&self) {
+    async fn notify_other_nodes(&self) {
         if let db::Db::Postgres(db) = &*self.db {
             db.notify_changed().await;
         }

@@ -107,8 +107,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            self.caches.forget_routing();
-            self.config_changed().await;
+            self.routing_changed().await;
             self.scenario(name).await
         })
     }
@@ -127,8 +126,7 @@ impl Store {
                 .bind(name.as_str())
                 .execute(writer)
                 .await?;
-            self.caches.forget_routing();
-            self.config_changed().await;
+            self.routing_changed().await;
             self.scenario(name).await
         })
     }

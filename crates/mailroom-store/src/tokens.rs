@@ -65,8 +65,7 @@ impl Store {
                 .bind(token.expires_at_ms)
                 .execute(writer)
                 .await?;
-            self.caches.forget_tokens();
-            self.config_changed().await;
+            self.tokens_changed().await;
             Ok((token, secret))
         })
     }
@@ -123,8 +122,7 @@ impl Store {
                 .bind(now_ms())
                 .execute(writer)
                 .await?;
-            self.caches.forget_tokens();
-            self.config_changed().await;
+            self.tokens_changed().await;
             let row = sqlx::query("SELECT id, user_id, name, created_at, expires_at, revoked_at FROM api_tokens WHERE id = $1 AND user_id = $2")
                 .bind(token_id.to_string())
                 .bind(user_id.to_string())

@@ -172,8 +172,7 @@ impl Store {
                 });
             }
             tx.commit().await?;
-            self.caches.forget_tokens();
-            self.config_changed().await;
+            self.tokens_changed().await;
             self.user(id).await
         })
     }
@@ -273,8 +272,7 @@ impl Store {
                     .bind(admin.id.to_string())
                     .execute(writer)
                     .await?;
-                self.caches.forget_tokens();
-                self.config_changed().await;
+                self.tokens_changed().await;
             }
             Ok(admin)
         })
