@@ -95,13 +95,6 @@ fn mailroom_binary() -> Result<PathBuf> {
     Ok(binary)
 }
 
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -176,7 +169,7 @@ async fn outbound(messages: usize, size: usize, clients: usize, sessions: usize)
     println!("raw ceiling again after mailroom's run: {raw_after:.0} messages/s");
     let raw_per_second = (raw_before + raw_after) / 2.0;
     let delivered_per_second = messages as f64 / deliver_seconds;
-    let rss = server.pid().and_then(peak_rss_mib).unwrap_or(f64::NAN);
+    let rss = server.peak_rss_mib().unwrap_or(f64::NAN);
     println!(
         "mailroom: {messages} messages of {size} bytes, {clients} HTTP clients, {sessions} SMTP sessions"
     );
@@ -496,7 +489,7 @@ async fn large_attachments(binary: &std::path::Path, size_mib: u64, count: usize
     server
         .add_default_smtp_account("large", sink.port, json!({"concurrency_limit": count}))
         .await?;
-    let baseline = server.pid().and_then(peak_rss_mib).unwrap_or(f64::NAN);
+    let baseline = server.peak_rss_mib().unwrap_or(f64::NAN);
     // Upload in 1 MiB chunks so the benchmark client does not hold the file either.
     let chunk = Arc::new(vec![0x5au8; 1024 * 1024]);
     let chunks = (0..size_mib).map(move |_| Ok::<_, std::io::Error>(chunk.as_ref().clone()));
@@ -518,7 +511,7 @@ async fn large_attachments(binary: &std::path::Path, size_mib: u64, count: usize
         );
     }
     let attachment: serde_json::Value = response.json().await?;
-    let after_upload = server.pid().and_then(peak_rss_mib).unwrap_or(f64::NAN);
+    let after_upload = server.peak_rss_mib().unwrap_or(f64::NAN);
     let started = Instant::now();
     let mut ids = Vec::new();
     for n in 0..count {
@@ -532,7 +525,7 @@ async fn large_attachments(binary: &std::path::Path, size_mib: u64, count: usize
             .wait_for_status(id, "sent", Duration::from_secs(600))
             .await?;
     }
-    let rss = server.pid().and_then(peak_rss_mib).unwrap_or(f64::NAN);
+    let rss = server.peak_rss_mib().unwrap_or(f64::NAN);
     println!(
         "{count} message(s) with a {size_mib} MiB attachment: sent in {:.1} s; peak server RSS {rss:.0} MiB \
          (idle {baseline:.0} MiB, after the streamed upload {after_upload:.0} MiB)",

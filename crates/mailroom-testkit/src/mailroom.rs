@@ -183,6 +183,14 @@ impl MailroomServer {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The server process's peak resident memory (`VmHWM`), MiB; `None` once it has stopped.
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
     }

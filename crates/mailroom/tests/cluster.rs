@@ -464,18 +464,6 @@ async fn an_accounts_concurrency_limit_holds_for_three_nodes_together_at_the_ser
     );
 }
 
-/// Peak resident memory of a process, MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<f64>()
-        .unwrap()
-        / 1024.0
-}
-
 #[tokio::test]
 async fn a_large_file_uploaded_to_one_node_is_sent_by_another_from_the_database() {
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
@@ -499,7 +487,7 @@ async fn a_large_file_uploaded_to_one_node_is_sent_by_another_from_the_database(
     let file: Vec<u8> = (0..MIB * 1024 * 1024)
         .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(7) as u8)
         .collect();
-    let before_upload = peak_rss_mib(nodes[0].pid().unwrap());
+    let before_upload = nodes[0].peak_rss_mib().unwrap();
     let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
         file.chunks(1024 * 1024).map(|c| Ok(c.to_vec())).collect();
     let response = reqwest::Client::new()
@@ -515,7 +503,7 @@ async fn a_large_file_uploaded_to_one_node_is_sent_by_another_from_the_database(
         .unwrap();
     assert_eq!(response.status(), 201);
     let attachment: serde_json::Value = response.json().await.unwrap();
-    let upload_growth = peak_rss_mib(nodes[0].pid().unwrap()) - before_upload;
+    let upload_growth = nodes[0].peak_rss_mib().unwrap() - before_upload;
     assert!(
         upload_growth < 40.0,
         "node A's memory grew by {upload_growth:.0} MiB taking a {MIB} MiB upload"

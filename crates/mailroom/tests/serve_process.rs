@@ -219,6 +219,26 @@ async fn every_log_line_and_metric_names_the_node() {
     assert_eq!(status, 200);
     assert_eq!(nodes[0]["id"], node.as_str());
     assert_eq!(nodes[0]["state"], "alive");
+    // The CLI lists them too.
+    let listed = Command::new(binary())
+        .args([
+            "node",
+            "list",
+            "--output",
+            "json",
+            "--server",
+            &server.base_url,
+        ])
+        .env("MAILROOM_TOKEN", &server.token)
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["id"], node.as_str());
     let log = server.log();
     let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty());

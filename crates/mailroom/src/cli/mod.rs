@@ -86,6 +86,9 @@ pub enum Command {
     /// Work on the store itself, with every server on it stopped.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// The nodes sharing the store.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Email templates.
     #[command(subcommand)]
     Template(content::TemplateCommand),
@@ -95,6 +98,12 @@ pub enum Command {
     /// Files to attach to messages.
     #[command(subcommand)]
     Attachment(content::AttachmentCommand),
+}
+
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// Every node: id, host, state (alive, stopped, dead), last heartbeat, messages in flight.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -458,6 +467,23 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Message(command) => mail::messages(&client, command, output).await?,
         Command::Outbox(command) => mail::outbox(&client, command, output).await?,
         Command::Sent(command) => mail::sent(&client, command, output).await?,
+        Command::Node(NodeCommand::List) => {
+            let value = client
+                .call(reqwest::Method::GET, "/v1/nodes", None, &[])
+                .await?;
+            emit(output, &value, |v| {
+                print_table(
+                    v.as_array().map(Vec::as_slice).unwrap_or_default(),
+                    &[
+                        "id",
+                        "host",
+                        "state",
+                        "last_heartbeat_at",
+                        "messages_in_flight",
+                    ],
+                )
+            });
+        }
     }
     Ok(())
 }
