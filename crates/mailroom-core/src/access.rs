@@ -53,6 +53,14 @@ pub enum PermissionSet {
     EmailSetup,
     /// Send mail and see one's own.
     EmailSend,
+    /// Manage users and teams and grant them permission sets (except `email-admin` and
+    /// `delegated-mailbox-approver`, which only an email administrator grants).
+    UserAdmin,
+    /// Approve email addresses for users or queues (MISSION B4).
+    MailboxApprove,
+    /// With `mailbox-approve`, approve the addresses of other users and of queues without being an
+    /// email administrator. Granted to users only, never to teams.
+    DelegatedMailboxApprover,
     /// Read records of one type, e.g. `read customer`.
     Read(String),
 }
@@ -65,6 +73,9 @@ impl FromStr for PermissionSet {
             "email-admin" => Ok(Self::EmailAdmin),
             "email-setup" => Ok(Self::EmailSetup),
             "email-send" => Ok(Self::EmailSend),
+            "user-admin" => Ok(Self::UserAdmin),
+            "mailbox-approve" => Ok(Self::MailboxApprove),
+            "delegated-mailbox-approver" => Ok(Self::DelegatedMailboxApprover),
             other => match other.strip_prefix("read ") {
                 Some(record_type)
                     if !record_type.is_empty()
@@ -78,7 +89,7 @@ impl FromStr for PermissionSet {
                 _ => Err(ValidationError::new(
                     "permission_sets",
                     format!(
-                        "{other:?} is not a permission set (email-admin, email-setup, email-send, or \"read <record-type>\")"
+                        "{other:?} is not a permission set (email-admin, email-setup, email-send, user-admin, mailbox-approve, delegated-mailbox-approver, or \"read <record-type>\")"
                     ),
                 )),
             },
@@ -92,6 +103,9 @@ impl fmt::Display for PermissionSet {
             Self::EmailAdmin => f.write_str("email-admin"),
             Self::EmailSetup => f.write_str("email-setup"),
             Self::EmailSend => f.write_str("email-send"),
+            Self::UserAdmin => f.write_str("user-admin"),
+            Self::MailboxApprove => f.write_str("mailbox-approve"),
+            Self::DelegatedMailboxApprover => f.write_str("delegated-mailbox-approver"),
             Self::Read(record_type) => write!(f, "read {record_type}"),
         }
     }

@@ -36,13 +36,26 @@ macro_rules! string_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = <String as serde::Deserialize>::deserialize(deserializer)?;
+                raw.parse().map_err(|e: ValidationError| serde::de::Error::custom(e.reason))
+            }
+        }
     };
 }
 pub(crate) use string_enum;
 
 string_enum!(
     /// The kind of provider an account sends through.
-    ConnectorKind { Smtp => "smtp", Pickup => "pickup" }
+    ConnectorKind { Smtp => "smtp", Pickup => "pickup", CurrentUser => "current-user" }
 );
 
 impl ConnectorKind {
@@ -52,7 +65,7 @@ impl ConnectorKind {
     pub fn attempts_per_connection(self) -> u32 {
         match self {
             ConnectorKind::Smtp => 2,
-            ConnectorKind::Pickup => 1,
+            ConnectorKind::Pickup | ConnectorKind::CurrentUser => 1,
         }
     }
 }

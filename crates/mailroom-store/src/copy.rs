@@ -115,6 +115,143 @@ const TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "server_profiles",
+        key: 1,
+        columns: &[
+            ("id", Text),
+            ("name", Text),
+            ("kind", Text),
+            ("incoming_json", Text),
+            ("outgoing_json", Text),
+            ("endpoints_json", Text),
+            ("auth_type", Text),
+            ("owner_user_id", Text),
+            ("is_default", Bool),
+            ("processing_json", Text),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+    },
+    Table {
+        name: "settings",
+        key: 1,
+        columns: &[("name", Text), ("value_json", Text), ("updated_at", Int)],
+    },
+    Table {
+        name: "teams",
+        key: 1,
+        columns: &[
+            ("id", Text),
+            ("name", Text),
+            ("permission_sets", Text),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+    },
+    Table {
+        name: "team_members",
+        key: 2,
+        columns: &[("team_id", Text), ("user_id", Text)],
+    },
+    Table {
+        name: "queues",
+        key: 1,
+        columns: &[
+            ("id", Text),
+            ("name", Text),
+            ("email_address", Text),
+            ("created_at", Int),
+        ],
+    },
+    Table {
+        name: "queue_members",
+        key: 2,
+        columns: &[("queue_id", Text), ("user_id", Text)],
+    },
+    Table {
+        name: "mailboxes",
+        key: 1,
+        columns: &[
+            ("id", Text),
+            ("kind", Text),
+            ("user_id", Text),
+            ("queue_id", Text),
+            ("email_address", Text),
+            ("profile_id", Text),
+            ("incoming", Text),
+            ("outgoing", Text),
+            ("act", Text),
+            ("username", Text),
+            ("password_encrypted", Text),
+            ("approval", Text),
+            ("incoming_status", Text),
+            ("outgoing_status", Text),
+            ("act_status", Text),
+            ("enabled", Bool),
+            ("last_test_at", Int),
+            ("last_error", Text),
+            ("filter", Text),
+            ("test_tries", Int),
+            ("next_test_at", Int),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+    },
+    Table {
+        name: "jobs",
+        key: 1,
+        columns: &[
+            ("id", Text),
+            ("kind", Text),
+            ("state", Text),
+            ("total", Int),
+            ("done", Int),
+            ("succeeded", Int),
+            ("failed", Int),
+            ("params_json", Text),
+            ("created_by", Text),
+            ("lease_owner", Text),
+            ("lease_until", Int),
+            ("created_at", Int),
+            ("updated_at", Int),
+            ("finished_at", Int),
+        ],
+    },
+    Table {
+        name: "job_items",
+        key: 2,
+        columns: &[
+            ("job_id", Text),
+            ("mailbox_id", Text),
+            ("state", Text),
+            ("detail", Text),
+        ],
+    },
+    Table {
+        name: "alerts",
+        key: 1,
+        columns: &[
+            ("id", Text),
+            ("user_id", Text),
+            ("mailbox_id", Text),
+            ("kind", Text),
+            ("message", Text),
+            ("created_at", Int),
+            ("dismissed_at", Int),
+        ],
+    },
+    Table {
+        name: "events",
+        key: 1,
+        columns: &[
+            ("id", Int),
+            ("kind", Text),
+            ("subject_id", Text),
+            ("payload_json", Text),
+            ("created_at", Int),
+        ],
+    },
+    Table {
         name: "attachments",
         key: 1,
         columns: &[
@@ -370,7 +507,7 @@ macro_rules! write_batch {
         let rows: &[Row] = $rows;
         let columns: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
         // An identity column takes the copied ids only when told to.
-        let overriding = if $postgres && table.name == "audit_log" {
+        let overriding = if $postgres && (table.name == "audit_log" || table.name == "events") {
             " OVERRIDING SYSTEM VALUE"
         } else {
             ""
@@ -501,13 +638,16 @@ impl Store {
             }
             progress(table.name, copied);
         }
-        // The target's identity sequence continues after the copied audit entries.
+        // The target's identity sequences continue after the copied audit entries and events.
         if let Db::Postgres(db) = &*target.db {
-            sqlx::query(
-                "SELECT setval(pg_get_serial_sequence('audit_log', 'id'), COALESCE((SELECT MAX(id) FROM audit_log), 0) + 1, false)",
-            )
-            .execute(&db.pool)
-            .await?;
+            for table in ["audit_log", "events"] {
+                let sql = format!(
+                    "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&db.pool)
+                    .await?;
+            }
         }
         let source_sums = self.table_checksums().await?;
         let target_sums = target.table_checksums().await?;

@@ -8,9 +8,12 @@ mod blobs;
 mod cache;
 mod copy;
 mod db;
+mod jobs;
 mod listing;
+mod mailboxes;
 mod messages;
 mod nodes;
+mod organisation;
 pub mod postgres;
 mod profiles;
 mod retention;
@@ -25,11 +28,16 @@ mod users;
 pub use accounts::{Account, AccountInput, PasswordChange};
 pub use attachments::{Attachment, ScenarioAttachment};
 pub use blobs::{BlobError, BlobStore};
+pub use jobs::{Alert, Job};
+pub use mailboxes::{
+    MailboxChange, MailboxRecord, MailboxTestRecord, ServerProfile, ServerProfileInput,
+};
 pub use messages::{
     AttemptRecord, ClaimedMessage, InsertClaim, InsertOutcome, MessageFilter, MessagePage,
     NewMessage, Outcome, RecoveredLease, StoredAttempt, StoredMessage, Visibility,
 };
 pub use nodes::NodeInfo;
+pub use organisation::{Queue, Team};
 pub use profiles::SendingProfile;
 pub use retention::RetentionBatch;
 pub use scenarios::ScenarioRow;

@@ -93,7 +93,7 @@ impl Store {
             let Some(user_id) = token.user_id else {
                 return Ok(None);
             };
-            let user = self.user(user_id).await?;
+            let user = self.user_with_team_grants(user_id).await?;
             self.caches
                 .remember_token(hash, (token.clone(), user.clone()));
             Ok(user.enabled.then_some((token, user)))

@@ -838,3 +838,252 @@ async fn retention_deletes_the_content_of_old_sent_mail_and_keeps_its_envelope_a
     assert_eq!(again.deleted, 0);
 }
 }
+
+// ----- mailboxes, profiles, teams, queues, jobs and alerts -----
+
+fn profile_input(name: &str, is_default: bool) -> mailroom_store::ServerProfileInput {
+    use mailroom_core::account::Security;
+    use mailroom_core::mailbox::*;
+    ServerProfileInput {
+        name: name.into(),
+        kind: ProfileKind::ImapSmtp,
+        incoming: ServerEndpoint {
+            host: "imap.example.com".into(),
+            port: 993,
+            security: Security::Tls,
+        },
+        outgoing: ServerEndpoint {
+            host: "smtp.example.com".into(),
+            port: 587,
+            security: Security::Starttls,
+        },
+        endpoints: CloudEndpoints::default(),
+        auth_type: AuthType::Password,
+        owner_user_id: None,
+        is_default,
+        processing: ProcessingOptions::default(),
+    }
+}
+
+use mailroom_store::ServerProfileInput;
+
+async fn user_with_email(t: &TestStore, name: &str) -> mailroom_store::User {
+    use mailroom_core::access::{Grants, Licence};
+    t.store
+        .create_user(&mailroom_store::UserInput {
+            name: name.into(),
+            contact_email: Some(
+                mailroom_core::address::EmailAddress::parse(&format!("{name}@example.com"))
+                    .unwrap(),
+            ),
+            licence: Licence::Full,
+            enabled: true,
+            grants: Grants::default(),
+        })
+        .await
+        .unwrap()
+}
+
+async fn mailbox_for(t: &TestStore, name: &str) -> mailroom_store::MailboxRecord {
+    let user = user_with_email(t, name).await;
+    t.store
+        .ensure_user_mailbox(user.id, user.contact_email.as_ref().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+contract! {
+async fn one_profile_is_the_default_and_one_in_use_cannot_be_deleted(t) {
+    let first = t.store.create_server_profile(&profile_input("first", true)).await.unwrap();
+    let second = t.store.create_server_profile(&profile_input("second", true)).await.unwrap();
+    assert!(!t.store.server_profile(first.id).await.unwrap().is_default);
+    assert!(second.is_default);
+    assert_eq!(
+        t.store.email_settings().await.unwrap().default_profile_id,
+        Some(second.id.to_string())
+    );
+    let duplicate = t.store.create_server_profile(&profile_input("first", false)).await;
+    assert!(matches!(duplicate, Err(mailroom_store::StoreError::Refused { code: "profile_name_taken", .. })));
+    // New mailboxes take the default profile.
+    let mailbox = mailbox_for(&t, "ann").await;
+    assert_eq!(mailbox.profile_id, Some(second.id));
+    assert_eq!(mailbox.approval, mailroom_core::mailbox::Approval::Empty);
+    let refused = t.store.delete_server_profile(second.id).await.unwrap_err();
+    match refused {
+        mailroom_store::StoreError::Refused { code, message } => {
+            assert_eq!(code, "profile_in_use");
+            assert!(message.contains("ann@example.com"), "{message}");
+        }
+        other => panic!("expected profile_in_use, got {other:?}"),
+    }
+    t.store.delete_server_profile(first.id).await.unwrap();
+    assert!(t.store.server_profile(first.id).await.is_err());
+    // Moving the default in the settings moves the flag.
+    let mut settings = t.store.email_settings().await.unwrap();
+    assert!(settings.process_only_approved_users, "on by default");
+    settings.default_profile_id = None;
+    settings.require_privilege_to_self_approve = true;
+    let saved = t.store.set_email_settings(&settings).await.unwrap();
+    assert_eq!(saved.default_profile_id, None);
+    assert!(saved.require_privilege_to_self_approve);
+    assert!(!t.store.server_profile(second.id).await.unwrap().is_default);
+}
+
+async fn a_mailboxs_password_is_forgotten_when_its_servers_change(t) {
+    let profile = t.store.create_server_profile(&profile_input("corp", true)).await.unwrap();
+    let mailbox = mailbox_for(&t, "bea").await;
+    let change = mailroom_store::MailboxChange {
+        username: Some(Some("bea".into())),
+        password: Some(Some("s3cret".into())),
+        ..Default::default()
+    };
+    let updated = t.store.update_mailboxes(&[mailbox.id], &change).await.unwrap();
+    assert!(updated[0].has_password);
+    assert_eq!(t.store.mailbox_password(mailbox.id).await.unwrap().as_deref(), Some("s3cret"));
+    // Another port on the profile: the password was given for the old server.
+    let mut moved = profile_input("corp", true);
+    moved.incoming.port = 1993;
+    t.store.update_server_profile(profile.id, &moved).await.unwrap();
+    let after = t.store.mailbox(mailbox.id).await.unwrap();
+    assert!(!after.has_password);
+    assert!(after.last_error.unwrap().contains("password again"));
+    // Renaming the profile keeps the servers, and so the password.
+    t.store.update_mailboxes(&[mailbox.id], &change).await.unwrap();
+    let mut renamed = moved.clone();
+    renamed.name = "corporate".into();
+    t.store.update_server_profile(profile.id, &renamed).await.unwrap();
+    assert!(t.store.mailbox(mailbox.id).await.unwrap().has_password);
+}
+
+async fn a_bulk_mailbox_edit_changes_all_of_them_or_none(t) {
+    let a = mailbox_for(&t, "cat").await;
+    let b = mailbox_for(&t, "dan").await;
+    let off = mailroom_store::MailboxChange {
+        incoming: Some(mailroom_core::mailbox::SyncMethod::None),
+        ..Default::default()
+    };
+    let unknown = t.store.update_mailboxes(&[a.id, Uuid::new_v4()], &off).await;
+    assert!(matches!(unknown, Err(mailroom_store::StoreError::NotFound(_))));
+    assert_eq!(t.store.mailbox(a.id).await.unwrap().incoming, mailroom_core::mailbox::SyncMethod::ServerSideSync);
+    let changed = t.store.update_mailboxes(&[a.id, b.id], &off).await.unwrap();
+    assert!(changed.iter().all(|m| m.incoming == mailroom_core::mailbox::SyncMethod::None));
+}
+
+async fn a_job_counts_each_item_once_and_another_node_resumes_it_after_its_lease(t) {
+    let a = mailbox_for(&t, "eve").await;
+    let b = mailbox_for(&t, "fay").await;
+    let job = t.store.create_job("test-mailboxes", "admin", &serde_json::json!({}), &[a.id, b.id]).await.unwrap();
+    assert_eq!((job.state.as_str(), job.total), ("queued", 2));
+    let now = now_ms();
+    let taken = t.store.take_job("node-1", now, now + 1_000).await.unwrap().unwrap();
+    assert_eq!(taken.id, job.id);
+    assert!(t.store.take_job("node-2", now, now + 1_000).await.unwrap().is_none(), "held by node-1");
+    t.store.finish_job_item(job.id, a.id, true, "ok").await.unwrap();
+    t.store.finish_job_item(job.id, a.id, false, "again").await.unwrap();
+    let halfway = t.store.job(job.id).await.unwrap();
+    assert_eq!((halfway.done, halfway.succeeded, halfway.failed), (1, 1, 0), "an item counts once");
+    // node-1 dies; once its lease has run out node-2 takes the job with what is left.
+    let later = now + 2_000;
+    let resumed = t.store.take_job("node-2", later, later + 1_000).await.unwrap().unwrap();
+    assert_eq!(resumed.id, job.id);
+    assert!(!t.store.renew_job(job.id, "node-1", later + 5_000).await.unwrap());
+    assert_eq!(t.store.pending_job_items(job.id).await.unwrap(), vec![b.id]);
+    t.store.finish_job_item(job.id, b.id, false, "refused").await.unwrap();
+    let done = t.store.job(job.id).await.unwrap();
+    assert_eq!((done.state.as_str(), done.done, done.failed), ("done", 2, 1));
+    assert!(done.finished_at_ms.is_some());
+    assert!(t.store.take_job("node-3", later + 5_000, later + 6_000).await.unwrap().is_none());
+}
+
+async fn a_disabling_test_alerts_the_mailbox_owner_and_the_profile_owner_and_writes_an_event(t) {
+    use mailroom_core::mailbox::TestStatus;
+    let owner = user_with_email(&t, "owner").await;
+    let mut input = profile_input("corp", true);
+    input.owner_user_id = Some(owner.id);
+    t.store.create_server_profile(&input).await.unwrap();
+    let mailbox = mailbox_for(&t, "gus").await;
+    let record = mailroom_store::MailboxTestRecord {
+        incoming_status: TestStatus::Failure,
+        outgoing_status: TestStatus::Success,
+        act_status: TestStatus::NotRun,
+        enabled: false,
+        last_error: Some("incoming: authentication failed".into()),
+        test_tries: 0,
+        next_test_at_ms: None,
+        approve: false,
+        disabled_because: Some("incoming: authentication failed".into()),
+    };
+    let after = t.store.record_mailbox_test(mailbox.id, &record).await.unwrap();
+    assert!(!after.enabled);
+    assert_eq!(after.incoming_status, TestStatus::Failure);
+    for user in [mailbox.user_id.unwrap(), owner.id] {
+        let alerts = t.store.alerts(user, false).await.unwrap();
+        assert_eq!(alerts.len(), 1, "one alert for {user}");
+        assert!(alerts[0].message.contains("gus@example.com"));
+        assert!(alerts[0].message.contains("authentication failed"));
+    }
+    let alert = t.store.alerts(owner.id, false).await.unwrap().remove(0);
+    t.store.dismiss_alert(owner.id, alert.id).await.unwrap();
+    assert!(t.store.alerts(owner.id, false).await.unwrap().is_empty());
+    assert_eq!(t.store.alerts(owner.id, true).await.unwrap().len(), 1);
+    assert!(t.store.dismiss_alert(owner.id, alert.id).await.is_err(), "dismissed once");
+    let events = t.store.events("mailbox.disabled", 0).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].1, mailbox.id.to_string());
+}
+
+async fn transiently_failed_tests_are_taken_again_once_each_when_due(t) {
+    use mailroom_core::mailbox::TestStatus;
+    let mailbox = mailbox_for(&t, "hal").await;
+    let now = now_ms();
+    let record = mailroom_store::MailboxTestRecord {
+        incoming_status: TestStatus::Failure,
+        outgoing_status: TestStatus::Failure,
+        act_status: TestStatus::NotRun,
+        enabled: false,
+        last_error: Some("connection refused".into()),
+        test_tries: 1,
+        next_test_at_ms: Some(now + 100),
+        approve: false,
+        disabled_because: None,
+    };
+    t.store.record_mailbox_test(mailbox.id, &record).await.unwrap();
+    assert!(t.store.take_due_mailbox_retests(now, 60_000, 10).await.unwrap().is_empty());
+    let due = t.store.take_due_mailbox_retests(now + 200, 60_000, 10).await.unwrap();
+    assert_eq!(due, vec![mailbox.id]);
+    assert!(t.store.take_due_mailbox_retests(now + 300, 60_000, 10).await.unwrap().is_empty(), "held");
+}
+
+async fn a_teams_permission_sets_reach_its_members_at_once(t) {
+    let user = user_with_email(&t, "ida").await;
+    let (_, secret) = t.store.create_token(Some(user.id), "ida", None).await.unwrap();
+    let (_, before) = t.store.authenticate_token(&secret).await.unwrap().unwrap();
+    assert!(!before.grants.allows(&mailroom_core::access::PermissionSet::MailboxApprove));
+    let grants = mailroom_core::access::Grants::new(vec![mailroom_core::access::PermissionSet::MailboxApprove]);
+    let team = t.store.create_team("approvers", &grants, &[user.id]).await.unwrap();
+    let (_, after) = t.store.authenticate_token(&secret).await.unwrap().unwrap();
+    assert!(after.grants.allows(&mailroom_core::access::PermissionSet::MailboxApprove));
+    t.store.update_team(team.id, &grants, &[]).await.unwrap();
+    let (_, removed) = t.store.authenticate_token(&secret).await.unwrap().unwrap();
+    assert!(!removed.grants.allows(&mailroom_core::access::PermissionSet::MailboxApprove));
+    assert!(t.store.create_team("bad", &grants, &[Uuid::new_v4()]).await.is_err(), "unknown member");
+}
+
+async fn a_queue_gets_a_mailbox_with_the_organisation_defaults(t) {
+    let member = user_with_email(&t, "jo").await;
+    let profile = t.store.create_server_profile(&profile_input("corp", true)).await.unwrap();
+    let address = mailroom_core::address::EmailAddress::parse("support@example.com").unwrap();
+    let queue = t.store.create_queue("support", &address, &[member.id]).await.unwrap();
+    assert_eq!(queue.members, vec![member.id]);
+    let mailbox = t.store.mailbox(queue.mailbox_id.unwrap()).await.unwrap();
+    assert_eq!(mailbox.kind, mailroom_core::mailbox::MailboxKind::Queue);
+    assert_eq!(mailbox.queue_id, Some(queue.id));
+    assert_eq!(mailbox.profile_id, Some(profile.id));
+    assert_eq!(mailbox.email_address, address);
+    assert!(matches!(
+        t.store.create_queue("support", &address, &[]).await,
+        Err(mailroom_store::StoreError::Refused { code: "queue_name_taken", .. })
+    ));
+}
+}
