@@ -4,10 +4,12 @@
 //! worth retrying (`Transient`) or not (`Permanent`), with the server's reply code and text when there
 //! was one. New providers (Microsoft Graph, Gmail…) implement the same trait without touching the core.
 
+mod imap;
 mod implicit_tls;
 mod pickup;
 mod smtp;
 
+pub use imap::{ImapSettings, test_imap};
 pub use pickup::{OutsideRoot, PickupConnector, check_inside_root};
 pub use smtp::{SessionGate, SessionPermit, SmtpConnector, SmtpSettings};
 
@@ -24,6 +26,8 @@ pub struct OutgoingMessage {
     pub bytes: Arc<Vec<u8>>,
     /// The Message-ID header value, with angle brackets.
     pub message_id: String,
+    /// The user who sent the message, for connectors that send through that user's own mailbox.
+    pub sender_user: Option<String>,
 }
 
 /// The provider's acceptance of a message.

@@ -209,6 +209,7 @@ mod tests {
             ],
             bytes: Arc::new(b"Subject: hi\r\n\r\nbody\r\n".to_vec()),
             message_id: "<abc@example.com>".into(),
+            sender_user: None,
         };
         connector.send(&message).await.unwrap();
         connector.send(&message).await.unwrap();
@@ -248,6 +249,7 @@ mod tests {
             recipients: vec![EmailAddress::parse("a@example.com").unwrap()],
             bytes: Arc::new(b"Subject: hi\r\n\r\nbody\r\n".to_vec()),
             message_id: "<abc@example.com>".into(),
+            sender_user: None,
         };
         let error = connector.send(&message).await.unwrap_err();
         assert_eq!(error.kind, crate::FailureKind::Permanent);

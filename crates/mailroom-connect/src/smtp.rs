@@ -997,6 +997,7 @@ mod tests {
             recipients: vec![EmailAddress::parse("buyer@example.com").unwrap()],
             bytes: Arc::new(bytes.to_vec()),
             message_id: "<1@example.com>".into(),
+            sender_user: None,
         }
     }
 
@@ -1180,6 +1181,7 @@ mod tests {
             recipients: vec![EmailAddress::parse("buyer@example.com").unwrap()],
             bytes: Arc::new(format!("Subject: {n}\r\n\r\nbody {n}\r\n").into_bytes()),
             message_id: format!("<{n}@example.com>"),
+            sender_user: None,
         };
         let first = tokio::spawn({
             let connector = connector.clone();

@@ -154,6 +154,13 @@ pub async fn build_connector(
                 .map_or_else(|| defaults.pickup_root.clone(), Into::into),
             defaults.pickup_root.clone(),
         )),
+        ConnectorKind::CurrentUser => Arc::new(CurrentUserConnector {
+            store: store.clone(),
+            defaults: defaults.clone(),
+            account_label: account.id.to_string(),
+            timeouts: account.options.timeouts,
+            by_mailbox: Mutex::new(HashMap::new()),
+        }),
         ConnectorKind::Smtp => Arc::new(SmtpConnector::new(SmtpSettings {
             account_label: account.id.to_string(),
             host: account.host.clone().unwrap_or_else(|| "localhost".into()),
@@ -184,6 +191,98 @@ pub async fn build_connector(
             }),
         })),
     })
+}
+
+/// Sends each message through the sending user's own mailbox (MISSION A1 "current user"): its
+/// profile's outgoing server, its credentials, its address as the envelope sender. A mailbox that
+/// is not approved, tested and switched on for outgoing mail is never connected to.
+struct CurrentUserConnector {
+    store: Store,
+    defaults: ConnectorDefaults,
+    account_label: String,
+    timeouts: mailroom_core::account::SmtpTimeouts,
+    /// One SMTP connector (and pool) per mailbox, with the mailbox version it was built from.
+    by_mailbox: Mutex<HashMap<Uuid, VersionedConnector>>,
+}
+
+impl CurrentUserConnector {
+    async fn connector_for(
+        &self,
+        user: &str,
+    ) -> Result<(Arc<dyn Connector>, mailroom_core::address::EmailAddress), SendError> {
+        use mailroom_core::mailbox::{Direction, ready_for};
+        let store_error = |e: mailroom_store::StoreError| {
+            SendError::transient(None, format!("reading the sender's mailbox: {e}"))
+        };
+        let user_id: Uuid = user.parse().map_err(|_| {
+            SendError::permanent(None, "the message was not sent by a user, so it has no mailbox to go out from")
+        })?;
+        let mailbox = self.store.mailbox_of_user(user_id).await.map_err(store_error)?;
+        let settings = self.store.email_settings().await.map_err(store_error)?;
+        ready_for(
+            mailbox.as_ref().map(|m| m.readiness()).as_ref(),
+            Direction::Outgoing,
+            &settings,
+        )
+        .map_err(|step| {
+            SendError::permanent(None, format!("{}: {}", step.code(), step.message("outgoing")))
+        })?;
+        let mailbox = mailbox.expect("a ready mailbox exists");
+        let version = mailbox.updated_at_ms;
+        if let Some((built, connector)) = self.by_mailbox.lock().expect("cache lock").get(&mailbox.id)
+            && *built == version
+        {
+            return Ok((connector.clone(), mailbox.email_address));
+        }
+        let profile_id = mailbox.profile_id.ok_or_else(|| {
+            SendError::permanent(None, "the sender's mailbox has no server profile")
+        })?;
+        let profile = self.store.server_profile(profile_id).await.map_err(store_error)?;
+        let password = self.store.mailbox_password(mailbox.id).await.map_err(store_error)?;
+        let connector: Arc<dyn Connector> = Arc::new(SmtpConnector::new(SmtpSettings {
+            account_label: self.account_label.clone(),
+            host: profile.outgoing.host.clone(),
+            port: profile.outgoing.port,
+            security: profile.outgoing.security,
+            username: mailbox.username.clone(),
+            password,
+            max_connections: 1,
+            timeouts: self.timeouts,
+            ehlo_name: self.defaults.hostname.clone(),
+            extra_root_certificates: self.defaults.extra_root_certificates.clone(),
+            gate: None,
+        }));
+        self.by_mailbox
+            .lock()
+            .expect("cache lock")
+            .insert(mailbox.id, (version, connector.clone()));
+        Ok((connector, mailbox.email_address))
+    }
+}
+
+#[async_trait::async_trait]
+impl Connector for CurrentUserConnector {
+    fn describe(&self) -> String {
+        "each sending user's own mailbox".into()
+    }
+
+    async fn send(
+        &self,
+        message: &mailroom_connect::OutgoingMessage,
+    ) -> Result<mailroom_connect::Delivered, SendError> {
+        let user = message.sender_user.as_deref().ok_or_else(|| {
+            SendError::permanent(None, "the message names no sending user")
+        })?;
+        let (connector, address) = self.connector_for(user).await?;
+        let mut own = message.clone();
+        own.envelope_from = address;
+        connector.send(&own).await
+    }
+
+    /// There is no one server to test: each user's mailbox is tested by its own test & enable.
+    async fn test_connection(&self) -> Result<String, SendError> {
+        Ok("this account sends through each sending user's own mailbox; test the mailboxes (POST /v1/mailboxes/{id}/test)".into())
+    }
 }
 
 /// A connector and the account version (`updated_at`) it was built from.

@@ -2,6 +2,7 @@
 
 use crate::connectors::{ConnectorCache, ConnectorDefaults};
 use mailroom_connect::{FailureKind, OutgoingMessage};
+use mailroom_core::account::ConnectorKind;
 use mailroom_core::address::Mailbox;
 use mailroom_core::compose::{AttachmentPart, Composition, compose};
 use mailroom_core::message::AttemptOutcome;
@@ -51,6 +52,8 @@ pub struct EngineConfig {
     /// A node that has not heartbeat for this long is declared dead and its leases are recovered
     /// by another node (nodes heartbeat, and look for dead nodes, ten times per timeout).
     pub node_timeout: Duration,
+    /// Timing of mailbox tests and the jobs that run them.
+    pub mailbox_tests: crate::mailboxes::MailboxTestConfig,
 }
 
 impl Default for EngineConfig {
@@ -77,6 +80,7 @@ impl Default for EngineConfig {
             node_timeout: Duration::from_secs(10),
             sent_retention: None,
             retention_interval: Duration::from_secs(3600),
+            mailbox_tests: Default::default(),
         }
     }
 }
@@ -178,13 +182,22 @@ struct Inner {
     outcomes: Mutex<Option<mpsc::UnboundedSender<AttemptRecord>>>,
     /// The runtime `start` ran on: send tasks started from elsewhere (the API) run there too.
     runtime: std::sync::OnceLock<tokio::runtime::Handle>,
+    /// Tests mailboxes and runs the jobs that do so.
+    mailboxes: Arc<crate::mailboxes::MailboxWorker>,
 }
 
 impl Engine {
     pub fn new(store: Store, config: EngineConfig) -> Self {
         let encode_budget = Arc::new(Semaphore::new(budget_permits(config.encode_budget_bytes)));
+        let mailboxes = Arc::new(crate::mailboxes::MailboxWorker::new(
+            store.clone(),
+            config.connectors.clone(),
+            config.mailbox_tests.clone(),
+            config.node_id.clone(),
+        ));
         Self {
             inner: Arc::new(Inner {
+                mailboxes,
                 store,
                 config,
                 connectors: ConnectorCache::default(),
@@ -203,6 +216,11 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// Tests mailboxes and runs the jobs that do so.
+    pub fn mailboxes(&self) -> &Arc<crate::mailboxes::MailboxWorker> {
+        &self.inner.mailboxes
     }
 
     /// Tells the dispatcher that mail is waiting that the store writer did not queue itself (a
@@ -320,6 +338,9 @@ impl Engine {
         // node look dead.
         let watcher = self.clone();
         tokio::spawn(async move { watcher.watch_nodes().await });
+        let worker = self.inner.mailboxes.clone();
+        let stopping = self.inner.stopping.clone();
+        tokio::spawn(async move { worker.run(stopping).await });
         if let Some(retention) = self.inner.config.sent_retention {
             let keeper = self.clone();
             tokio::spawn(async move { keeper.apply_retention(retention).await });
@@ -1055,6 +1076,14 @@ impl SendTask {
             recipients: content.envelope_recipients().into_iter().cloned().collect(),
             bytes: Arc::new(bytes),
             message_id: message.message_id_header.clone(),
+            // Only a connector sending through each user's own mailbox needs to know whose.
+            sender_user: if self.account.connector == ConnectorKind::CurrentUser {
+                Some(self.engine.inner.store.message_author(message.id).await.map_err(|e| {
+                    mailroom_connect::SendError::transient(None, format!("reading the message's sender: {e}"))
+                })?)
+            } else {
+                None
+            },
         };
         self.connector.send(&outgoing).await
     }

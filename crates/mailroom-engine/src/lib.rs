@@ -11,6 +11,8 @@
 
 mod connectors;
 mod dispatcher;
+mod mailboxes;
 
 pub use connectors::{ConnectorDefaults, build_connector};
 pub use dispatcher::{Engine, EngineConfig, Reservation};
+pub use mailboxes::{MailboxTestConfig, MailboxWorker, TEST_MAILBOXES_JOB};

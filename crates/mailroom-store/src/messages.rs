@@ -845,3 +845,16 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// Who asked for a message (the user id written as its author).
+    pub async fn message_author(&self, id: Uuid) -> StoreResult<String> {
+        on_db!(self, |writer, reader| {
+            sqlx::query_scalar::<_, String>("SELECT created_by FROM messages WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(reader)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("message {id}")))
+        })
+    }
+}
