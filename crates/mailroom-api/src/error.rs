@@ -68,6 +68,86 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "The Idempotency-Key was used before with a different request.",
     ),
     (
+        "profile_name_taken",
+        409,
+        "A server profile with this name exists already.",
+    ),
+    (
+        "profile_in_use",
+        409,
+        "The server profile is used by mailboxes (named in the message); move them first.",
+    ),
+    (
+        "team_name_taken",
+        409,
+        "A team with this name exists already.",
+    ),
+    (
+        "queue_name_taken",
+        409,
+        "A queue with this name exists already.",
+    ),
+    (
+        "mailbox_not_yours",
+        403,
+        "Reading or changing another user's or a queue's mailbox needs email-setup.",
+    ),
+    (
+        "mailbox_field_needs_setup",
+        403,
+        "On one's own mailbox only the credentials and the filter may be changed without email-setup.",
+    ),
+    (
+        "mailbox_approve_permission_missing",
+        403,
+        "Approving email addresses for users or queues needs the mailbox-approve permission.",
+    ),
+    (
+        "mailbox_approver_role_missing",
+        403,
+        "Approving another's or a queue's address needs mailbox-approve and email-admin or the delegated mailbox approver role.",
+    ),
+    (
+        "self_approval_needs_permission",
+        403,
+        "The organisation requires mailbox-approve to approve one's own address.",
+    ),
+    (
+        "delegated_approver_grant_denied",
+        403,
+        "Only an email administrator can assign the delegated mailbox approver role.",
+    ),
+    (
+        "admin_grant_denied",
+        403,
+        "Only an email administrator can grant email-admin.",
+    ),
+    (
+        "delegated_approver_not_for_teams",
+        422,
+        "The delegated mailbox approver role cannot be assigned to a team.",
+    ),
+    (
+        "mailbox_missing",
+        409,
+        "The sending user has no mailbox (current-user accounts send from the user's own mailbox).",
+    ),
+    (
+        "mailbox_not_approved",
+        409,
+        "The mailbox's address is not approved.",
+    ),
+    (
+        "mailbox_not_tested",
+        409,
+        "The mailbox has not passed test & enable for this direction, or is disabled.",
+    ),
+    (
+        "mailbox_direction_off",
+        409,
+        "The mailbox has this direction (incoming or outgoing email) turned off.",
+    ),
+    (
         "last_admin",
         409,
         "The change would leave no enabled user holding email-admin.",

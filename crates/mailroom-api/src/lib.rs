@@ -69,6 +69,8 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::templates::router())
         .merge(routes::documents::router())
         .merge(routes::nodes::router())
+        .merge(routes::mailboxes::router())
+        .merge(routes::teams::router())
 }
 
 /// The OpenAPI document of the whole API.

@@ -61,6 +61,12 @@ pub struct EngineFileConfig {
     pub attachment_retention_ms: Option<u64>,
     /// How often retention passes over the sent archive (default one hour).
     pub retention_interval_ms: Option<u64>,
+    /// The delay before a transiently failed mailbox test is tried again, doubled per try (default 60000).
+    pub mailbox_test_retry_ms: Option<u64>,
+    /// How long one direction of a mailbox test may take (default 30000).
+    pub mailbox_test_timeout_ms: Option<u64>,
+    /// How long a background job stays one node's without a renewal (default 30000).
+    pub job_lease_ms: Option<u64>,
 }
 
 /// Values given on the command line or in the environment (clap reads both).
@@ -112,6 +118,7 @@ pub struct Config {
     pub encode_budget_bytes: u64,
     pub attachment_retention: Duration,
     pub extra_root_certificates: Vec<Vec<u8>>,
+    pub mailbox_tests: mailroom_engine::MailboxTestConfig,
 }
 
 impl Config {
@@ -219,6 +226,12 @@ impl Config {
             encode_budget_bytes: engine.encode_budget_bytes.unwrap_or(256 * 1024 * 1024),
             attachment_retention: ms(engine.attachment_retention_ms, 24 * 3600 * 1000),
             extra_root_certificates,
+            mailbox_tests: mailroom_engine::MailboxTestConfig {
+                retry_initial: ms(engine.mailbox_test_retry_ms, 60_000),
+                timeout: ms(engine.mailbox_test_timeout_ms, 30_000),
+                job_lease: ms(engine.job_lease_ms, 30_000),
+                ..Default::default()
+            },
         })
     }
 }

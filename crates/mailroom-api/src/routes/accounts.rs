@@ -158,6 +158,32 @@ fn validate(
                 options,
             })
         }
+        ConnectorKind::CurrentUser => {
+            // Each message goes out through its sender's own mailbox: its server and credentials.
+            if raw.host.is_some() || raw.username.is_some() || raw.has_password || raw.pickup_dir.is_some() {
+                return Err(ValidationError::new(
+                    "connector",
+                    "a current-user account takes no host, username, password or pickup folder: each message goes out through the sending user's own mailbox",
+                ));
+            }
+            Ok(AccountInput {
+                connector: raw.connector,
+                name,
+                email_address,
+                sender_name,
+                sender_type,
+                host: None,
+                port: None,
+                security: Security::None,
+                username: None,
+                pickup_dir: None,
+                limits,
+                substitute_mode,
+                substitute_address,
+                substitute_name: substitute_name.clone(),
+                options,
+            })
+        }
         ConnectorKind::Pickup => {
             if raw.host.is_some() || raw.username.is_some() || raw.has_password {
                 return Err(ValidationError::new(

@@ -124,6 +124,33 @@ fn validate(
     Ok((content, scenario, related, send_at))
 }
 
+/// The sender of a message from a current-user account: the user's own mailbox, which must be
+/// ready to send (approved, tested, outgoing on); otherwise `409` naming the missing step.
+async fn own_mailbox_sender(state: &AppState, principal: &Principal) -> ApiResult<Mailbox> {
+    use mailroom_core::mailbox::{Direction, ready_for};
+    let mailbox = state.store.mailbox_of_user(principal.user.id).await?;
+    let settings = state.store.email_settings().await?;
+    ready_for(
+        mailbox.as_ref().map(|m| m.readiness()).as_ref(),
+        Direction::Outgoing,
+        &settings,
+    )
+    .map_err(|step| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            step.code(),
+            format!(
+                "this account sends from your own mailbox, which cannot send yet: {}",
+                step.message("outgoing")
+            ),
+        )
+    })?;
+    let mailbox = mailbox.expect("a ready mailbox exists");
+    Mailbox::new(Some(&principal.user.name), mailbox.email_address.clone())
+        .or_else(|_| Mailbox::new(None, mailbox.email_address))
+        .map_err(ApiError::from)
+}
+
 /// Who the message shows as its sender (MISSION A4), fixed when the message is accepted:
 /// an account of sender type "current user" sends as the signed-in user's contact email; an account that
 /// substitutes senders shows, in this order, the approval-workflow user, its substitute address, its own
@@ -417,6 +444,10 @@ pub(crate) async fn accept(
     let mut content = content;
     (content.from, content.sender) =
         visible_sender(&account, principal, request.workflow_sender.as_deref())?;
+    if account.connector == mailroom_core::account::ConnectorKind::CurrentUser {
+        content.from = Some(own_mailbox_sender(&state, principal).await?);
+        content.sender = None;
+    }
     let id = Uuid::now_v7();
     let now = now_ms();
     // Mail due at once goes straight to a send task when its account has room and nothing older

@@ -3,9 +3,11 @@
 pub mod accounts;
 pub mod attachments;
 pub mod documents;
+pub mod mailboxes;
 pub mod messages;
 pub mod nodes;
 pub mod scenarios;
 pub mod system;
+pub mod teams;
 pub mod templates;
 pub mod users;

@@ -29,7 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_audit))
 }
 
-fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+pub(crate) fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(deserializer).map(Some)
@@ -158,7 +158,7 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
-fn parse_grants(sets: &[String]) -> Result<Grants, ValidationError> {
+pub(crate) fn parse_grants(sets: &[String]) -> Result<Grants, ValidationError> {
     sets.iter()
         .enumerate()
         .map(|(index, set)| {
@@ -173,6 +173,19 @@ fn parse_email(raw: Option<&str>) -> Result<Option<EmailAddress>, ValidationErro
     raw.filter(|e| !e.is_empty())
         .map(|e| EmailAddress::parse(e.trim()).map_err(|err| err.at("contact_email")))
         .transpose()
+}
+
+/// Refuses permission sets the principal may not grant (only an email administrator grants
+/// `email-admin` and `delegated-mailbox-approver`).
+fn check_user_grants(principal: &Principal, previous: &Grants, next: &Grants) -> ApiResult<()> {
+    mailroom_core::mailbox::may_grant(
+        &principal.user.grants,
+        &mailroom_core::mailbox::newly_granted(previous, next),
+        false,
+    )
+    .map_err(|refusal| {
+        ApiError::new(StatusCode::FORBIDDEN, refusal.code(), refusal.message()).at("permission_sets")
+    })
 }
 
 /// Records a change in the audit log; a failure to record is an error of the request.
@@ -232,7 +245,12 @@ async fn create_user(
         enabled: body.enabled.unwrap_or(true),
         grants: parse_grants(&body.permission_sets)?,
     };
+    check_user_grants(&principal, &Grants::default(), &input.grants)?;
     let user = state.store.create_user(&input).await?;
+    // Every new user gets a mailbox with the organisation's defaults (MISSION B2, B3).
+    if let Some(address) = &user.contact_email {
+        state.store.ensure_user_mailbox(user.id, address).await?;
+    }
     let view = UserView::from(&user);
     audit(
         &state,
@@ -287,7 +305,11 @@ async fn update_user(
             None => current.grants.clone(),
         },
     };
+    check_user_grants(&principal, &current.grants, &input.grants)?;
     let updated = state.store.update_user(id, &input).await?;
+    if let Some(address) = &updated.contact_email {
+        state.store.ensure_user_mailbox(id, address).await?;
+    }
     let (before, after) = (UserView::from(&current), UserView::from(&updated));
     audit(
         &state,
