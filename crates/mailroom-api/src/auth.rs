@@ -90,7 +90,11 @@ pub const ROUTE_PERMISSIONS: &[(&str, &str, &str)] = &[
     ("GET", "/v1/server-profiles/{id}", "email-setup"),
     ("PATCH", "/v1/server-profiles/{id}", "email-setup"),
     ("DELETE", "/v1/server-profiles/{id}", "email-setup"),
-    ("POST", "/v1/server-profiles/{id}/test-mailboxes", "email-setup"),
+    (
+        "POST",
+        "/v1/server-profiles/{id}/test-mailboxes",
+        "email-setup",
+    ),
     ("GET", "/v1/settings/email", "email-setup"),
     ("PUT", "/v1/settings/email", "email-setup"),
     ("GET", "/v1/queues", "email-setup"),

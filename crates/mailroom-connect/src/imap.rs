@@ -64,7 +64,10 @@ async fn secure<S: AsyncRead + AsyncWrite + Unpin>(
     settings: &ImapSettings,
 ) -> Result<tokio_rustls::client::TlsStream<S>, SendError> {
     let name = ServerName::try_from(settings.host.clone()).map_err(|_| {
-        SendError::permanent(None, format!("{:?} is not a valid TLS server name", settings.host))
+        SendError::permanent(
+            None,
+            format!("{:?} is not a valid TLS server name", settings.host),
+        )
     })?;
     tls_connector(&settings.extra_root_certificates)
         .connect(name, stream)
@@ -73,9 +76,21 @@ async fn secure<S: AsyncRead + AsyncWrite + Unpin>(
             // A certificate the client does not trust will not be trusted on the next try either.
             let text = e.to_string();
             if text.contains("certificate") {
-                SendError::permanent(None, format!("TLS handshake with {}:{} failed: {text}", settings.host, settings.port))
+                SendError::permanent(
+                    None,
+                    format!(
+                        "TLS handshake with {}:{} failed: {text}",
+                        settings.host, settings.port
+                    ),
+                )
             } else {
-                SendError::transient(None, format!("TLS handshake with {}:{} failed: {text}", settings.host, settings.port))
+                SendError::transient(
+                    None,
+                    format!(
+                        "TLS handshake with {}:{} failed: {text}",
+                        settings.host, settings.port
+                    ),
+                )
             }
         })
 }
@@ -102,13 +117,22 @@ where
         Ok(Some(response)) => {
             let text = format!("{:?}", response.parsed());
             if text.contains("Bye") {
-                Err(SendError::transient(None, format!("the server said goodbye at once: {text}")))
+                Err(SendError::transient(
+                    None,
+                    format!("the server said goodbye at once: {text}"),
+                ))
             } else {
                 Ok(())
             }
         }
-        Ok(None) => Err(SendError::transient(None, "the server closed the connection before greeting")),
-        Err(e) => Err(SendError::transient(None, format!("reading the greeting: {e}"))),
+        Ok(None) => Err(SendError::transient(
+            None,
+            "the server closed the connection before greeting",
+        )),
+        Err(e) => Err(SendError::transient(
+            None,
+            format!("reading the greeting: {e}"),
+        )),
     }
 }
 
@@ -161,7 +185,11 @@ async fn run(settings: &ImapSettings) -> Result<String, SendError> {
     };
     Ok(format!(
         "connected to {address}{}, logged in as {}, INBOX holds {messages} message(s)",
-        if settings.security == Security::None { "" } else { " with TLS" },
+        if settings.security == Security::None {
+            ""
+        } else {
+            " with TLS"
+        },
         settings.username
     ))
 }
@@ -193,7 +221,10 @@ mod tests {
         tokio::spawn(async move {
             let (socket, _) = listener.accept().await.unwrap();
             let (read, mut write) = socket.into_split();
-            write.write_all(b"* OK scripted IMAP ready\r\n").await.unwrap();
+            write
+                .write_all(b"* OK scripted IMAP ready\r\n")
+                .await
+                .unwrap();
             let mut lines = BufReader::new(read).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let (tag, command) = line.split_once(' ').unwrap_or((&line, ""));

@@ -215,9 +215,16 @@ impl CurrentUserConnector {
             SendError::transient(None, format!("reading the sender's mailbox: {e}"))
         };
         let user_id: Uuid = user.parse().map_err(|_| {
-            SendError::permanent(None, "the message was not sent by a user, so it has no mailbox to go out from")
+            SendError::permanent(
+                None,
+                "the message was not sent by a user, so it has no mailbox to go out from",
+            )
         })?;
-        let mailbox = self.store.mailbox_of_user(user_id).await.map_err(store_error)?;
+        let mailbox = self
+            .store
+            .mailbox_of_user(user_id)
+            .await
+            .map_err(store_error)?;
         let settings = self.store.email_settings().await.map_err(store_error)?;
         ready_for(
             mailbox.as_ref().map(|m| m.readiness()).as_ref(),
@@ -225,11 +232,15 @@ impl CurrentUserConnector {
             &settings,
         )
         .map_err(|step| {
-            SendError::permanent(None, format!("{}: {}", step.code(), step.message("outgoing")))
+            SendError::permanent(
+                None,
+                format!("{}: {}", step.code(), step.message("outgoing")),
+            )
         })?;
         let mailbox = mailbox.expect("a ready mailbox exists");
         let version = mailbox.updated_at_ms;
-        if let Some((built, connector)) = self.by_mailbox.lock().expect("cache lock").get(&mailbox.id)
+        if let Some((built, connector)) =
+            self.by_mailbox.lock().expect("cache lock").get(&mailbox.id)
             && *built == version
         {
             return Ok((connector.clone(), mailbox.email_address));
@@ -237,8 +248,16 @@ impl CurrentUserConnector {
         let profile_id = mailbox.profile_id.ok_or_else(|| {
             SendError::permanent(None, "the sender's mailbox has no server profile")
         })?;
-        let profile = self.store.server_profile(profile_id).await.map_err(store_error)?;
-        let password = self.store.mailbox_password(mailbox.id).await.map_err(store_error)?;
+        let profile = self
+            .store
+            .server_profile(profile_id)
+            .await
+            .map_err(store_error)?;
+        let password = self
+            .store
+            .mailbox_password(mailbox.id)
+            .await
+            .map_err(store_error)?;
         let connector: Arc<dyn Connector> = Arc::new(SmtpConnector::new(SmtpSettings {
             account_label: self.account_label.clone(),
             host: profile.outgoing.host.clone(),
@@ -270,9 +289,10 @@ impl Connector for CurrentUserConnector {
         &self,
         message: &mailroom_connect::OutgoingMessage,
     ) -> Result<mailroom_connect::Delivered, SendError> {
-        let user = message.sender_user.as_deref().ok_or_else(|| {
-            SendError::permanent(None, "the message names no sending user")
-        })?;
+        let user = message
+            .sender_user
+            .as_deref()
+            .ok_or_else(|| SendError::permanent(None, "the message names no sending user"))?;
         let (connector, address) = self.connector_for(user).await?;
         let mut own = message.clone();
         own.envelope_from = address;

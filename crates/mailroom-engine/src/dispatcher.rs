@@ -1078,9 +1078,19 @@ impl SendTask {
             message_id: message.message_id_header.clone(),
             // Only a connector sending through each user's own mailbox needs to know whose.
             sender_user: if self.account.connector == ConnectorKind::CurrentUser {
-                Some(self.engine.inner.store.message_author(message.id).await.map_err(|e| {
-                    mailroom_connect::SendError::transient(None, format!("reading the message's sender: {e}"))
-                })?)
+                Some(
+                    self.engine
+                        .inner
+                        .store
+                        .message_author(message.id)
+                        .await
+                        .map_err(|e| {
+                            mailroom_connect::SendError::transient(
+                                None,
+                                format!("reading the message's sender: {e}"),
+                            )
+                        })?,
+                )
             } else {
                 None
             },

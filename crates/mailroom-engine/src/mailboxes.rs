@@ -3,7 +3,9 @@
 //! the loop that tries transiently failed tests again with backoff until they pass or give up.
 
 use crate::connectors::ConnectorDefaults;
-use mailroom_connect::{Connector, FailureKind, ImapSettings, SendError, SmtpConnector, SmtpSettings};
+use mailroom_connect::{
+    Connector, FailureKind, ImapSettings, SendError, SmtpConnector, SmtpSettings,
+};
 use mailroom_core::account::SmtpTimeouts;
 use mailroom_core::mailbox::{
     Approval, AuthType, MAX_TEST_TRIES, MissingStep, SyncMethod, TestStatus, test_retry_delay_ms,
@@ -87,12 +89,18 @@ impl MailboxWorker {
 
     fn places(&self, profile: Uuid, max_connections: u32) -> Arc<Semaphore> {
         let mut places = self.profile_places.lock().expect("places lock");
-        let entry = places
-            .entry(profile)
-            .or_insert_with(|| (max_connections, Arc::new(Semaphore::new(max_connections as usize))));
+        let entry = places.entry(profile).or_insert_with(|| {
+            (
+                max_connections,
+                Arc::new(Semaphore::new(max_connections as usize)),
+            )
+        });
         if entry.0 != max_connections {
             // The profile's limit changed: connections under way keep their old places.
-            *entry = (max_connections, Arc::new(Semaphore::new(max_connections as usize)));
+            *entry = (
+                max_connections,
+                Arc::new(Semaphore::new(max_connections as usize)),
+            );
         }
         entry.1.clone()
     }
@@ -104,8 +112,8 @@ impl MailboxWorker {
     pub async fn test_mailbox(&self, id: Uuid, approve: bool) -> StoreResult<MailboxRecord> {
         let mailbox = self.store.mailbox(id).await?;
         let settings = self.store.email_settings().await?;
-        let needs_approval = settings.approval_required(mailbox.kind)
-            && mailbox.approval != Approval::Approved;
+        let needs_approval =
+            settings.approval_required(mailbox.kind) && mailbox.approval != Approval::Approved;
         let approve = approve && needs_approval;
         let refuse = |reason: String| MailboxTestRecord {
             incoming_status: TestStatus::Failure,
@@ -144,7 +152,10 @@ impl MailboxWorker {
                 .store
                 .record_mailbox_test(
                     id,
-                    &refuse("the mailbox has no username and password: set them, then test again".into()),
+                    &refuse(
+                        "the mailbox has no username and password: set them, then test again"
+                            .into(),
+                    ),
                 )
                 .await;
         };
@@ -256,7 +267,8 @@ impl MailboxWorker {
             disabled_because: None,
         };
         if failures.is_empty() {
-            let nothing_on = matches!(incoming, Tested::Skipped) && matches!(outgoing, Tested::Skipped);
+            let nothing_on =
+                matches!(incoming, Tested::Skipped) && matches!(outgoing, Tested::Skipped);
             return MailboxTestRecord {
                 enabled: !nothing_on,
                 last_error: nothing_on
@@ -282,7 +294,10 @@ impl MailboxWorker {
         }
         let delay = test_retry_delay_ms(tries, self.config.retry_initial.as_millis() as u64);
         MailboxTestRecord {
-            last_error: Some(format!("{reason} (try {tries} of {MAX_TEST_TRIES}; trying again in {} s)", delay.div_ceil(1000))),
+            last_error: Some(format!(
+                "{reason} (try {tries} of {MAX_TEST_TRIES}; trying again in {} s)",
+                delay.div_ceil(1000)
+            )),
             test_tries: tries,
             next_test_at_ms: Some(now_ms() + delay as i64),
             ..base
@@ -331,7 +346,12 @@ impl MailboxWorker {
         tracing::info!(event = "job_started", job = %job.id, kind = %job.kind, pending = pending.len(), "running a job");
         let lost = CancellationToken::new();
         let renewer = {
-            let (store, node, lost, job_id) = (self.store.clone(), self.node_id.clone(), lost.clone(), job.id);
+            let (store, node, lost, job_id) = (
+                self.store.clone(),
+                self.node_id.clone(),
+                lost.clone(),
+                job.id,
+            );
             let every = self.config.job_lease / 3;
             tokio::spawn(async move {
                 loop {
@@ -342,7 +362,9 @@ impl MailboxWorker {
                             lost.cancel();
                             return;
                         }
-                        Err(error) => tracing::warn!(%error, job = %job_id, "renewing a job failed"),
+                        Err(error) => {
+                            tracing::warn!(%error, job = %job_id, "renewing a job failed")
+                        }
                     }
                 }
             })
@@ -354,7 +376,11 @@ impl MailboxWorker {
             if stopping.is_cancelled() || lost.is_cancelled() {
                 break;
             }
-            let permit = running.clone().acquire_owned().await.expect("semaphore open");
+            let permit = running
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore open");
             let worker = self.clone();
             let job_id = job.id;
             let approve = approve_mailbox == Some(mailbox);

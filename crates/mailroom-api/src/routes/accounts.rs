@@ -160,7 +160,11 @@ fn validate(
         }
         ConnectorKind::CurrentUser => {
             // Each message goes out through its sender's own mailbox: its server and credentials.
-            if raw.host.is_some() || raw.username.is_some() || raw.has_password || raw.pickup_dir.is_some() {
+            if raw.host.is_some()
+                || raw.username.is_some()
+                || raw.has_password
+                || raw.pickup_dir.is_some()
+            {
                 return Err(ValidationError::new(
                     "connector",
                     "a current-user account takes no host, username, password or pickup folder: each message goes out through the sending user's own mailbox",

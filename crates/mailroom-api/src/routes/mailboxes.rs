@@ -203,7 +203,13 @@ async fn check_owner(state: &AppState, owner: Option<Uuid>) -> ApiResult<()> {
 #[utoipa::path(get, path = "/v1/server-profiles", tag = "mailboxes", responses((status = 200, body = Vec<ProfileView>)))]
 async fn list_profiles(State(state): State<AppState>) -> ApiResult<axum::Json<Vec<ProfileView>>> {
     Ok(axum::Json(
-        state.store.server_profiles().await?.iter().map(ProfileView::from).collect(),
+        state
+            .store
+            .server_profiles()
+            .await?
+            .iter()
+            .map(ProfileView::from)
+            .collect(),
     ))
 }
 
@@ -217,13 +223,24 @@ async fn create_profile(
     Extension(principal): Extension<Principal>,
     ApiJson(body): ApiJson<CreateProfile>,
 ) -> ApiResult<(StatusCode, axum::Json<ProfileView>)> {
-    let kind: ProfileKind = body.kind.parse().map_err(|e: ValidationError| e.at("kind"))?;
+    let kind: ProfileKind = body
+        .kind
+        .parse()
+        .map_err(|e: ValidationError| e.at("kind"))?;
     let (incoming, outgoing) = match kind {
         ProfileKind::ImapSmtp => (
-            body.incoming
-                .ok_or_else(|| ApiError::invalid("incoming", "an imap-smtp profile needs its incoming (IMAP) server"))?,
-            body.outgoing
-                .ok_or_else(|| ApiError::invalid("outgoing", "an imap-smtp profile needs its outgoing (SMTP) server"))?,
+            body.incoming.ok_or_else(|| {
+                ApiError::invalid(
+                    "incoming",
+                    "an imap-smtp profile needs its incoming (IMAP) server",
+                )
+            })?,
+            body.outgoing.ok_or_else(|| {
+                ApiError::invalid(
+                    "outgoing",
+                    "an imap-smtp profile needs its outgoing (SMTP) server",
+                )
+            })?,
         ),
         ProfileKind::ExchangeOnline => (
             body.incoming.unwrap_or_else(|| exchange_default(true)),
@@ -257,7 +274,16 @@ async fn create_profile(
     };
     let profile = state.store.create_server_profile(&input).await?;
     let view = ProfileView::from(&profile);
-    audit(&state, &principal, "server_profile.created", "server_profile", &profile.id.to_string(), None, Some(&view)).await?;
+    audit(
+        &state,
+        &principal,
+        "server_profile.created",
+        "server_profile",
+        &profile.id.to_string(),
+        None,
+        Some(&view),
+    )
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(view)))
 }
 
@@ -268,7 +294,9 @@ async fn get_profile(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<axum::Json<ProfileView>> {
-    Ok(axum::Json(ProfileView::from(&state.store.server_profile(id).await?)))
+    Ok(axum::Json(ProfileView::from(
+        &state.store.server_profile(id).await?,
+    )))
 }
 
 /// Change a server profile. Changing its servers clears the passwords of its mailboxes (they were
@@ -308,11 +336,15 @@ async fn update_profile(
             None => current.endpoints.clone(),
         },
         auth_type: match body.auth_type.as_deref() {
-            Some(raw) => raw.parse().map_err(|e: ValidationError| e.at("auth_type"))?,
+            Some(raw) => raw
+                .parse()
+                .map_err(|e: ValidationError| e.at("auth_type"))?,
             None => current.auth_type,
         },
         owner_user_id: body.owner_user_id.or(current.owner_user_id),
-        is_default: body.is_default_for_new_mailboxes.unwrap_or(current.is_default),
+        is_default: body
+            .is_default_for_new_mailboxes
+            .unwrap_or(current.is_default),
         processing: match body.processing {
             Some(raw) => processing(Some(raw))?,
             None => current.processing.clone(),
@@ -320,7 +352,16 @@ async fn update_profile(
     };
     let updated = state.store.update_server_profile(id, &input).await?;
     let (before, after) = (ProfileView::from(&current), ProfileView::from(&updated));
-    audit(&state, &principal, "server_profile.updated", "server_profile", &id.to_string(), Some(&before), Some(&after)).await?;
+    audit(
+        &state,
+        &principal,
+        "server_profile.updated",
+        "server_profile",
+        &id.to_string(),
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
     Ok(axum::Json(after))
 }
 
@@ -336,7 +377,16 @@ async fn delete_profile(
     let current = state.store.server_profile(id).await?;
     state.store.delete_server_profile(id).await?;
     let before = ProfileView::from(&current);
-    audit(&state, &principal, "server_profile.deleted", "server_profile", &id.to_string(), Some(&before), None).await?;
+    audit(
+        &state,
+        &principal,
+        "server_profile.deleted",
+        "server_profile",
+        &id.to_string(),
+        Some(&before),
+        None,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -356,7 +406,14 @@ async fn test_profile_mailboxes(
         .iter()
         .map(|m| m.id)
         .collect();
-    let job = start_test_job(&state, &principal, &ids, None, serde_json::json!({"profile_id": id})).await?;
+    let job = start_test_job(
+        &state,
+        &principal,
+        &ids,
+        None,
+        serde_json::json!({"profile_id": id}),
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(job)))
 }
 
@@ -406,11 +463,17 @@ pub struct PutEmailSettings {
 
 /// The organisation's email settings.
 #[utoipa::path(get, path = "/v1/settings/email", tag = "mailboxes", responses((status = 200, body = EmailSettingsView)))]
-async fn get_email_settings(State(state): State<AppState>) -> ApiResult<axum::Json<EmailSettingsView>> {
+async fn get_email_settings(
+    State(state): State<AppState>,
+) -> ApiResult<axum::Json<EmailSettingsView>> {
     Ok(axum::Json((&state.store.email_settings().await?).into()))
 }
 
-fn sync_method(field: &str, raw: Option<&str>, current: SyncMethod) -> Result<SyncMethod, ValidationError> {
+fn sync_method(
+    field: &str,
+    raw: Option<&str>,
+    current: SyncMethod,
+) -> Result<SyncMethod, ValidationError> {
     raw.map(|r| r.parse::<SyncMethod>().map_err(|e| e.at(field)))
         .transpose()
         .map(|m| m.unwrap_or(current))
@@ -433,15 +496,31 @@ async fn put_email_settings(
         incoming: sync_method("incoming", body.incoming.as_deref(), current.incoming)?,
         outgoing: sync_method("outgoing", body.outgoing.as_deref(), current.outgoing)?,
         act: sync_method("act", body.act.as_deref(), current.act)?,
-        process_only_approved_users: body.process_only_approved_users.unwrap_or(current.process_only_approved_users),
-        process_only_approved_queues: body.process_only_approved_queues.unwrap_or(current.process_only_approved_queues),
+        process_only_approved_users: body
+            .process_only_approved_users
+            .unwrap_or(current.process_only_approved_users),
+        process_only_approved_queues: body
+            .process_only_approved_queues
+            .unwrap_or(current.process_only_approved_queues),
         require_privilege_to_self_approve: body
             .require_privilege_to_self_approve
             .unwrap_or(current.require_privilege_to_self_approve),
     };
     let saved = state.store.set_email_settings(&next).await?;
-    let (before, after) = (EmailSettingsView::from(&current), EmailSettingsView::from(&saved));
-    audit(&state, &principal, "settings.email.updated", "settings", "email", Some(&before), Some(&after)).await?;
+    let (before, after) = (
+        EmailSettingsView::from(&current),
+        EmailSettingsView::from(&saved),
+    );
+    audit(
+        &state,
+        &principal,
+        "settings.email.updated",
+        "settings",
+        "email",
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
     Ok(axum::Json(after))
 }
 
@@ -496,14 +575,19 @@ pub struct MailboxView {
 }
 
 fn mailbox_view(m: &MailboxRecord, settings: &EmailSettings) -> MailboxView {
-    let readiness = |direction: Direction| match ready_for(Some(&m.readiness()), direction, settings) {
-        Ok(()) => ReadinessView { ready: true, code: None, message: None },
-        Err(step) => ReadinessView {
-            ready: false,
-            code: Some(step.code().into()),
-            message: Some(step.message(direction.as_str())),
-        },
-    };
+    let readiness =
+        |direction: Direction| match ready_for(Some(&m.readiness()), direction, settings) {
+            Ok(()) => ReadinessView {
+                ready: true,
+                code: None,
+                message: None,
+            },
+            Err(step) => ReadinessView {
+                ready: false,
+                code: Some(step.code().into()),
+                message: Some(step.message(direction.as_str())),
+            },
+        };
     MailboxView {
         id: m.id,
         kind: m.kind.to_string(),
@@ -616,15 +700,23 @@ impl MailboxSet {
                 .transpose()
         };
         if let Some(Some(password)) = &self.password
-            && (password.is_empty() || password.len() > 1024 || password.contains(['\r', '\n', '\0']))
+            && (password.is_empty()
+                || password.len() > 1024
+                || password.contains(['\r', '\n', '\0']))
         {
-            return Err(ApiError::invalid("password", "must be 1-1024 bytes without CR, LF or NUL"));
+            return Err(ApiError::invalid(
+                "password",
+                "must be 1-1024 bytes without CR, LF or NUL",
+            ));
         }
         let username = match self.username {
             Some(Some(u)) => {
                 let u = u.trim().to_owned();
                 if u.is_empty() || u.len() > 320 || u.chars().any(char::is_control) {
-                    return Err(ApiError::invalid("username", "must be 1-320 characters without control characters"));
+                    return Err(ApiError::invalid(
+                        "username",
+                        "must be 1-320 characters without control characters",
+                    ));
                 }
                 Some(Some(u))
             }
@@ -684,9 +776,25 @@ async fn update_mailbox(
     }
     let change = body.parse()?;
     let settings = state.store.email_settings().await?;
-    let updated = state.store.update_mailboxes(&[id], &change).await?.remove(0);
-    let (before, after) = (mailbox_view(&current, &settings), mailbox_view(&updated, &settings));
-    audit(&state, &principal, "mailbox.updated", "mailbox", &id.to_string(), Some(&before), Some(&after)).await?;
+    let updated = state
+        .store
+        .update_mailboxes(&[id], &change)
+        .await?
+        .remove(0);
+    let (before, after) = (
+        mailbox_view(&current, &settings),
+        mailbox_view(&updated, &settings),
+    );
+    audit(
+        &state,
+        &principal,
+        "mailbox.updated",
+        "mailbox",
+        &id.to_string(),
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
     Ok(axum::Json(after))
 }
 
@@ -699,7 +807,10 @@ pub struct BulkMailboxUpdate {
 
 fn check_ids(ids: &[Uuid]) -> ApiResult<()> {
     if ids.is_empty() || ids.len() > 10_000 {
-        return Err(ApiError::invalid("ids", "name between 1 and 10000 mailboxes"));
+        return Err(ApiError::invalid(
+            "ids",
+            "name between 1 and 10000 mailboxes",
+        ));
     }
     Ok(())
 }
@@ -713,7 +824,10 @@ async fn bulk_update_mailboxes(
     ApiJson(body): ApiJson<BulkMailboxUpdate>,
 ) -> ApiResult<axum::Json<Vec<MailboxView>>> {
     check_ids(&body.ids)?;
-    if body.set.password.is_some() || body.set.username.is_some() || body.set.email_address.is_some() {
+    if body.set.password.is_some()
+        || body.set.username.is_some()
+        || body.set.email_address.is_some()
+    {
         return Err(ApiError::invalid(
             "set",
             "credentials and addresses belong to one mailbox each: change them on the mailbox (PATCH /v1/mailboxes/{id})",
@@ -723,7 +837,16 @@ async fn bulk_update_mailboxes(
     let updated = state.store.update_mailboxes(&body.ids, &change).await?;
     let settings = state.store.email_settings().await?;
     let views: Vec<MailboxView> = updated.iter().map(|m| mailbox_view(m, &settings)).collect();
-    audit(&state, &principal, "mailbox.bulk_updated", "mailbox", &format!("{} mailboxes", views.len()), None, Some(&views)).await?;
+    audit(
+        &state,
+        &principal,
+        "mailbox.bulk_updated",
+        "mailbox",
+        &format!("{} mailboxes", views.len()),
+        None,
+        Some(&views),
+    )
+    .await?;
     Ok(axum::Json(views))
 }
 
@@ -758,11 +881,22 @@ async fn apply_defaults(
         ..MailboxChange::default()
     };
     state.store.update_mailboxes(&body.ids, &change).await?;
-    let job = start_test_job(&state, &principal, &body.ids, None, serde_json::json!({"applied_defaults": true})).await?;
+    let job = start_test_job(
+        &state,
+        &principal,
+        &body.ids,
+        None,
+        serde_json::json!({"applied_defaults": true}),
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(job)))
 }
 
-async fn judge_approval(state: &AppState, principal: &Principal, mailbox: &MailboxRecord) -> ApiResult<()> {
+async fn judge_approval(
+    state: &AppState,
+    principal: &Principal,
+    mailbox: &MailboxRecord,
+) -> ApiResult<()> {
     let settings = state.store.email_settings().await?;
     let me = principal.user.id.to_string();
     let owner = mailbox.user_id.map(|u| u.to_string());
@@ -792,9 +926,25 @@ async fn set_approval(
     judge_approval(state, principal, &mailbox).await?;
     let updated = state.store.set_mailbox_approval(id, approval).await?;
     let settings = state.store.email_settings().await?;
-    let (before, after) = (mailbox_view(&mailbox, &settings), mailbox_view(&updated, &settings));
-    let action = if approval == Approval::Approved { "mailbox.approved" } else { "mailbox.rejected" };
-    audit(state, principal, action, "mailbox", &id.to_string(), Some(&before), Some(&after)).await?;
+    let (before, after) = (
+        mailbox_view(&mailbox, &settings),
+        mailbox_view(&updated, &settings),
+    );
+    let action = if approval == Approval::Approved {
+        "mailbox.approved"
+    } else {
+        "mailbox.rejected"
+    };
+    audit(
+        state,
+        principal,
+        action,
+        "mailbox",
+        &id.to_string(),
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
     Ok(axum::Json(after))
 }
 
@@ -836,10 +986,18 @@ async fn test_mailbox(
     let mailbox = state.store.mailbox(id).await?;
     check_access(&principal, &mailbox)?;
     let own = mailbox.user_id == Some(principal.user.id);
-    let approve = (own && mailbox.approval != Approval::Approved
+    let approve = (own
+        && mailbox.approval != Approval::Approved
         && judge_approval(&state, &principal, &mailbox).await.is_ok())
     .then_some(id);
-    let job = start_test_job(&state, &principal, &[id], approve, serde_json::json!({"mailbox_id": id})).await?;
+    let job = start_test_job(
+        &state,
+        &principal,
+        &[id],
+        approve,
+        serde_json::json!({"mailbox_id": id}),
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(job)))
 }
 
@@ -887,7 +1045,12 @@ async fn start_test_job(
     }
     let job = state
         .store
-        .create_job(mailroom_engine::TEST_MAILBOXES_JOB, &principal.author_id(), &params, ids)
+        .create_job(
+            mailroom_engine::TEST_MAILBOXES_JOB,
+            &principal.author_id(),
+            &params,
+            ids,
+        )
         .await?;
     state.engine.mailboxes().job_created();
     Ok(JobView::from(&job))

@@ -81,7 +81,15 @@ fn check_team_grants(principal: &Principal, previous: &Grants, next: &Grants) ->
 /// List teams.
 #[utoipa::path(get, path = "/v1/teams", tag = "users", responses((status = 200, body = Vec<TeamView>)))]
 async fn list_teams(State(state): State<AppState>) -> ApiResult<axum::Json<Vec<TeamView>>> {
-    Ok(axum::Json(state.store.teams().await?.iter().map(TeamView::from).collect()))
+    Ok(axum::Json(
+        state
+            .store
+            .teams()
+            .await?
+            .iter()
+            .map(TeamView::from)
+            .collect(),
+    ))
 }
 
 /// Create a team; its permission sets apply to its members. The delegated mailbox approver role
@@ -97,9 +105,21 @@ async fn create_team(
     let name = parse_display_text("name", &body.name)?;
     let grants = parse_grants(&body.permission_sets)?;
     check_team_grants(&principal, &Grants::default(), &grants)?;
-    let team = state.store.create_team(&name, &grants, &body.members).await?;
+    let team = state
+        .store
+        .create_team(&name, &grants, &body.members)
+        .await?;
     let view = TeamView::from(&team);
-    audit(&state, &principal, "team.created", "team", &team.id.to_string(), None, Some(&view)).await?;
+    audit(
+        &state,
+        &principal,
+        "team.created",
+        "team",
+        &team.id.to_string(),
+        None,
+        Some(&view),
+    )
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(view)))
 }
 
@@ -121,7 +141,16 @@ async fn update_team(
     let members = body.members.unwrap_or_else(|| current.members.clone());
     let updated = state.store.update_team(id, &grants, &members).await?;
     let (before, after) = (TeamView::from(&current), TeamView::from(&updated));
-    audit(&state, &principal, "team.updated", "team", &id.to_string(), Some(&before), Some(&after)).await?;
+    audit(
+        &state,
+        &principal,
+        "team.updated",
+        "team",
+        &id.to_string(),
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
     Ok(axum::Json(after))
 }
 
@@ -161,7 +190,15 @@ pub struct CreateQueue {
 /// List queues.
 #[utoipa::path(get, path = "/v1/queues", tag = "mailboxes", responses((status = 200, body = Vec<QueueView>)))]
 async fn list_queues(State(state): State<AppState>) -> ApiResult<axum::Json<Vec<QueueView>>> {
-    Ok(axum::Json(state.store.queues().await?.iter().map(QueueView::from).collect()))
+    Ok(axum::Json(
+        state
+            .store
+            .queues()
+            .await?
+            .iter()
+            .map(QueueView::from)
+            .collect(),
+    ))
 }
 
 /// Create a queue (a shared inbox) and its mailbox, with the organisation's defaults.
@@ -174,9 +211,22 @@ async fn create_queue(
     ApiJson(body): ApiJson<CreateQueue>,
 ) -> ApiResult<(StatusCode, axum::Json<QueueView>)> {
     let name = parse_display_text("name", &body.name)?;
-    let address = EmailAddress::parse(body.email_address.trim()).map_err(|e| e.at("email_address"))?;
-    let queue = state.store.create_queue(&name, &address, &body.members).await?;
+    let address =
+        EmailAddress::parse(body.email_address.trim()).map_err(|e| e.at("email_address"))?;
+    let queue = state
+        .store
+        .create_queue(&name, &address, &body.members)
+        .await?;
     let view = QueueView::from(&queue);
-    audit(&state, &principal, "queue.created", "queue", &queue.id.to_string(), None, Some(&view)).await?;
+    audit(
+        &state,
+        &principal,
+        "queue.created",
+        "queue",
+        &queue.id.to_string(),
+        None,
+        Some(&view),
+    )
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(view)))
 }

@@ -184,7 +184,8 @@ fn check_user_grants(principal: &Principal, previous: &Grants, next: &Grants) ->
         false,
     )
     .map_err(|refusal| {
-        ApiError::new(StatusCode::FORBIDDEN, refusal.code(), refusal.message()).at("permission_sets")
+        ApiError::new(StatusCode::FORBIDDEN, refusal.code(), refusal.message())
+            .at("permission_sets")
     })
 }
 

@@ -4,6 +4,7 @@
 mod accounts;
 mod content;
 mod mail;
+mod mailboxes;
 mod users;
 
 use crate::config::{DEFAULT_DATA_DIR, ServeArgs};
@@ -98,6 +99,27 @@ pub enum Command {
     /// Files to attach to messages.
     #[command(subcommand)]
     Attachment(content::AttachmentCommand),
+    /// Server profiles: the mail servers mailboxes connect to.
+    #[command(subcommand)]
+    Profile(mailboxes::ProfileCommand),
+    /// Mailboxes of users and queues: edit, approve, test & enable.
+    #[command(subcommand)]
+    Mailbox(mailboxes::MailboxCommand),
+    /// Organisation settings.
+    #[command(subcommand)]
+    Settings(mailboxes::SettingsCommand),
+    /// Queues (shared inboxes).
+    #[command(subcommand)]
+    Queue(mailboxes::QueueCommand),
+    /// Teams: permission sets granted to their members.
+    #[command(subcommand)]
+    Team(mailboxes::TeamCommand),
+    /// Background jobs.
+    #[command(subcommand)]
+    Job(mailboxes::JobCommand),
+    /// Your alerts.
+    #[command(subcommand)]
+    Alert(mailboxes::AlertCommand),
 }
 
 #[derive(Subcommand)]
@@ -461,6 +483,13 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Document(command) => content::documents(&client, command, output).await?,
         Command::Attachment(command) => content::attachments(&client, command, output).await?,
         Command::Send(args) => mail::send(&client, args, output).await?,
+        Command::Profile(command) => mailboxes::profiles(&client, command, output).await?,
+        Command::Mailbox(command) => mailboxes::mailboxes(&client, command, output).await?,
+        Command::Settings(command) => mailboxes::settings(&client, command, output).await?,
+        Command::Queue(command) => mailboxes::queues(&client, command, output).await?,
+        Command::Team(command) => mailboxes::teams(&client, command, output).await?,
+        Command::Job(command) => mailboxes::jobs(&client, command, output).await?,
+        Command::Alert(command) => mailboxes::alerts(&client, command, output).await?,
         Command::Account(command) => accounts::run(&client, command, output).await?,
         Command::User(command) => users::run(&client, command, output).await?,
         Command::Scenario(command) => mail::scenarios(&client, command, output).await?,
