@@ -159,9 +159,11 @@ impl MailboxWorker {
                 )
                 .await;
         };
+        // One place for the whole test: its connections are opened one after the other, so a
+        // mailbox holds at most one of the profile's connections, and each finishes in turn.
         let places = self.places(profile.id, profile.processing.max_connections);
+        let place = places.acquire().await.expect("semaphore open");
         let incoming = if mailbox.incoming == SyncMethod::ServerSideSync {
-            let _place = places.acquire().await.expect("semaphore open");
             match mailroom_connect::test_imap(&ImapSettings {
                 host: profile.incoming.host.clone(),
                 port: profile.incoming.port,
@@ -180,7 +182,6 @@ impl MailboxWorker {
             Tested::Skipped
         };
         let outgoing = if mailbox.outgoing == SyncMethod::ServerSideSync {
-            let _place = places.acquire().await.expect("semaphore open");
             let seconds = self.config.timeout.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
             let connector = SmtpConnector::new(SmtpSettings {
                 account_label: format!("mailbox-{id}"),
@@ -207,6 +208,7 @@ impl MailboxWorker {
         } else {
             Tested::Skipped
         };
+        drop(place);
         let record = self.judge(&mailbox, &incoming, &outgoing, approve);
         let said = |tested: &Tested| match tested {
             Tested::Skipped => "off".to_owned(),

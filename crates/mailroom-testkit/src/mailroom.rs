@@ -324,6 +324,34 @@ impl MailroomServer {
         ))
     }
 
+    /// One API call with another user's token.
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value)> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((
+            status,
+            if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            },
+        ))
+    }
+
     pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
         self.call(reqwest::Method::GET, path, None, &[]).await
     }

@@ -23,6 +23,8 @@ enum Delivery<'a> {
     /// Deliver mail for the domain of this address into a Dovecot mailbox (LMTP), readable over IMAP
     /// with this password.
     Mailbox { address: &'a str, password: &'a str },
+    /// Relay everything to an SMTP sink on this port, and serve IMAP for every user.
+    RelayWithImap(u16),
 }
 
 const MASTER_CF_SERVICES: &str = "cleanup unix n - n - 0 cleanup
@@ -137,7 +139,28 @@ impl PostfixWithSasl {
         )
     }
 
+    /// Starts Dovecot (IMAP and SASL) and Postfix (submission with SASL, relaying to `relay_port`)
+    /// for all of `users` (name, password): every one can log in over IMAP and over SMTP AUTH.
+    pub fn start_with_users(users: &[(String, String)], relay_port: u16) -> Result<Self> {
+        let (first, rest) = users.split_first().context("at least one user")?;
+        Self::start_with_all(
+            &first.0,
+            &first.1,
+            rest,
+            Delivery::RelayWithImap(relay_port),
+        )
+    }
+
     fn start_with(username: &str, password: &str, delivery: Delivery<'_>) -> Result<Self> {
+        Self::start_with_all(username, password, &[], delivery)
+    }
+
+    fn start_with_all(
+        username: &str,
+        password: &str,
+        more_users: &[(String, String)],
+        delivery: Delivery<'_>,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let root = dir.path().to_path_buf();
         let root = root.as_path();
@@ -166,10 +189,17 @@ impl PostfixWithSasl {
         if let Delivery::Mailbox { address, password } = &delivery {
             users.push_str(&format!("{address}:{{PLAIN}}{password}\n"));
         }
+        for (name, password) in more_users {
+            users.push_str(&format!("{name}:{{PLAIN}}{password}\n"));
+        }
         std::fs::write(root.join("dovecot/users"), users)?;
         let imap_port = crate::free_port();
         let lmtp_port = crate::free_port();
-        let mailbox_mode = matches!(delivery, Delivery::Mailbox { .. });
+        let mailbox_mode = matches!(
+            delivery,
+            Delivery::Mailbox { .. } | Delivery::RelayWithImap(_)
+        );
+        let lmtp_wanted = matches!(delivery, Delivery::Mailbox { .. });
         std::fs::create_dir_all(root.join("mail"))?;
         std::fs::set_permissions(
             root.join("mail"),
@@ -209,7 +239,9 @@ impl PostfixWithSasl {
         }
         crate::wait_for_port(auth_port, Duration::from_secs(10))?;
         let delivery_config = match &delivery {
-            Delivery::Relay(port) => format!("relayhost = [127.0.0.1]:{port}\n"),
+            Delivery::Relay(port) | Delivery::RelayWithImap(port) => {
+                format!("relayhost = [127.0.0.1]:{port}\n")
+            }
             Delivery::Mailbox { address, .. } => {
                 let domain = address
                     .rsplit_once('@')
@@ -247,7 +279,9 @@ impl PostfixWithSasl {
             .status()?;
         if mailbox_mode {
             crate::wait_for_port(imap_port, Duration::from_secs(10))?;
-            crate::wait_for_port(lmtp_port, Duration::from_secs(10))?;
+            if lmtp_wanted {
+                crate::wait_for_port(lmtp_port, Duration::from_secs(10))?;
+            }
         }
         let instance = Self {
             port,

@@ -23,18 +23,35 @@ impl CountingProxy {
         let total = Arc::new(AtomicUsize::new(0));
         let (o, m, t) = (open.clone(), most.clone(), total.clone());
         let task = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 let now_open = o.fetch_add(1, Ordering::AcqRel) + 1;
                 m.fetch_max(now_open, Ordering::AcqRel);
                 t.fetch_add(1, Ordering::AcqRel);
                 let o = o.clone();
                 tokio::spawn(async move {
-                    if let Ok(mut server) =
+                    use tokio::io::AsyncWriteExt;
+                    let Ok(server) =
                         tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
-                    {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                    o.fetch_sub(1, Ordering::AcqRel);
+                    else {
+                        o.fetch_sub(1, Ordering::AcqRel);
+                        return;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    // A connection counts as open until its client closes it: that is when the
+                    // client is done with it, whenever the server gets round to closing its end.
+                    let upstream = async {
+                        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                        o.fetch_sub(1, Ordering::AcqRel);
+                        let _ = server_write.shutdown().await;
+                    };
+                    let downstream = async {
+                        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                        let _ = client_write.shutdown().await;
+                    };
+                    tokio::join!(upstream, downstream);
                 });
             }
         });

@@ -52,6 +52,18 @@ impl SqliteDb {
             .page_size(8192);
         // The writer never checkpoints (copying the WAL back into the database file) as part of a
         // commit: a background task does it, so that this work stays off the single write path.
+        // Migrations run on a connection of their own, closed before the writer opens: a migration
+        // that edits a table's definition in place (0018) leaves its connection with the old one.
+        {
+            let migrating = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await?;
+            sqlx::migrate!("./migrations/sqlite")
+                .run(&migrating)
+                .await?;
+            migrating.close().await;
+        }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -74,7 +86,6 @@ impl SqliteDb {
             })
             .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.clone().read_only(true))
