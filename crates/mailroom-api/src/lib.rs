@@ -8,7 +8,7 @@ pub mod dto;
 mod error;
 mod routes;
 
-pub use auth::{Principal, ROUTE_PERMISSIONS};
+pub use auth::{Principal, ROUTE_PERMISSIONS, SIGNED_IN};
 pub use error::{ApiError, ERROR_CODES, ErrorBody};
 
 use axum::Router;

@@ -85,6 +85,14 @@ async fn every_route_refuses_a_user_without_its_permission_and_names_the_missing
                 Some(&json!({})),
             )
             .await;
+            if *needed == mailroom_api::SIGNED_IN {
+                // Open to every user; the handler limits them to their own mailbox, jobs and alerts.
+                assert_ne!(
+                    error["code"], "permission_missing",
+                    "{method} {path}: {error}"
+                );
+                continue;
+            }
             assert_eq!(status, 403, "{method} {path}: {error}");
             assert_eq!(error["code"], "permission_missing");
             assert!(

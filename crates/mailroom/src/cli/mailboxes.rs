@@ -255,11 +255,7 @@ fn draw_progress(job: &Value) {
     let total = job["total"].as_u64().unwrap_or(0);
     let done = job["done"].as_u64().unwrap_or(0);
     let width = 30u64;
-    let filled = if total == 0 {
-        width
-    } else {
-        done * width / total
-    };
+    let filled = (done * width).checked_div(total).unwrap_or(width);
     let bar: String = (0..width)
         .map(|i| if i < filled { '#' } else { '.' })
         .collect();
