@@ -184,8 +184,10 @@ fn check_user_grants(principal: &Principal, previous: &Grants, next: &Grants) ->
         false,
     )
     .map_err(|refusal| {
-        ApiError::new(StatusCode::FORBIDDEN, refusal.code(), refusal.message())
-            .at("permission_sets")
+        // Every refusal to a user is 403 (see `GrantRefusal::is_forbidden`); its codes are in
+        // ERROR_CODES.
+        let forbidden = StatusCode::FORBIDDEN;
+        ApiError::new(forbidden, refusal.code(), refusal.message()).at("permission_sets")
     })
 }
 
