@@ -2,6 +2,7 @@
 
 use crate::db::{StoreRow, WritePool, on_db};
 use crate::mailboxes::insert_mailbox;
+use crate::users::sets_json;
 use crate::{Store, StoreError, StoreResult, User, now_ms};
 use mailroom_core::access::{Grants, PermissionSet};
 use mailroom_core::address::EmailAddress;
@@ -34,17 +35,6 @@ fn parse_sets(raw: &str) -> StoreResult<Grants> {
             .map(|s| s.parse::<PermissionSet>())
             .collect::<Result<_, _>>()?,
     ))
-}
-
-fn sets_json(grants: &Grants) -> String {
-    serde_json::to_string(
-        &grants
-            .sets()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>(),
-    )
-    .expect("strings serialize")
 }
 
 fn uuid(raw: &str) -> StoreResult<Uuid> {

@@ -70,7 +70,7 @@ fn user_from_row(row: &impl StoreRow) -> StoreResult<User> {
     })
 }
 
-fn sets_json(grants: &Grants) -> String {
+pub(crate) fn sets_json(grants: &Grants) -> String {
     serde_json::to_string(
         &grants
             .sets()

@@ -311,17 +311,7 @@ impl MailroomServer {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let text = response.text().await?;
-        Ok((
-            status,
-            if text.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text).unwrap_or(Value::String(text))
-            },
-        ))
+        read_answer(request).await
     }
 
     /// One API call with another user's token.
@@ -339,17 +329,7 @@ impl MailroomServer {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let text = response.text().await?;
-        Ok((
-            status,
-            if text.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text).unwrap_or(Value::String(text))
-            },
-        ))
+        read_answer(request).await
     }
 
     pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
@@ -478,4 +458,19 @@ fn random_key_hex() -> String {
         .and_then(|mut f| f.read_exact(&mut key))
         .expect("reading /dev/urandom");
     key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Sends a request; the status code and the JSON body (Null when empty, a string when not JSON).
+async fn read_answer(request: reqwest::RequestBuilder) -> Result<(u16, Value)> {
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let text = response.text().await?;
+    Ok((
+        status,
+        if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        },
+    ))
 }
