@@ -8,6 +8,7 @@ pub mod account;
 pub mod address;
 pub mod compose;
 pub mod header;
+pub mod inbound;
 pub mod mailbox;
 pub mod message;
 pub mod rate;
