@@ -8,6 +8,7 @@ mod blobs;
 mod cache;
 mod copy;
 mod db;
+mod inbound;
 mod jobs;
 mod listing;
 mod mailboxes;
@@ -28,6 +29,10 @@ mod users;
 pub use accounts::{Account, AccountInput, PasswordChange};
 pub use attachments::{Attachment, ScenarioAttachment};
 pub use blobs::{BlobError, BlobStore};
+pub use inbound::{
+    FolderState, InboundDetail, InboundFilter, InboundMessage, InboundOutcome, NewInbound,
+    StoredPart,
+};
 pub use jobs::{Alert, Job};
 pub use mailboxes::{
     MailboxChange, MailboxRecord, MailboxTestRecord, ServerProfile, ServerProfileInput,

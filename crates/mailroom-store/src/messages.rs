@@ -135,6 +135,22 @@ where
     // Relations to users are ignored by every policy.
     const RELEVANT: &str =
         "SELECT 1 FROM related_records r WHERE r.message_id = m.id AND r.record_type <> 'user'";
+    push_visibility_on(query, visibility, "m.created_by", RELEVANT);
+}
+
+/// The view policy as a condition on rows whose owner is `owner_column` and whose related
+/// records `relevant` selects (`r.record_type` among them): outbound mail (its author) and inbound
+/// mail (the user whose mailbox received it) follow the same rule.
+pub(crate) fn push_visibility_on<DB: Database>(
+    query: &mut QueryBuilder<DB>,
+    visibility: &Visibility,
+    owner_column: &str,
+    relevant: &str,
+) where
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+{
+    #[allow(non_snake_case)]
+    let RELEVANT = relevant;
     let readable_filter = |query: &mut QueryBuilder<DB>, types: &[String], negate: bool| {
         query.push(if negate {
             " AND r.record_type NOT IN ("
@@ -151,12 +167,12 @@ where
         ViewPolicy::All => {}
         ViewPolicy::Own => {
             query
-                .push(" AND m.created_by = ")
+                .push(format!(" AND {owner_column} = "))
                 .push_bind(visibility.viewer.clone());
         }
         ViewPolicy::AllRelatedRecords => {
             query
-                .push(" AND (m.created_by = ")
+                .push(format!(" AND ({owner_column} = "))
                 .push_bind(visibility.viewer.clone());
             query.push(format!(" OR (EXISTS ({RELEVANT})"));
             match &visibility.readable_types {
@@ -174,7 +190,7 @@ where
         }
         ViewPolicy::AnyRelatedRecord => {
             query
-                .push(" AND (m.created_by = ")
+                .push(format!(" AND ({owner_column} = "))
                 .push_bind(visibility.viewer.clone());
             match &visibility.readable_types {
                 None => {

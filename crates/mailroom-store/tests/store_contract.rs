@@ -1087,3 +1087,255 @@ async fn a_queue_gets_a_mailbox_with_the_organisation_defaults(t) {
     ));
 }
 }
+
+/// A received message as the sync engine hands it to the store (parts already in the blob store).
+fn received<'a>(
+    mailbox: &mailroom_store::MailboxRecord,
+    parsed: &'a mailroom_core::inbound::ParsedInbound,
+    uid: u32,
+    filter: mailroom_core::mailbox::MailboxFilter,
+) -> mailroom_store::NewInbound<'a> {
+    mailroom_store::NewInbound {
+        mailbox_id: mailbox.id,
+        owner_user_id: mailbox.user_id,
+        folder: "INBOX",
+        uidvalidity: 7,
+        uid,
+        size: 100 + u64::from(uid),
+        flags: vec!["\\Seen".into()],
+        received_at_ms: 1_700_000_000_000 + i64::from(uid),
+        raw_sha256: format!("{uid:064}"),
+        parsed,
+        parts: vec![
+            mailroom_store::StoredPart {
+                path: "2.1".into(),
+                name: Some("inner.pdf".into()),
+                content_type: "application/pdf".into(),
+                size: 5,
+                sha256: "b".repeat(64),
+            },
+            mailroom_store::StoredPart {
+                path: "2".into(),
+                name: Some("fwd.eml".into()),
+                content_type: "message/rfc822".into(),
+                size: 50,
+                sha256: "a".repeat(64),
+            },
+        ],
+        keys: mailroom_core::inbound::correlation_keys(parsed, &Default::default()),
+        filter,
+    }
+}
+
+fn parsed_mail(
+    subject: &str,
+    references: &[String],
+    thread_index: Option<&str>,
+) -> mailroom_core::inbound::ParsedInbound {
+    mailroom_core::inbound::ParsedInbound {
+        message_id: Some(format!("{}@client.example", Uuid::new_v4().simple())),
+        subject: subject.into(),
+        references: references.to_vec(),
+        thread_index: thread_index.map(str::to_owned),
+        from: Some(mailroom_core::inbound::InboundAddress {
+            name: Some("Ann".into()),
+            address: "Ann@Customer.example".into(),
+        }),
+        text: Some("hello".into()),
+        ..Default::default()
+    }
+}
+
+contract! {
+async fn a_received_message_is_stored_once_per_uid_with_its_parts_and_its_event(t) {
+    use mailroom_core::mailbox::MailboxFilter;
+    use mailroom_store::InboundOutcome;
+    let mailbox = mailbox_for(&t, "reader").await;
+    let parsed = parsed_mail("Hello", &[], None);
+    let first = t.store.insert_inbound(received(&mailbox, &parsed, 1, MailboxFilter::All)).await.unwrap();
+    let InboundOutcome::Stored(id) = first else { panic!("not stored: {first:?}") };
+    let again = t.store.insert_inbound(received(&mailbox, &parsed, 1, MailboxFilter::All)).await.unwrap();
+    assert_eq!(again, InboundOutcome::AlreadyStored(id));
+    let detail = t.store.inbound_detail(id, None).await.unwrap();
+    assert_eq!(detail.message.subject, "Hello");
+    assert_eq!(detail.message.conversation_id, id, "a message that answers nothing starts a conversation");
+    assert_eq!(detail.message.correlation_method, None);
+    assert!(detail.message.seen);
+    assert_eq!(detail.text.as_deref(), Some("hello"));
+    let paths: Vec<&str> = detail.attachments.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["2", "2.1"]);
+    let events = t.store.events("message.received", 0).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].1, id.to_string());
+    assert_eq!(t.store.inbound_stored_uids(mailbox.id, "INBOX", 7, &[1, 2]).await.unwrap(), vec![1]);
+    // Listing filters: sender, unread, folder.
+    let list = |filter: mailroom_store::InboundFilter| {
+        let store = t.store.clone();
+        async move { store.inbound_page(&filter).await.unwrap().len() }
+    };
+    let base = mailroom_store::InboundFilter { mailbox_id: Some(mailbox.id), limit: 50, ..Default::default() };
+    assert_eq!(list(base.clone()).await, 1);
+    assert_eq!(list(mailroom_store::InboundFilter { from: Some("ann@customer".into()), ..base.clone() }).await, 1);
+    assert_eq!(list(mailroom_store::InboundFilter { from: Some("bob@".into()), ..base.clone() }).await, 0);
+    assert_eq!(list(mailroom_store::InboundFilter { unread: Some(true), ..base.clone() }).await, 0);
+    assert_eq!(list(mailroom_store::InboundFilter { folder: Some("Sent".into()), ..base.clone() }).await, 0);
+    assert!(matches!(
+        t.store.inbound_detail(Uuid::now_v7(), None).await,
+        Err(mailroom_store::StoreError::NotFound(_))
+    ));
+}
+
+async fn a_reply_joins_the_conversation_it_answers_and_inherits_its_records_by_the_first_method_that_matches(t) {
+    use mailroom_core::inbound::CorrelationMethod;
+    use mailroom_core::mailbox::MailboxFilter;
+    use mailroom_core::message::{RelatedRecord, Relation};
+    use mailroom_store::InboundOutcome;
+    let account = t.account("replies").await;
+    let mut outbound = new_message(account.id, None, "Invoice 103001");
+    outbound.related_records = vec![RelatedRecord::new("sales-invoice", "103001", Relation::Primary).unwrap()];
+    let outbound_id = outbound.id;
+    let outbound_message_id = outbound.message_id_header.trim_matches(['<', '>']).to_owned();
+    t.store.insert_message(outbound).await.unwrap();
+    let mailbox = mailbox_for(&t, "sales").await;
+    let stored = |outcome: InboundOutcome| match outcome {
+        InboundOutcome::Stored(id) => id,
+        other => panic!("not stored: {other:?}"),
+    };
+    // An unrelated message from Outlook starts a conversation of its own.
+    let index = "AdkAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let outlook = parsed_mail("Question", &[], Some(index));
+    let outlook_id = stored(t.store.insert_inbound(received(&mailbox, &outlook, 1, MailboxFilter::All)).await.unwrap());
+    t.store
+        .set_inbound_related_records(outlook_id, &[RelatedRecord::new("customer", "C7", Relation::Related).unwrap()])
+        .await
+        .unwrap();
+    // A reply naming the invoice mail in References and carrying the Outlook conversation:
+    // In-Reply-To/References come first.
+    let both = parsed_mail("Re: Invoice 103001", &["unknown@x".into(), outbound_message_id.clone()], Some(index));
+    let reply = t.store.inbound_detail(stored(t.store.insert_inbound(received(&mailbox, &both, 2, MailboxFilter::All)).await.unwrap()), None).await.unwrap();
+    assert_eq!(reply.message.correlation_method, Some(CorrelationMethod::InReplyTo));
+    assert_eq!(reply.message.conversation_id, outbound_id);
+    let records: Vec<(&str, &str)> = reply.related_records.iter().map(|r| (r.record_type.as_str(), r.record_id.as_str())).collect();
+    assert_eq!(records, [("sales-invoice", "103001")]);
+    // Only the Thread-Index matches: the Outlook conversation, with its records.
+    let threaded = parsed_mail("Re: Question", &[], Some(index));
+    let follow_up = t.store.inbound_detail(stored(t.store.insert_inbound(received(&mailbox, &threaded, 3, MailboxFilter::All)).await.unwrap()), None).await.unwrap();
+    assert_eq!(follow_up.message.correlation_method, Some(CorrelationMethod::ThreadIndex));
+    assert_eq!(follow_up.message.conversation_id, outlook_id);
+    assert_eq!(follow_up.related_records.len(), 1);
+    // A reply to a received message (by its Message-ID) joins that one's conversation.
+    let answer = parsed_mail("Re: Re: Invoice", &[both.message_id.clone().unwrap()], None);
+    let answered = t.store.inbound_detail(stored(t.store.insert_inbound(received(&mailbox, &answer, 4, MailboxFilter::All)).await.unwrap()), None).await.unwrap();
+    assert_eq!(answered.message.conversation_id, outbound_id);
+    // The conversation: the outbound message and the two inbound ones in it.
+    assert_eq!(t.store.conversation_outbound_ids(outbound_id).await.unwrap(), vec![outbound_id]);
+    let inbound = t.store.inbound_page(&mailroom_store::InboundFilter { conversation_id: Some(outbound_id), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(inbound.len(), 2);
+    // Record timelines include the inbound mail.
+    let timeline = t.store.inbound_page(&mailroom_store::InboundFilter { related_to: Some(("sales-invoice".into(), "103001".into())), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(timeline.len(), 2, "the answer to the reply inherits from the reply: {:?}", answered.related_records);
+}
+
+async fn responses_to_tracked_mail_keep_only_correlated_messages(t) {
+    use mailroom_core::mailbox::MailboxFilter;
+    use mailroom_store::InboundOutcome;
+    let account = t.account("tracked").await;
+    let outbound = new_message(account.id, None, "Offer");
+    let reference = outbound.message_id_header.trim_matches(['<', '>']).to_owned();
+    t.store.insert_message(outbound).await.unwrap();
+    let mailbox = mailbox_for(&t, "tracker").await;
+    let stray = parsed_mail("Newsletter", &[], None);
+    assert_eq!(
+        t.store.insert_inbound(received(&mailbox, &stray, 1, MailboxFilter::ResponsesToTracked)).await.unwrap(),
+        InboundOutcome::Filtered
+    );
+    let reply = parsed_mail("Re: Offer", &[reference], None);
+    assert!(matches!(
+        t.store.insert_inbound(received(&mailbox, &reply, 2, MailboxFilter::ResponsesToTracked)).await.unwrap(),
+        InboundOutcome::Stored(_)
+    ));
+    assert_eq!(t.store.events("message.received", 0).await.unwrap().len(), 1, "no event for filtered mail");
+}
+
+async fn folder_state_is_kept_and_a_reindex_moves_messages_to_their_new_uids(t) {
+    use mailroom_core::mailbox::MailboxFilter;
+    let mailbox = mailbox_for(&t, "folders").await;
+    let state = mailroom_store::FolderState {
+        folder: "INBOX".into(),
+        uidvalidity: 7,
+        uidnext: 42,
+        highestmodseq: Some(99),
+        initial_below: 3,
+        validity_changes: 0,
+        validity_changed_at_ms: None,
+        synced_at_ms: Some(5),
+    };
+    t.store.save_folder_state(mailbox.id, &state).await.unwrap();
+    let next = mailroom_store::FolderState { initial_below: 0, uidnext: 50, ..state.clone() };
+    t.store.save_folder_state(mailbox.id, &next).await.unwrap();
+    assert_eq!(t.store.folder_states(mailbox.id).await.unwrap(), vec![next]);
+    let parsed = parsed_mail("Kept", &[], None);
+    t.store.insert_inbound(received(&mailbox, &parsed, 5, MailboxFilter::All)).await.unwrap();
+    let before = t.store.inbound_under_other_validity(mailbox.id, "INBOX", 8).await.unwrap();
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0].1, parsed.message_id);
+    t.store.move_inbound_uids(8, &[(before[0].0, 1)]).await.unwrap();
+    assert!(t.store.inbound_under_other_validity(mailbox.id, "INBOX", 8).await.unwrap().is_empty());
+    assert_eq!(t.store.inbound_stored_uids(mailbox.id, "INBOX", 8, &[1]).await.unwrap(), vec![1]);
+}
+
+async fn inbound_listings_show_exactly_what_each_view_policy_shows(t) {
+    use mailroom_core::access::ViewPolicy;
+    use mailroom_core::mailbox::MailboxFilter;
+    use mailroom_core::message::{RelatedRecord, Relation};
+    use mailroom_store::{InboundOutcome, Visibility};
+    let owners = [mailbox_for(&t, "ann").await, mailbox_for(&t, "bob").await];
+    let ann = owners[0].user_id.unwrap().to_string();
+    let type_sets: [&[&str]; 5] = [&[], &["customer"], &["customer", "sales-invoice"], &["vendor"], &["user"]];
+    let mut stored: Vec<(Uuid, bool, Vec<&str>)> = Vec::new();
+    for n in 0..20u32 {
+        let mailbox = &owners[(n % 2) as usize];
+        let types = type_sets[(n / 2) as usize % type_sets.len()];
+        let parsed = parsed_mail(&format!("m{n}"), &[], None);
+        let InboundOutcome::Stored(id) = t.store.insert_inbound(received(mailbox, &parsed, n + 1, MailboxFilter::All)).await.unwrap() else { panic!() };
+        let records: Vec<RelatedRecord> = types.iter().map(|ty| RelatedRecord::new(ty, "R1", Relation::Related).unwrap()).collect();
+        t.store.set_inbound_related_records(id, &records).await.unwrap();
+        stored.push((id, n % 2 == 0, types.to_vec()));
+    }
+    let readables: [Option<Vec<String>>; 3] = [None, Some(vec![]), Some(vec!["customer".into()])];
+    for policy in [ViewPolicy::All, ViewPolicy::Own, ViewPolicy::AllRelatedRecords, ViewPolicy::AnyRelatedRecord] {
+        for readable in &readables {
+            let can_read = |ty: &str| readable.as_ref().is_none_or(|r| r.iter().any(|x| x == ty));
+            let mut expected: Vec<Uuid> = stored
+                .iter()
+                .filter(|(_, own, types)| {
+                    let relevant: Vec<&str> = types.iter().copied().filter(|ty| *ty != "user").collect();
+                    *own || match policy {
+                        ViewPolicy::All => true,
+                        ViewPolicy::Own => false,
+                        ViewPolicy::AllRelatedRecords => !relevant.is_empty() && relevant.iter().all(|ty| can_read(ty)),
+                        ViewPolicy::AnyRelatedRecord => relevant.iter().any(|ty| can_read(ty)),
+                    }
+                })
+                .map(|(id, _, _)| *id)
+                .collect();
+            expected.sort();
+            let visibility = Visibility { viewer: ann.clone(), policy, readable_types: readable.clone() };
+            let mut listed: Vec<Uuid> = t
+                .store
+                .inbound_page(&mailroom_store::InboundFilter { visibility: Some(visibility.clone()), limit: 100, ..Default::default() })
+                .await
+                .unwrap()
+                .iter()
+                .map(|m| m.id)
+                .collect();
+            listed.sort();
+            assert_eq!(listed, expected, "{policy:?} {readable:?}");
+            for (id, _, _) in &stored {
+                let shown = t.store.inbound_detail(*id, Some(&visibility)).await.is_ok();
+                assert_eq!(shown, expected.contains(id), "detail of {id} under {policy:?} {readable:?}");
+            }
+        }
+    }
+}
+}

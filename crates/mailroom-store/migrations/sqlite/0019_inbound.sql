@@ -1,0 +1,77 @@
+-- Inbound mail (MISSION B6, A12, C2): what each synchronized folder has been read up to, every
+-- received message with its contents and attachment parts, and the records it concerns.
+CREATE TABLE mailbox_folders (
+    mailbox_id          TEXT NOT NULL,
+    folder              TEXT NOT NULL,
+    uidvalidity         INTEGER NOT NULL,
+    -- New mail: every UID below this has been handled.
+    uidnext             INTEGER NOT NULL,
+    highestmodseq       INTEGER,
+    -- Initial sync, newest first: the UIDs below this are still to be read (0: done).
+    initial_below       INTEGER NOT NULL,
+    validity_changes    INTEGER NOT NULL DEFAULT 0,
+    validity_changed_at INTEGER,
+    synced_at           INTEGER,
+    PRIMARY KEY (mailbox_id, folder)
+);
+
+CREATE TABLE inbound_messages (
+    id                 TEXT PRIMARY KEY,
+    mailbox_id         TEXT NOT NULL,
+    owner_user_id      TEXT,
+    folder             TEXT NOT NULL,
+    uidvalidity        INTEGER NOT NULL,
+    uid                INTEGER NOT NULL,
+    message_id_header  TEXT,
+    subject            TEXT NOT NULL,
+    from_address       TEXT,
+    from_json          TEXT,
+    to_json            TEXT NOT NULL,
+    cc_json            TEXT NOT NULL,
+    reply_to_json      TEXT NOT NULL,
+    references_json    TEXT NOT NULL,
+    sent_at            INTEGER,
+    received_at        INTEGER NOT NULL,
+    size               INTEGER NOT NULL,
+    flags_json         TEXT NOT NULL,
+    seen               INTEGER NOT NULL,
+    raw_sha256         TEXT NOT NULL,
+    unparsed           INTEGER NOT NULL,
+    thread_index       TEXT,
+    correlation_method TEXT,
+    conversation_id    TEXT NOT NULL,
+    created_at         INTEGER NOT NULL,
+    UNIQUE (mailbox_id, folder, uidvalidity, uid)
+);
+CREATE INDEX inbound_by_mailbox ON inbound_messages (mailbox_id, received_at, id);
+CREATE INDEX inbound_by_message_id ON inbound_messages (message_id_header) WHERE message_id_header IS NOT NULL;
+CREATE INDEX inbound_by_conversation ON inbound_messages (conversation_id);
+CREATE INDEX inbound_by_thread_index ON inbound_messages (thread_index) WHERE thread_index IS NOT NULL;
+
+CREATE TABLE inbound_contents (
+    inbound_id   TEXT PRIMARY KEY REFERENCES inbound_messages (id) ON DELETE CASCADE,
+    headers_json TEXT NOT NULL,
+    text_body    TEXT,
+    html_body    TEXT
+);
+
+CREATE TABLE inbound_attachments (
+    inbound_id   TEXT NOT NULL REFERENCES inbound_messages (id) ON DELETE CASCADE,
+    part_path    TEXT NOT NULL,
+    name         TEXT,
+    content_type TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    sha256       TEXT NOT NULL,
+    PRIMARY KEY (inbound_id, part_path)
+);
+
+CREATE TABLE inbound_related_records (
+    inbound_id  TEXT NOT NULL REFERENCES inbound_messages (id) ON DELETE CASCADE,
+    record_type TEXT NOT NULL,
+    record_id   TEXT NOT NULL,
+    PRIMARY KEY (inbound_id, record_type, record_id)
+);
+CREATE INDEX inbound_related_by_record ON inbound_related_records (record_type, record_id, inbound_id);
+
+-- The conversation an outbound message belongs to (NULL: its own, named by its id).
+ALTER TABLE messages ADD COLUMN conversation_id TEXT;
