@@ -484,6 +484,9 @@ pub struct MessageList {
     pub has_more: bool,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<Uuid>,
+    /// Record timelines only: the received mail about the record (newest first, up to `limit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<Vec<crate::routes::inbound::InboundSummary>>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -71,6 +71,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::nodes::router())
         .merge(routes::mailboxes::router())
         .merge(routes::teams::router())
+        .merge(routes::inbound::router())
 }
 
 /// The OpenAPI document of the whole API.

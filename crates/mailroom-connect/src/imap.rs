@@ -59,7 +59,7 @@ fn tls_connector(extra: &[Vec<u8>]) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
-async fn secure<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn secure<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     settings: &ImapSettings,
 ) -> Result<tokio_rustls::client::TlsStream<S>, SendError> {
@@ -96,7 +96,7 @@ async fn secure<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Maps an IMAP client error to a test failure, transient or permanent, at `stage`.
-fn failure(stage: &str, error: async_imap::error::Error) -> SendError {
+pub(crate) fn failure(stage: &str, error: async_imap::error::Error) -> SendError {
     let text = format!("{stage}: {error}");
     match error {
         async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_)
@@ -109,7 +109,7 @@ fn failure(stage: &str, error: async_imap::error::Error) -> SendError {
 }
 
 /// Reads the greeting; a server that greets with BYE is busy or down (transient).
-async fn greeted<T>(client: &mut Client<T>) -> Result<(), SendError>
+pub(crate) async fn greeted<T>(client: &mut Client<T>) -> Result<(), SendError>
 where
     T: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
 {

@@ -5,11 +5,13 @@
 //! was one. New providers (Microsoft Graph, Gmail…) implement the same trait without touching the core.
 
 mod imap;
+mod imap_source;
 mod implicit_tls;
 mod pickup;
 mod smtp;
 
 pub use imap::{ImapSettings, test_imap};
+pub use imap_source::{FetchedMail, FolderInfo, FolderStatus, ImapSource, ImapStream};
 pub use pickup::{OutsideRoot, PickupConnector, check_inside_root};
 pub use smtp::{SessionGate, SessionPermit, SmtpConnector, SmtpSettings};
 

@@ -54,6 +54,8 @@ pub struct EngineConfig {
     pub node_timeout: Duration,
     /// Timing of mailbox tests and the jobs that run them.
     pub mailbox_tests: crate::mailboxes::MailboxTestConfig,
+    /// Timing and batch sizes of mailbox sync.
+    pub sync: crate::sync::SyncConfig,
 }
 
 impl Default for EngineConfig {
@@ -81,6 +83,7 @@ impl Default for EngineConfig {
             sent_retention: None,
             retention_interval: Duration::from_secs(3600),
             mailbox_tests: Default::default(),
+            sync: Default::default(),
         }
     }
 }
@@ -184,6 +187,8 @@ struct Inner {
     runtime: std::sync::OnceLock<tokio::runtime::Handle>,
     /// Tests mailboxes and runs the jobs that do so.
     mailboxes: Arc<crate::mailboxes::MailboxWorker>,
+    /// Synchronizes the mailboxes this node holds.
+    sync: Arc<crate::sync::SyncWorker>,
 }
 
 impl Engine {
@@ -195,8 +200,17 @@ impl Engine {
             config.mailbox_tests.clone(),
             config.node_id.clone(),
         ));
+        let sync = Arc::new(crate::sync::SyncWorker::new(
+            store.clone(),
+            config.blobs.clone(),
+            config.connectors.clone(),
+            config.sync.clone(),
+            config.node_id.clone(),
+            mailboxes.clone(),
+        ));
         Self {
             inner: Arc::new(Inner {
+                sync,
                 mailboxes,
                 store,
                 config,
@@ -341,6 +355,11 @@ impl Engine {
         let worker = self.inner.mailboxes.clone();
         let stopping = self.inner.stopping.clone();
         tokio::spawn(async move { worker.run(stopping).await });
+        let sync = self.inner.sync.clone();
+        let stopping = self.inner.stopping.clone();
+        self.inner
+            .tasks
+            .spawn(async move { sync.run(stopping).await });
         if let Some(retention) = self.inner.config.sent_retention {
             let keeper = self.clone();
             tokio::spawn(async move { keeper.apply_retention(retention).await });

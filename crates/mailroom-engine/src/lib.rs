@@ -12,7 +12,9 @@
 mod connectors;
 mod dispatcher;
 mod mailboxes;
+mod sync;
 
 pub use connectors::{ConnectorDefaults, build_connector};
 pub use dispatcher::{Engine, EngineConfig, Reservation};
 pub use mailboxes::{MailboxTestConfig, MailboxWorker, TEST_MAILBOXES_JOB};
+pub use sync::{SyncConfig, SyncWorker};

@@ -87,7 +87,8 @@ impl MailboxWorker {
         self.wake.notify_one();
     }
 
-    fn places(&self, profile: Uuid, max_connections: u32) -> Arc<Semaphore> {
+    /// The places for connections to a profile's servers on this node (tests and sync share them).
+    pub(crate) fn profile_places(&self, profile: Uuid, max_connections: u32) -> Arc<Semaphore> {
         let mut places = self.profile_places.lock().expect("places lock");
         let entry = places.entry(profile).or_insert_with(|| {
             (
@@ -161,7 +162,7 @@ impl MailboxWorker {
         };
         // One place for the whole test: its connections are opened one after the other, so a
         // mailbox holds at most one of the profile's connections, and each finishes in turn.
-        let places = self.places(profile.id, profile.processing.max_connections);
+        let places = self.profile_places(profile.id, profile.processing.max_connections);
         let place = places.acquire().await.expect("semaphore open");
         let incoming = if mailbox.incoming == SyncMethod::ServerSideSync {
             match mailroom_connect::test_imap(&ImapSettings {

@@ -174,7 +174,10 @@ impl Store {
             let mut orphaned = Vec::new();
             for sha256 in candidates {
                 let still_used: Option<i64> = sqlx::query_scalar(
-                    "SELECT CAST(1 AS BIGINT) FROM attachments WHERE sha256 = $1 LIMIT 1",
+                    "SELECT CAST(1 AS BIGINT) FROM attachments WHERE sha256 = $1
+                 UNION ALL SELECT CAST(1 AS BIGINT) FROM inbound_attachments WHERE sha256 = $1
+                 UNION ALL SELECT CAST(1 AS BIGINT) FROM inbound_messages WHERE raw_sha256 = $1
+                 LIMIT 1",
                 )
                 .bind(&sha256)
                 .fetch_optional(&mut *tx)
@@ -192,7 +195,10 @@ impl Store {
     pub async fn blob_in_use(&self, sha256: &str) -> StoreResult<bool> {
         on_db!(self, |writer, reader| {
             let used: Option<i64> = sqlx::query_scalar(
-                "SELECT CAST(1 AS BIGINT) FROM attachments WHERE sha256 = $1 LIMIT 1",
+                "SELECT CAST(1 AS BIGINT) FROM attachments WHERE sha256 = $1
+                 UNION ALL SELECT CAST(1 AS BIGINT) FROM inbound_attachments WHERE sha256 = $1
+                 UNION ALL SELECT CAST(1 AS BIGINT) FROM inbound_messages WHERE raw_sha256 = $1
+                 LIMIT 1",
             )
             .bind(sha256)
             .fetch_optional(writer)

@@ -190,6 +190,23 @@ impl BlobStore {
         Ok(true)
     }
 
+    /// Writes bytes already in memory (a received message, one of its parts); content stored
+    /// before is not written again. Returns the SHA-256 (hex) and size.
+    pub async fn write_bytes(&self, bytes: bytes::Bytes) -> Result<(String, u64), BlobError> {
+        if self.database.is_none() {
+            let sha256 = hex::encode(Sha256::digest(&bytes));
+            if tokio::fs::try_exists(self.path(&sha256))
+                .await
+                .unwrap_or(false)
+            {
+                return Ok((sha256, bytes.len() as u64));
+            }
+        }
+        let size = bytes.len() as u64;
+        let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes)]);
+        self.write_stream(stream, size).await
+    }
+
     /// Streams chunks to a temporary file while hashing, refusing more than `limit` bytes; returns the
     /// SHA-256 (hex) and size. Nothing is left behind when the upload fails.
     pub async fn write_stream<S, E>(

@@ -233,17 +233,18 @@ impl Store {
         })
     }
 
-    /// The messages of a folder stored under an earlier UIDVALIDITY, as (id, Message-ID, size):
+    /// The messages of a folder stored under an earlier UIDVALIDITY, as (id, Message-ID, size,
+    /// SHA-256 of the raw message):
     /// what a re-index after a UIDVALIDITY change matches the server's messages against.
     pub async fn inbound_under_other_validity(
         &self,
         mailbox_id: Uuid,
         folder: &str,
         uidvalidity: u32,
-    ) -> StoreResult<Vec<(Uuid, Option<String>, u64)>> {
+    ) -> StoreResult<Vec<(Uuid, Option<String>, u64, String)>> {
         on_db!(self, |writer, reader| {
             let rows = sqlx::query(
-                "SELECT id, message_id_header, size FROM inbound_messages WHERE mailbox_id = $1 AND folder = $2 AND uidvalidity <> $3",
+                "SELECT id, message_id_header, size, raw_sha256 FROM inbound_messages WHERE mailbox_id = $1 AND folder = $2 AND uidvalidity <> $3",
             )
             .bind(mailbox_id.to_string())
             .bind(folder)
@@ -256,6 +257,7 @@ impl Store {
                         parse_uuid(&row.get::<String, _>("id"))?,
                         row.get::<Option<String>, _>("message_id_header"),
                         row.get::<i64, _>("size") as u64,
+                        row.get::<String, _>("raw_sha256"),
                     ))
                 })
                 .collect()
@@ -710,4 +712,72 @@ impl Store {
 /// JSON text of a value (every value stored here serializes).
 fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+impl Store {
+    /// Mailboxes whose incoming mail is synchronized now: enabled, incoming by server-side sync,
+    /// tested, approved where the organisation requires it, and with a filter that keeps mail.
+    pub async fn mailboxes_to_sync(&self) -> StoreResult<Vec<crate::MailboxRecord>> {
+        let settings = self.email_settings().await?;
+        let ids: Vec<String> = on_db!(self, |writer, reader| {
+            sqlx::query_scalar(
+                "SELECT id FROM mailboxes WHERE enabled = TRUE AND incoming = 'server-side-sync' AND filter <> 'none' ORDER BY id",
+            )
+            .fetch_all(reader)
+            .await?
+        });
+        let mut ready = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mailbox = self.mailbox(parse_uuid(&id)?).await?;
+            let readiness = mailbox.readiness();
+            if mailroom_core::mailbox::ready_for(
+                Some(&readiness),
+                mailroom_core::mailbox::Direction::Incoming,
+                &settings,
+            )
+            .is_ok()
+            {
+                ready.push(mailbox);
+            }
+        }
+        Ok(ready)
+    }
+
+    /// Takes or renews `node`'s hold on synchronizing a mailbox until `until`; `false` while
+    /// another node holds it.
+    pub async fn hold_mailbox_sync(
+        &self,
+        mailbox_id: Uuid,
+        node: &str,
+        now: i64,
+        until: i64,
+    ) -> StoreResult<bool> {
+        on_db!(self, |writer, reader| {
+            let held: Option<String> = sqlx::query_scalar(
+                "INSERT INTO mailbox_sync_holds (mailbox_id, owner, held_until) VALUES ($1, $2, $3)
+                 ON CONFLICT (mailbox_id) DO UPDATE SET owner = excluded.owner, held_until = excluded.held_until
+                 WHERE mailbox_sync_holds.owner = excluded.owner OR mailbox_sync_holds.held_until < $4
+                 RETURNING owner",
+            )
+            .bind(mailbox_id.to_string())
+            .bind(node)
+            .bind(until)
+            .bind(now)
+            .fetch_optional(writer)
+            .await?;
+            Ok(held.is_some())
+        })
+    }
+
+    /// Gives up `node`'s hold on a mailbox (it stopped synchronizing it).
+    pub async fn release_mailbox_sync(&self, mailbox_id: Uuid, node: &str) -> StoreResult<()> {
+        on_db!(self, |writer, reader| {
+            sqlx::query("DELETE FROM mailbox_sync_holds WHERE mailbox_id = $1 AND owner = $2")
+                .bind(mailbox_id.to_string())
+                .bind(node)
+                .execute(writer)
+                .await?;
+            Ok(())
+        })
+    }
 }

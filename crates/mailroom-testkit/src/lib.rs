@@ -2,12 +2,14 @@
 //! a private Postfix `smtp-sink`, a full private Postfix instance, the real `mailroom` binary, and
 //! private PostgreSQL databases.
 
+mod imap;
 mod mailroom;
 mod postfix;
 mod postgres;
 mod proxy;
 mod sink;
 
+pub use imap::{ImapClient, inbound_corpus};
 pub use mailroom::{MailroomServer, wait_until};
 pub use postfix::PostfixWithSasl;
 pub use postgres::{TestDatabase, servers_use_postgres};

@@ -332,6 +332,18 @@ impl MailroomServer {
         read_answer(request).await
     }
 
+    /// A GET whose answer is bytes (a download), with the admin token.
+    pub async fn raw_get(&self, path: &str) -> Result<(u16, Vec<u8>)> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.bytes().await?.to_vec()))
+    }
+
     pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
         self.call(reqwest::Method::GET, path, None, &[]).await
     }

@@ -208,6 +208,7 @@ impl PostfixWithSasl {
         let mailbox_services = if mailbox_mode {
             format!(
                 "protocols = imap lmtp\nmail_location = maildir:{r}/mail/%u\n\
+                 namespace inbox {{\n  inbox = yes\n  mailbox Sent {{\n    special_use = \\Sent\n    auto = subscribe\n  }}\n}}\n\
                  service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {imap_port}\n  }}\n}}\n\
                  service lmtp {{\n  inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {lmtp_port}\n  }}\n}}\n",
                 r = root.display()

@@ -67,6 +67,17 @@ pub struct EngineFileConfig {
     pub mailbox_test_timeout_ms: Option<u64>,
     /// How long a background job stays one node's without a renewal (default 30000).
     pub job_lease_ms: Option<u64>,
+    /// How often a node looks for mailboxes to start or stop synchronizing (default 2000).
+    pub sync_rescan_ms: Option<u64>,
+    /// How long a node's hold on a mailbox's sync lasts unrenewed; another node takes the mailbox
+    /// over afterwards (default 30000).
+    pub sync_hold_ms: Option<u64>,
+    /// Folders are polled at least this often, whatever their profile says (default: as the
+    /// profile says).
+    pub sync_poll_ms: Option<u64>,
+    /// The first delay after a transient sync failure, doubled per failure up to 5 minutes
+    /// (default 10000).
+    pub sync_retry_ms: Option<u64>,
 }
 
 /// Values given on the command line or in the environment (clap reads both).
@@ -119,6 +130,7 @@ pub struct Config {
     pub attachment_retention: Duration,
     pub extra_root_certificates: Vec<Vec<u8>>,
     pub mailbox_tests: mailroom_engine::MailboxTestConfig,
+    pub sync: mailroom_engine::SyncConfig,
 }
 
 impl Config {
@@ -230,6 +242,13 @@ impl Config {
                 retry_initial: ms(engine.mailbox_test_retry_ms, 60_000),
                 timeout: ms(engine.mailbox_test_timeout_ms, 30_000),
                 job_lease: ms(engine.job_lease_ms, 30_000),
+                ..Default::default()
+            },
+            sync: mailroom_engine::SyncConfig {
+                rescan: ms(engine.sync_rescan_ms, 2_000),
+                hold: ms(engine.sync_hold_ms, 30_000),
+                poll_at_least: engine.sync_poll_ms.map(Duration::from_millis),
+                retry_initial: ms(engine.sync_retry_ms, 10_000),
                 ..Default::default()
             },
         })

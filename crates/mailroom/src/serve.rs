@@ -277,6 +277,7 @@ pub async fn run(config: Config) -> Result<()> {
             sent_retention: config.sent_retention,
             retention_interval: config.retention_interval,
             mailbox_tests: config.mailbox_tests.clone(),
+            sync: config.sync.clone(),
             connectors: ConnectorDefaults {
                 hostname: config.hostname.clone(),
                 extra_root_certificates: config.extra_root_certificates.clone(),

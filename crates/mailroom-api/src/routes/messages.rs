@@ -684,6 +684,7 @@ async fn list(state: &AppState, filter: MessageFilter) -> ApiResult<axum::Json<M
         total_is_estimate: page.total_is_estimate,
         has_more: page.has_more,
         next_cursor: page.next_cursor,
+        inbound: None,
     }))
 }
 
@@ -765,7 +766,20 @@ async fn list_record_messages(
             })
             .collect::<ApiResult<_>>()?,
     };
-    let mut filter = filter_from(&query, statuses, principal.visibility(&state).await?)?;
-    filter.related_to = Some((record.record_type, record.record_id));
-    list(&state, filter).await
+    let visibility = principal.visibility(&state).await?;
+    let mut filter = filter_from(&query, statuses, visibility.clone())?;
+    filter.related_to = Some((record.record_type.clone(), record.record_id.clone()));
+    let limit = filter.limit;
+    let mut answer = list(&state, filter).await?;
+    answer.inbound = Some(
+        crate::routes::inbound::record_inbound(
+            &state,
+            visibility,
+            &record.record_type,
+            &record.record_id,
+            limit,
+        )
+        .await?,
+    );
+    Ok(answer)
 }

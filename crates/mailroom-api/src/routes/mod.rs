@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod attachments;
 pub mod documents;
+pub mod inbound;
 pub mod mailboxes;
 pub mod messages;
 pub mod nodes;

@@ -46,6 +46,8 @@ CREATE TABLE inbound_messages (
 CREATE INDEX inbound_by_mailbox ON inbound_messages (mailbox_id, received_at, id);
 CREATE INDEX inbound_by_message_id ON inbound_messages (message_id_header) WHERE message_id_header IS NOT NULL;
 CREATE INDEX inbound_by_conversation ON inbound_messages (conversation_id);
+-- Whether a blob is still in use (the attachment collector asks).
+CREATE INDEX inbound_by_raw ON inbound_messages (raw_sha256);
 CREATE INDEX inbound_by_thread_index ON inbound_messages (thread_index) WHERE thread_index IS NOT NULL;
 
 CREATE TABLE inbound_contents (
@@ -65,6 +67,8 @@ CREATE TABLE inbound_attachments (
     PRIMARY KEY (inbound_id, part_path)
 );
 
+CREATE INDEX inbound_attachments_by_blob ON inbound_attachments (sha256);
+
 CREATE TABLE inbound_related_records (
     inbound_id  TEXT NOT NULL REFERENCES inbound_messages (id) ON DELETE CASCADE,
     record_type TEXT NOT NULL,
@@ -75,3 +79,10 @@ CREATE INDEX inbound_related_by_record ON inbound_related_records (record_type, 
 
 -- The conversation an outbound message belongs to (NULL: its own, named by its id).
 ALTER TABLE messages ADD COLUMN conversation_id TEXT;
+
+-- Which node synchronizes a mailbox: exactly one at a time, taken over once its hold expires.
+CREATE TABLE mailbox_sync_holds (
+    mailbox_id TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    held_until INTEGER NOT NULL
+);

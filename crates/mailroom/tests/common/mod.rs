@@ -50,4 +50,5 @@ pub fn concrete_path(template: &str) -> String {
         .replace("{name}", "default")
         .replace("{user}", "default")
         .replace("{type}", "customer")
+        .replace("{part}", "1")
 }

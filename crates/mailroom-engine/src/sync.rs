@@ -1,0 +1,738 @@
+//! Mailbox sync (MISSION B6): reads each enabled, approved mailbox's folders over IMAP and stores
+//! every message it finds, without ever changing the mailbox.
+//!
+//! - One task per mailbox, held by one node at a time (`mailbox_sync_holds`; another node takes a
+//!   mailbox over once the hold of a node that died expires). Each task holds one of its profile's
+//!   `max_connections` places while connected, so one slow or broken mailbox delays no other.
+//! - Per folder: UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and how far the initial sync has come
+//!   (newest first, from the profile's `process_from`). New mail is read in UID order and the
+//!   folder's UIDNEXT is recorded only after every message below it is stored; the initial sync
+//!   records its low-water mark after each batch. A crash repeats at most a batch, and a UID
+//!   stored before is never stored twice.
+//! - A UIDVALIDITY change re-indexes the folder: stored messages are matched to the server's by
+//!   Message-ID and size (by content for messages without a Message-ID) and keep their record;
+//!   only the rest are read again. A server that changes it on almost every session trips a breaker.
+//! - IDLE on INBOX when the server offers it and the profile wants it; other folders are polled at
+//!   the profile's interval.
+//! - A transient failure is tried again with backoff; a permanent one (credentials refused)
+//!   disables the mailbox and alerts its owners, as its test would.
+
+use crate::connectors::ConnectorDefaults;
+use crate::mailboxes::MailboxWorker;
+use mailroom_connect::{FailureKind, FetchedMail, ImapSettings, ImapSource, SendError};
+use mailroom_core::inbound::{CorrelationSettings, correlation_keys, parse_inbound};
+use mailroom_core::mailbox::{AuthType, TestStatus};
+use mailroom_store::{
+    BlobStore, FolderState, MailboxRecord, MailboxTestRecord, NewInbound, Store, StoredPart, now_ms,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Timing and batch sizes of mailbox sync. Tests shorten them through configuration.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// How often the node looks for mailboxes to start or stop synchronizing (and renews its holds).
+    pub rescan: Duration,
+    /// How long a node's hold on a mailbox lasts without renewal.
+    pub hold: Duration,
+    /// Longest wait in IDLE before it is issued again (RFC 2177: less than 29 minutes).
+    pub idle_wait: Duration,
+    /// When set, folders are polled at least this often, whatever the profile says.
+    pub poll_at_least: Option<Duration>,
+    /// The first delay after a transient failure; doubled per failure, at most five minutes.
+    pub retry_initial: Duration,
+    /// Bytes of messages fetched in one batch (a larger message is fetched alone).
+    pub batch_bytes: u64,
+    /// Messages fetched in one batch at most.
+    pub batch_messages: usize,
+    /// One IMAP command, from sending it to its answer.
+    pub timeout: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            rescan: Duration::from_secs(2),
+            hold: Duration::from_secs(30),
+            idle_wait: Duration::from_secs(25 * 60),
+            poll_at_least: None,
+            retry_initial: Duration::from_secs(10),
+            batch_bytes: 8 * 1024 * 1024,
+            batch_messages: 200,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// UIDVALIDITY changes within a day after which a folder is no longer re-indexed until the day
+/// has passed (a server that changes it every session would otherwise be read again and again).
+const VALIDITY_BREAKER: u32 = 3;
+const DAY_MS: i64 = 86_400_000;
+
+/// Why a round of sync ended.
+enum Stop {
+    /// The mailbox is no longer to be synchronized (or the node is stopping).
+    Done,
+    Failed(SendError),
+}
+
+impl From<SendError> for Stop {
+    fn from(error: SendError) -> Self {
+        Stop::Failed(error)
+    }
+}
+
+impl From<mailroom_store::StoreError> for Stop {
+    fn from(error: mailroom_store::StoreError) -> Self {
+        Stop::Failed(SendError::transient(None, format!("the store: {error}")))
+    }
+}
+
+/// Synchronizes the mailboxes this node holds.
+pub struct SyncWorker {
+    store: Store,
+    blobs: BlobStore,
+    defaults: ConnectorDefaults,
+    config: SyncConfig,
+    node_id: String,
+    /// Shares each profile's connection places with mailbox tests.
+    mailboxes: Arc<MailboxWorker>,
+    running: Mutex<HashMap<Uuid, CancellationToken>>,
+}
+
+impl SyncWorker {
+    pub fn new(
+        store: Store,
+        blobs: BlobStore,
+        defaults: ConnectorDefaults,
+        config: SyncConfig,
+        node_id: String,
+        mailboxes: Arc<MailboxWorker>,
+    ) -> Self {
+        Self {
+            store,
+            blobs,
+            defaults,
+            config,
+            node_id,
+            mailboxes,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts and stops mailbox tasks as mailboxes become ready or not, until `stopping`.
+    pub async fn run(self: Arc<Self>, stopping: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            if let Err(error) = self.rescan(&stopping, &mut tasks).await {
+                tracing::warn!(%error, "looking for mailboxes to synchronize failed; trying again");
+            }
+            while let Some(ended) = tasks.try_join_next() {
+                if let Err(error) = ended {
+                    tracing::error!(%error, "a mailbox sync task ended abnormally");
+                }
+            }
+            tokio::select! {
+                _ = stopping.cancelled() => break,
+                _ = tokio::time::sleep(self.config.rescan) => {}
+            }
+        }
+        for token in self.running.lock().expect("running lock").values() {
+            token.cancel();
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn rescan(
+        self: &Arc<Self>,
+        stopping: &CancellationToken,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) -> mailroom_store::StoreResult<()> {
+        let ready = self.store.mailboxes_to_sync().await?;
+        let wanted: HashSet<Uuid> = ready.iter().map(|m| m.id).collect();
+        let now = now_ms();
+        let until = now + self.config.hold.as_millis() as i64;
+        // Stop what is no longer wanted, or no longer this node's.
+        let running: Vec<Uuid> = self
+            .running
+            .lock()
+            .expect("running lock")
+            .keys()
+            .copied()
+            .collect();
+        for id in running {
+            let keep = wanted.contains(&id)
+                && self
+                    .store
+                    .hold_mailbox_sync(id, &self.node_id, now, until)
+                    .await?;
+            if !keep && let Some(token) = self.running.lock().expect("running lock").remove(&id) {
+                token.cancel();
+            }
+        }
+        for mailbox in ready {
+            if self
+                .running
+                .lock()
+                .expect("running lock")
+                .contains_key(&mailbox.id)
+            {
+                continue;
+            }
+            if !self
+                .store
+                .hold_mailbox_sync(mailbox.id, &self.node_id, now, until)
+                .await?
+            {
+                continue;
+            }
+            let token = stopping.child_token();
+            self.running
+                .lock()
+                .expect("running lock")
+                .insert(mailbox.id, token.clone());
+            let worker = self.clone();
+            tasks.spawn(async move {
+                worker.sync_mailbox(mailbox.id, token).await;
+            });
+        }
+        Ok(())
+    }
+
+    /// Synchronizes one mailbox until it is cancelled or fails for good.
+    async fn sync_mailbox(self: Arc<Self>, id: Uuid, cancel: CancellationToken) {
+        tracing::info!(event = "mailbox_sync_started", mailbox = %id, node = %self.node_id, "synchronizing a mailbox");
+        let mut failures = 0u32;
+        loop {
+            let round = tokio::select! {
+                _ = cancel.cancelled() => break,
+                round = self.round(id, &cancel, &mut failures) => round,
+            };
+            match round {
+                Stop::Done => break,
+                Stop::Failed(error) if error.kind == FailureKind::Permanent => {
+                    tracing::warn!(event = "mailbox_sync_failed", mailbox = %id, error = %error.message, "disabling the mailbox");
+                    if let Err(store_error) = self.disable(id, &error.message).await {
+                        tracing::warn!(%store_error, mailbox = %id, "disabling a mailbox failed");
+                    }
+                    break;
+                }
+                Stop::Failed(error) => {
+                    failures += 1;
+                    let delay = self
+                        .config
+                        .retry_initial
+                        .saturating_mul(1 << failures.saturating_sub(1).min(10))
+                        .min(Duration::from_secs(300));
+                    tracing::warn!(event = "mailbox_sync_retry", mailbox = %id, error = %error.message, retry_in_ms = delay.as_millis() as u64, "mailbox sync failed; trying again");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        self.running.lock().expect("running lock").remove(&id);
+        let _ = self.store.release_mailbox_sync(id, &self.node_id).await;
+        tracing::info!(event = "mailbox_sync_stopped", mailbox = %id, "stopped synchronizing a mailbox");
+    }
+
+    /// A permanent failure disables the mailbox and alerts, as a failed test does.
+    async fn disable(&self, id: Uuid, reason: &str) -> mailroom_store::StoreResult<()> {
+        let mailbox = self.store.mailbox(id).await?;
+        let reason = format!("incoming: {reason}");
+        self.store
+            .record_mailbox_test(
+                id,
+                &MailboxTestRecord {
+                    incoming_status: TestStatus::Failure,
+                    outgoing_status: mailbox.outgoing_status,
+                    act_status: mailbox.act_status,
+                    enabled: false,
+                    last_error: Some(reason.clone()),
+                    test_tries: 0,
+                    next_test_at_ms: None,
+                    approve: false,
+                    disabled_because: Some(reason),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// One connection's worth of sync: connect, then read every folder and wait for more, until
+    /// something fails or the mailbox is no longer to be synchronized.
+    async fn round(&self, id: Uuid, cancel: &CancellationToken, failures: &mut u32) -> Stop {
+        let mailbox = match self.store.mailbox(id).await {
+            Ok(mailbox) => mailbox,
+            Err(mailroom_store::StoreError::NotFound(_)) => return Stop::Done,
+            Err(error) => return error.into(),
+        };
+        let Some(profile_id) = mailbox.profile_id else {
+            return Stop::Done;
+        };
+        let profile = match self.store.server_profile(profile_id).await {
+            Ok(profile) => profile,
+            Err(error) => return error.into(),
+        };
+        if profile.auth_type == AuthType::Oauth2 {
+            return Stop::Failed(SendError::permanent(
+                None,
+                "OAuth 2.0 sign-in is not available for mailboxes yet",
+            ));
+        }
+        let password = match self.store.mailbox_password(id).await {
+            Ok(Some(password)) => password,
+            Ok(None) => {
+                return Stop::Failed(SendError::permanent(
+                    None,
+                    "the mailbox has no password: set it, then test the mailbox again",
+                ));
+            }
+            Err(error) => return error.into(),
+        };
+        let Some(username) = mailbox.username.clone() else {
+            return Stop::Failed(SendError::permanent(None, "the mailbox has no username"));
+        };
+        let places = self
+            .mailboxes
+            .profile_places(profile.id, profile.processing.max_connections);
+        let Ok(_place) = places.acquire().await else {
+            return Stop::Done;
+        };
+        let settings = ImapSettings {
+            host: profile.incoming.host.clone(),
+            port: profile.incoming.port,
+            security: profile.incoming.security,
+            username,
+            password,
+            timeout: self.config.timeout,
+            extra_root_certificates: self.defaults.extra_root_certificates.clone(),
+        };
+        let mut source = match ImapSource::open(&settings).await {
+            Ok(source) => source,
+            Err(error) => return error.into(),
+        };
+        let folders = match self
+            .resolve_folders(&mut source, &profile.processing.folders)
+            .await
+        {
+            Ok(folders) => folders,
+            Err(error) => return error.into(),
+        };
+        let poll = {
+            let profile_poll = Duration::from_secs(u64::from(profile.processing.poll_interval_s));
+            match self.config.poll_at_least {
+                Some(at_least) => profile_poll.min(at_least),
+                None => profile_poll,
+            }
+        };
+        let idle_folder = folders
+            .iter()
+            .find(|f| f.eq_ignore_ascii_case("INBOX"))
+            .cloned()
+            .filter(|_| profile.processing.use_idle && source.offers_idle());
+        let correlation = CorrelationSettings::default();
+        loop {
+            for folder in &folders {
+                if cancel.is_cancelled() {
+                    return Stop::Done;
+                }
+                if let Err(stop) = self
+                    .sync_folder(
+                        &mut source,
+                        &mailbox,
+                        folder,
+                        &profile.processing.process_from,
+                        &correlation,
+                    )
+                    .await
+                {
+                    return stop;
+                }
+            }
+            *failures = 0;
+            match &idle_folder {
+                Some(folder) => {
+                    if let Err(error) = source.examine(folder).await {
+                        return error.into();
+                    }
+                    let wait = poll.min(self.config.idle_wait);
+                    match source.idle(wait).await {
+                        Ok((back, _changed)) => source = back,
+                        Err(error) => return error.into(),
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Stop::Done,
+                        _ = tokio::time::sleep(poll) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The server's names of the profile's folders: as configured, and `Sent` as the folder the
+    /// server marks `\Sent` (RFC 6154) when no folder has that very name.
+    async fn resolve_folders(
+        &self,
+        source: &mut ImapSource,
+        wanted: &[String],
+    ) -> Result<Vec<String>, SendError> {
+        let listed = source.folders().await?;
+        let mut folders = Vec::new();
+        for name in wanted {
+            let exact = listed.iter().find(|f| {
+                f.selectable
+                    && (f.name == *name
+                        || (name.eq_ignore_ascii_case("INBOX")
+                            && f.name.eq_ignore_ascii_case("INBOX")))
+            });
+            let special = || {
+                name.eq_ignore_ascii_case("sent")
+                    .then(|| listed.iter().find(|f| f.sent && f.selectable))
+                    .flatten()
+            };
+            match exact.or_else(special) {
+                Some(folder) if !folders.contains(&folder.name) => {
+                    folders.push(folder.name.clone())
+                }
+                Some(_) => {}
+                None => {
+                    tracing::warn!(folder = %name, "the mailbox has no such folder; it is skipped")
+                }
+            }
+        }
+        Ok(folders)
+    }
+
+    /// Reads what is new in one folder: re-index after a UIDVALIDITY change, new mail, then the
+    /// initial sync's next batches.
+    async fn sync_folder(
+        &self,
+        source: &mut ImapSource,
+        mailbox: &MailboxRecord,
+        folder: &str,
+        process_from: &Option<String>,
+        correlation: &CorrelationSettings,
+    ) -> Result<(), Stop> {
+        let status = source.examine(folder).await?;
+        let stored = self
+            .store
+            .folder_states(mailbox.id)
+            .await?
+            .into_iter()
+            .find(|s| s.folder == folder);
+        let now = now_ms();
+        let mut state = match stored {
+            None => {
+                let state = FolderState {
+                    folder: folder.to_owned(),
+                    uidvalidity: status.uidvalidity,
+                    uidnext: status.uidnext,
+                    highestmodseq: status.highestmodseq,
+                    initial_below: status.uidnext.max(1),
+                    validity_changes: 0,
+                    validity_changed_at_ms: None,
+                    synced_at_ms: None,
+                };
+                self.store.save_folder_state(mailbox.id, &state).await?;
+                state
+            }
+            Some(state) if state.uidvalidity != status.uidvalidity => {
+                let recent = state
+                    .validity_changed_at_ms
+                    .is_some_and(|at| now - at < DAY_MS);
+                if recent && state.validity_changes >= VALIDITY_BREAKER {
+                    tracing::warn!(event = "uidvalidity_breaker", mailbox = %mailbox.id, folder, changes = state.validity_changes, "the server keeps changing this folder's UIDVALIDITY; it is not read again until a day has passed");
+                    return Ok(());
+                }
+                self.reindex(source, mailbox, folder, &state, status.uidvalidity)
+                    .await?;
+                let state = FolderState {
+                    folder: folder.to_owned(),
+                    uidvalidity: status.uidvalidity,
+                    uidnext: status.uidnext,
+                    highestmodseq: status.highestmodseq,
+                    initial_below: status.uidnext.max(1),
+                    validity_changes: if recent {
+                        state.validity_changes + 1
+                    } else {
+                        1
+                    },
+                    validity_changed_at_ms: Some(now),
+                    synced_at_ms: state.synced_at_ms,
+                };
+                self.store.save_folder_state(mailbox.id, &state).await?;
+                state
+            }
+            Some(state) => state,
+        };
+        // New mail, oldest first; UIDNEXT moves once all of it is stored.
+        if status.uidnext == 0 || status.uidnext > state.uidnext {
+            let uids = source.uids(state.uidnext, 0, None).await?;
+            self.store_uids(
+                source,
+                mailbox,
+                folder,
+                state.uidvalidity,
+                &uids,
+                correlation,
+            )
+            .await?;
+            state.uidnext = uids
+                .iter()
+                .max()
+                .map(|uid| uid + 1)
+                .unwrap_or(state.uidnext)
+                .max(status.uidnext);
+        }
+        // The initial sync, newest first, in batches; the low-water mark moves after each.
+        if state.initial_below > 1 {
+            let mut uids = source
+                .uids(1, state.initial_below, process_from.as_deref())
+                .await?;
+            uids.reverse();
+            for batch in uids.chunks(self.config.batch_messages.max(1)) {
+                self.store_uids(
+                    source,
+                    mailbox,
+                    folder,
+                    state.uidvalidity,
+                    batch,
+                    correlation,
+                )
+                .await?;
+                state.initial_below = batch.iter().copied().min().unwrap_or(1);
+                self.store.save_folder_state(mailbox.id, &state).await?;
+            }
+            state.initial_below = 0;
+        }
+        state.highestmodseq = status.highestmodseq;
+        state.synced_at_ms = Some(now_ms());
+        self.store.save_folder_state(mailbox.id, &state).await?;
+        Ok(())
+    }
+
+    /// Matches the messages stored under the folder's old UIDVALIDITY to the server's messages
+    /// (by Message-ID and size; without a Message-ID, by content) and moves them to their new UIDs.
+    async fn reindex(
+        &self,
+        source: &mut ImapSource,
+        mailbox: &MailboxRecord,
+        folder: &str,
+        state: &FolderState,
+        uidvalidity: u32,
+    ) -> Result<(), Stop> {
+        let stored = self
+            .store
+            .inbound_under_other_validity(mailbox.id, folder, uidvalidity)
+            .await?;
+        let mut by_identity: HashMap<(String, u64), Vec<Uuid>> = HashMap::new();
+        let mut by_size: HashMap<u64, Vec<(Uuid, String)>> = HashMap::new();
+        for (id, message_id, size, raw_sha256) in stored {
+            match message_id {
+                Some(message_id) => by_identity.entry((message_id, size)).or_default().push(id),
+                None => by_size.entry(size).or_default().push((id, raw_sha256)),
+            }
+        }
+        let uids = source.uids(1, 0, None).await?;
+        let mut moves = Vec::new();
+        for chunk in uids.chunks(500) {
+            for (uid, message_id, size) in source.identities(chunk).await? {
+                let size = u64::from(size);
+                match message_id {
+                    Some(message_id) => {
+                        if let Some(ids) = by_identity.get_mut(&(message_id, size))
+                            && let Some(id) = ids.pop()
+                        {
+                            moves.push((id, uid));
+                        }
+                    }
+                    None => {
+                        if let Some(candidates) = by_size.get_mut(&size)
+                            && !candidates.is_empty()
+                        {
+                            let fetched = source.fetch(&[uid]).await?;
+                            if let Some(mail) = fetched.first() {
+                                let sha = sha256_hex(&mail.raw);
+                                if let Some(at) = candidates.iter().position(|(_, s)| *s == sha) {
+                                    moves.push((candidates.remove(at).0, uid));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!(event = "folder_reindexed", mailbox = %mailbox.id, folder, old_uidvalidity = state.uidvalidity, uidvalidity, matched = moves.len(), "the folder's UIDVALIDITY changed; stored messages were matched to their new UIDs");
+        self.store.move_inbound_uids(uidvalidity, &moves).await?;
+        Ok(())
+    }
+
+    /// Fetches and stores the messages with these UIDs that are not stored yet, in batches of
+    /// bounded size.
+    async fn store_uids(
+        &self,
+        source: &mut ImapSource,
+        mailbox: &MailboxRecord,
+        folder: &str,
+        uidvalidity: u32,
+        uids: &[u32],
+        correlation: &CorrelationSettings,
+    ) -> Result<(), Stop> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let stored: HashSet<u32> = self
+            .store
+            .inbound_stored_uids(mailbox.id, folder, uidvalidity, uids)
+            .await?
+            .into_iter()
+            .collect();
+        let missing: Vec<u32> = uids
+            .iter()
+            .copied()
+            .filter(|u| !stored.contains(u))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let sizes: HashMap<u32, u32> = source.sizes(&missing).await?.into_iter().collect();
+        let mut batch: Vec<u32> = Vec::new();
+        let mut batch_bytes = 0u64;
+        for uid in missing {
+            let Some(size) = sizes.get(&uid).copied() else {
+                continue; // expunged meanwhile
+            };
+            if !batch.is_empty()
+                && (batch_bytes + u64::from(size) > self.config.batch_bytes
+                    || batch.len() >= self.config.batch_messages)
+            {
+                self.fetch_and_keep(source, mailbox, folder, uidvalidity, &batch, correlation)
+                    .await?;
+                batch.clear();
+                batch_bytes = 0;
+            }
+            batch.push(uid);
+            batch_bytes += u64::from(size);
+        }
+        self.fetch_and_keep(source, mailbox, folder, uidvalidity, &batch, correlation)
+            .await
+    }
+
+    async fn fetch_and_keep(
+        &self,
+        source: &mut ImapSource,
+        mailbox: &MailboxRecord,
+        folder: &str,
+        uidvalidity: u32,
+        uids: &[u32],
+        correlation: &CorrelationSettings,
+    ) -> Result<(), Stop> {
+        let fetched = source.fetch(uids).await?;
+        let wanted: HashSet<u32> = uids.iter().copied().collect();
+        let mut keeping = tokio::task::JoinSet::new();
+        for mail in fetched.into_iter().filter(|m| wanted.contains(&m.uid)) {
+            let (store, blobs, mailbox, folder, correlation) = (
+                self.store.clone(),
+                self.blobs.clone(),
+                mailbox.clone(),
+                folder.to_owned(),
+                correlation.clone(),
+            );
+            keeping.spawn(async move {
+                keep(
+                    &store,
+                    &blobs,
+                    &mailbox,
+                    &folder,
+                    uidvalidity,
+                    mail,
+                    &correlation,
+                )
+                .await
+            });
+            // A few messages are parsed and written side by side.
+            if keeping.len() >= 4
+                && let Some(done) = keeping.join_next().await
+            {
+                done.map_err(|e| SendError::transient(None, e.to_string()))??;
+            }
+        }
+        while let Some(done) = keeping.join_next().await {
+            done.map_err(|e| SendError::transient(None, e.to_string()))??;
+        }
+        Ok(())
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Stores one fetched message: its raw bytes and every attachment part in the blob store, then
+/// the message itself (parsed, correlated) with its event.
+async fn keep(
+    store: &Store,
+    blobs: &BlobStore,
+    mailbox: &MailboxRecord,
+    folder: &str,
+    uidvalidity: u32,
+    mail: FetchedMail,
+    correlation: &CorrelationSettings,
+) -> Result<(), Stop> {
+    let raw = bytes::Bytes::from(mail.raw);
+    let parsed = {
+        let raw = raw.clone();
+        tokio::task::spawn_blocking(move || parse_inbound(&raw))
+            .await
+            .map_err(|e| SendError::transient(None, format!("parsing a message: {e}")))?
+    };
+    let blob_error = |e: mailroom_store::BlobError| {
+        Stop::Failed(SendError::transient(None, format!("the blob store: {e}")))
+    };
+    let (raw_sha256, size) = blobs.write_bytes(raw).await.map_err(blob_error)?;
+    let mut parts = Vec::with_capacity(parsed.attachments.len());
+    for part in &parsed.attachments {
+        let (sha256, size) = blobs
+            .write_bytes(bytes::Bytes::copy_from_slice(&part.bytes))
+            .await
+            .map_err(blob_error)?;
+        parts.push(StoredPart {
+            path: part.path.clone(),
+            name: part.name.clone(),
+            content_type: part.content_type.clone(),
+            size,
+            sha256,
+        });
+    }
+    let keys = correlation_keys(&parsed, correlation);
+    store
+        .insert_inbound(NewInbound {
+            mailbox_id: mailbox.id,
+            owner_user_id: mailbox.user_id,
+            folder,
+            uidvalidity,
+            uid: mail.uid,
+            size: if mail.size > 0 {
+                u64::from(mail.size)
+            } else {
+                size
+            },
+            flags: mail.flags,
+            received_at_ms: mail.internal_date_ms.unwrap_or_else(now_ms),
+            raw_sha256,
+            parsed: &parsed,
+            parts,
+            keys,
+            filter: mailbox.filter,
+        })
+        .await?;
+    Ok(())
+}

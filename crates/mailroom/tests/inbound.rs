@@ -1,0 +1,713 @@
+//! Inbound sync against a private Dovecot: the whole inbound corpus is stored with every
+//! attachment part, bodies in other charsets read as Python reads them, the mailbox is left
+//! untouched (flags as they were), new mail arrives over IDLE, a UIDVALIDITY change re-indexes
+//! without duplicating or losing, a SIGKILL mid-initial-sync loses and duplicates nothing, and
+//! replies join the conversation of the mail they answer.
+
+mod common;
+
+use common::id_of;
+use mailroom_testkit::{
+    ImapClient, MailroomServer, PostfixWithSasl, SmtpSink, inbound_corpus, wait_until,
+};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+struct MailService {
+    postfix: PostfixWithSasl,
+    _sink: SmtpSink,
+}
+
+impl MailService {
+    fn imap_port(&self) -> u16 {
+        self.postfix.imap_port.unwrap()
+    }
+
+    async fn client(&self, i: usize) -> ImapClient {
+        ImapClient::login(
+            self.imap_port(),
+            &format!("user{i}@corp.test"),
+            &format!("pw{i}"),
+        )
+        .await
+        .unwrap()
+    }
+}
+
+fn mail_service(count: usize) -> MailService {
+    let sink = SmtpSink::start(&[]).unwrap();
+    let users: Vec<(String, String)> = (0..count)
+        .map(|i| (format!("user{i}@corp.test"), format!("pw{i}")))
+        .collect();
+    let postfix = PostfixWithSasl::start_with_users(&users, sink.port).unwrap();
+    MailService {
+        postfix,
+        _sink: sink,
+    }
+}
+
+async fn start(service: &MailService, engine: &str) -> MailroomServer {
+    MailroomServer::start(
+        common::binary(),
+        &format!(
+            "extra_root_certificates = [{:?}]\n{}mailbox_test_retry_ms = 20\nmailbox_test_timeout_ms = 10000\nsync_rescan_ms = 200\nsync_hold_ms = 3000\nsync_retry_ms = 200\n{engine}",
+            service.postfix.ca_certificate().display().to_string(),
+            common::FAST_ENGINE
+        ),
+    )
+    .await
+    .expect("mailroom starts")
+}
+
+async fn ok(server: &MailroomServer, method: Method, path: &str, body: Option<Value>) -> Value {
+    let (status, value) = server
+        .call(method.clone(), path, body.as_ref(), &[])
+        .await
+        .unwrap();
+    assert!(
+        (200..300).contains(&status),
+        "{method} {path}: {status} {value}\n{}",
+        server.log()
+    );
+    value
+}
+
+/// A profile on the service (IMAP without TLS, submission with STARTTLS) syncing `folders`.
+async fn profile(server: &MailroomServer, service: &MailService, folders: &[&str]) -> String {
+    let body = json!({
+        "name": "corp", "kind": "imap-smtp",
+        "incoming": {"host": "127.0.0.1", "port": service.imap_port(), "security": "none"},
+        "outgoing": {"host": "127.0.0.1", "port": service.postfix.port, "security": "starttls"},
+        "is_default_for_new_mailboxes": true,
+        "processing": {"max_connections": 4, "folders": folders, "use_idle": true}
+    });
+    id_of(&ok(server, Method::POST, "/v1/server-profiles", Some(body)).await)
+}
+
+/// User `user{i}` with an enabled mailbox on the profile that keeps all mail; returns (user id,
+/// mailbox id, token).
+async fn enabled_user(
+    server: &MailroomServer,
+    i: usize,
+    sets: &[&str],
+) -> (String, String, String) {
+    enabled_user_with_filter(server, i, sets, "all").await
+}
+
+async fn enabled_user_with_filter(
+    server: &MailroomServer,
+    i: usize,
+    sets: &[&str],
+    filter: &str,
+) -> (String, String, String) {
+    let user = ok(
+        server,
+        Method::POST,
+        "/v1/users",
+        Some(json!({"name": format!("user{i}"), "contact_email": format!("user{i}@corp.test"), "licence": "full", "permission_sets": sets})),
+    )
+    .await;
+    let user_id = id_of(&user);
+    let token = ok(
+        server,
+        Method::POST,
+        &format!("/v1/users/{user_id}/tokens"),
+        Some(json!({"name": "t"})),
+    )
+    .await;
+    let mailboxes = ok(server, Method::GET, "/v1/mailboxes", None).await;
+    let mailbox = id_of(
+        mailboxes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["user_id"] == json!(user_id))
+            .unwrap(),
+    );
+    ok(
+        server,
+        Method::PATCH,
+        &format!("/v1/mailboxes/{mailbox}"),
+        Some(json!({"username": format!("user{i}@corp.test"), "password": format!("pw{i}"), "filter": filter})),
+    )
+    .await;
+    ok(
+        server,
+        Method::POST,
+        &format!("/v1/mailboxes/{mailbox}/approve"),
+        None,
+    )
+    .await;
+    let job = ok(
+        server,
+        Method::POST,
+        &format!("/v1/mailboxes/{mailbox}/test"),
+        None,
+    )
+    .await;
+    let job_path = format!("/v1/jobs/{}", id_of(&job));
+    wait_until(Duration::from_secs(30), "the test job finishes", || async {
+        Ok(ok(server, Method::GET, &job_path, None).await["state"] == "done")
+    })
+    .await
+    .unwrap();
+    let tested = ok(
+        server,
+        Method::GET,
+        &format!("/v1/mailboxes/{mailbox}"),
+        None,
+    )
+    .await;
+    assert_eq!(tested["enabled"], true, "{tested}\n{}", server.log());
+    (
+        user_id,
+        mailbox,
+        token["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Every received message of a mailbox the admin sees, paging through the listing.
+async fn all_messages(server: &MailroomServer, mailbox: &str, query: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/mailboxes/{mailbox}/messages?limit=500{query}");
+        if let Some(cursor) = &cursor {
+            path.push_str(&format!("&cursor={cursor}"));
+        }
+        let page = ok(server, Method::GET, &path, None).await;
+        items.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return items,
+        }
+    }
+}
+
+async fn wait_for_count(
+    server: &MailroomServer,
+    mailbox: &str,
+    query: &str,
+    count: usize,
+    timeout: Duration,
+) {
+    let mut last = 0;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        last = all_messages(server, mailbox, query).await.len();
+        if last >= count {
+            assert_eq!(last, count, "more messages than the folder holds");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "{last} of {count} messages stored within {timeout:?}\n{}",
+        server.log()
+    );
+}
+
+struct CorpusRow {
+    file: String,
+    py: usize,
+    node: usize,
+    flagged: bool,
+}
+
+fn corpus_rows() -> Vec<CorpusRow> {
+    let text = std::fs::read_to_string(inbound_corpus().join("MANIFEST.tsv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (file, py, node, flag) = (
+        col("file"),
+        col("py_attachments"),
+        col("node_attachments"),
+        col("flag"),
+    );
+    lines
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let cells: Vec<&str> = line.split('\t').collect();
+            CorpusRow {
+                file: cells[file].into(),
+                py: cells[py].parse().unwrap(),
+                node: cells[node].parse().unwrap_or(usize::MAX),
+                flagged: !cells[flag].is_empty(),
+            }
+        })
+        .collect()
+}
+
+/// The text bodies of the single-part messages in charsets other than UTF-8 and ASCII, as
+/// Python's `email` package decodes them (an independent reader).
+fn python_texts() -> HashMap<String, String> {
+    let script = r#"
+import csv, email, email.policy, json, sys
+csv.field_size_limit(10**9)
+out = {}
+for r in csv.DictReader(open('MANIFEST.tsv'), delimiter='\t'):
+    if r['root_content_type'] != 'text/plain':
+        continue
+    m = email.message_from_bytes(open(r['file'], 'rb').read(), policy=email.policy.default)
+    if (m.get_content_charset() or '').lower() in ('', 'utf-8', 'utf8', 'us-ascii'):
+        continue
+    try:
+        out[r['file']] = m.get_content()
+    except Exception:
+        pass
+print(json.dumps(out))
+"#;
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .current_dir(inbound_corpus())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn normalized(text: &str) -> String {
+    text.replace("\r\n", "\n")
+        .lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn every_corpus_message_is_stored_with_every_attachment_part_and_the_mailbox_is_left_as_it_was()
+ {
+    let service = mail_service(1);
+    let rows = corpus_rows();
+    let mut imap = service.client(0).await;
+    // Every other message was read in another client before mailroom ever looked.
+    for (n, row) in rows.iter().enumerate() {
+        let raw = std::fs::read(inbound_corpus().join(&row.file)).unwrap();
+        let flags = (n % 2 == 1).then_some("(\\Seen)");
+        imap.append("INBOX", &raw, flags, None)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", row.file));
+    }
+    let flags_before = imap.flags("INBOX").await.unwrap();
+    let served: HashMap<u32, Vec<u8>> = imap.bodies("INBOX").await.unwrap().into_iter().collect();
+    assert_eq!(flags_before.len(), rows.len());
+
+    let server = start(&service, "").await;
+    profile(&server, &service, &["INBOX", "Sent"]).await;
+    let (_, mailbox, _) = enabled_user(&server, 0, &["email-send"]).await;
+    wait_for_count(&server, &mailbox, "", rows.len(), Duration::from_secs(120)).await;
+
+    let listed = all_messages(&server, &mailbox, "").await;
+    let by_uid: HashMap<u64, &Value> = listed
+        .iter()
+        .map(|m| (m["uid"].as_u64().unwrap(), m))
+        .collect();
+    assert_eq!(by_uid.len(), rows.len(), "one message per UID");
+    let texts = python_texts();
+    assert!(
+        texts.len() >= 15,
+        "the charset check covers the corpus: {}",
+        texts.len()
+    );
+    let mut wrong = Vec::new();
+    for (n, row) in rows.iter().enumerate() {
+        let summary = by_uid[&(n as u64 + 1)];
+        assert_eq!(
+            summary["unread"],
+            json!(n % 2 == 0),
+            "{}: the flags as they were",
+            row.file
+        );
+        let id = summary["id"].as_str().unwrap();
+        let detail = ok(&server, Method::GET, &format!("/v1/inbound/{id}"), None).await;
+        let parts = detail["attachments"].as_array().unwrap();
+        let count = parts.len();
+        if !(count == row.py || (row.flagged && count == row.node)) {
+            wrong.push(format!(
+                "{}: {count} parts listed, python {} node {}",
+                row.file, row.py, row.node
+            ));
+        }
+        for part in parts {
+            let path = part["part"].as_str().unwrap();
+            assert!(
+                path.split('.').all(|p| p.parse::<u32>().is_ok()),
+                "{}: {path}",
+                row.file
+            );
+        }
+        // The raw message is kept byte for byte as the server serves it (Dovecot stores lines
+        // with CRLF, and no NUL, whatever the APPEND sent).
+        let (status, raw) = server
+            .raw_get(&format!("/v1/inbound/{id}/raw"))
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            raw == served[&(n as u32 + 1)],
+            "{}: the raw message differs",
+            row.file
+        );
+        if let Some(expected) = texts.get(&row.file) {
+            let got = detail["text"].as_str().unwrap_or_default();
+            if normalized(got) != normalized(expected) {
+                wrong.push(format!(
+                    "{}: text {:?} but Python reads {:?}",
+                    row.file,
+                    &got[..got.len().min(80)],
+                    &expected[..expected.len().min(80)]
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} mismatches:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+
+    // A part inside an attached message downloads with the size listed.
+    let mut found_nested = false;
+    for m in &listed {
+        let id = m["id"].as_str().unwrap();
+        let detail = ok(&server, Method::GET, &format!("/v1/inbound/{id}"), None).await;
+        if let Some(part) = detail["attachments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["part"].as_str().unwrap().contains('.'))
+        {
+            let (status, bytes) = server
+                .raw_get(part["download"].as_str().unwrap())
+                .await
+                .unwrap();
+            assert_eq!(status, 200);
+            assert_eq!(bytes.len() as u64, part["size"].as_u64().unwrap());
+            found_nested = true;
+            break;
+        }
+    }
+    assert!(
+        found_nested,
+        "the corpus has parts inside attached messages"
+    );
+
+    // Nothing mailroom did changed the mailbox: same messages, same flags.
+    let flags_after = imap.flags("INBOX").await.unwrap();
+    assert_eq!(flags_after, flags_before);
+    imap.logout().await;
+}
+
+fn reply_to(message_id: &str, subject: &str, n: usize) -> Vec<u8> {
+    format!(
+        "From: Customer <customer@example.com>\r\nTo: user0@corp.test\r\nSubject: Re: {subject}\r\nMessage-ID: <reply{n}.{}@example.com>\r\nIn-Reply-To: {message_id}\r\nReferences: {message_id}\r\nDate: Tue, 1 Sep 2026 10:00:00 +0000\r\n\r\nThanks, received.\r\n",
+        uuid::Uuid::new_v4().simple()
+    )
+    .into_bytes()
+}
+
+fn plain(subject: &str, n: usize) -> Vec<u8> {
+    format!(
+        "From: Someone <someone@example.com>\r\nTo: user0@corp.test\r\nSubject: {subject}\r\nMessage-ID: <plain{n}.{}@example.com>\r\nDate: Tue, 1 Sep 2026 10:00:00 +0000\r\n\r\nHello {n}\r\n",
+        uuid::Uuid::new_v4().simple()
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn new_mail_arrives_over_idle_and_a_reply_joins_the_conversation_of_the_mail_it_answers() {
+    let service = mail_service(2);
+    let server = start(&service, "").await;
+    profile(&server, &service, &["INBOX"]).await;
+    let (_, mailbox, _) = enabled_user(&server, 0, &["email-send"]).await;
+    // Another user with the default (own) view policy, who must not see user0's mail, and whose
+    // mailbox keeps only responses to tracked mail (the default for users).
+    let (_, other_mailbox, other_token) =
+        enabled_user_with_filter(&server, 1, &["email-send"], "responses-to-tracked").await;
+    // Give the sync a moment to be idling on the empty INBOX.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut imap = service.client(0).await;
+    let mut latencies = Vec::new();
+    for n in 0..3 {
+        let started = Instant::now();
+        imap.append("INBOX", &plain("ping", n), None, None)
+            .await
+            .unwrap();
+        wait_for_count(&server, &mailbox, "", n + 1, Duration::from_secs(10)).await;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    assert!(
+        latencies[1] < Duration::from_secs(2),
+        "IDLE delivery took {latencies:?}"
+    );
+
+    // Mail mailroom sent about an invoice, then the customer's reply to it.
+    let sent = server
+        .send(
+            &json!({"to": ["customer@example.com"], "subject": "Invoice 103001", "text": "attached",
+            "related_records": [{"type": "sales-invoice", "id": "103001", "relation": "primary"}]}),
+        )
+        .await
+        .unwrap();
+    let sent_id = id_of(&sent);
+    let message = server.message(&sent_id).await.unwrap();
+    let message_id = message["message_id"]
+        .as_str()
+        .expect("the outbound Message-ID")
+        .to_owned();
+    imap.append(
+        "INBOX",
+        &reply_to(&message_id, "Invoice 103001", 1),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    wait_for_count(
+        &server,
+        &mailbox,
+        "&correlated=true",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    let reply = &all_messages(&server, &mailbox, "&correlated=true").await[0];
+    assert_eq!(reply["correlation_method"], "in-reply-to");
+    assert_eq!(reply["conversation_id"], json!(sent_id));
+    let reply_id = reply["id"].as_str().unwrap();
+    let detail = ok(
+        &server,
+        Method::GET,
+        &format!("/v1/inbound/{reply_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        detail["related_records"],
+        json!([{"type": "sales-invoice", "id": "103001"}])
+    );
+    let conversation = ok(
+        &server,
+        Method::GET,
+        &format!("/v1/conversations/{sent_id}"),
+        None,
+    )
+    .await;
+    let directions: Vec<&str> = conversation["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["direction"].as_str().unwrap())
+        .collect();
+    assert_eq!(directions, ["outbound", "inbound"], "{conversation}");
+    let timeline = ok(
+        &server,
+        Method::GET,
+        "/v1/records/sales-invoice/103001/messages",
+        None,
+    )
+    .await;
+    assert_eq!(
+        timeline["inbound"].as_array().unwrap().len(),
+        1,
+        "{timeline}"
+    );
+    let unread = all_messages(&server, &mailbox, "&unread=true").await;
+    assert_eq!(unread.len(), 4);
+
+    // View policies: another user sees none of it, not even by id.
+    let (status, body) = server
+        .call_as(
+            &other_token,
+            Method::GET,
+            &format!("/v1/inbound/{reply_id}"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!((status, body["code"].clone()), (404, json!("not_found")));
+    let (status, listing) = server
+        .call_as(
+            &other_token,
+            Method::GET,
+            &format!("/v1/mailboxes/{mailbox}/messages"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, listing["items"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+
+    // The other mailbox keeps only the reply, not the stray message next to it.
+    let mut other_imap = service.client(1).await;
+    other_imap
+        .append("INBOX", &plain("stray", 7), None, None)
+        .await
+        .unwrap();
+    other_imap
+        .append(
+            "INBOX",
+            &reply_to(&message_id, "Invoice 103001", 2),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    wait_for_count(&server, &other_mailbox, "", 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kept = all_messages(&server, &other_mailbox, "").await;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0]["correlation_method"], "in-reply-to");
+    other_imap.logout().await;
+
+    // Set regarding by hand, then untrack.
+    let first = all_messages(&server, &mailbox, "&correlated=false").await;
+    let stray = first[0]["id"].as_str().unwrap();
+    let set = ok(
+        &server,
+        Method::PUT,
+        &format!("/v1/inbound/{stray}/related-records"),
+        Some(json!({"related_records": [{"type": "customer", "id": "C-9"}]})),
+    )
+    .await;
+    assert_eq!(
+        set["related_records"],
+        json!([{"type": "customer", "id": "C-9"}])
+    );
+    let (status, _) = server
+        .call(
+            Method::DELETE,
+            &format!("/v1/inbound/{stray}/related-records"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    let untracked = ok(&server, Method::GET, &format!("/v1/inbound/{stray}"), None).await;
+    assert_eq!(untracked["related_records"], json!([]));
+
+    // Events: one message.received per stored message (the outbox pattern, read by webhooks later).
+    assert!(server.log().contains("mailbox_sync_started"));
+    imap.logout().await;
+}
+
+#[tokio::test]
+async fn a_uidvalidity_change_reindexes_the_folder_without_duplicating_or_losing_a_message() {
+    let service = mail_service(1);
+    let mut imap = service.client(0).await;
+    imap.create("Projects").await.unwrap();
+    let messages: Vec<Vec<u8>> = (0..5).map(|n| plain("project", n)).collect();
+    // One message without a Message-ID: matched by its content.
+    let anonymous = b"From: a@example.com\r\nSubject: no id\r\n\r\nno message id here\r\n".to_vec();
+    for raw in messages.iter().chain([&anonymous]) {
+        imap.append("Projects", raw, None, None).await.unwrap();
+    }
+    let server = start(&service, "sync_poll_ms = 300\n").await;
+    profile(&server, &service, &["INBOX", "Projects"]).await;
+    let (_, mailbox, _) = enabled_user(&server, 0, &["email-send"]).await;
+    wait_for_count(
+        &server,
+        &mailbox,
+        "&folder=Projects",
+        6,
+        Duration::from_secs(20),
+    )
+    .await;
+    let before: HashSet<String> = all_messages(&server, &mailbox, "&folder=Projects")
+        .await
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    let old_validity = imap.uidvalidity("Projects").await.unwrap();
+    // (Dovecot closes a session whose selected folder is deleted: a fresh one deletes it.)
+    imap.logout().await;
+    let mut imap = service.client(0).await;
+
+    // The folder is recreated (a new UIDVALIDITY) with the same messages in another order, plus one.
+    imap.delete("Projects").await.unwrap();
+    imap.create("Projects").await.unwrap();
+    for raw in messages
+        .iter()
+        .rev()
+        .chain([&anonymous, &plain("project", 99)])
+    {
+        imap.append("Projects", raw, None, None).await.unwrap();
+    }
+    assert_ne!(imap.uidvalidity("Projects").await.unwrap(), old_validity);
+    wait_for_count(
+        &server,
+        &mailbox,
+        "&folder=Projects",
+        7,
+        Duration::from_secs(20),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = all_messages(&server, &mailbox, "&folder=Projects").await;
+    assert_eq!(after.len(), 7, "nothing duplicated");
+    let after_ids: HashSet<String> = after
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        before.is_subset(&after_ids),
+        "every message kept its record"
+    );
+    let uids: HashSet<u64> = after.iter().map(|m| m["uid"].as_u64().unwrap()).collect();
+    assert_eq!(uids, (1..=7).collect(), "every record moved to its new UID");
+    assert!(server.log().contains("folder_reindexed"));
+    imap.logout().await;
+}
+
+#[tokio::test]
+async fn a_sigkill_in_the_middle_of_the_initial_sync_loses_and_duplicates_nothing() {
+    let service = mail_service(1);
+    let mut imap = service.client(0).await;
+    let total = 1500;
+    for n in 0..total {
+        imap.append("INBOX", &plain("bulk", n), None, None)
+            .await
+            .unwrap();
+    }
+    let mut server = start(&service, "").await;
+    profile(&server, &service, &["INBOX"]).await;
+    let (_, mailbox, _) = enabled_user(&server, 0, &["email-send"]).await;
+    let mut stored = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        stored = all_messages(&server, &mailbox, "").await.len();
+        if stored > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+    assert!(
+        stored > 0 && stored < total,
+        "killed halfway ({stored} of {total} stored)"
+    );
+    server.restart().await.unwrap();
+    wait_for_count(&server, &mailbox, "", total, Duration::from_secs(120)).await;
+    let all = all_messages(&server, &mailbox, "").await;
+    let message_ids: HashSet<&str> = all
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(message_ids.len(), total, "every message once");
+    imap.logout().await;
+}
