@@ -99,7 +99,50 @@ pub fn parse_inbound(raw: &[u8]) -> ParsedInbound {
         .map(|header| (header.name().to_owned(), header_text(header.value())))
         .collect();
     collect_parts(&message, "", 0, &mut parsed.attachments);
-    parsed
+    parsed.without_nul_characters()
+}
+
+impl ParsedInbound {
+    /// Text with NUL characters (which some mail carries, and databases refuse in text) replaced
+    /// by U+FFFD; attachment bytes are left as they are.
+    fn without_nul_characters(mut self) -> Self {
+        fn clean(text: &mut String) {
+            if text.contains('\0') {
+                *text = text.replace('\0', "\u{FFFD}");
+            }
+        }
+        let clean_address = |a: &mut InboundAddress| {
+            clean(&mut a.address);
+            if let Some(name) = &mut a.name {
+                clean(name);
+            }
+        };
+        for text in [&mut self.subject]
+            .into_iter()
+            .chain(self.message_id.as_mut())
+            .chain(self.thread_index.as_mut())
+            .chain(self.text.as_mut())
+            .chain(self.html.as_mut())
+            .chain(self.references.iter_mut())
+        {
+            clean(text);
+        }
+        for (name, value) in &mut self.headers {
+            clean(name);
+            clean(value);
+        }
+        self.from.iter_mut().for_each(clean_address);
+        self.to.iter_mut().for_each(clean_address);
+        self.cc.iter_mut().for_each(clean_address);
+        self.reply_to.iter_mut().for_each(clean_address);
+        for part in &mut self.attachments {
+            if let Some(name) = &mut part.name {
+                clean(name);
+            }
+            clean(&mut part.content_type);
+        }
+        self
+    }
 }
 
 /// Lines of only white space before the first header (seen in the wild, e.g. a line of spaces
@@ -125,9 +168,7 @@ fn skip_leading_blank_lines(raw: &[u8]) -> &[u8] {
 /// to repair.
 fn close_unterminated_attached_headers(raw: &[u8]) -> Option<Vec<u8>> {
     let lower = raw.to_ascii_lowercase();
-    if memchr_find(&lower, b"message/rfc822").is_none() {
-        return None;
-    }
+    memchr_find(&lower, b"message/rfc822")?;
     #[derive(PartialEq)]
     enum State {
         Body,
@@ -165,15 +206,13 @@ fn close_unterminated_attached_headers(raw: &[u8]) -> Option<Vec<u8>> {
                     State::Body
                 };
             }
-            State::PartHeaders { .. } => {
-                if lower[start..end]
-                    .windows(14)
-                    .any(|w| w == b"message/rfc822")
-                    && lower[start..end].starts_with(b"content-type")
-                {
-                    state = State::PartHeaders { attached: true };
-                }
+            State::PartHeaders { .. }
+                if lower[start..end].starts_with(b"content-type")
+                    && memchr_find(&lower[start..end], b"message/rfc822").is_some() =>
+            {
+                state = State::PartHeaders { attached: true };
             }
+            State::PartHeaders { .. } => {}
             _ if is_boundary => state = State::PartHeaders { attached: false },
             _ => {}
         }
@@ -565,6 +604,12 @@ mod tests {
         let parsed = parse_inbound(raw);
         assert_eq!(parsed.attachments.len(), 1);
         assert_eq!(parsed.attachments[0].path, "1");
+    }
+
+    #[test]
+    fn nul_characters_never_reach_the_text_kept() {
+        let parsed = parse_inbound(b"Subject: a\0b\r\nFrom: x@example.com\r\n\r\nbody\0here\r\n");
+        assert!(!parsed.subject.contains('\0') && !parsed.text.unwrap().contains('\0'));
     }
 
     #[test]

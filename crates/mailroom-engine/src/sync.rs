@@ -713,26 +713,44 @@ async fn keep(
         });
     }
     let keys = correlation_keys(&parsed, correlation);
-    store
-        .insert_inbound(NewInbound {
-            mailbox_id: mailbox.id,
-            owner_user_id: mailbox.user_id,
-            folder,
-            uidvalidity,
-            uid: mail.uid,
-            size: if mail.size > 0 {
-                u64::from(mail.size)
-            } else {
-                size
-            },
-            flags: mail.flags,
-            received_at_ms: mail.internal_date_ms.unwrap_or_else(now_ms),
-            raw_sha256,
-            parsed: &parsed,
-            parts,
-            keys,
-            filter: mailbox.filter,
-        })
-        .await?;
-    Ok(())
+    let new = NewInbound {
+        mailbox_id: mailbox.id,
+        owner_user_id: mailbox.user_id,
+        folder,
+        uidvalidity,
+        uid: mail.uid,
+        size: if mail.size > 0 {
+            u64::from(mail.size)
+        } else {
+            size
+        },
+        flags: mail.flags,
+        received_at_ms: mail.internal_date_ms.unwrap_or_else(now_ms),
+        raw_sha256,
+        parsed: &parsed,
+        parts,
+        keys,
+        filter: mailbox.filter,
+    };
+    match store.insert_inbound(new.clone()).await {
+        Ok(_) => Ok(()),
+        // The database refused what was read from the message (a value it cannot hold): the
+        // message is kept raw and flagged rather than blocking the mailbox or being dropped.
+        Err(mailroom_store::StoreError::Database(error)) if error.as_database_error().is_some() => {
+            tracing::warn!(%error, mailbox = %mailbox.id, folder, uid = mail.uid, "storing a message's parsed contents failed; keeping it raw");
+            let unparsed = mailroom_core::inbound::ParsedInbound {
+                unparsed: true,
+                ..Default::default()
+            };
+            store
+                .insert_inbound(NewInbound {
+                    parsed: &unparsed,
+                    keys: Default::default(),
+                    ..new
+                })
+                .await?;
+            Ok(())
+        }
+        Err(error) => Err(error.into()),
+    }
 }
