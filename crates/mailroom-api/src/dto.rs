@@ -256,7 +256,7 @@ pub struct RelatedRecordView {
 }
 
 /// A message to send.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
     /// Recipients as `address` or `Name <address>`.

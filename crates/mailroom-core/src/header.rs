@@ -81,7 +81,23 @@ pub struct CustomHeader {
     pub value: HeaderText,
 }
 
+/// Headers mailroom writes itself on replies and forwards sent from the application; a stored
+/// message may carry them, a caller may not set them.
+pub const THREADING_HEADERS: &[&str] = &["in-reply-to", "references"];
+
 impl CustomHeader {
+    /// A header read back from the store: a caller's custom header, or the threading headers
+    /// mailroom set on a reply.
+    pub fn stored(name: &str, value: &str) -> Result<Self, ValidationError> {
+        if THREADING_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Ok(Self {
+                name: name.to_owned(),
+                value: HeaderText::parse(&format!("headers.{name}"), value)?,
+            });
+        }
+        Self::parse(name, value)
+    }
+
     pub fn parse(name: &str, value: &str) -> Result<Self, ValidationError> {
         let field = format!("headers.{name}");
         let valid_name = !name.is_empty()

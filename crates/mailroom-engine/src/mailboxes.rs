@@ -47,6 +47,50 @@ impl Default for MailboxTestConfig {
     }
 }
 
+/// The connections a profile's servers may see from this node at once (its `max_connections`),
+/// shared by tests and sync. A sync connection waiting in IDLE holds its place only while nobody
+/// else waits for one: `contended` tells it to give the place back.
+pub(crate) struct ProfilePlaces {
+    semaphore: Arc<Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
+    pub(crate) contended: Notify,
+}
+
+impl ProfilePlaces {
+    fn new(max_connections: u32) -> Self {
+        Self {
+            semaphore: Arc::new(Semaphore::new(max_connections as usize)),
+            waiting: Default::default(),
+            contended: Notify::new(),
+        }
+    }
+
+    /// Takes a place, waiting for one (in order of arrival) when all are taken; whoever idles on
+    /// one is asked to give it back.
+    pub(crate) async fn acquire(&self) -> tokio::sync::OwnedSemaphorePermit {
+        use std::sync::atomic::Ordering;
+        if let Ok(permit) = self.semaphore.clone().try_acquire_owned() {
+            return permit;
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        self.contended.notify_waiters();
+        let permit = self
+            .semaphore
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        permit
+    }
+
+    /// Whether a connection may stay open waiting for news: a place is free and nobody waits.
+    pub(crate) fn uncontended(&self) -> bool {
+        self.waiting.load(std::sync::atomic::Ordering::SeqCst) == 0
+            && self.semaphore.available_permits() > 0
+    }
+}
+
 /// Tests mailboxes and runs the jobs that do so.
 pub struct MailboxWorker {
     store: Store,
@@ -54,7 +98,7 @@ pub struct MailboxWorker {
     config: MailboxTestConfig,
     node_id: String,
     /// Connections to each profile's servers: at most its `max_connections` at once on this node.
-    profile_places: Mutex<HashMap<Uuid, (u32, Arc<Semaphore>)>>,
+    profile_places: Mutex<HashMap<Uuid, (u32, Arc<ProfilePlaces>)>>,
     wake: Notify,
 }
 
@@ -88,19 +132,19 @@ impl MailboxWorker {
     }
 
     /// The places for connections to a profile's servers on this node (tests and sync share them).
-    pub(crate) fn profile_places(&self, profile: Uuid, max_connections: u32) -> Arc<Semaphore> {
+    pub(crate) fn profile_places(&self, profile: Uuid, max_connections: u32) -> Arc<ProfilePlaces> {
         let mut places = self.profile_places.lock().expect("places lock");
         let entry = places.entry(profile).or_insert_with(|| {
             (
                 max_connections,
-                Arc::new(Semaphore::new(max_connections as usize)),
+                Arc::new(ProfilePlaces::new(max_connections)),
             )
         });
         if entry.0 != max_connections {
             // The profile's limit changed: connections under way keep their old places.
             *entry = (
                 max_connections,
-                Arc::new(Semaphore::new(max_connections as usize)),
+                Arc::new(ProfilePlaces::new(max_connections)),
             );
         }
         entry.1.clone()
@@ -163,7 +207,7 @@ impl MailboxWorker {
         // One place for the whole test: its connections are opened one after the other, so a
         // mailbox holds at most one of the profile's connections, and each finishes in turn.
         let places = self.profile_places(profile.id, profile.processing.max_connections);
-        let place = places.acquire().await.expect("semaphore open");
+        let place = places.acquire().await;
         let incoming = if mailbox.incoming == SyncMethod::ServerSideSync {
             match mailroom_connect::test_imap(&ImapSettings {
                 host: profile.incoming.host.clone(),

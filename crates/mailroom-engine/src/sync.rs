@@ -76,6 +76,8 @@ const DAY_MS: i64 = 86_400_000;
 enum Stop {
     /// The mailbox is no longer to be synchronized (or the node is stopping).
     Done,
+    /// Everything is read; the connection was closed and the mailbox is read again after this.
+    Poll(Duration),
     Failed(SendError),
 }
 
@@ -213,6 +215,12 @@ impl SyncWorker {
             };
             match round {
                 Stop::Done => break,
+                Stop::Poll(wait) => {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
                 Stop::Failed(error) if error.kind == FailureKind::Permanent => {
                     tracing::warn!(event = "mailbox_sync_failed", mailbox = %id, error = %error.message, "disabling the mailbox");
                     if let Err(store_error) = self.disable(id, &error.message).await {
@@ -300,8 +308,9 @@ impl SyncWorker {
         let places = self
             .mailboxes
             .profile_places(profile.id, profile.processing.max_connections);
-        let Ok(_place) = places.acquire().await else {
-            return Stop::Done;
+        let _place = tokio::select! {
+            _ = cancel.cancelled() => return Stop::Done,
+            place = places.acquire() => place,
         };
         let settings = ImapSettings {
             host: profile.incoming.host.clone(),
@@ -355,22 +364,29 @@ impl SyncWorker {
                 }
             }
             *failures = 0;
+            // Waiting in IDLE keeps the connection (and its place) only while the profile has
+            // room; otherwise the place is given back and the mailbox is polled. (Listening starts
+            // before the check, so a wait that begins in between is not missed.)
+            let contended = places.contended.notified();
             match &idle_folder {
-                Some(folder) => {
+                Some(folder) if places.uncontended() => {
                     if let Err(error) = source.examine(folder).await {
                         return error.into();
                     }
                     let wait = poll.min(self.config.idle_wait);
-                    match source.idle(wait).await {
-                        Ok((back, _changed)) => source = back,
-                        Err(error) => return error.into(),
-                    }
-                }
-                None => {
                     tokio::select! {
                         _ = cancel.cancelled() => return Stop::Done,
-                        _ = tokio::time::sleep(poll) => {}
+                        // (The connection closes as the IDLE in flight is dropped.)
+                        _ = contended => return Stop::Poll(poll),
+                        idled = source.idle(wait) => match idled {
+                            Ok((back, _changed)) => source = back,
+                            Err(error) => return error.into(),
+                        },
                     }
+                }
+                _ => {
+                    source.logout().await;
+                    return Stop::Poll(poll);
                 }
             }
         }

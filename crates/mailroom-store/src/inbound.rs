@@ -334,6 +334,32 @@ impl Store {
             if let Some(id) = existing {
                 return Ok(InboundOutcome::AlreadyStored(parse_uuid(&id)?));
             }
+            // The same message stored under the folder's earlier UIDVALIDITY (matched by
+            // Message-ID and size, or by content without a Message-ID) moves to its new UID.
+            let earlier: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM inbound_messages WHERE mailbox_id = $1 AND folder = $2 AND uidvalidity <> $3 AND size = $4
+                   AND (message_id_header = $5 OR (message_id_header IS NULL AND $6 AND raw_sha256 = $7))
+                 ORDER BY id LIMIT 1",
+            )
+            .bind(new.mailbox_id.to_string())
+            .bind(new.folder)
+            .bind(i64::from(new.uidvalidity))
+            .bind(new.size as i64)
+            .bind(&parsed.message_id)
+            .bind(parsed.message_id.is_none())
+            .bind(&new.raw_sha256)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(id) = earlier {
+                sqlx::query("UPDATE inbound_messages SET uidvalidity = $2, uid = $3 WHERE id = $1")
+                    .bind(&id)
+                    .bind(i64::from(new.uidvalidity))
+                    .bind(i64::from(new.uid))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Ok(InboundOutcome::AlreadyStored(parse_uuid(&id)?));
+            }
             // The correlation pipeline: the first method that finds a conversation wins.
             let mut found: Option<Found> = None;
             for reference in &new.keys.referenced_ids {
@@ -775,6 +801,24 @@ impl Store {
             sqlx::query("DELETE FROM mailbox_sync_holds WHERE mailbox_id = $1 AND owner = $2")
                 .bind(mailbox_id.to_string())
                 .bind(node)
+                .execute(writer)
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+impl Store {
+    /// Puts an outbound message into a conversation (a reply or forward sent from mailroom).
+    pub async fn set_message_conversation(
+        &self,
+        message_id: Uuid,
+        conversation: Uuid,
+    ) -> StoreResult<()> {
+        on_db!(self, |writer, reader| {
+            sqlx::query("UPDATE messages SET conversation_id = $2 WHERE id = $1")
+                .bind(message_id.to_string())
+                .bind(conversation.to_string())
                 .execute(writer)
                 .await?;
             Ok(())

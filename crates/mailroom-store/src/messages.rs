@@ -399,7 +399,7 @@ fn content_from_row(row: &impl StoreRow) -> Result<MessageContent, ValidationErr
         reply_to: mailboxes_from_json(&row.get::<String, _>("reply_to_json"))?,
         headers: headers_from_json(&row.get::<String, _>("headers_json"))
             .iter()
-            .map(|(name, value)| CustomHeader::parse(name, value))
+            .map(|(name, value)| CustomHeader::stored(name, value))
             .collect::<Result<_, _>>()?,
         subject: HeaderText::parse("subject", &row.get::<String, _>("subject"))?,
         text: row.get("text_body"),

@@ -1279,6 +1279,15 @@ async fn folder_state_is_kept_and_a_reindex_moves_messages_to_their_new_uids(t) 
     let before = t.store.inbound_under_other_validity(mailbox.id, "INBOX", 8).await.unwrap();
     assert_eq!(before.len(), 1);
     assert_eq!(before[0].1, parsed.message_id);
+    // Storing the same message under the new UIDVALIDITY moves the record rather than copying it.
+    let mut again = received(&mailbox, &parsed, 3, MailboxFilter::All);
+    again.uidvalidity = 8;
+    again.size = 105;
+    assert_eq!(
+        t.store.insert_inbound(again).await.unwrap(),
+        mailroom_store::InboundOutcome::AlreadyStored(before[0].0)
+    );
+    assert_eq!(t.store.inbound_stored_uids(mailbox.id, "INBOX", 8, &[3]).await.unwrap(), vec![3]);
     t.store.move_inbound_uids(8, &[(before[0].0, 1)]).await.unwrap();
     assert!(t.store.inbound_under_other_validity(mailbox.id, "INBOX", 8).await.unwrap().is_empty());
     assert_eq!(t.store.inbound_stored_uids(mailbox.id, "INBOX", 8, &[1]).await.unwrap(), vec![1]);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 struct MailService {
     postfix: PostfixWithSasl,
-    _sink: SmtpSink,
+    sink: SmtpSink,
 }
 
 impl MailService {
@@ -42,10 +42,7 @@ fn mail_service(count: usize) -> MailService {
         .map(|i| (format!("user{i}@corp.test"), format!("pw{i}")))
         .collect();
     let postfix = PostfixWithSasl::start_with_users(&users, sink.port).unwrap();
-    MailService {
-        postfix,
-        _sink: sink,
-    }
+    MailService { postfix, sink }
 }
 
 async fn start(service: &MailService, engine: &str) -> MailroomServer {
@@ -709,5 +706,193 @@ async fn a_sigkill_in_the_middle_of_the_initial_sync_loses_and_duplicates_nothin
         .map(|m| m["message_id"].as_str().unwrap())
         .collect();
     assert_eq!(message_ids.len(), total, "every message once");
+    imap.logout().await;
+}
+
+#[tokio::test]
+async fn a_reply_and_a_forward_written_in_the_application_thread_quote_and_carry_the_original() {
+    let service = mail_service(1);
+    let server = start(&service, "").await;
+    ok(&server, Method::POST, "/v1/accounts", Some(json!({"connector": "current-user", "name": "own", "email_address": "noreply@corp.test"}))).await;
+    profile(&server, &service, &["INBOX"]).await;
+    let (_, mailbox, token) = enabled_user(&server, 0, &["email-send"]).await;
+    let original = "From: Customer <customer@example.com>\r\nTo: user0@corp.test, colleague@corp.test\r\nCc: boss@example.com\r\n\
+        Subject: Order 4711\r\nMessage-ID: <order4711@example.com>\r\nReferences: <earlier@example.com>\r\nMIME-Version: 1.0\r\n\
+        Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlease confirm the order.\r\nSecond line.\r\n\
+        --b\r\nContent-Type: application/pdf; name=\"order.pdf\"\r\nContent-Disposition: attachment; filename=\"order.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n";
+    let mut imap = service.client(0).await;
+    imap.append("INBOX", original.as_bytes(), None, None)
+        .await
+        .unwrap();
+    wait_for_count(&server, &mailbox, "", 1, Duration::from_secs(20)).await;
+    let inbound = all_messages(&server, &mailbox, "").await.remove(0);
+    let inbound_id = inbound["id"].as_str().unwrap();
+    ok(
+        &server,
+        Method::PUT,
+        &format!("/v1/inbound/{inbound_id}/related-records"),
+        Some(json!({"related_records": [{"type": "sales-order", "id": "4711"}]})),
+    )
+    .await;
+
+    // Reply-all from the user's own mailbox.
+    let (status, accepted) = server
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/v1/inbound/{inbound_id}/reply-all"),
+            Some(&json!({"text": "Confirmed."})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["conversation_id"], inbound["conversation_id"]);
+    server
+        .wait_for_status(&id_of(&accepted), "sent", Duration::from_secs(30))
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the reply reaches the sink",
+        || async { Ok(!service.sink.messages()?.is_empty()) },
+    )
+    .await
+    .unwrap();
+    let sent = service.sink.messages().unwrap().remove(0);
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&sent.raw)
+        .unwrap();
+    assert_eq!(parsed.subject(), Some("Re: Order 4711"));
+    assert_eq!(
+        parsed.in_reply_to().as_text(),
+        Some("order4711@example.com")
+    );
+    assert_eq!(
+        parsed
+            .references()
+            .as_text_list()
+            .map(|l| l.iter().map(|r| r.to_string()).collect::<Vec<_>>()),
+        Some(vec![
+            "earlier@example.com".to_string(),
+            "order4711@example.com".to_string()
+        ])
+    );
+    let text = parsed.body_text(0).unwrap();
+    assert!(text.starts_with("Confirmed."), "{text}");
+    assert!(
+        text.contains("> Please confirm the order.\n> Second line."),
+        "{text}"
+    );
+    let mut recipients = sent.rcpt_to.clone();
+    recipients.sort();
+    assert_eq!(
+        recipients,
+        [
+            "boss@example.com",
+            "colleague@corp.test",
+            "customer@example.com"
+        ],
+        "reply-all, never to the mailbox itself"
+    );
+    let reply_view = server.message(&id_of(&accepted)).await.unwrap();
+    assert_eq!(
+        reply_view["related_records"][0]["id"], "4711",
+        "{reply_view}"
+    );
+    // The conversation shows both, and an answer to the reply joins it.
+    let conversation_id = inbound["conversation_id"].as_str().unwrap();
+    let conversation = ok(
+        &server,
+        Method::GET,
+        &format!("/v1/conversations/{conversation_id}"),
+        None,
+    )
+    .await;
+    let directions: Vec<&str> = conversation["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["direction"].as_str().unwrap())
+        .collect();
+    assert_eq!(directions, ["inbound", "outbound"], "{conversation}");
+    let reply_message_id = parsed.message_id().unwrap().to_owned();
+    imap.append(
+        "INBOX",
+        &reply_to(&format!("<{reply_message_id}>"), "Order 4711", 5),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    wait_for_count(&server, &mailbox, "", 2, Duration::from_secs(20)).await;
+    let answer = all_messages(&server, &mailbox, "&correlated=true")
+        .await
+        .remove(0);
+    assert_eq!(answer["conversation_id"], inbound["conversation_id"]);
+
+    // Forward: the original's attachment goes along.
+    let (status, forwarded) = server
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/v1/inbound/{inbound_id}/forward"),
+            Some(&json!({"to": ["accounting@example.com"], "text": "FYI"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{forwarded}");
+    server
+        .wait_for_status(&id_of(&forwarded), "sent", Duration::from_secs(30))
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the forward reaches the sink",
+        || async { Ok(service.sink.messages()?.len() >= 2) },
+    )
+    .await
+    .unwrap();
+    let sent = service
+        .sink
+        .messages()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.rcpt_to == ["accounting@example.com"])
+        .unwrap();
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&sent.raw)
+        .unwrap();
+    assert_eq!(parsed.subject(), Some("Fwd: Order 4711"));
+    let attachment = parsed.attachment(0).expect("the original's attachment");
+    assert_eq!(
+        mail_parser::MimeHeaders::attachment_name(attachment),
+        Some("order.pdf")
+    );
+    assert_eq!(attachment.contents(), b"%PDF-1.4\n");
+    // A forward needs recipients; someone else's mail cannot be answered by id.
+    let (status, body) = server
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/v1/inbound/{inbound_id}/forward"),
+            Some(&json!({"text": "?"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["field"].clone()),
+        (422, json!("to")),
+        "{body}"
+    );
+    let (status, _) = server
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/v1/inbound/{}/reply", uuid::Uuid::now_v7()),
+            Some(&json!({"text": "?"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
     imap.logout().await;
 }

@@ -28,6 +28,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(download_part))
         .routes(routes!(set_related_records, untrack))
         .routes(routes!(get_conversation))
+        .routes(routes!(reply))
+        .routes(routes!(reply_all))
+        .routes(routes!(forward))
 }
 
 /// A sender or recipient as written in the message.
@@ -483,10 +486,8 @@ async fn get_conversation(
         })
         .await?;
     for message in &inbound {
-        // IMAP internal dates have a resolution of one second: a reply received within the
-        // second its original was sent sorts after it.
         items.push((
-            message.received_at_ms + 999,
+            message.received_at_ms,
             ConversationItem {
                 direction: "inbound".into(),
                 id: message.id,
@@ -502,7 +503,9 @@ async fn get_conversation(
     if items.is_empty() {
         return Err(ApiError::not_found(format!("conversation {id} not found")));
     }
-    items.sort_by_key(|(at, item)| (*at, item.id));
+    // IMAP internal dates have a resolution of one second: within a second, messages are in the
+    // order mailroom stored or accepted them (their ids are time-ordered UUIDv7).
+    items.sort_by_key(|(at, item)| (at.div_euclid(1000), item.id));
     Ok(axum::Json(ConversationView {
         id,
         items: items.into_iter().map(|(_, item)| item).collect(),
@@ -529,4 +532,277 @@ pub async fn record_inbound(
         .iter()
         .map(InboundSummary::from)
         .collect())
+}
+
+/// A reply or forward written in the application.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyBody {
+    /// The new text, above the quoted original.
+    pub text: Option<String>,
+    /// The new HTML, above the quoted original.
+    pub html: Option<String>,
+    /// Forward: the recipients (required). Reply: more recipients besides the sender answered.
+    #[serde(default)]
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub cc: Vec<String>,
+    /// The account to send through. Default: the caller's own mailbox (through an account of the
+    /// `current-user` connector) when the message was received in it.
+    pub account_id: Option<Uuid>,
+    /// Uploaded files to attach besides (forward) the original's attachments.
+    #[serde(default)]
+    pub attachments: Vec<crate::dto::AttachmentRef>,
+}
+
+/// The answer to a reply or forward: the message accepted, in the conversation it joined.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplyAccepted {
+    #[serde(flatten)]
+    pub message: crate::dto::AcceptedMessage,
+    pub conversation_id: Uuid,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Reply,
+    ReplyAll,
+    Forward,
+}
+
+/// `Re: subject` / `Fwd: subject`, without stacking prefixes.
+fn answer_subject(subject: &str, answer: Answer) -> String {
+    let subject = subject.trim();
+    let lower = subject.to_ascii_lowercase();
+    match answer {
+        Answer::Forward if lower.starts_with("fwd:") || lower.starts_with("fw:") => subject.into(),
+        Answer::Forward => format!("Fwd: {subject}"),
+        _ if lower.starts_with("re:") => subject.into(),
+        _ => format!("Re: {subject}"),
+    }
+}
+
+fn quote_text(original: &mailroom_store::InboundDetail) -> String {
+    let m = &original.message;
+    let who = m
+        .from
+        .as_ref()
+        .map(|a| match &a.name {
+            Some(name) => format!("{name} <{}>", a.address),
+            None => a.address.clone(),
+        })
+        .unwrap_or_else(|| "the sender".into());
+    let when = m.sent_at_ms.unwrap_or(m.received_at_ms);
+    let quoted: String = original
+        .text
+        .as_deref()
+        .unwrap_or_default()
+        .lines()
+        .map(|line| format!("> {line}\n"))
+        .collect();
+    format!("On {}, {who} wrote:\n{quoted}", rfc3339(when))
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn answer(
+    state: AppState,
+    principal: Principal,
+    id: Uuid,
+    body: ReplyBody,
+    answer: Answer,
+) -> ApiResult<(StatusCode, axum::Json<ReplyAccepted>)> {
+    let original = visible_detail(&state, &principal, id).await?;
+    let m = &original.message;
+    let mailbox = state.store.mailbox(m.mailbox_id).await?;
+    let own = |address: &str| address.eq_ignore_ascii_case(mailbox.email_address.as_str());
+    // Recipients: the sender answered (its Reply-To if it has one), everyone else on reply-all.
+    let (mut to, mut cc): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    if answer != Answer::Forward {
+        let sender: Vec<String> = if m.reply_to.is_empty() {
+            m.from.iter().map(|a| a.address.clone()).collect()
+        } else {
+            m.reply_to.iter().map(|a| a.address.clone()).collect()
+        };
+        to.extend(sender);
+        if answer == Answer::ReplyAll {
+            to.extend(m.to.iter().map(|a| a.address.clone()).filter(|a| !own(a)));
+            cc.extend(m.cc.iter().map(|a| a.address.clone()).filter(|a| !own(a)));
+        }
+    }
+    to.extend(body.to.iter().cloned());
+    cc.extend(body.cc.iter().cloned());
+    let mut seen = std::collections::HashSet::new();
+    to.retain(|a| seen.insert(a.to_ascii_lowercase()));
+    cc.retain(|a| seen.insert(a.to_ascii_lowercase()));
+    if to.is_empty() {
+        return Err(ApiError::invalid(
+            "to",
+            match answer {
+                Answer::Forward => "a forward needs at least one recipient in `to`",
+                _ => "the message has no sender to answer: give the recipients in `to`",
+            },
+        ));
+    }
+    // The account: as given, or the caller's own mailbox when the message came into it.
+    let account_id = match body.account_id {
+        Some(account) => account,
+        None => {
+            let current_user = state
+                .store
+                .accounts()
+                .await?
+                .into_iter()
+                .find(|a| a.connector == mailroom_core::account::ConnectorKind::CurrentUser);
+            match current_user {
+                Some(account) if mailbox.user_id == Some(principal.user.id) => account.id,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "account_id",
+                        "give the account to send through: only mail received in your own mailbox is answered from it by default (through an account of the current-user connector)",
+                    ));
+                }
+            }
+        }
+    };
+    // The original, quoted below the new text.
+    let quoted = quote_text(&original);
+    let text = Some(format!(
+        "{}\n\n{quoted}",
+        body.text.as_deref().unwrap_or_default()
+    ));
+    let html = body.html.as_ref().map(|html| {
+        let original_html = original.html.clone().unwrap_or_else(|| {
+            format!(
+                "<pre>{}</pre>",
+                escape_html(original.text.as_deref().unwrap_or_default())
+            )
+        });
+        format!("{html}\n<blockquote type=\"cite\">{original_html}</blockquote>")
+    });
+    // A forward carries the original's attachments (top-level parts: a part inside an attached
+    // message travels inside it).
+    let mut attachments = body.attachments;
+    if answer == Answer::Forward {
+        for part in original
+            .attachments
+            .iter()
+            .filter(|p| !p.path.contains('.'))
+        {
+            let name = part
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("part-{}", part.path));
+            let attachment = state
+                .store
+                .create_attachment(
+                    &part.sha256,
+                    part.size,
+                    &name,
+                    &part.content_type,
+                    &principal.author_id(),
+                )
+                .await?;
+            attachments.push(crate::dto::AttachmentRef {
+                id: attachment.id,
+                content_id: None,
+            });
+        }
+    }
+    let related_records = original
+        .related_records
+        .iter()
+        .map(|r| crate::dto::RelatedRecordView {
+            record_type: r.record_type.clone(),
+            id: r.record_id.clone(),
+            relation: None,
+        })
+        .collect();
+    let request = crate::dto::SendMessage {
+        to,
+        cc,
+        subject: Some(answer_subject(&m.subject, answer)),
+        text,
+        html,
+        account_id: Some(account_id),
+        related_records,
+        attachments,
+        ..Default::default()
+    };
+    let thread = m.message_id_header.as_ref().map(|message_id| {
+        let mut references: Vec<String> = m
+            .references
+            .iter()
+            .rev()
+            .map(|r| format!("<{r}>"))
+            .collect();
+        references.push(format!("<{message_id}>"));
+        crate::routes::messages::Threading {
+            in_reply_to: format!("<{message_id}>"),
+            references: references.join(" "),
+        }
+    });
+    let (accepted, _) = crate::routes::messages::accept_in_thread(
+        &state,
+        &principal,
+        &request,
+        None,
+        None,
+        false,
+        thread.as_ref(),
+    )
+    .await?;
+    state
+        .store
+        .set_message_conversation(accepted.id, m.conversation_id)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(ReplyAccepted {
+            message: accepted,
+            conversation_id: m.conversation_id,
+        }),
+    ))
+}
+
+/// Reply to the sender: `Re:` subject, `In-Reply-To`/`References`, the original quoted; the reply
+/// joins the conversation and concerns the same records.
+#[utoipa::path(post, path = "/v1/inbound/{id}/reply", tag = "inbound", params(("id" = Uuid, Path)), request_body = ReplyBody,
+    responses((status = 202, body = ReplyAccepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn reply(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<ReplyBody>,
+) -> ApiResult<(StatusCode, axum::Json<ReplyAccepted>)> {
+    answer(state, principal, id, body, Answer::Reply).await
+}
+
+/// Reply to the sender and every other recipient (except the mailbox itself).
+#[utoipa::path(post, path = "/v1/inbound/{id}/reply-all", tag = "inbound", params(("id" = Uuid, Path)), request_body = ReplyBody,
+    responses((status = 202, body = ReplyAccepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn reply_all(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<ReplyBody>,
+) -> ApiResult<(StatusCode, axum::Json<ReplyAccepted>)> {
+    answer(state, principal, id, body, Answer::ReplyAll).await
+}
+
+/// Forward to `to`: `Fwd:` subject, the original quoted and its attachments attached.
+#[utoipa::path(post, path = "/v1/inbound/{id}/forward", tag = "inbound", params(("id" = Uuid, Path)), request_body = ReplyBody,
+    responses((status = 202, body = ReplyAccepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn forward(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<ReplyBody>,
+) -> ApiResult<(StatusCode, axum::Json<ReplyAccepted>)> {
+    answer(state, principal, id, body, Answer::Forward).await
 }

@@ -411,10 +411,42 @@ pub(crate) async fn accept(
     request_hash: Option<String>,
     draft: bool,
 ) -> ApiResult<(AcceptedMessage, bool)> {
+    accept_in_thread(state, principal, request, key, request_hash, draft, None).await
+}
+
+/// The threading headers of a reply or forward (which callers may not set themselves).
+pub(crate) struct Threading {
+    /// `<id>` of the message answered.
+    pub in_reply_to: String,
+    /// `<id> <id> …`: the answered message's references, then its own id.
+    pub references: String,
+}
+
+/// [`accept`], for a message that answers another: its `In-Reply-To` and `References` are set.
+pub(crate) async fn accept_in_thread(
+    state: &AppState,
+    principal: &Principal,
+    request: &SendMessage,
+    key: Option<String>,
+    request_hash: Option<String>,
+    draft: bool,
+    thread: Option<&Threading>,
+) -> ApiResult<(AcceptedMessage, bool)> {
     let state = state.clone();
     let parts = body_parts(&state, request).await?;
-    let (content, scenario, related_records, send_at_ms) =
+    let (mut content, scenario, related_records, send_at_ms) =
         validate(request, &parts, state.settings.max_body_bytes)?;
+    if let Some(thread) = thread {
+        for (name, value) in [
+            ("In-Reply-To", &thread.in_reply_to),
+            ("References", &thread.references),
+        ] {
+            content.headers.push(mailroom_core::header::CustomHeader {
+                name: name.into(),
+                value: mailroom_core::header::HeaderText::parse(name, value)?,
+            });
+        }
+    }
     let account = state
         .store
         .resolve_account(&scenario, request.account_id)
@@ -441,7 +473,6 @@ pub(crate) async fn accept(
         content.html.as_deref(),
     )
     .await?;
-    let mut content = content;
     (content.from, content.sender) =
         visible_sender(&account, principal, request.workflow_sender.as_deref())?;
     if account.connector == mailroom_core::account::ConnectorKind::CurrentUser {
