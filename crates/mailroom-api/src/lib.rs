@@ -48,6 +48,36 @@ pub struct Shared {
     pub blobs: mailroom_store::BlobStore,
     openapi_json: Arc<String>,
     docs_html: Arc<String>,
+    /// The correlation settings as last read, and when (read again after a few seconds, so that
+    /// other nodes' changes are seen soon without a read per message).
+    correlation: std::sync::Mutex<
+        Option<(
+            std::time::Instant,
+            mailroom_core::inbound::CorrelationSettings,
+        )>,
+    >,
+}
+
+impl Shared {
+    /// The organisation's correlation settings (cached for a few seconds).
+    pub(crate) async fn correlation_settings(
+        &self,
+    ) -> Result<mailroom_core::inbound::CorrelationSettings, mailroom_store::StoreError> {
+        if let Some((at, settings)) = &*self.correlation.lock().expect("correlation lock")
+            && at.elapsed() < std::time::Duration::from_secs(5)
+        {
+            return Ok(settings.clone());
+        }
+        let settings = self.store.correlation_settings().await?;
+        *self.correlation.lock().expect("correlation lock") =
+            Some((std::time::Instant::now(), settings.clone()));
+        Ok(settings)
+    }
+
+    /// Forgets the cached correlation settings (they were just changed on this node).
+    pub(crate) fn correlation_changed(&self) {
+        *self.correlation.lock().expect("correlation lock") = None;
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -370,6 +400,7 @@ pub fn router(
         blobs,
         openapi_json,
         docs_html,
+        correlation: Default::default(),
     }));
     let (v1, _) = v1_routes().split_for_parts();
     // Authentication wraps everything; the permission check runs after routing, when the matched

@@ -344,7 +344,10 @@ impl SyncWorker {
             .find(|f| f.eq_ignore_ascii_case("INBOX"))
             .cloned()
             .filter(|_| profile.processing.use_idle && source.offers_idle());
-        let correlation = CorrelationSettings::default();
+        let correlation = match self.store.correlation_settings().await {
+            Ok(settings) => settings,
+            Err(error) => return error.into(),
+        };
         loop {
             for folder in &folders {
                 if cancel.is_cancelled() {

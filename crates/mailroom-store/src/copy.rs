@@ -284,6 +284,8 @@ const TABLES: &[Table] = &[
             ("correlation_method", Text),
             ("conversation_id", Text),
             ("created_at", Int),
+            ("normalized_subject", Text),
+            ("participants", Text),
         ],
     },
     Table {
@@ -313,6 +315,39 @@ const TABLES: &[Table] = &[
         key: 3,
         columns: &[
             ("inbound_id", Text),
+            ("record_type", Text),
+            ("record_id", Text),
+        ],
+    },
+    Table {
+        name: "conversation_tokens",
+        key: 1,
+        columns: &[
+            ("token", Text),
+            ("conversation_id", Text),
+            ("created_at", Int),
+        ],
+    },
+    Table {
+        name: "contacts",
+        key: 1,
+        columns: &[
+            ("id", Text),
+            ("name", Text),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+    },
+    Table {
+        name: "contact_addresses",
+        key: 2,
+        columns: &[("address", Text), ("contact_id", Text)],
+    },
+    Table {
+        name: "contact_records",
+        key: 3,
+        columns: &[
+            ("contact_id", Text),
             ("record_type", Text),
             ("record_id", Text),
         ],

@@ -406,6 +406,43 @@ impl Store {
                     break;
                 }
             }
+            // 2 and 3: a tracking token in the subject, then in a plus-address.
+            let tokens = new
+                .keys
+                .subject_token
+                .iter()
+                .map(|t| (t, CorrelationMethod::SubjectToken))
+                .chain(
+                    new.keys
+                        .address_tokens
+                        .iter()
+                        .map(|t| (t, CorrelationMethod::AddressToken)),
+                );
+            for (token, method) in tokens {
+                if found.is_some() {
+                    break;
+                }
+                let conversation: Option<String> = sqlx::query_scalar(
+                    "SELECT conversation_id FROM conversation_tokens WHERE token = $1",
+                )
+                .bind(token)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(conversation) = conversation {
+                    let records: Vec<(String, String)> = sqlx::query_as(
+                        "SELECT record_type, record_id FROM related_records WHERE message_id = $1
+                         UNION SELECT record_type, record_id FROM inbound_related_records WHERE inbound_id = $1",
+                    )
+                    .bind(&conversation)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    found = Some(Found {
+                        conversation,
+                        method,
+                        records,
+                    });
+                }
+            }
             if found.is_none()
                 && let Some(index) = &new.keys.thread_index
             {
@@ -429,11 +466,69 @@ impl Store {
                     });
                 }
             }
+            // 5: smart matching, the same normalised subject and participants within N days.
+            if found.is_none()
+                && let Some(smart) = &new.keys.smart
+            {
+                let since = new.received_at_ms - i64::from(smart.within_days) * 86_400_000;
+                let earlier = sqlx::query(
+                    "SELECT conversation_id, id FROM inbound_messages WHERE normalized_subject = $1 AND participants = $2 AND received_at >= $3
+                     ORDER BY received_at DESC LIMIT 1",
+                )
+                .bind(&smart.subject)
+                .bind(smart.participants.join(" "))
+                .bind(since)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = earlier {
+                    let records: Vec<(String, String)> = sqlx::query_as(
+                        "SELECT record_type, record_id FROM inbound_related_records WHERE inbound_id = $1",
+                    )
+                    .bind(row.get::<String, _>("id"))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    found = Some(Found {
+                        conversation: row.get("conversation_id"),
+                        method: CorrelationMethod::SmartMatch,
+                        records,
+                    });
+                }
+            }
+            // Known contacts among the participants, and the records they belong to (A12).
+            let participants: Vec<String> = parsed
+                .from
+                .iter()
+                .chain(&parsed.to)
+                .chain(&parsed.cc)
+                .map(|a| a.address.to_ascii_lowercase())
+                .collect();
+            let mut contact_records: Vec<(String, String)> = Vec::new();
+            let mut known_contact = false;
+            if !participants.is_empty() {
+                let mut query = QueryBuilder::new(
+                    "SELECT a.contact_id, r.record_type, r.record_id FROM contact_addresses a LEFT JOIN contact_records r ON r.contact_id = a.contact_id WHERE a.address IN (",
+                );
+                let mut list = query.separated(", ");
+                for address in &participants {
+                    list.push_bind(address.clone());
+                }
+                query.push(")");
+                let rows = query.build().fetch_all(&mut *tx).await?;
+                known_contact = !rows.is_empty();
+                for row in &rows {
+                    if let (Some(record_type), Some(record_id)) = (
+                        row.get::<Option<String>, _>("record_type"),
+                        row.get::<Option<String>, _>("record_id"),
+                    ) {
+                        contact_records.push((record_type, record_id));
+                    }
+                }
+            }
             let keep = match new.filter {
                 MailboxFilter::All => true,
                 MailboxFilter::ResponsesToTracked => found.is_some(),
-                // No contacts are known yet (contacts are not kept by mailroom so far).
-                MailboxFilter::KnownContacts | MailboxFilter::None => false,
+                MailboxFilter::KnownContacts => known_contact,
+                MailboxFilter::None => false,
             };
             if !keep {
                 tx.rollback().await?;
@@ -441,15 +536,18 @@ impl Store {
             }
             let id = Uuid::now_v7();
             let now = now_ms();
-            let (conversation, method, records) = match found {
+            let (conversation, method, mut records) = match found {
                 Some(found) => (found.conversation, Some(found.method), found.records),
                 None => (id.to_string(), None, Vec::new()),
             };
+            records.extend(contact_records);
+            records.sort();
+            records.dedup();
             sqlx::query(
                 "INSERT INTO inbound_messages (id, mailbox_id, owner_user_id, folder, uidvalidity, uid, message_id_header, subject, from_address, from_json,
                    to_json, cc_json, reply_to_json, references_json, sent_at, received_at, size, flags_json, seen, raw_sha256, unparsed, thread_index,
-                   correlation_method, conversation_id, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)",
+                   correlation_method, conversation_id, created_at, normalized_subject, participants)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
             )
             .bind(id.to_string())
             .bind(new.mailbox_id.to_string())
@@ -476,6 +574,13 @@ impl Store {
             .bind(method.map(|m| m.as_str()))
             .bind(&conversation)
             .bind(now)
+            .bind((!parsed.subject.trim().is_empty()).then(|| mailroom_core::inbound::normalize_subject(&parsed.subject)))
+            .bind({
+                let mut sorted = participants.clone();
+                sorted.sort();
+                sorted.dedup();
+                sorted.join(" ")
+            })
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -821,6 +926,182 @@ impl Store {
                 .bind(conversation.to_string())
                 .execute(writer)
                 .await?;
+            Ok(())
+        })
+    }
+}
+
+/// A contact the business application knows: its addresses and the records it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub id: String,
+    pub name: Option<String>,
+    /// Lower-cased.
+    pub addresses: Vec<String>,
+    pub records: Vec<(String, String)>,
+    pub updated_at_ms: i64,
+}
+
+impl Store {
+    /// The tracking token of a conversation, made on first use (`[MR-TOKEN]`, `sales+TOKEN@`).
+    pub async fn conversation_token(&self, conversation: Uuid) -> StoreResult<String> {
+        on_db!(self, |writer, reader| {
+            for _ in 0..16 {
+                let existing: Option<String> = sqlx::query_scalar(
+                    "SELECT token FROM conversation_tokens WHERE conversation_id = $1",
+                )
+                .bind(conversation.to_string())
+                .fetch_optional(reader)
+                .await?;
+                if let Some(token) = existing {
+                    return Ok(token);
+                }
+                let token = mailroom_core::inbound::tracking_token(rand::random::<u64>());
+                sqlx::query(
+                    "INSERT INTO conversation_tokens (token, conversation_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(&token)
+                .bind(conversation.to_string())
+                .bind(now_ms())
+                .execute(writer)
+                .await?;
+            }
+            Err(StoreError::Conflict(
+                "no free tracking token was found; try again".into(),
+            ))
+        })
+    }
+
+    /// Creates or replaces a contact (its addresses and records as given).
+    pub async fn put_contact(&self, contact: &Contact) -> StoreResult<Contact> {
+        on_db!(self, |writer, reader| {
+            let now = now_ms();
+            let mut tx = writer.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO contacts (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, updated_at = excluded.updated_at",
+            )
+            .bind(&contact.id)
+            .bind(&contact.name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            for statement in [
+                "DELETE FROM contact_addresses WHERE contact_id = $1",
+                "DELETE FROM contact_records WHERE contact_id = $1",
+            ] {
+                sqlx::query(statement)
+                    .bind(&contact.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for address in &contact.addresses {
+                sqlx::query(
+                    "INSERT INTO contact_addresses (contact_id, address) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(&contact.id)
+                .bind(address.to_ascii_lowercase())
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (record_type, record_id) in &contact.records {
+                sqlx::query(
+                    "INSERT INTO contact_records (contact_id, record_type, record_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(&contact.id)
+                .bind(record_type)
+                .bind(record_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
+        })?;
+        self.contact(&contact.id).await
+    }
+
+    pub async fn contact(&self, id: &str) -> StoreResult<Contact> {
+        on_db!(self, |writer, reader| {
+            let row = sqlx::query("SELECT id, name, updated_at FROM contacts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(reader)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("contact {id}")))?;
+            let addresses: Vec<String> = sqlx::query_scalar(
+                "SELECT address FROM contact_addresses WHERE contact_id = $1 ORDER BY address",
+            )
+            .bind(id)
+            .fetch_all(reader)
+            .await?;
+            let records: Vec<(String, String)> = sqlx::query_as(
+                "SELECT record_type, record_id FROM contact_records WHERE contact_id = $1 ORDER BY record_type, record_id",
+            )
+            .bind(id)
+            .fetch_all(reader)
+            .await?;
+            Ok(Contact {
+                id: row.get("id"),
+                name: row.get("name"),
+                addresses,
+                records,
+                updated_at_ms: row.get("updated_at"),
+            })
+        })
+    }
+
+    pub async fn delete_contact(&self, id: &str) -> StoreResult<()> {
+        on_db!(self, |writer, reader| {
+            let mut tx = writer.begin_write().await?;
+            for statement in [
+                "DELETE FROM contact_addresses WHERE contact_id = $1",
+                "DELETE FROM contact_records WHERE contact_id = $1",
+            ] {
+                sqlx::query(statement).bind(id).execute(&mut *tx).await?;
+            }
+            let deleted = sqlx::query("DELETE FROM contacts WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(StoreError::NotFound(format!("contact {id}")));
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+impl Store {
+    /// The organisation's correlation settings (defaults until set).
+    pub async fn correlation_settings(
+        &self,
+    ) -> StoreResult<mailroom_core::inbound::CorrelationSettings> {
+        on_db!(self, |writer, reader| {
+            let stored: Option<String> =
+                sqlx::query_scalar("SELECT value_json FROM settings WHERE name = 'correlation'")
+                    .fetch_optional(reader)
+                    .await?;
+            Ok(stored
+                .and_then(|raw| serde_json::from_str(&raw).ok())
+                .unwrap_or_default())
+        })
+    }
+
+    /// Replaces the correlation settings.
+    pub async fn set_correlation_settings(
+        &self,
+        settings: &mailroom_core::inbound::CorrelationSettings,
+    ) -> StoreResult<()> {
+        on_db!(self, |writer, reader| {
+            sqlx::query(
+                "INSERT INTO settings (name, value_json, updated_at) VALUES ('correlation', $1, $2)
+                 ON CONFLICT (name) DO UPDATE SET value_json = excluded.value_json, updated_at = excluded.updated_at",
+            )
+            .bind(to_json(settings))
+            .bind(now_ms())
+            .execute(writer)
+            .await?;
             Ok(())
         })
     }

@@ -30,7 +30,7 @@ pub use accounts::{Account, AccountInput, PasswordChange};
 pub use attachments::{Attachment, ScenarioAttachment};
 pub use blobs::{BlobError, BlobStore};
 pub use inbound::{
-    FolderState, InboundDetail, InboundFilter, InboundMessage, InboundOutcome, NewInbound,
+    Contact, FolderState, InboundDetail, InboundFilter, InboundMessage, InboundOutcome, NewInbound,
     StoredPart,
 };
 pub use jobs::{Alert, Job};

@@ -1348,3 +1348,81 @@ async fn inbound_listings_show_exactly_what_each_view_policy_shows(t) {
     }
 }
 }
+
+contract! {
+async fn tracking_tokens_contacts_and_smart_matching_follow_the_precedence_of_the_pipeline(t) {
+    use mailroom_core::inbound::{CorrelationMethod, CorrelationSettings, correlation_keys};
+    use mailroom_core::mailbox::MailboxFilter;
+    use mailroom_core::message::{RelatedRecord, Relation};
+    use mailroom_store::InboundOutcome;
+    let on = CorrelationSettings { subject_token: true, plus_addressing: true, smart_match_days: 7, ..Default::default() };
+    let account = t.account("tokens").await;
+    let mut offer = new_message(account.id, None, "Offer");
+    offer.related_records = vec![RelatedRecord::new("quote", "Q-1", Relation::Primary).unwrap()];
+    let offer_id = offer.id;
+    t.store.insert_message(offer).await.unwrap();
+    let token = t.store.conversation_token(offer_id).await.unwrap();
+    assert_eq!(t.store.conversation_token(offer_id).await.unwrap(), token, "one token per conversation");
+    let other = new_message(account.id, None, "Other");
+    let other_id = other.id;
+    let other_reference = other.message_id_header.trim_matches(['<', '>']).to_owned();
+    t.store.insert_message(other).await.unwrap();
+    let mailbox = mailbox_for(&t, "tokens").await;
+    let on = &on;
+    let store = |parsed: mailroom_core::inbound::ParsedInbound, uid: u32, filter: MailboxFilter| {
+        let t = &t;
+        let mailbox = mailbox.clone();
+        async move {
+            let mut new = received(&mailbox, &parsed, uid, filter);
+            new.keys = correlation_keys(&parsed, on);
+            match t.store.insert_inbound(new).await.unwrap() {
+                InboundOutcome::Stored(id) => Some(t.store.inbound_detail(id, None).await.unwrap()),
+                _ => None,
+            }
+        }
+    };
+    // The subject token finds the offer's conversation and its records.
+    let by_subject = store(parsed_mail(&format!("Re: Offer [MR-{token}]"), &[], Some("AdkAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")), 1, MailboxFilter::All).await.unwrap();
+    assert_eq!(by_subject.message.correlation_method, Some(CorrelationMethod::SubjectToken));
+    assert_eq!(by_subject.message.conversation_id, offer_id);
+    assert_eq!(by_subject.related_records[0].record_id, "Q-1");
+    // In-Reply-To comes before the subject token.
+    let both = store(parsed_mail(&format!("Re: Offer [MR-{token}]"), &[other_reference], None), 2, MailboxFilter::All).await.unwrap();
+    assert_eq!(both.message.correlation_method, Some(CorrelationMethod::InReplyTo));
+    assert_eq!(both.message.conversation_id, other_id);
+    // A plus-addressed recipient.
+    let mut plus = parsed_mail("Re: something else", &[], None);
+    plus.to = vec![mailroom_core::inbound::InboundAddress { name: None, address: format!("sales+{token}@corp.test") }];
+    let by_address = store(plus, 3, MailboxFilter::All).await.unwrap();
+    assert_eq!(by_address.message.correlation_method, Some(CorrelationMethod::AddressToken));
+    assert_eq!(by_address.message.conversation_id, offer_id);
+    // Smart matching: the same subject between the same people, within the window.
+    let first = store(parsed_mail("Delivery dates", &[], None), 4, MailboxFilter::All).await.unwrap();
+    assert_eq!(first.message.correlation_method, None);
+    let again = store(parsed_mail("RE: Delivery  dates", &[], None), 5, MailboxFilter::All).await.unwrap();
+    assert_eq!(again.message.correlation_method, Some(CorrelationMethod::SmartMatch));
+    assert_eq!(again.message.conversation_id, first.message.conversation_id);
+
+    // Contacts: mail from a known contact is kept by the known-contacts filter and linked to
+    // the contact's records; mail from a stranger is not kept.
+    t.store
+        .put_contact(&mailroom_store::Contact {
+            id: "ann".into(),
+            name: Some("Ann".into()),
+            addresses: vec!["ann@customer.example".into()],
+            records: vec![("customer".into(), "C-1".into())],
+            updated_at_ms: 0,
+        })
+        .await
+        .unwrap();
+    let known = store(parsed_mail("Hello again", &[], None), 6, MailboxFilter::KnownContacts).await.expect("kept");
+    let records: Vec<(&str, &str)> = known.related_records.iter().map(|r| (r.record_type.as_str(), r.record_id.as_str())).collect();
+    assert_eq!(records, [("customer", "C-1")]);
+    let mut stranger = parsed_mail("Buy now", &[], None);
+    stranger.from = Some(mailroom_core::inbound::InboundAddress { name: None, address: "spam@elsewhere.example".into() });
+    assert!(store(stranger, 7, MailboxFilter::KnownContacts).await.is_none());
+    assert_eq!(t.store.contact("ann").await.unwrap().addresses, ["ann@customer.example"]);
+    t.store.delete_contact("ann").await.unwrap();
+    assert!(matches!(t.store.contact("ann").await, Err(mailroom_store::StoreError::NotFound(_))));
+}
+}

@@ -896,3 +896,78 @@ async fn a_reply_and_a_forward_written_in_the_application_thread_quote_and_carry
     assert_eq!(status, 404);
     imap.logout().await;
 }
+
+#[tokio::test]
+async fn a_tracking_token_in_the_subject_links_a_reply_that_lost_its_threading_headers() {
+    let service = mail_service(1);
+    let server = start(&service, "").await;
+    profile(&server, &service, &["INBOX"]).await;
+    let settings = ok(&server, Method::PUT, "/v1/settings/correlation",
+        Some(json!({"subject_token": true, "subject_token_prefix": "MR", "plus_addressing": false, "smart_match_days": 0}))).await;
+    assert_eq!(settings["subject_token"], true);
+    let (status, refused) = server
+        .call(Method::PUT, "/v1/settings/correlation", Some(&json!({"subject_token": true, "subject_token_prefix": "M R", "plus_addressing": false, "smart_match_days": 0})), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, refused["field"].clone()),
+        (422, json!("subject_token_prefix"))
+    );
+    // A contact of the customer, whose mail is then linked to the customer record.
+    ok(
+        &server,
+        Method::PUT,
+        "/v1/contacts/ann",
+        Some(json!({"name": "Ann", "addresses": ["Customer@Example.com"],
+        "related_records": [{"type": "customer", "id": "C-7"}]})),
+    )
+    .await;
+    let contact = ok(&server, Method::GET, "/v1/contacts/ann", None).await;
+    assert_eq!(contact["addresses"], json!(["customer@example.com"]));
+    let (_, mailbox, _) = enabled_user(&server, 0, &["email-send"]).await;
+
+    let sent = server
+        .send(
+            &json!({"to": ["customer@example.com"], "subject": "Quote 88", "text": "see attached"}),
+        )
+        .await
+        .unwrap();
+    let view = server.message(&id_of(&sent)).await.unwrap();
+    let subject = view["subject"].as_str().unwrap().to_owned();
+    assert!(
+        subject.starts_with("Quote 88 [MR-") && subject.ends_with(']'),
+        "{subject}"
+    );
+    // The customer's client dropped In-Reply-To and References, but kept the subject.
+    let reply = format!(
+        "From: customer@example.com\r\nTo: user0@corp.test\r\nSubject: AW: {subject}\r\nMessage-ID: <lost-headers@example.com>\r\n\r\nok\r\n"
+    );
+    let mut imap = service.client(0).await;
+    imap.append("INBOX", reply.as_bytes(), None, None)
+        .await
+        .unwrap();
+    wait_for_count(&server, &mailbox, "", 1, Duration::from_secs(20)).await;
+    let stored = all_messages(&server, &mailbox, "").await.remove(0);
+    assert_eq!(stored["correlation_method"], "subject-token");
+    assert_eq!(stored["conversation_id"], sent["id"]);
+    let detail = ok(
+        &server,
+        Method::GET,
+        &format!("/v1/inbound/{}", stored["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(
+        detail["related_records"],
+        json!([{"type": "customer", "id": "C-7"}]),
+        "linked through the known contact"
+    );
+    let (status, _) = server
+        .call(Method::DELETE, "/v1/contacts/ann", None, &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    let (status, _) = server.get("/v1/contacts/ann").await.unwrap();
+    assert_eq!(status, 404);
+    imap.logout().await;
+}

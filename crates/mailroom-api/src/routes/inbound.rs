@@ -31,6 +31,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(reply))
         .routes(routes!(reply_all))
         .routes(routes!(forward))
+        .routes(routes!(get_correlation_settings, put_correlation_settings))
+        .routes(routes!(get_contact, put_contact, delete_contact))
 }
 
 /// A sender or recipient as written in the message.
@@ -743,6 +745,7 @@ async fn answer(
             .collect();
         references.push(format!("<{message_id}>"));
         crate::routes::messages::Threading {
+            conversation: m.conversation_id,
             in_reply_to: format!("<{message_id}>"),
             references: references.join(" "),
         }
@@ -805,4 +808,159 @@ async fn forward(
     ApiJson(body): ApiJson<ReplyBody>,
 ) -> ApiResult<(StatusCode, axum::Json<ReplyAccepted>)> {
     answer(state, principal, id, body, Answer::Forward).await
+}
+
+/// How received mail is linked to conversations. In-Reply-To/References and Outlook's
+/// Thread-Index always are; the others are turned on here.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CorrelationSettingsView {
+    /// Add `[PREFIX-TOKEN]` to outbound subjects and match it in replies.
+    pub subject_token: bool,
+    /// 1-10 letters or digits, e.g. `MR`.
+    pub subject_token_prefix: String,
+    /// Send with a `Reply-To` of `address+TOKEN@domain` and match it in replies (the mail server
+    /// must deliver sub-addresses to the mailbox).
+    pub plus_addressing: bool,
+    /// Same normalised subject and participants within this many days (0: off).
+    pub smart_match_days: u32,
+}
+
+/// The correlation settings.
+#[utoipa::path(get, path = "/v1/settings/correlation", tag = "inbound", responses((status = 200, body = CorrelationSettingsView)))]
+async fn get_correlation_settings(
+    State(state): State<AppState>,
+) -> ApiResult<axum::Json<CorrelationSettingsView>> {
+    let s = state.store.correlation_settings().await?;
+    Ok(axum::Json(CorrelationSettingsView {
+        subject_token: s.subject_token,
+        subject_token_prefix: s.subject_token_prefix,
+        plus_addressing: s.plus_addressing,
+        smart_match_days: s.smart_match_days,
+    }))
+}
+
+/// Replace the correlation settings.
+#[utoipa::path(put, path = "/v1/settings/correlation", tag = "inbound", request_body = CorrelationSettingsView,
+    responses((status = 200, body = CorrelationSettingsView), (status = 422, body = ErrorBody)))]
+async fn put_correlation_settings(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CorrelationSettingsView>,
+) -> ApiResult<axum::Json<CorrelationSettingsView>> {
+    let settings = mailroom_core::inbound::CorrelationSettings {
+        subject_token: body.subject_token,
+        subject_token_prefix: body.subject_token_prefix,
+        plus_addressing: body.plus_addressing,
+        smart_match_days: body.smart_match_days,
+    }
+    .validate()?;
+    state.store.set_correlation_settings(&settings).await?;
+    state.correlation_changed();
+    get_correlation_settings(State(state)).await
+}
+
+/// A contact the business application knows (MISSION A12).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ContactView {
+    /// The application's id of the contact.
+    #[serde(default)]
+    pub id: String,
+    pub name: Option<String>,
+    /// Its email addresses (at most 50).
+    pub addresses: Vec<String>,
+    /// The records it belongs to (a customer, a vendor…); mail exchanged with it is linked to them.
+    #[serde(default)]
+    pub related_records: Vec<RecordRef>,
+}
+
+fn contact_view(c: mailroom_store::Contact) -> ContactView {
+    ContactView {
+        id: c.id,
+        name: c.name,
+        addresses: c.addresses,
+        related_records: c
+            .records
+            .into_iter()
+            .map(|(record_type, id)| RecordRef { record_type, id })
+            .collect(),
+    }
+}
+
+fn contact_id(raw: &str) -> ApiResult<String> {
+    if raw.is_empty() || raw.len() > 200 || raw.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "id",
+            "a contact id is 1-200 characters without control characters",
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// A contact.
+#[utoipa::path(get, path = "/v1/contacts/{id}", tag = "inbound", params(("id" = String, Path)),
+    responses((status = 200, body = ContactView), (status = 404, body = ErrorBody)))]
+async fn get_contact(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<axum::Json<ContactView>> {
+    Ok(axum::Json(contact_view(
+        state.store.contact(&contact_id(&id)?).await?,
+    )))
+}
+
+/// Create or replace a contact: its addresses and the records it belongs to. Received mail from
+/// or to these addresses is kept by the `known-contacts` filter and linked to these records.
+#[utoipa::path(put, path = "/v1/contacts/{id}", tag = "inbound", params(("id" = String, Path)), request_body = ContactView,
+    responses((status = 200, body = ContactView), (status = 422, body = ErrorBody)))]
+async fn put_contact(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ContactView>,
+) -> ApiResult<axum::Json<ContactView>> {
+    let id = contact_id(&id)?;
+    if body.addresses.len() > 50 || body.related_records.len() > 100 {
+        return Err(ApiError::invalid(
+            "addresses",
+            "at most 50 addresses and 100 related records",
+        ));
+    }
+    let addresses = body
+        .addresses
+        .iter()
+        .map(|raw| {
+            mailroom_core::address::EmailAddress::parse(raw)
+                .map(|a| a.as_str().to_ascii_lowercase())
+                .map_err(|e| ApiError::from(e.at("addresses")))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let records = body
+        .related_records
+        .iter()
+        .map(|r| {
+            RelatedRecord::new(&r.record_type, &r.id, Relation::Related)
+                .map(|r| (r.record_type, r.record_id))
+                .map_err(|e| ApiError::from(e.at("related_records")))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let stored = state
+        .store
+        .put_contact(&mailroom_store::Contact {
+            id,
+            name: body.name.clone(),
+            addresses,
+            records,
+            updated_at_ms: 0,
+        })
+        .await?;
+    Ok(axum::Json(contact_view(stored)))
+}
+
+/// Delete a contact.
+#[utoipa::path(delete, path = "/v1/contacts/{id}", tag = "inbound", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn delete_contact(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    state.store.delete_contact(&contact_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -414,8 +414,10 @@ pub(crate) async fn accept(
     accept_in_thread(state, principal, request, key, request_hash, draft, None).await
 }
 
-/// The threading headers of a reply or forward (which callers may not set themselves).
+/// The threading headers of a reply or forward (which callers may not set themselves), and the
+/// conversation it joins.
 pub(crate) struct Threading {
+    pub conversation: Uuid,
     /// `<id>` of the message answered.
     pub in_reply_to: String,
     /// `<id> <id> …`: the answered message's references, then its own id.
@@ -480,6 +482,32 @@ pub(crate) async fn accept_in_thread(
         content.sender = None;
     }
     let id = Uuid::now_v7();
+    // Tracking: the conversation's token in the subject and in a plus-addressed Reply-To.
+    let correlation = state.correlation_settings().await?;
+    if correlation.subject_token || correlation.plus_addressing {
+        let conversation = thread.map_or(id, |t| t.conversation);
+        let token = state.store.conversation_token(conversation).await?;
+        if correlation.subject_token {
+            content.subject = mailroom_core::header::HeaderText::parse(
+                "subject",
+                &mailroom_core::inbound::subject_with_token(
+                    content.subject.as_str(),
+                    &correlation.subject_token_prefix,
+                    &token,
+                ),
+            )?;
+        }
+        if correlation.plus_addressing && content.reply_to.is_empty() {
+            let own = content
+                .from
+                .as_ref()
+                .map_or(&account.email_address, |from| &from.address);
+            let plus = mailroom_core::address::EmailAddress::parse(
+                &mailroom_core::inbound::plus_address(own.as_str(), &token),
+            )?;
+            content.reply_to = vec![Mailbox::new(None, plus)?];
+        }
+    }
     let now = now_ms();
     // Mail due at once goes straight to a send task when its account has room and nothing older
     // is waiting. Messages with attachments take the queue: their files are read by the claim.

@@ -86,3 +86,36 @@ CREATE TABLE mailbox_sync_holds (
     owner      TEXT NOT NULL,
     held_until INTEGER NOT NULL
 );
+
+-- Smart matching (same normalised subject and participants within N days) looks these up.
+ALTER TABLE inbound_messages ADD COLUMN normalized_subject TEXT;
+ALTER TABLE inbound_messages ADD COLUMN participants TEXT;
+CREATE INDEX inbound_by_subject ON inbound_messages (normalized_subject, received_at) WHERE normalized_subject IS NOT NULL;
+
+-- Tracking tokens ([MR-7K3QXAB] in subjects, sales+7K3QXAB@ in reply addresses): one per conversation.
+CREATE TABLE conversation_tokens (
+    token           TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL UNIQUE,
+    created_at      INTEGER NOT NULL
+);
+
+-- Contacts the business application knows (MISSION A12): their addresses and the records they
+-- belong to. Mail from a known contact is kept by the known-contacts filter and linked to them.
+CREATE TABLE contacts (
+    id         TEXT PRIMARY KEY,
+    name       TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE contact_addresses (
+    contact_id TEXT NOT NULL REFERENCES contacts (id) ON DELETE CASCADE,
+    address    TEXT NOT NULL,
+    PRIMARY KEY (address, contact_id)
+);
+CREATE INDEX contact_addresses_by_contact ON contact_addresses (contact_id);
+CREATE TABLE contact_records (
+    contact_id  TEXT NOT NULL REFERENCES contacts (id) ON DELETE CASCADE,
+    record_type TEXT NOT NULL,
+    record_id   TEXT NOT NULL,
+    PRIMARY KEY (contact_id, record_type, record_id)
+);
