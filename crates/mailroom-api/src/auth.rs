@@ -79,6 +79,7 @@ pub const ROUTE_PERMISSIONS: &[(&str, &str, &str)] = &[
     ("GET", "/v1/sent", "email-send"),
     ("GET", "/v1/records/{type}/{id}/messages", "email-send"),
     ("GET", "/v1/mailboxes/{id}/messages", "email-send"),
+    ("GET", "/v1/mailboxes/{id}/sync", "email-setup"),
     ("GET", "/v1/inbound/{id}", "email-send"),
     ("GET", "/v1/inbound/{id}/raw", "email-send"),
     ("GET", "/v1/inbound/{id}/parts/{part}", "email-send"),

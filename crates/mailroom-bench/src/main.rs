@@ -4,6 +4,7 @@
 //! reports throughput, accept latency, peak server memory and the ratio to the raw ceiling.
 
 mod archive;
+mod inbound;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -56,6 +57,15 @@ enum Bench {
     Templates {
         #[arg(long, default_value_t = 200_000)]
         renders: usize,
+    },
+    /// Inbound sync: initial sync of a Dovecot mailbox (70 % 4 KiB, 25 % 60 KiB with an
+    /// attachment, 5 % 1 MiB) against a plain IMAP fetch of the same mailbox, then IDLE latency.
+    Inbound {
+        #[arg(long, default_value_t = 10_000)]
+        messages: usize,
+        /// New messages appended one at a time to time IDLE delivery.
+        #[arg(long, default_value_t = 20)]
+        idle_samples: usize,
     },
     /// Memory with large attachments: peak server RSS sending 1 and N messages that each carry a file.
     Attachments {
@@ -117,6 +127,10 @@ async fn main() -> Result<()> {
             other => bail!("--database is sqlite or postgres, not {other:?}"),
         },
         Bench::Templates { renders } => templates(renders),
+        Bench::Inbound {
+            messages,
+            idle_samples,
+        } => inbound::inbound(&mailroom_binary()?, messages, idle_samples).await,
         Bench::Archive { messages, database } => {
             let postgres = match database.as_str() {
                 "sqlite" => false,

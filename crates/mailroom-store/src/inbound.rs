@@ -1106,3 +1106,17 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// Messages stored per folder of a mailbox.
+    pub async fn inbound_counts(&self, mailbox_id: Uuid) -> StoreResult<Vec<(String, i64)>> {
+        on_db!(self, |writer, reader| {
+            Ok(sqlx::query_as(
+                "SELECT folder, COUNT(*) FROM inbound_messages WHERE mailbox_id = $1 GROUP BY folder ORDER BY folder",
+            )
+            .bind(mailbox_id.to_string())
+            .fetch_all(reader)
+            .await?)
+        })
+    }
+}

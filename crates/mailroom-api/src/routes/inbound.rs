@@ -32,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(reply_all))
         .routes(routes!(forward))
         .routes(routes!(get_correlation_settings, put_correlation_settings))
+        .routes(routes!(mailbox_sync_status))
         .routes(routes!(get_contact, put_contact, delete_contact))
 }
 
@@ -963,4 +964,60 @@ async fn delete_contact(
 ) -> ApiResult<StatusCode> {
     state.store.delete_contact(&contact_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// How far one folder of a mailbox has been read.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FolderSyncView {
+    pub folder: String,
+    pub uidvalidity: u32,
+    /// Every UID below this has been read.
+    pub uidnext: u32,
+    pub highestmodseq: Option<u64>,
+    /// Whether the initial sync (newest first, from the profile's `process_from`) is complete.
+    pub initial_sync_done: bool,
+    /// Times the server changed the folder's UIDVALIDITY (each one re-indexed the folder).
+    pub uidvalidity_changes: u32,
+    pub synced_at: Option<String>,
+    /// Messages stored from this folder.
+    pub messages: i64,
+}
+
+/// A mailbox's sync: per folder, how far it has been read and how many messages are stored.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MailboxSyncView {
+    pub mailbox_id: Uuid,
+    pub folders: Vec<FolderSyncView>,
+}
+
+/// How far each folder of a mailbox has been synchronized.
+#[utoipa::path(get, path = "/v1/mailboxes/{id}/sync", tag = "inbound", params(("id" = Uuid, Path)),
+    responses((status = 200, body = MailboxSyncView), (status = 404, body = ErrorBody)))]
+async fn mailbox_sync_status(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<axum::Json<MailboxSyncView>> {
+    state.store.mailbox(id).await?;
+    let counts: std::collections::HashMap<String, i64> =
+        state.store.inbound_counts(id).await?.into_iter().collect();
+    let folders = state
+        .store
+        .folder_states(id)
+        .await?
+        .into_iter()
+        .map(|f| FolderSyncView {
+            messages: counts.get(&f.folder).copied().unwrap_or(0),
+            folder: f.folder,
+            uidvalidity: f.uidvalidity,
+            uidnext: f.uidnext,
+            highestmodseq: f.highestmodseq,
+            initial_sync_done: f.initial_below <= 1,
+            uidvalidity_changes: f.validity_changes,
+            synced_at: f.synced_at_ms.map(rfc3339),
+        })
+        .collect();
+    Ok(axum::Json(MailboxSyncView {
+        mailbox_id: id,
+        folders,
+    }))
 }
