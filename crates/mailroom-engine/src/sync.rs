@@ -655,38 +655,43 @@ impl SyncWorker {
     ) -> Result<(), Stop> {
         let fetched = source.fetch(uids).await?;
         let wanted: HashSet<u32> = uids.iter().copied().collect();
-        let mut keeping = tokio::task::JoinSet::new();
+        // Messages are parsed and their blobs written side by side (the blob writes' fsyncs
+        // overlap), then the batch is stored in one transaction.
+        let mut preparing = tokio::task::JoinSet::new();
+        let mut prepared = Vec::with_capacity(uids.len());
         for mail in fetched.into_iter().filter(|m| wanted.contains(&m.uid)) {
-            let (store, blobs, mailbox, folder, correlation) = (
-                self.store.clone(),
-                self.blobs.clone(),
-                mailbox.clone(),
-                folder.to_owned(),
-                correlation.clone(),
-            );
-            keeping.spawn(async move {
-                keep(
-                    &store,
-                    &blobs,
-                    &mailbox,
-                    &folder,
-                    uidvalidity,
-                    mail,
-                    &correlation,
-                )
-                .await
-            });
-            // A few messages are parsed and written side by side.
-            if keeping.len() >= 4
-                && let Some(done) = keeping.join_next().await
+            let blobs = self.blobs.clone();
+            preparing.spawn(async move { prepare(&blobs, mail).await });
+            if preparing.len() >= PREPARE_AT_ONCE
+                && let Some(done) = preparing.join_next().await
             {
-                done.map_err(|e| SendError::transient(None, e.to_string()))??;
+                prepared.push(done.map_err(|e| SendError::transient(None, e.to_string()))??);
             }
         }
-        while let Some(done) = keeping.join_next().await {
-            done.map_err(|e| SendError::transient(None, e.to_string()))??;
+        while let Some(done) = preparing.join_next().await {
+            prepared.push(done.map_err(|e| SendError::transient(None, e.to_string()))??);
         }
-        Ok(())
+        // In UID order, so that a reply later in the batch finds what it answers.
+        prepared.sort_by_key(|p| p.uid);
+        let news: Vec<NewInbound<'_>> = prepared
+            .iter()
+            .map(|p| p.new_inbound(mailbox, folder, uidvalidity, correlation))
+            .collect();
+        match self.store.insert_inbound_batch(&news).await {
+            Ok(_) => Ok(()),
+            // The database refused something read from one of them: each on its own, so that
+            // one message's contents cannot keep the others out.
+            Err(mailroom_store::StoreError::Database(error))
+                if error.as_database_error().is_some() =>
+            {
+                tracing::warn!(%error, mailbox = %mailbox.id, folder, "storing a batch failed; storing its messages one by one");
+                for new in news {
+                    keep_one(&self.store, new, mailbox.id).await?;
+                }
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 }
 
@@ -695,19 +700,51 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// Stores one fetched message: its raw bytes and every attachment part in the blob store, then
-/// the message itself (parsed, correlated) with its event.
-async fn keep(
-    store: &Store,
-    blobs: &BlobStore,
-    mailbox: &MailboxRecord,
-    folder: &str,
-    uidvalidity: u32,
-    mail: FetchedMail,
-    correlation: &CorrelationSettings,
-) -> Result<(), Stop> {
+/// Messages parsed and written to the blob store at once, per batch.
+const PREPARE_AT_ONCE: usize = 8;
+
+/// A fetched message parsed, its raw bytes and attachment parts in the blob store.
+struct Prepared {
+    uid: u32,
+    flags: Vec<String>,
+    received_at_ms: i64,
+    size: u64,
+    raw_sha256: String,
+    parsed: mailroom_core::inbound::ParsedInbound,
+    parts: Vec<StoredPart>,
+}
+
+impl Prepared {
+    fn new_inbound<'a>(
+        &'a self,
+        mailbox: &MailboxRecord,
+        folder: &'a str,
+        uidvalidity: u32,
+        correlation: &CorrelationSettings,
+    ) -> NewInbound<'a> {
+        NewInbound {
+            mailbox_id: mailbox.id,
+            owner_user_id: mailbox.user_id,
+            folder,
+            uidvalidity,
+            uid: self.uid,
+            size: self.size,
+            flags: self.flags.clone(),
+            received_at_ms: self.received_at_ms,
+            raw_sha256: self.raw_sha256.clone(),
+            parsed: &self.parsed,
+            parts: self.parts.clone(),
+            keys: correlation_keys(&self.parsed, correlation),
+            filter: mailbox.filter,
+        }
+    }
+}
+
+/// Parses a fetched message and writes its raw bytes and every attachment part to the blob store
+/// (the parts' bytes are dropped once written).
+async fn prepare(blobs: &BlobStore, mail: FetchedMail) -> Result<Prepared, Stop> {
     let raw = bytes::Bytes::from(mail.raw);
-    let parsed = {
+    let mut parsed = {
         let raw = raw.clone();
         tokio::task::spawn_blocking(move || parse_inbound(&raw))
             .await
@@ -716,13 +753,11 @@ async fn keep(
     let blob_error = |e: mailroom_store::BlobError| {
         Stop::Failed(SendError::transient(None, format!("the blob store: {e}")))
     };
-    let (raw_sha256, size) = blobs.write_bytes(raw).await.map_err(blob_error)?;
+    let (raw_sha256, raw_size) = blobs.write_bytes(raw).await.map_err(blob_error)?;
     let mut parts = Vec::with_capacity(parsed.attachments.len());
-    for part in &parsed.attachments {
-        let (sha256, size) = blobs
-            .write_bytes(bytes::Bytes::copy_from_slice(&part.bytes))
-            .await
-            .map_err(blob_error)?;
+    for part in &mut parsed.attachments {
+        let bytes = bytes::Bytes::from(std::mem::take(&mut part.bytes));
+        let (sha256, size) = blobs.write_bytes(bytes).await.map_err(blob_error)?;
         parts.push(StoredPart {
             path: part.path.clone(),
             name: part.name.clone(),
@@ -731,32 +766,28 @@ async fn keep(
             sha256,
         });
     }
-    let keys = correlation_keys(&parsed, correlation);
-    let new = NewInbound {
-        mailbox_id: mailbox.id,
-        owner_user_id: mailbox.user_id,
-        folder,
-        uidvalidity,
+    Ok(Prepared {
         uid: mail.uid,
+        flags: mail.flags,
+        received_at_ms: mail.internal_date_ms.unwrap_or_else(now_ms),
         size: if mail.size > 0 {
             u64::from(mail.size)
         } else {
-            size
+            raw_size
         },
-        flags: mail.flags,
-        received_at_ms: mail.internal_date_ms.unwrap_or_else(now_ms),
         raw_sha256,
-        parsed: &parsed,
+        parsed,
         parts,
-        keys,
-        filter: mailbox.filter,
-    };
+    })
+}
+
+/// Stores one message; when the database refuses what was read from it (a value it cannot
+/// hold), the message is kept raw and flagged rather than blocking its mailbox or being dropped.
+async fn keep_one(store: &Store, new: NewInbound<'_>, mailbox_id: Uuid) -> Result<(), Stop> {
     match store.insert_inbound(new.clone()).await {
         Ok(_) => Ok(()),
-        // The database refused what was read from the message (a value it cannot hold): the
-        // message is kept raw and flagged rather than blocking the mailbox or being dropped.
         Err(mailroom_store::StoreError::Database(error)) if error.as_database_error().is_some() => {
-            tracing::warn!(%error, mailbox = %mailbox.id, folder, uid = mail.uid, "storing a message's parsed contents failed; keeping it raw");
+            tracing::warn!(%error, mailbox = %mailbox_id, folder = new.folder, uid = new.uid, "storing a message's parsed contents failed; keeping it raw");
             let unparsed = mailroom_core::inbound::ParsedInbound {
                 unparsed: true,
                 ..Default::default()

@@ -319,324 +319,343 @@ impl Store {
     /// Stores a received message, correlated to its conversation, with its `message.received`
     /// event, in one transaction. A UID stored before is not stored again.
     pub async fn insert_inbound(&self, new: NewInbound<'_>) -> StoreResult<InboundOutcome> {
-        let parsed = new.parsed;
+        Ok(self
+            .insert_inbound_batch(std::slice::from_ref(&new))
+            .await?
+            .remove(0))
+    }
+
+    /// Stores received messages in one transaction (each as [`Store::insert_inbound`] would):
+    /// a batch read from a folder is durable at once, or not at all.
+    pub async fn insert_inbound_batch(
+        &self,
+        news: &[NewInbound<'_>],
+    ) -> StoreResult<Vec<InboundOutcome>> {
         on_db!(self, |writer, reader| {
             let mut tx = writer.begin_write().await?;
-            let existing: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM inbound_messages WHERE mailbox_id = $1 AND folder = $2 AND uidvalidity = $3 AND uid = $4",
-            )
-            .bind(new.mailbox_id.to_string())
-            .bind(new.folder)
-            .bind(i64::from(new.uidvalidity))
-            .bind(i64::from(new.uid))
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(id) = existing {
-                return Ok(InboundOutcome::AlreadyStored(parse_uuid(&id)?));
-            }
-            // The same message stored under the folder's earlier UIDVALIDITY (matched by
-            // Message-ID and size, or by content without a Message-ID) moves to its new UID.
-            let earlier: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM inbound_messages WHERE mailbox_id = $1 AND folder = $2 AND uidvalidity <> $3 AND size = $4
-                   AND (message_id_header = $5 OR (message_id_header IS NULL AND $6 AND raw_sha256 = $7))
-                 ORDER BY id LIMIT 1",
-            )
-            .bind(new.mailbox_id.to_string())
-            .bind(new.folder)
-            .bind(i64::from(new.uidvalidity))
-            .bind(new.size as i64)
-            .bind(&parsed.message_id)
-            .bind(parsed.message_id.is_none())
-            .bind(&new.raw_sha256)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(id) = earlier {
-                sqlx::query("UPDATE inbound_messages SET uidvalidity = $2, uid = $3 WHERE id = $1")
-                    .bind(&id)
+            let mut outcomes = Vec::with_capacity(news.len());
+            for new in news {
+                let parsed = new.parsed;
+                let outcome = 'one: {
+                    let existing: Option<String> = sqlx::query_scalar(
+                        "SELECT id FROM inbound_messages WHERE mailbox_id = $1 AND folder = $2 AND uidvalidity = $3 AND uid = $4",
+                    )
+                    .bind(new.mailbox_id.to_string())
+                    .bind(new.folder)
                     .bind(i64::from(new.uidvalidity))
                     .bind(i64::from(new.uid))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(id) = existing {
+                        break 'one InboundOutcome::AlreadyStored(parse_uuid(&id)?);
+                    }
+                    // The same message stored under the folder's earlier UIDVALIDITY (matched by
+                    // Message-ID and size, or by content without a Message-ID) moves to its new UID.
+                    let earlier: Option<String> = sqlx::query_scalar(
+                        "SELECT id FROM inbound_messages WHERE mailbox_id = $1 AND folder = $2 AND uidvalidity <> $3 AND size = $4
+                           AND (message_id_header = $5 OR (message_id_header IS NULL AND $6 AND raw_sha256 = $7))
+                         ORDER BY id LIMIT 1",
+                    )
+                    .bind(new.mailbox_id.to_string())
+                    .bind(new.folder)
+                    .bind(i64::from(new.uidvalidity))
+                    .bind(new.size as i64)
+                    .bind(&parsed.message_id)
+                    .bind(parsed.message_id.is_none())
+                    .bind(&new.raw_sha256)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(id) = earlier {
+                        sqlx::query(
+                            "UPDATE inbound_messages SET uidvalidity = $2, uid = $3 WHERE id = $1",
+                        )
+                        .bind(&id)
+                        .bind(i64::from(new.uidvalidity))
+                        .bind(i64::from(new.uid))
+                        .execute(&mut *tx)
+                        .await?;
+                        break 'one InboundOutcome::AlreadyStored(parse_uuid(&id)?);
+                    }
+                    // The correlation pipeline: the first method that finds a conversation wins.
+                    let mut found: Option<Found> = None;
+                    for reference in &new.keys.referenced_ids {
+                        let outbound = sqlx::query(
+                            "SELECT COALESCE(conversation_id, id) AS conversation, id FROM messages WHERE message_id_header = $1 OR message_id_header = $2",
+                        )
+                        // Outbound Message-IDs are stored with their angle brackets.
+                        .bind(format!("<{reference}>"))
+                        .bind(reference)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some(row) = outbound {
+                            let records: Vec<(String, String)> = sqlx::query_as(
+                                "SELECT record_type, record_id FROM related_records WHERE message_id = $1",
+                            )
+                            .bind(row.get::<String, _>("id"))
+                            .fetch_all(&mut *tx)
+                            .await?;
+                            found = Some(Found {
+                                conversation: row.get("conversation"),
+                                method: CorrelationMethod::InReplyTo,
+                                records,
+                            });
+                            break;
+                        }
+                        let inbound = sqlx::query(
+                            "SELECT conversation_id, id FROM inbound_messages WHERE message_id_header = $1 ORDER BY id LIMIT 1",
+                        )
+                        .bind(reference)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some(row) = inbound {
+                            let records: Vec<(String, String)> = sqlx::query_as(
+                                "SELECT record_type, record_id FROM inbound_related_records WHERE inbound_id = $1",
+                            )
+                            .bind(row.get::<String, _>("id"))
+                            .fetch_all(&mut *tx)
+                            .await?;
+                            found = Some(Found {
+                                conversation: row.get("conversation_id"),
+                                method: CorrelationMethod::InReplyTo,
+                                records,
+                            });
+                            break;
+                        }
+                    }
+                    // 2 and 3: a tracking token in the subject, then in a plus-address.
+                    let tokens = new
+                        .keys
+                        .subject_token
+                        .iter()
+                        .map(|t| (t, CorrelationMethod::SubjectToken))
+                        .chain(
+                            new.keys
+                                .address_tokens
+                                .iter()
+                                .map(|t| (t, CorrelationMethod::AddressToken)),
+                        );
+                    for (token, method) in tokens {
+                        if found.is_some() {
+                            break;
+                        }
+                        let conversation: Option<String> = sqlx::query_scalar(
+                            "SELECT conversation_id FROM conversation_tokens WHERE token = $1",
+                        )
+                        .bind(token)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some(conversation) = conversation {
+                            let records: Vec<(String, String)> = sqlx::query_as(
+                                "SELECT record_type, record_id FROM related_records WHERE message_id = $1
+                                 UNION SELECT record_type, record_id FROM inbound_related_records WHERE inbound_id = $1",
+                            )
+                            .bind(&conversation)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                            found = Some(Found {
+                                conversation,
+                                method,
+                                records,
+                            });
+                        }
+                    }
+                    if found.is_none()
+                        && let Some(index) = &new.keys.thread_index
+                    {
+                        let earlier = sqlx::query(
+                            "SELECT conversation_id, id FROM inbound_messages WHERE thread_index = $1 ORDER BY id LIMIT 1",
+                        )
+                        .bind(index)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some(row) = earlier {
+                            let records: Vec<(String, String)> = sqlx::query_as(
+                                "SELECT record_type, record_id FROM inbound_related_records WHERE inbound_id = $1",
+                            )
+                            .bind(row.get::<String, _>("id"))
+                            .fetch_all(&mut *tx)
+                            .await?;
+                            found = Some(Found {
+                                conversation: row.get("conversation_id"),
+                                method: CorrelationMethod::ThreadIndex,
+                                records,
+                            });
+                        }
+                    }
+                    // 5: smart matching, the same normalised subject and participants within N days.
+                    if found.is_none()
+                        && let Some(smart) = &new.keys.smart
+                    {
+                        let since = new.received_at_ms - i64::from(smart.within_days) * 86_400_000;
+                        let earlier = sqlx::query(
+                            "SELECT conversation_id, id FROM inbound_messages WHERE normalized_subject = $1 AND participants = $2 AND received_at >= $3
+                             ORDER BY received_at DESC LIMIT 1",
+                        )
+                        .bind(&smart.subject)
+                        .bind(smart.participants.join(" "))
+                        .bind(since)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some(row) = earlier {
+                            let records: Vec<(String, String)> = sqlx::query_as(
+                                "SELECT record_type, record_id FROM inbound_related_records WHERE inbound_id = $1",
+                            )
+                            .bind(row.get::<String, _>("id"))
+                            .fetch_all(&mut *tx)
+                            .await?;
+                            found = Some(Found {
+                                conversation: row.get("conversation_id"),
+                                method: CorrelationMethod::SmartMatch,
+                                records,
+                            });
+                        }
+                    }
+                    // Known contacts among the participants, and the records they belong to (A12).
+                    let participants: Vec<String> = parsed
+                        .from
+                        .iter()
+                        .chain(&parsed.to)
+                        .chain(&parsed.cc)
+                        .map(|a| a.address.to_ascii_lowercase())
+                        .collect();
+                    let mut contact_records: Vec<(String, String)> = Vec::new();
+                    let mut known_contact = false;
+                    if !participants.is_empty() {
+                        let mut query = QueryBuilder::new(
+                            "SELECT a.contact_id, r.record_type, r.record_id FROM contact_addresses a LEFT JOIN contact_records r ON r.contact_id = a.contact_id WHERE a.address IN (",
+                        );
+                        let mut list = query.separated(", ");
+                        for address in &participants {
+                            list.push_bind(address.clone());
+                        }
+                        query.push(")");
+                        let rows = query.build().fetch_all(&mut *tx).await?;
+                        known_contact = !rows.is_empty();
+                        for row in &rows {
+                            if let (Some(record_type), Some(record_id)) = (
+                                row.get::<Option<String>, _>("record_type"),
+                                row.get::<Option<String>, _>("record_id"),
+                            ) {
+                                contact_records.push((record_type, record_id));
+                            }
+                        }
+                    }
+                    let keep = match new.filter {
+                        MailboxFilter::All => true,
+                        MailboxFilter::ResponsesToTracked => found.is_some(),
+                        MailboxFilter::KnownContacts => known_contact,
+                        MailboxFilter::None => false,
+                    };
+                    if !keep {
+                        break 'one InboundOutcome::Filtered;
+                    }
+                    let id = Uuid::now_v7();
+                    let now = now_ms();
+                    let (conversation, method, mut records) = match found {
+                        Some(found) => (found.conversation, Some(found.method), found.records),
+                        None => (id.to_string(), None, Vec::new()),
+                    };
+                    records.extend(contact_records);
+                    records.sort();
+                    records.dedup();
+                    sqlx::query(
+                        "INSERT INTO inbound_messages (id, mailbox_id, owner_user_id, folder, uidvalidity, uid, message_id_header, subject, from_address, from_json,
+                           to_json, cc_json, reply_to_json, references_json, sent_at, received_at, size, flags_json, seen, raw_sha256, unparsed, thread_index,
+                           correlation_method, conversation_id, created_at, normalized_subject, participants)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
+                    )
+                    .bind(id.to_string())
+                    .bind(new.mailbox_id.to_string())
+                    .bind(new.owner_user_id.map(|u| u.to_string()))
+                    .bind(new.folder)
+                    .bind(i64::from(new.uidvalidity))
+                    .bind(i64::from(new.uid))
+                    .bind(&parsed.message_id)
+                    .bind(&parsed.subject)
+                    .bind(parsed.from.as_ref().map(|a| a.address.to_ascii_lowercase()))
+                    .bind(parsed.from.as_ref().map(to_json))
+                    .bind(to_json(&parsed.to))
+                    .bind(to_json(&parsed.cc))
+                    .bind(to_json(&parsed.reply_to))
+                    .bind(to_json(&parsed.references))
+                    .bind(parsed.date_ms)
+                    .bind(new.received_at_ms)
+                    .bind(new.size as i64)
+                    .bind(to_json(&new.flags))
+                    .bind(new.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")))
+                    .bind(&new.raw_sha256)
+                    .bind(parsed.unparsed)
+                    .bind(&parsed.thread_index)
+                    .bind(method.map(|m| m.as_str()))
+                    .bind(&conversation)
+                    .bind(now)
+                    .bind((!parsed.subject.trim().is_empty()).then(|| mailroom_core::inbound::normalize_subject(&parsed.subject)))
+                    .bind({
+                        let mut sorted = participants.clone();
+                        sorted.sort();
+                        sorted.dedup();
+                        sorted.join(" ")
+                    })
                     .execute(&mut *tx)
                     .await?;
-                tx.commit().await?;
-                return Ok(InboundOutcome::AlreadyStored(parse_uuid(&id)?));
-            }
-            // The correlation pipeline: the first method that finds a conversation wins.
-            let mut found: Option<Found> = None;
-            for reference in &new.keys.referenced_ids {
-                let outbound = sqlx::query(
-                    "SELECT COALESCE(conversation_id, id) AS conversation, id FROM messages WHERE message_id_header = $1 OR message_id_header = $2",
-                )
-                // Outbound Message-IDs are stored with their angle brackets.
-                .bind(format!("<{reference}>"))
-                .bind(reference)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(row) = outbound {
-                    let records: Vec<(String, String)> = sqlx::query_as(
-                        "SELECT record_type, record_id FROM related_records WHERE message_id = $1",
+                    sqlx::query(
+                        "INSERT INTO inbound_contents (inbound_id, headers_json, text_body, html_body) VALUES ($1, $2, $3, $4)",
                     )
-                    .bind(row.get::<String, _>("id"))
-                    .fetch_all(&mut *tx)
+                    .bind(id.to_string())
+                    .bind(to_json(&parsed.headers))
+                    .bind(&parsed.text)
+                    .bind(&parsed.html)
+                    .execute(&mut *tx)
                     .await?;
-                    found = Some(Found {
-                        conversation: row.get("conversation"),
-                        method: CorrelationMethod::InReplyTo,
-                        records,
-                    });
-                    break;
-                }
-                let inbound = sqlx::query(
-                    "SELECT conversation_id, id FROM inbound_messages WHERE message_id_header = $1 ORDER BY id LIMIT 1",
-                )
-                .bind(reference)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(row) = inbound {
-                    let records: Vec<(String, String)> = sqlx::query_as(
-                        "SELECT record_type, record_id FROM inbound_related_records WHERE inbound_id = $1",
-                    )
-                    .bind(row.get::<String, _>("id"))
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    found = Some(Found {
-                        conversation: row.get("conversation_id"),
-                        method: CorrelationMethod::InReplyTo,
-                        records,
-                    });
-                    break;
-                }
-            }
-            // 2 and 3: a tracking token in the subject, then in a plus-address.
-            let tokens = new
-                .keys
-                .subject_token
-                .iter()
-                .map(|t| (t, CorrelationMethod::SubjectToken))
-                .chain(
-                    new.keys
-                        .address_tokens
-                        .iter()
-                        .map(|t| (t, CorrelationMethod::AddressToken)),
-                );
-            for (token, method) in tokens {
-                if found.is_some() {
-                    break;
-                }
-                let conversation: Option<String> = sqlx::query_scalar(
-                    "SELECT conversation_id FROM conversation_tokens WHERE token = $1",
-                )
-                .bind(token)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(conversation) = conversation {
-                    let records: Vec<(String, String)> = sqlx::query_as(
-                        "SELECT record_type, record_id FROM related_records WHERE message_id = $1
-                         UNION SELECT record_type, record_id FROM inbound_related_records WHERE inbound_id = $1",
-                    )
-                    .bind(&conversation)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    found = Some(Found {
-                        conversation,
-                        method,
-                        records,
-                    });
-                }
-            }
-            if found.is_none()
-                && let Some(index) = &new.keys.thread_index
-            {
-                let earlier = sqlx::query(
-                    "SELECT conversation_id, id FROM inbound_messages WHERE thread_index = $1 ORDER BY id LIMIT 1",
-                )
-                .bind(index)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(row) = earlier {
-                    let records: Vec<(String, String)> = sqlx::query_as(
-                        "SELECT record_type, record_id FROM inbound_related_records WHERE inbound_id = $1",
-                    )
-                    .bind(row.get::<String, _>("id"))
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    found = Some(Found {
-                        conversation: row.get("conversation_id"),
-                        method: CorrelationMethod::ThreadIndex,
-                        records,
-                    });
-                }
-            }
-            // 5: smart matching, the same normalised subject and participants within N days.
-            if found.is_none()
-                && let Some(smart) = &new.keys.smart
-            {
-                let since = new.received_at_ms - i64::from(smart.within_days) * 86_400_000;
-                let earlier = sqlx::query(
-                    "SELECT conversation_id, id FROM inbound_messages WHERE normalized_subject = $1 AND participants = $2 AND received_at >= $3
-                     ORDER BY received_at DESC LIMIT 1",
-                )
-                .bind(&smart.subject)
-                .bind(smart.participants.join(" "))
-                .bind(since)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(row) = earlier {
-                    let records: Vec<(String, String)> = sqlx::query_as(
-                        "SELECT record_type, record_id FROM inbound_related_records WHERE inbound_id = $1",
-                    )
-                    .bind(row.get::<String, _>("id"))
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    found = Some(Found {
-                        conversation: row.get("conversation_id"),
-                        method: CorrelationMethod::SmartMatch,
-                        records,
-                    });
-                }
-            }
-            // Known contacts among the participants, and the records they belong to (A12).
-            let participants: Vec<String> = parsed
-                .from
-                .iter()
-                .chain(&parsed.to)
-                .chain(&parsed.cc)
-                .map(|a| a.address.to_ascii_lowercase())
-                .collect();
-            let mut contact_records: Vec<(String, String)> = Vec::new();
-            let mut known_contact = false;
-            if !participants.is_empty() {
-                let mut query = QueryBuilder::new(
-                    "SELECT a.contact_id, r.record_type, r.record_id FROM contact_addresses a LEFT JOIN contact_records r ON r.contact_id = a.contact_id WHERE a.address IN (",
-                );
-                let mut list = query.separated(", ");
-                for address in &participants {
-                    list.push_bind(address.clone());
-                }
-                query.push(")");
-                let rows = query.build().fetch_all(&mut *tx).await?;
-                known_contact = !rows.is_empty();
-                for row in &rows {
-                    if let (Some(record_type), Some(record_id)) = (
-                        row.get::<Option<String>, _>("record_type"),
-                        row.get::<Option<String>, _>("record_id"),
-                    ) {
-                        contact_records.push((record_type, record_id));
+                    for part in &new.parts {
+                        sqlx::query(
+                            "INSERT INTO inbound_attachments (inbound_id, part_path, name, content_type, size, sha256) VALUES ($1, $2, $3, $4, $5, $6)",
+                        )
+                        .bind(id.to_string())
+                        .bind(&part.path)
+                        .bind(&part.name)
+                        .bind(&part.content_type)
+                        .bind(part.size as i64)
+                        .bind(&part.sha256)
+                        .execute(&mut *tx)
+                        .await?;
                     }
-                }
+                    for (record_type, record_id) in &records {
+                        sqlx::query(
+                            "INSERT INTO inbound_related_records (inbound_id, record_type, record_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(id.to_string())
+                        .bind(record_type)
+                        .bind(record_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    sqlx::query(
+                        "INSERT INTO events (kind, subject_id, payload_json, created_at) VALUES ('message.received', $1, $2, $3)",
+                    )
+                    .bind(id.to_string())
+                    .bind(
+                        serde_json::json!({
+                            "id": id,
+                            "mailbox_id": new.mailbox_id,
+                            "folder": new.folder,
+                            "message_id": parsed.message_id,
+                            "subject": parsed.subject,
+                            "from": parsed.from,
+                            "conversation_id": conversation,
+                            "correlation_method": method.map(|m| m.as_str()),
+                        })
+                        .to_string(),
+                    )
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    InboundOutcome::Stored(id)
+                };
+                outcomes.push(outcome);
             }
-            let keep = match new.filter {
-                MailboxFilter::All => true,
-                MailboxFilter::ResponsesToTracked => found.is_some(),
-                MailboxFilter::KnownContacts => known_contact,
-                MailboxFilter::None => false,
-            };
-            if !keep {
-                tx.rollback().await?;
-                return Ok(InboundOutcome::Filtered);
-            }
-            let id = Uuid::now_v7();
-            let now = now_ms();
-            let (conversation, method, mut records) = match found {
-                Some(found) => (found.conversation, Some(found.method), found.records),
-                None => (id.to_string(), None, Vec::new()),
-            };
-            records.extend(contact_records);
-            records.sort();
-            records.dedup();
-            sqlx::query(
-                "INSERT INTO inbound_messages (id, mailbox_id, owner_user_id, folder, uidvalidity, uid, message_id_header, subject, from_address, from_json,
-                   to_json, cc_json, reply_to_json, references_json, sent_at, received_at, size, flags_json, seen, raw_sha256, unparsed, thread_index,
-                   correlation_method, conversation_id, created_at, normalized_subject, participants)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
-            )
-            .bind(id.to_string())
-            .bind(new.mailbox_id.to_string())
-            .bind(new.owner_user_id.map(|u| u.to_string()))
-            .bind(new.folder)
-            .bind(i64::from(new.uidvalidity))
-            .bind(i64::from(new.uid))
-            .bind(&parsed.message_id)
-            .bind(&parsed.subject)
-            .bind(parsed.from.as_ref().map(|a| a.address.to_ascii_lowercase()))
-            .bind(parsed.from.as_ref().map(to_json))
-            .bind(to_json(&parsed.to))
-            .bind(to_json(&parsed.cc))
-            .bind(to_json(&parsed.reply_to))
-            .bind(to_json(&parsed.references))
-            .bind(parsed.date_ms)
-            .bind(new.received_at_ms)
-            .bind(new.size as i64)
-            .bind(to_json(&new.flags))
-            .bind(new.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")))
-            .bind(&new.raw_sha256)
-            .bind(parsed.unparsed)
-            .bind(&parsed.thread_index)
-            .bind(method.map(|m| m.as_str()))
-            .bind(&conversation)
-            .bind(now)
-            .bind((!parsed.subject.trim().is_empty()).then(|| mailroom_core::inbound::normalize_subject(&parsed.subject)))
-            .bind({
-                let mut sorted = participants.clone();
-                sorted.sort();
-                sorted.dedup();
-                sorted.join(" ")
-            })
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO inbound_contents (inbound_id, headers_json, text_body, html_body) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(id.to_string())
-            .bind(to_json(&parsed.headers))
-            .bind(&parsed.text)
-            .bind(&parsed.html)
-            .execute(&mut *tx)
-            .await?;
-            for part in &new.parts {
-                sqlx::query(
-                    "INSERT INTO inbound_attachments (inbound_id, part_path, name, content_type, size, sha256) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(id.to_string())
-                .bind(&part.path)
-                .bind(&part.name)
-                .bind(&part.content_type)
-                .bind(part.size as i64)
-                .bind(&part.sha256)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for (record_type, record_id) in &records {
-                sqlx::query(
-                    "INSERT INTO inbound_related_records (inbound_id, record_type, record_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                )
-                .bind(id.to_string())
-                .bind(record_type)
-                .bind(record_id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            sqlx::query(
-                "INSERT INTO events (kind, subject_id, payload_json, created_at) VALUES ('message.received', $1, $2, $3)",
-            )
-            .bind(id.to_string())
-            .bind(
-                serde_json::json!({
-                    "id": id,
-                    "mailbox_id": new.mailbox_id,
-                    "folder": new.folder,
-                    "message_id": parsed.message_id,
-                    "subject": parsed.subject,
-                    "from": parsed.from,
-                    "conversation_id": conversation,
-                    "correlation_method": method.map(|m| m.as_str()),
-                })
-                .to_string(),
-            )
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
             tx.commit().await?;
-            Ok(InboundOutcome::Stored(id))
+            Ok(outcomes)
         })
     }
 
