@@ -962,6 +962,50 @@ async fn a_tracking_token_in_the_subject_links_a_reply_that_lost_its_threading_h
         json!([{"type": "customer", "id": "C-7"}]),
         "linked through the known contact"
     );
+    // The CLI shows the same: the mailbox's mail (as JSON), its sync state, the raw message.
+    let cli = |args: Vec<String>| {
+        let mut all = vec![
+            "--server".to_owned(),
+            server.base_url.clone(),
+            "--token".to_owned(),
+            server.token.clone(),
+        ];
+        all.extend(args);
+        std::process::Command::new(common::binary())
+            .args(all)
+            .output()
+            .unwrap()
+    };
+    let listed = cli(vec![
+        "--output".into(),
+        "json".into(),
+        "inbound".into(),
+        "list".into(),
+        mailbox.clone(),
+        "--correlated".into(),
+        "true".into(),
+    ]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["items"][0]["id"], stored["id"]);
+    let sync = cli(vec!["inbound".into(), "sync".into(), mailbox.clone()]);
+    let sync_text = String::from_utf8_lossy(&sync.stdout);
+    assert!(
+        sync.status.success() && sync_text.contains("INBOX"),
+        "{sync_text}"
+    );
+    let raw = cli(vec![
+        "inbound".into(),
+        "raw".into(),
+        stored["id"].as_str().unwrap().to_owned(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&raw.stdout).contains("Message-ID: <lost-headers@example.com>")
+    );
     let (status, _) = server
         .call(Method::DELETE, "/v1/contacts/ann", None, &[])
         .await

@@ -408,11 +408,11 @@ pub async fn profiles(client: &Client, command: ProfileCommand, output: Output) 
 pub async fn mailboxes(client: &Client, command: MailboxCommand, output: Output) -> Result<()> {
     match command {
         MailboxCommand::List { profile } => {
-            let query: Vec<(&str, String)> =
-                profile.map(|p| ("profile_id", p)).into_iter().collect();
-            let value = client
-                .call(Method::GET, "/v1/mailboxes", None, &query)
-                .await?;
+            let path = match profile {
+                Some(profile) => format!("/v1/mailboxes?profile_id={profile}"),
+                None => "/v1/mailboxes".to_owned(),
+            };
+            let value = client.call(Method::GET, &path, None, &[]).await?;
             emit(output, &value, mailbox_columns);
         }
         MailboxCommand::Show { id } => {
@@ -667,12 +667,12 @@ pub async fn jobs(client: &Client, command: JobCommand, output: Output) -> Resul
 pub async fn alerts(client: &Client, command: AlertCommand, output: Output) -> Result<()> {
     match command {
         AlertCommand::List { all } => {
-            let query: Vec<(&str, String)> = if all {
-                vec![("include_dismissed", "true".to_owned())]
+            let path = if all {
+                "/v1/alerts?include_dismissed=true"
             } else {
-                Vec::new()
+                "/v1/alerts"
             };
-            let value = client.call(Method::GET, "/v1/alerts", None, &query).await?;
+            let value = client.call(Method::GET, path, None, &[]).await?;
             emit(output, &value, |v| {
                 print_table(
                     v.as_array().map(Vec::as_slice).unwrap_or_default(),

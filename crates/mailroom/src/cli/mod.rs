@@ -3,6 +3,7 @@
 
 mod accounts;
 mod content;
+mod inbound;
 mod mail;
 mod mailboxes;
 mod users;
@@ -120,6 +121,9 @@ pub enum Command {
     /// Your alerts.
     #[command(subcommand)]
     Alert(mailboxes::AlertCommand),
+    /// Received mail: list, show, raw, sync state, reply, forward, conversations.
+    #[command(subcommand)]
+    Inbound(inbound::InboundCommand),
 }
 
 #[derive(Subcommand)]
@@ -222,6 +226,31 @@ impl Client {
             .into());
         }
         Ok(value)
+    }
+
+    /// A GET whose answer is bytes (a download).
+    pub(crate) async fn download(&self, path: &str) -> Result<Vec<u8>> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the mailroom server at {}", self.base))?;
+        let status = response.status();
+        if !status.is_success() {
+            let value: Value = response.json().await.unwrap_or(Value::Null);
+            return Err(ApiFailure {
+                summary: format!(
+                    "{status} {}: {}",
+                    value["code"].as_str().unwrap_or_default(),
+                    value["message"].as_str().unwrap_or("request failed")
+                ),
+                body: value,
+            }
+            .into());
+        }
+        Ok(response.bytes().await?.to_vec())
     }
 
     pub(crate) async fn call(
@@ -490,6 +519,7 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Team(command) => mailboxes::teams(&client, command, output).await?,
         Command::Job(command) => mailboxes::jobs(&client, command, output).await?,
         Command::Alert(command) => mailboxes::alerts(&client, command, output).await?,
+        Command::Inbound(command) => inbound::inbound(&client, command, output).await?,
         Command::Account(command) => accounts::run(&client, command, output).await?,
         Command::User(command) => users::run(&client, command, output).await?,
         Command::Scenario(command) => mail::scenarios(&client, command, output).await?,
