@@ -1015,3 +1015,43 @@ async fn a_tracking_token_in_the_subject_links_a_reply_that_lost_its_threading_h
     assert_eq!(status, 404);
     imap.logout().await;
 }
+
+#[tokio::test]
+async fn on_postgresql_one_node_synchronizes_a_mailbox_and_another_takes_it_over_when_it_dies() {
+    let service = mail_service(1);
+    let config = format!(
+        "extra_root_certificates = [{:?}]\n{}mailbox_test_retry_ms = 20\nmailbox_test_timeout_ms = 10000\nsync_rescan_ms = 200\nsync_hold_ms = 2000\nsync_retry_ms = 200\n",
+        service.postfix.ca_certificate().display().to_string(),
+        common::FAST_ENGINE
+    );
+    let mut nodes = MailroomServer::start_cluster(common::binary(), &config, 2)
+        .await
+        .expect("two nodes on one PostgreSQL database");
+    profile(&nodes[0], &service, &["INBOX"]).await;
+    let (_, mailbox, _) = enabled_user(&nodes[0], 0, &["email-send"]).await;
+    let mut imap = service.client(0).await;
+    imap.append("INBOX", &plain("before", 1), None, None)
+        .await
+        .unwrap();
+    wait_for_count(&nodes[1], &mailbox, "", 1, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let holders: Vec<usize> = (0..2)
+        .filter(|&i| nodes[i].log().contains("mailbox_sync_started"))
+        .collect();
+    assert_eq!(
+        holders.len(),
+        1,
+        "exactly one node synchronizes the mailbox"
+    );
+    let (dead, survivor) = (holders[0], 1 - holders[0]);
+    nodes[dead].kill();
+    imap.append("INBOX", &plain("after", 2), None, None)
+        .await
+        .unwrap();
+    wait_for_count(&nodes[survivor], &mailbox, "", 2, Duration::from_secs(30)).await;
+    assert!(
+        nodes[survivor].log().contains("mailbox_sync_started"),
+        "the other node took it over"
+    );
+    imap.logout().await;
+}
