@@ -103,6 +103,8 @@ pub struct SyncWorker {
     /// Shares each profile's connection places with mailbox tests.
     mailboxes: Arc<MailboxWorker>,
     running: Mutex<HashMap<Uuid, CancellationToken>>,
+    /// One message larger than a batch is read at a time on this node.
+    large_messages: tokio::sync::Semaphore,
 }
 
 impl SyncWorker {
@@ -122,6 +124,7 @@ impl SyncWorker {
             node_id,
             mailboxes,
             running: Mutex::new(HashMap::new()),
+            large_messages: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -632,15 +635,58 @@ impl SyncWorker {
                 && (batch_bytes + u64::from(size) > self.config.batch_bytes
                     || batch.len() >= self.config.batch_messages)
             {
-                self.fetch_and_keep(source, mailbox, folder, uidvalidity, &batch, correlation)
-                    .await?;
+                self.fetch_batch(
+                    source,
+                    mailbox,
+                    folder,
+                    uidvalidity,
+                    &batch,
+                    batch_bytes,
+                    correlation,
+                )
+                .await?;
                 batch.clear();
                 batch_bytes = 0;
             }
             batch.push(uid);
             batch_bytes += u64::from(size);
         }
-        self.fetch_and_keep(source, mailbox, folder, uidvalidity, &batch, correlation)
+        self.fetch_batch(
+            source,
+            mailbox,
+            folder,
+            uidvalidity,
+            &batch,
+            batch_bytes,
+            correlation,
+        )
+        .await
+    }
+
+    /// Fetches and stores one batch. A message larger than a batch is read alone, and only one such
+    /// message at a time on this node: it is held whole in memory while it is parsed.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_batch(
+        &self,
+        source: &mut ImapSource,
+        mailbox: &MailboxRecord,
+        folder: &str,
+        uidvalidity: u32,
+        uids: &[u32],
+        bytes: u64,
+        correlation: &CorrelationSettings,
+    ) -> Result<(), Stop> {
+        let _large = if bytes > self.config.batch_bytes {
+            Some(
+                self.large_messages
+                    .acquire()
+                    .await
+                    .expect("the semaphore is never closed"),
+            )
+        } else {
+            None
+        };
+        self.fetch_and_keep(source, mailbox, folder, uidvalidity, uids, correlation)
             .await
     }
 
@@ -701,7 +747,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Messages parsed and written to the blob store at once, per batch.
-const PREPARE_AT_ONCE: usize = 8;
+const PREPARE_AT_ONCE: usize = 32;
 
 /// A fetched message parsed, its raw bytes and attachment parts in the blob store.
 struct Prepared {
