@@ -167,8 +167,12 @@ fn skip_leading_blank_lines(raw: &[u8]) -> &[u8] {
 /// blank line is put before such a boundary; the raw message is kept as received. `None`: nothing
 /// to repair.
 fn close_unterminated_attached_headers(raw: &[u8]) -> Option<Vec<u8>> {
+    // Most messages attach no message: look before copying anything.
+    let finder = |needle: &[u8]| memchr::memmem::find(raw, needle).is_some();
+    if !(finder(b"rfc822") || finder(b"RFC822") || finder(b"Rfc822")) {
+        return None;
+    }
     let lower = raw.to_ascii_lowercase();
-    memchr_find(&lower, b"message/rfc822")?;
     #[derive(PartialEq)]
     enum State {
         Body,
@@ -223,7 +227,7 @@ fn close_unterminated_attached_headers(raw: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn memchr_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 fn text_list(value: &HeaderValue<'_>) -> Vec<String> {

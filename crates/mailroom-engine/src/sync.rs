@@ -747,7 +747,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Messages parsed and written to the blob store at once, per batch.
-const PREPARE_AT_ONCE: usize = 32;
+const PREPARE_AT_ONCE: usize = 8;
 
 /// A fetched message parsed, its raw bytes and attachment parts in the blob store.
 struct Prepared {

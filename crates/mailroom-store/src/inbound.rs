@@ -351,20 +351,35 @@ impl Store {
                     }
                     // The same message stored under the folder's earlier UIDVALIDITY (matched by
                     // Message-ID and size, or by content without a Message-ID) moves to its new UID.
-                    let earlier: Option<String> = sqlx::query_scalar(
-                        "SELECT id FROM inbound_messages WHERE mailbox_id = $1 AND folder = $2 AND uidvalidity <> $3 AND size = $4
-                           AND (message_id_header = $5 OR (message_id_header IS NULL AND $6 AND raw_sha256 = $7))
-                         ORDER BY id LIMIT 1",
-                    )
-                    .bind(new.mailbox_id.to_string())
-                    .bind(new.folder)
-                    .bind(i64::from(new.uidvalidity))
-                    .bind(new.size as i64)
-                    .bind(&parsed.message_id)
-                    .bind(parsed.message_id.is_none())
-                    .bind(&new.raw_sha256)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                    // (Two statements, so that each reads through its own index.)
+                    let earlier: Option<String> = match &parsed.message_id {
+                        Some(message_id) => {
+                            sqlx::query_scalar(
+                                "SELECT id FROM inbound_messages WHERE message_id_header = $5 AND mailbox_id = $1 AND folder = $2
+                                   AND uidvalidity <> $3 AND size = $4 ORDER BY id LIMIT 1",
+                            )
+                            .bind(new.mailbox_id.to_string())
+                            .bind(new.folder)
+                            .bind(i64::from(new.uidvalidity))
+                            .bind(new.size as i64)
+                            .bind(message_id)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                        }
+                        None => {
+                            sqlx::query_scalar(
+                                "SELECT id FROM inbound_messages WHERE raw_sha256 = $5 AND mailbox_id = $1 AND folder = $2
+                                   AND uidvalidity <> $3 AND size = $4 AND message_id_header IS NULL ORDER BY id LIMIT 1",
+                            )
+                            .bind(new.mailbox_id.to_string())
+                            .bind(new.folder)
+                            .bind(i64::from(new.uidvalidity))
+                            .bind(new.size as i64)
+                            .bind(&new.raw_sha256)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                        }
+                    };
                     if let Some(id) = earlier {
                         sqlx::query(
                             "UPDATE inbound_messages SET uidvalidity = $2, uid = $3 WHERE id = $1",
