@@ -193,18 +193,43 @@ impl BlobStore {
     /// Writes bytes already in memory (a received message, one of its parts); content stored
     /// before is not written again. Returns the SHA-256 (hex) and size.
     pub async fn write_bytes(&self, bytes: bytes::Bytes) -> Result<(String, u64), BlobError> {
-        if self.database.is_none() {
-            let sha256 = hex::encode(Sha256::digest(&bytes));
-            if tokio::fs::try_exists(self.path(&sha256))
-                .await
-                .unwrap_or(false)
-            {
-                return Ok((sha256, bytes.len() as u64));
-            }
-        }
         let size = bytes.len() as u64;
-        let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes)]);
-        self.write_stream(stream, size).await
+        if self.database.is_some() {
+            let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes)]);
+            return self.write_stream(stream, size).await;
+        }
+        // The name is known before writing: one blocking task hashes, writes a temporary file
+        // beside the target (so that writers of different blobs rarely share a directory lock),
+        // syncs it and renames it into place.
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let sha256 = hex::encode(Sha256::digest(&bytes));
+            let target = store.path(&sha256);
+            if target.exists() {
+                return Ok((sha256, size));
+            }
+            let folder = target.parent().unwrap_or(Path::new(".")).to_path_buf();
+            let temporary = folder.join(format!(".in-{}", uuid::Uuid::new_v4()));
+            let mut file = match std::fs::File::create(&temporary) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(&folder)?;
+                    std::fs::File::create(&temporary)?
+                }
+                other => other?,
+            };
+            let written = file
+                .write_all(&bytes)
+                .and_then(|()| file.sync_all())
+                .and_then(|()| std::fs::rename(&temporary, &target));
+            if let Err(error) = written {
+                let _ = std::fs::remove_file(&temporary);
+                return Err(BlobError::Io(error));
+            }
+            Ok((sha256, size))
+        })
+        .await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())))?
     }
 
     /// Streams chunks to a temporary file while hashing, refusing more than `limit` bytes; returns the
