@@ -400,17 +400,32 @@ impl ImapSource {
             condstore,
             timeout,
         } = self;
+        // News the server sent before or while IDLE started goes to the unsolicited channel, not
+        // to the IDLE wait: what came before is dropped (the folder was just read), what comes
+        // during the start ends the wait at once.
+        let unsolicited = session.unsolicited_responses.clone();
+        while unsolicited.try_recv().is_ok() {}
         let mut handle = session.idle();
         within(timeout, "IDLE", async {
             handle.init().await.map_err(|e| failure("IDLE", e))
         })
         .await?;
-        let (waiting, _stop) = handle.wait_with_timeout(wait);
-        let changed = match waiting.await {
-            Ok(IdleResponse::NewData(_)) => true,
-            Ok(IdleResponse::Timeout | IdleResponse::ManualInterrupt) => false,
-            Err(e) => return Err(failure("IDLE", e)),
-        };
+        let mut changed = false;
+        while let Ok(response) = unsolicited.try_recv() {
+            changed |= matches!(
+                response,
+                async_imap::types::UnsolicitedResponse::Exists(_)
+                    | async_imap::types::UnsolicitedResponse::Recent(_)
+            );
+        }
+        if !changed {
+            let (waiting, _stop) = handle.wait_with_timeout(wait);
+            changed = match waiting.await {
+                Ok(IdleResponse::NewData(_)) => true,
+                Ok(IdleResponse::Timeout | IdleResponse::ManualInterrupt) => false,
+                Err(e) => return Err(failure("IDLE", e)),
+            };
+        }
         let session = within(timeout, "DONE", async {
             handle.done().await.map_err(|e| failure("IDLE DONE", e))
         })

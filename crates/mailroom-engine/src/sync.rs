@@ -376,8 +376,20 @@ impl SyncWorker {
             let contended = places.contended.notified();
             match &idle_folder {
                 Some(folder) if places.uncontended() => {
-                    if let Err(error) = source.examine(folder).await {
-                        return error.into();
+                    let status = match source.examine(folder).await {
+                        Ok(status) => status,
+                        Err(error) => return error.into(),
+                    };
+                    // Mail that arrived since the folder was read is read before waiting.
+                    let read_up_to = match self.store.folder_states(mailbox.id).await {
+                        Ok(states) => states
+                            .into_iter()
+                            .find(|s| &s.folder == folder)
+                            .map(|s| s.uidnext),
+                        Err(error) => return error.into(),
+                    };
+                    if read_up_to.is_none_or(|uidnext| status.uidnext > uidnext) {
+                        continue;
                     }
                     let wait = poll.min(self.config.idle_wait);
                     tokio::select! {

@@ -183,6 +183,26 @@ fn folder_from_row(row: &impl StoreRow) -> FolderState {
     }
 }
 
+/// The records of the message (outbound or inbound: ids are unique across both) a received message
+/// was correlated to.
+const RECORDS_OF: &str = "SELECT record_type, record_id FROM related_records WHERE message_id = $1
+     UNION SELECT record_type, record_id FROM inbound_related_records WHERE inbound_id = $1";
+
+/// A [`Found`] conversation with the records of `$message`, read in transaction `$tx`.
+macro_rules! inherit {
+    ($tx:ident, $message:expr, $conversation:expr, $method:expr) => {{
+        let records: Vec<(String, String)> = sqlx::query_as(RECORDS_OF)
+            .bind($message)
+            .fetch_all(&mut *$tx)
+            .await?;
+        Found {
+            conversation: $conversation,
+            method: $method,
+            records,
+        }
+    }};
+}
+
 /// A conversation found for a received message: its id, how, and the records it concerns.
 struct Found {
     conversation: String,
@@ -403,17 +423,12 @@ impl Store {
                         .fetch_optional(&mut *tx)
                         .await?;
                         if let Some(row) = outbound {
-                            let records: Vec<(String, String)> = sqlx::query_as(
-                                "SELECT record_type, record_id FROM related_records WHERE message_id = $1",
-                            )
-                            .bind(row.get::<String, _>("id"))
-                            .fetch_all(&mut *tx)
-                            .await?;
-                            found = Some(Found {
-                                conversation: row.get("conversation"),
-                                method: CorrelationMethod::InReplyTo,
-                                records,
-                            });
+                            found = Some(inherit!(
+                                tx,
+                                row.get::<String, _>("id"),
+                                row.get("conversation"),
+                                CorrelationMethod::InReplyTo
+                            ));
                             break;
                         }
                         let inbound = sqlx::query(
@@ -423,17 +438,12 @@ impl Store {
                         .fetch_optional(&mut *tx)
                         .await?;
                         if let Some(row) = inbound {
-                            let records: Vec<(String, String)> = sqlx::query_as(
-                                "SELECT record_type, record_id FROM inbound_related_records WHERE inbound_id = $1",
-                            )
-                            .bind(row.get::<String, _>("id"))
-                            .fetch_all(&mut *tx)
-                            .await?;
-                            found = Some(Found {
-                                conversation: row.get("conversation_id"),
-                                method: CorrelationMethod::InReplyTo,
-                                records,
-                            });
+                            found = Some(inherit!(
+                                tx,
+                                row.get::<String, _>("id"),
+                                row.get("conversation_id"),
+                                CorrelationMethod::InReplyTo
+                            ));
                             break;
                         }
                     }
@@ -460,18 +470,7 @@ impl Store {
                         .fetch_optional(&mut *tx)
                         .await?;
                         if let Some(conversation) = conversation {
-                            let records: Vec<(String, String)> = sqlx::query_as(
-                                "SELECT record_type, record_id FROM related_records WHERE message_id = $1
-                                 UNION SELECT record_type, record_id FROM inbound_related_records WHERE inbound_id = $1",
-                            )
-                            .bind(&conversation)
-                            .fetch_all(&mut *tx)
-                            .await?;
-                            found = Some(Found {
-                                conversation,
-                                method,
-                                records,
-                            });
+                            found = Some(inherit!(tx, &conversation, conversation, method));
                         }
                     }
                     if found.is_none()
@@ -484,17 +483,12 @@ impl Store {
                         .fetch_optional(&mut *tx)
                         .await?;
                         if let Some(row) = earlier {
-                            let records: Vec<(String, String)> = sqlx::query_as(
-                                "SELECT record_type, record_id FROM inbound_related_records WHERE inbound_id = $1",
-                            )
-                            .bind(row.get::<String, _>("id"))
-                            .fetch_all(&mut *tx)
-                            .await?;
-                            found = Some(Found {
-                                conversation: row.get("conversation_id"),
-                                method: CorrelationMethod::ThreadIndex,
-                                records,
-                            });
+                            found = Some(inherit!(
+                                tx,
+                                row.get::<String, _>("id"),
+                                row.get("conversation_id"),
+                                CorrelationMethod::ThreadIndex
+                            ));
                         }
                     }
                     // 5: smart matching, the same normalised subject and participants within N days.
@@ -512,17 +506,12 @@ impl Store {
                         .fetch_optional(&mut *tx)
                         .await?;
                         if let Some(row) = earlier {
-                            let records: Vec<(String, String)> = sqlx::query_as(
-                                "SELECT record_type, record_id FROM inbound_related_records WHERE inbound_id = $1",
-                            )
-                            .bind(row.get::<String, _>("id"))
-                            .fetch_all(&mut *tx)
-                            .await?;
-                            found = Some(Found {
-                                conversation: row.get("conversation_id"),
-                                method: CorrelationMethod::SmartMatch,
-                                records,
-                            });
+                            found = Some(inherit!(
+                                tx,
+                                row.get::<String, _>("id"),
+                                row.get("conversation_id"),
+                                CorrelationMethod::SmartMatch
+                            ));
                         }
                     }
                     // Known contacts among the participants, and the records they belong to (A12).

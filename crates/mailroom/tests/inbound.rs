@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::id_of;
+use common::{id_of, ok};
 use mailroom_testkit::{
     ImapClient, MailroomServer, PostfixWithSasl, SmtpSink, inbound_corpus, wait_until,
 };
@@ -56,19 +56,6 @@ async fn start(service: &MailService, engine: &str) -> MailroomServer {
     )
     .await
     .expect("mailroom starts")
-}
-
-async fn ok(server: &MailroomServer, method: Method, path: &str, body: Option<Value>) -> Value {
-    let (status, value) = server
-        .call(method.clone(), path, body.as_ref(), &[])
-        .await
-        .unwrap();
-    assert!(
-        (200..300).contains(&status),
-        "{method} {path}: {status} {value}\n{}",
-        server.log()
-    );
-    value
 }
 
 /// A profile on the service (IMAP without TLS, submission with STARTTLS) syncing `folders`.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::id_of;
+use common::{id_of, ok};
 use mailroom_testkit::{CountingProxy, MailroomServer, PostfixWithSasl, SmtpSink, wait_until};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -50,19 +50,6 @@ async fn start(service: &MailService) -> MailroomServer {
     )
     .await
     .expect("mailroom starts")
-}
-
-async fn ok(server: &MailroomServer, method: Method, path: &str, body: Option<Value>) -> Value {
-    let (status, value) = server
-        .call(method.clone(), path, body.as_ref(), &[])
-        .await
-        .unwrap();
-    assert!(
-        (200..300).contains(&status),
-        "{method} {path}: {status} {value}\n{}",
-        server.log()
-    );
-    value
 }
 
 /// A profile on the service's servers (through the counting proxies), default for new mailboxes.

@@ -215,15 +215,7 @@ impl Client {
         let status = response.status();
         let value: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            return Err(ApiFailure {
-                summary: format!(
-                    "{status} {}: {}",
-                    value["code"].as_str().unwrap_or_default(),
-                    value["message"].as_str().unwrap_or("request failed")
-                ),
-                body: value,
-            }
-            .into());
+            return Err(ApiFailure::new(status, value).into());
         }
         Ok(value)
     }
@@ -240,15 +232,7 @@ impl Client {
         let status = response.status();
         if !status.is_success() {
             let value: Value = response.json().await.unwrap_or(Value::Null);
-            return Err(ApiFailure {
-                summary: format!(
-                    "{status} {}: {}",
-                    value["code"].as_str().unwrap_or_default(),
-                    value["message"].as_str().unwrap_or("request failed")
-                ),
-                body: value,
-            }
-            .into());
+            return Err(ApiFailure::new(status, value).into());
         }
         Ok(response.bytes().await?.to_vec())
     }
@@ -302,6 +286,19 @@ impl Client {
 pub struct ApiFailure {
     summary: String,
     pub body: Value,
+}
+
+impl ApiFailure {
+    fn new(status: reqwest::StatusCode, value: Value) -> Self {
+        Self {
+            summary: format!(
+                "{status} {}: {}",
+                value["code"].as_str().unwrap_or_default(),
+                value["message"].as_str().unwrap_or("request failed")
+            ),
+            body: value,
+        }
+    }
 }
 
 impl std::fmt::Display for ApiFailure {

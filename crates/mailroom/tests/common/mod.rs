@@ -52,3 +52,22 @@ pub fn concrete_path(template: &str) -> String {
         .replace("{type}", "customer")
         .replace("{part}", "1")
 }
+
+/// An API call with the admin token that must succeed (2xx); its JSON answer.
+pub async fn ok(
+    server: &MailroomServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let (status, value) = server
+        .call(method.clone(), path, body.as_ref(), &[])
+        .await
+        .unwrap();
+    assert!(
+        (200..300).contains(&status),
+        "{method} {path}: {status} {value}\n{}",
+        server.log()
+    );
+    value
+}
