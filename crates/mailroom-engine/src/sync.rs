@@ -168,12 +168,15 @@ impl SyncWorker {
             .keys()
             .copied()
             .collect();
+        // One statement renews every hold of this node, however many mailboxes it syncs.
+        let held: HashSet<Uuid> = self
+            .store
+            .renew_mailbox_sync_holds(&self.node_id, until)
+            .await?
+            .into_iter()
+            .collect();
         for id in running {
-            let keep = wanted.contains(&id)
-                && self
-                    .store
-                    .hold_mailbox_sync(id, &self.node_id, now, until)
-                    .await?;
+            let keep = wanted.contains(&id) && held.contains(&id);
             if !keep && let Some(token) = self.running.lock().expect("running lock").remove(&id) {
                 token.cancel();
             }

@@ -873,27 +873,29 @@ impl Store {
     /// tested, approved where the organisation requires it, and with a filter that keeps mail.
     pub async fn mailboxes_to_sync(&self) -> StoreResult<Vec<crate::MailboxRecord>> {
         let settings = self.email_settings().await?;
-        let ids: Vec<String> = on_db!(self, |writer, reader| {
-            sqlx::query_scalar(
-                "SELECT id FROM mailboxes WHERE enabled = TRUE AND incoming = 'server-side-sync' AND filter <> 'none' ORDER BY id",
-            )
-            .fetch_all(reader)
-            .await?
+        let candidates: Vec<crate::MailboxRecord> = on_db!(self, |writer, reader| {
+            let sql = format!(
+                "SELECT {} FROM mailboxes WHERE enabled = TRUE AND incoming = 'server-side-sync' AND filter <> 'none' ORDER BY id",
+                crate::mailboxes::MAILBOX_COLUMNS
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(reader)
+                .await?;
+            rows.iter()
+                .map(crate::mailboxes::mailbox_from_row)
+                .collect::<StoreResult<_>>()?
         });
-        let mut ready = Vec::with_capacity(ids.len());
-        for id in ids {
-            let mailbox = self.mailbox(parse_uuid(&id)?).await?;
-            let readiness = mailbox.readiness();
-            if mailroom_core::mailbox::ready_for(
-                Some(&readiness),
-                mailroom_core::mailbox::Direction::Incoming,
-                &settings,
-            )
-            .is_ok()
-            {
-                ready.push(mailbox);
-            }
-        }
+        let ready = candidates
+            .into_iter()
+            .filter(|mailbox| {
+                mailroom_core::mailbox::ready_for(
+                    Some(&mailbox.readiness()),
+                    mailroom_core::mailbox::Direction::Incoming,
+                    &settings,
+                )
+                .is_ok()
+            })
+            .collect();
         Ok(ready)
     }
 
@@ -920,6 +922,21 @@ impl Store {
             .fetch_optional(writer)
             .await?;
             Ok(held.is_some())
+        })
+    }
+
+    /// Renews every hold `node` has until `until`; returns the mailboxes it still holds (a hold
+    /// that expired and was taken by another node is not among them).
+    pub async fn renew_mailbox_sync_holds(&self, node: &str, until: i64) -> StoreResult<Vec<Uuid>> {
+        on_db!(self, |writer, reader| {
+            let ids: Vec<String> = sqlx::query_scalar(
+                "UPDATE mailbox_sync_holds SET held_until = $2 WHERE owner = $1 RETURNING mailbox_id",
+            )
+            .bind(node)
+            .bind(until)
+            .fetch_all(writer)
+            .await?;
+            ids.iter().map(|id| parse_uuid(id)).collect()
         })
     }
 

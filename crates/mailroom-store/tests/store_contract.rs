@@ -1289,6 +1289,18 @@ async fn folder_state_is_kept_and_a_reindex_moves_messages_to_their_new_uids(t) 
     );
     assert_eq!(t.store.inbound_stored_uids(mailbox.id, "INBOX", 8, &[3]).await.unwrap(), vec![3]);
     t.store.move_inbound_uids(8, &[(before[0].0, 1)]).await.unwrap();
+    // One node holds a mailbox's sync at a time; another takes it once the hold has expired.
+    let (id, now) = (mailbox.id, now_ms());
+    assert!(t.store.hold_mailbox_sync(id, "a", now, now + 1_000).await.unwrap());
+    assert!(!t.store.hold_mailbox_sync(id, "b", now, now + 1_000).await.unwrap());
+    assert_eq!(t.store.renew_mailbox_sync_holds("a", now + 2_000).await.unwrap(), vec![id]);
+    assert!(t.store.renew_mailbox_sync_holds("b", now + 2_000).await.unwrap().is_empty());
+    assert!(t.store.hold_mailbox_sync(id, "b", now + 2_001, now + 3_000).await.unwrap());
+    assert!(t.store.renew_mailbox_sync_holds("a", now + 4_000).await.unwrap().is_empty());
+    t.store.release_mailbox_sync(id, "b").await.unwrap();
+    assert!(t.store.hold_mailbox_sync(id, "a", now, now + 1_000).await.unwrap());
+    // Not enabled yet: not among the mailboxes to synchronize.
+    assert!(t.store.mailboxes_to_sync().await.unwrap().is_empty());
     assert!(t.store.inbound_under_other_validity(mailbox.id, "INBOX", 8).await.unwrap().is_empty());
     assert_eq!(t.store.inbound_stored_uids(mailbox.id, "INBOX", 8, &[1]).await.unwrap(), vec![1]);
 }
