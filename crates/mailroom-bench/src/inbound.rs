@@ -22,10 +22,12 @@ fn message(n: usize) -> Vec<u8> {
         let line = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod.\r\n";
         line.repeat(bytes / line.len() + 1)[..bytes].to_owned()
     };
+    // Every attachment's content is its own (its first line is the message's number), so that
+    // none is stored once for many messages.
     let base64_lines = |bytes: usize| -> String {
         let line =
             "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n";
-        line.repeat(bytes / line.len() + 1)
+        format!("{n:076}\r\n{}", line.repeat(bytes / line.len()))
     };
     match kind {
         // 5 %: 1 MiB, mostly one attachment.

@@ -391,6 +391,63 @@ impl ImapSource {
         .await
     }
 
+    /// A message's flags, INTERNALDATE and size, without its bytes (`raw` is empty); `None` when
+    /// it is gone.
+    pub async fn fetch_meta(&mut self, uid: u32) -> Result<Option<FetchedMail>, SendError> {
+        let timeout = self.timeout;
+        within(timeout, "UID FETCH FLAGS", async {
+            let fetched: Vec<_> = self
+                .session
+                .uid_fetch(uid.to_string(), "(UID FLAGS INTERNALDATE RFC822.SIZE)")
+                .await
+                .map_err(|e| failure("UID FETCH", e))?
+                .try_collect()
+                .await
+                .map_err(|e| failure("UID FETCH", e))?;
+            Ok(fetched
+                .iter()
+                .find(|f| f.uid == Some(uid))
+                .map(|f| FetchedMail {
+                    uid,
+                    flags: f.flags().map(|flag| flag_text(&flag)).collect(),
+                    internal_date_ms: f.internal_date().map(|d| d.timestamp_millis()),
+                    size: f.size.unwrap_or(0),
+                    raw: Vec::new(),
+                }))
+        })
+        .await
+    }
+
+    /// Up to `length` bytes of a message from `offset` (a partial `BODY.PEEK[]<offset.length>`,
+    /// RFC 3501 6.4.5): how a large message is read a piece at a time. Empty past the end;
+    /// `None` when the message is gone.
+    pub async fn fetch_range(
+        &mut self,
+        uid: u32,
+        offset: u64,
+        length: u32,
+    ) -> Result<Option<Vec<u8>>, SendError> {
+        let timeout = self.timeout * (1 + length / (4 * 1024 * 1024));
+        within(timeout, "UID FETCH BODY.PEEK[]<partial>", async {
+            let fetched: Vec<_> = self
+                .session
+                .uid_fetch(
+                    uid.to_string(),
+                    format!("(UID BODY.PEEK[]<{offset}.{length}>)"),
+                )
+                .await
+                .map_err(|e| failure("UID FETCH", e))?
+                .try_collect()
+                .await
+                .map_err(|e| failure("UID FETCH", e))?;
+            Ok(fetched
+                .iter()
+                .find(|f| f.uid == Some(uid))
+                .map(|f| f.body().map(<[u8]>::to_vec).unwrap_or_default()))
+        })
+        .await
+    }
+
     /// Waits in IDLE on the examined folder until the server reports a change or `wait` passes;
     /// `true` when something changed. The session comes back ready for commands.
     pub async fn idle(self, wait: Duration) -> Result<(Self, bool), SendError> {

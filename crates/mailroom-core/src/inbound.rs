@@ -2,6 +2,8 @@
 //! (headers, UTF-8 bodies, every attachment part with its IMAP part path) and the correlation
 //! rules that link it to a conversation. Pure: bytes in, values out.
 
+pub mod large;
+
 use crate::account::string_enum;
 use crate::error::ValidationError;
 use mail_parser::{Address, HeaderValue, Message, MessageParser, MimeHeaders, PartType};

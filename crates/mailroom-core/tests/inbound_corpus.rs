@@ -81,3 +81,31 @@ fn every_corpus_message_yields_the_attachment_parts_the_reference_parsers_found(
         wrong.join("\n")
     );
 }
+
+#[test]
+fn every_corpus_message_read_from_its_skeleton_gives_what_reading_it_whole_gives() {
+    use mailroom_core::inbound::large::{LargeParse, decode_base64, parse_skeleton, skeleton};
+    let (mut from_skeleton, mut whole) = (0, 0);
+    for row in manifest() {
+        let raw = std::fs::read(corpus().join(&row.file)).unwrap();
+        let expected = parse_inbound(&raw);
+        // Runs of 64 bytes and more are left out, so that the corpus's attachments are.
+        let skeleton = skeleton(&raw[..], 64).unwrap();
+        let LargeParse::Parsed { mut parsed, runs } = parse_skeleton(&skeleton) else {
+            whole += 1;
+            continue;
+        };
+        from_skeleton += 1;
+        for (part, run) in parsed.attachments.iter_mut().zip(runs) {
+            if let Some(run) = run {
+                decode_base64(&raw[run.start as usize..run.end as usize], &mut part.bytes).unwrap();
+            }
+        }
+        assert_eq!(*parsed, expected, "{}", row.file);
+    }
+    // Most messages stand for themselves through their skeleton; the rest are read whole.
+    assert!(
+        from_skeleton > 300,
+        "{from_skeleton} from the skeleton, {whole} whole"
+    );
+}

@@ -1200,6 +1200,23 @@ impl Engine {
             Err(error) if error.is_full() => {}
             Err(error) => tracing::error!(%error, "collecting unreferenced attachments failed"),
         }
+        // A write cut short by a crash takes minutes at most.
+        match self
+            .inner
+            .config
+            .blobs
+            .remove_stale_temporaries(Duration::from_secs(3600))
+            .await
+        {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(
+                    removed,
+                    "removed temporary blob files left behind by a crash"
+                )
+            }
+            Err(error) => tracing::warn!(%error, "removing stale temporary blob files failed"),
+        }
     }
 }
 

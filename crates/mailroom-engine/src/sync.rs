@@ -14,6 +14,11 @@
 //!   only the rest are read again. A server that changes it on almost every session trips a breaker.
 //! - IDLE on INBOX when the server offers it and the profile wants it; other folders are polled at
 //!   the profile's interval.
+//! - Messages are read in batches (at most 8 MiB and 200 messages) through a pipeline: while one
+//!   batch is stored in one transaction, the next is parsed and its blobs written (one file-system
+//!   sync per batch), and the one after is fetched. A message larger than a batch is read alone, a
+//!   piece at a time (partial `BODY.PEEK[]<offset.length>`) into the blob store, and its long
+//!   base64 attachments decoded from there into blobs: memory stays bounded whatever its size.
 //! - A transient failure is tried again with backoff; a permanent one (credentials refused)
 //!   disables the mailbox and alerts its owners, as its test would.
 
@@ -23,7 +28,8 @@ use mailroom_connect::{FailureKind, FetchedMail, ImapSettings, ImapSource, SendE
 use mailroom_core::inbound::{CorrelationSettings, correlation_keys, parse_inbound};
 use mailroom_core::mailbox::{AuthType, TestStatus};
 use mailroom_store::{
-    BlobStore, FolderState, MailboxRecord, MailboxTestRecord, NewInbound, Store, StoredPart, now_ms,
+    BlobStore, FolderState, HashedBytes, MailboxRecord, MailboxTestRecord, NewInbound, Store,
+    StoredPart, now_ms,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -519,6 +525,7 @@ impl SyncWorker {
                 state.uidvalidity,
                 &uids,
                 correlation,
+                None,
             )
             .await?;
             state.uidnext = uids
@@ -534,19 +541,17 @@ impl SyncWorker {
                 .uids(1, state.initial_below, process_from.as_deref())
                 .await?;
             uids.reverse();
-            for batch in uids.chunks(self.config.batch_messages.max(1)) {
-                self.store_uids(
-                    source,
-                    mailbox,
-                    folder,
-                    state.uidvalidity,
-                    batch,
-                    correlation,
-                )
-                .await?;
-                state.initial_below = batch.iter().copied().min().unwrap_or(1);
-                self.store.save_folder_state(mailbox.id, &state).await?;
-            }
+            let uidvalidity = state.uidvalidity;
+            self.store_uids(
+                source,
+                mailbox,
+                folder,
+                uidvalidity,
+                &uids,
+                correlation,
+                Some(&mut state),
+            )
+            .await?;
             state.initial_below = 0;
         }
         state.highestmodseq = status.highestmodseq;
@@ -611,8 +616,12 @@ impl SyncWorker {
         Ok(())
     }
 
-    /// Fetches and stores the messages with these UIDs that are not stored yet, in batches of
-    /// bounded size.
+    /// Fetches and stores the messages with these UIDs that are not stored yet, in this order, in
+    /// batches of bounded size, as a pipeline: while batch n is stored (one transaction), batch
+    /// n+1 is parsed and its blobs written, and batch n+2 is fetched. Batches are stored in order,
+    /// each after its blobs are durable. With `low_water` (the initial sync, newest first), the
+    /// folder's low-water mark moves after each stored batch.
+    #[allow(clippy::too_many_arguments)]
     async fn store_uids(
         &self,
         source: &mut ImapSource,
@@ -621,10 +630,83 @@ impl SyncWorker {
         uidvalidity: u32,
         uids: &[u32],
         correlation: &CorrelationSettings,
+        mut low_water: Option<&mut FolderState>,
     ) -> Result<(), Stop> {
-        if uids.is_empty() {
-            return Ok(());
+        let mut fetched: Option<Fetched> = None;
+        let mut ready: Option<Ready> = None;
+        macro_rules! stored {
+            ($ready:expr, $low_water:expr) => {
+                self.store_ready(
+                    mailbox,
+                    folder,
+                    uidvalidity,
+                    $ready,
+                    correlation,
+                    $low_water,
+                )
+            };
         }
+        for chunk in uids.chunks(self.config.batch_messages.max(1)) {
+            for (batch, bytes) in self
+                .batches(source, mailbox, folder, uidvalidity, chunk)
+                .await?
+            {
+                if bytes > self.config.batch_bytes {
+                    // Read alone, a piece at a time, after what is in the pipeline.
+                    let (next, done) = tokio::join!(
+                        self.prepare_fetched(fetched.take()),
+                        stored!(ready.take(), low_water.as_deref_mut())
+                    );
+                    done?;
+                    stored!(next?, low_water.as_deref_mut()).await?;
+                    self.keep_large(source, mailbox, folder, uidvalidity, batch[0], correlation)
+                        .await?;
+                    self.moved(mailbox, &batch, low_water.as_deref_mut())
+                        .await?;
+                    continue;
+                }
+                let (mails, next, done) = tokio::join!(
+                    source.fetch(&batch),
+                    self.prepare_fetched(fetched.take()),
+                    stored!(ready.take(), low_water.as_deref_mut())
+                );
+                done?;
+                ready = next?;
+                fetched = Some((batch, mails?));
+            }
+        }
+        let (next, done) = tokio::join!(
+            self.prepare_fetched(fetched.take()),
+            stored!(ready.take(), low_water.as_deref_mut())
+        );
+        done?;
+        stored!(next?, low_water).await
+    }
+
+    /// After a batch of the initial sync is stored: its low-water mark moves below it.
+    async fn moved(
+        &self,
+        mailbox: &MailboxRecord,
+        batch: &[u32],
+        low_water: Option<&mut FolderState>,
+    ) -> Result<(), Stop> {
+        if let Some(state) = low_water {
+            state.initial_below = batch.iter().copied().min().unwrap_or(1);
+            self.store.save_folder_state(mailbox.id, state).await?;
+        }
+        Ok(())
+    }
+
+    /// The UIDs of `uids` not stored yet, in batches of at most `batch_bytes` and
+    /// `batch_messages` (a larger message is a batch of its own), with their sizes.
+    async fn batches(
+        &self,
+        source: &mut ImapSource,
+        mailbox: &MailboxRecord,
+        folder: &str,
+        uidvalidity: u32,
+        uids: &[u32],
+    ) -> Result<Vec<(Vec<u32>, u64)>, Stop> {
         let stored: HashSet<u32> = self
             .store
             .inbound_stored_uids(mailbox.id, folder, uidvalidity, uids)
@@ -637,9 +719,10 @@ impl SyncWorker {
             .filter(|u| !stored.contains(u))
             .collect();
         if missing.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let sizes: HashMap<u32, u32> = source.sizes(&missing).await?.into_iter().collect();
+        let mut batches = Vec::new();
         let mut batch: Vec<u32> = Vec::new();
         let mut batch_bytes = 0u64;
         for uid in missing {
@@ -650,96 +733,71 @@ impl SyncWorker {
                 && (batch_bytes + u64::from(size) > self.config.batch_bytes
                     || batch.len() >= self.config.batch_messages)
             {
-                self.fetch_batch(
-                    source,
-                    mailbox,
-                    folder,
-                    uidvalidity,
-                    &batch,
-                    batch_bytes,
-                    correlation,
-                )
-                .await?;
-                batch.clear();
+                batches.push((std::mem::take(&mut batch), batch_bytes));
                 batch_bytes = 0;
             }
             batch.push(uid);
             batch_bytes += u64::from(size);
         }
-        self.fetch_batch(
-            source,
-            mailbox,
-            folder,
-            uidvalidity,
-            &batch,
-            batch_bytes,
-            correlation,
-        )
-        .await
+        if !batch.is_empty() {
+            batches.push((batch, batch_bytes));
+        }
+        Ok(batches)
     }
 
-    /// Fetches and stores one batch. A message larger than a batch is read alone, and only one such
-    /// message at a time on this node: it is held whole in memory while it is parsed.
-    #[allow(clippy::too_many_arguments)]
-    async fn fetch_batch(
-        &self,
-        source: &mut ImapSource,
-        mailbox: &MailboxRecord,
-        folder: &str,
-        uidvalidity: u32,
-        uids: &[u32],
-        bytes: u64,
-        correlation: &CorrelationSettings,
-    ) -> Result<(), Stop> {
-        let _large = if bytes > self.config.batch_bytes {
-            Some(
-                self.large_messages
-                    .acquire()
-                    .await
-                    .expect("the semaphore is never closed"),
-            )
-        } else {
-            None
+    /// Parses a fetched batch and writes its blobs: messages are parsed and hashed side by side,
+    /// their blobs written together (synced once for the batch).
+    async fn prepare_fetched(&self, fetched: Option<Fetched>) -> Result<Option<Ready>, Stop> {
+        let Some((uids, fetched)) = fetched else {
+            return Ok(None);
         };
-        self.fetch_and_keep(source, mailbox, folder, uidvalidity, uids, correlation)
-            .await
-    }
-
-    async fn fetch_and_keep(
-        &self,
-        source: &mut ImapSource,
-        mailbox: &MailboxRecord,
-        folder: &str,
-        uidvalidity: u32,
-        uids: &[u32],
-        correlation: &CorrelationSettings,
-    ) -> Result<(), Stop> {
-        let fetched = source.fetch(uids).await?;
         let wanted: HashSet<u32> = uids.iter().copied().collect();
-        // Messages are parsed and their blobs written side by side (the blob writes' fsyncs
-        // overlap), then the batch is stored in one transaction.
         let mut preparing = tokio::task::JoinSet::new();
         let mut prepared = Vec::with_capacity(uids.len());
+        let mut blobs = Vec::new();
+        let mut take = |done: Result<Result<(Prepared, Vec<HashedBytes>), Stop>, _>| {
+            let (one, its_blobs) = done
+                .map_err(|e: tokio::task::JoinError| SendError::transient(None, e.to_string()))??;
+            prepared.push(one);
+            blobs.extend(its_blobs);
+            Ok::<_, Stop>(())
+        };
         for mail in fetched.into_iter().filter(|m| wanted.contains(&m.uid)) {
-            let blobs = self.blobs.clone();
-            preparing.spawn(async move { prepare(&blobs, mail).await });
+            preparing.spawn(prepare(mail));
             if preparing.len() >= PREPARE_AT_ONCE
                 && let Some(done) = preparing.join_next().await
             {
-                prepared.push(done.map_err(|e| SendError::transient(None, e.to_string()))??);
+                take(done)?;
             }
         }
         while let Some(done) = preparing.join_next().await {
-            prepared.push(done.map_err(|e| SendError::transient(None, e.to_string()))??);
+            take(done)?;
         }
+        self.blobs.write_batch(blobs).await.map_err(blob_error)?;
         // In UID order, so that a reply later in the batch finds what it answers.
         prepared.sort_by_key(|p| p.uid);
+        Ok(Some((uids, prepared)))
+    }
+
+    /// Stores a batch whose blobs are written, in one transaction; then moves the low-water mark.
+    async fn store_ready(
+        &self,
+        mailbox: &MailboxRecord,
+        folder: &str,
+        uidvalidity: u32,
+        ready: Option<Ready>,
+        correlation: &CorrelationSettings,
+        low_water: Option<&mut FolderState>,
+    ) -> Result<(), Stop> {
+        let Some((uids, prepared)) = ready else {
+            return Ok(());
+        };
         let news: Vec<NewInbound<'_>> = prepared
             .iter()
             .map(|p| p.new_inbound(mailbox, folder, uidvalidity, correlation))
             .collect();
         match self.store.insert_inbound_batch(&news).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             // The database refused something read from one of them: each on its own, so that
             // one message's contents cannot keep the others out.
             Err(mailroom_store::StoreError::Database(error))
@@ -749,9 +807,168 @@ impl SyncWorker {
                 for new in news {
                     keep_one(&self.store, new, mailbox.id).await?;
                 }
-                Ok(())
             }
-            Err(error) => Err(error.into()),
+            Err(error) => return Err(error.into()),
+        }
+        self.moved(mailbox, &uids, low_water).await
+    }
+
+    /// Reads a message larger than a batch a piece at a time into the blob store, then parses it
+    /// from there: its long base64 parts are decoded from the file straight into blobs, so that
+    /// memory stays bounded whatever its size (unless its structure defeats that, see
+    /// `mailroom_core::inbound::large`). One such message at a time on this node.
+    async fn keep_large(
+        &self,
+        source: &mut ImapSource,
+        mailbox: &MailboxRecord,
+        folder: &str,
+        uidvalidity: u32,
+        uid: u32,
+        correlation: &CorrelationSettings,
+    ) -> Result<(), Stop> {
+        let _one = self
+            .large_messages
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let Some(meta) = source.fetch_meta(uid).await? else {
+            return Ok(()); // expunged meanwhile
+        };
+        let mut raw = self.blobs.writer().map_err(blob_io)?;
+        let mut offset = 0u64;
+        loop {
+            let Some(piece) = source.fetch_range(uid, offset, LARGE_PIECE).await? else {
+                return Ok(());
+            };
+            let last = piece.len() < LARGE_PIECE as usize;
+            offset += piece.len() as u64;
+            raw = blocking(move || {
+                std::io::Write::write_all(&mut raw, &piece)?;
+                Ok(raw)
+            })
+            .await?;
+            if last {
+                break;
+            }
+        }
+        let path = raw.path().to_owned();
+        let blobs = self.blobs.clone();
+        let (mut parsed, mut decoded) = blocking(move || read_large(&path, &blobs)).await?;
+        let mut parts = Vec::with_capacity(parsed.attachments.len());
+        let mut in_memory = Vec::new();
+        for part in &mut parsed.attachments {
+            let (sha256, size) = match decoded.remove(&part.path) {
+                Some(writer) => writer.keep().await.map_err(blob_error)?,
+                None => {
+                    let blob =
+                        HashedBytes::new(bytes::Bytes::from(std::mem::take(&mut part.bytes)));
+                    let kept = (blob.sha256().to_owned(), blob.size());
+                    in_memory.push(blob);
+                    kept
+                }
+            };
+            parts.push(StoredPart {
+                path: part.path.clone(),
+                name: part.name.clone(),
+                content_type: part.content_type.clone(),
+                size,
+                sha256,
+            });
+        }
+        self.blobs
+            .write_batch(in_memory)
+            .await
+            .map_err(blob_error)?;
+        let (raw_sha256, raw_size) = raw.keep().await.map_err(blob_error)?;
+        let prepared = Prepared {
+            uid,
+            flags: meta.flags,
+            received_at_ms: meta.internal_date_ms.unwrap_or_else(now_ms),
+            size: if meta.size > 0 {
+                u64::from(meta.size)
+            } else {
+                raw_size
+            },
+            raw_sha256,
+            parsed,
+            parts,
+        };
+        keep_one(
+            &self.store,
+            prepared.new_inbound(mailbox, folder, uidvalidity, correlation),
+            mailbox.id,
+        )
+        .await
+    }
+}
+
+/// A batch's UIDs and what the server sent for them.
+type Fetched = (Vec<u32>, Vec<FetchedMail>);
+
+/// A batch's UIDs and its messages parsed, their blobs written.
+type Ready = (Vec<u32>, Vec<Prepared>);
+
+/// Pieces in which a message larger than a batch is read.
+const LARGE_PIECE: u32 = 4 * 1024 * 1024;
+
+fn blob_error(error: mailroom_store::BlobError) -> Stop {
+    Stop::Failed(SendError::transient(
+        None,
+        format!("the blob store: {error}"),
+    ))
+}
+
+fn blob_io(error: std::io::Error) -> Stop {
+    blob_error(mailroom_store::BlobError::Io(error))
+}
+
+/// Runs blocking file work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, Stop> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Stop::Failed(SendError::transient(None, e.to_string())))?
+        .map_err(blob_io)
+}
+
+/// Parses a large message from the file it was read into: from its skeleton, each long base64
+/// attachment decoded into a blob writer (by part path); or whole, when the skeleton cannot stand
+/// for it.
+fn read_large(
+    path: &std::path::Path,
+    blobs: &BlobStore,
+) -> std::io::Result<(
+    mailroom_core::inbound::ParsedInbound,
+    HashMap<String, mailroom_store::BlobWriter>,
+)> {
+    use mailroom_core::inbound::large::{
+        DEFAULT_MIN_RUN, LargeParse, decode_base64, parse_skeleton, skeleton,
+    };
+    use std::io::{BufReader, Read, Seek};
+    let skeleton = skeleton(BufReader::new(std::fs::File::open(path)?), DEFAULT_MIN_RUN)?;
+    match parse_skeleton(&skeleton) {
+        LargeParse::Whole => {
+            tracing::info!(
+                path = %path.display(),
+                "a large message's structure needs it read whole"
+            );
+            Ok((parse_inbound(&std::fs::read(path)?), HashMap::new()))
+        }
+        LargeParse::Parsed { parsed, runs } => {
+            let mut decoded = HashMap::new();
+            for (part, run) in parsed.attachments.iter().zip(runs) {
+                let Some(run) = run else { continue };
+                let mut file = std::fs::File::open(path)?;
+                file.seek(std::io::SeekFrom::Start(run.start))?;
+                let mut writer = blobs.writer()?;
+                decode_base64(
+                    BufReader::with_capacity(256 * 1024, file.take(run.end - run.start)),
+                    &mut writer,
+                )?;
+                decoded.insert(part.path.clone(), writer);
+            }
+            Ok((*parsed, decoded))
         }
     }
 }
@@ -801,44 +1018,47 @@ impl Prepared {
     }
 }
 
-/// Parses a fetched message and writes its raw bytes and every attachment part to the blob store
-/// (the parts' bytes are dropped once written).
-async fn prepare(blobs: &BlobStore, mail: FetchedMail) -> Result<Prepared, Stop> {
-    let raw = bytes::Bytes::from(mail.raw);
-    let mut parsed = {
-        let raw = raw.clone();
-        tokio::task::spawn_blocking(move || parse_inbound(&raw))
-            .await
-            .map_err(|e| SendError::transient(None, format!("parsing a message: {e}")))?
-    };
-    let blob_error = |e: mailroom_store::BlobError| {
-        Stop::Failed(SendError::transient(None, format!("the blob store: {e}")))
-    };
-    let (raw_sha256, raw_size) = blobs.write_bytes(raw).await.map_err(blob_error)?;
-    let mut parts = Vec::with_capacity(parsed.attachments.len());
-    for part in &mut parsed.attachments {
-        let bytes = bytes::Bytes::from(std::mem::take(&mut part.bytes));
-        let (sha256, size) = blobs.write_bytes(bytes).await.map_err(blob_error)?;
-        parts.push(StoredPart {
-            path: part.path.clone(),
-            name: part.name.clone(),
-            content_type: part.content_type.clone(),
-            size,
-            sha256,
-        });
-    }
-    Ok(Prepared {
-        uid: mail.uid,
-        flags: mail.flags,
-        received_at_ms: mail.internal_date_ms.unwrap_or_else(now_ms),
-        size: if mail.size > 0 {
-            u64::from(mail.size)
-        } else {
-            raw_size
-        },
-        raw_sha256,
-        parsed,
-        parts,
+/// Parses a fetched message and hashes its raw bytes and every attachment part (on a blocking
+/// thread); the blobs are returned for the batch to write together.
+async fn prepare(mail: FetchedMail) -> Result<(Prepared, Vec<HashedBytes>), Stop> {
+    tokio::task::spawn_blocking(move || {
+        let raw = HashedBytes::new(bytes::Bytes::from(mail.raw));
+        let mut parsed = parse_inbound(raw.bytes());
+        let mut blobs = Vec::with_capacity(1 + parsed.attachments.len());
+        let mut parts = Vec::with_capacity(parsed.attachments.len());
+        for part in &mut parsed.attachments {
+            let blob = HashedBytes::new(bytes::Bytes::from(std::mem::take(&mut part.bytes)));
+            parts.push(StoredPart {
+                path: part.path.clone(),
+                name: part.name.clone(),
+                content_type: part.content_type.clone(),
+                size: blob.size(),
+                sha256: blob.sha256().to_owned(),
+            });
+            blobs.push(blob);
+        }
+        let prepared = Prepared {
+            uid: mail.uid,
+            flags: mail.flags,
+            received_at_ms: mail.internal_date_ms.unwrap_or_else(now_ms),
+            size: if mail.size > 0 {
+                u64::from(mail.size)
+            } else {
+                raw.size()
+            },
+            raw_sha256: raw.sha256().to_owned(),
+            parsed,
+            parts,
+        };
+        blobs.push(raw);
+        (prepared, blobs)
+    })
+    .await
+    .map_err(|e| {
+        Stop::Failed(SendError::transient(
+            None,
+            format!("parsing a message: {e}"),
+        ))
     })
 }
 

@@ -24,6 +24,39 @@ pub struct BlobStore {
     database: Option<sqlx::PgPool>,
 }
 
+/// Bytes with their SHA-256, computed here (so a blob is always named by its content).
+#[derive(Debug, Clone)]
+pub struct HashedBytes {
+    sha256: String,
+    bytes: bytes::Bytes,
+}
+
+impl HashedBytes {
+    pub fn new(bytes: bytes::Bytes) -> Self {
+        Self {
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            bytes,
+        }
+    }
+
+    /// The SHA-256, in lowercase hex: the blob's name.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    pub fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// How the name of a blob being written begins (left behind only by a crash, then removed by
+/// [`BlobStore::remove_stale_temporaries`]).
+const TEMPORARY: &str = ".mailroom-in-";
+
 /// The largest chunk of a blob kept in the database.
 const CHUNK: usize = 1024 * 1024;
 
@@ -145,6 +178,50 @@ impl BlobStore {
         written.is_ok()
     }
 
+    /// Removes what writes cut short by a crash left behind: temporary files older than `min_age`
+    /// beside the blobs (or, for the database store, in the system's temporary folder). Returns
+    /// how many were removed.
+    pub async fn remove_stale_temporaries(
+        &self,
+        min_age: std::time::Duration,
+    ) -> std::io::Result<usize> {
+        let dir = if self.database.is_some() {
+            std::env::temp_dir()
+        } else {
+            self.dir.clone()
+        };
+        let database = self.database.is_some();
+        tokio::task::spawn_blocking(move || {
+            let mut folders = vec![dir.clone()];
+            if !database {
+                // The blobs' folders: two hex digits each.
+                for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let name = entry.file_name();
+                    if name.len() == 2 && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        folders.push(entry.path());
+                    }
+                }
+            }
+            let mut removed = 0;
+            for folder in folders {
+                for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+                    let stale = entry.file_name().to_string_lossy().starts_with(TEMPORARY)
+                        && entry.metadata().is_ok_and(|m| {
+                            m.is_file()
+                                && m.modified()
+                                    .is_ok_and(|t| t.elapsed().unwrap_or_default() >= min_age)
+                        });
+                    if stale && std::fs::remove_file(entry.path()).is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+    }
+
     /// Where the blob with this SHA-256 lives.
     pub fn path(&self, sha256: &str) -> PathBuf {
         self.dir.join(&sha256[..2.min(sha256.len())]).join(sha256)
@@ -190,46 +267,65 @@ impl BlobStore {
         Ok(true)
     }
 
-    /// Writes bytes already in memory (a received message, one of its parts); content stored
-    /// before is not written again. Returns the SHA-256 (hex) and size.
-    pub async fn write_bytes(&self, bytes: bytes::Bytes) -> Result<(String, u64), BlobError> {
-        let size = bytes.len() as u64;
+    /// Writes byte strings already in memory and hashed (a batch of received messages and their
+    /// parts); content stored before is not written again. On disk, every new content goes to a
+    /// temporary file beside its target, then the file system is synced once (`syncfs`), then
+    /// they are renamed into place: the batch costs one journal commit instead of one per file.
+    pub async fn write_batch(&self, items: Vec<HashedBytes>) -> Result<(), BlobError> {
         if self.database.is_some() {
-            let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes)]);
-            return self.write_stream(stream, size).await;
+            for item in items {
+                let size = item.bytes.len() as u64;
+                let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(item.bytes)]);
+                self.write_stream(stream, size).await?;
+            }
+            return Ok(());
         }
-        // The name is known before writing: one blocking task hashes, writes a temporary file
-        // beside the target (so that writers of different blobs rarely share a directory lock),
-        // syncs it and renames it into place.
         let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let sha256 = hex::encode(Sha256::digest(&bytes));
-            let target = store.path(&sha256);
-            if target.exists() {
-                return Ok((sha256, size));
-            }
-            let folder = target.parent().unwrap_or(Path::new(".")).to_path_buf();
-            let temporary = folder.join(format!(".in-{}", uuid::Uuid::new_v4()));
-            let mut file = match std::fs::File::create(&temporary) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::create_dir_all(&folder)?;
-                    std::fs::File::create(&temporary)?
+        tokio::task::spawn_blocking(move || store.write_batch_to_disk(items))
+            .await
+            .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())))?
+    }
+
+    fn write_batch_to_disk(&self, items: Vec<HashedBytes>) -> Result<(), BlobError> {
+        use std::io::Write;
+        let mut seen = std::collections::HashSet::new();
+        let mut pending: Vec<(std::fs::File, PathBuf, PathBuf)> = Vec::new();
+        let result = (|| {
+            for item in &items {
+                let target = self.path(&item.sha256);
+                if !seen.insert(item.sha256.as_str()) || target.exists() {
+                    continue;
                 }
-                other => other?,
-            };
-            let written = file
-                .write_all(&bytes)
-                .and_then(|()| file.sync_all())
-                .and_then(|()| std::fs::rename(&temporary, &target));
-            if let Err(error) = written {
-                let _ = std::fs::remove_file(&temporary);
-                return Err(BlobError::Io(error));
+                let folder = target.parent().unwrap_or(Path::new(".")).to_path_buf();
+                let temporary = folder.join(format!("{TEMPORARY}{}", uuid::Uuid::new_v4()));
+                let file = match std::fs::File::create(&temporary) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        std::fs::create_dir_all(&folder)?;
+                        std::fs::File::create(&temporary)?
+                    }
+                    other => other?,
+                };
+                pending.push((file, temporary, target));
+                let (file, ..) = pending.last_mut().expect("just pushed");
+                file.write_all(&item.bytes)?;
             }
-            Ok((sha256, size))
-        })
-        .await
-        .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())))?
+            // One sync of the file system for the batch (one journal commit) rather than one
+            // per file.
+            if let Some((file, ..)) = pending.first() {
+                rustix::fs::syncfs(file)?;
+            }
+            for (_, temporary, target) in &pending {
+                std::fs::rename(temporary, target)?;
+            }
+            Ok::<_, std::io::Error>(())
+        })();
+        if let Err(error) = result {
+            for (_, temporary, _) in &pending {
+                let _ = std::fs::remove_file(temporary);
+            }
+            return Err(BlobError::Io(error));
+        }
+        Ok(())
     }
 
     /// Streams chunks to a temporary file while hashing, refusing more than `limit` bytes; returns the
@@ -247,7 +343,9 @@ impl BlobStore {
             return write_to_database(pool, chunks, limit).await;
         }
         tokio::fs::create_dir_all(&self.dir).await?;
-        let temporary = self.dir.join(format!(".upload-{}", uuid::Uuid::new_v4()));
+        let temporary = self
+            .dir
+            .join(format!("{TEMPORARY}{}", uuid::Uuid::new_v4()));
         let result = async {
             let mut file = tokio::fs::File::create(&temporary).await?;
             let mut hasher = Sha256::new();
@@ -275,6 +373,99 @@ impl BlobStore {
             let _ = tokio::fs::remove_file(&temporary).await;
         }
         result
+    }
+}
+
+/// A blob written a piece at a time (a large received message, an attachment decoded from it):
+/// to a temporary file, hashed as it goes. Nothing is left behind unless it is kept.
+#[derive(Debug)]
+pub struct BlobWriter {
+    store: BlobStore,
+    file: std::fs::File,
+    path: PathBuf,
+    hasher: Sha256,
+    size: u64,
+    kept: bool,
+}
+
+impl BlobStore {
+    /// A new blob to write piece by piece (blocking writes: use it on a blocking thread).
+    pub fn writer(&self) -> std::io::Result<BlobWriter> {
+        // Beside the blobs, so that keeping it is a rename; the database store keeps its
+        // temporary files in the system's.
+        let dir = if self.database.is_some() {
+            std::env::temp_dir()
+        } else {
+            self.dir.clone()
+        };
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{TEMPORARY}{}", uuid::Uuid::new_v4()));
+        Ok(BlobWriter {
+            store: self.clone(),
+            file: std::fs::File::create(&path)?,
+            path,
+            hasher: Sha256::new(),
+            size: 0,
+            kept: false,
+        })
+    }
+}
+
+impl std::io::Write for BlobWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.file.write(bytes)?;
+        self.hasher.update(&bytes[..written]);
+        self.size += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl BlobWriter {
+    /// The bytes written so far, to read back before the blob is kept.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Syncs the blob and stores it under its SHA-256 (on disk, a rename); returns the SHA-256
+    /// and size.
+    pub async fn keep(mut self) -> Result<(String, u64), BlobError> {
+        let sha256 = hex::encode(self.hasher.clone().finalize());
+        let size = self.size;
+        if self.store.database.is_some() {
+            let file = tokio::fs::File::open(&self.path).await?;
+            self.store
+                .write_stream(tokio_util::io::ReaderStream::new(file), size)
+                .await?;
+            // Dropping removes the temporary file.
+            return Ok((sha256, size));
+        }
+        let file = self.file.try_clone()?;
+        let (path, target) = (self.path.clone(), self.store.path(&sha256));
+        tokio::task::spawn_blocking(move || {
+            file.sync_all()?;
+            std::fs::create_dir_all(target.parent().unwrap_or(Path::new(".")))?;
+            std::fs::rename(&path, &target)
+        })
+        .await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())))??;
+        self.kept = true;
+        Ok((sha256, size))
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

@@ -28,7 +28,7 @@ mod users;
 
 pub use accounts::{Account, AccountInput, PasswordChange};
 pub use attachments::{Attachment, ScenarioAttachment};
-pub use blobs::{BlobError, BlobStore};
+pub use blobs::{BlobError, BlobStore, BlobWriter, HashedBytes};
 pub use inbound::{
     Contact, FolderState, InboundDetail, InboundFilter, InboundMessage, InboundOutcome, NewInbound,
     StoredPart,

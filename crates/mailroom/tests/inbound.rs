@@ -1042,3 +1042,105 @@ async fn on_postgresql_one_node_synchronizes_a_mailbox_and_another_takes_it_over
     );
     imap.logout().await;
 }
+
+/// A message with one base64 attachment of `content`, lines of 76 characters.
+fn with_attachment(subject: &str, content: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(content);
+    let mut raw = format!(
+        "From: Supplier <supplier@example.com>\r\nTo: user0@corp.test\r\nSubject: {subject}\r\n\
+         Message-ID: <{subject}@example.com>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n\
+         The drawings are attached.\r\n--b\r\nContent-Type: application/octet-stream; name=\"drawings.bin\"\r\n\
+         Content-Disposition: attachment; filename=\"drawings.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    )
+    .into_bytes();
+    for line in encoded.as_bytes().chunks(76) {
+        raw.extend_from_slice(line);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"--b--\r\n");
+    raw
+}
+
+async fn only_message(server: &MailroomServer, mailbox: &str, subject: &str) -> Value {
+    let listed = all_messages(server, mailbox, "").await;
+    let summary = listed
+        .iter()
+        .find(|m| m["subject"] == subject)
+        .unwrap_or_else(|| panic!("{subject} is stored: {listed:?}"));
+    let id = summary["id"].as_str().unwrap();
+    ok(server, Method::GET, &format!("/v1/inbound/{id}"), None).await
+}
+
+#[tokio::test]
+async fn a_large_message_is_read_piece_by_piece_into_the_blob_store_with_memory_bounded() {
+    let service = mail_service(1);
+    let mut imap = service.client(0).await;
+    // 48 MiB of attachment: 65 MB on the wire, eight times a batch.
+    let content: Vec<u8> = (0..48 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let big = with_attachment("drawings", &content);
+    imap.append("INBOX", &big, None, None).await.unwrap();
+    let server = start(&service, "").await;
+    let before = server.peak_rss_mib().unwrap();
+    profile(&server, &service, &["INBOX"]).await;
+    let (_, mailbox, _) = enabled_user(&server, 0, &["email-send"]).await;
+    wait_for_count(&server, &mailbox, "", 1, Duration::from_secs(120)).await;
+    let grew = server.peak_rss_mib().unwrap() - before;
+    eprintln!("peak memory grew by {grew:.1} MiB");
+    // Held whole, the message alone would take 65 MB, its decoded attachment 48 MiB more.
+    assert!(
+        grew < 32.0,
+        "the server's peak memory grew by {grew:.0} MiB reading a {} MB message",
+        big.len() / 1_000_000
+    );
+    let detail = only_message(&server, &mailbox, "drawings").await;
+    assert_eq!(detail["text"], "The drawings are attached.");
+    let parts = detail["attachments"].as_array().unwrap();
+    assert_eq!(parts.len(), 1, "{detail}");
+    assert_eq!(parts[0]["part"], "2");
+    assert_eq!(parts[0]["size"], json!(content.len()));
+    let (status, bytes) = server
+        .raw_get(parts[0]["download"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(bytes == content, "the attachment comes back as it was sent");
+    let id = detail["id"].as_str().unwrap();
+    let (status, raw) = server
+        .raw_get(&format!("/v1/inbound/{id}/raw"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(raw == big, "the raw message is kept byte for byte");
+
+    // A forwarded message carrying a large attachment: its structure needs it read whole, and
+    // both the attached message and the part inside it are kept.
+    let inner_content: Vec<u8> = content[..9 * 1024 * 1024].to_vec();
+    let inner = with_attachment("inner", &inner_content);
+    let mut forwarded = b"From: Colleague <colleague@example.com>\r\nTo: user0@corp.test\r\n\
+        Subject: forwarded drawings\r\nMIME-Version: 1.0\r\n\
+        Content-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n--outer\r\nContent-Type: text/plain\r\n\r\n\
+        See below.\r\n--outer\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename=\"inner.eml\"\r\n\r\n"
+        .to_vec();
+    forwarded.extend_from_slice(&inner);
+    forwarded.extend_from_slice(b"\r\n--outer--\r\n");
+    imap.append("INBOX", &forwarded, None, None).await.unwrap();
+    wait_for_count(&server, &mailbox, "", 2, Duration::from_secs(60)).await;
+    let detail = only_message(&server, &mailbox, "forwarded drawings").await;
+    let parts = detail["attachments"].as_array().unwrap();
+    let paths: Vec<&str> = parts.iter().map(|p| p["part"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["2", "2.2"], "{detail}");
+    let (_, bytes) = server
+        .raw_get(parts[1]["download"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        bytes == inner_content,
+        "the part inside the attached message is whole"
+    );
+    assert!(server.log().contains("needs it read whole"));
+    imap.logout().await;
+}
