@@ -2,7 +2,9 @@
 //! attachment, 5 % 1 MiB) to a private Dovecot mailbox, measures the raw ceiling (a plain IMAP
 //! client fetching every message with `BODY.PEEK[]` and throwing it away), then times mailroom's
 //! initial sync of the same mailbox (bodies, attachments and records stored) and the delay from
-//! APPEND to stored for new mail arriving over IDLE, with the server's peak memory.
+//! APPEND to stored for new mail arriving over IDLE, with the server's peak memory. Every
+//! attachment's content is distinct. Last, one message with a large attachment (100 MiB by
+//! default) is synchronized from another mailbox by a fresh server, to show memory stays bounded.
 
 use anyhow::{Context, Result, bail};
 use futures_util::TryStreamExt;
@@ -118,10 +120,88 @@ async fn stored(server: &MailroomServer, mailbox: &str) -> Result<(i64, bool)> {
     })
 }
 
-pub async fn inbound(binary: &Path, messages: usize, idle_samples: usize) -> Result<()> {
+/// Starts a server whose only mailbox is `user{n}@corp.test`'s on Dovecot, synchronizing INBOX;
+/// returns it, the mailbox id, and when its test (which starts the sync) was requested.
+async fn server_syncing(
+    binary: &Path,
+    postfix: &PostfixWithSasl,
+    n: usize,
+) -> Result<(MailroomServer, String, Instant)> {
+    let port = postfix.imap_port.context("IMAP")?;
+    let server = MailroomServer::start(binary, "[engine]\nsync_rescan_ms = 100\n").await?;
+    call(
+        &server,
+        reqwest::Method::POST,
+        "/v1/server-profiles",
+        Some(json!({"name": "bench", "kind": "imap-smtp",
+            "incoming": {"host": "127.0.0.1", "port": port, "security": "none"},
+            "outgoing": {"host": "127.0.0.1", "port": postfix.port, "security": "none"},
+            "is_default_for_new_mailboxes": true,
+            "processing": {"max_connections": 4, "folders": ["INBOX"], "use_idle": true}})),
+    )
+    .await?;
+    // Outgoing off: only the incoming side is tested and synchronized.
+    call(
+        &server,
+        reqwest::Method::PUT,
+        "/v1/settings/email",
+        Some(json!({"outgoing": "none"})),
+    )
+    .await?;
+    let user = call(
+        &server,
+        reqwest::Method::POST,
+        "/v1/users",
+        Some(json!({"name": format!("user{n}"), "contact_email": format!("user{n}@corp.test"),
+            "licence": "full", "permission_sets": ["email-send"]})),
+    )
+    .await?;
+    let mailboxes = call(&server, reqwest::Method::GET, "/v1/mailboxes", None).await?;
+    let mailbox = mailboxes
+        .as_array()
+        .and_then(|all| all.iter().find(|m| m["user_id"] == user["id"]))
+        .and_then(|m| m["id"].as_str())
+        .context("the user's mailbox")?
+        .to_owned();
+    call(
+        &server,
+        reqwest::Method::PATCH,
+        &format!("/v1/mailboxes/{mailbox}"),
+        Some(json!({"username": format!("user{n}@corp.test"), "password": format!("pw{n}"), "filter": "all"})),
+    )
+    .await?;
+    call(
+        &server,
+        reqwest::Method::POST,
+        &format!("/v1/mailboxes/{mailbox}/approve"),
+        None,
+    )
+    .await?;
+    let started = Instant::now();
+    call(
+        &server,
+        reqwest::Method::POST,
+        &format!("/v1/mailboxes/{mailbox}/test"),
+        None,
+    )
+    .await?;
+    Ok((server, mailbox, started))
+}
+
+pub async fn inbound(
+    binary: &Path,
+    messages: usize,
+    idle_samples: usize,
+    large_mib: usize,
+) -> Result<()> {
     let sink = SmtpSink::start_without_dumps(&[])?;
-    let postfix =
-        PostfixWithSasl::start_with_users(&[("user0@corp.test".into(), "pw0".into())], sink.port)?;
+    let postfix = PostfixWithSasl::start_with_users(
+        &[
+            ("user0@corp.test".into(), "pw0".into()),
+            ("user1@corp.test".into(), "pw1".into()),
+        ],
+        sink.port,
+    )?;
     let port = postfix.imap_port.context("IMAP")?;
     let mut imap = ImapClient::login(port, "user0@corp.test", "pw0").await?;
     let appending = Instant::now();
@@ -141,60 +221,7 @@ pub async fn inbound(binary: &Path, messages: usize, idle_samples: usize) -> Res
         "raw ceiling (one IMAP session, BODY.PEEK[], nothing kept): {raw_per_second:.0} messages/s"
     );
 
-    let server = MailroomServer::start(binary, "[engine]\nsync_rescan_ms = 100\n").await?;
-    let post =
-        |path: &'static str, body: Value| call(&server, reqwest::Method::POST, path, Some(body));
-    post(
-        "/v1/server-profiles",
-        json!({"name": "bench", "kind": "imap-smtp",
-            "incoming": {"host": "127.0.0.1", "port": port, "security": "none"},
-            "outgoing": {"host": "127.0.0.1", "port": postfix.port, "security": "none"},
-            "is_default_for_new_mailboxes": true,
-            "processing": {"max_connections": 4, "folders": ["INBOX"], "use_idle": true}}),
-    )
-    .await?;
-    // Outgoing off: only the incoming side is tested and synchronized.
-    call(
-        &server,
-        reqwest::Method::PUT,
-        "/v1/settings/email",
-        Some(json!({"outgoing": "none"})),
-    )
-    .await?;
-    let user = post(
-        "/v1/users",
-        json!({"name": "user0", "contact_email": "user0@corp.test", "licence": "full", "permission_sets": ["email-send"]}),
-    )
-    .await?;
-    let mailboxes = call(&server, reqwest::Method::GET, "/v1/mailboxes", None).await?;
-    let mailbox = mailboxes
-        .as_array()
-        .and_then(|all| all.iter().find(|m| m["user_id"] == user["id"]))
-        .and_then(|m| m["id"].as_str())
-        .context("the user's mailbox")?
-        .to_owned();
-    call(
-        &server,
-        reqwest::Method::PATCH,
-        &format!("/v1/mailboxes/{mailbox}"),
-        Some(json!({"username": "user0@corp.test", "password": "pw0", "filter": "all"})),
-    )
-    .await?;
-    call(
-        &server,
-        reqwest::Method::POST,
-        &format!("/v1/mailboxes/{mailbox}/approve"),
-        None,
-    )
-    .await?;
-    let started = Instant::now();
-    call(
-        &server,
-        reqwest::Method::POST,
-        &format!("/v1/mailboxes/{mailbox}/test"),
-        None,
-    )
-    .await?;
+    let (server, mailbox, started) = server_syncing(binary, &postfix, 0).await?;
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
         let (count, done) = stored(&server, &mailbox).await?;
@@ -251,5 +278,50 @@ pub async fn inbound(binary: &Path, messages: usize, idle_samples: usize) -> Res
         server.peak_rss_mib().unwrap_or(f64::NAN)
     );
     imap.logout().await;
+    drop(server);
+    if large_mib > 0 {
+        large_message(binary, &postfix, large_mib).await?;
+    }
+    Ok(())
+}
+
+/// One message carrying a `mib` MiB attachment, alone in another mailbox, synchronized by a
+/// fresh server: how long it takes and how much the server's peak memory grows.
+async fn large_message(binary: &Path, postfix: &PostfixWithSasl, mib: usize) -> Result<()> {
+    use base64::Engine;
+    let port = postfix.imap_port.context("IMAP")?;
+    let content: Vec<u8> = (0..(mib * 1024 * 1024) as u64)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&content);
+    let mut raw = b"From: Supplier <supplier@example.com>\r\nTo: user1@corp.test\r\nSubject: drawings\r\n\
+        MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+        Content-Type: text/plain\r\n\r\nAttached.\r\n--b\r\nContent-Type: application/octet-stream\r\n\
+        Content-Disposition: attachment; filename=\"drawings.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        .to_vec();
+    for line in encoded.as_bytes().chunks(76) {
+        raw.extend_from_slice(line);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"--b--\r\n");
+    drop((content, encoded));
+    let mut imap = ImapClient::login(port, "user1@corp.test", "pw1").await?;
+    imap.append("INBOX", &raw, None, None).await?;
+    imap.logout().await;
+    let (server, mailbox, started) = server_syncing(binary, postfix, 1).await?;
+    let before = server.peak_rss_mib().unwrap_or(f64::NAN);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while stored(&server, &mailbox).await? != (1, true) {
+        if Instant::now() > deadline {
+            bail!("the large message was not stored within 10 minutes\n{}", server.log());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "large message: {:.0} MB ({mib} MiB attachment) stored in {:.1} s; peak server RSS {before:.0} MiB before, {:.0} MiB after",
+        raw.len() as f64 / 1e6,
+        started.elapsed().as_secs_f64(),
+        server.peak_rss_mib().unwrap_or(f64::NAN)
+    );
     Ok(())
 }

@@ -66,6 +66,10 @@ enum Bench {
         /// New messages appended one at a time to time IDLE delivery.
         #[arg(long, default_value_t = 20)]
         idle_samples: usize,
+        /// Then one message with an attachment of this many MiB, synchronized by a fresh server
+        /// (0: skipped).
+        #[arg(long, default_value_t = 100)]
+        large_mib: usize,
     },
     /// Memory with large attachments: peak server RSS sending 1 and N messages that each carry a file.
     Attachments {
@@ -130,7 +134,8 @@ async fn main() -> Result<()> {
         Bench::Inbound {
             messages,
             idle_samples,
-        } => inbound::inbound(&mailroom_binary()?, messages, idle_samples).await,
+            large_mib,
+        } => inbound::inbound(&mailroom_binary()?, messages, idle_samples, large_mib).await,
         Bench::Archive { messages, database } => {
             let postgres = match database.as_str() {
                 "sqlite" => false,
