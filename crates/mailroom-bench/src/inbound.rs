@@ -152,8 +152,10 @@ async fn server_syncing(
         &server,
         reqwest::Method::POST,
         "/v1/users",
-        Some(json!({"name": format!("user{n}"), "contact_email": format!("user{n}@corp.test"),
-            "licence": "full", "permission_sets": ["email-send"]})),
+        Some(
+            json!({"name": format!("user{n}"), "contact_email": format!("user{n}@corp.test"),
+            "licence": "full", "permission_sets": ["email-send"]}),
+        ),
     )
     .await?;
     let mailboxes = call(&server, reqwest::Method::GET, "/v1/mailboxes", None).await?;
@@ -313,7 +315,10 @@ async fn large_message(binary: &Path, postfix: &PostfixWithSasl, mib: usize) -> 
     let deadline = Instant::now() + Duration::from_secs(600);
     while stored(&server, &mailbox).await? != (1, true) {
         if Instant::now() > deadline {
-            bail!("the large message was not stored within 10 minutes\n{}", server.log());
+            bail!(
+                "the large message was not stored within 10 minutes\n{}",
+                server.log()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

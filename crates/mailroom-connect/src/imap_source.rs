@@ -380,12 +380,40 @@ impl ImapSource {
                 .filter_map(|f| {
                     Some(FetchedMail {
                         uid: f.uid?,
-                        flags: f.flags().map(|flag| flag_text(&flag)).collect(),
+                        flags: flags_of(&f),
                         internal_date_ms: f.internal_date().map(|d| d.timestamp_millis()),
                         size: f.size.unwrap_or(0),
                         raw: f.body()?.to_vec(),
                     })
                 })
+                .collect())
+        })
+        .await
+    }
+
+    /// The flags of every message of the examined folder whose flags changed since `modseq`
+    /// (`UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE modseq)`, RFC 7162 3.1.4). Only when the server
+    /// offers CONDSTORE; otherwise nothing.
+    pub async fn changed_flags(
+        &mut self,
+        modseq: u64,
+    ) -> Result<Vec<(u32, Vec<String>)>, SendError> {
+        if !self.condstore {
+            return Ok(Vec::new());
+        }
+        let timeout = self.timeout;
+        within(timeout, "UID FETCH CHANGEDSINCE", async {
+            let fetched: Vec<_> = self
+                .session
+                .uid_fetch("1:*", format!("(UID FLAGS) (CHANGEDSINCE {modseq})"))
+                .await
+                .map_err(|e| failure("UID FETCH", e))?
+                .try_collect()
+                .await
+                .map_err(|e| failure("UID FETCH", e))?;
+            Ok(fetched
+                .iter()
+                .filter_map(|f| Some((f.uid?, flags_of(f))))
                 .collect())
         })
         .await
@@ -409,7 +437,7 @@ impl ImapSource {
                 .find(|f| f.uid == Some(uid))
                 .map(|f| FetchedMail {
                     uid,
-                    flags: f.flags().map(|flag| flag_text(&flag)).collect(),
+                    flags: flags_of(f),
                     internal_date_ms: f.internal_date().map(|d| d.timestamp_millis()),
                     size: f.size.unwrap_or(0),
                     raw: Vec::new(),
@@ -502,6 +530,15 @@ impl ImapSource {
     pub async fn logout(mut self) {
         let _ = tokio::time::timeout(self.timeout, self.session.logout()).await;
     }
+}
+
+/// A message's flags as text, without `\Recent` (which belongs to one session, not to the message).
+fn flags_of(fetch: &async_imap::types::Fetch) -> Vec<String> {
+    fetch
+        .flags()
+        .filter(|flag| !matches!(flag, async_imap::types::Flag::Recent))
+        .map(|flag| flag_text(&flag))
+        .collect()
 }
 
 fn flag_text(flag: &async_imap::types::Flag<'_>) -> String {

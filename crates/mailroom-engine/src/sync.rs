@@ -7,7 +7,8 @@
 //! - Per folder: UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and how far the initial sync has come
 //!   (newest first, from the profile's `process_from`). New mail is read in UID order and the
 //!   folder's UIDNEXT is recorded only after every message below it is stored; the initial sync
-//!   records its low-water mark after each batch. A crash repeats at most a batch, and a UID
+//!   records its low-water mark after each batch. When HIGHESTMODSEQ moved (CONDSTORE), the flags
+//!   changed since are brought over to the stored messages. A crash repeats at most a batch, and a UID
 //!   stored before is never stored twice.
 //! - A UIDVALIDITY change re-indexes the folder: stored messages are matched to the server's by
 //!   Message-ID and size (by content for messages without a Message-ID) and keep their record;
@@ -553,6 +554,20 @@ impl SyncWorker {
             )
             .await?;
             state.initial_below = 0;
+        }
+        // Flags changed on the server since the last look (read, answered, flagged in another
+        // client): CONDSTORE names them.
+        if let (Some(known), Some(now)) = (state.highestmodseq, status.highestmodseq)
+            && now > known
+        {
+            let changes = source.changed_flags(known).await?;
+            let changed = self
+                .store
+                .update_inbound_flags(mailbox.id, folder, state.uidvalidity, &changes)
+                .await?;
+            if changed > 0 {
+                tracing::info!(event = "flags_synchronized", mailbox = %mailbox.id, folder, changed, "flags changed on the server were brought over");
+            }
         }
         state.highestmodseq = status.highestmodseq;
         state.synced_at_ms = Some(now_ms());

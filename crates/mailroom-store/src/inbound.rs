@@ -305,6 +305,42 @@ impl Store {
         })
     }
 
+    /// Brings stored messages' flags to what the server reports now (CONDSTORE changes since the
+    /// folder's HIGHESTMODSEQ); UIDs not stored are ignored. Returns how many messages changed.
+    pub async fn update_inbound_flags(
+        &self,
+        mailbox_id: Uuid,
+        folder: &str,
+        uidvalidity: u32,
+        changes: &[(u32, Vec<String>)],
+    ) -> StoreResult<u64> {
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        on_db!(self, |writer, reader| {
+            let mut tx = writer.begin_write().await?;
+            let mut changed = 0;
+            for (uid, flags) in changes {
+                let flags_json = to_json(flags);
+                changed += sqlx::query(
+                    "UPDATE inbound_messages SET flags_json = $5, seen = $6 \
+                     WHERE mailbox_id = $1 AND folder = $2 AND uidvalidity = $3 AND uid = $4 AND flags_json <> $5",
+                )
+                .bind(mailbox_id.to_string())
+                .bind(folder)
+                .bind(i64::from(uidvalidity))
+                .bind(i64::from(*uid))
+                .bind(&flags_json)
+                .bind(flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+            Ok(changed)
+        })
+    }
+
     /// Whether this UID of this folder is stored already.
     pub async fn inbound_stored_uids(
         &self,

@@ -1289,6 +1289,17 @@ async fn folder_state_is_kept_and_a_reindex_moves_messages_to_their_new_uids(t) 
     );
     assert_eq!(t.store.inbound_stored_uids(mailbox.id, "INBOX", 8, &[3]).await.unwrap(), vec![3]);
     t.store.move_inbound_uids(8, &[(before[0].0, 1)]).await.unwrap();
+    // Flags changed on the server are brought over; UIDs not stored are ignored.
+    let moved = before[0].0;
+    assert!(t.store.inbound_detail(moved, None).await.unwrap().message.seen);
+    // Marked unread and flagged in another client.
+    let flagged = vec!["\\Flagged".to_owned()];
+    let changes = [(1, flagged.clone()), (99, flagged.clone())];
+    assert_eq!(t.store.update_inbound_flags(mailbox.id, "INBOX", 8, &changes).await.unwrap(), 1);
+    assert_eq!(t.store.update_inbound_flags(mailbox.id, "INBOX", 8, &changes).await.unwrap(), 0, "no change the second time");
+    assert_eq!(t.store.update_inbound_flags(mailbox.id, "INBOX", 7, &changes).await.unwrap(), 0, "another UIDVALIDITY");
+    let now = t.store.inbound_detail(moved, None).await.unwrap().message;
+    assert_eq!((now.seen, now.flags), (false, flagged));
     // One node holds a mailbox's sync at a time; another takes it once the hold has expired.
     let (id, now) = (mailbox.id, now_ms());
     assert!(t.store.hold_mailbox_sync(id, "a", now, now + 1_000).await.unwrap());

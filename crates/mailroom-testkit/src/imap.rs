@@ -63,6 +63,19 @@ impl ImapClient {
         mailbox.uid_validity.context("no UIDVALIDITY")
     }
 
+    /// Adds flags to a message, as another mail client reading or flagging it would
+    /// (`UID STORE uid +FLAGS (…)`).
+    pub async fn add_flags(&mut self, folder: &str, uid: u32, flags: &str) -> Result<()> {
+        self.session.select(folder).await?;
+        let _: Vec<_> = self
+            .session
+            .uid_store(uid.to_string(), format!("+FLAGS ({flags})"))
+            .await?
+            .try_collect()
+            .await?;
+        Ok(())
+    }
+
     /// Every message's UID and stored flags in `folder` (read-only).
     pub async fn flags(&mut self, folder: &str) -> Result<Vec<(u32, Vec<String>)>> {
         let mailbox = self.session.examine(folder).await?;

@@ -1144,3 +1144,40 @@ async fn a_large_message_is_read_piece_by_piece_into_the_blob_store_with_memory_
     assert!(server.log().contains("needs it read whole"));
     imap.logout().await;
 }
+
+#[tokio::test]
+async fn a_message_read_in_another_client_after_it_was_stored_shows_as_read() {
+    let service = mail_service(1);
+    let mut imap = service.client(0).await;
+    imap.append("INBOX", &plain("unread for now", 1), None, None)
+        .await
+        .unwrap();
+    let server = start(&service, "").await;
+    profile(&server, &service, &["INBOX"]).await;
+    let (_, mailbox, _) = enabled_user(&server, 0, &["email-send"]).await;
+    wait_for_count(&server, &mailbox, "", 1, Duration::from_secs(20)).await;
+    let stored = all_messages(&server, &mailbox, "").await;
+    assert_eq!(stored[0]["unread"], true);
+    let uid = stored[0]["uid"].as_u64().unwrap() as u32;
+
+    // Read and flagged in the user's mail client: CONDSTORE names the change, IDLE wakes the sync.
+    let mut other_client = service.client(0).await;
+    other_client
+        .add_flags("INBOX", uid, "\\Seen \\Flagged")
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the message shows as read",
+        || async { Ok(all_messages(&server, &mailbox, "&unread=false").await.len() == 1) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    let id = stored[0]["id"].as_str().unwrap();
+    let detail = ok(&server, Method::GET, &format!("/v1/inbound/{id}"), None).await;
+    let flags = detail["flags"].as_array().unwrap();
+    assert!(flags.contains(&json!("\\Flagged")), "{detail}");
+    assert!(server.log().contains("flags_synchronized"));
+    other_client.logout().await;
+    imap.logout().await;
+}
