@@ -534,6 +534,42 @@ pub struct SmartKey {
     pub within_days: u32,
 }
 
+impl SmartKey {
+    /// What outbound mail is looked up by: see [`outbound_smart_key`].
+    pub fn digest(&self) -> String {
+        smart_digest(&self.subject, &self.participants)
+    }
+}
+
+fn smart_digest(normalized_subject: &str, participants: &[String]) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(normalized_subject.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(participants.join(" ").as_bytes());
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// The key smart matching finds an outbound message by: a digest of its normalised subject and
+/// its participants (sender and visible recipients, lower-cased, sorted) — the same digest a
+/// reply with the same subject between the same people gives. `None` without a subject.
+pub fn outbound_smart_key<'a>(
+    subject: &str,
+    participants: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    let subject = normalize_subject(subject);
+    if subject.is_empty() {
+        return None;
+    }
+    let mut participants: Vec<String> = participants
+        .into_iter()
+        .map(str::to_ascii_lowercase)
+        .collect();
+    participants.sort();
+    participants.dedup();
+    Some(smart_digest(&subject, &participants))
+}
+
 /// What each correlation method looks for in `message`, under `settings`.
 pub fn correlation_keys(
     message: &ParsedInbound,

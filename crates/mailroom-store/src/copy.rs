@@ -446,6 +446,7 @@ const TABLES: &[Table] = &[
             ("record_types", Text),
             ("content_deleted_at", Int),
             ("conversation_id", Text),
+            ("smart_key", Text),
         ],
     },
     Table {

@@ -527,25 +527,49 @@ impl Store {
                             ));
                         }
                     }
-                    // 5: smart matching, the same normalised subject and participants within N days.
+                    // 5: smart matching, the same normalised subject and participants within N days,
+                    // among stored and sent mail alike: the most recent wins.
                     if found.is_none()
                         && let Some(smart) = &new.keys.smart
                     {
                         let since = new.received_at_ms - i64::from(smart.within_days) * 86_400_000;
-                        let earlier = sqlx::query(
-                            "SELECT conversation_id, id FROM inbound_messages WHERE normalized_subject = $1 AND participants = $2 AND received_at >= $3
+                        let received = sqlx::query(
+                            "SELECT conversation_id, id, received_at FROM inbound_messages WHERE normalized_subject = $1 AND participants = $2 AND received_at >= $3
                              ORDER BY received_at DESC LIMIT 1",
                         )
                         .bind(&smart.subject)
                         .bind(smart.participants.join(" "))
                         .bind(since)
                         .fetch_optional(&mut *tx)
-                        .await?;
-                        if let Some(row) = earlier {
+                        .await?
+                        .map(|row| {
+                            (
+                                row.get::<i64, _>("received_at"),
+                                row.get::<String, _>("id"),
+                                row.get::<String, _>("conversation_id"),
+                            )
+                        });
+                        let sent = sqlx::query(
+                            "SELECT COALESCE(conversation_id, id) AS conversation, id, created_at FROM messages WHERE smart_key = $1 AND created_at >= $2
+                             ORDER BY created_at DESC LIMIT 1",
+                        )
+                        .bind(smart.digest())
+                        .bind(since)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|row| {
+                            (
+                                row.get::<i64, _>("created_at"),
+                                row.get::<String, _>("id"),
+                                row.get::<String, _>("conversation"),
+                            )
+                        });
+                        if let Some((_, id, conversation)) = received.into_iter().chain(sent).max()
+                        {
                             found = Some(inherit!(
                                 tx,
-                                row.get::<String, _>("id"),
-                                row.get("conversation_id"),
+                                id,
+                                conversation,
                                 CorrelationMethod::SmartMatch
                             ));
                         }

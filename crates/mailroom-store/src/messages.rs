@@ -24,6 +24,23 @@ use uuid::Uuid;
 /// An attachment of a message: the upload and, for an inline image, its Content-ID.
 pub type AttachedFile = (Uuid, Option<String>);
 
+impl NewMessage {
+    /// What smart matching finds this message by (a reply with the same subject between the same
+    /// people): see `mailroom_core::inbound::outbound_smart_key`.
+    pub(crate) fn smart_key(&self) -> Option<String> {
+        let content = &self.content;
+        mailroom_core::inbound::outbound_smart_key(
+            content.subject.as_str(),
+            content
+                .from
+                .iter()
+                .chain(&content.to)
+                .chain(&content.cc)
+                .map(|m| m.address.as_str()),
+        )
+    }
+}
+
 /// A validated message ready to be stored.
 #[derive(Debug, Clone)]
 pub struct NewMessage {

@@ -1425,6 +1425,21 @@ async fn tracking_tokens_contacts_and_smart_matching_follow_the_precedence_of_th
     let again = store(parsed_mail("RE: Delivery  dates", &[], None), 5, MailboxFilter::All).await.unwrap();
     assert_eq!(again.message.correlation_method, Some(CorrelationMethod::SmartMatch));
     assert_eq!(again.message.conversation_id, first.message.conversation_id);
+    // Smart matching finds sent mail too: a reply that lost its threading headers and carries no
+    // token, to a quote sent to the same person.
+    let mut quote = new_message(account.id, None, "Quote for the pumps");
+    std::sync::Arc::make_mut(&mut quote.content).to = vec![mailroom_core::address::Mailbox::new(
+        None,
+        mailroom_core::address::EmailAddress::parse("ann@customer.example").unwrap(),
+    )
+    .unwrap()];
+    quote.related_records = vec![RelatedRecord::new("quote", "Q-2", Relation::Primary).unwrap()];
+    let quote_id = quote.id;
+    t.store.insert_message(quote).await.unwrap();
+    let answer = store(parsed_mail("AW: Quote for the pumps", &[], None), 20, MailboxFilter::All).await.unwrap();
+    assert_eq!(answer.message.correlation_method, Some(CorrelationMethod::SmartMatch));
+    assert_eq!(answer.message.conversation_id, quote_id);
+    assert_eq!(answer.related_records[0].record_id, "Q-2");
 
     // Contacts: mail from a known contact is kept by the known-contacts filter and linked to
     // the contact's records; mail from a stranger is not kept.

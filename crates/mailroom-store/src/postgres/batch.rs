@@ -223,6 +223,7 @@ struct Rows {
     lease_owners: Vec<Option<String>>,
     lease_until: Vec<Option<i64>>,
     record_types: Vec<String>,
+    smart_keys: Vec<Option<String>>,
     to: Vec<String>,
     cc: Vec<String>,
     bcc: Vec<String>,
@@ -282,6 +283,7 @@ impl Rows {
         self.lease_until.push(claim.map(|c| c.lease_until));
         self.record_types
             .push(record_types_key(&message.related_records));
+        self.smart_keys.push(message.smart_key());
         self.to.push(mailboxes_to_json(&content.to));
         self.cc.push(mailboxes_to_json(&content.cc));
         self.bcc.push(mailboxes_to_json(&content.bcc));
@@ -298,16 +300,16 @@ impl Rows {
         sqlx::query(
             "INSERT INTO messages (id, status, scenario, account_id, message_id_header, subject, created_by,
                idempotency_key, request_hash, created_at, updated_at, send_at, next_attempt_at, template_id,
-               template_version, attempt_count, lease_owner, lease_until, record_types)
+               template_version, attempt_count, lease_owner, lease_until, record_types, smart_key)
              SELECT id, status, scenario, account_id, message_id_header, subject, created_by, idempotency_key,
                request_hash, created_at, created_at, send_at, next_attempt_at, template_id, template_version,
-               attempt_count, lease_owner, lease_until, record_types
+               attempt_count, lease_owner, lease_until, record_types, smart_key
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::bigint[],
-               $15::bigint[], $16::text[], $17::bigint[], $18::text[])
+               $15::bigint[], $16::text[], $17::bigint[], $18::text[], $19::text[])
              AS r(id, status, scenario, account_id, message_id_header, subject, created_by, idempotency_key,
                request_hash, created_at, send_at, next_attempt_at, template_id, template_version,
-               attempt_count, lease_owner, lease_until, record_types)",
+               attempt_count, lease_owner, lease_until, record_types, smart_key)",
         )
         .bind(&self.ids)
         .bind(&self.statuses)
@@ -327,6 +329,7 @@ impl Rows {
         .bind(&self.lease_owners)
         .bind(&self.lease_until)
         .bind(&self.record_types)
+        .bind(&self.smart_keys)
         .execute(&mut **tx)
         .await?;
         sqlx::query(

@@ -106,8 +106,8 @@ async fn insert_in(
     sqlx::query(
         "INSERT INTO messages (id, status, scenario, account_id, message_id_header, subject, created_by,
            idempotency_key, request_hash, created_at, updated_at, send_at, next_attempt_at, template_id,
-           template_version, attempt_count, lease_owner, lease_until, record_types)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+           template_version, attempt_count, lease_owner, lease_until, record_types, smart_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
     )
     .bind(&id)
     .bind(status)
@@ -127,6 +127,7 @@ async fn insert_in(
     .bind(claim.map(|c| &c.owner))
     .bind(claim.map(|c| c.lease_until))
     .bind(&record_types)
+    .bind(message.smart_key())
     .execute(&mut **tx)
     .await?;
     if !record_types.is_empty() {

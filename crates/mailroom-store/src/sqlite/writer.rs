@@ -373,8 +373,8 @@ fn insert(
         .prepare_cached(
             "INSERT INTO messages (id, status, scenario, account_id, message_id_header, subject, created_by,
                idempotency_key, request_hash, created_at, updated_at, send_at, next_attempt_at, template_id,
-               template_version, attempt_count, lease_owner, lease_until, record_types)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+               template_version, attempt_count, lease_owner, lease_until, record_types, smart_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         )?
         .execute(rusqlite::params![
             id,
@@ -395,6 +395,7 @@ fn insert(
             claim.map(|c| &c.owner),
             claim.map(|c| c.lease_until),
             record_types,
+            message.smart_key(),
         ])?;
     if !record_types.is_empty() {
         transaction
