@@ -299,6 +299,26 @@ impl ImapSource {
         Ok(uids)
     }
 
+    /// One `UID FETCH`, its answers collected, within `timeout`.
+    async fn uid_fetch(
+        &mut self,
+        timeout: Duration,
+        stage: &str,
+        set: impl AsRef<str>,
+        query: impl AsRef<str>,
+    ) -> Result<Vec<async_imap::types::Fetch>, SendError> {
+        within(timeout, stage, async {
+            self.session
+                .uid_fetch(set, query)
+                .await
+                .map_err(|e| failure("UID FETCH", e))?
+                .try_collect()
+                .await
+                .map_err(|e| failure("UID FETCH", e))
+        })
+        .await
+    }
+
     /// The sizes of messages, to read them in batches of bounded memory.
     pub async fn sizes(&mut self, uids: &[u32]) -> Result<Vec<(u32, u32)>, SendError> {
         if uids.is_empty() {
@@ -306,21 +326,13 @@ impl ImapSource {
         }
         let set = uid_set(uids);
         let timeout = self.timeout;
-        within(timeout, "UID FETCH RFC822.SIZE", async {
-            let fetched: Vec<_> = self
-                .session
-                .uid_fetch(&set, "(UID RFC822.SIZE)")
-                .await
-                .map_err(|e| failure("UID FETCH", e))?
-                .try_collect()
-                .await
-                .map_err(|e| failure("UID FETCH", e))?;
-            Ok(fetched
-                .iter()
-                .filter_map(|f| Some((f.uid?, f.size.unwrap_or(0))))
-                .collect())
-        })
-        .await
+        let fetched = self
+            .uid_fetch(timeout, "UID FETCH RFC822.SIZE", &set, "(UID RFC822.SIZE)")
+            .await?;
+        Ok(fetched
+            .iter()
+            .filter_map(|f| Some((f.uid?, f.size.unwrap_or(0))))
+            .collect())
     }
 
     /// Message-ID and size of messages: what a re-index after a UIDVALIDITY change matches by.
@@ -333,28 +345,22 @@ impl ImapSource {
         }
         let set = uid_set(uids);
         let timeout = self.timeout;
-        within(timeout, "UID FETCH HEADER.FIELDS", async {
-            let fetched: Vec<_> = self
-                .session
-                .uid_fetch(
-                    &set,
-                    "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",
-                )
-                .await
-                .map_err(|e| failure("UID FETCH", e))?
-                .try_collect()
-                .await
-                .map_err(|e| failure("UID FETCH", e))?;
-            Ok(fetched
-                .iter()
-                .filter_map(|f| {
-                    let header = f.header().or_else(|| f.body()).unwrap_or_default();
-                    let message_id = mailroom_core::inbound::parse_inbound(header).message_id;
-                    Some((f.uid?, message_id, f.size.unwrap_or(0)))
-                })
-                .collect())
-        })
-        .await
+        let fetched = self
+            .uid_fetch(
+                timeout,
+                "UID FETCH HEADER.FIELDS",
+                &set,
+                "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",
+            )
+            .await?;
+        Ok(fetched
+            .iter()
+            .filter_map(|f| {
+                let header = f.header().or_else(|| f.body()).unwrap_or_default();
+                let message_id = mailroom_core::inbound::parse_inbound(header).message_id;
+                Some((f.uid?, message_id, f.size.unwrap_or(0)))
+            })
+            .collect())
     }
 
     /// Reads whole messages with `BODY.PEEK[]` (which sets no flag), with their flags, sizes and
@@ -366,29 +372,26 @@ impl ImapSource {
         let set = uid_set(uids);
         // Whole messages may be large: the time allowed grows with the batch.
         let timeout = self.timeout * (1 + uids.len() as u32 / 16);
-        within(timeout, "UID FETCH BODY.PEEK[]", async {
-            let fetched: Vec<_> = self
-                .session
-                .uid_fetch(&set, "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])")
-                .await
-                .map_err(|e| failure("UID FETCH", e))?
-                .try_collect()
-                .await
-                .map_err(|e| failure("UID FETCH", e))?;
-            Ok(fetched
-                .into_iter()
-                .filter_map(|f| {
-                    Some(FetchedMail {
-                        uid: f.uid?,
-                        flags: flags_of(&f),
-                        internal_date_ms: f.internal_date().map(|d| d.timestamp_millis()),
-                        size: f.size.unwrap_or(0),
-                        raw: f.body()?.to_vec(),
-                    })
+        let fetched = self
+            .uid_fetch(
+                timeout,
+                "UID FETCH BODY.PEEK[]",
+                &set,
+                "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])",
+            )
+            .await?;
+        Ok(fetched
+            .into_iter()
+            .filter_map(|f| {
+                Some(FetchedMail {
+                    uid: f.uid?,
+                    flags: flags_of(&f),
+                    internal_date_ms: f.internal_date().map(|d| d.timestamp_millis()),
+                    size: f.size.unwrap_or(0),
+                    raw: f.body()?.to_vec(),
                 })
-                .collect())
-        })
-        .await
+            })
+            .collect())
     }
 
     /// The flags of every message of the examined folder whose flags changed since `modseq`
@@ -402,48 +405,42 @@ impl ImapSource {
             return Ok(Vec::new());
         }
         let timeout = self.timeout;
-        within(timeout, "UID FETCH CHANGEDSINCE", async {
-            let fetched: Vec<_> = self
-                .session
-                .uid_fetch("1:*", format!("(UID FLAGS) (CHANGEDSINCE {modseq})"))
-                .await
-                .map_err(|e| failure("UID FETCH", e))?
-                .try_collect()
-                .await
-                .map_err(|e| failure("UID FETCH", e))?;
-            Ok(fetched
-                .iter()
-                .filter_map(|f| Some((f.uid?, flags_of(f))))
-                .collect())
-        })
-        .await
+        let fetched = self
+            .uid_fetch(
+                timeout,
+                "UID FETCH CHANGEDSINCE",
+                "1:*",
+                format!("(UID FLAGS) (CHANGEDSINCE {modseq})"),
+            )
+            .await?;
+        Ok(fetched
+            .iter()
+            .filter_map(|f| Some((f.uid?, flags_of(f))))
+            .collect())
     }
 
     /// A message's flags, INTERNALDATE and size, without its bytes (`raw` is empty); `None` when
     /// it is gone.
     pub async fn fetch_meta(&mut self, uid: u32) -> Result<Option<FetchedMail>, SendError> {
         let timeout = self.timeout;
-        within(timeout, "UID FETCH FLAGS", async {
-            let fetched: Vec<_> = self
-                .session
-                .uid_fetch(uid.to_string(), "(UID FLAGS INTERNALDATE RFC822.SIZE)")
-                .await
-                .map_err(|e| failure("UID FETCH", e))?
-                .try_collect()
-                .await
-                .map_err(|e| failure("UID FETCH", e))?;
-            Ok(fetched
-                .iter()
-                .find(|f| f.uid == Some(uid))
-                .map(|f| FetchedMail {
-                    uid,
-                    flags: flags_of(f),
-                    internal_date_ms: f.internal_date().map(|d| d.timestamp_millis()),
-                    size: f.size.unwrap_or(0),
-                    raw: Vec::new(),
-                }))
-        })
-        .await
+        let fetched = self
+            .uid_fetch(
+                timeout,
+                "UID FETCH FLAGS",
+                uid.to_string(),
+                "(UID FLAGS INTERNALDATE RFC822.SIZE)",
+            )
+            .await?;
+        Ok(fetched
+            .iter()
+            .find(|f| f.uid == Some(uid))
+            .map(|f| FetchedMail {
+                uid,
+                flags: flags_of(f),
+                internal_date_ms: f.internal_date().map(|d| d.timestamp_millis()),
+                size: f.size.unwrap_or(0),
+                raw: Vec::new(),
+            }))
     }
 
     /// Up to `length` bytes of a message from `offset` (a partial `BODY.PEEK[]<offset.length>`,
@@ -456,24 +453,18 @@ impl ImapSource {
         length: u32,
     ) -> Result<Option<Vec<u8>>, SendError> {
         let timeout = self.timeout * (1 + length / (4 * 1024 * 1024));
-        within(timeout, "UID FETCH BODY.PEEK[]<partial>", async {
-            let fetched: Vec<_> = self
-                .session
-                .uid_fetch(
-                    uid.to_string(),
-                    format!("(UID BODY.PEEK[]<{offset}.{length}>)"),
-                )
-                .await
-                .map_err(|e| failure("UID FETCH", e))?
-                .try_collect()
-                .await
-                .map_err(|e| failure("UID FETCH", e))?;
-            Ok(fetched
-                .iter()
-                .find(|f| f.uid == Some(uid))
-                .map(|f| f.body().map(<[u8]>::to_vec).unwrap_or_default()))
-        })
-        .await
+        let fetched = self
+            .uid_fetch(
+                timeout,
+                "UID FETCH BODY.PEEK[]<partial>",
+                uid.to_string(),
+                format!("(UID BODY.PEEK[]<{offset}.{length}>)"),
+            )
+            .await?;
+        Ok(fetched
+            .iter()
+            .find(|f| f.uid == Some(uid))
+            .map(|f| f.body().map(<[u8]>::to_vec).unwrap_or_default()))
     }
 
     /// Waits in IDLE on the examined folder until the server reports a change or `wait` passes;

@@ -661,6 +661,18 @@ impl SyncWorker {
                 )
             };
         }
+        // Empties the pipeline: what is fetched is prepared while what is ready is stored, then
+        // stored in turn.
+        macro_rules! drain {
+            () => {{
+                let (next, done) = tokio::join!(
+                    self.prepare_fetched(fetched.take()),
+                    stored!(ready.take(), low_water.as_deref_mut())
+                );
+                done?;
+                stored!(next?, low_water.as_deref_mut()).await?;
+            }};
+        }
         for chunk in uids.chunks(self.config.batch_messages.max(1)) {
             for (batch, bytes) in self
                 .batches(source, mailbox, folder, uidvalidity, chunk)
@@ -668,12 +680,7 @@ impl SyncWorker {
             {
                 if bytes > self.config.batch_bytes {
                     // Read alone, a piece at a time, after what is in the pipeline.
-                    let (next, done) = tokio::join!(
-                        self.prepare_fetched(fetched.take()),
-                        stored!(ready.take(), low_water.as_deref_mut())
-                    );
-                    done?;
-                    stored!(next?, low_water.as_deref_mut()).await?;
+                    drain!();
                     self.keep_large(source, mailbox, folder, uidvalidity, batch[0], correlation)
                         .await?;
                     self.moved(mailbox, &batch, low_water.as_deref_mut())
@@ -690,12 +697,8 @@ impl SyncWorker {
                 fetched = Some((batch, mails?));
             }
         }
-        let (next, done) = tokio::join!(
-            self.prepare_fetched(fetched.take()),
-            stored!(ready.take(), low_water.as_deref_mut())
-        );
-        done?;
-        stored!(next?, low_water).await
+        drain!();
+        Ok(())
     }
 
     /// After a batch of the initial sync is stored: its low-water mark moves below it.
