@@ -357,11 +357,12 @@ impl SyncWorker {
             .find(|f| f.eq_ignore_ascii_case("INBOX"))
             .cloned()
             .filter(|_| profile.processing.use_idle && source.offers_idle());
-        let correlation = match self.store.correlation_settings().await {
-            Ok(settings) => settings,
-            Err(error) => return error.into(),
-        };
         loop {
+            // Read every round: a change of the organisation's settings applies to the next mail.
+            let correlation = match self.store.correlation_settings().await {
+                Ok(settings) => settings,
+                Err(error) => return error.into(),
+            };
             for folder in &folders {
                 if cancel.is_cancelled() {
                     return Stop::Done;

@@ -24,23 +24,6 @@ use uuid::Uuid;
 /// An attachment of a message: the upload and, for an inline image, its Content-ID.
 pub type AttachedFile = (Uuid, Option<String>);
 
-impl NewMessage {
-    /// What smart matching finds this message by (a reply with the same subject between the same
-    /// people): see `mailroom_core::inbound::outbound_smart_key`.
-    pub(crate) fn smart_key(&self) -> Option<String> {
-        let content = &self.content;
-        mailroom_core::inbound::outbound_smart_key(
-            content.subject.as_str(),
-            content
-                .from
-                .iter()
-                .chain(&content.to)
-                .chain(&content.cc)
-                .map(|m| m.address.as_str()),
-        )
-    }
-}
-
 /// A validated message ready to be stored.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -56,6 +39,9 @@ pub struct NewMessage {
     pub attachments: Vec<AttachedFile>,
     /// The template (id and version) the content was rendered from.
     pub template: Option<(String, i64)>,
+    /// What smart matching finds this message by, when the organisation has it on
+    /// (`mailroom_core::inbound::outbound_smart_key`).
+    pub smart_key: Option<String>,
     /// Kept as a draft until a user confirms it.
     pub draft: bool,
     pub send_at_ms: Option<i64>,

@@ -1434,6 +1434,7 @@ async fn tracking_tokens_contacts_and_smart_matching_follow_the_precedence_of_th
     )
     .unwrap()];
     quote.related_records = vec![RelatedRecord::new("quote", "Q-2", Relation::Primary).unwrap()];
+    quote.smart_key = mailroom_core::inbound::outbound_smart_key("Quote for the pumps", ["ann@customer.example"]);
     let quote_id = quote.id;
     t.store.insert_message(quote).await.unwrap();
     let answer = store(parsed_mail("AW: Quote for the pumps", &[], None), 20, MailboxFilter::All).await.unwrap();

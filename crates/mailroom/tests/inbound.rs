@@ -993,6 +993,38 @@ async fn a_tracking_token_in_the_subject_links_a_reply_that_lost_its_threading_h
     assert!(
         String::from_utf8_lossy(&raw.stdout).contains("Message-ID: <lost-headers@example.com>")
     );
+
+    // Smart matching, once on, links a reply that lost its headers and carries no token to the
+    // mail it answers: same subject, same people.
+    ok(&server, Method::PUT, "/v1/settings/correlation",
+        Some(json!({"subject_token": false, "subject_token_prefix": "MR", "plus_addressing": false, "smart_match_days": 7}))).await;
+    let schedule = server
+        .send(&json!({"to": ["customer@example.com"], "subject": "Delivery schedule", "text": "week 12"}))
+        .await
+        .unwrap();
+    let accounts = ok(&server, Method::GET, "/v1/accounts", None).await;
+    let account = accounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == schedule["account_id"])
+        .unwrap_or_else(|| panic!("{schedule} {accounts}"));
+    let reply = format!(
+        "From: customer@example.com\r\nTo: {}\r\nSubject: Re: Delivery  schedule\r\nMessage-ID: <no-headers@example.com>\r\n\r\nfine\r\n",
+        account["email_address"].as_str().unwrap()
+    );
+    imap.append("INBOX", reply.as_bytes(), None, None)
+        .await
+        .unwrap();
+    wait_for_count(&server, &mailbox, "", 2, Duration::from_secs(20)).await;
+    let matched = all_messages(&server, &mailbox, "")
+        .await
+        .into_iter()
+        .find(|m| m["message_id"] == "no-headers@example.com")
+        .unwrap();
+    assert_eq!(matched["correlation_method"], "smart-match", "{matched}");
+    assert_eq!(matched["conversation_id"], schedule["id"]);
+
     let (status, _) = server
         .call(Method::DELETE, "/v1/contacts/ann", None, &[])
         .await

@@ -519,6 +519,21 @@ pub(crate) async fn accept_in_thread(
     let message = NewMessage {
         attachments,
         template: parts.template.clone(),
+        smart_key: (correlation.smart_match_days > 0)
+            .then(|| {
+                // Without a From of its own, the message goes out from the account's address.
+                let from = content
+                    .from
+                    .as_ref()
+                    .map_or(&account.email_address, |m| &m.address);
+                mailroom_core::inbound::outbound_smart_key(
+                    content.subject.as_str(),
+                    std::iter::once(from)
+                        .chain(content.to.iter().chain(&content.cc).map(|m| &m.address))
+                        .map(|address| address.as_str()),
+                )
+            })
+            .flatten(),
         id,
         scenario: scenario.clone(),
         account_id: account.id,

@@ -283,7 +283,7 @@ impl Rows {
         self.lease_until.push(claim.map(|c| c.lease_until));
         self.record_types
             .push(record_types_key(&message.related_records));
-        self.smart_keys.push(message.smart_key());
+        self.smart_keys.push(message.smart_key.clone());
         self.to.push(mailboxes_to_json(&content.to));
         self.cc.push(mailboxes_to_json(&content.cc));
         self.bcc.push(mailboxes_to_json(&content.bcc));

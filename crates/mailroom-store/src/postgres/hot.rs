@@ -127,7 +127,7 @@ async fn insert_in(
     .bind(claim.map(|c| &c.owner))
     .bind(claim.map(|c| c.lease_until))
     .bind(&record_types)
-    .bind(message.smart_key())
+    .bind(&message.smart_key)
     .execute(&mut **tx)
     .await?;
     if !record_types.is_empty() {

@@ -395,7 +395,7 @@ fn insert(
             claim.map(|c| &c.owner),
             claim.map(|c| c.lease_until),
             record_types,
-            message.smart_key(),
+            message.smart_key,
         ])?;
     if !record_types.is_empty() {
         transaction

@@ -67,6 +67,7 @@ pub fn message_with_text(
         related_records: Vec::new(),
         attachments: Vec::new(),
         template: None,
+        smart_key: None,
         draft: false,
         send_at_ms: None,
         created_by: "tester".into(),
