@@ -996,8 +996,28 @@ async fn a_tracking_token_in_the_subject_links_a_reply_that_lost_its_threading_h
 
     // Smart matching, once on, links a reply that lost its headers and carries no token to the
     // mail it answers: same subject, same people.
-    ok(&server, Method::PUT, "/v1/settings/correlation",
-        Some(json!({"subject_token": false, "subject_token_prefix": "MR", "plus_addressing": false, "smart_match_days": 7}))).await;
+    let set = cli(vec![
+        "--output".into(),
+        "json".into(),
+        "settings".into(),
+        "correlation".into(),
+        "set".into(),
+        "--subject-token".into(),
+        "false".into(),
+        "--smart-match-days".into(),
+        "7".into(),
+    ]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let settings: Value = serde_json::from_slice(&set.stdout).unwrap();
+    assert_eq!(
+        settings,
+        json!({"subject_token": false, "subject_token_prefix": "MR", "plus_addressing": false, "smart_match_days": 7}),
+        "what was not given keeps its value"
+    );
     let schedule = server
         .send(&json!({"to": ["customer@example.com"], "subject": "Delivery schedule", "text": "week 12"}))
         .await
@@ -1024,6 +1044,87 @@ async fn a_tracking_token_in_the_subject_links_a_reply_that_lost_its_threading_h
         .unwrap();
     assert_eq!(matched["correlation_method"], "smart-match", "{matched}");
     assert_eq!(matched["conversation_id"], schedule["id"]);
+
+    // Set regarding and untrack by hand, from the CLI; a contact shown and deleted there too.
+    let matched_id = matched["id"].as_str().unwrap().to_owned();
+    let regarding = cli(vec![
+        "inbound".into(),
+        "regarding".into(),
+        matched_id.clone(),
+        "--record".into(),
+        "deal:D-9".into(),
+    ]);
+    assert!(
+        regarding.status.success(),
+        "{}",
+        String::from_utf8_lossy(&regarding.stderr)
+    );
+    let detail = ok(
+        &server,
+        Method::GET,
+        &format!("/v1/inbound/{matched_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        detail["related_records"],
+        json!([{"type": "deal", "id": "D-9"}])
+    );
+    let refused = cli(vec![
+        "inbound".into(),
+        "regarding".into(),
+        matched_id.clone(),
+        "--record".into(),
+        "D-9".into(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("type:id"));
+    let untrack = cli(vec!["inbound".into(), "untrack".into(), matched_id.clone()]);
+    assert!(
+        untrack.status.success(),
+        "{}",
+        String::from_utf8_lossy(&untrack.stderr)
+    );
+    let detail = ok(
+        &server,
+        Method::GET,
+        &format!("/v1/inbound/{matched_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(detail["related_records"], json!([]));
+    let shown = cli(vec![
+        "--output".into(),
+        "json".into(),
+        "contact".into(),
+        "show".into(),
+        "ann".into(),
+    ]);
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["addresses"], json!(["customer@example.com"]));
+    let put = cli(vec![
+        "contact".into(),
+        "put".into(),
+        "bob".into(),
+        "--address".into(),
+        "Bob@Example.com".into(),
+        "--record".into(),
+        "customer:C-8".into(),
+    ]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let bob = ok(&server, Method::GET, "/v1/contacts/bob", None).await;
+    assert_eq!(
+        bob["related_records"],
+        json!([{"type": "customer", "id": "C-8"}])
+    );
+    let deleted = cli(vec!["contact".into(), "delete".into(), "bob".into()]);
+    assert!(deleted.status.success());
+    let (status, _) = server.get("/v1/contacts/bob").await.unwrap();
+    assert_eq!(status, 404);
 
     let (status, _) = server
         .call(Method::DELETE, "/v1/contacts/ann", None, &[])

@@ -59,6 +59,84 @@ pub enum InboundCommand {
     },
     /// A conversation's outbound and inbound mail in time order.
     Conversation { id: String },
+    /// Set the records a received message concerns (`type:id`, e.g. `sales-invoice:103001`),
+    /// replacing those found by correlation.
+    Regarding {
+        id: String,
+        #[arg(long = "record", required = true)]
+        records: Vec<String>,
+    },
+    /// Unlink a received message from every record.
+    Untrack { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum ContactCommand {
+    /// Create or replace a contact (its id is the application's own).
+    Put {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long = "address", required = true)]
+        addresses: Vec<String>,
+        /// A record the contact belongs to, `type:id` (repeatable).
+        #[arg(long = "record")]
+        records: Vec<String>,
+    },
+    Show {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+pub async fn contact(client: &Client, command: ContactCommand, output: Output) -> Result<()> {
+    match command {
+        ContactCommand::Put {
+            id,
+            name,
+            addresses,
+            records,
+        } => {
+            let records = records
+                .iter()
+                .map(|r| record_ref(r))
+                .collect::<Result<Vec<_>>>()?;
+            let value = client
+                .call(
+                    Method::PUT,
+                    &format!("/v1/contacts/{id}"),
+                    Some(json!({"name": name, "addresses": addresses, "related_records": records})),
+                    &[],
+                )
+                .await?;
+            emit(output, &value, print_record);
+        }
+        ContactCommand::Show { id } => {
+            let value = client
+                .call(Method::GET, &format!("/v1/contacts/{id}"), None, &[])
+                .await?;
+            emit(output, &value, print_record);
+        }
+        ContactCommand::Delete { id } => {
+            client
+                .call(Method::DELETE, &format!("/v1/contacts/{id}"), None, &[])
+                .await?;
+            println!("deleted contact {id}");
+        }
+    }
+    Ok(())
+}
+
+/// `type:id` as the API's record reference.
+fn record_ref(text: &str) -> Result<Value> {
+    match text.split_once(':') {
+        Some((kind, id)) if !kind.is_empty() && !id.is_empty() => {
+            Ok(json!({"type": kind, "id": id}))
+        }
+        _ => anyhow::bail!("a record is written type:id, e.g. sales-invoice:103001, not {text:?}"),
+    }
 }
 
 /// Percent-encodes a query value (everything but unreserved characters).
@@ -223,6 +301,32 @@ pub async fn inbound(client: &Client, command: InboundCommand, output: Output) -
                     ],
                 )
             });
+        }
+        InboundCommand::Regarding { id, records } => {
+            let records = records
+                .iter()
+                .map(|r| record_ref(r))
+                .collect::<Result<Vec<_>>>()?;
+            let value = client
+                .call(
+                    Method::PUT,
+                    &format!("/v1/inbound/{id}/related-records"),
+                    Some(json!({"related_records": records})),
+                    &[],
+                )
+                .await?;
+            emit(output, &value, print_record);
+        }
+        InboundCommand::Untrack { id } => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/inbound/{id}/related-records"),
+                    None,
+                    &[],
+                )
+                .await?;
+            println!("untracked {id}");
         }
     }
     Ok(())

@@ -122,6 +122,28 @@ pub enum SettingsCommand {
     /// The organisation's email settings.
     #[command(subcommand)]
     Email(EmailSettingsCommand),
+    /// How received mail is linked to conversations (tracking tokens, smart matching).
+    #[command(subcommand)]
+    Correlation(CorrelationSettingsCommand),
+}
+
+#[derive(Subcommand)]
+pub enum CorrelationSettingsCommand {
+    Show,
+    /// Change some settings; the others keep their value.
+    Set {
+        /// Add `[PREFIX-TOKEN]` to outbound subjects and match it in replies.
+        #[arg(long)]
+        subject_token: Option<bool>,
+        #[arg(long)]
+        subject_token_prefix: Option<String>,
+        /// Put the token in a plus-addressed Reply-To and match it.
+        #[arg(long)]
+        plus_addressing: Option<bool>,
+        /// Match by subject and participants within this many days (0: off).
+        #[arg(long)]
+        smart_match_days: Option<u32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -524,7 +546,12 @@ pub async fn mailboxes(client: &Client, command: MailboxCommand, output: Output)
 }
 
 pub async fn settings(client: &Client, command: SettingsCommand, output: Output) -> Result<()> {
-    let SettingsCommand::Email(command) = command;
+    let command = match command {
+        SettingsCommand::Email(command) => command,
+        SettingsCommand::Correlation(command) => {
+            return correlation_settings(client, command, output).await;
+        }
+    };
     let value = match command {
         EmailSettingsCommand::Show => {
             client
@@ -570,6 +597,41 @@ pub async fn settings(client: &Client, command: SettingsCommand, output: Output)
                 .await?
         }
     };
+    emit(output, &value, print_record);
+    Ok(())
+}
+
+async fn correlation_settings(
+    client: &Client,
+    command: CorrelationSettingsCommand,
+    output: Output,
+) -> Result<()> {
+    const PATH: &str = "/v1/settings/correlation";
+    let mut value = client.call(Method::GET, PATH, None, &[]).await?;
+    if let CorrelationSettingsCommand::Set {
+        subject_token,
+        subject_token_prefix,
+        plus_addressing,
+        smart_match_days,
+    } = command
+    {
+        // The API replaces the settings whole: what is not given keeps its current value.
+        let changes = [
+            ("subject_token", subject_token.map(|v| json!(v))),
+            (
+                "subject_token_prefix",
+                subject_token_prefix.map(|v| json!(v)),
+            ),
+            ("plus_addressing", plus_addressing.map(|v| json!(v))),
+            ("smart_match_days", smart_match_days.map(|v| json!(v))),
+        ];
+        for (key, change) in changes {
+            if let Some(change) = change {
+                value[key] = change;
+            }
+        }
+        value = client.call(Method::PUT, PATH, Some(value), &[]).await?;
+    }
     emit(output, &value, print_record);
     Ok(())
 }

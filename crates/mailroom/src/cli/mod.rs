@@ -124,6 +124,9 @@ pub enum Command {
     /// Received mail: list, show, raw, sync state, reply, forward, conversations.
     #[command(subcommand)]
     Inbound(inbound::InboundCommand),
+    /// Contacts the business application knows: their addresses and the records they belong to.
+    #[command(subcommand)]
+    Contact(inbound::ContactCommand),
 }
 
 #[derive(Subcommand)]
@@ -517,6 +520,7 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Job(command) => mailboxes::jobs(&client, command, output).await?,
         Command::Alert(command) => mailboxes::alerts(&client, command, output).await?,
         Command::Inbound(command) => inbound::inbound(&client, command, output).await?,
+        Command::Contact(command) => inbound::contact(&client, command, output).await?,
         Command::Account(command) => accounts::run(&client, command, output).await?,
         Command::User(command) => users::run(&client, command, output).await?,
         Command::Scenario(command) => mail::scenarios(&client, command, output).await?,
