@@ -136,7 +136,11 @@ pub fn openapi() -> OpenApi {
         Vec::<String>::new(),
     )]);
     document_common_errors(&mut api);
-    add_examples(&mut api);
+    let unattached = add_examples(&mut api);
+    debug_assert!(
+        unattached.is_empty(),
+        "examples without a place: {unattached:?}"
+    );
     // The data each built-in document type's template expects, so that clients can validate and
     // generate it.
     let components = api.components.get_or_insert_with(Default::default);
@@ -155,7 +159,9 @@ pub fn openapi() -> OpenApi {
 
 /// A request and an answer for the routes a business application calls most, shown in `/docs`
 /// beside the samples generated from the schemas.
-fn add_examples(api: &mut OpenApi) {
+/// Returns the examples that found no place in the document (a test keeps it empty).
+fn add_examples(api: &mut OpenApi) -> Vec<String> {
+    let mut unattached = Vec::new();
     use serde_json::json;
     use utoipa::openapi::RefOr;
     let message_answer = json!({"id": "01936f4e-7c1a-7b3e-9d2a-5f0c8e1b2a34", "status": "queued",
@@ -260,27 +266,91 @@ fn add_examples(api: &mut OpenApi) {
             json!({"code": "invalid_request", "field": "data.document.lines",
                        "message": "document.lines is missing: the html template needs it (line 11)"}),
         ),
+        (
+            "get",
+            "/v1/inbound/{id}",
+            None,
+            "200",
+            json!({"id": "01937a0b-2c4d-7e8f-9a0b-1c2d3e4f5a6b", "mailbox_id": "3f1e2d4c-5b6a-4978-8a9b-0c1d2e3f4a5b",
+                   "folder": "INBOX", "uid": 4812, "message_id": "CAF2x9@mail.adatum.example",
+                   "subject": "AW: Invoice 103001 [MR-7K3QXAB]",
+                   "from": {"name": "Robert Townes", "address": "robert@adatum.example"},
+                   "to": [{"address": "billing@cronus.example"}], "cc": [],
+                   "sent_at": "2026-11-27T09:12:44Z", "received_at": "2026-11-27T09:12:46Z", "size": 48211,
+                   "flags": ["\\Seen"], "unread": false, "unparsed": false,
+                   "correlation_method": "subject-token", "conversation_id": "01936f4e-7c1a-7b3e-9d2a-5f0c8e1b2a34",
+                   "reply_to": [], "references": [],
+                   "headers": [["From", "Robert Townes <robert@adatum.example>"], ["Subject", "AW: Invoice 103001 [MR-7K3QXAB]"]],
+                   "text": "Paid today, remittance advice attached.", "html": null,
+                   "attachments": [{"part": "2", "name": "remittance.pdf", "content_type": "application/pdf", "size": 40113,
+                                    "download": "/v1/inbound/01937a0b-2c4d-7e8f-9a0b-1c2d3e4f5a6b/parts/2"}],
+                   "related_records": [{"type": "sales-invoice", "id": "103001"}, {"type": "customer", "id": "C10000"}],
+                   "raw": "/v1/inbound/01937a0b-2c4d-7e8f-9a0b-1c2d3e4f5a6b/raw"}),
+        ),
+        (
+            "post",
+            "/v1/inbound/{id}/reply",
+            Some(json!({"text": "Thank you, we have received the payment."})),
+            "202",
+            json!({"id": "01937a0c-0d1e-7f2a-8b3c-4d5e6f7a8b9c", "status": "queued",
+                   "message_id": "<01937a0c0d1e7f2a8b3c4d5e6f7a8b9c@cronus.example>",
+                   "account_id": "5b2f0c1e-8d4a-4f3b-9e6d-2a1c7b8e9f01", "scenario": "default",
+                   "conversation_id": "01936f4e-7c1a-7b3e-9d2a-5f0c8e1b2a34"}),
+        ),
+        (
+            "put",
+            "/v1/contacts/{id}",
+            Some(
+                json!({"name": "Robert Townes", "addresses": ["robert@adatum.example"],
+                        "related_records": [{"type": "customer", "id": "C10000"}]}),
+            ),
+            "200",
+            json!({"id": "CT-7", "name": "Robert Townes", "addresses": ["robert@adatum.example"],
+                   "related_records": [{"type": "customer", "id": "C10000"}]}),
+        ),
+        (
+            "put",
+            "/v1/settings/correlation",
+            Some(
+                json!({"subject_token": true, "subject_token_prefix": "MR", "plus_addressing": false,
+                        "smart_match_days": 14}),
+            ),
+            "200",
+            json!({"subject_token": true, "subject_token_prefix": "MR", "plus_addressing": false,
+                   "smart_match_days": 14}),
+        ),
     ];
     for (method, path, request, status, answer) in examples {
-        let Some(item) = api.paths.paths.get_mut(path) else {
+        let operation = api.paths.paths.get_mut(path).and_then(|item| match method {
+            "get" => item.get.as_mut(),
+            "put" => item.put.as_mut(),
+            _ => item.post.as_mut(),
+        });
+        let Some(operation) = operation else {
+            unattached.push(format!("{method} {path}"));
             continue;
         };
-        let operation = match method {
-            "get" => item.get.as_mut(),
-            _ => item.post.as_mut(),
-        };
-        let Some(operation) = operation else { continue };
-        if let (Some(request), Some(RefOr::T(body))) = (request, operation.request_body.as_mut())
-            && let Some(RefOr::T(content)) = body.content.get_mut("application/json")
-        {
-            content.example = Some(request);
+        let mut attached = false;
+        if let Some(request) = request {
+            if let Some(RefOr::T(body)) = operation.request_body.as_mut()
+                && let Some(RefOr::T(content)) = body.content.get_mut("application/json")
+            {
+                content.example = Some(request);
+            } else {
+                unattached.push(format!("{method} {path} request"));
+            }
         }
         if let Some(RefOr::T(response)) = operation.responses.responses.get_mut(status)
             && let Some(RefOr::T(content)) = response.content.get_mut("application/json")
         {
             content.example = Some(answer);
+            attached = true;
+        }
+        if !attached {
+            unattached.push(format!("{method} {path} {status}"));
         }
     }
+    unattached
 }
 
 /// Adds the error answers that whole classes of routes share to every operation of the class, so
@@ -442,6 +512,12 @@ pub fn router(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_example_finds_its_operation_request_and_answer_in_the_document() {
+        let mut api = openapi();
+        assert_eq!(add_examples(&mut api), Vec::<String>::new());
+    }
 
     #[test]
     fn every_v1_operation_has_exactly_one_entry_in_the_permission_table() {
