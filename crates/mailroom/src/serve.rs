@@ -305,7 +305,11 @@ pub async fn run(config: Config) -> Result<()> {
         pickup_root: config.pickup_root.clone(),
         max_attachment_bytes: config.max_attachment_bytes,
     };
-    let router = mailroom_api::router(store.clone(), engine.clone(), settings, metrics, blobs);
+    let api = mailroom_api::router(store.clone(), engine.clone(), settings, metrics, blobs);
+    // The console's pages call the API in process, as the signed-in user.
+    let router = api
+        .clone()
+        .merge(mailroom_console::router(api, store.clone()));
     let address = listener.local_addr()?;
     println!("mailroom listening on http://{address}");
     tracing::info!(event = "started", %address, data_dir = %config.data_dir.display(), "mailroom started");

@@ -1,0 +1,368 @@
+//! The browser console (MISSION E): server-rendered pages under `/console`.
+//!
+//! - **Same rules as the API, not a copy of them.** Every page gets its data by calling the API in
+//!   process with the signed-in user's session token: the console shows and allows exactly what the
+//!   API allows that user (permission table, view policies), and a section the API refuses says so.
+//! - **Sign-in** with an API token: the console issues a session token of 12 hours (an API token
+//!   named `console session`, so it is listed, expires and can be revoked like any other), kept only
+//!   in an `HttpOnly`, `SameSite=Strict` cookie. Sign-out revokes it.
+//! - **CSRF**: every form carries a token derived from the session secret, which another site can
+//!   neither read nor compute; a POST without it is refused with 403. A POST whose `Origin` is
+//!   another site's is refused too (sign-in included).
+//! - **No build step, nothing from elsewhere**: templates and static files (htmx 2, the style
+//!   sheet) are compiled into the binary.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use mailroom_store::{ApiToken, Store, User};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+/// The cookie that holds the session token.
+const SESSION_COOKIE: &str = "mailroom_session";
+/// How long a console session lasts.
+const SESSION_MS: i64 = 12 * 60 * 60 * 1000;
+/// The name of the API tokens the console issues as sessions.
+pub const SESSION_TOKEN_NAME: &str = "console session";
+
+struct Console {
+    api: Router,
+    store: Store,
+    templates: minijinja::Environment<'static>,
+}
+
+type Shared = State<Arc<Console>>;
+
+/// The console's routes. `api` is the API router: pages call it in process.
+pub fn router(api: Router, store: Store) -> Router {
+    let mut templates = minijinja::Environment::new();
+    for (name, source) in [
+        ("base.html", include_str!("../templates/base.html")),
+        ("sign_in.html", include_str!("../templates/sign_in.html")),
+        (
+            "dashboard.html",
+            include_str!("../templates/dashboard.html"),
+        ),
+    ] {
+        templates
+            .add_template(name, source)
+            .expect("the console's templates compile");
+    }
+    let console = Arc::new(Console {
+        api,
+        store,
+        templates,
+    });
+    Router::new()
+        .route("/console", get(dashboard))
+        .route("/console/sign-in", get(sign_in_page).post(sign_in))
+        .route("/console/sign-out", post(sign_out))
+        .route("/console/static/{file}", get(static_file))
+        .with_state(console)
+}
+
+/// A signed-in user: their session token (id, secret) and who they are.
+struct Session {
+    token: ApiToken,
+    secret: String,
+    user: User,
+}
+
+impl Session {
+    /// The CSRF token of this session's forms.
+    fn csrf(&self) -> String {
+        csrf_for(&self.secret)
+    }
+}
+
+fn csrf_for(secret: &str) -> String {
+    hex::encode(&Sha256::digest(format!("mailroom console csrf\n{secret}").as_bytes())[..16])
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// The session of the request, if its cookie holds a valid token of an enabled user.
+async fn session(console: &Console, headers: &HeaderMap) -> Result<Option<Session>, Response> {
+    let Some(secret) = cookie_value(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    match console.store.authenticate_token(secret).await {
+        Ok(Some((token, user))) => Ok(Some(Session {
+            token,
+            secret: secret.to_owned(),
+            user,
+        })),
+        Ok(None) => Ok(None),
+        Err(error) => {
+            tracing::error!(%error, "console: reading the session failed");
+            Err(problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The store cannot be read right now; try again in a moment.",
+            ))
+        }
+    }
+}
+
+/// A POST from another site's page is refused (browsers send `Origin` with every POST).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| authority == host)
+}
+
+fn problem(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message.to_owned(),
+    )
+        .into_response()
+}
+
+impl Console {
+    fn render(&self, name: &str, context: Value) -> Response {
+        match self
+            .templates
+            .get_template(name)
+            .and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(&context))))
+        {
+            Ok(html) => (
+                [
+                    (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                html,
+            )
+                .into_response(),
+            Err(error) => {
+                tracing::error!(%error, template = name, "console: a page failed to render");
+                problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "This page failed to render.",
+                )
+            }
+        }
+    }
+
+    /// Calls the API in process as the session's user: the status and the JSON answer.
+    async fn call(&self, session: &Session, path: &str) -> (StatusCode, Value) {
+        let request = Request::get(path)
+            .header(header::AUTHORIZATION, format!("Bearer {}", session.secret))
+            .body(Body::empty())
+            .expect("a request to a fixed path builds");
+        let response = match self.api.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let status = response.status();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+}
+
+fn session_cookie(secret: &str, max_age_s: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}"
+    ))
+    .expect("a token is a valid header value")
+}
+
+async fn sign_in_page(State(console): Shared, headers: HeaderMap) -> Response {
+    match session(&console, &headers).await {
+        Ok(Some(_)) => Redirect::to("/console").into_response(),
+        Ok(None) => console.render("sign_in.html", json!({"title": "Sign in"})),
+        Err(response) => response,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SignIn {
+    token: String,
+}
+
+async fn sign_in(State(console): Shared, headers: HeaderMap, Form(form): Form<SignIn>) -> Response {
+    if !same_origin(&headers) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "Sign-in from another site is refused.",
+        );
+    }
+    let refused = |message: &str| {
+        let mut page = console.render(
+            "sign_in.html",
+            json!({"title": "Sign in", "error": message}),
+        );
+        *page.status_mut() = StatusCode::UNAUTHORIZED;
+        page
+    };
+    let user = match console.store.authenticate_token(form.token.trim()).await {
+        Ok(Some((_, user))) => user,
+        Ok(None) => {
+            return refused(
+                "That token is not valid: it may be mistyped, expired or revoked, or its user disabled.",
+            );
+        }
+        Err(error) => {
+            tracing::error!(%error, "console: sign-in could not read the store");
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The store cannot be read right now; try again in a moment.",
+            );
+        }
+    };
+    let expires = mailroom_store::now_ms() + SESSION_MS;
+    match console
+        .store
+        .create_token(Some(user.id), SESSION_TOKEN_NAME, Some(expires))
+        .await
+    {
+        Ok((_, secret)) => {
+            tracing::info!(event = "console_signed_in", user = %user.id, "a user signed in to the console");
+            let mut response = Redirect::to("/console").into_response();
+            response.headers_mut().insert(
+                header::SET_COOKIE,
+                session_cookie(&secret, SESSION_MS / 1000),
+            );
+            response
+        }
+        Err(error) => {
+            tracing::error!(%error, "console: issuing a session failed");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "A session could not be started; try again in a moment.",
+            )
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn sign_out(
+    State(console): Shared,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let current = match session(&console, &headers).await {
+        Ok(Some(current)) => current,
+        Ok(None) => return Redirect::to("/console/sign-in").into_response(),
+        Err(response) => return response,
+    };
+    if !same_origin(&headers) || form.csrf != current.csrf() {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "This form is not from your console session (CSRF check failed). Reload the page and try again.",
+        );
+    }
+    if let Err(error) = console
+        .store
+        .revoke_token(current.user.id, current.token.id)
+        .await
+    {
+        tracing::error!(%error, "console: revoking a session failed");
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Signing out failed; try again in a moment.",
+        );
+    }
+    let mut response = Redirect::to("/console/sign-in").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie("", 0));
+    response
+}
+
+/// What the dashboard shows of one API listing: its items, or why there are none.
+fn section(status: StatusCode, answer: Value) -> Value {
+    match status {
+        StatusCode::OK => json!({
+            "allowed": true,
+            "items": answer["items"].as_array().cloned().unwrap_or_default(),
+            "more": answer["has_more"].as_bool().unwrap_or(false),
+            "total": answer["total"].as_i64().unwrap_or(0),
+            "estimate": answer["total_is_estimate"].as_bool().unwrap_or(false),
+        }),
+        StatusCode::FORBIDDEN => json!({"allowed": false}),
+        other => json!({"allowed": true, "error": format!("The API answered {other}.")}),
+    }
+}
+
+async fn dashboard(State(console): Shared, headers: HeaderMap) -> Response {
+    let current = match session(&console, &headers).await {
+        Ok(Some(current)) => current,
+        Ok(None) => return Redirect::to("/console/sign-in").into_response(),
+        Err(response) => return response,
+    };
+    let (failed, queued, sent, alerts) = tokio::join!(
+        console.call(&current, "/v1/outbox?status=failed&limit=10"),
+        console.call(&current, "/v1/outbox?status=queued&limit=10"),
+        console.call(&current, "/v1/sent?limit=10"),
+        console.call(&current, "/v1/alerts"),
+    );
+    console.render(
+        "dashboard.html",
+        json!({
+            "title": "Dashboard",
+            "user": current.user.name,
+            "csrf": current.csrf(),
+            "failed": section(failed.0, failed.1),
+            "queued": section(queued.0, queued.1),
+            "sent": section(sent.0, sent.1),
+            "alerts": match alerts.0 {
+                StatusCode::OK => json!({"allowed": true, "items": alerts.1.as_array().cloned().unwrap_or_default()}),
+                _ => json!({"allowed": false}),
+            },
+        }),
+    )
+}
+
+async fn static_file(Path(file): Path<String>) -> Response {
+    let (content_type, bytes): (&str, &'static [u8]) = match file.as_str() {
+        "htmx-2.0.11.min.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("../static/htmx-2.0.11.min.js"),
+        ),
+        "console.css" => (
+            "text/css; charset=utf-8",
+            include_bytes!("../static/console.css"),
+        ),
+        _ => return problem(StatusCode::NOT_FOUND, "No such file."),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            // An hour: a new release's files are fetched again within the hour.
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        bytes,
+    )
+        .into_response()
+}
