@@ -24,6 +24,8 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tower::ServiceExt;
 
+mod mail;
+
 /// The cookie that holds the session token.
 const SESSION_COOKIE: &str = "mailroom_session";
 /// How long a console session lasts.
@@ -31,13 +33,13 @@ const SESSION_MS: i64 = 12 * 60 * 60 * 1000;
 /// The name of the API tokens the console issues as sessions.
 pub const SESSION_TOKEN_NAME: &str = "console session";
 
-struct Console {
+pub(crate) struct Console {
     api: Router,
     store: Store,
     templates: minijinja::Environment<'static>,
 }
 
-type Shared = State<Arc<Console>>;
+pub(crate) type Shared = State<Arc<Console>>;
 
 /// The console's routes. `api` is the API router: pages call it in process.
 pub fn router(api: Router, store: Store) -> Router {
@@ -49,6 +51,8 @@ pub fn router(api: Router, store: Store) -> Router {
             "dashboard.html",
             include_str!("../templates/dashboard.html"),
         ),
+        ("messages.html", include_str!("../templates/messages.html")),
+        ("message.html", include_str!("../templates/message.html")),
     ] {
         templates
             .add_template(name, source)
@@ -64,11 +68,16 @@ pub fn router(api: Router, store: Store) -> Router {
         .route("/console/sign-in", get(sign_in_page).post(sign_in))
         .route("/console/sign-out", post(sign_out))
         .route("/console/static/{file}", get(static_file))
+        .route("/console/outbox", get(mail::outbox))
+        .route("/console/sent", get(mail::sent))
+        .route("/console/messages/bulk", post(mail::bulk))
+        .route("/console/messages/{id}", get(mail::message))
+        .route("/console/messages/{id}/{action}", post(mail::act))
         .with_state(console)
 }
 
 /// A signed-in user: their session token (id, secret) and who they are.
-struct Session {
+pub(crate) struct Session {
     token: ApiToken,
     secret: String,
     user: User,
@@ -76,7 +85,7 @@ struct Session {
 
 impl Session {
     /// The CSRF token of this session's forms.
-    fn csrf(&self) -> String {
+    pub(crate) fn csrf(&self) -> String {
         csrf_for(&self.secret)
     }
 }
@@ -132,7 +141,68 @@ fn same_origin(headers: &HeaderMap) -> bool {
         .is_some_and(|(_, authority)| authority == host)
 }
 
-fn problem(status: StatusCode, message: &str) -> Response {
+/// The session of a page's request; without one, the answer is the way to the sign-in page.
+pub(crate) async fn signed_in(console: &Console, headers: &HeaderMap) -> Result<Session, Response> {
+    match session(console, headers).await? {
+        Some(current) => Ok(current),
+        None => Err(Redirect::to("/console/sign-in").into_response()),
+    }
+}
+
+/// A form post is the session's own: same origin, and the session's CSRF token.
+pub(crate) fn check_form(
+    headers: &HeaderMap,
+    current: &Session,
+    csrf: &str,
+) -> Result<(), Response> {
+    if same_origin(headers) && csrf == current.csrf() {
+        Ok(())
+    } else {
+        Err(problem(
+            StatusCode::FORBIDDEN,
+            "This form is not from your console session (CSRF check failed). Reload the page and try again.",
+        ))
+    }
+}
+
+/// The fields of an `application/x-www-form-urlencoded` body, repeated names kept (checkboxes).
+pub(crate) fn form_fields(body: &str) -> Vec<(String, String)> {
+    fn decode(text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let hex = bytes
+                        .get(i + 1..i + 3)
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .and_then(|h| u8::from_str_radix(h, 16).ok());
+                    match hex {
+                        Some(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        None => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    body.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(name), decode(value))
+        })
+        .collect()
+}
+
+pub(crate) fn problem(status: StatusCode, message: &str) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -142,7 +212,7 @@ fn problem(status: StatusCode, message: &str) -> Response {
 }
 
 impl Console {
-    fn render(&self, name: &str, context: Value) -> Response {
+    pub(crate) fn render(&self, name: &str, context: Value) -> Response {
         match self
             .templates
             .get_template(name)
@@ -167,11 +237,36 @@ impl Console {
     }
 
     /// Calls the API in process as the session's user: the status and the JSON answer.
-    async fn call(&self, session: &Session, path: &str) -> (StatusCode, Value) {
-        let request = Request::get(path)
-            .header(header::AUTHORIZATION, format!("Bearer {}", session.secret))
-            .body(Body::empty())
-            .expect("a request to a fixed path builds");
+    pub(crate) async fn call(&self, session: &Session, path: &str) -> (StatusCode, Value) {
+        self.send(session, axum::http::Method::GET, path, None)
+            .await
+    }
+
+    /// Any API call in process as the session's user (a JSON body when given).
+    pub(crate) async fn send(
+        &self,
+        session: &Session,
+        method: axum::http::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {}", session.secret));
+        let body = match body {
+            Some(body) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(body.to_string())
+            }
+            None => Body::empty(),
+        };
+        let Ok(request) = request.body(body) else {
+            return (
+                StatusCode::BAD_REQUEST,
+                json!({"message": "not a valid address"}),
+            );
+        };
         let response = match self.api.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},

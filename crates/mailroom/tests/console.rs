@@ -203,3 +203,113 @@ async fn a_page_shows_only_what_the_users_permissions_let_the_api_show() {
     let (_, _, html) = page(&base, "/console", Some(&admin)).await;
     assert!(html.contains("Invoice 103001"), "{html}");
 }
+
+#[tokio::test]
+async fn an_operator_finds_a_failed_message_reads_the_servers_reply_and_retries_it() {
+    let sink = mailroom_testkit::SmtpSink::start(&["-f", "RCPT"]).unwrap();
+    let server = start_server().await;
+    let base = server.base_url.clone();
+    server
+        .add_default_smtp_account("reject", sink.port, json!({}))
+        .await
+        .unwrap();
+    let id = id_of(
+        &server
+            .send(&json!({"to": ["nobody@example.com"], "subject": "Invoice 104", "text": "t"}))
+            .await
+            .unwrap(),
+    );
+    let failed = server
+        .wait_for_status(&id, "failed", std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    let reply_text = failed["attempts"][0]["reply_text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cookie = sign_in(&base, &server.token).await;
+
+    // The outbox filtered to failed mail lists it, with the server's words.
+    let (status, _, html) = page(&base, "/console/outbox?status=failed", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK, "{}", server.log());
+    assert!(
+        html.contains("Invoice 104") && html.contains(&format!("/console/messages/{id}")),
+        "{html}"
+    );
+    let (_, _, html) = page(&base, "/console/outbox?status=queued", Some(&cookie)).await;
+    assert!(!html.contains("Invoice 104"), "the filter applies");
+
+    // The message page: every attempt with the reply, and a retry button.
+    let (status, _, html) = page(&base, &format!("/console/messages/{id}"), Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("Attempt 1")
+            && html.contains(&reply_text.replace('<', "&lt;").replace('>', "&gt;")),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("action=\"/console/messages/{id}/retry\"")),
+        "{html}"
+    );
+    let csrf = csrf_of(&html);
+
+    // A retry without the CSRF token is refused; with it, the message is queued again and tried.
+    let forged = form(
+        browser()
+            .post(format!("{base}/console/messages/{id}/retry"))
+            .header("cookie", &cookie),
+        &[("csrf", "x")],
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let retried = form(
+        browser()
+            .post(format!("{base}/console/messages/{id}/retry"))
+            .header("cookie", &cookie),
+        &[("csrf", csrf.as_str())],
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(retried.status(), StatusCode::SEE_OTHER);
+    let location = retried.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.contains("queued%20again"), "{location}");
+    mailroom_testkit::wait_until(
+        std::time::Duration::from_secs(20),
+        "a second attempt",
+        || async {
+            let view = server.message(&id).await?;
+            Ok(view["attempts"].as_array().map_or(0, Vec::len) >= 2)
+        },
+    )
+    .await
+    .unwrap();
+    let (_, _, html) = page(&base, &location, Some(&cookie)).await;
+    assert!(html.contains("The message was queued again."), "{html}");
+    assert!(html.contains("Attempt 2"), "{html}");
+
+    // Bulk cancel from the list: the count of what was done comes back.
+    let bulk = form(
+        browser()
+            .post(format!("{base}/console/messages/bulk"))
+            .header("cookie", &cookie),
+        &[
+            ("csrf", csrf.as_str()),
+            ("action", "cancel"),
+            ("from", "outbox"),
+            ("id", id.as_str()),
+        ],
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(bulk.status(), StatusCode::SEE_OTHER);
+    let location = bulk.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with("/console/outbox?notice=1%20of%201%20cancelled"),
+        "{location}"
+    );
+    assert_eq!(server.message(&id).await.unwrap()["status"], "cancelled");
+}
