@@ -149,20 +149,19 @@ pub(crate) async fn signed_in(console: &Console, headers: &HeaderMap) -> Result<
     }
 }
 
-/// A form post is the session's own: same origin, and the session's CSRF token.
-pub(crate) fn check_form(
+/// A form post is the session's own: same origin, and the session's CSRF token. `None` when it
+/// is; otherwise the refusal to answer with.
+pub(crate) fn refuse_foreign_form(
     headers: &HeaderMap,
     current: &Session,
     csrf: &str,
-) -> Result<(), Response> {
-    if same_origin(headers) && csrf == current.csrf() {
-        Ok(())
-    } else {
-        Err(problem(
+) -> Option<Response> {
+    (!same_origin(headers) || csrf != current.csrf()).then(|| {
+        problem(
             StatusCode::FORBIDDEN,
             "This form is not from your console session (CSRF check failed). Reload the page and try again.",
-        ))
-    }
+        )
+    })
 }
 
 /// The fields of an `application/x-www-form-urlencoded` body, repeated names kept (checkboxes).
@@ -371,11 +370,8 @@ async fn sign_out(
         Ok(None) => return Redirect::to("/console/sign-in").into_response(),
         Err(response) => return response,
     };
-    if !same_origin(&headers) || form.csrf != current.csrf() {
-        return problem(
-            StatusCode::FORBIDDEN,
-            "This form is not from your console session (CSRF check failed). Reload the page and try again.",
-        );
+    if let Some(refusal) = refuse_foreign_form(&headers, &current, &form.csrf) {
+        return refusal;
     }
     if let Err(error) = console
         .store

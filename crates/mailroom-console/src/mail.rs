@@ -1,7 +1,7 @@
 //! Outbox, sent archive and one message: lists with the API's filters and paging, bulk retry and
 //! cancel, a message's content, records and every attempt with the server's reply, and its actions.
 
-use crate::{Shared, check_form, form_fields, problem, signed_in};
+use crate::{Shared, form_fields, problem, refuse_foreign_form, signed_in};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -171,8 +171,8 @@ pub(crate) async fn act(
         .find(|(n, _)| n == "csrf")
         .map(|(_, v)| v.as_str())
         .unwrap_or_default();
-    if let Err(response) = check_form(&headers, &current, csrf) {
-        return response;
+    if let Some(refusal) = refuse_foreign_form(&headers, &current, csrf) {
+        return refusal;
     }
     let Some((verb, done)) = action(&name) else {
         return problem(StatusCode::NOT_FOUND, "No such action.");
@@ -215,8 +215,8 @@ pub(crate) async fn bulk(State(console): Shared, headers: HeaderMap, body: Strin
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
-    if let Err(response) = check_form(&headers, &current, &field("csrf")) {
-        return response;
+    if let Some(refusal) = refuse_foreign_form(&headers, &current, &field("csrf")) {
+        return refusal;
     }
     let Some((verb, done)) = action(&field("action")).filter(|(verb, _)| *verb != "confirm") else {
         return problem(StatusCode::UNPROCESSABLE_ENTITY, "Choose retry or cancel.");
