@@ -313,3 +313,84 @@ async fn an_operator_finds_a_failed_message_reads_the_servers_reply_and_retries_
     );
     assert_eq!(server.message(&id).await.unwrap()["status"], "cancelled");
 }
+
+/// The browser scripts' folder, with its npm packages installed (`.ci/run` installs them).
+fn browser_scripts() -> std::path::PathBuf {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if !folder.join("node_modules/playwright-core").exists() {
+        let installed = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&folder)
+            .status()
+            .expect("npm runs");
+        assert!(installed.success(), "npm ci in {}", folder.display());
+    }
+    folder
+}
+
+#[tokio::test]
+async fn in_a_real_browser_the_console_signs_in_finds_and_retries_a_failed_message_accessibly() {
+    let scripts = browser_scripts();
+    let sink = mailroom_testkit::SmtpSink::start(&["-f", "RCPT"]).unwrap();
+    let server = start_server().await;
+    server
+        .add_default_smtp_account("reject", sink.port, json!({}))
+        .await
+        .unwrap();
+    let id = id_of(
+        &server
+            .send(&json!({"to": ["nobody@example.com"], "subject": "Invoice 105", "text": "t"}))
+            .await
+            .unwrap(),
+    );
+    server
+        .wait_for_status(&id, "failed", std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    // Screenshots of every page, at both widths, for people to look at.
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let run = tokio::process::Command::new("node")
+        .arg(scripts.join("console.mjs"))
+        .args([
+            "--base",
+            &server.base_url,
+            "--token",
+            &server.token,
+            "--message",
+            &id,
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .await
+        .expect("node runs");
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no report: {}\n{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        )
+    });
+    assert!(
+        run.status.success() && report["failures"].as_array().is_some_and(Vec::is_empty),
+        "{report:#}"
+    );
+    for name in ["sign-in", "dashboard", "outbox", "sent", "message"] {
+        assert!(
+            report["accessibility"][name].is_array(),
+            "{name} was audited"
+        );
+        assert!(out.join(format!("{name}-390.png")).exists());
+    }
+    // The retry made in the browser reached the store.
+    mailroom_testkit::wait_until(
+        std::time::Duration::from_secs(20),
+        "a second attempt",
+        || async {
+            let view = server.message(&id).await?;
+            Ok(view["attempts"].as_array().map_or(0, Vec::len) >= 2)
+        },
+    )
+    .await
+    .unwrap();
+}

@@ -1,0 +1,100 @@
+// Drives the console in Debian's Chromium: signs in with a token, visits every page, saves a
+// screenshot of each (at 1280×800 and at 390 px wide), runs axe-core on each, and retries a failed
+// message from its page. Prints one JSON report on stdout; exits 1 when a step failed.
+//
+//   node console.mjs --base http://127.0.0.1:PORT --token mr_… --message ID --out DIR
+import { chromium } from 'playwright-core';
+import { readFileSync, mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((pairs, arg, i, all) => (arg.startsWith('--') ? [...pairs, [arg.slice(2), all[i + 1]]] : pairs), []),
+);
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+mkdirSync(args.out, { recursive: true });
+
+const report = { steps: [], accessibility: {}, failures: [] };
+const step = (name, ok, detail = '') => {
+  report.steps.push({ name, ok, detail });
+  if (!ok) report.failures.push(`${name}: ${detail}`);
+};
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+});
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+
+  // Serious and critical accessibility violations of the page as it is now.
+  const audit = async (name) => {
+    await page.addScriptTag({ content: axeSource });
+    const result = await page.evaluate(async () => await window.axe.run(document, { resultTypes: ['violations'] }));
+    const bad = result.violations
+      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+      .map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map((n) => n.target.join(' ')).slice(0, 5) }));
+    report.accessibility[name] = bad;
+    if (bad.length) report.failures.push(`${name}: ${bad.length} serious or critical accessibility violations`);
+  };
+  const shoot = async (name) => {
+    await page.screenshot({ path: `${args.out}/${name}-1280.png`, fullPage: true });
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.screenshot({ path: `${args.out}/${name}-390.png`, fullPage: true });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+    step(`${name} fits 390 px`, !overflow, overflow ? 'the page scrolls sideways' : '');
+    await page.setViewportSize({ width: 1280, height: 800 });
+  };
+
+  await page.goto(`${args.base}/console`);
+  step('an anonymous visit lands on sign-in', page.url().endsWith('/console/sign-in'), page.url());
+  await audit('sign-in');
+  await shoot('sign-in');
+
+  await page.getByLabel('API token').fill('mr_wrong');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  const refusal = await page.getByRole('alert').textContent();
+  step('a wrong token is refused in plain words', refusal.includes('not valid'), refusal);
+
+  await page.getByLabel('API token').fill(args.token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(`${args.base}/console`);
+  step('signing in shows the dashboard', (await page.locator('h1').textContent()) === 'Dashboard');
+  await audit('dashboard');
+  await shoot('dashboard');
+
+  await page.getByRole('link', { name: 'Outbox' }).click();
+  await page.getByLabel('Status').selectOption('failed');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  step('the outbox filtered to failed mail lists the message', (await page.locator(`a[href="/console/messages/${args.message}"]`).count()) === 1);
+  await audit('outbox');
+  await shoot('outbox');
+
+  await page.getByRole('link', { name: 'Sent' }).click();
+  await audit('sent');
+  await shoot('sent');
+
+  await page.goto(`${args.base}/console/messages/${args.message}`);
+  step('the message page shows its first attempt', (await page.getByText('Attempt 1').count()) === 1);
+  await audit('message');
+  await shoot('message');
+  await page.getByRole('button', { name: 'Retry' }).click();
+  const notice = await page.getByRole('status').textContent();
+  step('retrying says so', notice.includes('queued again'), notice);
+
+  // Keyboard only: the skip link is the first stop, and it leads to the content.
+  await page.keyboard.press('Tab');
+  const first = await page.evaluate(() => document.activeElement.textContent.trim());
+  step('the first Tab reaches the skip link', first === 'Skip to content', first);
+
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL(`${args.base}/console/sign-in`);
+  step('signing out returns to sign-in', true);
+} catch (error) {
+  report.failures.push(`the run stopped: ${error.message}`);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(report, null, 2));
+process.exit(report.failures.length ? 1 : 0);
