@@ -25,6 +25,7 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 mod mail;
+mod templates;
 
 /// The cookie that holds the session token.
 const SESSION_COOKIE: &str = "mailroom_session";
@@ -53,6 +54,15 @@ pub fn router(api: Router, store: Store) -> Router {
         ),
         ("messages.html", include_str!("../templates/messages.html")),
         ("message.html", include_str!("../templates/message.html")),
+        (
+            "templates.html",
+            include_str!("../templates/templates.html"),
+        ),
+        ("template.html", include_str!("../templates/template.html")),
+        (
+            "template_preview.html",
+            include_str!("../templates/template_preview.html"),
+        ),
     ] {
         templates
             .add_template(name, source)
@@ -73,6 +83,12 @@ pub fn router(api: Router, store: Store) -> Router {
         .route("/console/messages/bulk", post(mail::bulk))
         .route("/console/messages/{id}", get(mail::message))
         .route("/console/messages/{id}/{action}", post(mail::act))
+        .route("/console/templates", get(templates::list))
+        .route(
+            "/console/templates/{id}",
+            get(templates::editor).post(templates::save),
+        )
+        .route("/console/templates/{id}/preview", post(templates::preview))
         .with_state(console)
 }
 

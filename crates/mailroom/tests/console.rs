@@ -329,7 +329,8 @@ fn browser_scripts() -> std::path::PathBuf {
 }
 
 #[tokio::test]
-async fn in_a_real_browser_the_console_signs_in_finds_and_retries_a_failed_message_accessibly() {
+async fn in_a_real_browser_the_console_signs_in_retries_a_failed_message_and_edits_a_template_accessibly()
+ {
     let scripts = browser_scripts();
     let sink = mailroom_testkit::SmtpSink::start(&["-f", "RCPT"]).unwrap();
     let server = start_server().await;
@@ -375,7 +376,15 @@ async fn in_a_real_browser_the_console_signs_in_finds_and_retries_a_failed_messa
         run.status.success() && report["failures"].as_array().is_some_and(Vec::is_empty),
         "{report:#}"
     );
-    for name in ["sign-in", "dashboard", "outbox", "sent", "message"] {
+    for name in [
+        "sign-in",
+        "dashboard",
+        "outbox",
+        "sent",
+        "message",
+        "templates",
+        "template",
+    ] {
         assert!(
             report["accessibility"][name].is_array(),
             "{name} was audited"
@@ -393,4 +402,87 @@ async fn in_a_real_browser_the_console_signs_in_finds_and_retries_a_failed_messa
     )
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn a_template_edit_is_previewed_before_it_is_saved_and_an_error_is_shown_at_its_line() {
+    let server = start_server().await;
+    let base = server.base_url.clone();
+    let cookie = sign_in(&base, &server.token).await;
+    let templates = ok(&server, Method::GET, "/v1/templates", None).await;
+    let id = templates[0]["id"].as_str().unwrap().to_owned();
+    let (status, _, html) = page(&base, &format!("/console/templates/{id}"), Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    let csrf = csrf_of(&html);
+    let template = ok(&server, Method::GET, &format!("/v1/templates/{id}"), None).await;
+    let versions_before = template["version"].as_i64().unwrap();
+    let broken = format!("{}\n{{% if %}}", template["html"].as_str().unwrap());
+    let post = |path: String, fields: Vec<(&'static str, String)>| {
+        let (cookie, base) = (cookie.clone(), base.clone());
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let answer = form(
+                browser()
+                    .post(format!("{base}{path}"))
+                    .header("cookie", cookie),
+                &fields,
+            )
+            .send()
+            .await
+            .unwrap();
+            (answer.status(), answer.text().await.unwrap())
+        }
+    };
+    let fields = |html: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            (
+                "document_type",
+                template["document_type"].as_str().unwrap().to_owned(),
+            ),
+            ("subject", "Edited {{ document.number }}".to_owned()),
+            ("html", html.to_owned()),
+        ]
+    };
+    // The preview of a broken edit names the line; nothing is stored.
+    let (status, fragment) =
+        post(format!("/console/templates/{id}/preview"), fields(&broken)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        fragment.contains("template-error") && fragment.contains("line"),
+        "{fragment}"
+    );
+    // The preview of a good edit renders it with sample data.
+    let (_, fragment) = post(
+        format!("/console/templates/{id}/preview"),
+        fields(template["html"].as_str().unwrap()),
+    )
+    .await;
+    assert!(fragment.contains("Subject:</strong> Edited "), "{fragment}");
+    // Saving the broken edit is refused and keeps it on the page; the good one becomes a version.
+    let (status, page_html) = post(format!("/console/templates/{id}"), fields(&broken)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page_html.contains("{% if %}"), "the edit is kept");
+    let after = ok(&server, Method::GET, &format!("/v1/templates/{id}"), None).await;
+    assert_eq!(
+        after["version"].as_i64().unwrap(),
+        versions_before,
+        "nothing saved"
+    );
+    let saved = form(
+        browser()
+            .post(format!("{}/console/templates/{id}", server.base_url))
+            .header("cookie", &cookie),
+        &fields(template["html"].as_str().unwrap())
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(saved.status(), StatusCode::SEE_OTHER);
+    let after = ok(&server, Method::GET, &format!("/v1/templates/{id}"), None).await;
+    assert_eq!(after["version"].as_i64().unwrap(), versions_before + 1);
+    assert_eq!(after["subject"], "Edited {{ document.number }}");
 }

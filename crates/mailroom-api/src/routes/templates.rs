@@ -86,6 +86,17 @@ pub struct PreviewRequest {
     pub data: Option<serde_json::Value>,
     /// A version to preview; the latest when absent.
     pub version: Option<i64>,
+    /// An edit not saved yet, rendered instead of the stored version (the console's live preview):
+    /// nothing is stored.
+    pub source: Option<PreviewSource>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewSource {
+    pub subject: String,
+    pub html: String,
+    pub text: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -322,8 +333,15 @@ async fn preview_template(
     let data = body
         .data
         .unwrap_or_else(|| sample_data(&record.document_type));
-    let rendered =
-        render_bounded(record.source.clone(), &record.document_type, data.clone()).await?;
+    let source = match body.source {
+        Some(edit) => TemplateSource {
+            subject: edit.subject,
+            html: edit.html,
+            text: edit.text.filter(|t| !t.is_empty()),
+        },
+        None => record.source.clone(),
+    };
+    let rendered = render_bounded(source, &record.document_type, data.clone()).await?;
     Ok(axum::Json(PreviewView {
         id: record.id,
         version: record.version,

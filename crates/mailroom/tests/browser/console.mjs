@@ -83,7 +83,27 @@ try {
   const notice = await page.getByRole('status').textContent();
   step('retrying says so', notice.includes('queued again'), notice);
 
-  // Keyboard only: the skip link is the first stop, and it leads to the content.
+  // A template edit: the preview follows the typing; a syntax error shows at its line.
+  await page.getByRole('link', { name: 'Templates' }).click();
+  await audit('templates');
+  await shoot('templates');
+  await page.locator('main table a').first().click();
+  await page.locator('#preview iframe').waitFor({ timeout: 10000 });
+  await audit('template');
+  await shoot('template');
+  const body = page.getByLabel('HTML body');
+  const original = await body.inputValue();
+  await body.fill(`${original}\n{% if %}`);
+  await page.locator('#template-error').waitFor({ timeout: 10000 });
+  const message = await page.locator('#template-error').textContent();
+  step('a template syntax error is shown at its line', /line \d+/.test(message), message);
+  await shoot('template-error');
+  await body.fill(original);
+  await page.locator('#preview iframe').waitFor({ timeout: 10000 });
+  step('fixing it brings the preview back', true);
+
+  // Keyboard only: on a fresh page the skip link is the first stop.
+  await page.goto(`${args.base}/console`);
   await page.keyboard.press('Tab');
   const first = await page.evaluate(() => document.activeElement.textContent.trim());
   step('the first Tab reaches the skip link', first === 'Skip to content', first);
