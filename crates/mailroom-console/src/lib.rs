@@ -25,6 +25,7 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 mod mail;
+mod mailboxes;
 mod templates;
 
 /// The cookie that holds the session token.
@@ -45,24 +46,23 @@ pub(crate) type Shared = State<Arc<Console>>;
 /// The console's routes. `api` is the API router: pages call it in process.
 pub fn router(api: Router, store: Store) -> Router {
     let mut templates = minijinja::Environment::new();
-    for (name, source) in [
-        ("base.html", include_str!("../templates/base.html")),
-        ("sign_in.html", include_str!("../templates/sign_in.html")),
-        (
-            "dashboard.html",
-            include_str!("../templates/dashboard.html"),
-        ),
-        ("messages.html", include_str!("../templates/messages.html")),
-        ("message.html", include_str!("../templates/message.html")),
-        (
-            "templates.html",
-            include_str!("../templates/templates.html"),
-        ),
-        ("template.html", include_str!("../templates/template.html")),
-        (
-            "template_preview.html",
-            include_str!("../templates/template_preview.html"),
-        ),
+    macro_rules! templates {
+        ($($name:literal),* $(,)?) => {
+            [$(($name, include_str!(concat!("../templates/", $name)))),*]
+        };
+    }
+    for (name, source) in templates![
+        "base.html",
+        "sign_in.html",
+        "dashboard.html",
+        "messages.html",
+        "message.html",
+        "templates.html",
+        "template.html",
+        "template_preview.html",
+        "mailboxes.html",
+        "job.html",
+        "job_progress.html",
     ] {
         templates
             .add_template(name, source)
@@ -84,6 +84,10 @@ pub fn router(api: Router, store: Store) -> Router {
         .route("/console/messages/{id}", get(mail::message))
         .route("/console/messages/{id}/{action}", post(mail::act))
         .route("/console/templates", get(templates::list))
+        .route("/console/mailboxes", get(mailboxes::list))
+        .route("/console/mailboxes/{id}/{action}", post(mailboxes::act))
+        .route("/console/jobs/{id}", get(mailboxes::job))
+        .route("/console/jobs/{id}/progress", get(mailboxes::progress))
         .route(
             "/console/templates/{id}",
             get(templates::editor).post(templates::save),

@@ -331,7 +331,6 @@ fn browser_scripts() -> std::path::PathBuf {
 #[tokio::test]
 async fn in_a_real_browser_the_console_signs_in_retries_a_failed_message_and_edits_a_template_accessibly()
  {
-    let scripts = browser_scripts();
     let sink = mailroom_testkit::SmtpSink::start(&["-f", "RCPT"]).unwrap();
     let server = start_server().await;
     server
@@ -350,32 +349,18 @@ async fn in_a_real_browser_the_console_signs_in_retries_a_failed_message_and_edi
         .unwrap();
     // Screenshots of every page, at both widths, for people to look at.
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
-    let run = tokio::process::Command::new("node")
-        .arg(scripts.join("console.mjs"))
-        .args([
+    let report = run_browser_script(
+        "console.mjs",
+        &[
             "--base",
             &server.base_url,
             "--token",
             &server.token,
             "--message",
             &id,
-        ])
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .await
-        .expect("node runs");
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap_or_else(|_| {
-        panic!(
-            "no report: {}\n{}",
-            String::from_utf8_lossy(&run.stdout),
-            String::from_utf8_lossy(&run.stderr)
-        )
-    });
-    assert!(
-        run.status.success() && report["failures"].as_array().is_some_and(Vec::is_empty),
-        "{report:#}"
-    );
+        ],
+    )
+    .await;
     for name in [
         "sign-in",
         "dashboard",
@@ -485,4 +470,110 @@ async fn a_template_edit_is_previewed_before_it_is_saved_and_an_error_is_shown_a
     let after = ok(&server, Method::GET, &format!("/v1/templates/{id}"), None).await;
     assert_eq!(after["version"].as_i64().unwrap(), versions_before + 1);
     assert_eq!(after["subject"], "Edited {{ document.number }}");
+}
+
+/// Runs one of the browser scripts; its JSON report (failing the test when it failed).
+async fn run_browser_script(script: &str, args: &[&str]) -> serde_json::Value {
+    let scripts = browser_scripts();
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let run = tokio::process::Command::new("node")
+        .arg(scripts.join(script))
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .await
+        .expect("node runs");
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no report: {}\n{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        )
+    });
+    assert!(
+        run.status.success() && report["failures"].as_array().is_some_and(Vec::is_empty),
+        "{report:#}"
+    );
+    report
+}
+
+#[tokio::test]
+async fn in_a_real_browser_an_admin_approves_a_mailbox_and_watches_its_test_reach_100_percent() {
+    use mailroom_testkit::{MailroomServer, PostfixWithSasl, SmtpSink};
+    let sink = SmtpSink::start(&[]).unwrap();
+    let postfix =
+        PostfixWithSasl::start_with_users(&[("user0@corp.test".into(), "pw0".into())], sink.port)
+            .unwrap();
+    let server = MailroomServer::start(
+        common::binary(),
+        &format!(
+            "extra_root_certificates = [{:?}]\n{}mailbox_test_retry_ms = 20\nmailbox_test_timeout_ms = 10000\n",
+            postfix.ca_certificate().display().to_string(),
+            common::FAST_ENGINE
+        ),
+    )
+    .await
+    .unwrap();
+    ok(
+        &server,
+        Method::POST,
+        "/v1/server-profiles",
+        Some(json!({"name": "corp", "kind": "imap-smtp",
+            "incoming": {"host": "127.0.0.1", "port": postfix.imap_port.unwrap(), "security": "none"},
+            "outgoing": {"host": "127.0.0.1", "port": postfix.port, "security": "starttls"},
+            "is_default_for_new_mailboxes": true})),
+    )
+    .await;
+    let user = ok(
+        &server,
+        Method::POST,
+        "/v1/users",
+        Some(json!({"name": "user0", "contact_email": "user0@corp.test", "licence": "full", "permission_sets": ["email-send"]})),
+    )
+    .await;
+    let mailboxes = ok(&server, Method::GET, "/v1/mailboxes", None).await;
+    let mailbox = id_of(
+        mailboxes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["user_id"] == user["id"])
+            .unwrap(),
+    );
+    ok(
+        &server,
+        Method::PATCH,
+        &format!("/v1/mailboxes/{mailbox}"),
+        Some(json!({"username": "user0@corp.test", "password": "pw0"})),
+    )
+    .await;
+    let cookie = sign_in(&server.base_url, &server.token).await;
+    let (status, _, html) = page(&server.base_url, "/console/mailboxes", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK, "{html}\n{}", server.log());
+    assert!(html.contains("user0@corp.test"), "{html}");
+    run_browser_script(
+        "mailbox.mjs",
+        &[
+            "--base",
+            &server.base_url,
+            "--token",
+            &server.token,
+            "--address",
+            "user0@corp.test",
+        ],
+    )
+    .await;
+    let tested = ok(
+        &server,
+        Method::GET,
+        &format!("/v1/mailboxes/{mailbox}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (tested["approval"].as_str(), tested["enabled"].as_bool()),
+        (Some("approved"), Some(true)),
+        "{tested}"
+    );
 }
