@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tower::ServiceExt;
 
+mod accounts;
 mod mail;
 mod mailboxes;
 mod templates;
@@ -63,6 +64,9 @@ pub fn router(api: Router, store: Store) -> Router {
         "mailboxes.html",
         "job.html",
         "job_progress.html",
+        "accounts.html",
+        "account_new.html",
+        "account_test.html",
     ] {
         templates
             .add_template(name, source)
@@ -84,6 +88,16 @@ pub fn router(api: Router, store: Store) -> Router {
         .route("/console/messages/{id}", get(mail::message))
         .route("/console/messages/{id}/{action}", post(mail::act))
         .route("/console/templates", get(templates::list))
+        .route("/console/accounts", get(accounts::list))
+        .route(
+            "/console/accounts/new",
+            get(accounts::wizard).post(accounts::create),
+        )
+        .route("/console/accounts/{id}/test", get(accounts::test))
+        .route(
+            "/console/accounts/{id}/send-test",
+            post(accounts::send_test),
+        )
         .route("/console/mailboxes", get(mailboxes::list))
         .route("/console/mailboxes/{id}/{action}", post(mailboxes::act))
         .route("/console/jobs/{id}", get(mailboxes::job))

@@ -577,3 +577,41 @@ async fn in_a_real_browser_an_admin_approves_a_mailbox_and_watches_its_test_reac
         "{tested}"
     );
 }
+
+#[tokio::test]
+async fn in_a_real_browser_the_setup_wizard_shows_a_refusal_in_the_servers_words_then_sets_up_and_sends()
+ {
+    let refusing = mailroom_testkit::SmtpSink::start(&["-f", "EHLO,HELO"]).unwrap();
+    let working = mailroom_testkit::SmtpSink::start(&[]).unwrap();
+    let server = start_server().await;
+    run_browser_script(
+        "account.mjs",
+        &[
+            "--base",
+            &server.base_url,
+            "--token",
+            &server.token,
+            "--bad-port",
+            &refusing.port.to_string(),
+            "--good-port",
+            &working.port.to_string(),
+        ],
+    )
+    .await;
+    let accounts = ok(&server, Method::GET, "/v1/accounts", None).await;
+    let billing = accounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "billing")
+        .expect("the account was created");
+    assert_eq!(billing["is_default"], true, "{billing}");
+    assert_eq!(billing["rate_limit_per_minute"], 30, "{billing}");
+    mailroom_testkit::wait_until(
+        std::time::Duration::from_secs(20),
+        "the test message",
+        || async { Ok(!working.messages()?.is_empty()) },
+    )
+    .await
+    .unwrap();
+}
