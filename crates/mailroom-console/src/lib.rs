@@ -25,6 +25,7 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 mod accounts;
+mod inbound;
 mod mail;
 mod mailboxes;
 mod templates;
@@ -67,6 +68,10 @@ pub fn router(api: Router, store: Store) -> Router {
         "accounts.html",
         "account_new.html",
         "account_test.html",
+        "inbound_mailboxes.html",
+        "inbound_list.html",
+        "inbound_message.html",
+        "conversation.html",
     ] {
         templates
             .add_template(name, source)
@@ -98,6 +103,10 @@ pub fn router(api: Router, store: Store) -> Router {
             "/console/accounts/{id}/send-test",
             post(accounts::send_test),
         )
+        .route("/console/inbound", get(inbound::mailboxes))
+        .route("/console/inbound/mailboxes/{id}", get(inbound::mailbox))
+        .route("/console/inbound/{id}", get(inbound::message))
+        .route("/console/conversations/{id}", get(inbound::conversation))
         .route("/console/mailboxes", get(mailboxes::list))
         .route("/console/mailboxes/{id}/{action}", post(mailboxes::act))
         .route("/console/jobs/{id}", get(mailboxes::job))

@@ -496,6 +496,33 @@ async fn new_mail_arrives_over_idle_and_a_reply_joins_the_conversation_of_the_ma
         .map(|i| i["direction"].as_str().unwrap())
         .collect();
     assert_eq!(directions, ["outbound", "inbound"], "{conversation}");
+    // The console shows the same, as the signed-in admin: the mailbox's mail, the reply with what
+    // linked it, and the conversation.
+    let cookie = common::console_session(&server, &server.token).await;
+    let listing = common::console_page(
+        &server,
+        &format!("/console/inbound/mailboxes/{mailbox}"),
+        &cookie,
+    )
+    .await;
+    assert!(
+        listing.contains(&format!("/console/inbound/{reply_id}")),
+        "{listing}"
+    );
+    let shown =
+        common::console_page(&server, &format!("/console/inbound/{reply_id}"), &cookie).await;
+    assert!(shown.contains("in-reply-to"), "{shown}");
+    let thread = common::console_page(
+        &server,
+        &format!("/console/conversations/{sent_id}"),
+        &cookie,
+    )
+    .await;
+    assert!(
+        thread.contains(&format!("/console/messages/{sent_id}"))
+            && thread.contains(&format!("/console/inbound/{reply_id}")),
+        "{thread}"
+    );
     let timeline = ok(
         &server,
         Method::GET,

@@ -71,3 +71,34 @@ pub async fn ok(
     );
     value
 }
+
+/// Signs in to the console with `token`; the session cookie (`name=value`).
+pub async fn console_session(server: &MailroomServer, token: &str) -> String {
+    let answer = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/console/sign-in", server.base_url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303, "signing in to the console");
+    let cookie = answer.headers()["set-cookie"].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+/// A console page's HTML, which must answer 200.
+pub async fn console_page(server: &MailroomServer, path: &str, cookie: &str) -> String {
+    let answer = reqwest::Client::new()
+        .get(format!("{}{path}", server.base_url))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status();
+    let html = answer.text().await.unwrap();
+    assert_eq!(status, 200, "{path}: {html}");
+    html
+}

@@ -1,0 +1,99 @@
+//! Received mail: each mailbox's messages, one message with its correlation and records, and a
+//! conversation's outbound and inbound mail in time order.
+
+use crate::{Shared, problem, signed_in};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::json;
+use uuid::Uuid;
+
+pub(crate) async fn mailboxes(State(console): Shared, headers: HeaderMap) -> Response {
+    let current = match signed_in(&console, &headers).await {
+        Ok(current) => current,
+        Err(response) => return response,
+    };
+    let (status, answer) = console.call(&current, "/v1/mailboxes").await;
+    console.render(
+        "inbound_mailboxes.html",
+        json!({"title": "Received mail", "user": current.user.name, "csrf": current.csrf(),
+               "allowed": status == StatusCode::OK, "items": answer}),
+    )
+}
+
+pub(crate) async fn mailbox(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Response {
+    let current = match signed_in(&console, &headers).await {
+        Ok(current) => current,
+        Err(response) => return response,
+    };
+    let (status, answer) = console
+        .call(&current, &format!("/v1/mailboxes/{id}/messages?limit=100"))
+        .await;
+    if status != StatusCode::OK {
+        return problem(
+            status,
+            answer["message"]
+                .as_str()
+                .unwrap_or("This mailbox cannot be shown."),
+        );
+    }
+    console.render(
+        "inbound_list.html",
+        json!({"title": "Received mail", "user": current.user.name, "csrf": current.csrf(),
+               "items": answer["items"], "more": answer["has_more"]}),
+    )
+}
+
+pub(crate) async fn message(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Response {
+    let current = match signed_in(&console, &headers).await {
+        Ok(current) => current,
+        Err(response) => return response,
+    };
+    let (status, answer) = console.call(&current, &format!("/v1/inbound/{id}")).await;
+    if status != StatusCode::OK {
+        return problem(
+            status,
+            answer["message"]
+                .as_str()
+                .unwrap_or("This message cannot be shown."),
+        );
+    }
+    console.render(
+        "inbound_message.html",
+        json!({"title": answer["subject"], "user": current.user.name, "csrf": current.csrf(), "m": answer}),
+    )
+}
+
+pub(crate) async fn conversation(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Response {
+    let current = match signed_in(&console, &headers).await {
+        Ok(current) => current,
+        Err(response) => return response,
+    };
+    let (status, answer) = console
+        .call(&current, &format!("/v1/conversations/{id}"))
+        .await;
+    if status != StatusCode::OK {
+        return problem(
+            status,
+            answer["message"]
+                .as_str()
+                .unwrap_or("This conversation cannot be shown."),
+        );
+    }
+    console.render(
+        "conversation.html",
+        json!({"title": "Conversation", "user": current.user.name, "csrf": current.csrf(), "c": answer}),
+    )
+}
