@@ -28,6 +28,7 @@ mod accounts;
 mod inbound;
 mod mail;
 mod mailboxes;
+mod people;
 mod templates;
 
 /// The cookie that holds the session token.
@@ -72,6 +73,8 @@ pub fn router(api: Router, store: Store) -> Router {
         "inbound_list.html",
         "inbound_message.html",
         "conversation.html",
+        "users.html",
+        "audit.html",
     ] {
         templates
             .add_template(name, source)
@@ -107,6 +110,8 @@ pub fn router(api: Router, store: Store) -> Router {
         .route("/console/inbound/mailboxes/{id}", get(inbound::mailbox))
         .route("/console/inbound/{id}", get(inbound::message))
         .route("/console/conversations/{id}", get(inbound::conversation))
+        .route("/console/users", get(people::users))
+        .route("/console/audit", get(people::audit))
         .route("/console/mailboxes", get(mailboxes::list))
         .route("/console/mailboxes/{id}/{action}", post(mailboxes::act))
         .route("/console/jobs/{id}", get(mailboxes::job))

@@ -198,10 +198,27 @@ async fn a_page_shows_only_what_the_users_permissions_let_the_api_show() {
     );
     assert!(!html.contains("Invoice 103001"), "{html}");
 
-    // The administrator sees the message.
+    for path in [
+        "/console/outbox",
+        "/console/users",
+        "/console/audit",
+        "/console/templates",
+    ] {
+        let (_, _, html) = page(&base, path, Some(&cookie)).await;
+        assert!(
+            html.contains("Your permissions do not include"),
+            "{path}: {html}"
+        );
+    }
+
+    // The administrator sees the message, the users and who created the reader.
     let admin = sign_in(&base, &server.token).await;
     let (_, _, html) = page(&base, "/console", Some(&admin)).await;
     assert!(html.contains("Invoice 103001"), "{html}");
+    let (_, _, html) = page(&base, "/console/users", Some(&admin)).await;
+    assert!(html.contains("<td>reader</td>"), "{html}");
+    let (_, _, html) = page(&base, "/console/audit", Some(&admin)).await;
+    assert!(html.contains("user.created"), "{html}");
 }
 
 #[tokio::test]

@@ -102,6 +102,12 @@ try {
   await page.locator('#preview iframe').waitFor({ timeout: 10000 });
   step('fixing it brings the preview back', true);
 
+  for (const [name, path] of [['users', '/console/users'], ['audit', '/console/audit'], ['mailboxes', '/console/mailboxes'], ['received', '/console/inbound'], ['accounts', '/console/accounts']]) {
+    await page.goto(`${args.base}${path}`);
+    await audit(name);
+    await shoot(name);
+  }
+
   // Keyboard only: on a fresh page the skip link is the first stop.
   await page.goto(`${args.base}/console`);
   await page.keyboard.press('Tab');
