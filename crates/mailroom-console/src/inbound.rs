@@ -97,3 +97,42 @@ pub(crate) async fn conversation(
         json!({"title": "Conversation", "user": current.user.name, "csrf": current.csrf(), "c": answer}),
     )
 }
+
+/// The message as received, downloaded through the console (the API's answer passed on).
+pub(crate) async fn raw(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Response {
+    match signed_in(&console, &headers).await {
+        Ok(current) => {
+            console
+                .pass_through(&current, &format!("/v1/inbound/{id}/raw"))
+                .await
+        }
+        Err(response) => response,
+    }
+}
+
+/// One attachment part, downloaded through the console.
+pub(crate) async fn part(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path((id, part)): Path<(Uuid, String)>,
+) -> Response {
+    if part.is_empty()
+        || !part
+            .split('.')
+            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return problem(StatusCode::NOT_FOUND, "No such part.");
+    }
+    match signed_in(&console, &headers).await {
+        Ok(current) => {
+            console
+                .pass_through(&current, &format!("/v1/inbound/{id}/parts/{part}"))
+                .await
+        }
+        Err(response) => response,
+    }
+}

@@ -109,6 +109,8 @@ pub fn router(api: Router, store: Store) -> Router {
         .route("/console/inbound", get(inbound::mailboxes))
         .route("/console/inbound/mailboxes/{id}", get(inbound::mailbox))
         .route("/console/inbound/{id}", get(inbound::message))
+        .route("/console/inbound/{id}/raw", get(inbound::raw))
+        .route("/console/inbound/{id}/parts/{part}", get(inbound::part))
         .route("/console/conversations/{id}", get(inbound::conversation))
         .route("/console/users", get(people::users))
         .route("/console/audit", get(people::audit))
@@ -287,6 +289,21 @@ impl Console {
     pub(crate) async fn call(&self, session: &Session, path: &str) -> (StatusCode, Value) {
         self.send(session, axum::http::Method::GET, path, None)
             .await
+    }
+
+    /// A GET of the API in process as the session's user, its answer passed on as it is (status,
+    /// headers, streamed body): downloads.
+    pub(crate) async fn pass_through(&self, session: &Session, path: &str) -> Response {
+        let Ok(request) = Request::get(path)
+            .header(header::AUTHORIZATION, format!("Bearer {}", session.secret))
+            .body(Body::empty())
+        else {
+            return problem(StatusCode::BAD_REQUEST, "Not a valid address.");
+        };
+        match self.api.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
     }
 
     /// Any API call in process as the session's user (a JSON body when given).

@@ -1275,6 +1275,24 @@ async fn a_large_message_is_read_piece_by_piece_into_the_blob_store_with_memory_
         .unwrap();
     assert_eq!(status, 200);
     assert!(raw == big, "the raw message is kept byte for byte");
+    // The console offers the same downloads to a signed-in user.
+    let cookie = common::console_session(&server, &server.token).await;
+    let shown = common::console_page(&server, &format!("/console/inbound/{id}"), &cookie).await;
+    assert!(
+        shown.contains(&format!("/console/inbound/{id}/parts/2")),
+        "{shown}"
+    );
+    let downloaded = reqwest::Client::new()
+        .get(format!("{}/console/inbound/{id}/parts/2", server.base_url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(downloaded.status(), 200);
+    assert!(
+        downloaded.bytes().await.unwrap() == content,
+        "the same bytes through the console"
+    );
 
     // A forwarded message carrying a large attachment: its structure needs it read whole, and
     // both the attached message and the part inside it are kept.
