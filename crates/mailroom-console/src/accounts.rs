@@ -9,12 +9,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+/// A field's value without surrounding white space (what a person typed into the wizard).
 fn field(fields: &[(String, String)], name: &str) -> String {
-    fields
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.trim().to_owned())
-        .unwrap_or_default()
+    crate::field(fields, name).trim().to_owned()
 }
 
 pub(crate) async fn list(State(console): Shared, headers: HeaderMap) -> Response {

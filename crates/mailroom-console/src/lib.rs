@@ -214,6 +214,33 @@ pub(crate) fn refuse_foreign_form(
     })
 }
 
+/// Percent-encodes a path segment or query value (everything but unreserved characters).
+pub(crate) fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The value of a form or query field (the first of that name), or empty.
+pub(crate) fn field(fields: &[(String, String)], name: &str) -> String {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
+/// The `notice` a redirect put in the query, to show on the page.
+pub(crate) fn notice(query: Option<&str>) -> Option<String> {
+    Some(field(&form_fields(query.unwrap_or_default()), "notice")).filter(|n| !n.is_empty())
+}
+
 /// The fields of an `application/x-www-form-urlencoded` body, repeated names kept (checkboxes).
 pub(crate) fn form_fields(body: &str) -> Vec<(String, String)> {
     fn decode(text: &str) -> String {

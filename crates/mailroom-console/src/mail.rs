@@ -1,7 +1,7 @@
 //! Outbox, sent archive and one message: lists with the API's filters and paging, bulk retry and
 //! cancel, a message's content, records and every attempt with the server's reply, and its actions.
 
-use crate::{Shared, form_fields, problem, refuse_foreign_form, signed_in};
+use crate::{Shared, encode, field, form_fields, notice, problem, refuse_foreign_form, signed_in};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -9,19 +9,6 @@ use serde_json::{Value, json};
 
 /// The list filters the API takes, passed through as given.
 const FILTERS: &[&str] = &["status", "account_id", "scenario", "from", "to", "cursor"];
-
-/// Percent-encodes a query value.
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 /// The filters of a page's query: (name, value) for the known names that have a value.
 fn filters(query: Option<&str>) -> Vec<(String, String)> {
@@ -48,10 +35,7 @@ async fn list(
         path.push_str(&format!("&{name}={}", encode(value)));
     }
     let (status, answer) = console.call(&current, &path).await;
-    let notice = form_fields(query.as_deref().unwrap_or_default())
-        .into_iter()
-        .find(|(name, _)| name == "notice")
-        .map(|(_, text)| text);
+    let notice = notice(query.as_deref());
     let next = answer["next_cursor"].as_str().map(|cursor| {
         let mut query: Vec<String> = filters
             .iter()
@@ -128,10 +112,7 @@ pub(crate) async fn message(
                 .unwrap_or("This message cannot be shown."),
         );
     }
-    let notice = form_fields(query.as_deref().unwrap_or_default())
-        .into_iter()
-        .find(|(name, _)| name == "notice")
-        .map(|(_, text)| text);
+    let notice = notice(query.as_deref());
     console.render(
         "message.html",
         json!({
@@ -166,12 +147,7 @@ pub(crate) async fn act(
         Err(response) => return response,
     };
     let fields = form_fields(&body);
-    let csrf = fields
-        .iter()
-        .find(|(n, _)| n == "csrf")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_default();
-    if let Some(refusal) = refuse_foreign_form(&headers, &current, csrf) {
+    if let Some(refusal) = refuse_foreign_form(&headers, &current, &field(&fields, "csrf")) {
         return refusal;
     }
     let Some((verb, done)) = action(&name) else {
@@ -208,13 +184,7 @@ pub(crate) async fn bulk(State(console): Shared, headers: HeaderMap, body: Strin
         Err(response) => return response,
     };
     let fields = form_fields(&body);
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
+    let field = |name: &str| field(&fields, name);
     if let Some(refusal) = refuse_foreign_form(&headers, &current, &field("csrf")) {
         return refusal;
     }

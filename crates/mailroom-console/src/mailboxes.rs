@@ -1,6 +1,6 @@
 //! Mailboxes: approve, and test & enable with a progress bar that follows the job.
 
-use crate::{Shared, form_fields, problem, refuse_foreign_form, signed_in};
+use crate::{Shared, encode, field, form_fields, notice, problem, refuse_foreign_form, signed_in};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -17,10 +17,7 @@ pub(crate) async fn list(
         Err(response) => return response,
     };
     let (status, answer) = console.call(&current, "/v1/mailboxes").await;
-    let notice = form_fields(query.as_deref().unwrap_or_default())
-        .into_iter()
-        .find(|(n, _)| n == "notice")
-        .map(|(_, v)| v);
+    let notice = notice(query.as_deref());
     console.render(
         "mailboxes.html",
         json!({
@@ -41,11 +38,7 @@ pub(crate) async fn act(
         Ok(current) => current,
         Err(response) => return response,
     };
-    let csrf = form_fields(&body)
-        .into_iter()
-        .find(|(n, _)| n == "csrf")
-        .map(|(_, v)| v)
-        .unwrap_or_default();
+    let csrf = field(&form_fields(&body), "csrf");
     if let Some(refusal) = refuse_foreign_form(&headers, &current, &csrf) {
         return refusal;
     }
@@ -66,22 +59,13 @@ pub(crate) async fn act(
         let message = answer["message"]
             .as_str()
             .unwrap_or("The action was refused.");
-        return Redirect::to(&format!("/console/mailboxes?notice={}", escape(message)))
+        return Redirect::to(&format!("/console/mailboxes?notice={}", encode(message)))
             .into_response();
     }
     match (verb, answer["id"].as_str()) {
         ("test", Some(job)) => Redirect::to(&format!("/console/jobs/{job}")).into_response(),
         _ => Redirect::to("/console/mailboxes?notice=Approved.").into_response(),
     }
-}
-
-fn escape(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 async fn job_context(

@@ -1,19 +1,11 @@
 //! Templates: the list, and an editor whose preview follows every keystroke (the API renders the
 //! unsaved edit with sample data) and shows a template error at its line.
 
-use crate::{Shared, form_fields, problem, refuse_foreign_form, signed_in};
+use crate::{Shared, encode, field, form_fields, notice, problem, refuse_foreign_form, signed_in};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::{Value, json};
-
-fn field(fields: &[(String, String)], name: &str) -> String {
-    fields
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
-}
 
 fn slug_path(id: &str) -> Option<String> {
     (!id.is_empty()
@@ -60,10 +52,7 @@ pub(crate) async fn editor(
                 .unwrap_or("This template cannot be shown."),
         );
     }
-    let notice = form_fields(query.as_deref().unwrap_or_default())
-        .into_iter()
-        .find(|(n, _)| n == "notice")
-        .map(|(_, v)| v);
+    let notice = notice(query.as_deref());
     console.render(
         "template.html",
         json!({
@@ -158,7 +147,7 @@ pub(crate) async fn save(
         let notice = format!("Saved as version {}.", answer["version"]);
         return Redirect::to(&format!(
             "/console/templates/{id}?notice={}",
-            notice.replace(' ', "%20")
+            encode(&notice)
         ))
         .into_response();
     }

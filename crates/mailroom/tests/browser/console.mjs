@@ -3,41 +3,9 @@
 // message from its page. Prints one JSON report on stdout; exits 1 when a step failed.
 //
 //   node console.mjs --base http://127.0.0.1:PORT --token mr_… --message ID --out DIR
-import { chromium } from 'playwright-core';
-import { readFileSync, mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { args, audit, run, step } from './harness.mjs';
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((pairs, arg, i, all) => (arg.startsWith('--') ? [...pairs, [arg.slice(2), all[i + 1]]] : pairs), []),
-);
-const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-mkdirSync(args.out, { recursive: true });
-
-const report = { steps: [], accessibility: {}, failures: [] };
-const step = (name, ok, detail = '') => {
-  report.steps.push({ name, ok, detail });
-  if (!ok) report.failures.push(`${name}: ${detail}`);
-};
-
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-});
-try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  const page = await context.newPage();
-
-  // Serious and critical accessibility violations of the page as it is now.
-  const audit = async (name) => {
-    await page.addScriptTag({ content: axeSource });
-    const result = await page.evaluate(async () => await window.axe.run(document, { resultTypes: ['violations'] }));
-    const bad = result.violations
-      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-      .map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map((n) => n.target.join(' ')).slice(0, 5) }));
-    report.accessibility[name] = bad;
-    if (bad.length) report.failures.push(`${name}: ${bad.length} serious or critical accessibility violations`);
-  };
+await run(async (page) => {
   const shoot = async (name) => {
     await page.screenshot({ path: `${args.out}/${name}-1280.png`, fullPage: true });
     await page.setViewportSize({ width: 390, height: 844 });
@@ -49,7 +17,7 @@ try {
 
   await page.goto(`${args.base}/console`);
   step('an anonymous visit lands on sign-in', page.url().endsWith('/console/sign-in'), page.url());
-  await audit('sign-in');
+  await audit(page, 'sign-in');
   await shoot('sign-in');
 
   await page.getByLabel('API token').fill('mr_wrong');
@@ -61,23 +29,23 @@ try {
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.waitForURL(`${args.base}/console`);
   step('signing in shows the dashboard', (await page.locator('h1').textContent()) === 'Dashboard');
-  await audit('dashboard');
+  await audit(page, 'dashboard');
   await shoot('dashboard');
 
   await page.getByRole('link', { name: 'Outbox' }).click();
   await page.getByLabel('Status').selectOption('failed');
   await page.getByRole('button', { name: 'Filter' }).click();
   step('the outbox filtered to failed mail lists the message', (await page.locator(`a[href="/console/messages/${args.message}"]`).count()) === 1);
-  await audit('outbox');
+  await audit(page, 'outbox');
   await shoot('outbox');
 
   await page.getByRole('link', { name: 'Sent' }).click();
-  await audit('sent');
+  await audit(page, 'sent');
   await shoot('sent');
 
   await page.goto(`${args.base}/console/messages/${args.message}`);
   step('the message page shows its first attempt', (await page.getByText('Attempt 1').count()) === 1);
-  await audit('message');
+  await audit(page, 'message');
   await shoot('message');
   await page.getByRole('button', { name: 'Retry' }).click();
   const notice = await page.getByRole('status').textContent();
@@ -85,11 +53,11 @@ try {
 
   // A template edit: the preview follows the typing; a syntax error shows at its line.
   await page.getByRole('link', { name: 'Templates' }).click();
-  await audit('templates');
+  await audit(page, 'templates');
   await shoot('templates');
   await page.locator('main table a').first().click();
   await page.locator('#preview iframe').waitFor({ timeout: 10000 });
-  await audit('template');
+  await audit(page, 'template');
   await shoot('template');
   const body = page.getByLabel('HTML body');
   const original = await body.inputValue();
@@ -104,7 +72,7 @@ try {
 
   for (const [name, path] of [['users', '/console/users'], ['audit', '/console/audit'], ['mailboxes', '/console/mailboxes'], ['received', '/console/inbound'], ['accounts', '/console/accounts']]) {
     await page.goto(`${args.base}${path}`);
-    await audit(name);
+    await audit(page, name);
     await shoot(name);
   }
 
@@ -117,10 +85,4 @@ try {
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.waitForURL(`${args.base}/console/sign-in`);
   step('signing out returns to sign-in', true);
-} catch (error) {
-  report.failures.push(`the run stopped: ${error.message}`);
-} finally {
-  await browser.close();
-}
-console.log(JSON.stringify(report, null, 2));
-process.exit(report.failures.length ? 1 : 0);
+});
