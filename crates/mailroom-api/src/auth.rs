@@ -140,6 +140,17 @@ pub const ROUTE_PERMISSIONS: &[(&str, &str, &str)] = &[
     ("PUT", "/v1/templates/{id}", "email-setup"),
     ("POST", "/v1/templates/{id}/preview", "email-send"),
     ("GET", "/v1/attachments/{id}", "email-send"),
+    ("GET", "/v1/addin/manifest.xml", SIGNED_IN),
+    ("GET", "/v1/addin/me", SIGNED_IN),
+    ("POST", "/v1/addin/me", SIGNED_IN),
+    ("GET", "/v1/addin/users", "email-setup"),
+    ("GET", "/v1/addin/settings", "email-setup"),
+    ("PUT", "/v1/addin/settings", "email-setup"),
+    ("POST", "/v1/addin/deploy", "email-setup"),
+    // The pane's calls: the handlers refuse users who are not eligible with the app's own words.
+    ("POST", "/v1/addin/lookup", SIGNED_IN),
+    ("PUT", "/v1/addin/regarding", SIGNED_IN),
+    ("DELETE", "/v1/addin/regarding", SIGNED_IN),
 ];
 
 fn unauthorized(message: &str) -> Response {

@@ -198,6 +198,21 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "The upload ended before its body was complete.",
     ),
     (
+        "mail_client_app_not_authorised",
+        403,
+        "The user may not use the mail-client app; the message says so in the app's words, `missing` lists what the user lacks.",
+    ),
+    (
+        "user_not_eligible",
+        422,
+        "The mail-client app cannot be deployed to a user who lacks one of its prerequisites (named in the message).",
+    ),
+    (
+        "message_not_synchronized",
+        409,
+        "The message open in the mail client has not been synchronised into the user's mailbox yet; try again after the next synchronisation.",
+    ),
+    (
         "internal",
         500,
         "An unexpected error; the server log has the cause.",

@@ -32,6 +32,8 @@ pub struct ApiSettings {
     pub pickup_root: std::path::PathBuf,
     /// Largest total size of the attachments of one message (and so of one upload).
     pub max_attachment_bytes: u64,
+    /// The address users reach mailroom at (`https://mail.example.com`), when configured.
+    pub public_url: Option<String>,
 }
 
 /// What every handler can reach. Cloning it (axum does, for every request and middleware) is one
@@ -102,6 +104,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::mailboxes::router())
         .merge(routes::teams::router())
         .merge(routes::inbound::router())
+        .merge(routes::addin::router())
 }
 
 /// The OpenAPI document of the whole API.

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 mod accounts;
+mod app;
 mod inbound;
 mod mail;
 mod mailboxes;
@@ -75,6 +76,9 @@ pub fn router(api: Router, store: Store) -> Router {
         "conversation.html",
         "users.html",
         "audit.html",
+        "mail_client_app.html",
+        "pane.html",
+        "record.html",
     ] {
         templates
             .add_template(name, source)
@@ -114,6 +118,14 @@ pub fn router(api: Router, store: Store) -> Router {
         .route("/console/conversations/{id}", get(inbound::conversation))
         .route("/console/users", get(people::users))
         .route("/console/audit", get(people::audit))
+        .route("/console/mail-client-app", get(app::admin).post(app::act))
+        .route("/console/mail-client-app/manifest.xml", get(app::manifest))
+        .route(
+            "/console/records/{record_type}/{record_id}",
+            get(app::record),
+        )
+        .route("/pane", get(app::pane))
+        .route("/pane/{action}", post(app::pane_act))
         .route("/console/mailboxes", get(mailboxes::list))
         .route("/console/mailboxes/{id}/{action}", post(mailboxes::act))
         .route("/console/jobs/{id}", get(mailboxes::job))
@@ -321,7 +333,25 @@ impl Console {
     /// A GET of the API in process as the session's user, its answer passed on as it is (status,
     /// headers, streamed body): downloads.
     pub(crate) async fn pass_through(&self, session: &Session, path: &str) -> Response {
-        let Ok(request) = Request::get(path)
+        self.pass_through_with(session, path, &HeaderMap::new())
+            .await
+    }
+
+    /// [`Self::pass_through`], telling the API the `Host` and `X-Forwarded-Proto` the browser's
+    /// request came with (for answers that name mailroom's own address).
+    pub(crate) async fn pass_through_with(
+        &self,
+        session: &Session,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Response {
+        let mut request = Request::get(path);
+        for name in [header::HOST.as_str(), "x-forwarded-proto"] {
+            if let Some(value) = headers.get(name) {
+                request = request.header(name, value);
+            }
+        }
+        let Ok(request) = request
             .header(header::AUTHORIZATION, format!("Bearer {}", session.secret))
             .body(Body::empty())
         else {
@@ -378,10 +408,16 @@ fn session_cookie(secret: &str, max_age_s: i64) -> HeaderValue {
     .expect("a token is a valid header value")
 }
 
-async fn sign_in_page(State(console): Shared, headers: HeaderMap) -> Response {
+async fn sign_in_page(
+    State(console): Shared,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let next = field(&form_fields(query.as_deref().unwrap_or_default()), "next");
+    let next = local_destination(&next);
     match session(&console, &headers).await {
-        Ok(Some(_)) => Redirect::to("/console").into_response(),
-        Ok(None) => console.render("sign_in.html", json!({"title": "Sign in"})),
+        Ok(Some(_)) => Redirect::to(next).into_response(),
+        Ok(None) => console.render("sign_in.html", json!({"title": "Sign in", "next": next})),
         Err(response) => response,
     }
 }
@@ -389,6 +425,18 @@ async fn sign_in_page(State(console): Shared, headers: HeaderMap) -> Response {
 #[derive(serde::Deserialize)]
 struct SignIn {
     token: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// Where to go after signing in: a console page or the pane that sent the user here, never
+/// another site.
+fn local_destination(next: &str) -> &str {
+    let local = (next.starts_with("/console") || next.starts_with("/pane"))
+        && !next.contains("//")
+        && !next.contains('\\')
+        && !next.chars().any(|c| c.is_control());
+    if local { next } else { "/console" }
 }
 
 async fn sign_in(State(console): Shared, headers: HeaderMap, Form(form): Form<SignIn>) -> Response {
@@ -401,7 +449,7 @@ async fn sign_in(State(console): Shared, headers: HeaderMap, Form(form): Form<Si
     let refused = |message: &str| {
         let mut page = console.render(
             "sign_in.html",
-            json!({"title": "Sign in", "error": message}),
+            json!({"title": "Sign in", "error": message, "next": local_destination(&form.next)}),
         );
         *page.status_mut() = StatusCode::UNAUTHORIZED;
         page
@@ -429,7 +477,7 @@ async fn sign_in(State(console): Shared, headers: HeaderMap, Form(form): Form<Si
     {
         Ok((_, secret)) => {
             tracing::info!(event = "console_signed_in", user = %user.id, "a user signed in to the console");
-            let mut response = Redirect::to("/console").into_response();
+            let mut response = Redirect::to(local_destination(&form.next)).into_response();
             response.headers_mut().insert(
                 header::SET_COOKIE,
                 session_cookie(&secret, SESSION_MS / 1000),
@@ -536,6 +584,12 @@ async fn static_file(Path(file): Path<String>) -> Response {
         "console.css" => (
             "text/css; charset=utf-8",
             include_bytes!("../static/console.css"),
+        ),
+        "icon-64.png" => ("image/png", include_bytes!("../static/icon-64.png")),
+        "icon-128.png" => ("image/png", include_bytes!("../static/icon-128.png")),
+        "pane.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("../static/pane.js"),
         ),
         _ => return problem(StatusCode::NOT_FOUND, "No such file."),
     };

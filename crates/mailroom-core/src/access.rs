@@ -61,6 +61,10 @@ pub enum PermissionSet {
     /// With `mailbox-approve`, approve the addresses of other users and of queues without being an
     /// email administrator. Granted to users only, never to teams.
     DelegatedMailboxApprover,
+    /// The role of a mail-client app user (MISSION D1): look up the records of a message's
+    /// participants from inside the mail client, and track the user's own mail to records. With an
+    /// approved, tested, server-side-synchronised mailbox it makes the user eligible for the app.
+    MailClientApp,
     /// Read records of one type, e.g. `read customer`.
     Read(String),
 }
@@ -76,6 +80,7 @@ impl FromStr for PermissionSet {
             "user-admin" => Ok(Self::UserAdmin),
             "mailbox-approve" => Ok(Self::MailboxApprove),
             "delegated-mailbox-approver" => Ok(Self::DelegatedMailboxApprover),
+            "mail-client-app" => Ok(Self::MailClientApp),
             other => match other.strip_prefix("read ") {
                 Some(record_type)
                     if !record_type.is_empty()
@@ -89,7 +94,7 @@ impl FromStr for PermissionSet {
                 _ => Err(ValidationError::new(
                     "permission_sets",
                     format!(
-                        "{other:?} is not a permission set (email-admin, email-setup, email-send, user-admin, mailbox-approve, delegated-mailbox-approver, or \"read <record-type>\")"
+                        "{other:?} is not a permission set (email-admin, email-setup, email-send, user-admin, mailbox-approve, delegated-mailbox-approver, mail-client-app, or \"read <record-type>\")"
                     ),
                 )),
             },
@@ -106,6 +111,7 @@ impl fmt::Display for PermissionSet {
             Self::UserAdmin => f.write_str("user-admin"),
             Self::MailboxApprove => f.write_str("mailbox-approve"),
             Self::DelegatedMailboxApprover => f.write_str("delegated-mailbox-approver"),
+            Self::MailClientApp => f.write_str("mail-client-app"),
             Self::Read(record_type) => write!(f, "read {record_type}"),
         }
     }
@@ -199,6 +205,7 @@ mod tests {
             "email-admin",
             "email-setup",
             "email-send",
+            "mail-client-app",
             "read sales-invoice",
         ] {
             assert_eq!(name.parse::<PermissionSet>().unwrap().to_string(), name);

@@ -9,6 +9,7 @@ pub mod address;
 pub mod compose;
 pub mod header;
 pub mod inbound;
+pub mod mail_client_app;
 pub mod mailbox;
 pub mod message;
 pub mod rate;

@@ -353,6 +353,11 @@ const TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "mail_client_app_users",
+        key: 1,
+        columns: &[("user_id", Text), ("state", Text), ("updated_at", Int)],
+    },
+    Table {
         name: "events",
         key: 1,
         columns: &[

@@ -11,6 +11,7 @@ mod db;
 mod inbound;
 mod jobs;
 mod listing;
+mod mail_client_app;
 mod mailboxes;
 mod messages;
 mod nodes;
@@ -34,6 +35,7 @@ pub use inbound::{
     StoredPart,
 };
 pub use jobs::{Alert, Job};
+pub use mail_client_app::{AppUser, ParticipantRecord};
 pub use mailboxes::{
     MailboxChange, MailboxRecord, MailboxTestRecord, ServerProfile, ServerProfileInput,
 };

@@ -1465,3 +1465,75 @@ async fn tracking_tokens_contacts_and_smart_matching_follow_the_precedence_of_th
     assert!(matches!(t.store.contact("ann").await, Err(mailroom_store::StoreError::NotFound(_))));
 }
 }
+
+contract! {
+async fn the_mail_client_app_records_deployments_and_finds_the_records_of_a_messages_participants(t) {
+    use mailroom_core::mail_client_app::{Deployed, DeploymentMode};
+    use mailroom_core::mailbox::MailboxFilter;
+    use mailroom_core::message::{RelatedRecord, Relation};
+    use mailroom_store::InboundOutcome;
+    assert_eq!(t.store.mail_client_app_mode().await.unwrap(), DeploymentMode::Manual, "manual until set");
+    t.store.set_mail_client_app_mode(DeploymentMode::Automatic).await.unwrap();
+    assert_eq!(t.store.mail_client_app_mode().await.unwrap(), DeploymentMode::Automatic);
+
+    let mailbox = mailbox_for(&t, "seller").await;
+    let seller = mailbox.user_id.unwrap();
+    let other = user_with_email(&t, "buyer").await;
+    let team = t.store
+        .create_team("outlook users", &mailroom_core::access::Grants::new(vec![mailroom_core::access::PermissionSet::MailClientApp]), &[seller])
+        .await
+        .unwrap();
+    assert_eq!(team.members, [seller]);
+    // Nothing recorded yet; the team's role is seen.
+    let users = t.store.mail_client_app_users().await.unwrap();
+    let row = users.iter().find(|u| u.user.id == seller).unwrap();
+    assert!(row.recorded.is_none());
+    assert_eq!(row.mailbox.as_ref().map(|m| m.id), Some(mailbox.id));
+    assert!(row.user.grants.allows(&mailroom_core::access::PermissionSet::MailClientApp));
+    assert!(users.iter().find(|u| u.user.id == other.id).unwrap().mailbox.is_none());
+
+    // Requested, then opened; requesting again does not take back the opened state.
+    t.store.record_mail_client_app(&[seller, other.id], Deployed::Requested).await.unwrap();
+    assert_eq!(t.store.mail_client_app_user(seller).await.unwrap().recorded, Some(Deployed::Requested));
+    t.store.record_mail_client_app(&[seller], Deployed::Opened).await.unwrap();
+    t.store.record_mail_client_app(&[seller], Deployed::Requested).await.unwrap();
+    assert_eq!(t.store.mail_client_app_user(seller).await.unwrap().recorded, Some(Deployed::Opened));
+    // An unknown user refuses the whole call.
+    let unknown = t.store.record_mail_client_app(&[seller, Uuid::new_v4()], Deployed::Opened).await;
+    assert!(matches!(unknown, Err(mailroom_store::StoreError::NotFound(_))));
+
+    // The records of a participant: their contact's, then those of earlier mail from them.
+    t.store
+        .put_contact(&mailroom_store::Contact {
+            id: "ann".into(),
+            name: Some("Ann".into()),
+            addresses: vec!["ann@customer.example".into()],
+            records: vec![("customer".into(), "C-1".into())],
+            updated_at_ms: 0,
+        })
+        .await
+        .unwrap();
+    let parsed = parsed_mail("Order", &[], None);
+    let InboundOutcome::Stored(id) = t.store.insert_inbound(received(&mailbox, &parsed, 1, MailboxFilter::All)).await.unwrap() else {
+        panic!("stored")
+    };
+    let deal = RelatedRecord::new("deal", "D-9", Relation::Related).unwrap();
+    let customer = RelatedRecord::new("customer", "C-1", Relation::Related).unwrap();
+    t.store.set_inbound_related_records(id, &[deal, customer]).await.unwrap();
+    let found = t.store
+        .records_of_addresses(mailbox.id, &["ANN@customer.example".into(), "nobody@else.example".into()], 10)
+        .await
+        .unwrap();
+    let found: Vec<(&str, &str, &str)> = found.iter().map(|r| (r.record_type.as_str(), r.record_id.as_str(), r.source)).collect();
+    assert_eq!(found, [("customer", "C-1", "contact"), ("deal", "D-9", "mail")], "no repeats, contacts first");
+    let other_mailbox = mailbox_for(&t, "third").await;
+    let elsewhere = t.store.records_of_addresses(other_mailbox.id, &["ann@customer.example".into()], 10).await.unwrap();
+    assert_eq!(elsewhere.len(), 1, "mail in another mailbox is not looked at, only the contact");
+    assert_eq!(t.store.records_of_addresses(mailbox.id, &["ann@customer.example".into()], 1).await.unwrap().len(), 1);
+
+    // The open message is found by its Message-ID in the user's mailbox only.
+    let message_id = parsed.message_id.clone().unwrap();
+    assert_eq!(t.store.inbound_by_message_id(mailbox.id, &message_id).await.unwrap(), Some(id));
+    assert_eq!(t.store.inbound_by_message_id(other_mailbox.id, &message_id).await.unwrap(), None);
+}
+}

@@ -33,6 +33,9 @@ pub struct FileConfig {
     pub pickup_root: Option<PathBuf>,
     /// This machine's fully qualified name (default: the system's host name).
     pub hostname: Option<String>,
+    /// The address users reach mailroom at, e.g. `https://mail.example.com` (what the mail-client
+    /// app's manifest points at; default: the scheme and host of the request for the manifest).
+    pub public_url: Option<String>,
     #[serde(default)]
     pub engine: EngineFileConfig,
     /// PEM files of extra root certificates trusted for SMTP TLS.
@@ -122,6 +125,7 @@ pub struct Config {
     pub retry_cap: Duration,
     /// This machine's name: the default EHLO name and the domain of the default account's address.
     pub hostname: String,
+    pub public_url: Option<String>,
     pub shutdown_grace: Duration,
     pub node_timeout: Duration,
     pub prefetch_per_slot: u32,
@@ -231,6 +235,10 @@ impl Config {
                     .map_err(|e| anyhow::anyhow!("hostname in the config file: {}", e.reason))?,
                 None => machine_hostname(),
             },
+            public_url: match file.public_url {
+                Some(url) => Some(parse_public_url(&url)?),
+                None => None,
+            },
             shutdown_grace: ms(engine.shutdown_grace_ms, 30_000),
             node_timeout: ms(engine.node_timeout_ms, 10_000),
             prefetch_per_slot: engine.prefetch_per_slot.unwrap_or(32),
@@ -256,6 +264,33 @@ impl Config {
 }
 
 /// The system's host name as lettre finds it, when it is a usable EHLO name; else `localhost`.
+/// `http(s)://host[:port][/path]`, kept without its trailing slash.
+fn parse_public_url(raw: &str) -> Result<String> {
+    let trimmed = raw.trim().trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "public_url in the config file must start with https:// or http://, not {raw:?}"
+            )
+        })?;
+    if rest.is_empty()
+        || rest.chars().any(|c| {
+            c.is_whitespace()
+                || c.is_control()
+                || c == '"'
+                || c == '<'
+                || c == '>'
+                || c == '?'
+                || c == '#'
+        })
+    {
+        anyhow::bail!("public_url in the config file is not a plain URL: {raw:?}");
+    }
+    Ok(trimmed.to_owned())
+}
+
 fn machine_hostname() -> String {
     match lettre::transport::smtp::extension::ClientId::default() {
         lettre::transport::smtp::extension::ClientId::Domain(name)

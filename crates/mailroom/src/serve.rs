@@ -304,6 +304,7 @@ pub async fn run(config: Config) -> Result<()> {
         max_body_bytes: config.max_body_bytes,
         pickup_root: config.pickup_root.clone(),
         max_attachment_bytes: config.max_attachment_bytes,
+        public_url: config.public_url.clone(),
     };
     let api = mailroom_api::router(store.clone(), engine.clone(), settings, metrics, blobs);
     // The console's pages call the API in process, as the signed-in user.

@@ -1,6 +1,7 @@
 //! Route groups of the API, one module each.
 
 pub mod accounts;
+pub mod addin;
 pub mod attachments;
 pub mod documents;
 pub mod inbound;

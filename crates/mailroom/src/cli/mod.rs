@@ -2,6 +2,7 @@
 //! `--output json` prints the API's JSON; the default is a human table.
 
 mod accounts;
+mod app;
 mod content;
 mod inbound;
 mod mail;
@@ -127,6 +128,9 @@ pub enum Command {
     /// Contacts the business application knows: their addresses and the records they belong to.
     #[command(subcommand)]
     Contact(inbound::ContactCommand),
+    /// The app inside users' mail clients: eligibility, deployment, the add-in manifest.
+    #[command(subcommand, name = "mail-client-app")]
+    MailClientApp(app::AppCommand),
 }
 
 #[derive(Subcommand)]
@@ -521,6 +525,7 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Alert(command) => mailboxes::alerts(&client, command, output).await?,
         Command::Inbound(command) => inbound::inbound(&client, command, output).await?,
         Command::Contact(command) => inbound::contact(&client, command, output).await?,
+        Command::MailClientApp(command) => app::run(&client, command, output).await?,
         Command::Account(command) => accounts::run(&client, command, output).await?,
         Command::User(command) => users::run(&client, command, output).await?,
         Command::Scenario(command) => mail::scenarios(&client, command, output).await?,
