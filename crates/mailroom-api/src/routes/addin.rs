@@ -280,6 +280,7 @@ async fn deploy(
 pub struct OpenMessage {
     /// Its `Message-ID`, with or without angle brackets.
     pub message_id: Option<String>,
+    /// `ann@example.com` or `Ann <ann@example.com>`, as are `to` and `cc`.
     pub from: Option<String>,
     #[serde(default)]
     pub to: Vec<String>,
@@ -337,8 +338,9 @@ async fn pane(state: &AppState, user: &AppUser, open: &OpenMessage) -> ApiResult
     let own = mailbox.email_address.as_str().to_ascii_lowercase();
     let mut addresses: Vec<String> = Vec::new();
     for raw in open.from.iter().chain(&open.to).chain(&open.cc) {
-        let address = mailroom_core::address::EmailAddress::parse(raw.trim())
+        let address = mailroom_core::address::Mailbox::parse(raw)
             .map_err(|e| ApiError::from(e.at("participants")))?
+            .address
             .as_str()
             .to_ascii_lowercase();
         if address != own && !addresses.contains(&address) {

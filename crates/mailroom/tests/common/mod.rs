@@ -1,6 +1,8 @@
 //! Shared set-up of the integration tests: the real binary with short engine timings.
 #![allow(dead_code)]
 
+pub mod mail_service;
+
 use mailroom_testkit::MailroomServer;
 use std::path::Path;
 
