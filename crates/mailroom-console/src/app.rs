@@ -198,8 +198,13 @@ pub(crate) async fn pane(
     match status {
         StatusCode::OK => {
             let mut by_address: Vec<(String, Vec<Value>)> = Vec::new();
+            let regarding = answer["regarding"].as_array().cloned().unwrap_or_default();
             for record in answer["records"].as_array().into_iter().flatten() {
                 let address = record["address"].as_str().unwrap_or_default().to_owned();
+                let current = regarding
+                    .iter()
+                    .any(|r| r["type"] == record["type"] && r["id"] == record["id"]);
+                let record = &merge(record.clone(), json!({"current": current}));
                 match by_address.iter_mut().find(|(a, _)| *a == address) {
                     Some((_, list)) => list.push(record.clone()),
                     None => by_address.push((address, vec![record.clone()])),

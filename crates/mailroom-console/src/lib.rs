@@ -50,6 +50,8 @@ pub(crate) type Shared = State<Arc<Console>>;
 /// The console's routes. `api` is the API router: pages call it in process.
 pub fn router(api: Router, store: Store) -> Router {
     let mut templates = minijinja::Environment::new();
+    // A path segment or query value, percent-encoded (links to records whose ids hold `/` or `?`).
+    templates.add_filter("urlencode", |value: String| encode(&value));
     macro_rules! templates {
         ($($name:literal),* $(,)?) => {
             [$(($name, include_str!(concat!("../templates/", $name)))),*]

@@ -10,6 +10,11 @@ use uuid::Uuid;
 
 const SETTINGS_NAME: &str = "mail_client_app";
 
+/// `(record_type, record_id)` rows.
+type RecordRows = Vec<(String, String)>;
+/// `(user_id, state, updated_at)` rows.
+type RecordedRows = Vec<(String, String, i64)>;
+
 /// One user as the app's deployment sees them.
 #[derive(Debug, Clone)]
 pub struct AppUser {
@@ -97,21 +102,18 @@ impl Store {
     /// Every user with their team grants, own mailbox and what was recorded about the app, by name.
     pub async fn mail_client_app_users(&self) -> StoreResult<Vec<AppUser>> {
         let users = self.users().await?;
-        let (team_sets, recorded): (Vec<(String, String)>, Vec<(String, String, i64)>) = on_db!(
-            self,
-            |writer, reader| {
-                let team_sets = sqlx::query_as(
+        let (team_sets, recorded): (RecordRows, RecordedRows) = on_db!(self, |writer, reader| {
+            let team_sets = sqlx::query_as(
                     "SELECT m.user_id, t.permission_sets FROM teams t JOIN team_members m ON m.team_id = t.id",
                 )
                 .fetch_all(reader)
                 .await?;
-                let recorded =
-                    sqlx::query_as("SELECT user_id, state, updated_at FROM mail_client_app_users")
-                        .fetch_all(reader)
-                        .await?;
-                (team_sets, recorded)
-            }
-        );
+            let recorded =
+                sqlx::query_as("SELECT user_id, state, updated_at FROM mail_client_app_users")
+                    .fetch_all(reader)
+                    .await?;
+            (team_sets, recorded)
+        });
         let mut mailboxes: HashMap<Uuid, MailboxRecord> = self
             .mailboxes(None, None)
             .await?
@@ -251,18 +253,16 @@ impl Store {
         let mut found: Vec<ParticipantRecord> = Vec::new();
         for address in addresses {
             let address = address.to_ascii_lowercase();
-            let (contact, mail): (Vec<(String, String)>, Vec<(String, String)>) = on_db!(
-                self,
-                |writer, reader| {
-                    let contact = sqlx::query_as(
-                        "SELECT r.record_type, r.record_id FROM contact_addresses a
+            let (contact, mail): (RecordRows, RecordRows) = on_db!(self, |writer, reader| {
+                let contact = sqlx::query_as(
+                    "SELECT r.record_type, r.record_id FROM contact_addresses a
                          JOIN contact_records r ON r.contact_id = a.contact_id
                          WHERE a.address = $1 ORDER BY r.record_type, r.record_id",
-                    )
-                    .bind(&address)
-                    .fetch_all(reader)
-                    .await?;
-                    let mail = sqlx::query_as(
+                )
+                .bind(&address)
+                .fetch_all(reader)
+                .await?;
+                let mail = sqlx::query_as(
                         "SELECT r.record_type, r.record_id FROM
                            (SELECT id, received_at FROM inbound_messages WHERE from_address = $1 AND mailbox_id = $2
                             ORDER BY received_at DESC LIMIT 50) m
@@ -273,9 +273,8 @@ impl Store {
                     .bind(mailbox_id.to_string())
                     .fetch_all(reader)
                     .await?;
-                    (contact, mail)
-                }
-            );
+                (contact, mail)
+            });
             let tagged = contact
                 .into_iter()
                 .map(|r| (r, "contact"))

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{id_of, ok, start_server};
+use common::{id_of, ok, run_browser_script, start_server};
 use reqwest::{Method, StatusCode, redirect::Policy};
 use serde_json::json;
 
@@ -331,20 +331,6 @@ async fn an_operator_finds_a_failed_message_reads_the_servers_reply_and_retries_
     assert_eq!(server.message(&id).await.unwrap()["status"], "cancelled");
 }
 
-/// The browser scripts' folder, with its npm packages installed (`.ci/run` installs them).
-fn browser_scripts() -> std::path::PathBuf {
-    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    if !folder.join("node_modules/playwright-core").exists() {
-        let installed = std::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&folder)
-            .status()
-            .expect("npm runs");
-        assert!(installed.success(), "npm ci in {}", folder.display());
-    }
-    folder
-}
-
 #[tokio::test]
 async fn in_a_real_browser_the_console_signs_in_retries_a_failed_message_and_edits_a_template_accessibly()
  {
@@ -487,32 +473,6 @@ async fn a_template_edit_is_previewed_before_it_is_saved_and_an_error_is_shown_a
     let after = ok(&server, Method::GET, &format!("/v1/templates/{id}"), None).await;
     assert_eq!(after["version"].as_i64().unwrap(), versions_before + 1);
     assert_eq!(after["subject"], "Edited {{ document.number }}");
-}
-
-/// Runs one of the browser scripts; its JSON report (failing the test when it failed).
-async fn run_browser_script(script: &str, args: &[&str]) -> serde_json::Value {
-    let scripts = browser_scripts();
-    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
-    let run = tokio::process::Command::new("node")
-        .arg(scripts.join(script))
-        .args(args)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .await
-        .expect("node runs");
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap_or_else(|_| {
-        panic!(
-            "no report: {}\n{}",
-            String::from_utf8_lossy(&run.stdout),
-            String::from_utf8_lossy(&run.stderr)
-        )
-    });
-    assert!(
-        run.status.success() && report["failures"].as_array().is_some_and(Vec::is_empty),
-        "{report:#}"
-    );
-    report
 }
 
 #[tokio::test]

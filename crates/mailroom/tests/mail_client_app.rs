@@ -473,6 +473,45 @@ async fn eligibility_deployment_and_the_panes_track_change_untrack_reach_the_rec
 }
 
 #[tokio::test]
+async fn in_a_real_browser_a_deployed_user_tracks_changes_and_untracks_from_the_pane_and_an_outsider_is_refused()
+ {
+    let w = world().await;
+    common::run_browser_script(
+        "pane.mjs",
+        &[
+            "--base",
+            &w.server.base_url,
+            "--admin",
+            &w.server.token,
+            "--user",
+            &w.user0.1,
+            "--outsider",
+            &w.user1.1,
+            "--message-id",
+            &format!("<{}>", w.open_message_id),
+            "--from",
+            "Ann <ann@customer.example>",
+            "--to",
+            "user0@corp.test",
+            "--cc",
+            "bob@customer.example",
+            "--subject",
+            "Pumps, revised",
+        ],
+    )
+    .await;
+    // What the browser did is what the API holds.
+    let (_, me) = call(&w.server, &w.user0.1, Method::GET, "/v1/addin/me", None).await;
+    assert_eq!(me["status"], "added", "{me}");
+    assert!(
+        timeline(&w.server, &w.user0.1, "customer/C-1")
+            .await
+            .iter()
+            .all(|s| s != "Pumps, revised")
+    );
+}
+
+#[tokio::test]
 async fn the_manifest_points_a_mail_client_at_the_pane_with_this_organisations_own_id() {
     let server = common::start_server().await;
     let fetch = || async {
@@ -562,4 +601,86 @@ async fn the_manifest_points_a_mail_client_at_the_pane_with_this_organisations_o
         theirs.contains("http://127.0.0.1"),
         "without X-Forwarded-Proto the request's scheme is used"
     );
+}
+
+#[tokio::test]
+async fn signing_in_from_the_pane_returns_to_it_but_never_to_another_site() {
+    let server = common::start_server().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |next: &'static str| {
+        let client = client.clone();
+        let url = format!("{}/console/sign-in", server.base_url);
+        let token = server.token.clone();
+        async move {
+            let answer = client
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={token}&next={}", urlencode(next)))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+            answer.headers()["location"].to_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(
+        sign_in("/pane?message_id=a%40b&from=x%40y").await,
+        "/pane?message_id=a%40b&from=x%40y"
+    );
+    for foreign in [
+        "https://evil.example/",
+        "//evil.example/pane",
+        "/pane\\\\evil",
+        "/console//evil.example",
+        "",
+    ] {
+        assert_eq!(sign_in(foreign).await, "/console", "{foreign:?}");
+    }
+    // The pane signed out sends the user to sign in, with the way back.
+    let answer = client
+        .get(format!("{}/pane?message_id=a%40b", server.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    assert!(
+        answer.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/console/sign-in?next=%2Fpane%3Fmessage_id%3Da%2540b")
+    );
+    // The console hands out the manifest.
+    let cookie = common::console_session(&server, &server.token).await;
+    let manifest = client
+        .get(format!(
+            "{}/console/mail-client-app/manifest.xml",
+            server.base_url
+        ))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(manifest.status(), StatusCode::OK);
+    let xml = manifest.text().await.unwrap();
+    assert!(
+        xml.contains(&format!(
+            "<SourceLocation DefaultValue=\"{}/pane?host=office\"/>",
+            server.base_url
+        )),
+        "{xml}"
+    );
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -215,7 +215,7 @@ async fn deploy(
     Extension(principal): Extension<Principal>,
     ApiJson(body): ApiJson<DeployRequest>,
 ) -> ApiResult<axum::Json<AppUsers>> {
-    if body.all_eligible == !body.users.is_empty() {
+    if body.all_eligible != body.users.is_empty() {
         return Err(ApiError::invalid(
             "users",
             "give either \"all_eligible\": true or the list of users, not both or neither",

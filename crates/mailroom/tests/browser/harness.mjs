@@ -35,7 +35,8 @@ export const signIn = async (page, token) => {
   await page.waitForURL(`${args.base}/console`);
 };
 
-/// Runs `steps(page)` in a fresh 1280×800 page, then prints the report and exits.
+/// Runs `steps(page, newPage)` with a fresh 1280×800 page (`newPage(viewport)` opens another
+/// page in a context of its own: another user's cookies), then prints the report and exits.
 export const run = async (steps) => {
   const browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
@@ -43,8 +44,8 @@ export const run = async (steps) => {
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'],
   });
   try {
-    const page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
-    await steps(page);
+    const newPage = async (viewport = { width: 1280, height: 800 }) => (await browser.newContext({ viewport })).newPage();
+    await steps(await newPage(), newPage);
   } catch (error) {
     report.failures.push(`the run stopped: ${error.message}`);
   } finally {

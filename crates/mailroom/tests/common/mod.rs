@@ -104,3 +104,43 @@ pub async fn console_page(server: &MailroomServer, path: &str, cookie: &str) -> 
     assert_eq!(status, 200, "{path}: {html}");
     html
 }
+
+/// The browser scripts' folder, with its npm packages installed (`.ci/run` installs them).
+pub fn browser_scripts() -> std::path::PathBuf {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if !folder.join("node_modules/playwright-core").exists() {
+        let installed = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&folder)
+            .status()
+            .expect("npm runs");
+        assert!(installed.success(), "npm ci in {}", folder.display());
+    }
+    folder
+}
+
+/// Runs one of the browser scripts; its JSON report (failing the test when it failed).
+pub async fn run_browser_script(script: &str, args: &[&str]) -> serde_json::Value {
+    let scripts = browser_scripts();
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let run = tokio::process::Command::new("node")
+        .arg(scripts.join(script))
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .await
+        .expect("node runs");
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no report: {}\n{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        )
+    });
+    assert!(
+        run.status.success() && report["failures"].as_array().is_some_and(Vec::is_empty),
+        "{report:#}"
+    );
+    report
+}
