@@ -140,6 +140,7 @@ pub const ROUTE_PERMISSIONS: &[(&str, &str, &str)] = &[
     ("PUT", "/v1/templates/{id}", "email-setup"),
     ("POST", "/v1/templates/{id}/preview", "email-send"),
     ("GET", "/v1/attachments/{id}", "email-send"),
+    ("GET", "/v1/stats", "email-setup"),
     ("GET", "/v1/addin/manifest.xml", SIGNED_IN),
     ("GET", "/v1/addin/me", SIGNED_IN),
     ("POST", "/v1/addin/me", SIGNED_IN),

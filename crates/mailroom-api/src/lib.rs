@@ -105,6 +105,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::teams::router())
         .merge(routes::inbound::router())
         .merge(routes::addin::router())
+        .merge(routes::stats::router())
 }
 
 /// The OpenAPI document of the whole API.

@@ -26,6 +26,7 @@ use tower::ServiceExt;
 
 mod accounts;
 mod app;
+mod chart;
 mod inbound;
 mod mail;
 mod mailboxes;
@@ -554,18 +555,45 @@ async fn dashboard(State(console): Shared, headers: HeaderMap) -> Response {
         Ok(None) => return Redirect::to("/console/sign-in").into_response(),
         Err(response) => return response,
     };
-    let (failed, queued, sent, alerts) = tokio::join!(
+    let (failed, queued, sent, alerts, stats, mailboxes) = tokio::join!(
         console.call(&current, "/v1/outbox?status=failed&limit=10"),
         console.call(&current, "/v1/outbox?status=queued&limit=10"),
         console.call(&current, "/v1/sent?limit=10"),
         console.call(&current, "/v1/alerts"),
+        console.call(&current, "/v1/stats?hours=24"),
+        console.call(&current, "/v1/mailboxes"),
     );
+    let figures = match stats.0 {
+        StatusCode::OK => {
+            let per_hour = stats.1["per_hour"].as_array().cloned().unwrap_or_default();
+            json!({"allowed": true, "outbox": stats.1["outbox"], "per_hour": per_hour,
+                   "chart": chart::hour_bars(&per_hour),
+                   "failures_by_account": stats.1["failures_by_account"]})
+        }
+        _ => json!({"allowed": false}),
+    };
+    // Mailboxes that cannot work as they are: not approved, disabled, or a failed test.
+    let attention: Vec<Value> = mailboxes
+        .1
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| {
+            m["approval"] != "approved"
+                || m["enabled"] != true
+                || m["incoming_status"] == "failure"
+                || m["outgoing_status"] == "failure"
+        })
+        .cloned()
+        .collect();
     console.render(
         "dashboard.html",
         json!({
             "title": "Dashboard",
             "user": current.user.name,
             "csrf": current.csrf(),
+            "figures": figures,
+            "attention": attention,
             "failed": section(failed.0, failed.1),
             "queued": section(queued.0, queued.1),
             "sent": section(sent.0, sent.1),

@@ -8,7 +8,16 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::{Value, json};
 
 /// The list filters the API takes, passed through as given.
-const FILTERS: &[&str] = &["status", "account_id", "scenario", "from", "to", "cursor"];
+const FILTERS: &[&str] = &[
+    "status",
+    "account_id",
+    "scenario",
+    "from",
+    "to",
+    "recipient",
+    "subject",
+    "cursor",
+];
 
 /// The filters of a page's query: (name, value) for the known names that have a value.
 fn filters(query: Option<&str>) -> Vec<(String, String)> {
@@ -70,6 +79,7 @@ async fn list(
             "filter": {
                 "status": value_of("status"), "account_id": value_of("account_id"),
                 "scenario": value_of("scenario"), "from": value_of("from"), "to": value_of("to"),
+                "recipient": value_of("recipient"), "subject": value_of("subject"),
             },
         }),
     );

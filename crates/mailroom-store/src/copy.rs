@@ -482,6 +482,11 @@ const TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "message_recipients",
+        key: 2,
+        columns: &[("address", Text), ("message_id", Text)],
+    },
+    Table {
         name: "attempts",
         key: 2,
         columns: &[

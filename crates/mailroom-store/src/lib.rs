@@ -22,6 +22,7 @@ mod retention;
 mod scenarios;
 pub mod secret;
 mod sqlite;
+mod stats;
 pub mod storage;
 mod templates;
 mod tokens;
@@ -49,13 +50,14 @@ pub use profiles::SendingProfile;
 pub use retention::RetentionBatch;
 pub use scenarios::ScenarioRow;
 pub use secret::SecretBox;
+pub use stats::{AccountFailures, HourOutcomes, OutboxCounts};
 pub use templates::TemplateRecord;
 pub use tokens::ApiToken;
 pub use users::{AuditEntry, User, UserInput};
 
 pub use copy::CopiedTable;
 pub use db::Backend;
-pub use listing::EXACT_TOTAL_UP_TO;
+pub use listing::{EXACT_TOTAL_UP_TO, SUBJECT_SEARCH_WINDOW};
 
 use db::on_db;
 use mailroom_core::ValidationError;

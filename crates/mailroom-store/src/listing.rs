@@ -22,6 +22,11 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 /// (`total_is_estimate`).
 pub const EXACT_TOTAL_UP_TO: i64 = 1000;
 
+/// A subject search looks at this many messages per page at most (newest first from the cursor,
+/// after every other filter): a page costs the same however large the archive, and paging goes on
+/// further back.
+pub const SUBJECT_SEARCH_WINDOW: i64 = 10_000;
+
 /// More type sets than this and the policy is checked per message instead (still correct, slower).
 const MOST_TYPE_SETS: usize = 64;
 
@@ -132,7 +137,26 @@ fn push_branch<DB: Database>(
     for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
     query.push("SELECT id FROM (");
-    if let Some((record_type, record_id)) = &filter.related_to {
+    let recipient_on_m = |query: &mut QueryBuilder<DB>, address: &String| {
+        query
+            .push(" AND EXISTS (SELECT 1 FROM message_recipients mr WHERE mr.message_id = m.id AND mr.address = ")
+            .push_bind(address.clone())
+            .push(")");
+    };
+    let from_recipient = filter.related_to.is_none() && filter.recipient.is_some();
+    if let (true, Some(address)) = (from_recipient, &filter.recipient) {
+        // From the recipient: their messages, newest first.
+        query.push(
+            "SELECT mr.message_id AS id FROM message_recipients mr JOIN messages m ON m.id = mr.message_id
+             WHERE mr.address = ",
+        );
+        query.push_bind(address.clone());
+        if cursor && let Some(before) = filter.before_id {
+            query
+                .push(" AND mr.message_id < ")
+                .push_bind(before.to_string());
+        }
+    } else if let Some((record_type, record_id)) = &filter.related_to {
         // From the record: its messages, newest first.
         query.push(
             "SELECT rr.message_id AS id FROM related_records rr JOIN messages m ON m.id = rr.message_id
@@ -166,8 +190,13 @@ fn push_branch<DB: Database>(
             }
         }
     }
+    if !from_recipient && let Some(address) = &filter.recipient {
+        recipient_on_m(query, address);
+    }
     push_filters(query, filter, status, cursor);
-    if filter.related_to.is_some() {
+    if from_recipient {
+        query.push(" ORDER BY mr.message_id DESC");
+    } else if filter.related_to.is_some() {
         query.push(" ORDER BY rr.message_id DESC");
     } else {
         query.push(" ORDER BY m.id DESC");
@@ -239,6 +268,11 @@ impl Store {
             .iter()
             .flat_map(|kind| statuses.iter().map(move |status| (kind.clone(), *status)))
             .collect();
+        if let Some(subject) = &filter.subject_contains {
+            return self
+                .search_subjects(filter, &branches, subject, limit)
+                .await;
+        }
         on_db!(self, |writer, reader| {
             let mut page = QueryBuilder::new("SELECT id FROM (");
             push_union(&mut page, filter, &branches, limit + 1, true);
@@ -266,20 +300,7 @@ impl Store {
                 .fetch_one(reader)
                 .await?;
 
-            let mut items = Vec::with_capacity(ids.len());
-            if !ids.is_empty() {
-                let mut rows = QueryBuilder::new(format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_WITH_CONTENT} WHERE m.id IN ("
-                ));
-                let mut list = rows.separated(", ");
-                for id in &ids {
-                    list.push_bind(id.clone());
-                }
-                rows.push(") ORDER BY m.id DESC");
-                for row in rows.build().fetch_all(reader).await? {
-                    items.push(message_from_row(&row)?);
-                }
-            }
+            let items = self.messages_by_ids(&ids).await?;
             let next_cursor = if has_more {
                 items.last().map(|m| m.id)
             } else {
@@ -293,6 +314,100 @@ impl Store {
                 next_cursor,
             })
         })
+    }
+
+    /// A page of a subject search: the matches among the newest [`SUBJECT_SEARCH_WINDOW`] messages
+    /// the other filters select (from the cursor). When that window ends before the page is full,
+    /// `has_more` and the cursor lead on to the next window; the total then counts this window only
+    /// and is marked an estimate.
+    async fn search_subjects(
+        &self,
+        filter: &MessageFilter,
+        branches: &[(Branch, Option<&'static str>)],
+        subject: &str,
+        limit: i64,
+    ) -> StoreResult<MessagePage> {
+        let pattern = format!(
+            "%{}%",
+            subject
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let size = filter
+            .subject_window
+            .unwrap_or(SUBJECT_SEARCH_WINDOW)
+            .max(1);
+        on_db!(self, |writer, reader| {
+            // The window: the newest messages of the union of the branches.
+            let window = |query: &mut QueryBuilder<_>| {
+                query.push("SELECT id FROM (");
+                push_union(query, filter, branches, size, true);
+                query.push(") w0 ORDER BY id DESC LIMIT ").push_bind(size);
+            };
+            let mut edge = QueryBuilder::new("SELECT COUNT(*), MIN(id) FROM (");
+            window(&mut edge);
+            edge.push(") e");
+            let (in_window, oldest): (i64, Option<String>) = edge
+                .build_query_as()
+                .persistent(false)
+                .fetch_one(reader)
+                .await?;
+            let cut = in_window >= size;
+            let mut matches = QueryBuilder::new("SELECT w.id FROM (");
+            window(&mut matches);
+            matches
+                .push(") w JOIN messages m ON m.id = w.id WHERE lower(m.subject) LIKE ")
+                .push_bind(pattern)
+                .push(" ESCAPE '\\' ORDER BY w.id DESC LIMIT ")
+                .push_bind(EXACT_TOTAL_UP_TO + 1);
+            let mut ids: Vec<String> = matches
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_all(reader)
+                .await?;
+            let counted = ids.len() as i64;
+            let full = counted > limit;
+            ids.truncate(limit as usize);
+            let items = self.messages_by_ids(&ids).await?;
+            let next_cursor = if full {
+                items.last().map(|m| m.id)
+            } else if cut {
+                oldest.and_then(|id| id.parse().ok())
+            } else {
+                None
+            };
+            Ok(MessagePage {
+                items,
+                total: counted.min(EXACT_TOTAL_UP_TO),
+                total_is_estimate: cut || counted > EXACT_TOTAL_UP_TO,
+                has_more: next_cursor.is_some(),
+                next_cursor,
+            })
+        })
+    }
+
+    /// Messages by id, newest first.
+    async fn messages_by_ids(&self, ids: &[String]) -> StoreResult<Vec<crate::StoredMessage>> {
+        let mut items = Vec::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(items);
+        }
+        on_db!(self, |writer, reader| {
+            let mut rows = QueryBuilder::new(format!(
+                "SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_WITH_CONTENT} WHERE m.id IN ("
+            ));
+            let mut list = rows.separated(", ");
+            for id in ids {
+                list.push_bind(id.clone());
+            }
+            rows.push(") ORDER BY m.id DESC");
+            for row in rows.build().fetch_all(reader).await? {
+                items.push(message_from_row(&row)?);
+            }
+        });
+        Ok(items)
     }
 
     /// The sets of related record types messages have (see `record_type_sets`).

@@ -223,6 +223,14 @@ pub struct MessageFilter {
     pub scenario: Option<String>,
     pub created_from_ms: Option<i64>,
     pub created_until_ms: Option<i64>,
+    /// Only messages to this address (To, Cc or Bcc; lower-cased), read from `message_recipients`.
+    pub recipient: Option<String>,
+    /// Only messages whose subject contains this (case-insensitive). Looked for among at most
+    /// [`crate::SUBJECT_SEARCH_WINDOW`] messages per page (newest first from the cursor); a page that
+    /// reached the end of its window says so with `has_more` and a cursor.
+    pub subject_contains: Option<String>,
+    /// How many messages a subject search looks at per page; `None`: [`crate::SUBJECT_SEARCH_WINDOW`].
+    pub subject_window: Option<i64>,
     /// Paging cursor: only messages older than this id.
     pub before_id: Option<Uuid>,
     pub limit: u32,
@@ -318,6 +326,21 @@ struct StoredRelated {
     record_type: String,
     id: String,
     relation: String,
+}
+
+/// Every recipient address of a message (To, Cc and Bcc), lower-cased, each once: the keys of
+/// `message_recipients`, which the recipient filter of listings reads.
+pub(crate) fn recipient_keys(content: &mailroom_core::message::MessageContent) -> Vec<String> {
+    let mut keys: Vec<String> = content
+        .to
+        .iter()
+        .chain(&content.cc)
+        .chain(&content.bcc)
+        .map(|m| m.address.as_str().to_ascii_lowercase())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 pub(crate) fn mailboxes_to_json(list: &[Mailbox]) -> String {

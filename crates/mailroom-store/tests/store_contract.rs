@@ -1537,3 +1537,117 @@ async fn the_mail_client_app_records_deployments_and_finds_the_records_of_a_mess
     assert_eq!(t.store.inbound_by_message_id(other_mailbox.id, &message_id).await.unwrap(), None);
 }
 }
+
+contract! {
+async fn the_dashboard_figures_count_outcomes_per_hour_the_outbox_by_state_and_failures_by_account(t) {
+    let hour = 3_600_000;
+    let now = (now_ms() / hour) * hour + hour / 2;
+    let account = t.account("figures").await;
+    let mut ids = Vec::new();
+    for subject in ["sent", "deferred", "failed"] {
+        let message = new_message(account.id, None, subject);
+        ids.push(message.id);
+        t.store.insert_message(message).await.unwrap();
+    }
+    let claimed = t.store.claim_due(account.id, "node-a", now_ms(), now_ms() + hour, 10).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    t.store
+        .record_outcomes(&[
+            attempt(ids[0], "node-a", 1, AttemptOutcome::Sent, Outcome::Sent, now - 2 * hour),
+            attempt(ids[1], "node-a", 1, AttemptOutcome::Transient, Outcome::RetryAt(now + hour), now - hour),
+            attempt(ids[2], "node-a", 1, AttemptOutcome::Permanent, Outcome::Failed, now),
+        ])
+        .await
+        .unwrap();
+    t.store.insert_message(new_message(account.id, None, "waiting")).await.unwrap();
+
+    let hours = t.store.hourly_outcomes(now, 24).await.unwrap();
+    assert_eq!(hours.len(), 24);
+    assert_eq!(hours[23].hour_start_ms, now - hour / 2, "the current hour comes last");
+    let figures: Vec<(i64, i64, i64)> = hours[20..].iter().map(|h| (h.sent, h.deferred, h.failed)).collect();
+    assert_eq!(figures, [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)]);
+    assert_eq!(hours[..20].iter().map(|h| h.sent + h.deferred + h.failed).sum::<i64>(), 0);
+    assert!(t.store.hourly_outcomes(now + 30 * hour, 24).await.unwrap().iter().all(|h| h.sent == 0), "older attempts fall out");
+
+    let outbox = t.store.outbox_counts().await.unwrap();
+    assert_eq!((outbox.queued, outbox.deferred, outbox.failed, outbox.sending, outbox.draft), (1, 1, 1, 0, 0));
+    let other = t.account("quiet").await;
+    let failures = t.store.failures_by_account().await.unwrap();
+    assert_eq!(failures.len(), 1, "accounts without failures are left out: {failures:?} ({})", other.name);
+    assert_eq!((failures[0].account_name.as_str(), failures[0].failed), ("figures", 1));
+}
+}
+
+contract! {
+async fn listings_filter_by_recipient_from_its_index_and_search_subjects_window_by_window(t) {
+    use mailroom_core::address::{EmailAddress, Mailbox};
+    use mailroom_core::message::{RelatedRecord, Relation};
+    let account = t.account("search").await;
+    let to = |address: &str| vec![Mailbox::new(None, EmailAddress::parse(address).unwrap()).unwrap()];
+    let mut ids = Vec::new();
+    for n in 0..30 {
+        let subject = match n % 3 {
+            0 => format!("Invoice {n} 100%_paid"),
+            1 => format!("Reminder {n}"),
+            _ => format!("Quote {n}"),
+        };
+        let mut message = new_message(account.id, None, &subject);
+        let content = std::sync::Arc::make_mut(&mut message.content);
+        content.to = to(if n % 2 == 0 { "Ann@Customer.example" } else { "bob@customer.example" });
+        if n == 7 {
+            content.cc = to("ann@customer.example");
+            message.related_records = vec![RelatedRecord::new("deal", "D-7", Relation::Primary).unwrap()];
+        }
+        ids.push(message.id);
+        t.store.insert_message(message).await.unwrap();
+    }
+    let listed = |filter: MessageFilter| {
+        let store = t.store.clone();
+        async move {
+            let mut filter = filter;
+            let mut all = Vec::new();
+            let mut pages = 0;
+            loop {
+                let page = store.list_messages(&filter).await.unwrap();
+                pages += 1;
+                all.extend(page.items.iter().map(|m| (m.id, m.subject.clone())));
+                match page.next_cursor {
+                    Some(cursor) => filter.before_id = Some(cursor),
+                    None => return (all, pages),
+                }
+            }
+        }
+    };
+    // By recipient, any case, To or Cc; newest first across pages.
+    let (ann, _) = listed(MessageFilter { recipient: Some("ann@customer.example".into()), limit: 4, ..Default::default() }).await;
+    let mut expected: Vec<Uuid> = ids.iter().enumerate().filter(|(n, _)| n % 2 == 0 || *n == 7).map(|(_, id)| *id).collect();
+    expected.reverse();
+    assert_eq!(ann.iter().map(|(id, _)| *id).collect::<Vec<_>>(), expected);
+    let page = t.store.list_messages(&MessageFilter { recipient: Some("ann@customer.example".into()), limit: 50, ..Default::default() }).await.unwrap();
+    assert_eq!((page.total, page.total_is_estimate), (16, false));
+    let none = t.store.list_messages(&MessageFilter { recipient: Some("carol@customer.example".into()), limit: 50, ..Default::default() }).await.unwrap();
+    assert!(none.items.is_empty() && none.total == 0);
+    // With a record: both must hold.
+    let (on_deal, _) = listed(MessageFilter { recipient: Some("ann@customer.example".into()), related_to: Some(("deal".into(), "D-7".into())), limit: 10, ..Default::default() }).await;
+    assert_eq!(on_deal.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [ids[7]]);
+
+    // Subjects: contains, any case, `%` and `_` taken literally.
+    let (invoices, _) = listed(MessageFilter { subject_contains: Some("INVOICE".into()), limit: 50, ..Default::default() }).await;
+    assert_eq!(invoices.len(), 10);
+    assert!(invoices.iter().all(|(_, s)| s.starts_with("Invoice")));
+    let (literal, _) = listed(MessageFilter { subject_contains: Some("100%_p".into()), limit: 50, ..Default::default() }).await;
+    assert_eq!(literal.len(), 10);
+    let (wild, _) = listed(MessageFilter { subject_contains: Some("%".into()), limit: 50, ..Default::default() }).await;
+    assert_eq!(wild.len(), 10, "a % is a percent sign, not a wildcard");
+    // A window of 7 messages per page: the search walks back window by window and finds every
+    // match exactly once, newest first; a page that ended its window says there is more.
+    let (windowed, pages) = listed(MessageFilter { subject_contains: Some("invoice".into()), subject_window: Some(7), limit: 50, ..Default::default() }).await;
+    assert_eq!(windowed, invoices);
+    assert_eq!(pages, 5, "30 messages in windows of 7");
+    let first = t.store.list_messages(&MessageFilter { subject_contains: Some("invoice".into()), subject_window: Some(7), limit: 50, ..Default::default() }).await.unwrap();
+    assert!(first.total_is_estimate && first.has_more);
+    // Subject and recipient together.
+    let (both, _) = listed(MessageFilter { subject_contains: Some("reminder".into()), recipient: Some("bob@customer.example".into()), limit: 2, ..Default::default() }).await;
+    assert_eq!(both.len(), 5, "reminders are n = 1, 7, 13, 19, 25: all odd, all to bob");
+}
+}

@@ -592,3 +592,132 @@ async fn in_a_real_browser_the_setup_wizard_shows_a_refusal_in_the_servers_words
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn the_dashboard_charts_the_days_outcomes_and_the_lists_find_mail_by_recipient_and_subject() {
+    let refusing = mailroom_testkit::SmtpSink::start(&["-f", "RCPT"]).unwrap();
+    let working = mailroom_testkit::SmtpSink::start(&[]).unwrap();
+    let server = start_server().await;
+    let base = server.base_url.clone();
+    server
+        .add_default_smtp_account("works", working.port, json!({}))
+        .await
+        .unwrap();
+    let refused_account = id_of(
+        &ok(
+            &server,
+            Method::POST,
+            "/v1/accounts",
+            Some(json!({"name": "refused", "connector": "smtp", "email_address": "billing@example.com",
+                        "host": "127.0.0.1", "port": refusing.port, "security": "none"})),
+        )
+        .await,
+    );
+    let mut sent = Vec::new();
+    for (to, subject) in [
+        ("ann@customer.example", "Invoice 2001"),
+        ("bob@customer.example", "Invoice 2002"),
+        ("Ann@Customer.example", "Reminder 2001"),
+    ] {
+        sent.push(id_of(
+            &server
+                .send(&json!({"to": [to], "subject": subject, "text": "t"}))
+                .await
+                .unwrap(),
+        ));
+    }
+    let failed = id_of(
+        &server
+            .send(&json!({"to": ["carol@customer.example"], "subject": "Invoice 2003", "text": "t", "account_id": refused_account}))
+            .await
+            .unwrap(),
+    );
+    for id in &sent {
+        server
+            .wait_for_status(id, "sent", std::time::Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
+    server
+        .wait_for_status(&failed, "failed", std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    // The API's figures.
+    let stats = ok(&server, Method::GET, "/v1/stats?hours=24", None).await;
+    let hours = stats["per_hour"].as_array().unwrap();
+    assert_eq!(hours.len(), 24);
+    let sum = |field: &str| {
+        hours
+            .iter()
+            .map(|h| h[field].as_i64().unwrap())
+            .sum::<i64>()
+    };
+    assert_eq!((sum("sent"), sum("failed")), (3, 1), "{stats}");
+    assert_eq!(stats["outbox"]["failed"], 1);
+    assert_eq!(stats["failures_by_account"][0]["account_name"], "refused");
+    let (status, _) = (
+        reqwest::Client::new()
+            .get(format!("{base}/v1/stats?hours=0"))
+            .bearer_auth(&server.token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        (),
+    );
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // The dashboard draws them.
+    let cookie = sign_in(&base, &server.token).await;
+    let (_, _, html) = page(&base, "/console", Some(&cookie)).await;
+    assert!(html.contains("<svg class=\"chart\""), "{html}");
+    assert!(html.contains("3 sent, 0 deferred, 1 failed"), "{html}");
+    assert!(
+        html.contains(&format!(
+            "account_id={refused_account}\">refused</a></td><td>1</td>"
+        )),
+        "{html}"
+    );
+
+    // The sent archive by recipient (any case) and by subject, in the API and the console.
+    let ann = ok(
+        &server,
+        Method::GET,
+        "/v1/sent?recipient=ANN@customer.example",
+        None,
+    )
+    .await;
+    let subjects: Vec<&str> = ann["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, ["Reminder 2001", "Invoice 2001"]);
+    let invoices = ok(&server, Method::GET, "/v1/sent?subject=invoice", None).await;
+    assert_eq!(invoices["items"].as_array().unwrap().len(), 2);
+    let (_, _, html) = page(
+        &base,
+        "/console/sent?recipient=bob%40customer.example&subject=2002",
+        Some(&cookie),
+    )
+    .await;
+    assert!(
+        html.contains("Invoice 2002") && !html.contains("Invoice 2001"),
+        "{html}"
+    );
+    assert!(
+        html.contains("value=\"bob@customer.example\""),
+        "the filter stays filled in"
+    );
+    let refused = reqwest::Client::new()
+        .get(format!("{base}/v1/sent?recipient=not-an-address"))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["field"], "recipient");
+}

@@ -745,6 +745,26 @@ fn filter_from(
             .as_deref()
             .map(|raw| parse_rfc3339("to", raw))
             .transpose()?,
+        recipient: query
+            .recipient
+            .as_deref()
+            .map(|raw| {
+                mailroom_core::address::EmailAddress::parse(raw.trim())
+                    .map(|a| a.as_str().to_ascii_lowercase())
+                    .map_err(|e| ApiError::from(e.at("recipient")))
+            })
+            .transpose()?,
+        subject_contains: match query.subject.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) if text.chars().count() > 200 || text.chars().any(char::is_control) => {
+                return Err(ApiError::invalid(
+                    "subject",
+                    "search for at most 200 characters, without control characters",
+                ));
+            }
+            Some(text) => Some(text.to_owned()),
+        },
+        subject_window: None,
         before_id: query.cursor,
         limit: page_limit(query.limit, 50)?,
     })

@@ -9,6 +9,7 @@ pub mod mailboxes;
 pub mod messages;
 pub mod nodes;
 pub mod scenarios;
+pub mod stats;
 pub mod system;
 pub mod teams;
 pub mod templates;

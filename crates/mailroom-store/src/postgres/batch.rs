@@ -238,6 +238,8 @@ struct Rows {
     related_types: Vec<String>,
     related_record_ids: Vec<String>,
     related_relations: Vec<&'static str>,
+    recipient_ids: Vec<String>,
+    recipient_addresses: Vec<String>,
 }
 
 impl Rows {
@@ -255,6 +257,10 @@ impl Rows {
             m.as_ref()
                 .map(|m| mailboxes_to_json(std::slice::from_ref(m)))
         };
+        for address in crate::messages::recipient_keys(content) {
+            self.recipient_ids.push(id.clone());
+            self.recipient_addresses.push(address);
+        }
         for record in &message.related_records {
             self.related_ids.push(id.clone());
             self.related_types.push(record.record_type.clone());
@@ -351,6 +357,16 @@ impl Rows {
         .bind(&self.senders)
         .execute(&mut **tx)
         .await?;
+        if !self.recipient_ids.is_empty() {
+            sqlx::query(
+                "INSERT INTO message_recipients (address, message_id)
+                 SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.recipient_addresses)
+            .bind(&self.recipient_ids)
+            .execute(&mut **tx)
+            .await?;
+        }
         if !self.related_ids.is_empty() {
             sqlx::query(
                 "INSERT INTO related_records (message_id, record_type, record_id, relation)

@@ -184,6 +184,15 @@ async fn insert_in(
         .execute(&mut **tx)
         .await?;
     }
+    let recipients = crate::messages::recipient_keys(content);
+    sqlx::query(
+        "INSERT INTO message_recipients (address, message_id)
+         SELECT address, $2 FROM UNNEST($1::text[]) AS r(address) ON CONFLICT DO NOTHING",
+    )
+    .bind(&recipients)
+    .bind(&id)
+    .execute(&mut **tx)
+    .await?;
     for record in &message.related_records {
         sqlx::query(
             "INSERT INTO related_records (message_id, record_type, record_id, relation)

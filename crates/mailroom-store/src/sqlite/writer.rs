@@ -452,6 +452,13 @@ fn insert(
                 content_id
             ])?;
     }
+    for address in crate::messages::recipient_keys(content) {
+        transaction
+            .prepare_cached(
+                "INSERT INTO message_recipients (address, message_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            )?
+            .execute(rusqlite::params![address, id])?;
+    }
     for record in &message.related_records {
         transaction
             .prepare_cached(
