@@ -391,6 +391,8 @@ pub struct MessageView {
     /// (`sent_retention_days`); its envelope and attempts stay.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_deleted_at: Option<String>,
+    /// The conversation it belongs to: `GET /v1/conversations/{id}` (its own id when it started one).
+    pub conversation_id: Uuid,
     /// In the single-message view: whether an attempt of a message not (yet) sent had an unknown
     /// outcome (the connection was lost after the whole message was handed over), so the recipient
     /// may already have it.
@@ -423,6 +425,7 @@ impl MessageView {
 
     pub fn summary(m: &StoredMessage) -> Self {
         Self {
+            conversation_id: m.conversation_id,
             id: m.id,
             status: m.status.to_string(),
             scenario: m.scenario.clone(),

@@ -1,7 +1,9 @@
 //! The app inside the user's mail client (MISSION D1–D3): its deployment page, the pane the mail
 //! client shows beside an open message, and a record's timeline where tracked mail appears.
 
-use crate::{Shared, encode, field, form_fields, notice, problem, refuse_foreign_form, signed_in};
+use crate::{
+    Shared, encode, field, form_fields, merge, notice, problem, refuse_foreign_form, signed_in,
+};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -246,13 +248,6 @@ pub(crate) async fn pane(
             page
         }
     }
-}
-
-fn merge(mut base: Value, more: Value) -> Value {
-    if let (Some(base), Value::Object(more)) = (base.as_object_mut(), more) {
-        base.extend(more);
-    }
-    base
 }
 
 /// The pane's forms: `track` (a record, from the list or typed in; replaces what the message was

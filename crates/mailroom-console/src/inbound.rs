@@ -52,6 +52,7 @@ pub(crate) async fn message(
     State(console): Shared,
     headers: HeaderMap,
     Path(id): Path<Uuid>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
     let current = match signed_in(&console, &headers).await {
         Ok(current) => current,
@@ -68,7 +69,14 @@ pub(crate) async fn message(
     }
     console.render(
         "inbound_message.html",
-        json!({"title": answer["subject"], "user": current.user.name, "csrf": current.csrf(), "m": answer}),
+        crate::merge(
+            crate::frame(
+                &current,
+                answer["subject"].as_str().unwrap_or("Received"),
+                query.as_deref(),
+            ),
+            json!({"m": answer}),
+        ),
     )
 }
 
@@ -135,4 +143,42 @@ pub(crate) async fn part(
         }
         Err(response) => response,
     }
+}
+
+/// Reply, reply to all, or forward a received message, written in the console (the API quotes the
+/// original and threads the answer into its conversation).
+pub(crate) async fn answer(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path((id, how)): Path<(Uuid, String)>,
+    body: String,
+) -> Response {
+    crate::form_post(&console, &headers, &body, |fields| {
+        let back = format!("/console/inbound/{id}");
+        let verb = match how.as_str() {
+            "reply" | "reply-all" | "forward" => how.clone(),
+            _ => return Err((back, "Not done: reply, reply-all or forward.".into())),
+        };
+        let to: Vec<String> = crate::field(fields, "to")
+            .split([',', ';'])
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if verb == "forward" && to.is_empty() {
+            return Err((back, "Not done: say whom to forward it to.".into()));
+        }
+        Ok(crate::FormCall {
+            method: axum::http::Method::POST,
+            path: format!("/v1/inbound/{id}/{verb}"),
+            body: Some(json!({"text": crate::field(fields, "text"), "to": to})),
+            done: if verb == "forward" {
+                "Forwarded.".into()
+            } else {
+                "Reply sent.".into()
+            },
+            back,
+        })
+    })
+    .await
 }

@@ -31,6 +31,7 @@ mod inbound;
 mod mail;
 mod mailboxes;
 mod people;
+mod setup;
 mod templates;
 
 /// The cookie that holds the session token.
@@ -82,6 +83,16 @@ pub fn router(api: Router, store: Store) -> Router {
         "mail_client_app.html",
         "pane.html",
         "record.html",
+        "scenarios.html",
+        "scenario.html",
+        "sending_profiles.html",
+        "server_profiles.html",
+        "settings.html",
+        "user.html",
+        "token.html",
+        "teams.html",
+        "alerts.html",
+        "contacts.html",
     ] {
         templates
             .add_template(name, source)
@@ -117,15 +128,58 @@ pub fn router(api: Router, store: Store) -> Router {
         .route("/console/inbound/mailboxes/{id}", get(inbound::mailbox))
         .route("/console/inbound/{id}", get(inbound::message))
         .route("/console/inbound/{id}/raw", get(inbound::raw))
+        .route("/console/inbound/{id}/answer/{how}", post(inbound::answer))
         .route("/console/inbound/{id}/parts/{part}", get(inbound::part))
         .route("/console/conversations/{id}", get(inbound::conversation))
-        .route("/console/users", get(people::users))
+        .route(
+            "/console/users",
+            get(people::users).post(people::create_user),
+        )
+        .route(
+            "/console/users/{id}",
+            get(people::user).post(people::user_act),
+        )
+        .route("/console/users/{id}/tokens", post(people::create_token))
+        .route("/console/teams", get(people::teams).post(people::team_act))
+        .route(
+            "/console/alerts",
+            get(people::alerts).post(people::dismiss_alert),
+        )
+        .route(
+            "/console/contacts",
+            get(people::contacts).post(people::contact_act),
+        )
         .route("/console/audit", get(people::audit))
         .route("/console/mail-client-app", get(app::admin).post(app::act))
         .route("/console/mail-client-app/manifest.xml", get(app::manifest))
         .route(
             "/console/records/{record_type}/{record_id}",
             get(app::record),
+        )
+        .route(
+            "/console/scenarios",
+            get(setup::scenarios).post(setup::scenario_act),
+        )
+        .route("/console/scenarios/{name}", get(setup::scenario))
+        .route(
+            "/console/scenarios/{name}/attachments",
+            post(setup::scenario_attachment_act),
+        )
+        .route(
+            "/console/scenarios/{name}/upload",
+            post(setup::scenario_upload),
+        )
+        .route(
+            "/console/sending-profiles",
+            get(setup::sending_profiles).post(setup::sending_profile_save),
+        )
+        .route(
+            "/console/server-profiles",
+            get(setup::server_profiles).post(setup::server_profile_act),
+        )
+        .route(
+            "/console/settings",
+            get(setup::settings).post(setup::settings_save),
         )
         .route("/pane", get(app::pane))
         .route("/pane/{action}", post(app::pane_act))
@@ -293,6 +347,76 @@ pub(crate) fn form_fields(body: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `base` with the fields of `more` added (both JSON objects).
+pub(crate) fn merge(mut base: Value, more: Value) -> Value {
+    if let (Some(base), Value::Object(more)) = (base.as_object_mut(), more) {
+        base.extend(more);
+    }
+    base
+}
+
+/// What every page's template gets: its title, the user, the CSRF token, the notice.
+pub(crate) fn frame(current: &Session, title: &str, query: Option<&str>) -> Value {
+    json!({"title": title, "user": current.user.name, "csrf": current.csrf(),
+           "notice": notice(query)})
+}
+
+/// What a console form asks of the API, and the page the user goes back to.
+pub(crate) struct FormCall {
+    pub method: axum::http::Method,
+    pub path: String,
+    pub body: Option<Value>,
+    /// Said when the API did it.
+    pub done: String,
+    /// The page to return to (a path without a query).
+    pub back: String,
+}
+
+/// What the API's answer to a form means for the user: `done`, or the API's own words.
+pub(crate) fn outcome(status: StatusCode, answer: &Value, done: &str) -> String {
+    if status.is_success() {
+        done.to_owned()
+    } else if status == StatusCode::FORBIDDEN && answer["code"] == "permission_missing" {
+        "Your permissions do not include this change.".to_owned()
+    } else {
+        format!(
+            "Not done: {}",
+            answer["message"]
+                .as_str()
+                .unwrap_or("the change was refused.")
+        )
+    }
+}
+
+/// A form post: signed in, the session's own form (origin and CSRF), one API call as the user,
+/// then back to the page with what happened in words. `plan` reads the fields; its `Err` is the
+/// page's own refusal (a missing field…), said the same way.
+pub(crate) async fn form_post(
+    console: &Console,
+    headers: &HeaderMap,
+    body: &str,
+    plan: impl FnOnce(&[(String, String)]) -> Result<FormCall, (String, String)>,
+) -> Response {
+    let current = match signed_in(console, headers).await {
+        Ok(current) => current,
+        Err(response) => return response,
+    };
+    let fields = form_fields(body);
+    if let Some(refusal) = refuse_foreign_form(headers, &current, &field(&fields, "csrf")) {
+        return refusal;
+    }
+    let (back, said) = match plan(&fields) {
+        Ok(call) => {
+            let (status, answer) = console
+                .send(&current, call.method, &call.path, call.body)
+                .await;
+            (call.back, outcome(status, &answer, &call.done))
+        }
+        Err((back, said)) => (back, said),
+    };
+    Redirect::to(&format!("{back}?notice={}", encode(&said))).into_response()
+}
+
 pub(crate) fn problem(status: StatusCode, message: &str) -> Response {
     (
         status,
@@ -364,6 +488,39 @@ impl Console {
             Ok(response) => response,
             Err(never) => match never {},
         }
+    }
+
+    /// A request body passed to the API as it came (an upload), with its content type and length.
+    pub(crate) async fn forward(
+        &self,
+        session: &Session,
+        path: &str,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> (StatusCode, Value) {
+        let mut request =
+            Request::post(path).header(header::AUTHORIZATION, format!("Bearer {}", session.secret));
+        for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH] {
+            if let Some(value) = headers.get(&name) {
+                request = request.header(name, value);
+            }
+        }
+        let Ok(request) = request.body(body) else {
+            return (
+                StatusCode::BAD_REQUEST,
+                json!({"message": "not a valid address"}),
+            );
+        };
+        let response = match self.api.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let status = response.status();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
 
     /// Any API call in process as the session's user (a JSON body when given).

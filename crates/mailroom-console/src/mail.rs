@@ -160,6 +160,9 @@ pub(crate) async fn act(
     if let Some(refusal) = refuse_foreign_form(&headers, &current, &field(&fields, "csrf")) {
         return refusal;
     }
+    if name == "resend" {
+        return resend(&console, &current, &id).await;
+    }
     let Some((verb, done)) = action(&name) else {
         return problem(StatusCode::NOT_FOUND, "No such action.");
     };
@@ -185,6 +188,74 @@ pub(crate) async fn act(
         encode(&notice)
     ))
     .into_response()
+}
+
+/// A new message with the same recipients, content, scenario, account, records and attachments
+/// (default attachments the original left off are left off again); to its page.
+async fn resend(console: &crate::Console, current: &crate::Session, id: &str) -> Response {
+    let back = |said: &str, to: &str| {
+        Redirect::to(&format!(
+            "/console/messages/{}?notice={}",
+            encode(to),
+            encode(said)
+        ))
+        .into_response()
+    };
+    let (status, original) = console
+        .call(current, &format!("/v1/messages/{}", encode(id)))
+        .await;
+    if !status.is_success() {
+        return back(&crate::outcome(status, &original, ""), id);
+    }
+    if original["content_deleted_at"].is_string() {
+        return back(
+            "Not done: retention deleted this message's content; there is nothing to send again.",
+            id,
+        );
+    }
+    let attached: Vec<Value> = original["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| json!({"id": a["id"]}))
+        .collect();
+    let scenario = original["scenario"]
+        .as_str()
+        .unwrap_or("default")
+        .to_owned();
+    let mut left_off = Vec::new();
+    if scenario != "default" {
+        let (_, defaults) = console
+            .call(
+                current,
+                &format!("/v1/scenarios/{}/attachments", encode(&scenario)),
+            )
+            .await;
+        for file in defaults.as_array().into_iter().flatten() {
+            if file["mode"] == "default" && !attached.iter().any(|a| a["id"] == file["id"]) {
+                left_off.push(json!({"id": file["id"]}));
+            }
+        }
+    }
+    let mut body = json!({
+        "to": original["to"], "cc": original["cc"], "bcc": original["bcc"],
+        "reply_to": original["reply_to"], "subject": original["subject"],
+        "scenario": scenario, "account_id": original["account_id"],
+        "related_records": original["related_records"], "attachments": attached,
+        "exclude_attachments": left_off,
+    });
+    for part in ["text", "html"] {
+        if original[part].is_string() {
+            body[part] = original[part].clone();
+        }
+    }
+    let (status, answer) = console
+        .send(current, Method::POST, "/v1/messages", Some(body))
+        .await;
+    match (status.is_success(), answer["id"].as_str()) {
+        (true, Some(new_id)) => back("Sent again as this new message.", new_id),
+        _ => back(&crate::outcome(status, &answer, ""), id),
+    }
 }
 
 /// Retry or cancel the messages ticked in a list; back to the list with a count of each outcome.

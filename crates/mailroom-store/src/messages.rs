@@ -108,6 +108,8 @@ pub struct StoredMessage {
     pub last_error: Option<String>,
     /// When retention deleted the content (bodies and attachments) of this sent message.
     pub content_deleted_at_ms: Option<i64>,
+    /// The conversation the message belongs to (its own id when it started one).
+    pub conversation_id: Uuid,
     pub attempts: Vec<StoredAttempt>,
 }
 
@@ -480,13 +482,15 @@ pub(crate) fn message_from_row(row: &impl StoreRow) -> StoreResult<StoredMessage
         attempt_count: row.get::<i64, _>("attempt_count") as u32,
         last_error: row.get("last_error"),
         content_deleted_at_ms: row.get("content_deleted_at"),
+        conversation_id: parse_uuid(&row.get::<String, _>("conversation"))?,
         attempts: Vec::new(),
     })
 }
 
 pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.status, m.scenario, m.account_id, m.message_id_header, c.to_json, c.cc_json, c.bcc_json, c.reply_to_json, c.headers_json,
     m.subject, c.text_body, c.html_body, c.related_json, m.created_at, m.updated_at, m.send_at, m.next_attempt_at, m.sent_at,
-    m.attempt_count, m.last_error, m.template_id, m.template_version, m.content_deleted_at";
+    m.attempt_count, m.last_error, m.template_id, m.template_version, m.content_deleted_at,
+    COALESCE(m.conversation_id, m.id) AS conversation";
 
 /// Messages with their content.
 pub(crate) const MESSAGES_WITH_CONTENT: &str =

@@ -721,3 +721,130 @@ async fn the_dashboard_charts_the_days_outcomes_and_the_lists_find_mail_by_recip
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["field"], "recipient");
 }
+
+#[tokio::test]
+async fn in_a_real_browser_an_admin_sets_up_scenarios_profiles_settings_users_teams_and_contacts() {
+    let sink = mailroom_testkit::SmtpSink::start(&["-f", "RCPT"]).unwrap();
+    let server = start_server().await;
+    server
+        .add_default_smtp_account("reject", sink.port, json!({}))
+        .await
+        .unwrap();
+    let id = id_of(
+        &server
+            .send(
+                &json!({"to": ["nobody@example.com"], "subject": "Invoice 106", "text": "t",
+                          "related_records": [{"type": "sales-invoice", "id": "106"}]}),
+            )
+            .await
+            .unwrap(),
+    );
+    server
+        .wait_for_status(&id, "failed", std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    run_browser_script(
+        "setup.mjs",
+        &[
+            "--base",
+            &server.base_url,
+            "--token",
+            &server.token,
+            "--message",
+            &id,
+        ],
+    )
+    .await;
+
+    // What the browser did is what the API holds.
+    let files = ok(
+        &server,
+        Method::GET,
+        "/v1/scenarios/delivery-note/attachments",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (files[0]["filename"].as_str(), files[0]["mode"].as_str()),
+        (Some("terms.pdf"), Some("optional")),
+        "{files}"
+    );
+    let profiles = ok(&server, Method::GET, "/v1/sending-profiles", None).await;
+    assert!(
+        profiles
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "paper-free" && p["email"] == "without-asking")
+    );
+    let servers = ok(&server, Method::GET, "/v1/server-profiles", None).await;
+    assert_eq!(
+        servers.as_array().unwrap().len(),
+        1,
+        "the refused profile was not added: {servers}"
+    );
+    assert_eq!(servers[0]["incoming"]["port"], 1143);
+    let correlation = ok(&server, Method::GET, "/v1/settings/correlation", None).await;
+    assert_eq!(
+        (
+            correlation["subject_token_prefix"].as_str(),
+            correlation["smart_match_days"].as_u64()
+        ),
+        (Some("INV"), Some(7))
+    );
+    let email = ok(&server, Method::GET, "/v1/settings/email", None).await;
+    assert_eq!(email["process_only_approved_queues"], false);
+    let users = ok(&server, Method::GET, "/v1/users", None).await;
+    let clerk = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "clerk")
+        .unwrap();
+    assert_eq!(
+        clerk["permission_sets"],
+        json!(["email-send", "read customer"])
+    );
+    let clerk_id = clerk["id"].as_str().unwrap();
+    let tokens = ok(
+        &server,
+        Method::GET,
+        &format!("/v1/users/{clerk_id}/tokens"),
+        None,
+    )
+    .await;
+    assert!(tokens[0]["revoked_at"].is_string(), "{tokens}");
+    let policies = ok(&server, Method::GET, "/v1/view-policies", None).await;
+    assert!(
+        policies
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["user"] == clerk["id"] && p["policy"] == "any-related-record")
+    );
+    let teams = ok(&server, Method::GET, "/v1/teams", None).await;
+    assert_eq!(teams[0]["members"], json!([clerk_id]));
+    let contact = ok(&server, Method::GET, "/v1/contacts/ann", None).await;
+    assert_eq!(
+        contact["related_records"],
+        json!([{"type": "customer", "id": "C-1"}])
+    );
+    let outbox = ok(
+        &server,
+        Method::GET,
+        "/v1/outbox?subject=Invoice%20106",
+        None,
+    )
+    .await;
+    let copies: Vec<&serde_json::Value> = outbox["items"].as_array().unwrap().iter().collect();
+    assert_eq!(
+        copies.len(),
+        2,
+        "the original and the copy sent again: {outbox}"
+    );
+    assert!(
+        copies
+            .iter()
+            .all(|m| m["related_records"][0]["id"] == "106")
+    );
+}

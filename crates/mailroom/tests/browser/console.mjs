@@ -3,17 +3,10 @@
 // message from its page. Prints one JSON report on stdout; exits 1 when a step failed.
 //
 //   node console.mjs --base http://127.0.0.1:PORT --token mr_… --message ID --out DIR
-import { args, audit, run, step } from './harness.mjs';
+import { args, audit, run, shoot as shootPage, step } from './harness.mjs';
 
 await run(async (page) => {
-  const shoot = async (name) => {
-    await page.screenshot({ path: `${args.out}/${name}-1280.png`, fullPage: true });
-    await page.setViewportSize({ width: 390, height: 844 });
-    await page.screenshot({ path: `${args.out}/${name}-390.png`, fullPage: true });
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
-    step(`${name} fits 390 px`, !overflow, overflow ? 'the page scrolls sideways' : '');
-    await page.setViewportSize({ width: 1280, height: 800 });
-  };
+  const shoot = (name) => shootPage(page, name);
 
   await page.goto(`${args.base}/console`);
   step('an anonymous visit lands on sign-in', page.url().endsWith('/console/sign-in'), page.url());

@@ -27,6 +27,17 @@ export const audit = async (page, name) => {
   if (bad.length) report.failures.push(`${name}: ${bad.length} serious or critical accessibility violations`);
 };
 
+/// Screenshots of the page at 1280×800 and at 390 px wide, which it must fit without scrolling
+/// sideways.
+export const shoot = async (page, name) => {
+  await page.screenshot({ path: `${args.out}/${name}-1280.png`, fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.screenshot({ path: `${args.out}/${name}-390.png`, fullPage: true });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+  step(`${name} fits 390 px`, !overflow, overflow ? 'the page scrolls sideways' : '');
+  await page.setViewportSize({ width: 1280, height: 800 });
+};
+
 /// Signs in through the sign-in form and waits for the dashboard.
 export const signIn = async (page, token) => {
   await page.goto(`${args.base}/console/sign-in`);
