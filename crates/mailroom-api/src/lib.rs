@@ -58,7 +58,19 @@ pub struct Shared {
             mailroom_core::inbound::CorrelationSettings,
         )>,
     >,
+    /// Attempts per hour for the dashboard: counting a busy day's attempts takes longer than a page
+    /// may, so they are counted at most every [`routes::stats::HOURLY_FRESH`] and, once counted,
+    /// served while a recount runs in the background.
+    pub(crate) hourly: std::sync::Mutex<HourlyCache>,
 }
+
+/// Attempts per hour as last counted: (when, for how many hours, the hours, a refresh running).
+pub(crate) type HourlyCache = (
+    Option<std::time::Instant>,
+    u32,
+    Vec<mailroom_store::HourOutcomes>,
+    bool,
+);
 
 impl Shared {
     /// The organisation's correlation settings (cached for a few seconds).
@@ -475,6 +487,7 @@ pub fn router(
         openapi_json,
         docs_html,
         correlation: Default::default(),
+        hourly: Default::default(),
     }));
     let (v1, _) = v1_routes().split_for_parts();
     // Authentication wraps everything; the permission check runs after routing, when the matched

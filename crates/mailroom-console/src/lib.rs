@@ -93,6 +93,7 @@ pub fn router(api: Router, store: Store) -> Router {
         "teams.html",
         "alerts.html",
         "contacts.html",
+        "nodes.html",
     ] {
         templates
             .add_template(name, source)
@@ -141,6 +142,7 @@ pub fn router(api: Router, store: Store) -> Router {
         )
         .route("/console/users/{id}/tokens", post(people::create_token))
         .route("/console/teams", get(people::teams).post(people::team_act))
+        .route("/console/nodes", get(people::nodes))
         .route(
             "/console/alerts",
             get(people::alerts).post(people::dismiss_alert),
@@ -561,9 +563,22 @@ impl Console {
     }
 }
 
-fn session_cookie(secret: &str, max_age_s: i64) -> HeaderValue {
+/// Whether the browser reached mailroom over https (directly, or through a proxy that says so):
+/// then the session cookie is `Secure`, never sent over plain http.
+fn over_https(headers: &HeaderMap) -> bool {
+    let says = |name: &str, prefix: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().starts_with(prefix))
+    };
+    says("x-forwarded-proto", "https") || says(header::ORIGIN.as_str(), "https://")
+}
+
+fn session_cookie(secret: &str, max_age_s: i64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}"
+        "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}"
     ))
     .expect("a token is a valid header value")
 }
@@ -640,7 +655,7 @@ async fn sign_in(State(console): Shared, headers: HeaderMap, Form(form): Form<Si
             let mut response = Redirect::to(local_destination(&form.next)).into_response();
             response.headers_mut().insert(
                 header::SET_COOKIE,
-                session_cookie(&secret, SESSION_MS / 1000),
+                session_cookie(&secret, SESSION_MS / 1000, over_https(&headers)),
             );
             response
         }
@@ -685,9 +700,10 @@ async fn sign_out(
         );
     }
     let mut response = Redirect::to("/console/sign-in").into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie("", 0));
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie("", 0, over_https(&headers)),
+    );
     response
 }
 

@@ -317,6 +317,14 @@ pub(crate) async fn audit(
     .await
 }
 
+pub(crate) async fn nodes(
+    state: Shared,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    listing(state, headers, query, "/v1/nodes", "nodes.html", "Nodes").await
+}
+
 pub(crate) async fn alerts(
     state: Shared,
     headers: HeaderMap,

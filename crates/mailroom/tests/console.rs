@@ -18,19 +18,9 @@ fn browser() -> reqwest::Client {
 
 /// A form post as a browser sends it (`application/x-www-form-urlencoded`).
 fn form(request: reqwest::RequestBuilder, fields: &[(&str, &str)]) -> reqwest::RequestBuilder {
-    let encode = |text: &str| {
-        text.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
     let body: Vec<String> = fields
         .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .map(|(k, v)| format!("{}={}", common::urlencode(k), common::urlencode(v)))
         .collect();
     request
         .header("content-type", "application/x-www-form-urlencoded")
@@ -216,7 +206,7 @@ async fn a_page_shows_only_what_the_users_permissions_let_the_api_show() {
     let (_, _, html) = page(&base, "/console", Some(&admin)).await;
     assert!(html.contains("Invoice 103001"), "{html}");
     let (_, _, html) = page(&base, "/console/users", Some(&admin)).await;
-    assert!(html.contains("<td>reader</td>"), "{html}");
+    assert!(html.contains(">reader</a></td>"), "{html}");
     let (_, _, html) = page(&base, "/console/audit", Some(&admin)).await;
     assert!(html.contains("user.created"), "{html}");
 }
@@ -846,5 +836,30 @@ async fn in_a_real_browser_an_admin_sets_up_scenarios_profiles_settings_users_te
         copies
             .iter()
             .all(|m| m["related_records"][0]["id"] == "106")
+    );
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_when_the_browser_came_over_https() {
+    let server = start_server().await;
+    let sign_in_via = |proto: Option<&'static str>| {
+        let url = format!("{}/console/sign-in", server.base_url);
+        let token = server.token.clone();
+        async move {
+            let mut request = browser().post(url);
+            if let Some(proto) = proto {
+                request = request.header("x-forwarded-proto", proto);
+            }
+            let answer = form(request, &[("token", token.as_str())])
+                .send()
+                .await
+                .unwrap();
+            answer.headers()["set-cookie"].to_str().unwrap().to_owned()
+        }
+    };
+    assert!(sign_in_via(Some("https")).await.contains("; Secure"));
+    assert!(
+        !sign_in_via(None).await.contains("Secure"),
+        "plain http on loopback keeps working"
     );
 }

@@ -618,7 +618,7 @@ async fn signing_in_from_the_pane_returns_to_it_but_never_to_another_site() {
             let answer = client
                 .post(url)
                 .header("content-type", "application/x-www-form-urlencoded")
-                .body(format!("token={token}&next={}", urlencode(next)))
+                .body(format!("token={token}&next={}", common::urlencode(next)))
                 .send()
                 .await
                 .unwrap();
@@ -672,15 +672,4 @@ async fn signing_in_from_the_pane_returns_to_it_but_never_to_another_site() {
         )),
         "{xml}"
     );
-}
-
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

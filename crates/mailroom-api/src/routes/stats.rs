@@ -61,7 +61,60 @@ pub struct Stats {
     pub failures_by_account: Vec<AccountFigures>,
 }
 
-/// The outbox by state, attempts per hour, and failed messages by account.
+/// How long attempts per hour, once counted, are served without counting again.
+pub const HOURLY_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Attempts per hour: counted now when nothing was counted for these hours yet; otherwise as last
+/// counted, recounted in the background once older than [`HOURLY_FRESH`] (one recount at a time).
+async fn hourly(
+    state: &AppState,
+    hours: u32,
+) -> Result<Vec<mailroom_store::HourOutcomes>, mailroom_store::StoreError> {
+    let cached = {
+        let mut cache = state.hourly.lock().expect("hourly lock");
+        let (at, for_hours, value, refreshing) = &mut *cache;
+        match at {
+            Some(at) if *for_hours == hours => {
+                if at.elapsed() >= HOURLY_FRESH && !*refreshing {
+                    *refreshing = true;
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let counted = state
+                            .store
+                            .hourly_outcomes(mailroom_store::now_ms(), hours)
+                            .await;
+                        let mut cache = state.hourly.lock().expect("hourly lock");
+                        cache.3 = false;
+                        match counted {
+                            Ok(value) if cache.1 == hours => {
+                                *cache = (Some(std::time::Instant::now()), hours, value, false);
+                            }
+                            Ok(_) => {}
+                            Err(error) => {
+                                tracing::warn!(%error, "recounting attempts per hour failed; the last count stays");
+                            }
+                        }
+                    });
+                }
+                Some(value.clone())
+            }
+            _ => None,
+        }
+    };
+    if let Some(value) = cached {
+        return Ok(value);
+    }
+    let value = state
+        .store
+        .hourly_outcomes(mailroom_store::now_ms(), hours)
+        .await?;
+    *state.hourly.lock().expect("hourly lock") =
+        (Some(std::time::Instant::now()), hours, value.clone(), false);
+    Ok(value)
+}
+
+/// The outbox by state, attempts per hour (counted at most every 30 s), and failed messages by
+/// account.
 #[utoipa::path(get, path = "/v1/stats", tag = "system", params(StatsQuery),
     responses((status = 200, body = Stats), (status = 422, body = ErrorBody)))]
 async fn get_stats(
@@ -74,7 +127,7 @@ async fn get_stats(
     }
     let (outbox, per_hour, failures) = tokio::try_join!(
         state.store.outbox_counts(),
-        state.store.hourly_outcomes(mailroom_store::now_ms(), hours),
+        hourly(&state, hours),
         state.store.failures_by_account(),
     )?;
     Ok(axum::Json(Stats {

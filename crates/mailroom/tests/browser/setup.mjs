@@ -125,6 +125,8 @@ await run(async (page) => {
   step('the contact is found again', (await page.getByLabel('Addresses (one per line)').inputValue()).includes('ann@customer.example'));
 
   await visit('Alerts', 'alerts');
+  await visit('Nodes', 'nodes');
+  step('the nodes page lists this node', (await page.getByText('alive').count()) >= 1);
 
   // A failed message sent again.
   await page.goto(`${args.base}/console/messages/${args.message}`);

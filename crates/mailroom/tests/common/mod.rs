@@ -144,3 +144,15 @@ pub async fn run_browser_script(script: &str, args: &[&str]) -> serde_json::Valu
     );
     report
 }
+
+/// Percent-encodes a form or query value (everything but unreserved characters).
+pub fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
