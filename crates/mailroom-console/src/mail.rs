@@ -43,7 +43,10 @@ async fn list(
     for (name, value) in &filters {
         path.push_str(&format!("&{name}={}", encode(value)));
     }
-    let (status, answer) = console.call(&current, &path).await;
+    let ((status, answer), (_, accounts)) = tokio::join!(
+        console.call(&current, &path),
+        console.call(&current, "/v1/accounts"),
+    );
     let notice = notice(query.as_deref());
     let next = answer["next_cursor"].as_str().map(|cursor| {
         let mut query: Vec<String> = filters
@@ -72,6 +75,7 @@ async fn list(
             "error": (status != StatusCode::OK && status != StatusCode::FORBIDDEN)
                 .then(|| answer["message"].as_str().unwrap_or("The API refused the filters.").to_owned()),
             "items": answer["items"],
+            "accounts": accounts.as_array().cloned().unwrap_or_default(),
             "total": answer["total"],
             "estimate": answer["total_is_estimate"],
             "next": next,

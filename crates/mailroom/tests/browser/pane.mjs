@@ -72,6 +72,14 @@ await run(async (admin, newPage) => {
   step('the tracked message is on the record timeline', onDeal.includes(args.subject), onDeal);
   await audit(pane, 'record');
   await pane.screenshot({ path: `${args.out}/record-390.png`, fullPage: true });
+  // The received message from the timeline, and its conversation.
+  await pane.locator('ol.timeline').getByRole('link', { name: args.subject }).click();
+  await pane.waitForURL(/\/console\/inbound\//);
+  await audit(pane, 'inbound-message');
+  await fits(pane, 'inbound-message');
+  await pane.getByRole('link', { name: 'the whole conversation' }).click();
+  await audit(pane, 'conversation');
+  await fits(pane, 'conversation');
 
   // Change regarding → it moves from the deal to the customer.
   await pane.goto(`${args.base}${panePath}`);
