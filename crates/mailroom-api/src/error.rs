@@ -213,6 +213,11 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "The message open in the mail client has not been synchronised into the user's mailbox yet; try again after the next synchronisation.",
     ),
     (
+        "webhook_target_private",
+        422,
+        "A webhook URL names or resolves only to a loopback, private or link-local address, and the server does not allow those.",
+    ),
+    (
         "internal",
         500,
         "An unexpected error; the server log has the cause.",

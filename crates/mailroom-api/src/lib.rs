@@ -34,6 +34,8 @@ pub struct ApiSettings {
     pub max_attachment_bytes: u64,
     /// The address users reach mailroom at (`https://mail.example.com`), when configured.
     pub public_url: Option<String>,
+    /// Whether webhooks may target loopback, private and link-local addresses.
+    pub webhooks_allow_private: bool,
 }
 
 /// What every handler can reach. Cloning it (axum does, for every request and middleware) is one
@@ -118,6 +120,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::inbound::router())
         .merge(routes::addin::router())
         .merge(routes::stats::router())
+        .merge(routes::webhooks::router())
 }
 
 /// The OpenAPI document of the whole API.

@@ -9,11 +9,13 @@ mod imap_source;
 mod implicit_tls;
 mod pickup;
 mod smtp;
+mod webhook;
 
 pub use imap::{ImapSettings, test_imap};
 pub use imap_source::{FetchedMail, FolderInfo, FolderStatus, ImapSource, ImapStream};
 pub use pickup::{OutsideRoot, PickupConnector, check_inside_root};
 pub use smtp::{SessionGate, SessionPermit, SmtpConnector, SmtpSettings};
+pub use webhook::{RECEIVER_TIMEOUT, ReceiverAnswer, WebhookClient};
 
 use async_trait::async_trait;
 use mailroom_core::address::EmailAddress;

@@ -16,6 +16,7 @@ pub mod rate;
 pub mod retry;
 pub mod scenario;
 pub mod template;
+pub mod webhook;
 
 mod error;
 

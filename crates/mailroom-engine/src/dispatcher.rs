@@ -56,6 +56,8 @@ pub struct EngineConfig {
     pub mailbox_tests: crate::mailboxes::MailboxTestConfig,
     /// Timing and batch sizes of mailbox sync.
     pub sync: crate::sync::SyncConfig,
+    /// How webhooks are delivered.
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 impl Default for EngineConfig {
@@ -84,6 +86,7 @@ impl Default for EngineConfig {
             retention_interval: Duration::from_secs(3600),
             mailbox_tests: Default::default(),
             sync: Default::default(),
+            webhooks: Default::default(),
         }
     }
 }
@@ -360,6 +363,22 @@ impl Engine {
         self.inner
             .tasks
             .spawn(async move { sync.run(stopping).await });
+        match crate::webhooks::WebhookWorker::new(
+            self.inner.store.clone(),
+            self.inner.config.node_id.clone(),
+            self.inner.config.webhooks.clone(),
+            &self.inner.config.connectors.extra_root_certificates,
+        ) {
+            Ok(webhooks) => {
+                let stopping = self.inner.stopping.clone();
+                self.inner
+                    .tasks
+                    .spawn(async move { std::sync::Arc::new(webhooks).run(stopping).await });
+            }
+            Err(error) => {
+                tracing::error!(%error, "webhooks cannot be delivered: their HTTP client failed to start");
+            }
+        }
         if let Some(retention) = self.inner.config.sent_retention {
             let keeper = self.clone();
             tokio::spawn(async move { keeper.apply_retention(retention).await });

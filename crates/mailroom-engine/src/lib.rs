@@ -13,8 +13,10 @@ mod connectors;
 mod dispatcher;
 mod mailboxes;
 mod sync;
+mod webhooks;
 
 pub use connectors::{ConnectorDefaults, build_connector};
 pub use dispatcher::{Engine, EngineConfig, Reservation};
 pub use mailboxes::{MailboxTestConfig, MailboxWorker, TEST_MAILBOXES_JOB};
 pub use sync::{SyncConfig, SyncWorker};
+pub use webhooks::{WebhookConfig, WebhookWorker, delivery_body};

@@ -27,6 +27,7 @@ pub mod storage;
 mod templates;
 mod tokens;
 mod users;
+mod webhooks;
 
 pub use accounts::{Account, AccountInput, PasswordChange};
 pub use attachments::{Attachment, ScenarioAttachment};
@@ -54,6 +55,7 @@ pub use stats::{AccountFailures, HourOutcomes, OutboxCounts};
 pub use templates::TemplateRecord;
 pub use tokens::ApiToken;
 pub use users::{AuditEntry, User, UserInput};
+pub use webhooks::{DeliveryAttempt, DueDelivery, LoggedAttempt, WebhookChange, WebhookEndpoint};
 
 pub use copy::CopiedTable;
 pub use db::Backend;

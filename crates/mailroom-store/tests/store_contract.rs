@@ -1651,3 +1651,106 @@ async fn listings_filter_by_recipient_from_its_index_and_search_subjects_window_
     assert_eq!(both.len(), 5, "reminders are n = 1, 7, 13, 19, 25: all odd, all to bob");
 }
 }
+
+contract! {
+async fn webhook_events_fan_out_to_subscribed_endpoints_and_deliveries_are_leased_retried_and_logged(t) {
+    use mailroom_core::webhook::{EventType, SigningSecret};
+    use mailroom_store::{DeliveryAttempt, WebhookChange};
+    let secret = SigningSecret::from_bytes(vec![7; 32]);
+    let sent_only = t.store.create_webhook("http://127.0.0.1:1/a", &[EventType::MessageSent], false, &secret, "admin").await.unwrap();
+    let ordered = t.store.create_webhook("http://127.0.0.1:1/b", &[EventType::MessageSent, EventType::MessageFailed], true, &secret, "admin").await.unwrap();
+    assert_eq!(t.store.webhook_secrets(sent_only.id).await.unwrap(), std::slice::from_ref(&secret), "sealed, and opened again");
+
+    // Three outcomes: two sent, one failed — each writes its event in its transaction.
+    let account = t.account("hooks").await;
+    let mut ids = Vec::new();
+    for subject in ["a", "b", "c"] {
+        let message = new_message(account.id, None, subject);
+        ids.push(message.id);
+        t.store.insert_message(message).await.unwrap();
+    }
+    assert_eq!(t.store.claim_due(account.id, "node-a", now_ms(), now_ms() + 60_000, 10).await.unwrap().len(), 3);
+    let now = now_ms();
+    t.store
+        .record_outcomes(&[
+            attempt(ids[0], "node-a", 1, AttemptOutcome::Sent, Outcome::Sent, now),
+            attempt(ids[1], "node-a", 1, AttemptOutcome::Permanent, Outcome::Failed, now),
+            attempt(ids[2], "node-a", 1, AttemptOutcome::Sent, Outcome::Sent, now),
+        ])
+        .await
+        .unwrap();
+    // A stale outcome from a lost lease moves nothing and says nothing.
+    t.store
+        .record_outcomes(&[attempt(ids[0], "node-b", 1, AttemptOutcome::Sent, Outcome::Sent, now)])
+        .await
+        .unwrap();
+    assert_eq!(t.store.fan_out_events(500).await.unwrap(), 3);
+    assert_eq!(t.store.fan_out_events(500).await.unwrap(), 0, "each event is fanned out once");
+
+    // Unordered: both sent events at once. Ordered: its oldest pending only, one at a time.
+    let due = t.store.claim_deliveries("node-a", now_ms(), now_ms() + 60_000, 10).await.unwrap();
+    let of = |endpoint: uuid::Uuid| due.iter().filter(|d| d.endpoint_id == endpoint).collect::<Vec<_>>();
+    assert_eq!(of(sent_only.id).len(), 2);
+    assert!(of(sent_only.id).iter().all(|d| d.kind == "message.sent"));
+    assert_eq!(of(ordered.id).len(), 1);
+    let first = of(ordered.id)[0].clone();
+    assert!(t.store.claim_deliveries("node-b", now_ms(), now_ms() + 60_000, 10).await.unwrap().is_empty(), "leased");
+    let payload: serde_json::Value = serde_json::from_str(&first.payload_json).unwrap();
+    assert_eq!(payload["message_id"], ids[0].to_string());
+
+    // A failure: tried again later, the endpoint's failing streak starts; the log says so.
+    let failed = DeliveryAttempt { at_ms: now_ms(), status: Some(503), latency_ms: 12, response: Some("busy".into()), error: None };
+    assert!(t.store.record_delivery("node-a", &first, &failed, now_ms() + 3_600_000).await.unwrap());
+    assert!(t.store.webhook(ordered.id).await.unwrap().failing_since_ms.is_some());
+    assert!(t.store.claim_deliveries("node-a", now_ms(), now_ms() + 60_000, 10).await.unwrap().is_empty(),
+        "the ordered endpoint waits for its oldest event");
+    // A node that lost the lease records nothing but the log line.
+    assert!(!t.store.record_delivery("node-b", &first, &failed, now_ms()).await.unwrap());
+
+    // Replay makes it due now; a success ends the streak and the next event follows.
+    t.store.replay_event(ordered.id, first.event_id).await.unwrap();
+    let again = t.store.claim_deliveries("node-a", now_ms(), now_ms() + 60_000, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].event_id, again[0].attempts), (first.event_id, 1));
+    let ok = DeliveryAttempt { at_ms: now_ms(), status: Some(200), latency_ms: 5, response: None, error: None };
+    assert!(t.store.record_delivery("node-a", &again[0], &ok, 0).await.unwrap());
+    assert!(t.store.webhook(ordered.id).await.unwrap().failing_since_ms.is_none());
+    let next = t.store.claim_deliveries("node-a", now_ms(), now_ms() + 60_000, 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert!(next[0].event_id > first.event_id);
+    assert_eq!(next[0].kind, "message.failed");
+    let log = t.store.webhook_log(ordered.id, 10).await.unwrap();
+    assert_eq!(log.len(), 2, "two attempts of the first event (node-b's stale one shares attempt 1): {log:?}");
+    assert!(log.iter().all(|l| l.event_id == first.event_id && l.state == "delivered"));
+
+    // Failing for a day disables the endpoint and alerts its creator; its events wait.
+    let day_ago = DeliveryAttempt { at_ms: now_ms() - 25 * 3_600_000, status: None, latency_ms: 10_000, response: None, error: Some("timeout".into()) };
+    let mut stale = next[0].clone();
+    stale.event_at_ms = now_ms();
+    assert!(t.store.record_delivery("node-a", &stale, &day_ago, now_ms()).await.unwrap());
+    let later = t.store.claim_deliveries("node-a", now_ms(), now_ms() + 60_000, 10).await.unwrap();
+    let latest = later.iter().find(|d| d.endpoint_id == ordered.id).cloned().unwrap();
+    assert!(t.store.record_delivery("node-a", &latest, &DeliveryAttempt { at_ms: now_ms(), ..day_ago.clone() }, now_ms()).await.unwrap());
+    let disabled = t.store.webhook(ordered.id).await.unwrap();
+    assert!(!disabled.enabled && disabled.disabled_reason.is_some(), "{disabled:?}");
+    assert!(t.store.claim_deliveries("node-a", now_ms() + 10_000_000, now_ms() + 20_000_000, 10).await.unwrap().iter().all(|d| d.endpoint_id != ordered.id));
+    let enabled = t.store.update_webhook(ordered.id, &WebhookChange { enabled: Some(true), ..Default::default() }).await.unwrap();
+    assert!(enabled.enabled && enabled.failing_since_ms.is_none() && enabled.disabled_reason.is_none());
+
+    // An event three days old is given up after its attempt.
+    let mut ancient = latest.clone();
+    ancient.event_at_ms = now_ms() - 4 * 24 * 3_600_000;
+    ancient.attempts = 2;
+    let due = t.store.claim_deliveries("node-a", now_ms() + 10_000_000, now_ms() + 20_000_000, 10).await.unwrap();
+    if let Some(d) = due.iter().find(|d| d.endpoint_id == ordered.id) {
+        let mut d = d.clone();
+        d.event_at_ms = ancient.event_at_ms;
+        assert!(t.store.record_delivery("node-a", &d, &DeliveryAttempt { at_ms: now_ms(), ..day_ago }, now_ms()).await.unwrap());
+        assert!(t.store.webhook_log(ordered.id, 1).await.unwrap()[0].state == "given-up");
+    } else {
+        panic!("the re-enabled endpoint's event is due again");
+    }
+    t.store.delete_webhook(sent_only.id).await.unwrap();
+    assert!(matches!(t.store.webhook(sent_only.id).await, Err(mailroom_store::StoreError::NotFound(_))));
+}
+}

@@ -38,9 +38,19 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     #[serde(default)]
     pub engine: EngineFileConfig,
+    #[serde(default)]
+    pub webhooks: WebhooksFileConfig,
     /// PEM files of extra root certificates trusted for SMTP TLS.
     #[serde(default)]
     pub extra_root_certificates: Vec<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksFileConfig {
+    /// Let webhooks reach loopback, private and link-local addresses (default false: a receiver URL
+    /// must not reach mailroom's own network). Environment: `MAILROOM_WEBHOOKS_ALLOW_PRIVATE`.
+    pub allow_private_targets: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +145,7 @@ pub struct Config {
     pub extra_root_certificates: Vec<Vec<u8>>,
     pub mailbox_tests: mailroom_engine::MailboxTestConfig,
     pub sync: mailroom_engine::SyncConfig,
+    pub webhooks: mailroom_engine::WebhookConfig,
 }
 
 impl Config {
@@ -189,6 +200,7 @@ impl Config {
             })
             .collect::<Result<_>>()?;
         let engine = file.engine;
+        let webhooks = file.webhooks;
         let ms = |value: Option<u64>, default: u64| Duration::from_millis(value.unwrap_or(default));
         let pickup_root = file
             .pickup_root
@@ -259,11 +271,17 @@ impl Config {
                 retry_initial: ms(engine.sync_retry_ms, 10_000),
                 ..Default::default()
             },
+            webhooks: mailroom_engine::WebhookConfig {
+                allow_private_targets: match std::env::var("MAILROOM_WEBHOOKS_ALLOW_PRIVATE") {
+                    Ok(value) => matches!(value.trim(), "true" | "1" | "yes"),
+                    Err(_) => webhooks.allow_private_targets.unwrap_or(false),
+                },
+                ..Default::default()
+            },
         })
     }
 }
 
-/// The system's host name as lettre finds it, when it is a usable EHLO name; else `localhost`.
 /// `http(s)://host[:port][/path]`, kept without its trailing slash.
 fn parse_public_url(raw: &str) -> Result<String> {
     let trimmed = raw.trim().trim_end_matches('/');
@@ -291,6 +309,7 @@ fn parse_public_url(raw: &str) -> Result<String> {
     Ok(trimmed.to_owned())
 }
 
+/// The system's host name as lettre finds it, when it is a usable EHLO name; else `localhost`.
 fn machine_hostname() -> String {
     match lettre::transport::smtp::extension::ClientId::default() {
         lettre::transport::smtp::extension::ClientId::Domain(name)

@@ -278,6 +278,7 @@ pub async fn run(config: Config) -> Result<()> {
             retention_interval: config.retention_interval,
             mailbox_tests: config.mailbox_tests.clone(),
             sync: config.sync.clone(),
+            webhooks: config.webhooks.clone(),
             connectors: ConnectorDefaults {
                 hostname: config.hostname.clone(),
                 extra_root_certificates: config.extra_root_certificates.clone(),
@@ -305,6 +306,7 @@ pub async fn run(config: Config) -> Result<()> {
         pickup_root: config.pickup_root.clone(),
         max_attachment_bytes: config.max_attachment_bytes,
         public_url: config.public_url.clone(),
+        webhooks_allow_private: config.webhooks.allow_private_targets,
     };
     let api = mailroom_api::router(store.clone(), engine.clone(), settings, metrics, blobs);
     // The console's pages call the API in process, as the signed-in user.

@@ -14,3 +14,4 @@ pub mod system;
 pub mod teams;
 pub mod templates;
 pub mod users;
+pub mod webhooks;

@@ -304,13 +304,23 @@ pub(crate) async fn record_outcomes(pool: &PgPool, records: &[AttemptRecord]) ->
     .bind(&texts)
     .execute(&mut *tx)
     .await?;
+    let (kinds, payloads): (Vec<&str>, Vec<String>) =
+        records.iter().map(crate::webhooks::outcome_event).unzip();
+    // The events of the changes, in their transaction: only for the messages that moved (an
+    // outcome from a lost lease moves nothing and says nothing).
     sqlx::query(
-        "UPDATE messages m SET status = u.status, next_attempt_at = COALESCE(u.next_attempt_at, m.next_attempt_at),
-           sent_at = u.sent_at, last_error = u.last_error, lease_owner = NULL, lease_until = NULL,
-           updated_at = u.finished_at
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[], $8::bigint[])
-           AS u(id, owner, status, next_attempt_at, sent_at, last_error, finished_at, number)
-         WHERE m.id = u.id AND m.lease_owner = u.owner AND m.status = 'sending' AND m.attempt_count = u.number",
+        "WITH moved AS (
+           UPDATE messages m SET status = u.status, next_attempt_at = COALESCE(u.next_attempt_at, m.next_attempt_at),
+             sent_at = u.sent_at, last_error = u.last_error, lease_owner = NULL, lease_until = NULL,
+             updated_at = u.finished_at
+           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[], $8::bigint[])
+             AS u(id, owner, status, next_attempt_at, sent_at, last_error, finished_at, number)
+           WHERE m.id = u.id AND m.lease_owner = u.owner AND m.status = 'sending' AND m.attempt_count = u.number
+           RETURNING m.id)
+         INSERT INTO events (kind, subject_id, payload_json, created_at)
+         SELECT e.kind, e.id, e.payload, e.at
+         FROM UNNEST($9::text[], $1::text[], $10::text[], $7::bigint[]) WITH ORDINALITY AS e(kind, id, payload, at, n)
+         JOIN moved ON moved.id = e.id ORDER BY e.n",
     )
     .bind(&ids)
     .bind(&owners)
@@ -320,6 +330,8 @@ pub(crate) async fn record_outcomes(pool: &PgPool, records: &[AttemptRecord]) ->
     .bind(&errors)
     .bind(&finished)
     .bind(&numbers)
+    .bind(&kinds)
+    .bind(&payloads)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -487,6 +487,9 @@ fn record_outcomes(
          ON CONFLICT (message_id, number) DO UPDATE SET finished_at = excluded.finished_at,
            outcome = excluded.outcome, reply_code = excluded.reply_code, reply_text = excluded.reply_text",
     )?;
+    let mut event = transaction.prepare_cached(
+        "INSERT INTO events (kind, subject_id, payload_json, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?;
     let mut next_state = transaction.prepare_cached(
         "UPDATE messages SET status = ?3, next_attempt_at = COALESCE(?4, next_attempt_at), sent_at = ?5,
            last_error = ?6, lease_owner = NULL, lease_until = NULL, updated_at = ?7
@@ -508,7 +511,7 @@ fn record_outcomes(
             Outcome::RetryAt(at) => ("queued", Some(at), None, Some(&record.reply_text)),
             Outcome::Failed => ("failed", None, None, Some(&record.reply_text)),
         };
-        next_state.execute(rusqlite::params![
+        let moved = next_state.execute(rusqlite::params![
             id,
             record.lease_owner,
             status,
@@ -518,6 +521,12 @@ fn record_outcomes(
             record.finished_at_ms,
             record.number,
         ])?;
+        // The event of the change, in its transaction (an outcome from a lost lease moves nothing
+        // and says nothing).
+        if moved > 0 {
+            let (kind, payload) = crate::webhooks::outcome_event(record);
+            event.execute(rusqlite::params![kind, id, payload, record.finished_at_ms])?;
+        }
     }
     Ok(())
 }
