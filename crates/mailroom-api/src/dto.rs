@@ -507,7 +507,7 @@ pub struct ListQuery {
     /// Only messages to this address (To, Cc or Bcc).
     pub recipient: Option<String>,
     /// Only messages whose subject contains this (case-insensitive). Each page looks at the newest
-    /// 10,000 messages the other filters select; when that is not enough, `has_more` and the cursor
+    /// 3,000 messages the other filters select; when that is not enough, `has_more` and the cursor
     /// lead further back (and `total` counts what was looked at, as an estimate).
     pub subject: Option<String>,
     /// The `next_cursor` of the previous page.

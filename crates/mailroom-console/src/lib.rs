@@ -27,6 +27,7 @@ use tower::ServiceExt;
 mod accounts;
 mod app;
 mod chart;
+mod hooks;
 mod inbound;
 mod mail;
 mod mailboxes;
@@ -94,6 +95,9 @@ pub fn router(api: Router, store: Store) -> Router {
         "alerts.html",
         "contacts.html",
         "nodes.html",
+        "webhooks.html",
+        "webhook.html",
+        "webhook_secret.html",
     ] {
         templates
             .add_template(name, source)
@@ -143,6 +147,8 @@ pub fn router(api: Router, store: Store) -> Router {
         .route("/console/users/{id}/tokens", post(people::create_token))
         .route("/console/teams", get(people::teams).post(people::team_act))
         .route("/console/nodes", get(people::nodes))
+        .route("/console/webhooks", get(hooks::list).post(hooks::create))
+        .route("/console/webhooks/{id}", get(hooks::show).post(hooks::act))
         .route(
             "/console/alerts",
             get(people::alerts).post(people::dismiss_alert),

@@ -214,18 +214,32 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if changed.rows_affected() == 1 {
-                sqlx::query(
+                let (state, kind, total, succeeded_n, failed_n): (String, String, i64, i64, i64) = sqlx::query_as(
                     "UPDATE jobs SET done = done + 1, succeeded = succeeded + $2, failed = failed + $3, updated_at = $4,
                        state = CASE WHEN done + 1 >= total THEN 'done' ELSE state END,
                        finished_at = CASE WHEN done + 1 >= total THEN $4 ELSE finished_at END
-                     WHERE id = $1",
+                     WHERE id = $1 RETURNING state, kind, total, succeeded, failed",
                 )
                 .bind(id.to_string())
                 .bind(i64::from(succeeded))
                 .bind(i64::from(!succeeded))
                 .bind(now)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
+                if state == "done" {
+                    sqlx::query(
+                        "INSERT INTO events (kind, subject_id, payload_json, created_at) VALUES ('job.completed', $1, $2, $3)",
+                    )
+                    .bind(id.to_string())
+                    .bind(
+                        serde_json::json!({"job_id": id, "kind": kind, "total": total,
+                                           "succeeded": succeeded_n, "failed": failed_n})
+                        .to_string(),
+                    )
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
             tx.commit().await?;
             Ok(())

@@ -25,7 +25,7 @@ pub const EXACT_TOTAL_UP_TO: i64 = 1000;
 /// A subject search looks at this many messages per page at most (newest first from the cursor,
 /// after every other filter): a page costs the same however large the archive, and paging goes on
 /// further back.
-pub const SUBJECT_SEARCH_WINDOW: i64 = 10_000;
+pub const SUBJECT_SEARCH_WINDOW: i64 = 3_000;
 
 /// More type sets than this and the policy is checked per message instead (still correct, slower).
 const MOST_TYPE_SETS: usize = 64;

@@ -745,6 +745,19 @@ impl Store {
             .bind(record.approve)
             .execute(&mut *tx)
             .await?;
+            sqlx::query(
+                "INSERT INTO events (kind, subject_id, payload_json, created_at) VALUES ('mailbox.test_completed', $1, $2, $3)",
+            )
+            .bind(id.to_string())
+            .bind(
+                serde_json::json!({"mailbox_id": id, "email_address": mailbox.email_address.as_str(),
+                    "incoming_status": record.incoming_status.as_str(), "outgoing_status": record.outgoing_status.as_str(),
+                    "enabled": record.enabled, "error": record.last_error})
+                .to_string(),
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
             if let Some(reason) = &record.disabled_because {
                 let mut recipients: Vec<String> = match (mailbox.user_id, mailbox.queue_id) {
                     (Some(user), _) => vec![user.to_string()],

@@ -771,6 +771,25 @@ impl Store {
                 }
                 touched.push(")");
                 touched.build().execute(&mut *tx).await?;
+                // The events of the interruption: queued again (deferred), or failed when its
+                // attempts are used up.
+                let mut events = QueryBuilder::new(
+                    "INSERT INTO events (kind, subject_id, payload_json, created_at) ",
+                );
+                events.push_values(chunk, |mut values, row| {
+                    let id = row.get::<String, _>("id");
+                    let failed = row.get::<String, _>("status") == "failed";
+                    values
+                        .push_bind(if failed { "message.failed" } else { "message.deferred" })
+                        .push_bind(id.clone())
+                        .push_bind(
+                            serde_json::json!({"message_id": id, "attempt": row.get::<i64, _>("attempt_count"),
+                                "outcome": "interrupted", "reply_code": null, "reply_text": REPLY_TEXT})
+                            .to_string(),
+                        )
+                        .push_bind(now);
+                });
+                events.build().execute(&mut *tx).await?;
                 for row in chunk {
                     recovered.push(RecoveredLease {
                         message_id: parse_uuid(&row.get::<String, _>("id"))?,

@@ -427,8 +427,17 @@ async fn event_types() -> axum::Json<Vec<EventTypeView>> {
                         "correlation_method",
                     ],
                     EventType::MailboxDisabled => vec!["mailbox_id", "email_address", "reason"],
-                    EventType::MailboxTestCompleted => vec!["mailbox_id"],
-                    EventType::JobCompleted => vec!["job_id"],
+                    EventType::MailboxTestCompleted => vec![
+                        "mailbox_id",
+                        "email_address",
+                        "incoming_status",
+                        "outgoing_status",
+                        "enabled",
+                        "error",
+                    ],
+                    EventType::JobCompleted => {
+                        vec!["job_id", "kind", "total", "succeeded", "failed"]
+                    }
                     EventType::MessageBounced | EventType::MessageComplained => {
                         vec!["message_id", "recipient"]
                     }

@@ -8,6 +8,7 @@ mod inbound;
 mod mail;
 mod mailboxes;
 mod users;
+mod webhooks;
 
 use crate::config::{DEFAULT_DATA_DIR, ServeArgs};
 use accounts::{AccountCommand, SetupArgs};
@@ -131,6 +132,9 @@ pub enum Command {
     /// The app inside users' mail clients: eligibility, deployment, the add-in manifest.
     #[command(subcommand, name = "mail-client-app")]
     MailClientApp(app::AppCommand),
+    /// Webhooks: receivers of events, their secrets, delivery logs and replays.
+    #[command(subcommand)]
+    Webhook(webhooks::WebhookCommand),
 }
 
 #[derive(Subcommand)]
@@ -526,6 +530,7 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Inbound(command) => inbound::inbound(&client, command, output).await?,
         Command::Contact(command) => inbound::contact(&client, command, output).await?,
         Command::MailClientApp(command) => app::run(&client, command, output).await?,
+        Command::Webhook(command) => webhooks::run(&client, command, output).await?,
         Command::Account(command) => accounts::run(&client, command, output).await?,
         Command::User(command) => users::run(&client, command, output).await?,
         Command::Scenario(command) => mail::scenarios(&client, command, output).await?,

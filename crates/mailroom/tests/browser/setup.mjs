@@ -124,6 +124,27 @@ await run(async (page) => {
   await page.getByRole('button', { name: 'Look up' }).click();
   step('the contact is found again', (await page.getByLabel('Addresses (one per line)').inputValue()).includes('ann@customer.example'));
 
+  // A webhook: a loopback receiver is refused in words; a public one shows its secret once.
+  await visit('Webhooks', 'webhooks');
+  await page.getByLabel('URL').fill('http://127.0.0.1:9/hook');
+  await page.getByLabel('message.sent').check();
+  await page.getByRole('button', { name: 'Add the receiver' }).click();
+  await said(page, 'private or local address', 'a loopback receiver is refused');
+  await page.getByLabel('URL').fill('https://hooks.example.com/mailroom');
+  await page.getByLabel('message.sent').check();
+  await page.getByLabel('message.failed').check();
+  await page.getByRole('button', { name: 'Add the receiver' }).click();
+  const hookSecret = await page.getByLabel('Signing secret').inputValue();
+  step('the webhook secret is shown once', hookSecret.startsWith('whsec_'), hookSecret.slice(0, 6));
+  await audit(page, 'webhook-secret');
+  await page.getByRole('link', { name: 'To the webhook' }).click();
+  step('the secret is not on the webhook page', !(await page.content()).includes(hookSecret));
+  await audit(page, 'webhook');
+  await shoot(page, 'webhook');
+  await page.getByRole('button', { name: 'Disable' }).click();
+  await said(page, 'Saved', 'the webhook is disabled');
+  step('the webhook shows as disabled', (await page.getByText('disabled').count()) >= 1);
+
   await visit('Alerts', 'alerts');
   await visit('Nodes', 'nodes');
   step('the nodes page lists this node', (await page.getByText('alive').count()) >= 1);
