@@ -34,6 +34,9 @@ impl Default for WebhookConfig {
     }
 }
 
+/// Events fanned out in one transaction at most.
+const FAN_OUT_BATCH: i64 = 2_000;
+
 pub struct WebhookWorker {
     store: Store,
     client: WebhookClient,
@@ -81,9 +84,12 @@ impl WebhookWorker {
     pub async fn run(self: Arc<Self>, stopping: CancellationToken) {
         let mut in_flight = tokio::task::JoinSet::new();
         loop {
+            // Busy means: go round again at once. A full batch of events leaves more behind; a
+            // partial one is all there was (the next round comes after the poll interval, so that
+            // a steady stream of events is fanned out a few thousand at a time, not one by one).
             let mut busy = false;
-            match self.store.fan_out_events(500).await {
-                Ok(taken) => busy |= taken > 0,
+            match self.store.fan_out_events(FAN_OUT_BATCH).await {
+                Ok(taken) => busy |= taken as i64 == FAN_OUT_BATCH,
                 Err(error) => tracing::warn!(%error, "webhooks: fanning out events failed"),
             }
             let room = self.config.concurrency.saturating_sub(in_flight.len());

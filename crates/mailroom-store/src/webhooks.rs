@@ -312,11 +312,13 @@ impl Store {
     }
 
     /// Turns up to `limit` new events into one pending delivery per enabled endpoint subscribed to
-    /// their type, and marks them fanned out, in one transaction. The number of events taken.
+    /// their type, and marks them fanned out, in one transaction of three set-based statements
+    /// whatever the number of events (the outcome path writes an event per message: this must not
+    /// compete with it for the database). The number of events taken.
     pub async fn fan_out_events(&self, limit: i64) -> StoreResult<usize> {
-        let endpoints: Vec<(String, String)> = on_db!(self, |writer, reader| {
-            sqlx::query_as("SELECT id, events_json FROM webhook_endpoints WHERE enabled = TRUE")
-                .fetch_all(reader)
+        let any_endpoint: Option<String> = on_db!(self, |writer, reader| {
+            sqlx::query_scalar("SELECT id FROM webhook_endpoints WHERE enabled = TRUE LIMIT 1")
+                .fetch_optional(reader)
                 .await?
         });
         let now = now_ms();
@@ -328,34 +330,49 @@ impl Store {
                 ""
             };
             let sql = format!(
-                "SELECT id, kind FROM events WHERE fanned_out = FALSE ORDER BY id LIMIT $1{lock}"
+                "SELECT id FROM events WHERE fanned_out = FALSE ORDER BY id LIMIT $1{lock}"
             );
-            let events: Vec<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?;
-            for (event_id, kind) in &events {
-                for (endpoint, subscribed) in &endpoints {
-                    if !subscribed.contains(&format!("\"{kind}\"")) {
-                        continue;
-                    }
-                    sqlx::query(
-                        "INSERT INTO webhook_deliveries (endpoint_id, event_id, state, attempts, next_attempt_at, created_at, updated_at)
-                         VALUES ($1, $2, 'pending', 0, $3, $3, $3) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(endpoint)
-                    .bind(event_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                sqlx::query("UPDATE events SET fanned_out = TRUE WHERE id = $1")
-                    .bind(event_id)
-                    .execute(&mut *tx)
-                    .await?;
+            if ids.is_empty() {
+                return Ok(0);
             }
+            let in_list = |query: &mut sqlx::QueryBuilder<_>| {
+                let mut list = query.separated(", ");
+                for id in &ids {
+                    list.push_bind(*id);
+                }
+            };
+            if any_endpoint.is_some() {
+                // An endpoint subscribes to a type when its JSON list names it.
+                let mut deliveries = sqlx::QueryBuilder::new(
+                    "INSERT INTO webhook_deliveries (endpoint_id, event_id, state, attempts, next_attempt_at, created_at, updated_at)
+                     SELECT w.id, e.id, 'pending', 0, ",
+                );
+                deliveries
+                    .push_bind(now)
+                    .push(", ")
+                    .push_bind(now)
+                    .push(", ")
+                    .push_bind(now)
+                    .push(
+                        " FROM events e JOIN webhook_endpoints w
+                           ON w.enabled = TRUE AND w.events_json LIKE '%\"' || e.kind || '\"%'
+                         WHERE e.id IN (",
+                    );
+                in_list(&mut deliveries);
+                deliveries.push(") ON CONFLICT DO NOTHING");
+                deliveries.build().execute(&mut *tx).await?;
+            }
+            let mut mark =
+                sqlx::QueryBuilder::new("UPDATE events SET fanned_out = TRUE WHERE id IN (");
+            in_list(&mut mark);
+            mark.push(")");
+            mark.build().execute(&mut *tx).await?;
             tx.commit().await?;
-            Ok(events.len())
+            Ok(ids.len())
         })
     }
 

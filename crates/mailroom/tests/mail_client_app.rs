@@ -23,6 +23,7 @@ struct World {
     user0: (String, String),
     user1: (String, String),
     user2: (String, String),
+    mailbox0: String,
     open_message_id: String,
 }
 
@@ -102,6 +103,7 @@ async fn world() -> World {
         user0: (user0, token0),
         user1: (user1, token1),
         user2: (user2_id, token2["token"].as_str().unwrap().to_owned()),
+        mailbox0,
         open_message_id,
     }
 }

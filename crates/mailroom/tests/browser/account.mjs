@@ -41,4 +41,17 @@ await run(async (page) => {
   await page.waitForURL(/\/console\/messages\//);
   const heading = await page.locator('h1').textContent();
   step('the test message is on its page', heading === 'mailroom test message', heading);
+
+  // Find it again in the sent archive by its recipient, once it has gone out.
+  const deadline = Date.now() + 20000;
+  let found = 0;
+  while (Date.now() < deadline) {
+    await page.getByRole('navigation', { name: 'Console' }).getByRole('link', { name: 'Sent' }).click();
+    await page.getByLabel('Recipient').fill('someone@example.com');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    found = await page.locator('main table').getByText('mailroom test message').count();
+    if (found > 0) break;
+    await page.waitForTimeout(300);
+  }
+  step('the sent message is found by its recipient', found === 1, `found ${found}`);
 });

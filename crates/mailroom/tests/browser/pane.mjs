@@ -46,6 +46,12 @@ await run(async (admin, newPage) => {
   const refusal = await outsider.getByRole('alert').textContent();
   step('a user without the role is not authorised', refusal.includes('You are not authorised to use this app. Ask your administrator to update your settings.'), refusal);
   step('a user without the role sees no records', (await outsider.getByText('customer C-1').count()) === 0);
+  // Nor do they see what their permissions leave out of the console: users, or other people's mail.
+  await outsider.goto(`${args.base}/console/users`);
+  step('a user without user-admin is told so', (await outsider.getByText('Your permissions do not include users.').count()) === 1);
+  step('and sees no user', (await outsider.getByText('user0@corp.test').count()) === 0);
+  await outsider.goto(`${args.base}/console/inbound/mailboxes/${args.mailbox}`);
+  step('another user\'s mailbox is not shown', !(await outsider.content()).includes(args.subject), outsider.url());
 
   // The user opens the pane at a pane's width.
   const pane = await newPage({ width: 390, height: 700 });
