@@ -213,6 +213,11 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "The message open in the mail client has not been synchronised into the user's mailbox yet; try again after the next synchronisation.",
     ),
     (
+        "recipient_suppressed",
+        422,
+        "A recipient is on the suppression list (a hard bounce, a complaint, an unsubscribe, or by hand); the message names each and why. Nothing was sent.",
+    ),
+    (
         "webhook_target_private",
         422,
         "A webhook URL names or resolves only to a loopback, private or link-local address, and the server does not allow those.",

@@ -121,6 +121,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::addin::router())
         .merge(routes::stats::router())
         .merge(routes::webhooks::router())
+        .merge(routes::suppressions::router())
 }
 
 /// The OpenAPI document of the whole API.

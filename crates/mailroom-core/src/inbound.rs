@@ -3,6 +3,7 @@
 //! rules that link it to a conversation. Pure: bytes in, values out.
 
 pub mod large;
+pub mod report;
 
 use crate::account::string_enum;
 use crate::error::ValidationError;

@@ -24,6 +24,8 @@ type CachedToken = ((ApiToken, User), Instant);
 
 #[derive(Default)]
 pub(crate) struct Caches {
+    /// When the suppression list was last seen empty (sends skip their lookup for a second).
+    pub(crate) suppressions_empty: Mutex<Option<Instant>>,
     tokens: Mutex<HashMap<String, CachedToken>>,
     routing: Mutex<Option<(Routing, Instant)>>,
 }

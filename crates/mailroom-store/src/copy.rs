@@ -370,6 +370,18 @@ const TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "suppressions",
+        key: 1,
+        columns: &[
+            ("address", Text),
+            ("reason", Text),
+            ("detail", Text),
+            ("message_id", Text),
+            ("created_by", Text),
+            ("created_at", Int),
+        ],
+    },
+    Table {
         name: "webhook_endpoints",
         key: 1,
         columns: &[

@@ -1754,3 +1754,24 @@ async fn webhook_events_fan_out_to_subscribed_endpoints_and_deliveries_are_lease
     assert!(matches!(t.store.webhook(sent_only.id).await, Err(mailroom_store::StoreError::NotFound(_))));
 }
 }
+
+contract! {
+async fn suppressed_addresses_are_found_among_recipients_listed_newest_first_and_removed(t) {
+    assert!(t.store.suppressed_among(&["ann@example.com".into()]).await.unwrap().is_empty(), "an empty list");
+    assert!(t.store.suppress("Ann@Example.com", "hard-bounce", Some("550 5.1.1 user unknown"), Some("m-1"), None).await.unwrap());
+    assert!(!t.store.suppress("ann@example.com", "complaint", None, None, None).await.unwrap(), "the first reason stays");
+    // Seen at once on this node, though the list was just seen empty.
+    let found = t.store.suppressed_among(&["bob@example.com".into(), "ANN@example.com".into()]).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!((found[0].address.as_str(), found[0].reason.as_str(), found[0].detail.as_deref()), ("ann@example.com", "hard-bounce", Some("550 5.1.1 user unknown")));
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    t.store.suppress("carol@example.com", "manual", None, None, Some("admin")).await.unwrap();
+    let page = t.store.suppressions(None, 1).await.unwrap();
+    assert_eq!(page[0].address, "carol@example.com", "newest first");
+    let next = t.store.suppressions(Some((page[0].created_at_ms, page[0].address.clone())), 10).await.unwrap();
+    assert_eq!(next.iter().map(|s| s.address.as_str()).collect::<Vec<_>>(), ["ann@example.com"]);
+    t.store.unsuppress("ANN@example.com").await.unwrap();
+    assert!(t.store.suppressed_among(&["ann@example.com".into()]).await.unwrap().is_empty());
+    assert!(matches!(t.store.unsuppress("ann@example.com").await, Err(mailroom_store::StoreError::NotFound(_))));
+}
+}

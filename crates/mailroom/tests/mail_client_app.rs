@@ -499,6 +499,8 @@ async fn in_a_real_browser_a_deployed_user_tracks_changes_and_untracks_from_the_
             "bob@customer.example",
             "--subject",
             "Pumps, revised",
+            "--mailbox",
+            &w.mailbox0,
         ],
     )
     .await;

@@ -401,6 +401,53 @@ async fn check_attachments(
     Ok(ids)
 }
 
+/// Refuses a message to an address on the suppression list, naming each such recipient and why.
+async fn refuse_suppressed(
+    state: &AppState,
+    content: &mailroom_core::message::MessageContent,
+) -> ApiResult<()> {
+    let fields = [
+        ("to", &content.to),
+        ("cc", &content.cc),
+        ("bcc", &content.bcc),
+    ];
+    let addresses: Vec<String> = fields
+        .iter()
+        .flat_map(|(_, list)| list.iter())
+        .map(|m| m.address.as_str().to_ascii_lowercase())
+        .collect();
+    let suppressed = state.store.suppressed_among(&addresses).await?;
+    if suppressed.is_empty() {
+        return Ok(());
+    }
+    let field = fields
+        .iter()
+        .find(|(_, list)| {
+            list.iter().any(|m| {
+                suppressed
+                    .iter()
+                    .any(|s| s.address == m.address.as_str().to_ascii_lowercase())
+            })
+        })
+        .map_or("to", |(name, _)| *name);
+    let said: Vec<String> = suppressed
+        .iter()
+        .map(|s| match &s.detail {
+            Some(detail) => format!("{} ({}: {detail})", s.address, s.reason),
+            None => format!("{} ({})", s.address, s.reason),
+        })
+        .collect();
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "recipient_suppressed",
+        format!(
+            "not sent: mail to {} is suppressed; remove the suppression (DELETE /v1/suppressions/{{address}}) to mail it again",
+            said.join(", ")
+        ),
+    )
+    .at(field))
+}
+
 /// Validates a message, routes it to its account and stores it durably; shared by `POST /v1/messages`
 /// and `POST /v1/documents/send`. Returns the answer and whether it replays an earlier request.
 pub(crate) async fn accept(
@@ -438,6 +485,7 @@ pub(crate) async fn accept_in_thread(
     let parts = body_parts(&state, request).await?;
     let (mut content, scenario, related_records, send_at_ms) =
         validate(request, &parts, state.settings.max_body_bytes)?;
+    refuse_suppressed(&state, &content).await?;
     if let Some(thread) = thread {
         for (name, value) in [
             ("In-Reply-To", &thread.in_reply_to),

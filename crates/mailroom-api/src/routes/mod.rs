@@ -10,6 +10,7 @@ pub mod messages;
 pub mod nodes;
 pub mod scenarios;
 pub mod stats;
+pub mod suppressions;
 pub mod system;
 pub mod teams;
 pub mod templates;

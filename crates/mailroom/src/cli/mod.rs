@@ -7,6 +7,7 @@ mod content;
 mod inbound;
 mod mail;
 mod mailboxes;
+mod suppressions;
 mod users;
 mod webhooks;
 
@@ -135,6 +136,9 @@ pub enum Command {
     /// Webhooks: receivers of events, their secrets, delivery logs and replays.
     #[command(subcommand)]
     Webhook(webhooks::WebhookCommand),
+    /// The suppression list: addresses mail is no longer sent to.
+    #[command(subcommand)]
+    Suppression(suppressions::SuppressionCommand),
 }
 
 #[derive(Subcommand)]
@@ -531,6 +535,7 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Contact(command) => inbound::contact(&client, command, output).await?,
         Command::MailClientApp(command) => app::run(&client, command, output).await?,
         Command::Webhook(command) => webhooks::run(&client, command, output).await?,
+        Command::Suppression(command) => suppressions::run(&client, command, output).await?,
         Command::Account(command) => accounts::run(&client, command, output).await?,
         Command::User(command) => users::run(&client, command, output).await?,
         Command::Scenario(command) => mail::scenarios(&client, command, output).await?,
