@@ -402,6 +402,27 @@ pub struct MessageView {
     pub attempts: Option<Vec<AttemptView>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attachments: Option<Vec<crate::routes::attachments::AttachmentView>>,
+    /// In the single-message view: what delivery status notifications and feedback reports said
+    /// about it, per recipient.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bounces: Option<Vec<BounceView>>,
+}
+
+/// A recipient's bounce or complaint, from a report received into a synchronised mailbox.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BounceView {
+    pub recipient: String,
+    /// `bounce` or `complaint`.
+    pub kind: String,
+    /// `failed` or `delayed` (bounces); the feedback type, e.g. `abuse` (complaints).
+    pub action: String,
+    /// The enhanced status code, e.g. `5.1.1`.
+    pub status: String,
+    /// The receiving server's own words.
+    pub diagnostic: Option<String>,
+    /// A permanent failure or a complaint: the address is now suppressed.
+    pub hard: bool,
+    pub at: String,
 }
 
 impl MessageView {
@@ -464,6 +485,7 @@ impl MessageView {
             possibly_delivered: None,
             attempts: None,
             attachments: None,
+            bounces: None,
         }
     }
 }

@@ -816,7 +816,32 @@ impl SyncWorker {
             .map(|p| p.new_inbound(mailbox, folder, uidvalidity, correlation))
             .collect();
         match self.store.insert_inbound_batch(&news).await {
-            Ok(_) => {}
+            Ok(outcomes) => {
+                // Reports on mail we sent: bounces and complaints recorded, addresses suppressed,
+                // their events written (whether or not the mailbox's filter kept the report).
+                for (prepared, outcome) in prepared.iter().zip(&outcomes) {
+                    let Some(report) = &prepared.report else {
+                        continue;
+                    };
+                    let inbound_id = match outcome {
+                        mailroom_store::InboundOutcome::Stored(id) => Some(*id),
+                        mailroom_store::InboundOutcome::Filtered => None,
+                        mailroom_store::InboundOutcome::AlreadyStored(_) => continue,
+                    };
+                    match self.store.record_report(inbound_id, report).await {
+                        Ok(recorded) => {
+                            for line in recorded {
+                                tracing::info!(event = "report_recorded", message_uuid = %line.message_id,
+                                    recipient = %line.recipient, kind = %line.kind, status = %line.status,
+                                    hard = line.hard, "a report on sent mail was recorded");
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, mailbox = %mailbox.id, "recording a bounce or complaint failed");
+                        }
+                    }
+                }
+            }
             // The database refused something read from one of them: each on its own, so that
             // one message's contents cannot keep the others out.
             Err(mailroom_store::StoreError::Database(error))
@@ -911,6 +936,8 @@ impl SyncWorker {
             raw_sha256,
             parsed,
             parts,
+            // Reports are small: one this large is not read as one.
+            report: None,
         };
         keep_one(
             &self.store,
@@ -1009,6 +1036,20 @@ struct Prepared {
     raw_sha256: String,
     parsed: mailroom_core::inbound::ParsedInbound,
     parts: Vec<StoredPart>,
+    /// What the message reports, when it is a delivery status notification or a feedback report.
+    report: Option<mailroom_core::inbound::report::Report>,
+}
+
+/// Whether a message may be a report: its bytes name the report's part type (a cheap look before
+/// parsing it as one).
+fn may_be_report(raw: &[u8]) -> bool {
+    let head = &raw[..raw.len().min(256 * 1024)];
+    [b"delivery-status".as_slice(), b"feedback-report".as_slice()]
+        .iter()
+        .any(|needle| {
+            head.windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(needle))
+        })
 }
 
 impl Prepared {
@@ -1043,6 +1084,9 @@ async fn prepare(mail: FetchedMail) -> Result<(Prepared, Vec<HashedBytes>), Stop
     tokio::task::spawn_blocking(move || {
         let raw = HashedBytes::new(bytes::Bytes::from(mail.raw));
         let mut parsed = parse_inbound(raw.bytes());
+        let report = may_be_report(raw.bytes())
+            .then(|| mailroom_core::inbound::report::parse_report(raw.bytes()))
+            .flatten();
         let mut blobs = Vec::with_capacity(1 + parsed.attachments.len());
         let mut parts = Vec::with_capacity(parsed.attachments.len());
         for part in &mut parsed.attachments {
@@ -1068,6 +1112,7 @@ async fn prepare(mail: FetchedMail) -> Result<(Prepared, Vec<HashedBytes>), Stop
             raw_sha256: raw.sha256().to_owned(),
             parsed,
             parts,
+            report,
         };
         blobs.push(raw);
         (prepared, blobs)

@@ -548,6 +548,21 @@ const TABLES: &[Table] = &[
         columns: &[("address", Text), ("message_id", Text)],
     },
     Table {
+        name: "message_bounces",
+        key: 4,
+        columns: &[
+            ("message_id", Text),
+            ("recipient", Text),
+            ("kind", Text),
+            ("action", Text),
+            ("status", Text),
+            ("diagnostic", Text),
+            ("hard", Bool),
+            ("inbound_id", Text),
+            ("created_at", Int),
+        ],
+    },
+    Table {
         name: "attempts",
         key: 2,
         columns: &[

@@ -5,6 +5,7 @@
 mod accounts;
 mod attachments;
 mod blobs;
+mod bounces;
 mod cache;
 mod copy;
 mod db;
@@ -33,6 +34,7 @@ mod webhooks;
 pub use accounts::{Account, AccountInput, PasswordChange};
 pub use attachments::{Attachment, ScenarioAttachment};
 pub use blobs::{BlobError, BlobStore, BlobWriter, HashedBytes};
+pub use bounces::BounceRecord;
 pub use inbound::{
     Contact, FolderState, InboundDetail, InboundFilter, InboundMessage, InboundOutcome, NewInbound,
     StoredPart,

@@ -86,3 +86,183 @@ async fn a_message_to_a_suppressed_address_is_refused_naming_it_until_the_suppre
         .unwrap();
     assert!(sent["id"].is_string(), "{sent}");
 }
+
+fn dsn(original_message_id: &str) -> Vec<u8> {
+    format!(
+        "From: MAILER-DAEMON@mx.customer.example\r\nTo: user0@corp.test\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+Message-ID: <dsn.{}@mx.customer.example>\r\nDate: Tue, 1 Sep 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"r\"\r\n\r\n\
+--r\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered to one recipient.\r\n\
+--r\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.customer.example\r\n\r\n\
+Final-Recipient: rfc822; nobody@customer.example\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+Diagnostic-Code: smtp; 550 5.1.1 <nobody@customer.example>: Recipient address rejected: User unknown\r\n\r\n\
+Final-Recipient: rfc822; later@customer.example\r\nAction: delayed\r\nStatus: 4.2.2\r\n\r\n\
+--r\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {original_message_id}\r\nSubject: Invoice 7\r\n\r\n--r--\r\n",
+        uuid::Uuid::new_v4().simple()
+    )
+    .into_bytes()
+}
+
+fn complaint(original_message_id: &str) -> Vec<u8> {
+    format!(
+        "From: abuse@isp.example\r\nTo: user0@corp.test\r\nSubject: Abuse report\r\nMessage-ID: <arf.{}@isp.example>\r\n\
+Date: Tue, 1 Sep 2026 11:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=feedback-report; boundary=\"f\"\r\n\r\n\
+--f\r\nContent-Type: text/plain\r\n\r\nA complaint about a message from your network.\r\n\
+--f\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nUser-Agent: isp/1.0\r\nVersion: 1\r\n\
+Original-Rcpt-To: <later@customer.example>\r\n\r\n\
+--f\r\nContent-Type: message/rfc822\r\n\r\nMessage-ID: {original_message_id}\r\nFrom: billing@corp.test\r\nTo: later@customer.example\r\nSubject: Invoice 7\r\n\r\nInvoice\r\n--f--\r\n",
+        uuid::Uuid::new_v4().simple()
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn a_bounce_and_a_complaint_received_in_a_synced_mailbox_are_recorded_on_the_message_and_suppress_the_address()
+ {
+    use common::mail_service::{enabled_user, mail_service, profile, start, wait_for_count};
+    let service = mail_service(1);
+    let server = start(&service, "").await;
+    profile(&server, &service, &["INBOX"]).await;
+    let (_, mailbox, _) = enabled_user(&server, 0, &["email-send"]).await;
+    server
+        .add_default_smtp_account("out", service.sink.port, json!({}))
+        .await
+        .unwrap();
+    let sent = server
+        .send(&json!({"to": ["nobody@customer.example", "later@customer.example"], "subject": "Invoice 7", "text": "t"}))
+        .await
+        .unwrap();
+    let id = common::id_of(&sent);
+    server
+        .wait_for_status(&id, "sent", std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    let message_id = server.message(&id).await.unwrap()["message_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The DSN arrives, twice (a repeat records nothing more), then the complaint.
+    let mut imap = service.client(0).await;
+    imap.append("INBOX", &dsn(&message_id), None, None)
+        .await
+        .unwrap();
+    imap.append("INBOX", &dsn(&message_id), None, None)
+        .await
+        .unwrap();
+    wait_for_count(&server, &mailbox, "", 2, std::time::Duration::from_secs(15)).await;
+    let bounces = |view: &serde_json::Value| -> Vec<(String, String, String, bool)> {
+        view["bounces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["recipient"].as_str().unwrap().to_owned(),
+                    b["action"].as_str().unwrap().to_owned(),
+                    b["status"].as_str().unwrap().to_owned(),
+                    b["hard"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    mailroom_testkit::wait_until(
+        std::time::Duration::from_secs(10),
+        "the bounce recorded",
+        || async {
+            Ok(!server.message(&id).await?["bounces"]
+                .as_array()
+                .unwrap()
+                .is_empty())
+        },
+    )
+    .await
+    .unwrap();
+    let view = server.message(&id).await.unwrap();
+    assert_eq!(
+        bounces(&view),
+        [
+            (
+                "later@customer.example".into(),
+                "delayed".into(),
+                "4.2.2".into(),
+                false
+            ),
+            (
+                "nobody@customer.example".into(),
+                "failed".into(),
+                "5.1.1".into(),
+                true
+            ),
+        ],
+        "{view}"
+    );
+    assert!(
+        view["bounces"][1]["diagnostic"]
+            .as_str()
+            .unwrap()
+            .contains("User unknown")
+    );
+
+    // The hard bounce suppressed its address, not the delayed one; mail to it is refused.
+    let listed = ok(&server, Method::GET, "/v1/suppressions", None).await;
+    let suppressed: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(suppressed, ["nobody@customer.example"]);
+    assert_eq!(listed["items"][0]["reason"], "hard-bounce");
+    assert_eq!(listed["items"][0]["message_id"], json!(id));
+    let (status, refused) = server
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(&json!({"to": ["nobody@customer.example"], "subject": "again", "text": "t"})),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (422, Some("recipient_suppressed"))
+    );
+
+    // The complaint suppresses the other recipient.
+    imap.append("INBOX", &complaint(&message_id), None, None)
+        .await
+        .unwrap();
+    mailroom_testkit::wait_until(
+        std::time::Duration::from_secs(15),
+        "the complaint recorded",
+        || async {
+            Ok(server.message(&id).await?["bounces"]
+                .as_array()
+                .unwrap()
+                .len()
+                == 3)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    let view = server.message(&id).await.unwrap();
+    let complaint = view["bounces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["kind"] == "complaint")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            complaint["recipient"].as_str(),
+            complaint["action"].as_str()
+        ),
+        (Some("later@customer.example"), Some("abuse"))
+    );
+    let listed = ok(&server, Method::GET, "/v1/suppressions", None).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    imap.logout().await;
+}

@@ -709,6 +709,23 @@ async fn get_message(
             .map(|(_, a)| crate::routes::attachments::AttachmentView::from(a))
             .collect(),
     );
+    view.bounces = Some(
+        state
+            .store
+            .message_bounces(id)
+            .await?
+            .into_iter()
+            .map(|b| crate::dto::BounceView {
+                recipient: b.recipient,
+                kind: b.kind,
+                action: b.action,
+                status: b.status,
+                diagnostic: b.diagnostic,
+                hard: b.hard,
+                at: crate::dto::rfc3339(b.created_at_ms),
+            })
+            .collect(),
+    );
     Ok(axum::Json(view))
 }
 
