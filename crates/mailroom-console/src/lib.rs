@@ -369,6 +369,19 @@ pub(crate) fn frame(current: &Session, title: &str, query: Option<&str>) -> Valu
            "notice": notice(query)})
 }
 
+/// A form field that must be filled in; otherwise the page's refusal (back to `back`, in words).
+pub(crate) fn required(
+    fields: &[(String, String)],
+    name: &str,
+    back: &str,
+) -> Result<String, (String, String)> {
+    let value = field(fields, name).trim().to_owned();
+    if value.is_empty() {
+        return Err((back.to_owned(), format!("Not done: fill in {name}.")));
+    }
+    Ok(value)
+}
+
 /// What a console form asks of the API, and the page the user goes back to.
 pub(crate) struct FormCall {
     pub method: axum::http::Method,
@@ -498,22 +511,12 @@ impl Console {
         }
     }
 
-    /// A request body passed to the API as it came (an upload), with its content type and length.
-    pub(crate) async fn forward(
+    /// The API's answer to a request: its status and its JSON (`Null` when it is not JSON).
+    async fn answer(
         &self,
-        session: &Session,
-        path: &str,
-        headers: &HeaderMap,
-        body: Body,
+        request: Result<Request<Body>, axum::http::Error>,
     ) -> (StatusCode, Value) {
-        let mut request =
-            Request::post(path).header(header::AUTHORIZATION, format!("Bearer {}", session.secret));
-        for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH] {
-            if let Some(value) = headers.get(&name) {
-                request = request.header(name, value);
-            }
-        }
-        let Ok(request) = request.body(body) else {
+        let Ok(request) = request else {
             return (
                 StatusCode::BAD_REQUEST,
                 json!({"message": "not a valid address"}),
@@ -529,6 +532,24 @@ impl Console {
             .map(|b| b.to_bytes())
             .unwrap_or_default();
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// A request body passed to the API as it came (an upload), with its content type and length.
+    pub(crate) async fn forward(
+        &self,
+        session: &Session,
+        path: &str,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> (StatusCode, Value) {
+        let mut request =
+            Request::post(path).header(header::AUTHORIZATION, format!("Bearer {}", session.secret));
+        for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH] {
+            if let Some(value) = headers.get(&name) {
+                request = request.header(name, value);
+            }
+        }
+        self.answer(request.body(body)).await
     }
 
     /// Any API call in process as the session's user (a JSON body when given).
@@ -550,22 +571,7 @@ impl Console {
             }
             None => Body::empty(),
         };
-        let Ok(request) = request.body(body) else {
-            return (
-                StatusCode::BAD_REQUEST,
-                json!({"message": "not a valid address"}),
-            );
-        };
-        let response = match self.api.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
-        let status = response.status();
-        let body = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+        self.answer(request.body(body)).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! Users (permission sets, licence, tokens, view policy), teams, the audit log, alerts and
 //! contacts — each change one API call as the signed-in user.
 
-use crate::{FormCall, Shared, encode, field, frame, merge, signed_in};
+use crate::{FormCall, Shared, encode, field, frame, merge, required, signed_in};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -33,18 +33,6 @@ fn permission_sets(fields: &[(String, String)]) -> Vec<String> {
             .map(|t| format!("read {t}")),
     );
     sets
-}
-
-fn required(
-    fields: &[(String, String)],
-    name: &str,
-    back: &str,
-) -> Result<String, (String, String)> {
-    let value = field(fields, name).trim().to_owned();
-    if value.is_empty() {
-        return Err((back.to_owned(), format!("Not done: fill in {name}.")));
-    }
-    Ok(value)
 }
 
 pub(crate) async fn users(

@@ -3,7 +3,8 @@
 //! signed-in user (`form_post`), so the console allows exactly what the API allows them.
 
 use crate::{
-    FormCall, Shared, encode, field, frame, merge, outcome, refuse_foreign_form, signed_in,
+    FormCall, Shared, encode, field, frame, merge, outcome, refuse_foreign_form, required,
+    signed_in,
 };
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -17,18 +18,6 @@ fn allowed(status: StatusCode) -> bool {
 
 fn checked(fields: &[(String, String)], name: &str) -> bool {
     fields.iter().any(|(n, v)| n == name && v == "on")
-}
-
-fn required(
-    fields: &[(String, String)],
-    name: &str,
-    back: &str,
-) -> Result<String, (String, String)> {
-    let value = field(fields, name).trim().to_owned();
-    if value.is_empty() {
-        return Err((back.to_owned(), format!("Not done: fill in {name}.")));
-    }
-    Ok(value)
 }
 
 /// Scenarios, the account each goes through, and a form for a custom one.
