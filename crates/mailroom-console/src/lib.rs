@@ -98,6 +98,7 @@ pub fn router(api: Router, store: Store) -> Router {
         "webhooks.html",
         "webhook.html",
         "webhook_secret.html",
+        "suppressions.html",
     ] {
         templates
             .add_template(name, source)
@@ -147,6 +148,10 @@ pub fn router(api: Router, store: Store) -> Router {
         .route("/console/users/{id}/tokens", post(people::create_token))
         .route("/console/teams", get(people::teams).post(people::team_act))
         .route("/console/nodes", get(people::nodes))
+        .route(
+            "/console/suppressions",
+            get(people::suppressions).post(people::suppression_act),
+        )
         .route("/console/webhooks", get(hooks::list).post(hooks::create))
         .route("/console/webhooks/{id}", get(hooks::show).post(hooks::act))
         .route(

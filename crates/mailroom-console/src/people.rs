@@ -305,6 +305,66 @@ pub(crate) async fn audit(
     .await
 }
 
+/// The suppression list, newest first, with a form to add and a button to remove.
+pub(crate) async fn suppressions(
+    State(console): Shared,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let current = match signed_in(&console, &headers).await {
+        Ok(current) => current,
+        Err(response) => return response,
+    };
+    let cursor = field(
+        &crate::form_fields(query.as_deref().unwrap_or_default()),
+        "cursor",
+    );
+    let mut path = "/v1/suppressions?limit=100".to_owned();
+    if !cursor.is_empty() {
+        path.push_str(&format!("&cursor={}", encode(&cursor)));
+    }
+    let (status, answer) = console.call(&current, &path).await;
+    console.render(
+        "suppressions.html",
+        merge(
+            frame(&current, "Suppressions", query.as_deref()),
+            json!({"allowed": status == StatusCode::OK, "items": answer["items"], "next": answer["next_cursor"]}),
+        ),
+    )
+}
+
+/// `add` (an address and why) or `remove` one.
+pub(crate) async fn suppression_act(
+    State(console): Shared,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    crate::form_post(&console, &headers, &body, |fields| {
+        let back = "/console/suppressions".to_owned();
+        let address = required(fields, "address", &back)?;
+        let path = format!("/v1/suppressions/{}", encode(&address));
+        Ok(if field(fields, "action") == "remove" {
+            FormCall {
+                method: Method::DELETE,
+                path,
+                body: None,
+                done: format!("{address} may be mailed again."),
+                back,
+            }
+        } else {
+            let detail = field(fields, "detail");
+            FormCall {
+                method: Method::PUT,
+                path,
+                body: Some(json!({"detail": if detail.trim().is_empty() { Value::Null } else { json!(detail.trim()) }})),
+                done: format!("{address} is suppressed."),
+                back,
+            }
+        })
+    })
+    .await
+}
+
 pub(crate) async fn nodes(
     state: Shared,
     headers: HeaderMap,

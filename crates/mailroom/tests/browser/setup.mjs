@@ -145,6 +145,20 @@ await run(async (page) => {
   await said(page, 'Saved', 'the webhook is disabled');
   step('the webhook shows as disabled', (await page.getByText('disabled').count()) >= 1);
 
+  // The suppression list: an address suppressed by hand, then mailed again.
+  await visit('Suppressions', 'suppressions');
+  await page.getByLabel('Address').fill('Gone@Customer.example');
+  await page.getByLabel('Why (for people)').fill('left the company');
+  await page.getByRole('button', { name: 'Suppress' }).click();
+  await said(page, 'is suppressed', 'an address is suppressed by hand');
+  step('the suppression is listed with its reason', (await page.getByText('manual: left the company').count()) === 1);
+  await audit(page, 'suppressions-listed');
+  await page.getByRole('button', { name: 'Remove gone@customer.example' }).click();
+  await said(page, 'may be mailed again', 'the suppression is removed');
+  await page.getByLabel('Address').fill('kept@customer.example');
+  await page.getByRole('button', { name: 'Suppress' }).click();
+  await said(page, 'is suppressed', 'a second address is suppressed');
+
   await visit('Alerts', 'alerts');
   await visit('Nodes', 'nodes');
   step('the nodes page lists this node', (await page.getByText('alive').count()) >= 1);
