@@ -372,8 +372,10 @@ fn add_examples(api: &mut OpenApi) -> Vec<String> {
         (
             "post",
             "/v1/addin/lookup",
-            Some(json!({"message_id": "<CAF7x9q@mail.adatum.example>", "from": "Robert Townes <robert@adatum.example>",
-                        "to": ["alice@cronus.example"], "cc": []})),
+            Some(
+                json!({"message_id": "<CAF7x9q@mail.adatum.example>", "from": "Robert Townes <robert@adatum.example>",
+                        "to": ["alice@cronus.example"], "cc": []}),
+            ),
             "200",
             json!({"records": [{"address": "robert@adatum.example", "type": "customer", "id": "C10000", "source": "contact"},
                                {"address": "robert@adatum.example", "type": "sales-invoice", "id": "103001", "source": "mail"}],
@@ -383,7 +385,9 @@ fn add_examples(api: &mut OpenApi) -> Vec<String> {
         (
             "put",
             "/v1/addin/regarding",
-            Some(json!({"message_id": "<CAF7x9q@mail.adatum.example>", "record": {"type": "sales-invoice", "id": "103001"}})),
+            Some(
+                json!({"message_id": "<CAF7x9q@mail.adatum.example>", "record": {"type": "sales-invoice", "id": "103001"}}),
+            ),
             "200",
             json!({"records": [{"address": "robert@adatum.example", "type": "customer", "id": "C10000", "source": "contact"}],
                    "synchronized": true, "inbound_id": "01937a0b-2c4d-7e8f-9a0b-1c2d3e4f5a6b",

@@ -374,6 +374,30 @@ pub(crate) fn frame(current: &Session, title: &str, query: Option<&str>) -> Valu
            "notice": notice(query)})
 }
 
+/// A page that shows one API list: `path` into `template`, or that the user may not see it.
+pub(crate) async fn listing(
+    state: Shared,
+    headers: HeaderMap,
+    query: Option<String>,
+    path: &str,
+    template: &str,
+    title: &str,
+) -> Response {
+    let State(console) = state;
+    let current = match signed_in(&console, &headers).await {
+        Ok(current) => current,
+        Err(response) => return response,
+    };
+    let (status, answer) = console.call(&current, path).await;
+    console.render(
+        template,
+        merge(
+            frame(&current, title, query.as_deref()),
+            json!({"allowed": status == StatusCode::OK, "items": answer}),
+        ),
+    )
+}
+
 /// A form field that must be filled in; otherwise the page's refusal (back to `back`, in words).
 pub(crate) fn required(
     fields: &[(String, String)],

@@ -1,7 +1,7 @@
 //! Users (permission sets, licence, tokens, view policy), teams, the audit log, alerts and
 //! contacts — each change one API call as the signed-in user.
 
-use crate::{FormCall, Shared, encode, field, frame, merge, required, signed_in};
+use crate::{FormCall, Shared, encode, field, frame, listing, merge, required, signed_in};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -263,30 +263,6 @@ pub(crate) async fn team_act(State(console): Shared, headers: HeaderMap, body: S
         })
     })
     .await
-}
-
-/// A page that shows one API list: `path` into `template`, or that the user may not see it.
-async fn listing(
-    state: Shared,
-    headers: HeaderMap,
-    query: Option<String>,
-    path: &str,
-    template: &str,
-    title: &str,
-) -> Response {
-    let State(console) = state;
-    let current = match signed_in(&console, &headers).await {
-        Ok(current) => current,
-        Err(response) => return response,
-    };
-    let (status, answer) = console.call(&current, path).await;
-    console.render(
-        template,
-        merge(
-            frame(&current, title, query.as_deref()),
-            json!({"allowed": status == StatusCode::OK, "items": answer}),
-        ),
-    )
 }
 
 pub(crate) async fn audit(

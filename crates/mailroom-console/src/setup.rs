@@ -196,22 +196,19 @@ pub(crate) async fn scenario_attachment_act(
 
 /// Sending profiles (how documents go to customers) and a form to save one.
 pub(crate) async fn sending_profiles(
-    State(console): Shared,
+    state: Shared,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let current = match signed_in(&console, &headers).await {
-        Ok(current) => current,
-        Err(response) => return response,
-    };
-    let (status, items) = console.call(&current, "/v1/sending-profiles").await;
-    console.render(
+    crate::listing(
+        state,
+        headers,
+        query,
+        "/v1/sending-profiles",
         "sending_profiles.html",
-        merge(
-            frame(&current, "Sending profiles", query.as_deref()),
-            json!({"allowed": allowed(status), "items": items}),
-        ),
+        "Sending profiles",
     )
+    .await
 }
 
 pub(crate) async fn sending_profile_save(
@@ -238,22 +235,19 @@ pub(crate) async fn sending_profile_save(
 
 /// Server profiles (the mail servers mailboxes connect to): list, add, delete, test all mailboxes.
 pub(crate) async fn server_profiles(
-    State(console): Shared,
+    state: Shared,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let current = match signed_in(&console, &headers).await {
-        Ok(current) => current,
-        Err(response) => return response,
-    };
-    let (status, items) = console.call(&current, "/v1/server-profiles").await;
-    console.render(
+    crate::listing(
+        state,
+        headers,
+        query,
+        "/v1/server-profiles",
         "server_profiles.html",
-        merge(
-            frame(&current, "Server profiles", query.as_deref()),
-            json!({"allowed": allowed(status), "items": items}),
-        ),
+        "Server profiles",
     )
+    .await
 }
 
 /// An endpoint of the form; a port that is not a number is refused in words.
