@@ -213,6 +213,16 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "The message open in the mail client has not been synchronised into the user's mailbox yet; try again after the next synchronisation.",
     ),
     (
+        "dkim_selector_taken",
+        409,
+        "The domain already has a DKIM key under that selector; a rotation uses a new selector.",
+    ),
+    (
+        "dkim_key_active",
+        409,
+        "The key signs its domain's mail and the domain has other keys: activate another first.",
+    ),
+    (
         "recipient_suppressed",
         422,
         "A recipient is on the suppression list (a hard bounce, a complaint, an unsubscribe, or by hand); the message names each and why. Nothing was sent.",

@@ -122,6 +122,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::stats::router())
         .merge(routes::webhooks::router())
         .merge(routes::suppressions::router())
+        .merge(routes::dkim::router())
 }
 
 /// The OpenAPI document of the whole API.
@@ -360,6 +361,19 @@ fn add_examples(api: &mut OpenApi) -> Vec<String> {
                    "previous_secret_until": "2026-11-29T09:00:00Z",
                    "created_at": "2026-11-28T09:00:00Z", "updated_at": "2026-11-28T10:00:00Z",
                    "secret": "whsec_QqlLTwZ3rV9Z0x1lK8Xo5c2Ha9sdF0Ty"}),
+        ),
+        (
+            "post",
+            "/v1/dkim/keys",
+            Some(
+                json!({"domain": "cronus.example", "selector": "mr2026", "algorithm": "ed25519-sha256"}),
+            ),
+            "201",
+            json!({"id": "01937b10-2a3b-7c4d-8e5f-6a7b8c9d0e20", "domain": "cronus.example", "selector": "mr2026",
+                   "algorithm": "ed25519-sha256", "active": true,
+                   "dns": {"name": "mr2026._domainkey.cronus.example", "type": "TXT",
+                           "value": "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="},
+                   "created_at": "2026-11-28T09:00:00Z", "activated_at": "2026-11-28T09:00:00Z"}),
         ),
         (
             "put",

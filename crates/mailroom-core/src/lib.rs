@@ -7,6 +7,7 @@ pub mod access;
 pub mod account;
 pub mod address;
 pub mod compose;
+pub mod dkim;
 pub mod header;
 pub mod inbound;
 pub mod mail_client_app;

@@ -1020,6 +1020,34 @@ impl SendTask {
         }
     }
 
+    /// The composed message signed with the active DKIM key of its From domain, when it has one.
+    /// A key that cannot be read or used defers the message: it is not sent unsigned by accident.
+    async fn dkim_sign(
+        &self,
+        from: &Mailbox,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<u8>, mailroom_connect::SendError> {
+        let domain = from.address.domain().to_ascii_lowercase();
+        let signer = self
+            .engine
+            .inner
+            .store
+            .dkim_signer(&domain)
+            .await
+            .map_err(|e| {
+                mailroom_connect::SendError::transient(
+                    None,
+                    format!("reading the DKIM key of {domain}: {e}"),
+                )
+            })?;
+        match signer {
+            None => Ok(bytes),
+            Some(signer) => signer
+                .sign(&bytes)
+                .map_err(|e| mailroom_connect::SendError::transient(None, e)),
+        }
+    }
+
     async fn attempt(
         &self,
         message: &ClaimedMessage,
@@ -1109,6 +1137,7 @@ impl SendTask {
                 attachments: &parts,
             })
         };
+        let bytes = self.dkim_sign(&from, bytes).await?;
         let outgoing = OutgoingMessage {
             envelope_from: self.account.email_address.clone(),
             recipients: content.envelope_recipients().into_iter().cloned().collect(),

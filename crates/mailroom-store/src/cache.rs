@@ -26,6 +26,8 @@ type CachedToken = ((ApiToken, User), Instant);
 pub(crate) struct Caches {
     /// When the suppression list was last seen empty (sends skip their lookup for a second).
     pub(crate) suppressions_empty: Mutex<Option<Instant>>,
+    /// The active DKIM signer of each domain, and when they were read.
+    pub(crate) dkim_signers: Mutex<Option<(crate::DkimSigners, Instant)>>,
     tokens: Mutex<HashMap<String, CachedToken>>,
     routing: Mutex<Option<(Routing, Instant)>>,
 }

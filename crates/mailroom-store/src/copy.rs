@@ -370,6 +370,22 @@ const TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "dkim_keys",
+        key: 1,
+        columns: &[
+            ("id", Text),
+            ("domain", Text),
+            ("selector", Text),
+            ("algorithm", Text),
+            ("private_key_sealed", Text),
+            ("public_key", Text),
+            ("active", Bool),
+            ("created_by", Text),
+            ("created_at", Int),
+            ("activated_at", Int),
+        ],
+    },
+    Table {
         name: "suppressions",
         key: 1,
         columns: &[

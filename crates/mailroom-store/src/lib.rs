@@ -9,6 +9,7 @@ mod bounces;
 mod cache;
 mod copy;
 mod db;
+mod dkim;
 mod inbound;
 mod jobs;
 mod listing;
@@ -63,6 +64,7 @@ pub use webhooks::{DeliveryAttempt, DueDelivery, LoggedAttempt, WebhookChange, W
 
 pub use copy::CopiedTable;
 pub use db::Backend;
+pub use dkim::{DkimKey, DkimSigners};
 pub use listing::{EXACT_TOTAL_UP_TO, SUBJECT_SEARCH_WINDOW};
 
 use db::on_db;

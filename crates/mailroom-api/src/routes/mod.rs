@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod addin;
 pub mod attachments;
+pub mod dkim;
 pub mod documents;
 pub mod inbound;
 pub mod mailboxes;

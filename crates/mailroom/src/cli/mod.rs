@@ -4,6 +4,7 @@
 mod accounts;
 mod app;
 mod content;
+mod dkim;
 mod inbound;
 mod mail;
 mod mailboxes;
@@ -139,6 +140,9 @@ pub enum Command {
     /// The suppression list: addresses mail is no longer sent to.
     #[command(subcommand)]
     Suppression(suppressions::SuppressionCommand),
+    /// DKIM keys per sending domain: generate, import, the DNS record to publish, rotation.
+    #[command(subcommand)]
+    Dkim(dkim::DkimCommand),
 }
 
 #[derive(Subcommand)]
@@ -536,6 +540,7 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::MailClientApp(command) => app::run(&client, command, output).await?,
         Command::Webhook(command) => webhooks::run(&client, command, output).await?,
         Command::Suppression(command) => suppressions::run(&client, command, output).await?,
+        Command::Dkim(command) => dkim::run(&client, command, output).await?,
         Command::Account(command) => accounts::run(&client, command, output).await?,
         Command::User(command) => users::run(&client, command, output).await?,
         Command::Scenario(command) => mail::scenarios(&client, command, output).await?,
