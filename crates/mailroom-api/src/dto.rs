@@ -71,6 +71,9 @@ pub struct CreateAccount {
     pub ehlo_name: Option<String>,
     /// Domains besides the account's own that an approval-workflow sender may be in.
     pub allowed_sender_domains: Option<Vec<String>>,
+    /// The VERP bounce domain: each message's return path becomes `bounces+<token>@<domain>`, so its
+    /// bounces are matched to it. Mail to that domain must reach a mailbox mailroom synchronises.
+    pub bounce_domain: Option<String>,
 }
 
 /// SMTP timeouts in seconds (1 to 3600). Defaults: connect 30, greeting 60, each command 60, the
@@ -135,6 +138,10 @@ pub struct UpdateAccount {
     #[schema(value_type = Option<String>)]
     pub ehlo_name: Option<Option<String>>,
     pub allowed_sender_domains: Option<Vec<String>>,
+    /// `null` turns VERP off.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub bounce_domain: Option<Option<String>>,
 }
 
 /// An account as the API shows it. The password is never included.
@@ -164,6 +171,8 @@ pub struct AccountView {
     pub retry_after_unknown: bool,
     pub ehlo_name: Option<String>,
     pub allowed_sender_domains: Vec<String>,
+    /// The VERP bounce domain, when set.
+    pub bounce_domain: Option<String>,
     /// The default account sends every scenario that has no account of its own.
     pub is_default: bool,
     pub created_at: String,
@@ -194,6 +203,7 @@ impl From<&Account> for AccountView {
             retry_after_unknown: a.options.retry_after_unknown,
             ehlo_name: a.options.ehlo_name.clone(),
             allowed_sender_domains: a.options.allowed_sender_domains.clone(),
+            bounce_domain: a.options.bounce_domain.clone(),
             is_default: a.is_default,
             created_at: rfc3339(a.created_at_ms),
             updated_at: rfc3339(a.updated_at_ms),

@@ -211,6 +211,10 @@ pub struct SmtpOptions {
     /// Domains besides the account's own that may appear in From (an approval-workflow sender):
     /// domains whose DMARC policy lets this account's server send for them.
     pub allowed_sender_domains: Vec<String>,
+    /// The domain of the VERP return path. When set, each message's envelope sender (where bounces
+    /// go) is `bounces+<token>@<bounce_domain>`, so a bounce names the message it is about even when
+    /// it quotes nothing of it. Mail to that domain must reach a mailbox mailroom synchronises.
+    pub bounce_domain: Option<String>,
 }
 
 impl Default for SmtpOptions {
@@ -220,6 +224,7 @@ impl Default for SmtpOptions {
             retry_after_unknown: true,
             ehlo_name: None,
             allowed_sender_domains: Vec::new(),
+            bounce_domain: None,
         }
     }
 }
@@ -246,6 +251,10 @@ impl SmtpOptions {
             parse_ehlo_name(name)?;
         }
         let mut options = self;
+        if let Some(domain) = &mut options.bounce_domain {
+            *domain = crate::dkim::parse_domain(domain.trim())
+                .map_err(|e| e.at("options.bounce_domain"))?;
+        }
         for (index, domain) in options.allowed_sender_domains.iter_mut().enumerate() {
             *domain = domain.trim().to_ascii_lowercase();
             parse_ehlo_name(domain).map_err(|_| {

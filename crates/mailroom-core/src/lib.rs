@@ -17,6 +17,7 @@ pub mod rate;
 pub mod retry;
 pub mod scenario;
 pub mod template;
+pub mod verp;
 pub mod webhook;
 
 mod error;

@@ -3,7 +3,7 @@
 use crate::connectors::{ConnectorCache, ConnectorDefaults};
 use mailroom_connect::{FailureKind, OutgoingMessage};
 use mailroom_core::account::ConnectorKind;
-use mailroom_core::address::Mailbox;
+use mailroom_core::address::{EmailAddress, Mailbox};
 use mailroom_core::compose::{AttachmentPart, Composition, compose};
 use mailroom_core::message::AttemptOutcome;
 use mailroom_core::rate::SlidingWindow;
@@ -1138,8 +1138,17 @@ impl SendTask {
             })
         };
         let bytes = self.dkim_sign(&from, bytes).await?;
+        // With a bounce domain, the return path names the message (VERP), so that its bounces are
+        // matched to it even when they quote nothing of it.
+        let envelope_from = match &self.account.options.bounce_domain {
+            Some(domain) => {
+                EmailAddress::parse(&self.engine.inner.store.verp_return_path(message.id, domain))
+                    .map_err(|e| mailroom_connect::SendError::permanent(None, e.to_string()))?
+            }
+            None => self.account.email_address.clone(),
+        };
         let outgoing = OutgoingMessage {
-            envelope_from: self.account.email_address.clone(),
+            envelope_from,
             recipients: content.envelope_recipients().into_iter().cloned().collect(),
             bytes: Arc::new(bytes),
             message_id: message.message_id_header.clone(),

@@ -828,7 +828,8 @@ impl SyncWorker {
                         mailroom_store::InboundOutcome::Filtered => None,
                         mailroom_store::InboundOutcome::AlreadyStored(_) => continue,
                     };
-                    match self.store.record_report(inbound_id, report).await {
+                    let verp = self.store.verp_message(&prepared.verp_tokens);
+                    match self.store.record_report(inbound_id, report, verp).await {
                         Ok(recorded) => {
                             for line in recorded {
                                 tracing::info!(event = "report_recorded", message_uuid = %line.message_id,
@@ -938,6 +939,7 @@ impl SyncWorker {
             parts,
             // Reports are small: one this large is not read as one.
             report: None,
+            verp_tokens: Vec::new(),
         };
         keep_one(
             &self.store,
@@ -1036,8 +1038,11 @@ struct Prepared {
     raw_sha256: String,
     parsed: mailroom_core::inbound::ParsedInbound,
     parts: Vec<StoredPart>,
-    /// What the message reports, when it is a delivery status notification or a feedback report.
+    /// What the message reports, when it is a delivery status notification, a free-text bounce or
+    /// a feedback report.
     report: Option<mailroom_core::inbound::report::Report>,
+    /// The VERP tokens of a report's envelope headers (empty for other mail).
+    verp_tokens: Vec<String>,
 }
 
 /// Whether a message may be a report: its bytes name the report's part type (a cheap look before
@@ -1086,7 +1091,21 @@ async fn prepare(mail: FetchedMail) -> Result<(Prepared, Vec<HashedBytes>), Stop
         let mut parsed = parse_inbound(raw.bytes());
         let report = may_be_report(raw.bytes())
             .then(|| mailroom_core::inbound::report::parse_report(raw.bytes()))
-            .flatten();
+            .flatten()
+            .or_else(|| {
+                let from = parsed.from.as_ref()?;
+                mailroom_core::inbound::report::looks_like_mail_system(
+                    &from.address,
+                    from.name.as_deref().unwrap_or_default(),
+                )
+                .then(|| mailroom_core::inbound::report::parse_plain_bounce(raw.bytes()))
+                .flatten()
+            });
+        let verp_tokens = if report.is_some() {
+            mailroom_core::verp::tokens_in(raw.bytes())
+        } else {
+            Vec::new()
+        };
         let mut blobs = Vec::with_capacity(1 + parsed.attachments.len());
         let mut parts = Vec::with_capacity(parsed.attachments.len());
         for part in &mut parsed.attachments {
@@ -1113,6 +1132,7 @@ async fn prepare(mail: FetchedMail) -> Result<(Prepared, Vec<HashedBytes>), Stop
             parsed,
             parts,
             report,
+            verp_tokens,
         };
         blobs.push(raw);
         (prepared, blobs)

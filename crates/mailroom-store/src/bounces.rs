@@ -35,13 +35,28 @@ type Row = (
 );
 
 impl Store {
-    /// Records what `report` says about the message it names (by its Message-ID), when we sent
-    /// it; reports on mail we did not send change nothing. Returns what was newly recorded (a
-    /// report seen twice records nothing the second time).
+    /// The VERP return path of a message (see [`mailroom_core::verp`]).
+    pub fn verp_return_path(&self, message_id: Uuid, domain: &str) -> String {
+        mailroom_core::verp::return_path(message_id, domain, |data| self.secrets.tag(data))
+    }
+
+    /// The message a received report's VERP tokens name (see [`mailroom_core::verp::tokens_in`]),
+    /// when one of them was signed by this installation.
+    pub fn verp_message(&self, tokens: &[String]) -> Option<Uuid> {
+        tokens
+            .iter()
+            .find_map(|token| mailroom_core::verp::verify(token, |data| self.secrets.tag(data)))
+    }
+
+    /// Records what `report` says about the message it names — by the VERP token it was delivered
+    /// to (`verp_message`), else by the original Message-ID — when we sent it; reports on mail we
+    /// did not send change nothing. Returns what was newly recorded (a report seen twice records
+    /// nothing the second time).
     pub async fn record_report(
         &self,
         inbound_id: Option<Uuid>,
         report: &Report,
+        verp_message: Option<Uuid>,
     ) -> StoreResult<Vec<BounceRecord>> {
         let (original, lines): (Option<&String>, Vec<BounceRecord>) = match report {
             Report::Delivery {
@@ -85,22 +100,29 @@ impl Store {
                     .collect(),
             ),
         };
-        let Some(original) = original else {
+        if original.is_none() && verp_message.is_none() {
             return Ok(Vec::new());
-        };
+        }
+        let original = original.cloned().unwrap_or_default();
         if lines.is_empty() {
             return Ok(Vec::new());
         }
         let now = now_ms();
         on_db!(self, |writer, reader| {
             let mut tx = writer.begin_write().await?;
-            let found: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM messages WHERE message_id_header = $1 OR message_id_header = $2",
-            )
-            .bind(format!("<{original}>"))
-            .bind(original)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let found: Option<String> = match verp_message {
+                Some(id) => sqlx::query_scalar("SELECT id FROM messages WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?,
+                None => sqlx::query_scalar(
+                    "SELECT id FROM messages WHERE message_id_header = $1 OR message_id_header = $2",
+                )
+                .bind(format!("<{original}>"))
+                .bind(&original)
+                .fetch_optional(&mut *tx)
+                .await?,
+            };
             let Some(message) = found else {
                 return Ok(Vec::new());
             };

@@ -31,6 +31,8 @@ pub enum SecretError {
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
     key_id: String,
+    /// Derived from the key: signs tokens mailroom hands out (VERP return paths, unsubscribe links).
+    tag_key: [u8; 32],
 }
 
 impl fmt::Debug for SecretBox {
@@ -49,9 +51,13 @@ impl SecretBox {
             )));
         }
         let key_id = hex::encode(&Sha256::digest(key)[..4]);
+        let mut derive = Sha256::new();
+        derive.update(b"mailroom token tags\0");
+        derive.update(key);
         Ok(Self {
             cipher: XChaCha20Poly1305::new(key.into()),
             key_id,
+            tag_key: derive.finalize().into(),
         })
     }
 
@@ -87,6 +93,16 @@ impl SecretBox {
     }
 
     /// Encrypts `plaintext`, bound to `record_id`.
+    /// An HMAC-SHA256 of `data` under a key derived from the installation's key: the signature of a
+    /// token that must lead back only to what mailroom issued it for.
+    pub fn tag(&self, data: &[u8]) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.tag_key)
+            .expect("any key length");
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+
     pub fn seal(&self, record_id: &str, plaintext: &str) -> String {
         let mut nonce = [0u8; 24];
         rand::rngs::OsRng.fill_bytes(&mut nonce);

@@ -25,6 +25,14 @@ enum Delivery<'a> {
     Mailbox { address: &'a str, password: &'a str },
     /// Relay everything to an SMTP sink on this port, and serve IMAP for every user.
     RelayWithImap(u16),
+    /// Deliver mail for `domain` into the Dovecot mailboxes of the users (an unknown user is refused
+    /// by Dovecot's LMTP, and Postfix returns a delivery status notification to the sender), after
+    /// rewriting `aliases` (address → user); relay mail for other domains to the sink on `relay`.
+    LocalDomain {
+        domain: &'a str,
+        aliases: &'a [(String, String)],
+        relay: u16,
+    },
 }
 
 const MASTER_CF_SERVICES: &str = "cleanup unix n - n - 0 cleanup
@@ -151,6 +159,29 @@ impl PostfixWithSasl {
         )
     }
 
+    /// Starts Dovecot (IMAP, LMTP, SASL) and Postfix for all of `users` (name, password), delivering
+    /// mail for `domain` into their mailboxes — refusing unknown users there, so that Postfix
+    /// bounces the message to its return path as a real MTA does — with `aliases` applied (address →
+    /// user; `+detail` extensions are kept); other domains are relayed to `relay_port`.
+    pub fn start_with_local_domain(
+        users: &[(String, String)],
+        domain: &str,
+        aliases: &[(String, String)],
+        relay_port: u16,
+    ) -> Result<Self> {
+        let (first, rest) = users.split_first().context("at least one user")?;
+        Self::start_with_all(
+            &first.0,
+            &first.1,
+            rest,
+            Delivery::LocalDomain {
+                domain,
+                aliases,
+                relay: relay_port,
+            },
+        )
+    }
+
     fn start_with(username: &str, password: &str, delivery: Delivery<'_>) -> Result<Self> {
         Self::start_with_all(username, password, &[], delivery)
     }
@@ -185,21 +216,36 @@ impl PostfixWithSasl {
                 std::os::unix::fs::PermissionsExt::from_mode(0o644),
             )?;
         }
-        let mut users = format!("{username}:{{PLAIN}}{password}\n");
+        let mut users = format!("{username}:{{PLAIN}}{password}::::::\n");
         if let Delivery::Mailbox { address, password } = &delivery {
-            users.push_str(&format!("{address}:{{PLAIN}}{password}\n"));
+            users.push_str(&format!("{address}:{{PLAIN}}{password}::::::\n"));
         }
         for (name, password) in more_users {
-            users.push_str(&format!("{name}:{{PLAIN}}{password}\n"));
+            users.push_str(&format!("{name}:{{PLAIN}}{password}::::::\n"));
         }
         std::fs::write(root.join("dovecot/users"), users)?;
         let imap_port = crate::free_port();
         let lmtp_port = crate::free_port();
         let mailbox_mode = matches!(
             delivery,
-            Delivery::Mailbox { .. } | Delivery::RelayWithImap(_)
+            Delivery::Mailbox { .. } | Delivery::RelayWithImap(_) | Delivery::LocalDomain { .. }
         );
-        let lmtp_wanted = matches!(delivery, Delivery::Mailbox { .. });
+        let lmtp_wanted = matches!(
+            delivery,
+            Delivery::Mailbox { .. } | Delivery::LocalDomain { .. }
+        );
+        // Only the users listed have mailboxes when unknown users must be refused.
+        let userdb = if matches!(delivery, Delivery::LocalDomain { .. }) {
+            format!(
+                "userdb {{\n  driver = passwd-file\n  args = username_format=%u {r}/dovecot/users\n  default_fields = uid=nobody gid=nogroup home={r}/mail/%u\n}}\n",
+                r = root.display()
+            )
+        } else {
+            format!(
+                "userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup home={r}/mail/%u allow_all_users=yes\n}}\n",
+                r = root.display()
+            )
+        };
         std::fs::create_dir_all(root.join("mail"))?;
         std::fs::set_permissions(
             root.join("mail"),
@@ -222,7 +268,7 @@ impl PostfixWithSasl {
                 "base_dir = {r}/dovecot/run\nstate_dir = {r}/dovecot/state\nlog_path = {r}/dovecot/dovecot.log\n{mailbox_services}ssl = no\n\
                  disable_plaintext_auth = no\nauth_mechanisms = plain login\n\
                  passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {r}/dovecot/users\n}}\n\
-                 userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup home={r}/mail/%u allow_all_users=yes\n}}\n\
+                 {userdb}recipient_delimiter = +\n\
                  service auth {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {auth_port}\n  }}\n}}\n",
                 r = root.display()
             ),
@@ -250,6 +296,21 @@ impl PostfixWithSasl {
                     .unwrap_or("example.com");
                 format!(
                     "relayhost =\nvirtual_mailbox_domains = {domain}\nvirtual_transport = lmtp:inet:127.0.0.1:{lmtp_port}\n"
+                )
+            }
+            Delivery::LocalDomain {
+                domain,
+                aliases,
+                relay,
+            } => {
+                let aliases: Vec<String> = aliases
+                    .iter()
+                    .map(|(from, to)| format!("{from}={to}"))
+                    .collect();
+                format!(
+                    "relayhost = [127.0.0.1]:{relay}\nvirtual_mailbox_domains = {domain}\nvirtual_transport = lmtp:inet:127.0.0.1:{lmtp_port}\n\
+                     recipient_delimiter = +\nvirtual_alias_maps = inline:{{ {} }}\n",
+                    aliases.join(", ")
                 )
             }
         };
@@ -336,6 +397,11 @@ impl PostfixWithSasl {
 
     fn root(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Dovecot's log, to explain a failure.
+    pub fn dovecot_log(&self) -> String {
+        std::fs::read_to_string(self.root().join("dovecot/dovecot.log")).unwrap_or_default()
     }
 
     /// Postfix's log, to explain a failure.

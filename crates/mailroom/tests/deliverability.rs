@@ -266,3 +266,199 @@ async fn a_bounce_and_a_complaint_received_in_a_synced_mailbox_are_recorded_on_t
     assert_eq!(listed["items"].as_array().unwrap().len(), 2);
     imap.logout().await;
 }
+
+/// The return path of the message at the sink with this Message-ID.
+async fn return_path_at_sink(sink: &mailroom_testkit::SmtpSink, message_id: &str) -> String {
+    let mut found = String::new();
+    mailroom_testkit::wait_until(
+        std::time::Duration::from_secs(20),
+        "the message at the sink",
+        || {
+            let hit = sink
+                .messages()
+                .unwrap()
+                .into_iter()
+                .find(|m| m.message_id.as_deref() == Some(message_id));
+            let done = hit.is_some();
+            if let Some(message) = hit {
+                found = message.mail_from;
+            }
+            async move { Ok(done) }
+        },
+    )
+    .await
+    .unwrap();
+    found
+}
+
+#[tokio::test]
+async fn postfix_bounces_mail_for_an_unknown_user_to_the_verp_address_and_the_synced_bounce_is_recorded()
+ {
+    use common::mail_service::{MailService, enabled_user, profile, start};
+    let sink = mailroom_testkit::SmtpSink::start(&[]).unwrap();
+    let postfix = mailroom_testkit::PostfixWithSasl::start_with_local_domain(
+        &[("user0@corp.test".into(), "pw0".into())],
+        "corp.test",
+        &[("bounces@corp.test".into(), "user0@corp.test".into())],
+        sink.port,
+    )
+    .unwrap();
+    let service = MailService { postfix, sink };
+    let server = start(&service, "").await;
+    profile(&server, &service, &["INBOX"]).await;
+    // user0's mailbox receives what is sent to bounces@corp.test: the bounce mailbox.
+    enabled_user(&server, 0, &["email-send"]).await;
+    let account = server
+        .add_default_smtp_account(
+            "out",
+            service.postfix.port,
+            json!({"email_address": "billing@corp.test", "username": "user0@corp.test", "password": "pw0",
+                   "bounce_domain": "Corp.test"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(account["bounce_domain"], "corp.test", "{account}");
+    let sent = server
+        .send(&json!({"to": ["nobody@corp.test", "ann@customer.example"], "subject": "Invoice 8", "text": "t"}))
+        .await
+        .unwrap();
+    let id = common::id_of(&sent);
+    let message = server
+        .wait_for_status(&id, "sent", std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    // The copy Postfix relayed to the customer carries the message's VERP return path.
+    let return_path =
+        return_path_at_sink(&service.sink, message["message_id"].as_str().unwrap()).await;
+    assert!(
+        return_path.starts_with("bounces+") && return_path.ends_with("@corp.test"),
+        "{return_path}"
+    );
+    assert_eq!(return_path.split('@').next().unwrap().len(), 50);
+
+    // Dovecot refused the unknown user; Postfix's own DSN reached the bounce mailbox, was synced,
+    // and recorded on the message.
+    mailroom_testkit::wait_until(
+        std::time::Duration::from_secs(40),
+        "Postfix's bounce recorded",
+        || async {
+            Ok(!server.message(&id).await?["bounces"]
+                .as_array()
+                .unwrap()
+                .is_empty())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", service.postfix.log(), server.log()));
+    let view = server.message(&id).await.unwrap();
+    let bounce = &view["bounces"][0];
+    assert_eq!(
+        (
+            bounce["recipient"].as_str(),
+            bounce["action"].as_str(),
+            bounce["status"].as_str(),
+            bounce["hard"].as_bool()
+        ),
+        (
+            Some("nobody@corp.test"),
+            Some("failed"),
+            Some("5.1.1"),
+            Some(true)
+        ),
+        "{view}"
+    );
+    assert_eq!(view["bounces"].as_array().unwrap().len(), 1, "{view}");
+    let listed = ok(&server, Method::GET, "/v1/suppressions", None).await;
+    assert_eq!(listed["items"][0]["address"], "nobody@corp.test");
+    assert_eq!(listed["items"][0]["reason"], "hard-bounce");
+}
+
+/// A free-text bounce (qmail's) that quotes nothing of the message, delivered to `to`.
+fn qmail_bounce(to: &str, recipient: &str) -> Vec<u8> {
+    format!(
+        "From: MAILER-DAEMON@mx.customer.example\r\nTo: {to}\r\nSubject: failure notice\r\n\
+Message-ID: <qmail.{}@mx.customer.example>\r\nDate: Tue, 1 Sep 2026 10:00:00 +0000\r\n\r\n\
+Hi. This is the qmail-send program at mx.customer.example.\r\n\
+I'm afraid I wasn't able to deliver your message to the following addresses.\r\n\
+This is a permanent error; I've given up. Sorry it didn't work out.\r\n\r\n<{recipient}>:\r\n\
+Remote host said: 550 5.1.1 <{recipient}>: Recipient address rejected: User unknown\r\n",
+        uuid::Uuid::new_v4().simple()
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn a_free_text_bounce_without_the_message_id_is_matched_by_its_verp_token_and_a_forged_token_matches_nothing()
+ {
+    use common::mail_service::{enabled_user, mail_service, profile, start, wait_for_count};
+    let service = mail_service(1);
+    let server = start(&service, "").await;
+    profile(&server, &service, &["INBOX"]).await;
+    let (_, mailbox, _) = enabled_user(&server, 0, &["email-send"]).await;
+    server
+        .add_default_smtp_account(
+            "out",
+            service.sink.port,
+            json!({"bounce_domain": "bounces.corp.test"}),
+        )
+        .await
+        .unwrap();
+    let sent = server
+        .send(&json!({"to": ["gone@customer.example"], "subject": "Invoice 9", "text": "t"}))
+        .await
+        .unwrap();
+    let id = common::id_of(&sent);
+    let message = server
+        .wait_for_status(&id, "sent", std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    let return_path =
+        return_path_at_sink(&service.sink, message["message_id"].as_str().unwrap()).await;
+    assert!(return_path.ends_with("@bounces.corp.test"), "{return_path}");
+
+    // A bounce to a token whose signature is wrong, then the real one.
+    let (local, domain) = return_path.split_once('@').unwrap();
+    let last = if local.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{last}@{domain}", &local[..local.len() - 1]);
+    let mut imap = service.client(0).await;
+    imap.append(
+        "INBOX",
+        &qmail_bounce(&forged, "gone@customer.example"),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    imap.append(
+        "INBOX",
+        &qmail_bounce(&return_path, "gone@customer.example"),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    wait_for_count(&server, &mailbox, "", 2, std::time::Duration::from_secs(15)).await;
+    mailroom_testkit::wait_until(
+        std::time::Duration::from_secs(10),
+        "the bounce recorded",
+        || async {
+            Ok(!server.message(&id).await?["bounces"]
+                .as_array()
+                .unwrap()
+                .is_empty())
+        },
+    )
+    .await
+    .unwrap();
+    let view = server.message(&id).await.unwrap();
+    assert_eq!(view["bounces"].as_array().unwrap().len(), 1, "{view}");
+    assert_eq!(
+        (
+            view["bounces"][0]["recipient"].as_str(),
+            view["bounces"][0]["status"].as_str()
+        ),
+        (Some("gone@customer.example"), Some("5.1.1"))
+    );
+    imap.logout().await;
+}

@@ -297,6 +297,7 @@ async fn create_account(
                 retry_after_unknown: body.retry_after_unknown.unwrap_or(true),
                 ehlo_name: body.ehlo_name,
                 allowed_sender_domains: body.allowed_sender_domains.unwrap_or_default(),
+                bounce_domain: body.bounce_domain,
             },
         },
         &state.settings.pickup_root,
@@ -407,6 +408,7 @@ async fn update_account(
                 allowed_sender_domains: body
                     .allowed_sender_domains
                     .unwrap_or(current.options.allowed_sender_domains),
+                bounce_domain: body.bounce_domain.unwrap_or(current.options.bounce_domain),
             },
         },
         &state.settings.pickup_root,

@@ -281,3 +281,293 @@ Final-Recipient: rfc822;later@customer.example\r\nAction: delayed\r\nStatus: 4.2
         );
     }
 }
+
+/// Whether a sender looks like a mail system reporting a failure (`MAILER-DAEMON`, `postmaster`,
+/// "Mail Delivery Subsystem"): the cheap first test of [`parse_plain_bounce`].
+pub fn looks_like_mail_system(from_address: &str, from_name: &str) -> bool {
+    let local = from_address
+        .split('@')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let name = from_name.to_ascii_lowercase();
+    matches!(
+        local.as_str(),
+        "mailer-daemon" | "postmaster" | "mail-daemon" | "mailerdaemon"
+    ) || name.contains("mail delivery")
+        || name.contains("mailer-daemon")
+}
+
+/// Subjects mail systems give the failures they report.
+const BOUNCE_SUBJECTS: &[&str] = &[
+    "undeliver",
+    "undelivered",
+    "delivery status notification",
+    "returned mail",
+    "failure notice",
+    "mail delivery failed",
+    "delivery failure",
+    "non-delivery",
+    "nondeliverable",
+    "delivery has failed",
+    "could not be delivered",
+    "delivery delayed",
+    "warning: message",
+];
+
+/// Lines after which a bounce quotes the returned message.
+const ORIGINAL_MARKERS: &[&str] = &[
+    "original message",
+    "copy of the message",
+    "copy of your message",
+    "message headers follow",
+    "returned message",
+    "undelivered message headers",
+];
+
+fn enhanced_status(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    for (start, &b) in bytes.iter().enumerate() {
+        if !matches!(b, b'2' | b'4' | b'5')
+            || bytes.get(start + 1) != Some(&b'.')
+            || (start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'.'))
+        {
+            continue;
+        }
+        let rest = &text[start + 2..];
+        let first: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let after_first = &rest[first.len()..];
+        if first.is_empty() || first.len() > 3 || !after_first.starts_with('.') {
+            continue;
+        }
+        let second: String = after_first[1..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let tail = after_first[1 + second.len()..].chars().next();
+        if !second.is_empty()
+            && second.len() <= 3
+            && !tail.is_some_and(|c| c.is_ascii_alphanumeric() || c == '.')
+        {
+            return Some(format!("{}.{first}.{second}", b as char));
+        }
+    }
+    None
+}
+
+/// A three-digit SMTP reply code (4xx or 5xx) standing on its own.
+fn reply_code(text: &str) -> Option<char> {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .find(|word| {
+            word.len() == 3
+                && word.starts_with(['4', '5'])
+                && word.chars().all(|c| c.is_ascii_digit())
+        })
+        .and_then(|word| word.chars().next())
+}
+
+/// Addresses in a text: words with one `@` and a dot after it, without surrounding punctuation.
+fn addresses_in(text: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for word in text.split(|c: char| {
+        c.is_whitespace() || matches!(c, '<' | '>' | ',' | ';' | '"' | '(' | ')' | '[' | ']')
+    }) {
+        let word = word
+            .trim_matches(|c: char| matches!(c, '.' | ':' | '\''))
+            .to_ascii_lowercase();
+        let Some((local, domain)) = word.split_once('@') else {
+            continue;
+        };
+        let ok = !local.is_empty()
+            && domain.contains('.')
+            && !domain.contains('@')
+            && domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+            && !local.starts_with("mailto:");
+        if ok && !found.contains(&word) {
+            found.push(word);
+        }
+    }
+    found
+}
+
+/// A bounce that is not a `multipart/report`: the free-text notices of qmail, Exim, Gmail and many
+/// others. Taken as one only when the sender is a mail system ([`looks_like_mail_system`]) and the
+/// subject says so or the failed recipients are named in `X-Failed-Recipients`. The recipients are
+/// those named in that header, else the addresses the text names before it quotes the returned
+/// message; the status is the text's enhanced status code, else derived from its SMTP reply code or
+/// its words (permanent unless it says delayed or temporary).
+pub fn parse_plain_bounce(raw: &[u8]) -> Option<Report> {
+    let message = MessageParser::default().parse(raw)?;
+    let from = message.from()?.first()?;
+    let from_address = from.address().unwrap_or_default().to_ascii_lowercase();
+    if !looks_like_mail_system(&from_address, from.name().unwrap_or_default()) {
+        return None;
+    }
+    let failed_header: Vec<String> = message
+        .header_values("X-Failed-Recipients")
+        .filter_map(|value| value.as_text())
+        .flat_map(addresses_in)
+        .collect();
+    let subject = message.subject().unwrap_or_default().to_ascii_lowercase();
+    if failed_header.is_empty() && !BOUNCE_SUBJECTS.iter().any(|s| subject.contains(s)) {
+        return None;
+    }
+    let body = message.body_text(0).unwrap_or_default().into_owned();
+    let lower = body.to_ascii_lowercase();
+    let cut = ORIGINAL_MARKERS
+        .iter()
+        .filter_map(|marker| lower.find(marker))
+        .min()
+        .map(|at| lower[..at].rfind('\n').map_or(at, |line| line + 1))
+        .unwrap_or(body.len());
+    let (notice, quoted) = body.split_at(cut);
+    let report_to: Vec<String> = message
+        .to()
+        .map(|to| {
+            to.iter()
+                .filter_map(|a| a.address().map(str::to_ascii_lowercase))
+                .collect()
+        })
+        .unwrap_or_default();
+    let recipients = if failed_header.is_empty() {
+        addresses_in(notice)
+            .into_iter()
+            .filter(|a| *a != from_address && !report_to.contains(a))
+            .collect()
+    } else {
+        failed_header
+    };
+    if recipients.is_empty() {
+        return None;
+    }
+    let notice_lower = notice.to_ascii_lowercase();
+    let status = enhanced_status(notice)
+        .or_else(|| reply_code(notice).map(|class| format!("{class}.0.0")))
+        .unwrap_or_else(|| {
+            let transient = [
+                "delay",
+                "temporar",
+                "will retry",
+                "still trying",
+                "will be retried",
+            ]
+            .iter()
+            .any(|w| notice_lower.contains(w) || subject.contains(w));
+            if transient { "4.0.0" } else { "5.0.0" }.to_owned()
+        });
+    let action = if status.starts_with('5') {
+        "failed"
+    } else {
+        "delayed"
+    };
+    // The remote server's words (a line with a status or reply code), else the notice's own.
+    let diagnostic = notice
+        .lines()
+        .map(str::trim)
+        .find(|line| enhanced_status(line).is_some() || reply_code(line).is_some())
+        .or_else(|| {
+            notice.lines().map(str::trim).find(|line| {
+                let l = line.to_ascii_lowercase();
+                l.contains("error") || l.contains("failure") || l.contains("failed")
+            })
+        })
+        .map(|line| line.chars().take(500).collect::<String>());
+    let original_message_id = quoted.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("message-id")
+            .then(|| bare_id(value))
+            .filter(|id| !id.is_empty())
+    });
+    Some(Report::Delivery {
+        original_message_id,
+        recipients: recipients
+            .into_iter()
+            .map(|recipient| RecipientStatus {
+                recipient,
+                action: action.to_owned(),
+                status: status.clone(),
+                diagnostic: diagnostic.clone(),
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod plain_bounce_tests {
+    use super::*;
+
+    fn corpus(name: &str) -> Vec<u8> {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/corpus/inbound")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    fn lines(report: Option<Report>) -> Vec<(String, String, String)> {
+        match report {
+            Some(Report::Delivery { recipients, .. }) => recipients
+                .into_iter()
+                .map(|r| (r.recipient, r.action, r.status))
+                .collect(),
+            other => panic!("not a delivery report: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_gmail_notice_names_its_failed_recipient_as_a_permanent_failure() {
+        let report = parse_plain_bounce(&corpus("flanker__bounce.gmail-no-dns.eml"));
+        assert_eq!(
+            lines(report),
+            [("user@example.comm".into(), "failed".into(), "5.0.0".into())]
+        );
+    }
+
+    #[test]
+    fn a_postmaster_notice_without_headers_names_the_address_in_its_text() {
+        let report = parse_plain_bounce(&corpus("flanker__bounce.broken-mime.eml"));
+        assert_eq!(
+            lines(report),
+            [("info@example.net".into(), "failed".into(), "5.0.0".into())]
+        );
+    }
+
+    #[test]
+    fn a_qmail_notice_gives_the_remote_servers_status_and_the_quoted_message_id() {
+        let raw = b"From: MAILER-DAEMON@mx.example.net\r\nTo: bounces+abc@cronus.example\r\nSubject: failure notice\r\n\r\n\
+Hi. This is the qmail-send program at mx.example.net.\r\nI'm afraid I wasn't able to deliver your message to the following addresses.\r\n\
+This is a permanent error; I've given up. Sorry it didn't work out.\r\n\r\n<nobody@customer.example>:\r\n\
+192.0.2.7 does not like recipient.\r\nRemote host said: 550 5.1.1 <nobody@customer.example>: Recipient address rejected\r\n\
+Giving up on 192.0.2.7.\r\n\r\n--- Below this line is a copy of the message.\r\n\r\nMessage-ID: <42@cronus.example>\r\nSubject: Invoice\r\n";
+        let report = parse_plain_bounce(raw).unwrap();
+        let Report::Delivery {
+            original_message_id,
+            recipients,
+        } = report
+        else {
+            panic!()
+        };
+        assert_eq!(original_message_id.as_deref(), Some("42@cronus.example"));
+        assert_eq!(recipients.len(), 1);
+        assert_eq!(recipients[0].recipient, "nobody@customer.example");
+        assert_eq!(recipients[0].status, "5.1.1");
+        assert!(recipients[0].is_hard_bounce());
+        assert!(
+            recipients[0]
+                .diagnostic
+                .as_deref()
+                .unwrap()
+                .contains("550 5.1.1")
+        );
+    }
+
+    #[test]
+    fn a_person_writing_about_an_undeliverable_parcel_is_not_a_bounce() {
+        let raw = b"From: Ann <ann@customer.example>\r\nTo: billing@cronus.example\r\nSubject: Undeliverable parcel\r\n\r\nThe parcel for bob@customer.example came back.\r\n";
+        assert_eq!(parse_plain_bounce(raw), None);
+    }
+}

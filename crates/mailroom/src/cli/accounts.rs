@@ -113,6 +113,9 @@ pub struct EditAccount {
     /// the list).
     #[arg(long = "allowed-sender-domain")]
     allowed_sender_domains: Vec<String>,
+    /// The VERP bounce domain: return paths become bounces+<token>@<domain> ("" turns it off).
+    #[arg(long)]
+    bounce_domain: Option<String>,
     /// Seconds to wait for the connection (and implicit TLS).
     #[arg(long)]
     timeout_connect: Option<u32>,
@@ -448,6 +451,16 @@ pub async fn run(client: &Client, command: AccountCommand, output: Output) -> Re
                 edit.retry_after_unknown.map(Value::from),
             );
             put("ehlo_name", edit.ehlo_name.map(Value::from));
+            put(
+                "bounce_domain",
+                edit.bounce_domain.map(|d| {
+                    if d.is_empty() {
+                        Value::Null
+                    } else {
+                        Value::from(d)
+                    }
+                }),
+            );
             if !edit.allowed_sender_domains.is_empty() {
                 put(
                     "allowed_sender_domains",
