@@ -146,6 +146,8 @@ pub const ROUTE_PERMISSIONS: &[(&str, &str, &str)] = &[
     ("GET", "/v1/dkim/keys/{id}", "email-setup"),
     ("DELETE", "/v1/dkim/keys/{id}", "email-setup"),
     ("POST", "/v1/dkim/keys/{id}/activate", "email-setup"),
+    ("GET", "/v1/unsubscribes", "email-setup"),
+    ("DELETE", "/v1/unsubscribes/{list}/{address}", "email-setup"),
     ("GET", "/v1/suppressions", "email-setup"),
     ("PUT", "/v1/suppressions/{address}", "email-setup"),
     ("DELETE", "/v1/suppressions/{address}", "email-setup"),

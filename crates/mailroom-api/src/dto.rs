@@ -230,6 +230,8 @@ pub struct ScenarioView {
     pub account_id: Option<Uuid>,
     /// The account this scenario's mail goes through now (its own, else the default account).
     pub effective_account_id: Option<Uuid>,
+    /// Whether its mail carries a one-click unsubscribe link (RFC 8058).
+    pub unsubscribe: bool,
 }
 
 impl From<ScenarioRow> for ScenarioView {
@@ -240,6 +242,7 @@ impl From<ScenarioRow> for ScenarioView {
             built_in: s.built_in,
             account_id: s.account_id,
             effective_account_id: s.effective_account_id,
+            unsubscribe: s.unsubscribe,
         }
     }
 }
@@ -251,6 +254,9 @@ pub struct AssignScenario {
     pub account_id: Option<Uuid>,
     /// For custom scenarios: what the scenario is for.
     pub description: Option<String>,
+    /// Give this scenario's mail a one-click unsubscribe link (RFC 8058): for mail people may opt
+    /// out of (newsletters, reminders), not for invoices. Absent: unchanged.
+    pub unsubscribe: Option<bool>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema, Clone)]
@@ -306,6 +312,9 @@ pub struct SendMessage {
     pub exclude_attachments: Vec<AttachmentRef>,
     /// Send no earlier than this time (RFC 3339).
     pub send_at: Option<String>,
+    /// Give the message a one-click unsubscribe link (RFC 8058) for its list — its scenario — naming
+    /// its To recipients; default: the scenario's `unsubscribe` setting. Needs `public_url`.
+    pub unsubscribe: Option<bool>,
 }
 
 /// A template to render a message from.

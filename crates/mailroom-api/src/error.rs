@@ -223,6 +223,16 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "The key signs its domain's mail and the domain has other keys: activate another first.",
     ),
     (
+        "unsubscribe_needs_public_url",
+        422,
+        "A one-click unsubscribe link was asked for, but public_url (where recipients reach mailroom) is not configured.",
+    ),
+    (
+        "unsubscribe_token_invalid",
+        404,
+        "The unsubscribe link was changed or was made by another installation.",
+    ),
+    (
         "recipient_suppressed",
         422,
         "A recipient is on the suppression list (a hard bounce, a complaint, an unsubscribe, or by hand); the message names each and why. Nothing was sent.",

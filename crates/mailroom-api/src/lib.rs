@@ -123,12 +123,14 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::webhooks::router())
         .merge(routes::suppressions::router())
         .merge(routes::dkim::router())
+        .merge(routes::unsubscribes::router())
 }
 
 /// The OpenAPI document of the whole API.
 pub fn openapi() -> OpenApi {
     let (_, mut api) = OpenApiRouter::<AppState>::new()
         .merge(v1_routes())
+        .merge(routes::unsubscribes::public_router())
         .routes(routes!(routes::system::healthz))
         .split_for_parts();
     let mut description = String::from(
@@ -165,6 +167,36 @@ pub fn openapi() -> OpenApi {
     // The data each built-in document type's template expects, so that clients can validate and
     // generate it.
     let components = api.components.get_or_insert_with(Default::default);
+    // What a webhook receiver is sent, per event type.
+    for event in mailroom_core::webhook::EventType::ALL {
+        let data = routes::webhooks::event_data(*event);
+        let properties: serde_json::Map<String, serde_json::Value> = data
+            .iter()
+            .map(|(key, kind, meaning)| {
+                (
+                    (*key).to_owned(),
+                    serde_json::json!({"type": kind, "description": meaning}),
+                )
+            })
+            .collect();
+        let schema = serde_json::json!({
+            "type": "object",
+            "description": format!("The body of a `{event}` delivery (signed per the Standard Webhooks specification: \
+                headers webhook-id, webhook-timestamp, webhook-signature). {}", event.meaning()),
+            "required": ["type", "timestamp", "data"],
+            "properties": {
+                "type": {"type": "string", "enum": [event.as_str()]},
+                "timestamp": {"type": "string", "format": "date-time"},
+                "data": {"type": "object", "properties": properties},
+            },
+        });
+        if let Ok(schema) = serde_json::from_value::<utoipa::openapi::schema::Schema>(schema) {
+            components.schemas.insert(
+                format!("WebhookEvent.{event}"),
+                utoipa::openapi::RefOr::T(schema),
+            );
+        }
+    }
     for template in mailroom_core::template::builtin::built_in() {
         if let Some(schema) = mailroom_core::template::schema::data_schema(template.document_type)
             && let Ok(schema) = serde_json::from_value::<utoipa::openapi::schema::Schema>(schema)
@@ -597,8 +629,10 @@ pub fn router(
             state.clone(),
             auth::require_token,
         ));
+    let (public, _) = routes::unsubscribes::public_router().split_for_parts();
     Router::new()
         .merge(v1)
+        .merge(public)
         .route("/healthz", get(routes::system::healthz))
         .route("/metrics", get(routes::system::metrics))
         .route("/openapi.json", get(routes::system::openapi_json))
@@ -628,6 +662,30 @@ pub fn router(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_webhook_event_type_has_its_payload_schema_in_the_document() {
+        let api = openapi();
+        let schemas = &api.components.as_ref().unwrap().schemas;
+        for event in mailroom_core::webhook::EventType::ALL {
+            let name = format!("WebhookEvent.{event}");
+            let schema =
+                serde_json::to_value(schemas.get(&name).unwrap_or_else(|| panic!("{name}")))
+                    .unwrap();
+            assert_eq!(schema["properties"]["type"]["enum"][0], event.as_str());
+            assert!(
+                schema["properties"]["data"]["properties"]
+                    .as_object()
+                    .is_some_and(|p| !p.is_empty()),
+                "{name}: {schema}"
+            );
+        }
+        let bounced = serde_json::to_value(&schemas["WebhookEvent.message.bounced"]).unwrap();
+        assert_eq!(
+            bounced["properties"]["data"]["properties"]["hard"]["type"],
+            "boolean"
+        );
+    }
 
     #[test]
     fn every_example_finds_its_operation_request_and_answer_in_the_document() {

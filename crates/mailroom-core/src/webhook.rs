@@ -50,6 +50,7 @@ event_types! {
     MessageDeferred => "message.deferred": "An attempt failed transiently; the message will be tried again.",
     MessageBounced => "message.bounced": "A delivery status notification reported a recipient's mailbox refused the message.",
     MessageComplained => "message.complained": "A recipient reported the message as abuse (an ARF feedback report).",
+    MessageUnsubscribed => "message.unsubscribed": "A recipient left the message's list through its one-click unsubscribe link or mailto address.",
     MessageReceived => "message.received": "A message was received into a synchronised mailbox.",
     MailboxDisabled => "mailbox.disabled": "A mailbox was disabled because its test failed for good.",
     MailboxTestCompleted => "mailbox.test_completed": "A mailbox's test & enable finished.",

@@ -115,6 +115,21 @@ pub struct SyncWorker {
 }
 
 impl SyncWorker {
+    /// Acts on an unsubscribe request that arrived by mail (the mailto of `List-Unsubscribe`): a
+    /// token this installation made takes its addresses off its list; any other is ignored.
+    async fn unsubscribe_by_mail(&self, token: &str) {
+        let Some(opened) = self.store.open_unsubscribe_token(token) else {
+            return;
+        };
+        match self.store.unsubscribe(&opened, "mailto").await {
+            Ok(newly) => {
+                tracing::info!(event = "unsubscribed", message_uuid = %opened.message_id,
+                    list = %opened.list, newly = newly.len(), "unsubscribe request by mail");
+            }
+            Err(error) => tracing::warn!(%error, "recording an unsubscribe request failed"),
+        }
+    }
+
     pub fn new(
         store: Store,
         blobs: BlobStore,
@@ -820,6 +835,11 @@ impl SyncWorker {
                 // Reports on mail we sent: bounces and complaints recorded, addresses suppressed,
                 // their events written (whether or not the mailbox's filter kept the report).
                 for (prepared, outcome) in prepared.iter().zip(&outcomes) {
+                    if let Some(token) = &prepared.unsubscribe_token
+                        && !matches!(outcome, mailroom_store::InboundOutcome::AlreadyStored(_))
+                    {
+                        self.unsubscribe_by_mail(token).await;
+                    }
                     let Some(report) = &prepared.report else {
                         continue;
                     };
@@ -940,6 +960,7 @@ impl SyncWorker {
             // Reports are small: one this large is not read as one.
             report: None,
             verp_tokens: Vec::new(),
+            unsubscribe_token: None,
         };
         keep_one(
             &self.store,
@@ -1043,6 +1064,9 @@ struct Prepared {
     report: Option<mailroom_core::inbound::report::Report>,
     /// The VERP tokens of a report's envelope headers (empty for other mail).
     verp_tokens: Vec<String>,
+    /// The token of an unsubscribe request sent to a `List-Unsubscribe` mailto address (its subject
+    /// is `unsubscribe <token>`).
+    unsubscribe_token: Option<String>,
 }
 
 /// Whether a message may be a report: its bytes name the report's part type (a cheap look before
@@ -1101,6 +1125,13 @@ async fn prepare(mail: FetchedMail) -> Result<(Prepared, Vec<HashedBytes>), Stop
                 .then(|| mailroom_core::inbound::report::parse_plain_bounce(raw.bytes()))
                 .flatten()
             });
+        let unsubscribe_token = parsed
+            .subject
+            .trim()
+            .get(..12)
+            .filter(|prefix| prefix.eq_ignore_ascii_case("unsubscribe "))
+            .map(|_| parsed.subject.trim()[12..].trim().to_owned())
+            .filter(|token| !token.is_empty() && !token.contains(' '));
         let verp_tokens = if report.is_some() {
             mailroom_core::verp::tokens_in(raw.bytes())
         } else {
@@ -1133,6 +1164,7 @@ async fn prepare(mail: FetchedMail) -> Result<(Prepared, Vec<HashedBytes>), Stop
             parts,
             report,
             verp_tokens,
+            unsubscribe_token,
         };
         blobs.push(raw);
         (prepared, blobs)

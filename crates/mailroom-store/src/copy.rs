@@ -66,6 +66,7 @@ const TABLES: &[Table] = &[
             ("description", Text),
             ("built_in", Bool),
             ("account_id", Text),
+            ("unsubscribe", Bool),
         ],
     },
     Table {
@@ -383,6 +384,17 @@ const TABLES: &[Table] = &[
             ("created_by", Text),
             ("created_at", Int),
             ("activated_at", Int),
+        ],
+    },
+    Table {
+        name: "unsubscribes",
+        key: 2,
+        columns: &[
+            ("address", Text),
+            ("list", Text),
+            ("message_id", Text),
+            ("method", Text),
+            ("created_at", Int),
         ],
     },
     Table {

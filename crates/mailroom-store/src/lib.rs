@@ -29,6 +29,7 @@ pub mod storage;
 mod suppressions;
 mod templates;
 mod tokens;
+mod unsubscribes;
 mod users;
 mod webhooks;
 
@@ -59,6 +60,7 @@ pub use stats::{AccountFailures, HourOutcomes, OutboxCounts};
 pub use suppressions::Suppression;
 pub use templates::TemplateRecord;
 pub use tokens::ApiToken;
+pub use unsubscribes::{Unsubscribe, UnsubscribeToken};
 pub use users::{AuditEntry, User, UserInput};
 pub use webhooks::{DeliveryAttempt, DueDelivery, LoggedAttempt, WebhookChange, WebhookEndpoint};
 

@@ -17,6 +17,8 @@ pub struct ScenarioRow {
     pub account_id: Option<Uuid>,
     /// The account mail of this scenario goes through now: its own, else the default account.
     pub effective_account_id: Option<Uuid>,
+    /// Whether its mail carries a one-click unsubscribe link (RFC 8058).
+    pub unsubscribe: bool,
 }
 
 impl Store {
@@ -38,7 +40,7 @@ impl Store {
     pub async fn scenarios(&self) -> StoreResult<Vec<ScenarioRow>> {
         on_db!(self, |writer, reader| {
             let rows = sqlx::query(
-                "SELECT s.name, s.description, s.built_in, s.account_id,
+                "SELECT s.name, s.description, s.built_in, s.account_id, s.unsubscribe,
                         COALESCE(s.account_id, (SELECT d.account_id FROM scenarios d WHERE d.name = 'default')) AS effective
                  FROM scenarios s ORDER BY s.built_in DESC, s.name",
             )
@@ -56,6 +58,7 @@ impl Store {
                     effective_account_id: row
                         .get::<Option<String>, _>("effective")
                         .and_then(|s| s.parse().ok()),
+                    unsubscribe: row.get("unsubscribe"),
                 })
                 .collect())
         })
@@ -76,6 +79,7 @@ impl Store {
         name: &ScenarioName,
         account_id: Option<Uuid>,
         description: Option<&str>,
+        unsubscribe: Option<bool>,
     ) -> StoreResult<ScenarioRow> {
         on_db!(self, |writer, reader| {
             let mut tx = writer.begin_write().await?;
@@ -106,6 +110,13 @@ impl Store {
             .bind(description)
             .execute(&mut *tx)
             .await?;
+            if let Some(unsubscribe) = unsubscribe {
+                sqlx::query("UPDATE scenarios SET unsubscribe = $2 WHERE name = $1")
+                    .bind(name.as_str())
+                    .bind(unsubscribe)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
             self.routing_changed().await;
             self.scenario(name).await
@@ -133,27 +144,40 @@ impl Store {
 
     /// Picks the account a message goes through: the explicit account, else the scenario's account,
     /// else the default account.
+    /// Scenarios and accounts as routing reads them: from the cache, else from the database.
+    async fn routing(&self) -> StoreResult<Routing> {
+        if let Some(routing) = self.caches.routing() {
+            return Ok(routing);
+        }
+        let routing = Routing {
+            scenarios: self.scenarios().await?,
+            accounts: self
+                .accounts()
+                .await?
+                .into_iter()
+                .map(|a| (a.id, a))
+                .collect(),
+        };
+        self.caches.remember_routing(routing.clone());
+        Ok(routing)
+    }
+
+    /// Whether mail of a scenario carries a one-click unsubscribe link (false for an unknown one).
+    pub async fn scenario_unsubscribe(&self, scenario: &ScenarioName) -> StoreResult<bool> {
+        Ok(self
+            .routing()
+            .await?
+            .scenarios
+            .iter()
+            .any(|s| s.name == scenario.as_str() && s.unsubscribe))
+    }
+
     pub async fn resolve_account(
         &self,
         scenario: &ScenarioName,
         account_id: Option<Uuid>,
     ) -> StoreResult<Account> {
-        let routing = match self.caches.routing() {
-            Some(routing) => routing,
-            None => {
-                let routing = Routing {
-                    scenarios: self.scenarios().await?,
-                    accounts: self
-                        .accounts()
-                        .await?
-                        .into_iter()
-                        .map(|a| (a.id, a))
-                        .collect(),
-                };
-                self.caches.remember_routing(routing.clone());
-                routing
-            }
-        };
+        let routing = self.routing().await?;
         let account_by_id = |id: Uuid| {
             routing
                 .accounts

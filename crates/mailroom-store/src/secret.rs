@@ -92,7 +92,6 @@ impl SecretBox {
         }
     }
 
-    /// Encrypts `plaintext`, bound to `record_id`.
     /// An HMAC-SHA256 of `data` under a key derived from the installation's key: the signature of a
     /// token that must lead back only to what mailroom issued it for.
     pub fn tag(&self, data: &[u8]) -> [u8; 32] {
@@ -103,6 +102,49 @@ impl SecretBox {
         mac.finalize().into_bytes().into()
     }
 
+    /// A token for a link: `plaintext` encrypted and authenticated for `purpose` (URL-safe base64
+    /// of nonce and ciphertext). It reveals nothing of what it carries, and a changed one does not open.
+    pub fn seal_token(&self, purpose: &str, plaintext: &str) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut nonce = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: purpose.as_bytes(),
+                },
+            )
+            .expect("XChaCha20-Poly1305 encryption does not fail for in-memory buffers");
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&ciphertext);
+        URL_SAFE_NO_PAD.encode(sealed)
+    }
+
+    /// What a [`SecretBox::seal_token`] token carries, when it was made for `purpose` by this key.
+    pub fn open_token(&self, purpose: &str, token: &str) -> Option<String> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let bytes = URL_SAFE_NO_PAD.decode(token.trim()).ok()?;
+        if bytes.len() < 24 + 16 {
+            return None;
+        }
+        let (nonce, ciphertext) = bytes.split_at(24);
+        let plain = self
+            .cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: purpose.as_bytes(),
+                },
+            )
+            .ok()?;
+        String::from_utf8(plain).ok()
+    }
+
+    /// Encrypts `plaintext`, bound to `record_id`.
     pub fn seal(&self, record_id: &str, plaintext: &str) -> String {
         let mut nonce = [0u8; 24];
         rand::rngs::OsRng.fill_bytes(&mut nonce);

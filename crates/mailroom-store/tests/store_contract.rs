@@ -1775,3 +1775,59 @@ async fn suppressed_addresses_are_found_among_recipients_listed_newest_first_and
     assert!(matches!(t.store.unsuppress("ann@example.com").await, Err(mailroom_store::StoreError::NotFound(_))));
 }
 }
+
+contract! {
+async fn an_unsubscribe_token_opens_only_unchanged_and_takes_its_addresses_off_its_list_once_with_an_event(t) {
+    use mailroom_store::UnsubscribeToken;
+    let token = UnsubscribeToken {
+        message_id: uuid::Uuid::new_v4(),
+        list: "newsletter".into(),
+        addresses: vec!["ann@example.com".into(), "bob@example.com".into()],
+    };
+    let sealed = t.store.unsubscribe_token(&token);
+    assert!(!sealed.contains("ann") && !sealed.contains("newsletter"), "it reveals nothing: {sealed}");
+    assert_eq!(t.store.open_unsubscribe_token(&sealed), Some(token.clone()));
+    let mut changed = sealed.clone().into_bytes();
+    changed[10] = if changed[10] == b'A' { b'B' } else { b'A' };
+    assert_eq!(t.store.open_unsubscribe_token(&String::from_utf8(changed).unwrap()), None);
+
+    assert_eq!(t.store.unsubscribe(&token, "one-click").await.unwrap().len(), 2);
+    assert!(t.store.unsubscribe(&token, "one-click").await.unwrap().is_empty(), "a repeat changes nothing");
+    let events = t.store.events("message.unsubscribed", 0).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].1, token.message_id.to_string());
+    let asked = ["ANN@example.com".to_owned(), "carol@example.com".to_owned()];
+    assert_eq!(t.store.unsubscribed_among("newsletter", &asked).await.unwrap(), ["ann@example.com"]);
+    assert!(t.store.unsubscribed_among("reminders", &asked).await.unwrap().is_empty(), "only that list");
+    let page = t.store.unsubscribes(None, 1).await.unwrap();
+    let rest = t.store.unsubscribes(Some((page[0].created_at_ms, page[0].address.clone(), page[0].list.clone())), 10).await.unwrap();
+    assert_eq!(page.len() + rest.len(), 2);
+    t.store.resubscribe("Ann@example.com", "newsletter").await.unwrap();
+    assert!(t.store.unsubscribed_among("newsletter", &asked).await.unwrap().is_empty());
+    assert!(matches!(t.store.resubscribe("ann@example.com", "newsletter").await, Err(mailroom_store::StoreError::NotFound(_))));
+}
+}
+
+contract! {
+async fn a_domain_signs_with_its_one_active_dkim_key_and_keeps_the_others_listed(t) {
+    use mailroom_core::dkim::{DkimAlgorithm, KeyMaterial};
+    assert!(t.store.dkim_signer("cronus.example").await.unwrap().is_none());
+    let first = t.store.add_dkim_key("cronus.example", "s1", &KeyMaterial::generate(DkimAlgorithm::Ed25519).unwrap(), Some("admin")).await.unwrap();
+    assert!(first.active, "a domain's first key signs at once");
+    assert!(t.store.dkim_signer("cronus.example").await.unwrap().is_some(), "seen at once on this node");
+    let second = t.store.add_dkim_key("cronus.example", "s2", &KeyMaterial::generate(DkimAlgorithm::Ed25519).unwrap(), None).await.unwrap();
+    assert!(!second.active);
+    let taken = t.store.add_dkim_key("cronus.example", "s2", &KeyMaterial::generate(DkimAlgorithm::Ed25519).unwrap(), None).await;
+    assert!(matches!(taken, Err(mailroom_store::StoreError::Refused { code: "dkim_selector_taken", .. })));
+    t.store.activate_dkim_key(second.id).await.unwrap();
+    let keys = t.store.dkim_keys(Some("cronus.example")).await.unwrap();
+    assert_eq!(keys.iter().map(|k| (k.selector.as_str(), k.active)).collect::<Vec<_>>(), [("s2", true), ("s1", false)]);
+    let signed = t.store.dkim_signer("cronus.example").await.unwrap().unwrap().sign(b"From: a@cronus.example\r\n\r\nx\r\n").unwrap();
+    assert!(String::from_utf8_lossy(&signed).contains("s=s2"));
+    assert!(matches!(t.store.delete_dkim_key(second.id).await, Err(mailroom_store::StoreError::Refused { code: "dkim_key_active", .. })));
+    t.store.delete_dkim_key(first.id).await.unwrap();
+    t.store.delete_dkim_key(second.id).await.unwrap();
+    assert!(t.store.dkim_keys(None).await.unwrap().is_empty());
+    assert!(t.store.dkim_signer("cronus.example").await.unwrap().is_none());
+}
+}

@@ -462,3 +462,287 @@ async fn a_free_text_bounce_without_the_message_id_is_matched_by_its_verp_token_
     );
     imap.logout().await;
 }
+
+/// The value of a header in raw message bytes (unfolded).
+fn header_value(raw: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(raw).replace("\r\n", "\n");
+    let head = text.split("\n\n").next().unwrap_or_default();
+    let unfolded = head.replace("\n ", " ").replace("\n\t", " ");
+    unfolded.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_owned())
+    })
+}
+
+#[tokio::test]
+async fn a_scenarios_mail_carries_a_one_click_unsubscribe_link_that_takes_the_recipient_off_that_list_only()
+ {
+    let sink = mailroom_testkit::SmtpSink::start(&[]).unwrap();
+    let server = common::start_server_with("public_url = \"https://mail.cronus.example/\"").await;
+    let account = server
+        .add_default_smtp_account("news", sink.port, json!({}))
+        .await
+        .unwrap();
+    let scenario = ok(
+        &server,
+        Method::PUT,
+        "/v1/scenarios/newsletter",
+        Some(json!({"account_id": account["id"], "unsubscribe": true})),
+    )
+    .await;
+    assert_eq!(scenario["unsubscribe"], true);
+    let sent = server
+        .send(&json!({"scenario": "newsletter", "to": ["Ann@customer.example"], "cc": ["bob@customer.example"],
+                      "subject": "November news", "text": "t"}))
+        .await
+        .unwrap();
+    let message = server
+        .wait_for_status(
+            &common::id_of(&sent),
+            "sent",
+            std::time::Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    let message_id = message["message_id"].as_str().unwrap().to_owned();
+    let mut raw = Vec::new();
+    mailroom_testkit::wait_until(std::time::Duration::from_secs(20), "the message", || {
+        if let Some(m) = sink
+            .messages()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.message_id.as_deref() == Some(message_id.as_str()))
+        {
+            raw = m.raw;
+        }
+        let done = !raw.is_empty();
+        async move { Ok(done) }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        header_value(&raw, "List-Unsubscribe-Post").as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
+    let link = header_value(&raw, "List-Unsubscribe").unwrap();
+    let url = link
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_owned();
+    let token = url
+        .strip_prefix("https://mail.cronus.example/u/")
+        .unwrap_or_else(|| panic!("{link}"))
+        .to_owned();
+    assert!(
+        !token.contains("ann") && !token.contains("newsletter"),
+        "{token}"
+    );
+
+    let http = reqwest::Client::new();
+    let local = format!("{}/u/{token}", server.base_url);
+    // A person who clicks sees a page that asks; fetching it unsubscribes no one.
+    let page = http.get(&local).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("newsletter")
+            && page.contains("ann@customer.example")
+            && page.contains("method=\"post\""),
+        "{page}"
+    );
+    assert!(
+        ok(&server, Method::GET, "/v1/unsubscribes", None).await["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // What a mail provider sends (RFC 8058), twice.
+    for _ in 0..2 {
+        let answer = http
+            .post(&local)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let listed = ok(&server, Method::GET, "/v1/unsubscribes", None).await;
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "the To recipient only, once: {listed}");
+    assert_eq!(
+        (
+            items[0]["address"].as_str(),
+            items[0]["list"].as_str(),
+            items[0]["method"].as_str()
+        ),
+        (
+            Some("ann@customer.example"),
+            Some("newsletter"),
+            Some("one-click")
+        )
+    );
+    // A changed token is refused.
+    let mut changed = token.clone();
+    let last = if changed.ends_with('A') { "B" } else { "A" };
+    changed.replace_range(changed.len() - 1.., last);
+    let refused = http
+        .post(format!("{}/u/{changed}", server.base_url))
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
+    assert_eq!(
+        refused.json::<serde_json::Value>().await.unwrap()["code"],
+        "unsubscribe_token_invalid"
+    );
+
+    // The list's mail to her is refused; other mail is not.
+    let (status, answer) = server
+        .call(Method::POST, "/v1/messages",
+            Some(&json!({"scenario": "newsletter", "to": ["ann@customer.example"], "subject": "December news", "text": "t"})), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (422, Some("recipient_suppressed")),
+        "{answer}"
+    );
+    server
+        .send(&json!({"to": ["ann@customer.example"], "subject": "Invoice 10", "text": "t"}))
+        .await
+        .unwrap();
+    let (status, _) = server
+        .call(
+            Method::DELETE,
+            "/v1/unsubscribes/newsletter/ann@customer.example",
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    server
+        .send(&json!({"scenario": "newsletter", "to": ["ann@customer.example"], "subject": "December news", "text": "t"}))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_unsubscribe_link_needs_a_public_url_and_an_unsubscribe_request_by_mail_is_honoured() {
+    use common::mail_service::{enabled_user, mail_service, profile, wait_for_count};
+    let without = common::start_server().await;
+    without
+        .add_default_smtp_account("out", 25, json!({}))
+        .await
+        .unwrap();
+    let (status, refused) = without
+        .call(Method::POST, "/v1/messages",
+            Some(&json!({"to": ["ann@customer.example"], "subject": "s", "text": "t", "unsubscribe": true})), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (422, Some("unsubscribe_needs_public_url"))
+    );
+    drop(without);
+
+    let service = mail_service(1);
+    let server = mailroom_testkit::MailroomServer::start(
+        common::binary(),
+        &format!(
+            "public_url = \"https://mail.cronus.example\"\nextra_root_certificates = [{:?}]\n{}mailbox_test_retry_ms = 20\nmailbox_test_timeout_ms = 10000\nsync_rescan_ms = 200\nsync_hold_ms = 3000\nsync_retry_ms = 200\n",
+            service.postfix.ca_certificate().display().to_string(),
+            common::FAST_ENGINE
+        ),
+    )
+    .await
+    .unwrap();
+    profile(&server, &service, &["INBOX"]).await;
+    let (_, mailbox, _) = enabled_user(&server, 0, &["email-send"]).await;
+    server
+        .add_default_smtp_account(
+            "out",
+            service.sink.port,
+            json!({"bounce_domain": "corp.test"}),
+        )
+        .await
+        .unwrap();
+    let sent = server
+        .send(&json!({"to": ["ann@customer.example"], "subject": "Reminder", "text": "t", "unsubscribe": true}))
+        .await
+        .unwrap();
+    let message = server
+        .wait_for_status(
+            &common::id_of(&sent),
+            "sent",
+            std::time::Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    let message_id = message["message_id"].as_str().unwrap().to_owned();
+    let mut link = None;
+    mailroom_testkit::wait_until(std::time::Duration::from_secs(20), "the message", || {
+        link = service
+            .sink
+            .messages()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.message_id.as_deref() == Some(message_id.as_str()))
+            .and_then(|m| header_value(&m.raw, "List-Unsubscribe"));
+        let done = link.is_some();
+        async move { Ok(done) }
+    })
+    .await
+    .unwrap();
+    let link = link.unwrap();
+    let mailto = link
+        .split(", ")
+        .find_map(|part| part.strip_prefix("<mailto:"))
+        .unwrap_or_else(|| panic!("{link}"))
+        .trim_end_matches('>');
+    let (address, query) = mailto.split_once('?').unwrap();
+    assert_eq!(address, "bounces+unsubscribe@corp.test");
+    let subject = query.strip_prefix("subject=").unwrap().replace("%20", " ");
+    // The recipient's mail client sends the request; it arrives in the synced mailbox.
+    let request = format!(
+        "From: ann@customer.example\r\nTo: {address}\r\nSubject: {subject}\r\nMessage-ID: <u1@customer.example>\r\n\r\n\r\n"
+    );
+    let mut imap = service.client(0).await;
+    imap.append("INBOX", request.as_bytes(), None, None)
+        .await
+        .unwrap();
+    wait_for_count(&server, &mailbox, "", 1, std::time::Duration::from_secs(15)).await;
+    mailroom_testkit::wait_until(
+        std::time::Duration::from_secs(10),
+        "the unsubscribe recorded",
+        || async {
+            Ok(
+                !ok(&server, Method::GET, "/v1/unsubscribes", None).await["items"]
+                    .as_array()
+                    .unwrap()
+                    .is_empty(),
+            )
+        },
+    )
+    .await
+    .unwrap();
+    let listed = ok(&server, Method::GET, "/v1/unsubscribes", None).await;
+    assert_eq!(
+        (
+            listed["items"][0]["address"].as_str(),
+            listed["items"][0]["list"].as_str(),
+            listed["items"][0]["method"].as_str()
+        ),
+        (
+            Some("ann@customer.example"),
+            Some("default"),
+            Some("mailto")
+        )
+    );
+    imap.logout().await;
+}

@@ -297,6 +297,7 @@ async fn send_document(
         html: None,
         scenario: Some(scenario),
         account_id: None,
+        unsubscribe: None,
         related_records: related,
         template: Some(TemplateRef {
             id: template_id,

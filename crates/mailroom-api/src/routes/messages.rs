@@ -448,6 +448,87 @@ async fn refuse_suppressed(
     .at(field))
 }
 
+/// One-click unsubscribe (RFC 8058), when the message or its scenario asks for it: refuses To
+/// recipients who left the list (the scenario), and adds `List-Unsubscribe` (the https link, and a
+/// mailto address when the account has a bounce domain) and `List-Unsubscribe-Post`.
+async fn add_unsubscribe(
+    state: &AppState,
+    request: &SendMessage,
+    scenario: &mailroom_core::scenario::ScenarioName,
+    account: &mailroom_store::Account,
+    id: Uuid,
+    content: &mut mailroom_core::message::MessageContent,
+) -> ApiResult<()> {
+    let wanted = match request.unsubscribe {
+        Some(wanted) => wanted,
+        None => state.store.scenario_unsubscribe(scenario).await?,
+    };
+    if !wanted {
+        return Ok(());
+    }
+    let Some(public_url) = &state.settings.public_url else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unsubscribe_needs_public_url",
+            "a one-click unsubscribe link needs the address recipients reach mailroom at: set public_url in the configuration",
+        )
+        .at("unsubscribe"));
+    };
+    let addresses: Vec<String> = content
+        .to
+        .iter()
+        .map(|m| m.address.as_str().to_ascii_lowercase())
+        .collect();
+    if addresses.is_empty() {
+        return Err(ApiError::invalid(
+            "unsubscribe",
+            "an unsubscribe link names the message's To recipients, and it has none",
+        ));
+    }
+    let gone = state
+        .store
+        .unsubscribed_among(scenario.as_str(), &addresses)
+        .await?;
+    if !gone.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "recipient_suppressed",
+            format!(
+                "not sent: {} left the list {scenario} (unsubscribed); DELETE /v1/unsubscribes/{scenario}/{{address}} puts an address back",
+                gone.join(", ")
+            ),
+        )
+        .at("to"));
+    }
+    let token = state
+        .store
+        .unsubscribe_token(&mailroom_store::UnsubscribeToken {
+            message_id: id,
+            list: scenario.as_str().to_owned(),
+            addresses,
+        });
+    let mut value = format!("<{}/u/{token}>", public_url.trim_end_matches('/'));
+    if let Some(domain) = &account.options.bounce_domain {
+        value.push_str(&format!(
+            ", <mailto:{}unsubscribe@{domain}?subject=unsubscribe%20{token}>",
+            mailroom_core::verp::LOCAL_PREFIX
+        ));
+    }
+    content
+        .headers
+        .retain(|h| !h.name.to_ascii_lowercase().starts_with("list-unsubscribe"));
+    for (name, value) in [
+        ("List-Unsubscribe", value.as_str()),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+    ] {
+        content.headers.push(mailroom_core::header::CustomHeader {
+            name: name.into(),
+            value: mailroom_core::header::HeaderText::parse(name, value)?,
+        });
+    }
+    Ok(())
+}
+
 /// Validates a message, routes it to its account and stores it durably; shared by `POST /v1/messages`
 /// and `POST /v1/documents/send`. Returns the answer and whether it replays an earlier request.
 pub(crate) async fn accept(
@@ -556,6 +637,7 @@ pub(crate) async fn accept_in_thread(
             content.reply_to = vec![Mailbox::new(None, plus)?];
         }
     }
+    add_unsubscribe(&state, request, &scenario, &account, id, &mut content).await?;
     let now = now_ms();
     // Mail due at once goes straight to a send task when its account has room and nothing older
     // is waiting. Messages with attachments take the queue: their files are read by the claim.

@@ -15,5 +15,6 @@ pub mod suppressions;
 pub mod system;
 pub mod teams;
 pub mod templates;
+pub mod unsubscribes;
 pub mod users;
 pub mod webhooks;

@@ -172,7 +172,12 @@ async fn assign_scenario(
     let before: Option<ScenarioView> = state.store.scenario(&name).await.ok().map(Into::into);
     let row = state
         .store
-        .assign_scenario(&name, body.account_id, description.as_deref())
+        .assign_scenario(
+            &name,
+            body.account_id,
+            description.as_deref(),
+            body.unsubscribe,
+        )
         .await?;
     tracing::info!(event = "scenario_assigned", scenario = %name, account = ?body.account_id, "scenario assigned");
     let after = ScenarioView::from(row);

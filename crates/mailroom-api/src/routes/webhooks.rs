@@ -403,49 +403,113 @@ async fn event_types() -> axum::Json<Vec<EventTypeView>> {
             .map(|t| EventTypeView {
                 event_type: t.as_str().into(),
                 meaning: t.meaning().into(),
-                data: match t {
-                    EventType::MessageSent
-                    | EventType::MessageFailed
-                    | EventType::MessageDeferred => {
-                        vec![
-                            "message_id",
-                            "attempt",
-                            "outcome",
-                            "reply_code",
-                            "reply_text",
-                            "next_attempt_at_ms (deferred)",
-                        ]
-                    }
-                    EventType::MessageReceived => vec![
-                        "id",
-                        "mailbox_id",
-                        "folder",
-                        "message_id (its Message-ID header)",
-                        "subject",
-                        "from",
-                        "conversation_id",
-                        "correlation_method",
-                    ],
-                    EventType::MailboxDisabled => vec!["mailbox_id", "email_address", "reason"],
-                    EventType::MailboxTestCompleted => vec![
-                        "mailbox_id",
-                        "email_address",
-                        "incoming_status",
-                        "outgoing_status",
-                        "enabled",
-                        "error",
-                    ],
-                    EventType::JobCompleted => {
-                        vec!["job_id", "kind", "total", "succeeded", "failed"]
-                    }
-                    EventType::MessageBounced | EventType::MessageComplained => {
-                        vec!["message_id", "recipient"]
-                    }
-                }
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
+                data: event_data(*t)
+                    .iter()
+                    .map(|(key, _, _)| (*key).to_owned())
+                    .collect(),
             })
             .collect(),
     )
+}
+
+/// The keys of each event type's `data`: (key, JSON type, meaning). The OpenAPI document describes
+/// each event's payload from this table (`WebhookEvent.<type>` schemas).
+pub fn event_data(t: EventType) -> &'static [(&'static str, &'static str, &'static str)] {
+    const ATTEMPT: &[(&str, &str, &str)] = &[
+        ("message_id", "string", "The message's id in mailroom."),
+        ("attempt", "integer", "The attempt's number (1-based)."),
+        (
+            "outcome",
+            "string",
+            "sent, deferred, failed or interrupted.",
+        ),
+        (
+            "reply_code",
+            "integer",
+            "The server's SMTP reply code, when it answered.",
+        ),
+        ("reply_text", "string", "The server's words."),
+        (
+            "next_attempt_at_ms",
+            "integer",
+            "message.deferred: when it is tried again (Unix ms).",
+        ),
+    ];
+    const REPORT: &[(&str, &str, &str)] = &[
+        ("message_id", "string", "The message's id in mailroom."),
+        ("recipient", "string", "The recipient the report is about."),
+        (
+            "action",
+            "string",
+            "failed or delayed (bounces); the feedback type, e.g. abuse (complaints).",
+        ),
+        (
+            "status",
+            "string",
+            "The enhanced status code, e.g. 5.1.1 (bounces).",
+        ),
+        (
+            "diagnostic",
+            "string",
+            "The remote server's words, when given.",
+        ),
+        (
+            "hard",
+            "boolean",
+            "A permanent failure or a complaint: the address is suppressed.",
+        ),
+        (
+            "report_id",
+            "string",
+            "The received report's id (GET /v1/inbound/{id}).",
+        ),
+    ];
+    match t {
+        EventType::MessageSent | EventType::MessageFailed | EventType::MessageDeferred => ATTEMPT,
+        EventType::MessageBounced | EventType::MessageComplained => REPORT,
+        EventType::MessageUnsubscribed => &[
+            (
+                "message_id",
+                "string",
+                "The message whose link or address was used.",
+            ),
+            ("address", "string", "The address that left the list."),
+            ("list", "string", "The list: the message's scenario."),
+            ("method", "string", "one-click or mailto."),
+        ],
+        EventType::MessageReceived => &[
+            ("id", "string", "The received message's id."),
+            ("mailbox_id", "string", "The mailbox it arrived in."),
+            ("folder", "string", "Its folder."),
+            ("message_id", "string", "Its Message-ID header."),
+            ("subject", "string", "Its subject."),
+            ("from", "string", "Its sender's address."),
+            ("conversation_id", "string", "The conversation it joined."),
+            (
+                "correlation_method",
+                "string",
+                "How it was linked to a conversation.",
+            ),
+        ],
+        EventType::MailboxDisabled => &[
+            ("mailbox_id", "string", "The mailbox."),
+            ("email_address", "string", "Its address."),
+            ("reason", "string", "Why it was disabled."),
+        ],
+        EventType::MailboxTestCompleted => &[
+            ("mailbox_id", "string", "The mailbox."),
+            ("email_address", "string", "Its address."),
+            ("incoming_status", "string", "success, failure or not-run."),
+            ("outgoing_status", "string", "success, failure or not-run."),
+            ("enabled", "boolean", "Whether the mailbox is enabled now."),
+            ("error", "string", "What failed, when something did."),
+        ],
+        EventType::JobCompleted => &[
+            ("job_id", "string", "The job."),
+            ("kind", "string", "Its kind."),
+            ("total", "integer", "Items it had."),
+            ("succeeded", "integer", "Items that succeeded."),
+            ("failed", "integer", "Items that failed."),
+        ],
+    }
 }
