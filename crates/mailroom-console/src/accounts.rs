@@ -68,7 +68,7 @@ pub(crate) async fn create(State(console): Shared, headers: HeaderMap, body: Str
                 );
             }
         }
-        for key in ["username", "password"] {
+        for key in ["username", "password", "bounce_domain"] {
             let value = field(&fields, key);
             if !value.is_empty() {
                 account[key] = json!(value);

@@ -99,6 +99,7 @@ pub fn router(api: Router, store: Store) -> Router {
         "webhook.html",
         "webhook_secret.html",
         "suppressions.html",
+        "dkim.html",
     ] {
         templates
             .add_template(name, source)
@@ -148,6 +149,7 @@ pub fn router(api: Router, store: Store) -> Router {
         .route("/console/users/{id}/tokens", post(people::create_token))
         .route("/console/teams", get(people::teams).post(people::team_act))
         .route("/console/nodes", get(people::nodes))
+        .route("/console/dkim", get(setup::dkim).post(setup::dkim_act))
         .route(
             "/console/suppressions",
             get(people::suppressions).post(people::suppression_act),

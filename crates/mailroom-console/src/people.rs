@@ -299,12 +299,16 @@ pub(crate) async fn suppressions(
     if !cursor.is_empty() {
         path.push_str(&format!("&cursor={}", encode(&cursor)));
     }
-    let (status, answer) = console.call(&current, &path).await;
+    let ((status, answer), (_, unsubscribes)) = tokio::join!(
+        console.call(&current, &path),
+        console.call(&current, "/v1/unsubscribes?limit=100")
+    );
     console.render(
         "suppressions.html",
         merge(
             frame(&current, "Suppressions", query.as_deref()),
-            json!({"allowed": status == StatusCode::OK, "items": answer["items"], "next": answer["next_cursor"]}),
+            json!({"allowed": status == StatusCode::OK, "items": answer["items"], "next": answer["next_cursor"],
+                   "unsubscribes": unsubscribes["items"]}),
         ),
     )
 }
@@ -318,6 +322,16 @@ pub(crate) async fn suppression_act(
     crate::form_post(&console, &headers, &body, |fields| {
         let back = "/console/suppressions".to_owned();
         let address = required(fields, "address", &back)?;
+        if field(fields, "action") == "resubscribe" {
+            let list = required(fields, "list", &back)?;
+            return Ok(FormCall {
+                method: Method::DELETE,
+                path: format!("/v1/unsubscribes/{}/{}", encode(&list), encode(&address)),
+                body: None,
+                done: format!("{address} is on {list} again."),
+                back,
+            });
+        }
         let path = format!("/v1/suppressions/{}", encode(&address));
         Ok(if field(fields, "action") == "remove" {
             FormCall {

@@ -62,6 +62,22 @@ pub(crate) async fn scenario_act(
                 done: format!("{name} goes through the default account now."),
                 back,
             },
+            "unsubscribe" => {
+                let account = field(fields, "account_id");
+                let on = field(fields, "unsubscribe") == "on";
+                FormCall {
+                    method: Method::PUT,
+                    path,
+                    body: Some(json!({"account_id": if account.is_empty() { Value::Null } else { json!(account) },
+                                      "unsubscribe": on})),
+                    done: if on {
+                        format!("{name}'s mail carries a one-click unsubscribe link now.")
+                    } else {
+                        format!("{name}'s mail carries no unsubscribe link now.")
+                    },
+                    back,
+                }
+            }
             _ => {
                 let account = field(fields, "account_id");
                 let mut body = json!({"account_id": if account.is_empty() { Value::Null } else { json!(account) }});
@@ -400,6 +416,80 @@ pub(crate) async fn settings_save(
                     back,
                 }
             }
+        })
+    })
+    .await
+}
+
+/// DKIM keys by domain, each with the TXT record to publish; forms to generate or import a key,
+/// and to activate (rotate) or delete one.
+pub(crate) async fn dkim(
+    State(console): Shared,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let current = match signed_in(&console, &headers).await {
+        Ok(current) => current,
+        Err(response) => return response,
+    };
+    let (status, answer) = console.call(&current, "/v1/dkim/keys").await;
+    console.render(
+        "dkim.html",
+        merge(
+            frame(&current, "DKIM keys", query.as_deref()),
+            json!({"allowed": allowed(status), "items": answer["items"]}),
+        ),
+    )
+}
+
+/// `generate`, `import` (a PEM), `activate` or `delete` a key.
+pub(crate) async fn dkim_act(State(console): Shared, headers: HeaderMap, body: String) -> Response {
+    crate::form_post(&console, &headers, &body, |fields| {
+        let back = "/console/dkim".to_owned();
+        let action = field(fields, "action");
+        if action == "activate" || action == "delete" {
+            let id = required(fields, "id", &back)?;
+            let (method, path, done) = if action == "activate" {
+                (
+                    Method::POST,
+                    format!("/v1/dkim/keys/{}/activate", encode(&id)),
+                    "The key signs its domain's mail from now on.",
+                )
+            } else {
+                (
+                    Method::DELETE,
+                    format!("/v1/dkim/keys/{}", encode(&id)),
+                    "The key is deleted.",
+                )
+            };
+            return Ok(FormCall {
+                method,
+                path,
+                body: None,
+                done: done.into(),
+                back,
+            });
+        }
+        let domain = required(fields, "domain", &back)?;
+        let mut body = json!({"domain": domain.trim()});
+        let selector = field(fields, "selector");
+        if !selector.trim().is_empty() {
+            body["selector"] = json!(selector.trim());
+        }
+        if action == "import" {
+            body["private_key_pem"] = json!(required(fields, "private_key_pem", &back)?);
+        } else {
+            body["algorithm"] = json!(field(fields, "algorithm"));
+        }
+        Ok(FormCall {
+            method: Method::POST,
+            path: "/v1/dkim/keys".into(),
+            body: Some(body),
+            done: format!(
+                "A key for {} is stored: publish its TXT record.",
+                domain.trim()
+            ),
+            back,
         })
     })
     .await

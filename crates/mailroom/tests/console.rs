@@ -759,6 +759,24 @@ async fn in_a_real_browser_an_admin_sets_up_scenarios_profiles_settings_users_te
         (Some("terms.pdf"), Some("optional")),
         "{files}"
     );
+    let scenarios = ok(&server, Method::GET, "/v1/scenarios", None).await;
+    let note = scenarios
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "delivery-note")
+        .unwrap();
+    assert_eq!(note["unsubscribe"], true, "{note}");
+    let keys = ok(&server, Method::GET, "/v1/dkim/keys", None).await;
+    assert_eq!(
+        (
+            keys["items"][0]["domain"].as_str(),
+            keys["items"][0]["selector"].as_str(),
+            keys["items"][0]["algorithm"].as_str()
+        ),
+        (Some("cronus.example"), Some("s1"), Some("ed25519-sha256")),
+        "{keys}"
+    );
     let profiles = ok(&server, Method::GET, "/v1/sending-profiles", None).await;
     assert!(
         profiles

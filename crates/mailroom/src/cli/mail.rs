@@ -12,6 +12,9 @@ pub enum ScenarioCommand {
     Assign {
         name: String,
         account_id: String,
+        /// Give the scenario's mail a one-click unsubscribe link (true/false; absent: unchanged).
+        #[arg(long)]
+        unsubscribe: Option<bool>,
     },
     /// Let a scenario use the default account again.
     Unassign {
@@ -43,6 +46,9 @@ pub struct SendArgs {
     /// RFC 3339 time to send at.
     #[arg(long)]
     send_at: Option<String>,
+    /// Give this message a one-click unsubscribe link (default: its scenario's setting).
+    #[arg(long)]
+    unsubscribe: Option<bool>,
     #[arg(long)]
     idempotency_key: Option<String>,
 }
@@ -135,17 +141,22 @@ pub async fn scenarios(client: &Client, command: ScenarioCommand, output: Output
                         "built_in",
                         "account_id",
                         "effective_account_id",
+                        "unsubscribe",
                         "description",
                     ],
                 )
             });
         }
-        ScenarioCommand::Assign { name, account_id } => {
+        ScenarioCommand::Assign {
+            name,
+            account_id,
+            unsubscribe,
+        } => {
             let value = client
                 .call(
                     Method::PUT,
                     &format!("/v1/scenarios/{name}"),
-                    Some(json!({"account_id": account_id})),
+                    Some(json!({"account_id": account_id, "unsubscribe": unsubscribe})),
                     &[],
                 )
                 .await?;
@@ -187,6 +198,9 @@ pub async fn send(client: &Client, args: SendArgs, output: Output) -> Result<()>
         if let Some(value) = value {
             body[key] = json!(value);
         }
+    }
+    if let Some(unsubscribe) = args.unsubscribe {
+        body["unsubscribe"] = json!(unsubscribe);
     }
     let headers: Vec<(&str, String)> = args
         .idempotency_key

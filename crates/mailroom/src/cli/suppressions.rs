@@ -21,6 +21,13 @@ pub enum SuppressionCommand {
     },
     /// Mail an address again.
     Remove { address: String },
+    /// Addresses that left a list (a scenario) through an unsubscribe link, newest first.
+    Unsubscribes {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Put an address back on a list it left.
+    Resubscribe { list: String, address: String },
 }
 
 pub async fn run(client: &Client, command: SuppressionCommand, output: Output) -> Result<()> {
@@ -60,6 +67,31 @@ pub async fn run(client: &Client, command: SuppressionCommand, output: Output) -
                 )
                 .await?;
             println!("{address} may be mailed again");
+        }
+        SuppressionCommand::Unsubscribes { limit } => {
+            let value = client
+                .call(
+                    Method::GET,
+                    &format!("/v1/unsubscribes?limit={limit}"),
+                    None,
+                    &[],
+                )
+                .await?;
+            emit(output, &value, |v| {
+                let rows: Vec<Value> = v["items"].as_array().cloned().unwrap_or_default();
+                print_table(&rows, &["address", "list", "method", "created_at"]);
+            });
+        }
+        SuppressionCommand::Resubscribe { list, address } => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/unsubscribes/{list}/{address}"),
+                    None,
+                    &[],
+                )
+                .await?;
+            println!("{address} is on {list} again");
         }
     }
     Ok(())

@@ -35,6 +35,9 @@ await run(async (page) => {
   await page.getByRole('button', { name: 'Make optional: terms.pdf' }).click();
   await said(page, 'Saved', 'the attachment is made optional');
   step('the attachment shows as optional', (await page.getByText('when the sender picks it').count()) === 1);
+  await visit('Scenarios', 'scenarios');
+  await page.getByRole('button', { name: 'Add an unsubscribe link to delivery-note' }).click();
+  await said(page, 'one-click unsubscribe link now', 'a scenario gets a one-click unsubscribe link');
 
   // A sending profile.
   await visit('Sending profiles', 'sending-profiles');
@@ -158,6 +161,18 @@ await run(async (page) => {
   await page.getByLabel('Address').fill('kept@customer.example');
   await page.getByRole('button', { name: 'Suppress' }).click();
   await said(page, 'is suppressed', 'a second address is suppressed');
+
+  // A DKIM key: generated in the browser, its TXT record shown to publish.
+  await visit('DKIM', 'dkim');
+  await page.getByLabel('Domain', { exact: true }).fill('cronus.example');
+  await page.getByLabel("Selector (empty: mr and today's date)").fill('s1');
+  await page.getByLabel('Algorithm').selectOption('ed25519-sha256');
+  await page.getByRole('button', { name: 'Generate the key' }).click();
+  await said(page, 'publish its TXT record', 'a DKIM key is generated');
+  step('its TXT record is shown', (await page.getByText('v=DKIM1; k=ed25519; p=').count()) === 1);
+  step('the record is published under its selector', (await page.getByText('s1._domainkey.cronus.example').count()) === 1);
+  await audit(page, 'dkim-listed');
+  await shoot(page, 'dkim-listed');
 
   await visit('Alerts', 'alerts');
   await visit('Nodes', 'nodes');
