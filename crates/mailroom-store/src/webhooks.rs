@@ -498,10 +498,24 @@ impl Store {
                 return Ok(false);
             }
             if attempt.succeeded() {
-                sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
+                let recovered = sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
                     .bind(&endpoint)
                     .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    > 0;
+                // The receiver is back: what waits for a retry goes now, not after its backoff
+                // (which may be an hour after an outage).
+                if recovered {
+                    sqlx::query(
+                        "UPDATE webhook_deliveries SET next_attempt_at = $2
+                         WHERE endpoint_id = $1 AND state = 'pending' AND next_attempt_at > $2 AND lease_owner IS NULL",
+                    )
+                    .bind(&endpoint)
+                    .bind(attempt.at_ms)
+                    .execute(&mut *tx)
                     .await?;
+                }
             } else {
                 sqlx::query("UPDATE webhook_endpoints SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL")
                     .bind(&endpoint)

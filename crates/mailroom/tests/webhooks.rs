@@ -430,3 +430,76 @@ async fn no_event_is_lost_while_the_receiver_is_down_and_mailroom_is_killed() {
     assert_eq!(by_id.len(), ids.len());
     receiver.stop();
 }
+
+#[tokio::test]
+async fn a_receiver_that_comes_back_gets_its_waiting_events_at_once_not_after_their_backoff() {
+    let sink = mailroom_testkit::SmtpSink::start(&[]).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = common::start_server_with(ALLOW_PRIVATE).await;
+    server
+        .add_default_smtp_account("works", sink.port, json!({}))
+        .await
+        .unwrap();
+    let hook = ok(
+        &server,
+        Method::POST,
+        "/v1/webhooks",
+        Some(json!({"url": format!("http://127.0.0.1:{port}/hook"), "events": ["message.sent"]})),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(id_of(
+            &server
+                .send(&json!({"to": ["ann@example.com"], "subject": format!("m{n}"), "text": "t"}))
+                .await
+                .unwrap(),
+        ));
+    }
+    // Each event's first try fails at once and its second 5 s later: the third is 30 s after that.
+    let log_path = format!("/v1/webhooks/{}/deliveries", id_of(&hook));
+    mailroom_testkit::wait_until(
+        Duration::from_secs(30),
+        "two failed tries of each event",
+        || async {
+            let log = ok(&server, Method::GET, &log_path, None).await;
+            Ok(log.as_array().map_or(0, Vec::len) >= 10)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    let came_back = std::time::Instant::now();
+    let receiver = Receiver::start(port, vec![]).await;
+    // A new event succeeds at once, and with it the waiting ones go.
+    ids.push(id_of(
+        &server
+            .send(&json!({"to": ["ann@example.com"], "subject": "after", "text": "t"}))
+            .await
+            .unwrap(),
+    ));
+    mailroom_testkit::wait_until(Duration::from_secs(20), "every event delivered", || async {
+        let delivered: std::collections::HashSet<String> = receiver
+            .received()
+            .iter()
+            .map(|r| {
+                body(r)["data"]["message_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        Ok(ids.iter().all(|id| delivered.contains(id)))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    assert!(
+        came_back.elapsed() < Duration::from_secs(15),
+        "delivered {:?} after the receiver came back, not after the 30 s backoff",
+        came_back.elapsed()
+    );
+    receiver.stop();
+}
