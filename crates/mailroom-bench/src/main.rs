@@ -5,6 +5,7 @@
 
 mod archive;
 mod inbound;
+mod webhooks;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -70,6 +71,19 @@ enum Bench {
         /// (0: skipped).
         #[arg(long, default_value_t = 100)]
         large_mib: usize,
+    },
+    /// Webhook delivery: latency (p50/p99) from a message's outcome to the receiver at a steady
+    /// send rate, then events lost when the receiver is down and mailroom is SIGKILLed meanwhile.
+    Webhooks {
+        /// Messages sent per second while measuring latency.
+        #[arg(long, default_value_t = 1_000.0)]
+        rate: f64,
+        /// For this many seconds.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// How long the receiver is down (mail keeps coming at a tenth of the rate).
+        #[arg(long, default_value_t = 300)]
+        outage_seconds: u64,
     },
     /// Memory with large attachments: peak server RSS sending 1 and N messages that each carry a file.
     Attachments {
@@ -144,6 +158,11 @@ async fn main() -> Result<()> {
             };
             archive::archive(&mailroom_binary()?, messages, postgres).await
         }
+        Bench::Webhooks {
+            rate,
+            seconds,
+            outage_seconds,
+        } => webhooks::webhooks(&mailroom_binary()?, rate, seconds, outage_seconds).await,
         Bench::Attachments {
             size_mib,
             concurrent,
