@@ -4,6 +4,7 @@
 //! worth retrying (`Transient`) or not (`Permanent`), with the server's reply code and text when there
 //! was one. New providers (Microsoft Graph, Gmail…) implement the same trait without touching the core.
 
+pub mod dkim;
 mod imap;
 mod imap_source;
 mod implicit_tls;

@@ -1,13 +1,12 @@
-//! DKIM signing (RFC 6376; Ed25519 per RFC 8463) for each sending domain: key generation and import,
-//! the DNS TXT record to publish, and signing a composed message. The cryptography and the
-//! canonicalisation are mail-auth's; mailroom chooses the headers and keeps the keys.
+//! DKIM (RFC 6376; Ed25519 per RFC 8463) for each sending domain: algorithms, selectors, keys
+//! imported or made elsewhere, the DNS TXT record to publish, and the headers a signature covers.
+//! Generating a key (the OS's randomness) and signing (mail-auth reads the clock for `t=`) are in
+//! mailroom-connect's `dkim`, since this crate does no I/O.
 
 use crate::ValidationError;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
-use mail_auth::common::headers::HeaderWriter;
-use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
 use std::fmt;
@@ -143,26 +142,12 @@ impl fmt::Debug for KeyMaterial {
     }
 }
 
-fn key_error(reason: impl fmt::Display) -> ValidationError {
+/// A key that cannot be used, as a validation error of the `private_key` field.
+pub fn key_error(reason: impl fmt::Display) -> ValidationError {
     ValidationError::new("private_key", reason.to_string())
 }
 
 impl KeyMaterial {
-    /// A new key: RSA-2048 or Ed25519.
-    pub fn generate(algorithm: DkimAlgorithm) -> Result<Self, ValidationError> {
-        match algorithm {
-            DkimAlgorithm::Rsa => {
-                let key =
-                    rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).map_err(key_error)?;
-                Self::from_rsa(&key)
-            }
-            DkimAlgorithm::Ed25519 => {
-                let der = Ed25519Key::generate_pkcs8().map_err(key_error)?;
-                Self::from_ed25519_pkcs8(der)
-            }
-        }
-    }
-
     /// An existing key in PEM: `RSA PRIVATE KEY` (PKCS#1) or `PRIVATE KEY` (PKCS#8, RSA or Ed25519).
     pub fn import_pem(pem: &str) -> Result<Self, ValidationError> {
         let pem = pem.trim();
@@ -183,7 +168,8 @@ impl KeyMaterial {
         ))
     }
 
-    fn from_rsa(key: &rsa::RsaPrivateKey) -> Result<Self, ValidationError> {
+    /// An RSA key (at least 2048 bits).
+    pub fn from_rsa(key: &rsa::RsaPrivateKey) -> Result<Self, ValidationError> {
         use rsa::traits::PublicKeyParts;
         let bits = key.size() * 8;
         // RFC 8301 allows 1024 bits and recommends 2048; the signing library (ring) refuses less.
@@ -199,11 +185,16 @@ impl KeyMaterial {
             private_der,
             public_key: BASE64.encode(public.as_bytes()),
         };
-        Signer::new("example.com", "check", &material)?;
+        // The signing library must accept it too.
+        RsaKey::<Sha256>::from_key_der(rustls_pki_types::PrivateKeyDer::Pkcs1(
+            material.private_der.clone().into(),
+        ))
+        .map_err(key_error)?;
         Ok(material)
     }
 
-    fn from_ed25519_pkcs8(der: Vec<u8>) -> Result<Self, ValidationError> {
+    /// An Ed25519 key in PKCS#8 DER.
+    pub fn from_ed25519_pkcs8(der: Vec<u8>) -> Result<Self, ValidationError> {
         let key = Ed25519Key::from_pkcs8_maybe_unchecked_der(&der)
             .map_err(|e| key_error(format!("not an RSA or Ed25519 key: {e}")))?;
         Ok(Self {
@@ -238,117 +229,23 @@ fn pem_body(pem: &str) -> Option<Vec<u8>> {
     BASE64.decode(body).ok()
 }
 
-enum SignerKey {
-    Rsa(DkimSigner<RsaKey<Sha256>, Done>),
-    Ed25519(DkimSigner<Ed25519Key, Done>),
-}
-
-fn finish<K: mail_auth::common::crypto::SigningKey>(
-    key: K,
-    domain: &str,
-    selector: &str,
-) -> DkimSigner<K, Done> {
-    DkimSigner::from_key(key)
-        .domain(domain)
-        .selector(selector)
-        .headers(SIGNED_HEADERS.iter().copied())
-        .header_canonicalization(Canonicalization::Relaxed)
-        .body_canonicalization(Canonicalization::Relaxed)
-}
-
-/// Signs messages for one domain with one key (relaxed/relaxed canonicalisation).
-pub struct Signer {
-    domain: String,
-    selector: String,
-    key: SignerKey,
-}
-
-impl fmt::Debug for Signer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Signer({}, {})", self.domain, self.selector)
-    }
-}
-
-impl Signer {
-    pub fn new(domain: &str, selector: &str, key: &KeyMaterial) -> Result<Self, ValidationError> {
-        let key = match key.algorithm {
-            DkimAlgorithm::Rsa => SignerKey::Rsa(finish(
-                RsaKey::<Sha256>::from_key_der(rustls_pki_types::PrivateKeyDer::Pkcs1(
-                    key.private_der.clone().into(),
-                ))
-                .map_err(key_error)?,
-                domain,
-                selector,
-            )),
-            DkimAlgorithm::Ed25519 => SignerKey::Ed25519(finish(
-                Ed25519Key::from_pkcs8_maybe_unchecked_der(&key.private_der).map_err(key_error)?,
-                domain,
-                selector,
-            )),
-        };
-        Ok(Self {
-            domain: domain.to_owned(),
-            selector: selector.to_owned(),
-            key,
-        })
-    }
-
-    /// The message with a `DKIM-Signature` header in front.
-    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
-        let signature = match &self.key {
-            SignerKey::Rsa(signer) => signer.sign(message),
-            SignerKey::Ed25519(signer) => signer.sign(message),
-        }
-        .map_err(|e| format!("DKIM signing failed: {e}"))?;
-        let header = signature.to_header();
-        let mut signed = Vec::with_capacity(header.len() + message.len());
-        signed.extend_from_slice(header.as_bytes());
-        signed.extend_from_slice(message);
-        Ok(signed)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const MESSAGE: &[u8] = b"From: Sales <sales@example.com>\r\nTo: ann@example.org\r\nSubject: Invoice 103001\r\nDate: Sat, 28 Nov 2026 08:00:00 +0000\r\nMessage-ID: <1@example.com>\r\n\r\nHello Ann,\r\n";
-
     #[test]
-    fn an_ed25519_key_signs_with_its_domain_selector_and_algorithm() {
-        let key = KeyMaterial::generate(DkimAlgorithm::Ed25519).unwrap();
-        let signer = Signer::new("example.com", "s2026", &key).unwrap();
-        let signed = String::from_utf8(signer.sign(MESSAGE).unwrap()).unwrap();
-        assert!(signed.starts_with("DKIM-Signature: "));
-        for tag in [
-            "a=ed25519-sha256",
-            "d=example.com",
-            "s=s2026",
-            "c=relaxed/relaxed",
-        ] {
-            assert!(signed.contains(tag), "{tag} missing in {signed}");
-        }
-        assert!(signed.ends_with("Hello Ann,\r\n"));
-        assert_eq!(BASE64.decode(&key.public_key).unwrap().len(), 32);
-        assert_eq!(
-            key.dns_record(),
-            format!("v=DKIM1; k=ed25519; p={}", key.public_key)
-        );
-    }
-
-    #[test]
-    fn an_imported_rsa_pem_gives_the_same_public_key_as_the_key_it_came_from() {
+    fn an_imported_rsa_pem_gives_the_public_key_of_the_key_it_came_from() {
         let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
         let pem = key.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).unwrap();
         let imported = KeyMaterial::import_pem(&pem).unwrap();
         let direct = KeyMaterial::from_rsa(&key).unwrap();
         assert_eq!(imported.public_key, direct.public_key);
         assert_eq!(imported.algorithm, DkimAlgorithm::Rsa);
-        let signed = Signer::new("example.com", "s1", &imported)
-            .unwrap()
-            .sign(MESSAGE)
-            .unwrap();
-        assert!(String::from_utf8_lossy(&signed).contains("a=rsa-sha256"));
+        assert!(
+            imported
+                .dns_record()
+                .starts_with("v=DKIM1; k=rsa; p=MIIBIjAN")
+        );
     }
 
     #[test]

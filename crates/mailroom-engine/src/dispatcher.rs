@@ -179,6 +179,8 @@ struct Inner {
     tasks: TaskTracker,
     /// The encode budget in KiB permits.
     encode_budget: Arc<Semaphore>,
+    /// A signer per DKIM key (by key id): parsing a key is costly, signing with it is not.
+    dkim_signers: Mutex<HashMap<Uuid, Arc<mailroom_connect::dkim::Signer>>>,
     lanes: Mutex<HashMap<Uuid, AccountLane>>,
     /// Counts the times due mail may have joined the queue outside the store writer's sight (a
     /// retry, a release, a recovered lease): a lane found drained before the latest of them is
@@ -223,6 +225,7 @@ impl Engine {
                 stopping: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 encode_budget,
+                dkim_signers: Mutex::default(),
                 lanes: Mutex::new(HashMap::new()),
                 queue_generation: AtomicU64::new(0),
                 outcomes: Mutex::new(None),
@@ -1028,11 +1031,11 @@ impl SendTask {
         bytes: Vec<u8>,
     ) -> Result<Vec<u8>, mailroom_connect::SendError> {
         let domain = from.address.domain().to_ascii_lowercase();
-        let signer = self
+        let key = self
             .engine
             .inner
             .store
-            .dkim_signer(&domain)
+            .dkim_signing_key(&domain)
             .await
             .map_err(|e| {
                 mailroom_connect::SendError::transient(
@@ -1040,12 +1043,36 @@ impl SendTask {
                     format!("reading the DKIM key of {domain}: {e}"),
                 )
             })?;
-        match signer {
-            None => Ok(bytes),
-            Some(signer) => signer
-                .sign(&bytes)
-                .map_err(|e| mailroom_connect::SendError::transient(None, e)),
-        }
+        let Some(key) = key else {
+            return Ok(bytes);
+        };
+        let cached = self
+            .engine
+            .inner
+            .dkim_signers
+            .lock()
+            .expect("dkim lock")
+            .get(&key.id)
+            .cloned();
+        let signer = match cached {
+            Some(signer) => signer,
+            None => {
+                let signer = Arc::new(
+                    mailroom_connect::dkim::Signer::new(&key.domain, &key.selector, &key.material)
+                        .map_err(|e| mailroom_connect::SendError::transient(None, e.to_string()))?,
+                );
+                let mut signers = self.engine.inner.dkim_signers.lock().expect("dkim lock");
+                // Keys deleted or rotated away leave their signers behind: keep the map small.
+                if signers.len() > 64 {
+                    signers.clear();
+                }
+                signers.insert(key.id, signer.clone());
+                signer
+            }
+        };
+        signer
+            .sign(&bytes)
+            .map_err(|e| mailroom_connect::SendError::transient(None, e))
     }
 
     async fn attempt(

@@ -5,7 +5,7 @@ use crate::db::{WritePool, on_db};
 use crate::{Store, StoreError, StoreResult, now_ms};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use mailroom_core::dkim::{DkimAlgorithm, KeyMaterial, Signer};
+use mailroom_core::dkim::{DkimAlgorithm, KeyMaterial};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,8 +38,17 @@ impl DkimKey {
     }
 }
 
-/// The active signer of each domain.
-pub type DkimSigners = HashMap<String, Arc<Signer>>;
+/// A domain's active key, as signing needs it.
+#[derive(Debug, Clone)]
+pub struct SigningKey {
+    pub id: Uuid,
+    pub domain: String,
+    pub selector: String,
+    pub material: KeyMaterial,
+}
+
+/// The active key of each domain.
+pub type DkimSigners = HashMap<String, Arc<SigningKey>>;
 
 type Row = (
     String,
@@ -210,9 +219,9 @@ impl Store {
         *self.caches.dkim_signers.lock().expect("dkim lock") = None;
     }
 
-    /// The signer of `domain` (lower-case), if it has an active key. Keys are read at most once a
-    /// second (a change on another node is used within a second), so a send costs a map lookup.
-    pub async fn dkim_signer(&self, domain: &str) -> StoreResult<Option<Arc<Signer>>> {
+    /// The active key of `domain` (lower-case), if it has one. Keys are read at most once a second
+    /// (a change on another node is used within a second), so a send costs a map lookup.
+    pub async fn dkim_signing_key(&self, domain: &str) -> StoreResult<Option<Arc<SigningKey>>> {
         let cached = self
             .caches
             .dkim_signers
@@ -241,9 +250,16 @@ impl Store {
                     .map_err(|_| StoreError::Conflict(format!("DKIM key {id} is damaged")))?,
                 public_key: String::new(),
             };
+            let id = Uuid::parse_str(&id)
+                .map_err(|_| StoreError::Conflict("stored DKIM key id is not a UUID".into()))?;
             signers.insert(
                 key_domain.clone(),
-                Arc::new(Signer::new(&key_domain, &selector, &material)?),
+                Arc::new(SigningKey {
+                    id,
+                    domain: key_domain,
+                    selector,
+                    material,
+                }),
             );
         }
         let signer = signers.get(domain).cloned();

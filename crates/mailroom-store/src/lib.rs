@@ -66,7 +66,7 @@ pub use webhooks::{DeliveryAttempt, DueDelivery, LoggedAttempt, WebhookChange, W
 
 pub use copy::CopiedTable;
 pub use db::Backend;
-pub use dkim::{DkimKey, DkimSigners};
+pub use dkim::{DkimKey, DkimSigners, SigningKey};
 pub use listing::{EXACT_TOTAL_UP_TO, SUBJECT_SEARCH_WINDOW};
 
 use db::on_db;

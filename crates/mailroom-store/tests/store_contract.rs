@@ -1810,24 +1810,28 @@ async fn an_unsubscribe_token_opens_only_unchanged_and_takes_its_addresses_off_i
 
 contract! {
 async fn a_domain_signs_with_its_one_active_dkim_key_and_keeps_the_others_listed(t) {
-    use mailroom_core::dkim::{DkimAlgorithm, KeyMaterial};
-    assert!(t.store.dkim_signer("cronus.example").await.unwrap().is_none());
-    let first = t.store.add_dkim_key("cronus.example", "s1", &KeyMaterial::generate(DkimAlgorithm::Ed25519).unwrap(), Some("admin")).await.unwrap();
+    use mailroom_connect::dkim::generate;
+    use mailroom_core::dkim::DkimAlgorithm;
+    assert!(t.store.dkim_signing_key("cronus.example").await.unwrap().is_none());
+    let first = t.store.add_dkim_key("cronus.example", "s1", &generate(DkimAlgorithm::Ed25519).unwrap(), Some("admin")).await.unwrap();
     assert!(first.active, "a domain's first key signs at once");
-    assert!(t.store.dkim_signer("cronus.example").await.unwrap().is_some(), "seen at once on this node");
-    let second = t.store.add_dkim_key("cronus.example", "s2", &KeyMaterial::generate(DkimAlgorithm::Ed25519).unwrap(), None).await.unwrap();
+    assert!(t.store.dkim_signing_key("cronus.example").await.unwrap().is_some(), "seen at once on this node");
+    let second = t.store.add_dkim_key("cronus.example", "s2", &generate(DkimAlgorithm::Ed25519).unwrap(), None).await.unwrap();
     assert!(!second.active);
-    let taken = t.store.add_dkim_key("cronus.example", "s2", &KeyMaterial::generate(DkimAlgorithm::Ed25519).unwrap(), None).await;
+    let taken = t.store.add_dkim_key("cronus.example", "s2", &generate(DkimAlgorithm::Ed25519).unwrap(), None).await;
     assert!(matches!(taken, Err(mailroom_store::StoreError::Refused { code: "dkim_selector_taken", .. })));
     t.store.activate_dkim_key(second.id).await.unwrap();
     let keys = t.store.dkim_keys(Some("cronus.example")).await.unwrap();
     assert_eq!(keys.iter().map(|k| (k.selector.as_str(), k.active)).collect::<Vec<_>>(), [("s2", true), ("s1", false)]);
-    let signed = t.store.dkim_signer("cronus.example").await.unwrap().unwrap().sign(b"From: a@cronus.example\r\n\r\nx\r\n").unwrap();
-    assert!(String::from_utf8_lossy(&signed).contains("s=s2"));
+    let signing = t.store.dkim_signing_key("cronus.example").await.unwrap().unwrap();
+    assert_eq!((signing.id, signing.selector.as_str()), (second.id, "s2"));
+    // The sealed private key comes back whole: it signs.
+    let signer = mailroom_connect::dkim::Signer::new(&signing.domain, &signing.selector, &signing.material).unwrap();
+    assert!(String::from_utf8_lossy(&signer.sign(b"From: a@cronus.example\r\n\r\nx\r\n").unwrap()).contains("s=s2"));
     assert!(matches!(t.store.delete_dkim_key(second.id).await, Err(mailroom_store::StoreError::Refused { code: "dkim_key_active", .. })));
     t.store.delete_dkim_key(first.id).await.unwrap();
     t.store.delete_dkim_key(second.id).await.unwrap();
     assert!(t.store.dkim_keys(None).await.unwrap().is_empty());
-    assert!(t.store.dkim_signer("cronus.example").await.unwrap().is_none());
+    assert!(t.store.dkim_signing_key("cronus.example").await.unwrap().is_none());
 }
 }

@@ -143,7 +143,7 @@ async fn create_dkim_key(
             let algorithm: DkimAlgorithm =
                 body.algorithm.as_deref().unwrap_or("rsa-sha256").parse()?;
             // RSA key generation takes a moment of CPU: off the request threads.
-            tokio::task::spawn_blocking(move || KeyMaterial::generate(algorithm))
+            tokio::task::spawn_blocking(move || mailroom_connect::dkim::generate(algorithm))
                 .await
                 .map_err(|e| ApiError::internal(format!("key generation stopped: {e}")))??
         }
