@@ -4,7 +4,7 @@
 //! again with backoff for up to three days (`mailroom_core::webhook::retry_delay_ms`).
 
 use mailroom_connect::WebhookClient;
-use mailroom_core::webhook::retry_delay_ms;
+use mailroom_core::webhook::{SigningSecret, retry_delay_ms};
 use mailroom_store::{DeliveryAttempt, DueDelivery, Store, now_ms};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,9 @@ impl Default for WebhookConfig {
 
 /// Events fanned out in one transaction at most.
 const FAN_OUT_BATCH: i64 = 2_000;
+
+/// A delivery, how its attempt went, and when to try again.
+type Recorded = (DueDelivery, DeliveryAttempt, i64);
 
 pub struct WebhookWorker {
     store: Store,
@@ -83,6 +86,28 @@ impl WebhookWorker {
     /// Fans out and delivers until `stopping`.
     pub async fn run(self: Arc<Self>, stopping: CancellationToken) {
         let mut in_flight = tokio::task::JoinSet::new();
+        // What the requests bring back is recorded together, a transaction per batch.
+        let (record, mut to_record) = tokio::sync::mpsc::unbounded_channel::<Recorded>();
+        let recorder = {
+            let store = self.store.clone();
+            let node = self.node_id.clone();
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(256);
+                while let Some(first) = to_record.recv().await {
+                    batch.push(first);
+                    while batch.len() < 256 {
+                        match to_record.try_recv() {
+                            Ok(next) => batch.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(error) = store.record_deliveries(&node, &batch).await {
+                        tracing::warn!(%error, size = batch.len(), "webhooks: recording deliveries failed; they are tried again when their leases expire");
+                    }
+                    batch.clear();
+                }
+            })
+        };
         loop {
             // Busy means: go round again at once. A full batch of events leaves more behind; a
             // partial one is all there was (the next round comes after the poll interval, so that
@@ -93,7 +118,9 @@ impl WebhookWorker {
                 Err(error) => tracing::warn!(%error, "webhooks: fanning out events failed"),
             }
             let room = self.config.concurrency.saturating_sub(in_flight.len());
-            if room > 0 {
+            // Claim when a quarter of the places are free (or none is taken): a claim per finished
+            // request would be a write transaction per delivery.
+            if room > 0 && (in_flight.is_empty() || room >= self.config.concurrency.div_ceil(4)) {
                 let now = now_ms();
                 let lease_until = now + self.config.lease.as_millis() as i64;
                 match self
@@ -105,7 +132,13 @@ impl WebhookWorker {
                         busy |= !due.is_empty();
                         for delivery in due {
                             let worker = self.clone();
-                            in_flight.spawn(async move { worker.deliver(delivery).await });
+                            let record = record.clone();
+                            in_flight.spawn(async move {
+                                let recorded = worker.deliver(delivery).await;
+                                if let Some(recorded) = recorded {
+                                    let _ = record.send(recorded);
+                                }
+                            });
                         }
                     }
                     Err(error) => tracing::warn!(%error, "webhooks: taking due deliveries failed"),
@@ -124,16 +157,25 @@ impl WebhookWorker {
         // Requests in flight finish (at most the receiver timeout); what they do not record is
         // tried again once their lease expires.
         while in_flight.join_next().await.is_some() {}
+        drop(record);
+        let _ = recorder.await;
     }
 
-    async fn deliver(&self, delivery: DueDelivery) {
-        let secrets = match self.store.webhook_secrets(delivery.endpoint_id).await {
-            Ok(secrets) => secrets,
+    /// The endpoint's signing secrets (the store keeps them a second).
+    async fn secrets_of(&self, endpoint: uuid::Uuid) -> Option<Vec<SigningSecret>> {
+        match self.store.webhook_secrets(endpoint).await {
+            Ok(secrets) => Some(secrets),
             Err(error) => {
-                tracing::error!(%error, endpoint = %delivery.endpoint_id, "webhooks: the endpoint's secret cannot be read");
-                return;
+                tracing::error!(%error, %endpoint, "webhooks: the endpoint's secret cannot be read");
+                None
             }
-        };
+        }
+    }
+
+    /// Sends one delivery; what to record of it (nothing when its secret cannot be read: the lease
+    /// expires and it is tried again).
+    async fn deliver(&self, delivery: DueDelivery) -> Option<Recorded> {
+        let secrets = self.secrets_of(delivery.endpoint_id).await?;
         let body = delivery_body(&delivery);
         let id = format!("evt_{}", delivery.event_id);
         let timestamp = now_ms() / 1000;
@@ -172,12 +214,6 @@ impl WebhookWorker {
                 status = ?attempt.status, error = ?attempt.error, "a webhook delivery failed; it is tried again later");
         }
         let retry_at = now_ms() + retry_delay_ms(delivery.attempts + 1);
-        if let Err(error) = self
-            .store
-            .record_delivery(&self.node_id, &delivery, &attempt, retry_at)
-            .await
-        {
-            tracing::warn!(%error, webhook_id = %id, "webhooks: recording a delivery failed; it is tried again when its lease expires");
-        }
+        Some((delivery, attempt, retry_at))
     }
 }

@@ -28,6 +28,10 @@ pub(crate) struct Caches {
     pub(crate) suppressions_empty: Mutex<Option<Instant>>,
     /// The active DKIM signer of each domain, and when they were read.
     pub(crate) dkim_signers: Mutex<Option<(crate::DkimSigners, Instant)>>,
+    /// Each webhook endpoint's signing secrets, and when they were read (a delivery costs no read
+    /// and no decryption; a rotation on this node is seen at once, on another within a second).
+    pub(crate) webhook_secrets:
+        Mutex<HashMap<Uuid, (Vec<mailroom_core::webhook::SigningSecret>, Instant)>>,
     tokens: Mutex<HashMap<String, CachedToken>>,
     routing: Mutex<Option<(Routing, Instant)>>,
 }

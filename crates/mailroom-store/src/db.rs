@@ -97,6 +97,10 @@ impl StoreRow for PgRow {
 }
 
 /// Starting a write transaction, the same call on both backends.
+/// Transactions of the sqlx writer waiting for SQLite's write lock (see `begin_write`).
+pub(crate) static SQLX_WRITERS_WAITING: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
 pub(crate) trait WritePool {
     type Database: sqlx::Database;
     fn begin_write(
@@ -110,6 +114,17 @@ impl WritePool for SqlitePool {
     /// transaction that read first and only then tried to write after the writer had committed
     /// would fail with "database is locked" instead of waiting its turn.
     async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, Sqlite>> {
+        // The group-commit writer lets a waiting transaction in between two of its own: SQLite's
+        // lock is not fair, and under a steady load it would otherwise take the lock back every
+        // time (starving webhook deliveries, settings changes… for as long as the load lasts).
+        struct Waiting;
+        impl Drop for Waiting {
+            fn drop(&mut self) {
+                SQLX_WRITERS_WAITING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            }
+        }
+        SQLX_WRITERS_WAITING.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let _waiting = Waiting;
         self.begin_with("BEGIN IMMEDIATE").await
     }
 }

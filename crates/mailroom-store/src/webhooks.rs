@@ -249,6 +249,7 @@ impl Store {
     }
 
     pub async fn delete_webhook(&self, id: Uuid) -> StoreResult<()> {
+        self.forget_webhook_secrets(id);
         on_db!(self, |writer, reader| {
             let deleted = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
                 .bind(id.to_string())
@@ -285,12 +286,42 @@ impl Store {
                 return Err(StoreError::NotFound(format!("webhook {id}")));
             }
         });
+        self.forget_webhook_secrets(id);
         self.webhook(id).await
     }
 
     /// The secrets that sign an endpoint's deliveries now: the current one, and the previous one
     /// while a rotation's overlap lasts.
     pub async fn webhook_secrets(&self, id: Uuid) -> StoreResult<Vec<SigningSecret>> {
+        if let Some((secrets, at)) = self
+            .caches
+            .webhook_secrets
+            .lock()
+            .expect("cache lock")
+            .get(&id)
+            && at.elapsed() < crate::cache::TTL
+        {
+            return Ok(secrets.clone());
+        }
+        let secrets = self.read_webhook_secrets(id).await?;
+        self.caches
+            .webhook_secrets
+            .lock()
+            .expect("cache lock")
+            .insert(id, (secrets.clone(), std::time::Instant::now()));
+        Ok(secrets)
+    }
+
+    /// Forgets the cached secrets of an endpoint (after a change to it).
+    fn forget_webhook_secrets(&self, id: Uuid) {
+        self.caches
+            .webhook_secrets
+            .lock()
+            .expect("cache lock")
+            .remove(&id);
+    }
+
+    async fn read_webhook_secrets(&self, id: Uuid) -> StoreResult<Vec<SigningSecret>> {
         let row: Option<(String, Option<String>, Option<i64>)> = on_db!(self, |writer, reader| {
             sqlx::query_as(
                 "SELECT secret_sealed, previous_secret_sealed, previous_until FROM webhook_endpoints WHERE id = $1",
@@ -454,18 +485,34 @@ impl Store {
         attempt: &DeliveryAttempt,
         retry_at: i64,
     ) -> StoreResult<bool> {
-        let number = i64::from(delivery.attempts) + 1;
-        let (state, next) = if attempt.succeeded() {
-            ("delivered", attempt.at_ms)
-        } else if attempt.at_ms - delivery.event_at_ms >= GIVE_UP_AFTER_MS {
-            ("given-up", attempt.at_ms)
-        } else {
-            ("pending", retry_at)
-        };
-        let endpoint = delivery.endpoint_id.to_string();
+        let recorded = self
+            .record_deliveries(node, &[(delivery.clone(), attempt.clone(), retry_at)])
+            .await?;
+        Ok(recorded.first().copied().unwrap_or(false))
+    }
+
+    /// [`Store::record_delivery`] for many attempts in one transaction (the webhook worker records
+    /// what its requests bring back together, so that a thousand deliveries a second are not a
+    /// thousand write transactions). One `bool` per attempt, in order.
+    pub async fn record_deliveries(
+        &self,
+        node: &str,
+        attempts: &[(DueDelivery, DeliveryAttempt, i64)],
+    ) -> StoreResult<Vec<bool>> {
         on_db!(self, |writer, reader| {
             let mut tx = writer.begin_write().await?;
-            sqlx::query(
+            let mut recorded = Vec::with_capacity(attempts.len());
+            for (delivery, attempt, retry_at) in attempts {
+                let number = i64::from(delivery.attempts) + 1;
+                let (state, next) = if attempt.succeeded() {
+                    ("delivered", attempt.at_ms)
+                } else if attempt.at_ms - delivery.event_at_ms >= GIVE_UP_AFTER_MS {
+                    ("given-up", attempt.at_ms)
+                } else {
+                    ("pending", *retry_at)
+                };
+                let endpoint = delivery.endpoint_id.to_string();
+                sqlx::query(
                 "INSERT INTO webhook_attempts (endpoint_id, event_id, number, at, status, latency_ms, response, error)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
             )
@@ -479,7 +526,7 @@ impl Store {
             .bind(&attempt.error)
             .execute(&mut *tx)
             .await?;
-            let moved = sqlx::query(
+                let moved = sqlx::query(
                 "UPDATE webhook_deliveries SET state = $4, attempts = $5, next_attempt_at = $6, lease_owner = NULL,
                    lease_until = NULL, updated_at = $7
                  WHERE endpoint_id = $1 AND event_id = $2 AND lease_owner = $3 AND state = 'pending'",
@@ -493,21 +540,21 @@ impl Store {
             .bind(attempt.at_ms)
             .execute(&mut *tx)
             .await?;
-            if moved.rows_affected() == 0 {
-                tx.commit().await?;
-                return Ok(false);
-            }
-            if attempt.succeeded() {
-                let recovered = sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
+                if moved.rows_affected() == 0 {
+                    recorded.push(false);
+                    continue;
+                }
+                if attempt.succeeded() {
+                    let recovered = sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
                     .bind(&endpoint)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected()
                     > 0;
-                // The receiver is back: what waits for a retry goes now, not after its backoff
-                // (which may be an hour after an outage).
-                if recovered {
-                    sqlx::query(
+                    // The receiver is back: what waits for a retry goes now, not after its backoff
+                    // (which may be an hour after an outage).
+                    if recovered {
+                        sqlx::query(
                         "UPDATE webhook_deliveries SET next_attempt_at = $2
                          WHERE endpoint_id = $1 AND state = 'pending' AND next_attempt_at > $2 AND lease_owner IS NULL",
                     )
@@ -515,14 +562,14 @@ impl Store {
                     .bind(attempt.at_ms)
                     .execute(&mut *tx)
                     .await?;
-                }
-            } else {
-                sqlx::query("UPDATE webhook_endpoints SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL")
+                    }
+                } else {
+                    sqlx::query("UPDATE webhook_endpoints SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL")
                     .bind(&endpoint)
                     .bind(attempt.at_ms)
                     .execute(&mut *tx)
                     .await?;
-                let row: Option<(String, String)> = sqlx::query_as(
+                    let row: Option<(String, String)> = sqlx::query_as(
                     "UPDATE webhook_endpoints SET enabled = FALSE, disabled_reason = $3, updated_at = $2
                      WHERE id = $1 AND enabled = TRUE AND failing_since <= $4 RETURNING created_by, url",
                 )
@@ -532,8 +579,8 @@ impl Store {
                 .bind(attempt.at_ms - DISABLE_AFTER_MS)
                 .fetch_optional(&mut *tx)
                 .await?;
-                if let Some((owner, url)) = row {
-                    sqlx::query(
+                    if let Some((owner, url)) = row {
+                        sqlx::query(
                         "INSERT INTO alerts (id, user_id, mailbox_id, kind, message, created_at) VALUES ($1, $2, NULL, 'webhook.disabled', $3, $4)",
                     )
                     .bind(Uuid::now_v7().to_string())
@@ -544,10 +591,12 @@ impl Store {
                     .bind(attempt.at_ms)
                     .execute(&mut *tx)
                     .await?;
+                    }
                 }
+                recorded.push(true);
             }
             tx.commit().await?;
-            Ok(true)
+            Ok(recorded)
         })
     }
 

@@ -150,6 +150,12 @@ pub(crate) async fn run_writer(
                 Err(_) => break,
             }
         }
+        // Another transaction waits for the write lock: let it in first (at most a few ms).
+        let mut patience = 0;
+        while crate::db::SQLX_WRITERS_WAITING.load(Ordering::Acquire) > 0 && patience < 30 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            patience += 1;
+        }
         let clock = std::time::Instant::now();
         let size = batch.len();
         let queued_elsewhere = state.queued_elsewhere.load(Ordering::Acquire);
