@@ -37,6 +37,10 @@ impl Default for WebhookConfig {
 /// Events fanned out in one transaction at most.
 const FAN_OUT_BATCH: i64 = 2_000;
 
+/// Deliveries claimed per request place: claimed deliveries wait for a place (their lease is long
+/// enough), and a claim is one transaction for many.
+const CLAIMED_PER_REQUEST_PLACE: usize = 8;
+
 /// A delivery, how its attempt went, and when to try again.
 type Recorded = (DueDelivery, DeliveryAttempt, i64);
 
@@ -86,6 +90,7 @@ impl WebhookWorker {
     /// Fans out and delivers until `stopping`.
     pub async fn run(self: Arc<Self>, stopping: CancellationToken) {
         let mut in_flight = tokio::task::JoinSet::new();
+        let places = Arc::new(tokio::sync::Semaphore::new(self.config.concurrency.max(1)));
         // What the requests bring back is recorded together, a transaction per batch.
         let (record, mut to_record) = tokio::sync::mpsc::unbounded_channel::<Recorded>();
         let recorder = {
@@ -117,10 +122,11 @@ impl WebhookWorker {
                 Ok(taken) => busy |= taken as i64 == FAN_OUT_BATCH,
                 Err(error) => tracing::warn!(%error, "webhooks: fanning out events failed"),
             }
-            let room = self.config.concurrency.saturating_sub(in_flight.len());
-            // Claim when a quarter of the places are free (or none is taken): a claim per finished
-            // request would be a write transaction per delivery.
-            if room > 0 && (in_flight.is_empty() || room >= self.config.concurrency.div_ceil(4)) {
+            // Deliveries are claimed many at a time (a claim is a write transaction) and sent
+            // `concurrency` at a time; claim again when a quarter of the claimed places are free.
+            let capacity = self.config.concurrency * CLAIMED_PER_REQUEST_PLACE;
+            let room = capacity.saturating_sub(in_flight.len());
+            if room > 0 && (in_flight.is_empty() || room >= capacity.div_ceil(4)) {
                 let now = now_ms();
                 let lease_until = now + self.config.lease.as_millis() as i64;
                 match self
@@ -133,7 +139,11 @@ impl WebhookWorker {
                         for delivery in due {
                             let worker = self.clone();
                             let record = record.clone();
+                            let places = places.clone();
                             in_flight.spawn(async move {
+                                let Ok(_place) = places.acquire_owned().await else {
+                                    return;
+                                };
                                 let recorded = worker.deliver(delivery).await;
                                 if let Some(recorded) = recorded {
                                     let _ = record.send(recorded);

@@ -150,7 +150,8 @@ pub(crate) async fn run_writer(
                 Err(_) => break,
             }
         }
-        // Another transaction waits for the write lock: let it in first (at most a few ms).
+        // Another transaction waits for the write lock: let it in first (up to 30 ms; the wait ends
+        // as soon as it has the lock).
         let mut patience = 0;
         while crate::db::SQLX_WRITERS_WAITING.load(Ordering::Acquire) > 0 && patience < 30 {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
