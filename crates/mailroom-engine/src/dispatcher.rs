@@ -45,8 +45,11 @@ pub struct EngineConfig {
     pub attachment_retention: Duration,
     /// Sent mail older than this loses its content (bodies, attachments); `None` keeps it for ever.
     pub sent_retention: Option<Duration>,
-    /// How often retention passes over the sent archive.
+    /// How often retention passes over the sent archive (and over old events).
     pub retention_interval: Duration,
+    /// Events (and their webhook deliveries and delivery log) older than this are deleted once
+    /// every endpoint is done with them.
+    pub event_retention: Duration,
     /// This machine's name, shown in the list of nodes.
     pub host: String,
     /// A node that has not heartbeat for this long is declared dead and its leases are recovered
@@ -84,6 +87,7 @@ impl Default for EngineConfig {
             node_timeout: Duration::from_secs(10),
             sent_retention: None,
             retention_interval: Duration::from_secs(3600),
+            event_retention: Duration::from_secs(30 * 86_400),
             mailbox_tests: Default::default(),
             sync: Default::default(),
             webhooks: Default::default(),
@@ -386,6 +390,8 @@ impl Engine {
             let keeper = self.clone();
             tokio::spawn(async move { keeper.apply_retention(retention).await });
         }
+        let keeper = self.clone();
+        tokio::spawn(async move { keeper.forget_old_events().await });
         let (outcomes, receiver) = mpsc::unbounded_channel();
         let writer = tokio::spawn(run_outcome_writer(self.inner.store.clone(), receiver));
         *self.inner.outcomes.lock().expect("outcomes lock") = Some(outcomes.clone());
@@ -694,6 +700,47 @@ impl Engine {
                     event = "retention_applied",
                     deleted,
                     "the content of old sent mail was deleted"
+                );
+            }
+            tokio::select! {
+                _ = inner.stopping.cancelled() => return,
+                _ = tokio::time::sleep(inner.config.retention_interval) => {}
+            }
+        }
+    }
+
+    /// Deletes events older than the event retention, with their webhook deliveries and log, a pass
+    /// every retention interval, 1,000 at a time with a pause between batches.
+    async fn forget_old_events(&self) {
+        let inner = &self.inner;
+        loop {
+            let cutoff = now_ms() - inner.config.event_retention.as_millis() as i64;
+            let mut deleted = 0;
+            loop {
+                if inner.stopping.is_cancelled() {
+                    return;
+                }
+                match inner.store.delete_old_events(cutoff, 1_000).await {
+                    Ok(taken) => {
+                        deleted += taken;
+                        if taken < 1_000 {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        if !error.is_full() {
+                            tracing::error!(%error, "deleting old events failed");
+                        }
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if deleted > 0 {
+                tracing::info!(
+                    event = "events_forgotten",
+                    deleted,
+                    "old events and their webhook logs were deleted"
                 );
             }
             tokio::select! {

@@ -94,3 +94,52 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// Deletes up to `batch` events older than `cutoff_ms` that every endpoint has finished with
+    /// (fanned out, no delivery pending), with their deliveries and the delivery log, oldest first,
+    /// in one short transaction. Returns how many events went.
+    pub async fn delete_old_events(&self, cutoff_ms: i64, batch: i64) -> StoreResult<usize> {
+        on_db!(self, |writer, reader| {
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "SELECT e.id FROM events e
+                 WHERE e.created_at < $1 AND e.fanned_out = TRUE
+                   AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.state = 'pending')
+                 ORDER BY e.id LIMIT $2",
+            )
+            .bind(cutoff_ms)
+            .bind(batch)
+            .fetch_all(reader)
+            .await?;
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            let mut tx = writer.begin_write().await?;
+            for table in ["webhook_attempts", "webhook_deliveries", "events"] {
+                let column = if table == "events" { "id" } else { "event_id" };
+                let mut query =
+                    QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
+                let mut list = query.separated(", ");
+                for id in &ids {
+                    list.push_bind(*id);
+                }
+                query.push(")");
+                // A delivery that became pending meanwhile (a replay) keeps its event.
+                if table == "events" {
+                    query.push(
+                        " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = events.id)",
+                    );
+                } else {
+                    query.push(
+                        " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.event_id = ",
+                    );
+                    query.push(table);
+                    query.push(".event_id AND p.state = 'pending')");
+                }
+                query.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(ids.len())
+        })
+    }
+}

@@ -1835,3 +1835,24 @@ async fn a_domain_signs_with_its_one_active_dkim_key_and_keeps_the_others_listed
     assert!(t.store.dkim_signing_key("cronus.example").await.unwrap().is_none());
 }
 }
+
+contract! {
+async fn old_events_go_with_their_deliveries_and_log_once_no_delivery_is_pending(t) {
+    use mailroom_core::webhook::{EventType, SigningSecret};
+    use mailroom_store::{DeliveryAttempt, UnsubscribeToken};
+    let hook = t.store.create_webhook("http://127.0.0.1:1/u", &[EventType::MessageUnsubscribed], false, &SigningSecret::from_bytes(vec![3; 32]), "admin").await.unwrap();
+    let token = UnsubscribeToken { message_id: uuid::Uuid::new_v4(), list: "news".into(), addresses: vec!["ann@example.com".into(), "bob@example.com".into()] };
+    t.store.unsubscribe(&token, "one-click").await.unwrap();
+    assert_eq!(t.store.fan_out_events(500).await.unwrap(), 2);
+    let later = now_ms() + 1_000;
+    assert_eq!(t.store.delete_old_events(later, 100).await.unwrap(), 0, "deliveries are pending");
+    let due = t.store.claim_deliveries("node-a", now_ms(), now_ms() + 60_000, 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    let ok = DeliveryAttempt { at_ms: now_ms(), status: Some(200), latency_ms: 3, response: None, error: None };
+    t.store.record_delivery("node-a", &due[0], &ok, now_ms()).await.unwrap();
+    assert_eq!(t.store.delete_old_events(later, 100).await.unwrap(), 1, "the delivered one goes");
+    assert_eq!(t.store.webhook_log(hook.id, 10).await.unwrap().len(), 0, "with its log");
+    assert_eq!(t.store.events("message.unsubscribed", 0).await.unwrap().len(), 1, "the pending one stays");
+    assert_eq!(t.store.delete_old_events(now_ms() - 60_000, 100).await.unwrap(), 0, "nothing is old yet");
+}
+}

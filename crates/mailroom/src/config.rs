@@ -22,6 +22,9 @@ pub struct FileConfig {
     /// The content of sent mail older than this many days is deleted (envelope and attempts stay);
     /// unset: kept for ever.
     pub sent_retention_days: Option<u32>,
+    /// Events, their webhook deliveries and the delivery log are deleted after this many days
+    /// (default 30; deliveries are retried for 3 days at most).
+    pub event_retention_days: Option<u32>,
     /// Where uploaded files are kept: "filesystem" (`<data-dir>/blobs`, the default) or "database"
     /// (PostgreSQL only: every node reaches them).
     pub blob_store: Option<String>,
@@ -122,6 +125,7 @@ pub struct Config {
     pub database_url: String,
     pub max_body_bytes: usize,
     pub sent_retention: Option<Duration>,
+    pub event_retention: Duration,
     /// Whether uploaded files are kept in the database rather than under the data folder.
     pub blobs_in_database: bool,
     pub retention_interval: Duration,
@@ -221,6 +225,9 @@ impl Config {
                 .sent_retention_days
                 .map(|days| Duration::from_secs(u64::from(days) * 86_400)),
             retention_interval: ms(engine.retention_interval_ms, 3_600_000),
+            event_retention: Duration::from_secs(
+                u64::from(file.event_retention_days.unwrap_or(30).max(4)) * 86_400,
+            ),
             blobs_in_database: match file.blob_store.as_deref() {
                 None | Some("filesystem") => false,
                 Some("database") if on_postgres => true,

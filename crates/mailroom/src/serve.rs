@@ -276,6 +276,7 @@ pub async fn run(config: Config) -> Result<()> {
             node_timeout: config.node_timeout,
             sent_retention: config.sent_retention,
             retention_interval: config.retention_interval,
+            event_retention: config.event_retention,
             mailbox_tests: config.mailbox_tests.clone(),
             sync: config.sync.clone(),
             webhooks: config.webhooks.clone(),
