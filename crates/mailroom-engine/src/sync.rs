@@ -115,6 +115,41 @@ pub struct SyncWorker {
 }
 
 impl SyncWorker {
+    /// What a stored message asks of mailroom besides being kept: a report on mail we sent (bounces
+    /// and complaints recorded, addresses suppressed, their events written — whether or not the
+    /// mailbox's filter kept the report) or an unsubscribe request. Nothing for a message seen before.
+    async fn act_on_stored(
+        &self,
+        mailbox: &MailboxRecord,
+        prepared: &Prepared,
+        outcome: &mailroom_store::InboundOutcome,
+    ) {
+        let inbound_id = match outcome {
+            mailroom_store::InboundOutcome::Stored(id) => Some(*id),
+            mailroom_store::InboundOutcome::Filtered => None,
+            mailroom_store::InboundOutcome::AlreadyStored(_) => return,
+        };
+        if let Some(token) = &prepared.unsubscribe_token {
+            self.unsubscribe_by_mail(token).await;
+        }
+        let Some(report) = &prepared.report else {
+            return;
+        };
+        let verp = self.store.verp_message(&prepared.verp_tokens);
+        match self.store.record_report(inbound_id, report, verp).await {
+            Ok(recorded) => {
+                for line in recorded {
+                    tracing::info!(event = "report_recorded", message_uuid = %line.message_id,
+                        recipient = %line.recipient, kind = %line.kind, status = %line.status,
+                        hard = line.hard, "a report on sent mail was recorded");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, mailbox = %mailbox.id, "recording a bounce or complaint failed");
+            }
+        }
+    }
+
     /// Acts on an unsubscribe request that arrived by mail (the mailto of `List-Unsubscribe`): a
     /// token this installation made takes its addresses off its list; any other is ignored.
     async fn unsubscribe_by_mail(&self, token: &str) {
@@ -832,35 +867,8 @@ impl SyncWorker {
             .collect();
         match self.store.insert_inbound_batch(&news).await {
             Ok(outcomes) => {
-                // Reports on mail we sent: bounces and complaints recorded, addresses suppressed,
-                // their events written (whether or not the mailbox's filter kept the report).
                 for (prepared, outcome) in prepared.iter().zip(&outcomes) {
-                    if let Some(token) = &prepared.unsubscribe_token
-                        && !matches!(outcome, mailroom_store::InboundOutcome::AlreadyStored(_))
-                    {
-                        self.unsubscribe_by_mail(token).await;
-                    }
-                    let Some(report) = &prepared.report else {
-                        continue;
-                    };
-                    let inbound_id = match outcome {
-                        mailroom_store::InboundOutcome::Stored(id) => Some(*id),
-                        mailroom_store::InboundOutcome::Filtered => None,
-                        mailroom_store::InboundOutcome::AlreadyStored(_) => continue,
-                    };
-                    let verp = self.store.verp_message(&prepared.verp_tokens);
-                    match self.store.record_report(inbound_id, report, verp).await {
-                        Ok(recorded) => {
-                            for line in recorded {
-                                tracing::info!(event = "report_recorded", message_uuid = %line.message_id,
-                                    recipient = %line.recipient, kind = %line.kind, status = %line.status,
-                                    hard = line.hard, "a report on sent mail was recorded");
-                            }
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, mailbox = %mailbox.id, "recording a bounce or complaint failed");
-                        }
-                    }
+                    self.act_on_stored(mailbox, prepared, outcome).await;
                 }
             }
             // The database refused something read from one of them: each on its own, so that
@@ -869,8 +877,9 @@ impl SyncWorker {
                 if error.as_database_error().is_some() =>
             {
                 tracing::warn!(%error, mailbox = %mailbox.id, folder, "storing a batch failed; storing its messages one by one");
-                for new in news {
-                    keep_one(&self.store, new, mailbox.id).await?;
+                for (new, prepared) in news.into_iter().zip(prepared.iter()) {
+                    let outcome = keep_one(&self.store, new, mailbox.id).await?;
+                    self.act_on_stored(mailbox, prepared, &outcome).await;
                 }
             }
             Err(error) => return Err(error.into()),
@@ -968,6 +977,7 @@ impl SyncWorker {
             mailbox.id,
         )
         .await
+        .map(|_| ())
     }
 }
 
@@ -1180,23 +1190,26 @@ async fn prepare(mail: FetchedMail) -> Result<(Prepared, Vec<HashedBytes>), Stop
 
 /// Stores one message; when the database refuses what was read from it (a value it cannot
 /// hold), the message is kept raw and flagged rather than blocking its mailbox or being dropped.
-async fn keep_one(store: &Store, new: NewInbound<'_>, mailbox_id: Uuid) -> Result<(), Stop> {
+async fn keep_one(
+    store: &Store,
+    new: NewInbound<'_>,
+    mailbox_id: Uuid,
+) -> Result<mailroom_store::InboundOutcome, Stop> {
     match store.insert_inbound(new.clone()).await {
-        Ok(_) => Ok(()),
+        Ok(outcome) => Ok(outcome),
         Err(mailroom_store::StoreError::Database(error)) if error.as_database_error().is_some() => {
             tracing::warn!(%error, mailbox = %mailbox_id, folder = new.folder, uid = new.uid, "storing a message's parsed contents failed; keeping it raw");
             let unparsed = mailroom_core::inbound::ParsedInbound {
                 unparsed: true,
                 ..Default::default()
             };
-            store
+            Ok(store
                 .insert_inbound(NewInbound {
                     parsed: &unparsed,
                     keys: Default::default(),
                     ..new
                 })
-                .await?;
-            Ok(())
+                .await?)
         }
         Err(error) => Err(error.into()),
     }
