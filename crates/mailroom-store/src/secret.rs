@@ -102,10 +102,8 @@ impl SecretBox {
         mac.finalize().into_bytes().into()
     }
 
-    /// A token for a link: `plaintext` encrypted and authenticated for `purpose` (URL-safe base64
-    /// of nonce and ciphertext). It reveals nothing of what it carries, and a changed one does not open.
-    pub fn seal_token(&self, purpose: &str, plaintext: &str) -> String {
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    /// Nonce and ciphertext of `plaintext`, authenticated with `aad`.
+    fn encrypt(&self, aad: &str, plaintext: &str) -> Vec<u8> {
         let mut nonce = [0u8; 24];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ciphertext = self
@@ -114,53 +112,54 @@ impl SecretBox {
                 XNonce::from_slice(&nonce),
                 Payload {
                     msg: plaintext.as_bytes(),
-                    aad: purpose.as_bytes(),
+                    aad: aad.as_bytes(),
                 },
             )
             .expect("XChaCha20-Poly1305 encryption does not fail for in-memory buffers");
         let mut sealed = nonce.to_vec();
         sealed.extend_from_slice(&ciphertext);
-        URL_SAFE_NO_PAD.encode(sealed)
+        sealed
     }
 
-    /// What a [`SecretBox::seal_token`] token carries, when it was made for `purpose` by this key.
-    pub fn open_token(&self, purpose: &str, token: &str) -> Option<String> {
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let bytes = URL_SAFE_NO_PAD.decode(token.trim()).ok()?;
+    /// The plaintext of [`SecretBox::encrypt`]'s bytes, when they are whole and were made for `aad`.
+    fn decrypt(&self, aad: &str, bytes: &[u8]) -> Option<String> {
         if bytes.len() < 24 + 16 {
             return None;
         }
         let (nonce, ciphertext) = bytes.split_at(24);
-        let plain = self
+        let plaintext = self
             .cipher
             .decrypt(
                 XNonce::from_slice(nonce),
                 Payload {
                     msg: ciphertext,
-                    aad: purpose.as_bytes(),
+                    aad: aad.as_bytes(),
                 },
             )
             .ok()?;
-        String::from_utf8(plain).ok()
+        String::from_utf8(plaintext).ok()
+    }
+
+    /// A token for a link: `plaintext` encrypted and authenticated for `purpose` (URL-safe base64
+    /// of nonce and ciphertext). It reveals nothing of what it carries, and a changed one does not open.
+    pub fn seal_token(&self, purpose: &str, plaintext: &str) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        URL_SAFE_NO_PAD.encode(self.encrypt(purpose, plaintext))
+    }
+
+    /// What a [`SecretBox::seal_token`] token carries, when it was made for `purpose` by this key.
+    pub fn open_token(&self, purpose: &str, token: &str) -> Option<String> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        self.decrypt(purpose, &URL_SAFE_NO_PAD.decode(token.trim()).ok()?)
     }
 
     /// Encrypts `plaintext`, bound to `record_id`.
     pub fn seal(&self, record_id: &str, plaintext: &str) -> String {
-        let mut nonce = [0u8; 24];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let ciphertext = self
-            .cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext.as_bytes(),
-                    aad: record_id.as_bytes(),
-                },
-            )
-            .expect("XChaCha20-Poly1305 encryption does not fail for in-memory buffers");
-        let mut sealed = nonce.to_vec();
-        sealed.extend_from_slice(&ciphertext);
-        format!("v1:{}:{}", self.key_id, BASE64.encode(sealed))
+        format!(
+            "v1:{}:{}",
+            self.key_id,
+            BASE64.encode(self.encrypt(record_id, plaintext))
+        )
     }
 
     /// Decrypts a value sealed for `record_id`.
@@ -176,21 +175,8 @@ impl SecretBox {
         let bytes = BASE64
             .decode(body)
             .map_err(|_| SecretError::Undecryptable)?;
-        if bytes.len() < 24 {
-            return Err(SecretError::Undecryptable);
-        }
-        let (nonce, ciphertext) = bytes.split_at(24);
-        let plaintext = self
-            .cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: record_id.as_bytes(),
-                },
-            )
-            .map_err(|_| SecretError::Undecryptable)?;
-        String::from_utf8(plaintext).map_err(|_| SecretError::Undecryptable)
+        self.decrypt(record_id, &bytes)
+            .ok_or(SecretError::Undecryptable)
     }
 }
 

@@ -87,6 +87,28 @@ async fn a_message_to_a_suppressed_address_is_refused_naming_it_until_the_suppre
     assert!(sent["id"].is_string(), "{sent}");
 }
 
+/// The message once at least `count` bounces or complaints are recorded on it (within `seconds`).
+async fn bounces_recorded(
+    server: &mailroom_testkit::MailroomServer,
+    id: &str,
+    count: usize,
+    seconds: u64,
+) -> serde_json::Value {
+    mailroom_testkit::wait_until(
+        std::time::Duration::from_secs(seconds),
+        "the reports recorded",
+        || async {
+            Ok(server.message(id).await?["bounces"]
+                .as_array()
+                .map_or(0, Vec::len)
+                >= count)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    server.message(id).await.unwrap()
+}
+
 fn dsn(original_message_id: &str) -> Vec<u8> {
     format!(
         "From: MAILER-DAEMON@mx.customer.example\r\nTo: user0@corp.test\r\nSubject: Undelivered Mail Returned to Sender\r\n\
@@ -167,19 +189,7 @@ async fn a_bounce_and_a_complaint_received_in_a_synced_mailbox_are_recorded_on_t
             })
             .collect()
     };
-    mailroom_testkit::wait_until(
-        std::time::Duration::from_secs(10),
-        "the bounce recorded",
-        || async {
-            Ok(!server.message(&id).await?["bounces"]
-                .as_array()
-                .unwrap()
-                .is_empty())
-        },
-    )
-    .await
-    .unwrap();
-    let view = server.message(&id).await.unwrap();
+    let view = bounces_recorded(&server, &id, 1, 10).await;
     assert_eq!(
         bounces(&view),
         [
@@ -234,20 +244,7 @@ async fn a_bounce_and_a_complaint_received_in_a_synced_mailbox_are_recorded_on_t
     imap.append("INBOX", &complaint(&message_id), None, None)
         .await
         .unwrap();
-    mailroom_testkit::wait_until(
-        std::time::Duration::from_secs(15),
-        "the complaint recorded",
-        || async {
-            Ok(server.message(&id).await?["bounces"]
-                .as_array()
-                .unwrap()
-                .len()
-                == 3)
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
-    let view = server.message(&id).await.unwrap();
+    let view = bounces_recorded(&server, &id, 3, 15).await;
     let complaint = view["bounces"]
         .as_array()
         .unwrap()
@@ -339,19 +336,7 @@ async fn postfix_bounces_mail_for_an_unknown_user_to_the_verp_address_and_the_sy
 
     // Dovecot refused the unknown user; Postfix's own DSN reached the bounce mailbox, was synced,
     // and recorded on the message.
-    mailroom_testkit::wait_until(
-        std::time::Duration::from_secs(40),
-        "Postfix's bounce recorded",
-        || async {
-            Ok(!server.message(&id).await?["bounces"]
-                .as_array()
-                .unwrap()
-                .is_empty())
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", service.postfix.log(), server.log()));
-    let view = server.message(&id).await.unwrap();
+    let view = bounces_recorded(&server, &id, 1, 40).await;
     let bounce = &view["bounces"][0];
     assert_eq!(
         (
@@ -439,19 +424,7 @@ async fn a_free_text_bounce_without_the_message_id_is_matched_by_its_verp_token_
     .await
     .unwrap();
     wait_for_count(&server, &mailbox, "", 2, std::time::Duration::from_secs(15)).await;
-    mailroom_testkit::wait_until(
-        std::time::Duration::from_secs(10),
-        "the bounce recorded",
-        || async {
-            Ok(!server.message(&id).await?["bounces"]
-                .as_array()
-                .unwrap()
-                .is_empty())
-        },
-    )
-    .await
-    .unwrap();
-    let view = server.message(&id).await.unwrap();
+    let view = bounces_recorded(&server, &id, 1, 10).await;
     assert_eq!(view["bounces"].as_array().unwrap().len(), 1, "{view}");
     assert_eq!(
         (
