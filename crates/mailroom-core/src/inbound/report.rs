@@ -502,7 +502,7 @@ mod plain_bounce_tests {
     fn corpus(name: &str) -> Vec<u8> {
         std::fs::read(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/corpus/inbound")
+                .join("../mailroom-testkit/corpus/inbound")
                 .join(name),
         )
         .unwrap()
