@@ -213,6 +213,16 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "The message open in the mail client has not been synchronised into the user's mailbox yet; try again after the next synchronisation.",
     ),
     (
+        "app_registration_name_taken",
+        409,
+        "Another app registration has that name.",
+    ),
+    (
+        "client_secret_required",
+        422,
+        "The provider, client, tenant, authority or endpoints of a registration with a stored secret changed without the secret: the stored one stays with what it was given for.",
+    ),
+    (
         "dkim_selector_taken",
         409,
         "The domain already has a DKIM key under that selector; a rotation uses a new selector.",

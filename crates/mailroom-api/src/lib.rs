@@ -124,6 +124,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::suppressions::router())
         .merge(routes::dkim::router())
         .merge(routes::unsubscribes::router())
+        .merge(routes::app_registrations::router())
 }
 
 /// The OpenAPI document of the whole API.
@@ -393,6 +394,35 @@ fn add_examples(api: &mut OpenApi) -> Vec<String> {
                    "previous_secret_until": "2026-11-29T09:00:00Z",
                    "created_at": "2026-11-28T09:00:00Z", "updated_at": "2026-11-28T10:00:00Z",
                    "secret": "whsec_QqlLTwZ3rV9Z0x1lK8Xo5c2Ha9sdF0Ty"}),
+        ),
+        (
+            "post",
+            "/v1/app-registrations",
+            Some(json!({"name": "Contoso", "provider": "microsoft-entra",
+                        "client_id": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "client_secret": "Qx8~…the secret's Value…",
+                        "tenant": "contoso.onmicrosoft.com", "redirect_uri": "https://mail.contoso.com/v1/oauth/callback"})),
+            "201",
+            json!({"id": "01937b10-2a3b-7c4d-8e5f-6a7b8c9d0e21", "name": "Contoso", "provider": "microsoft-entra",
+                   "client_id": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "client_secret": null, "has_client_secret": true,
+                   "tenant": "contoso.onmicrosoft.com", "redirect_uri": "https://mail.contoso.com/v1/oauth/callback",
+                   "authority": "https://login.microsoftonline.com", "graph_base_url": "https://graph.microsoft.com/v1.0",
+                   "scopes": {"graph": ["User.Read", "Mail.ReadWrite", "Mail.Send", "Mail.Send.Shared", "offline_access"],
+                              "mail": ["openid", "offline_access", "email", "https://outlook.office.com/SMTP.Send", "https://outlook.office.com/IMAP.AccessAsUser.All"],
+                              "app": ["https://graph.microsoft.com/.default"]},
+                   "admin_consent_url": "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0/adminconsent?client_id=0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default&redirect_uri=https%3A%2F%2Fmail.contoso.com%2Fv1%2Foauth%2Fcallback",
+                   "created_at": "2026-11-28T09:00:00Z", "updated_at": "2026-11-28T09:00:00Z"}),
+        ),
+        (
+            "post",
+            "/v1/app-registrations/{id}/verify",
+            None,
+            "200",
+            json!({"ok": false, "checks": [
+                {"check": "discovery", "result": "passed", "detail": "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0/.well-known/openid-configuration names the issuer https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0"},
+                {"check": "endpoints", "result": "passed", "detail": "authorization at https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/authorize, tokens at https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"},
+                {"check": "client_credentials", "result": "failed", "detail": "the token endpoint refused (401): AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app.",
+                 "error": "invalid_client", "error_codes": [7000215],
+                 "advice": "The client secret is wrong. Give the secret's Value, not its Secret ID (both are shown on the app's \"Certificates & secrets\" page)."}]}),
         ),
         (
             "post",

@@ -5,9 +5,11 @@
 //! was one. New providers (Microsoft Graph, Gmail…) implement the same trait without touching the core.
 
 pub mod dkim;
+pub mod http;
 mod imap;
 mod imap_source;
 mod implicit_tls;
+pub mod oauth;
 mod pickup;
 mod smtp;
 mod webhook;

@@ -13,6 +13,7 @@ pub mod inbound;
 pub mod mail_client_app;
 pub mod mailbox;
 pub mod message;
+pub mod oauth;
 pub mod rate;
 pub mod retry;
 pub mod scenario;

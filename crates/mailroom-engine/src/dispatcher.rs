@@ -198,6 +198,8 @@ struct Inner {
     mailboxes: Arc<crate::mailboxes::MailboxWorker>,
     /// Synchronizes the mailboxes this node holds.
     sync: Arc<crate::sync::SyncWorker>,
+    /// App registrations' checks and the tokens connectors present.
+    oauth: Arc<crate::oauth::OAuthService>,
 }
 
 impl Engine {
@@ -217,8 +219,13 @@ impl Engine {
             config.node_id.clone(),
             mailboxes.clone(),
         ));
+        let oauth = Arc::new(crate::oauth::OAuthService::new(
+            store.clone(),
+            &config.connectors.extra_root_certificates,
+        ));
         Self {
             inner: Arc::new(Inner {
+                oauth,
                 sync,
                 mailboxes,
                 store,
@@ -240,6 +247,11 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// App registrations' checks and the tokens connectors present.
+    pub fn oauth(&self) -> &Arc<crate::oauth::OAuthService> {
+        &self.inner.oauth
     }
 
     /// Tests mailboxes and runs the jobs that do so.

@@ -12,6 +12,7 @@
 mod connectors;
 mod dispatcher;
 mod mailboxes;
+pub mod oauth;
 mod sync;
 mod webhooks;
 

@@ -371,6 +371,27 @@ const TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "app_registrations",
+        key: 1,
+        columns: &[
+            ("id", Text),
+            ("name", Text),
+            ("provider", Text),
+            ("client_id", Text),
+            ("client_secret_sealed", Text),
+            ("tenant", Text),
+            ("redirect_uri", Text),
+            ("authority", Text),
+            ("graph_base_url", Text),
+            ("discovery_url", Text),
+            ("authorization_endpoint", Text),
+            ("token_endpoint", Text),
+            ("scopes", Text),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+    },
+    Table {
         name: "dkim_keys",
         key: 1,
         columns: &[

@@ -3,6 +3,7 @@
 //! `postgres/`). Every operation outside those two folders is written once for both (see `db.rs`).
 
 mod accounts;
+mod app_registrations;
 mod attachments;
 mod blobs;
 mod bounces;
@@ -34,6 +35,7 @@ mod users;
 mod webhooks;
 
 pub use accounts::{Account, AccountInput, PasswordChange};
+pub use app_registrations::{AppRegistration, SecretChange};
 pub use attachments::{Attachment, ScenarioAttachment};
 pub use blobs::{BlobError, BlobStore, BlobWriter, HashedBytes};
 pub use bounces::BounceRecord;

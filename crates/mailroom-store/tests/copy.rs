@@ -23,6 +23,23 @@ async fn a_sqlite_store_copied_into_postgresql_has_the_same_rows_and_its_secrets
         .create_account(&account_input("sealed"), Some("correct horse battery"))
         .await
         .unwrap();
+    let registration = source
+        .add_app_registration(
+            &mailroom_core::oauth::AppRegistrationSettings::parse(
+                mailroom_core::oauth::AppRegistrationDraft {
+                    name: "Contoso".into(),
+                    provider: "microsoft-entra".into(),
+                    client_id: "client-1".into(),
+                    tenant: Some("contoso.example".into()),
+                    redirect_uri: "https://mail.example/v1/oauth/callback".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+            Some("client secret value"),
+        )
+        .await
+        .unwrap();
     for n in 0..1203 {
         source
             .insert_message(new_message(
@@ -51,6 +68,14 @@ async fn a_sqlite_store_copied_into_postgresql_has_the_same_rows_and_its_secrets
             .unwrap()
             .as_deref(),
         Some("correct horse battery")
+    );
+    assert_eq!(
+        target
+            .app_registration_secret(registration.id)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("client secret value")
     );
     assert_eq!(
         target.accounts().await.unwrap(),

@@ -1856,3 +1856,46 @@ async fn old_events_go_with_their_deliveries_and_log_once_no_delivery_is_pending
     assert_eq!(t.store.delete_old_events(now_ms() - 60_000, 100).await.unwrap(), 0, "nothing is old yet");
 }
 }
+
+contract! {
+async fn an_app_registration_keeps_its_secret_sealed_and_its_name_unique(t) {
+    use mailroom_core::oauth::{AppRegistrationDraft, AppRegistrationSettings};
+    use mailroom_store::{SecretChange, StoreError};
+    let settings = |name: &str| AppRegistrationSettings::parse(AppRegistrationDraft {
+        name: name.into(),
+        provider: "microsoft-entra".into(),
+        client_id: "client-1".into(),
+        tenant: Some("contoso.example".into()),
+        redirect_uri: "https://mail.example/v1/oauth/callback".into(),
+        ..Default::default()
+    }).unwrap();
+    let first = t.store.add_app_registration(&settings("Contoso"), Some("s3cret value")).await.unwrap();
+    assert!(first.has_client_secret);
+    assert_eq!(first.settings, settings("Contoso"));
+    assert!(matches!(
+        t.store.add_app_registration(&settings("Contoso"), None).await,
+        Err(StoreError::Refused { code: "app_registration_name_taken", .. })
+    ));
+    let second = t.store.add_app_registration(&settings("Fabrikam"), None).await.unwrap();
+    assert!(!second.has_client_secret);
+    assert_eq!(t.store.app_registration_secret(second.id).await.unwrap(), None);
+    assert_eq!(t.store.app_registration_secret(first.id).await.unwrap().as_deref(), Some("s3cret value"));
+    // Renaming onto another's name is refused; keeping the secret keeps it, setting one replaces it.
+    assert!(matches!(
+        t.store.update_app_registration(second.id, &settings("Contoso"), SecretChange::Keep).await,
+        Err(StoreError::Refused { code: "app_registration_name_taken", .. })
+    ));
+    let mut edited = settings("Contoso EU");
+    edited.tenant = Some("contoso.eu".into());
+    let updated = t.store.update_app_registration(first.id, &edited, SecretChange::Keep).await.unwrap();
+    assert_eq!(updated.settings.tenant.as_deref(), Some("contoso.eu"));
+    assert_eq!(t.store.app_registration_secret(first.id).await.unwrap().as_deref(), Some("s3cret value"));
+    t.store.update_app_registration(first.id, &edited, SecretChange::Set("new value".into())).await.unwrap();
+    assert_eq!(t.store.app_registration_secret(first.id).await.unwrap().as_deref(), Some("new value"));
+    assert_eq!(t.store.app_registrations().await.unwrap().iter().map(|r| r.settings.name.as_str()).collect::<Vec<_>>(), ["Contoso EU", "Fabrikam"]);
+    t.store.delete_app_registration(second.id).await.unwrap();
+    assert!(matches!(t.store.delete_app_registration(second.id).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(t.store.app_registration(second.id).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(t.store.update_app_registration(Uuid::new_v4(), &edited, SecretChange::Keep).await, Err(StoreError::NotFound(_))));
+}
+}

@@ -1,9 +1,12 @@
 //! Real peers for mailroom's tests, all on loopback and all stopped when dropped:
 //! a private Postfix `smtp-sink`, a full private Postfix instance, the real `mailroom` binary, and
-//! private PostgreSQL databases.
+//! private PostgreSQL databases, a real OpenID Connect provider, and a fake of Microsoft's identity
+//! platform and Graph (the one service that cannot run here) that follows their documented contract.
 
 mod imap;
 mod mailroom;
+mod microsoft;
+mod oidc;
 mod postfix;
 mod postgres;
 mod proxy;
@@ -11,6 +14,8 @@ mod sink;
 
 pub use imap::{ImapClient, inbound_corpus};
 pub use mailroom::{MailroomServer, wait_until};
+pub use microsoft::{FakeClient, MicrosoftFake};
+pub use oidc::OidcProvider;
 pub use postfix::PostfixWithSasl;
 pub use postgres::{TestDatabase, servers_use_postgres};
 pub use proxy::CountingProxy;

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod addin;
+pub mod app_registrations;
 pub mod attachments;
 pub mod dkim;
 pub mod documents;

@@ -8,6 +8,7 @@ mod dkim;
 mod inbound;
 mod mail;
 mod mailboxes;
+mod oauth;
 mod suppressions;
 mod users;
 mod webhooks;
@@ -143,6 +144,9 @@ pub enum Command {
     /// DKIM keys per sending domain: generate, import, the DNS record to publish, rotation.
     #[command(subcommand)]
     Dkim(dkim::DkimCommand),
+    /// OAuth app registrations (Microsoft Entra ID, OpenID Connect): add, verify, list, delete.
+    #[command(subcommand, name = "app-registration")]
+    AppRegistration(oauth::AppRegistrationCommand),
 }
 
 #[derive(Subcommand)]
@@ -541,6 +545,7 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Webhook(command) => webhooks::run(&client, command, output).await?,
         Command::Suppression(command) => suppressions::run(&client, command, output).await?,
         Command::Dkim(command) => dkim::run(&client, command, output).await?,
+        Command::AppRegistration(command) => oauth::run(&client, command, output).await?,
         Command::Account(command) => accounts::run(&client, command, output).await?,
         Command::User(command) => users::run(&client, command, output).await?,
         Command::Scenario(command) => mail::scenarios(&client, command, output).await?,

@@ -1,0 +1,260 @@
+//! OAuth on behalf of the engine and the API: checking an app registration against its provider,
+//! and (for the connectors) the tokens they present.
+
+use mailroom_connect::oauth::{ClientAuth, Discovery, OAuthClient, TokenClient, TokenError};
+use mailroom_core::oauth::{OAuthProvider, entra_advice};
+use mailroom_store::{AppRegistration, Store, StoreResult};
+use uuid::Uuid;
+
+/// One check of a registration.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    /// `discovery`, `endpoints` or `client_credentials`.
+    pub check: &'static str,
+    /// `passed`, `failed` or `skipped`.
+    pub result: &'static str,
+    pub detail: String,
+    /// The provider's error (`invalid_client`…), when it refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Microsoft's AADSTS codes, when it gave any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub error_codes: Vec<u32>,
+    /// What to do about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
+    /// Where a tenant admin grants consent, when consent is what is missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_consent_url: Option<String>,
+}
+
+impl Check {
+    fn passed(check: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            check,
+            result: "passed",
+            detail: detail.into(),
+            error: None,
+            error_codes: Vec::new(),
+            advice: None,
+            admin_consent_url: None,
+        }
+    }
+
+    fn failed(check: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            result: "failed",
+            ..Self::passed(check, detail)
+        }
+    }
+
+    fn skipped(check: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            result: "skipped",
+            ..Self::passed(check, detail)
+        }
+    }
+}
+
+/// What verifying a registration found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verification {
+    /// No check failed.
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+/// The endpoints of a registration, overrides and fixed ones first, discovery for the rest.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoints {
+    pub authorization: Option<String>,
+    pub token: Option<String>,
+    pub discovery: Option<Discovery>,
+}
+
+/// OAuth for the engine: one HTTP client, the registrations in the store.
+pub struct OAuthService {
+    store: Store,
+    client: Result<OAuthClient, String>,
+}
+
+impl OAuthService {
+    pub fn new(store: Store, extra_roots: &[Vec<u8>]) -> Self {
+        Self {
+            store,
+            client: OAuthClient::new(extra_roots),
+        }
+    }
+
+    pub fn client(&self) -> Result<&OAuthClient, String> {
+        self.client
+            .as_ref()
+            .map_err(|e| format!("the HTTPS client cannot start: {e}"))
+    }
+
+    /// A registration's endpoints (reading its discovery document when an endpoint is not known
+    /// otherwise), or why they cannot be known.
+    pub async fn endpoints(&self, registration: &AppRegistration) -> Result<Endpoints, String> {
+        let (authorization, token) = registration.settings.known_endpoints();
+        if authorization.is_some() && token.is_some() {
+            return Ok(Endpoints {
+                authorization,
+                token,
+                discovery: None,
+            });
+        }
+        let discovery = self
+            .client()?
+            .discover(&registration.settings.discovery_document_url())
+            .await?;
+        Ok(Endpoints {
+            authorization: authorization.or_else(|| discovery.authorization_endpoint.clone()),
+            token: token.or_else(|| discovery.token_endpoint.clone()),
+            discovery: Some(discovery),
+        })
+    }
+
+    /// Checks a registration against its provider: its discovery document, its endpoints, and —
+    /// where the provider allows it — a client-credentials token, whose refusal is translated
+    /// into what to do.
+    pub async fn verify(&self, id: Uuid) -> StoreResult<Verification> {
+        let registration = self.store.app_registration(id).await?;
+        let secret = self.store.app_registration_secret(id).await?;
+        let settings = &registration.settings;
+        let mut checks = Vec::new();
+        let client = match self.client() {
+            Ok(client) => client,
+            Err(why) => {
+                checks.push(Check::failed("discovery", why));
+                return Ok(Verification { ok: false, checks });
+            }
+        };
+        let discovery_url = settings.discovery_document_url();
+        let discovery = match client.discover(&discovery_url).await {
+            Ok(discovery) => {
+                checks.push(Check::passed(
+                    "discovery",
+                    format!("{discovery_url} names the issuer {}", discovery.issuer),
+                ));
+                Some(discovery)
+            }
+            Err(why) => {
+                let mut check = Check::failed("discovery", why);
+                if settings.provider == OAuthProvider::MicrosoftEntra {
+                    check.advice = Some(
+                        "Check the tenant (the Directory ID or a verified domain) and the authority of the cloud the tenant is in."
+                            .into(),
+                    );
+                }
+                checks.push(check);
+                None
+            }
+        };
+        let (authorization, token) = settings.known_endpoints();
+        let authorization = authorization.or_else(|| {
+            discovery
+                .as_ref()
+                .and_then(|d| d.authorization_endpoint.clone())
+        });
+        let token = token.or_else(|| discovery.as_ref().and_then(|d| d.token_endpoint.clone()));
+        match (&authorization, &token) {
+            (Some(a), Some(t)) => checks.push(Check::passed(
+                "endpoints",
+                format!("authorization at {a}, tokens at {t}"),
+            )),
+            _ => checks.push(Check::failed(
+                "endpoints",
+                "the authorization or token endpoint is not known: give them, or a discovery URL that names them",
+            )),
+        }
+        let grants_app_tokens = settings.provider == OAuthProvider::MicrosoftEntra
+            || discovery.as_ref().is_some_and(|d| {
+                d.grant_types_supported
+                    .iter()
+                    .any(|g| g == "client_credentials")
+            });
+        match (token, secret) {
+            _ if !grants_app_tokens => checks.push(Check::skipped(
+                "client_credentials",
+                "the provider does not offer the client-credentials grant; the secret is checked when a user connects",
+            )),
+            (None, _) => checks.push(Check::skipped(
+                "client_credentials",
+                "no token endpoint to ask",
+            )),
+            (Some(_), None) => checks.push(Check::failed(
+                "client_credentials",
+                "no client secret is stored: give the secret's value",
+            )),
+            (Some(endpoint), Some(secret)) => {
+                let client_auth = match settings.provider {
+                    OAuthProvider::MicrosoftEntra => ClientAuth::Post,
+                    OAuthProvider::Oidc => ClientAuth::for_provider(discovery.as_ref()),
+                };
+                let answer = client
+                    .client_credentials(
+                        &TokenClient {
+                            token_endpoint: &endpoint,
+                            client_id: &settings.client_id,
+                            client_secret: &secret,
+                            auth: client_auth,
+                        },
+                        &settings.scopes.app,
+                    )
+                    .await;
+                checks.push(match answer {
+                    Ok(grant) => Check::passed(
+                        "client_credentials",
+                        format!(
+                            "the provider issued an app-only token{}",
+                            grant
+                                .expires_in
+                                .map(|s| format!(" valid for {s} s"))
+                                .unwrap_or_default()
+                        ),
+                    ),
+                    Err(error) => self.explain(&registration, error),
+                });
+            }
+        }
+        Ok(Verification {
+            ok: checks.iter().all(|c| c.result != "failed"),
+            checks,
+        })
+    }
+
+    fn explain(&self, registration: &AppRegistration, error: TokenError) -> Check {
+        let mut check = Check::failed(
+            "client_credentials",
+            format!(
+                "the token endpoint refused{}: {}",
+                error.status.map(|s| format!(" ({s})")).unwrap_or_default(),
+                error.description
+            ),
+        );
+        check.advice = error
+            .codes
+            .iter()
+            .find_map(|code| entra_advice(*code))
+            .map(str::to_owned)
+            .or_else(|| match error.error.as_str() {
+                "invalid_client" => Some(
+                    "The provider does not accept this client ID and secret: check both.".into(),
+                ),
+                "unauthorized_client" => Some(
+                    "The client may not use the client-credentials grant at this provider.".into(),
+                ),
+                "unreachable" => Some(
+                    "mailroom cannot reach the token endpoint: check the URL and the network."
+                        .into(),
+                ),
+                _ => None,
+            });
+        if error.codes.contains(&65001) {
+            check.admin_consent_url = registration.settings.admin_consent_url();
+        }
+        check.error = Some(error.error);
+        check.error_codes = error.codes;
+        check
+    }
+}
