@@ -74,6 +74,11 @@ pub struct CreateAccount {
     /// The VERP bounce domain: each message's return path becomes `bounces+<token>@<domain>`, so its
     /// bounces are matched to it. Mail to that domain must reach a mailbox mailroom synchronises.
     pub bounce_domain: Option<String>,
+    /// `microsoft365` accounts: the app registration whose tokens they present.
+    pub app_registration_id: Option<Uuid>,
+    /// `microsoft365` accounts: `application` (default: an app-only token, Mail.Send application
+    /// permission) or `delegated` (a signed-in user's token).
+    pub permission: Option<String>,
 }
 
 /// SMTP timeouts in seconds (1 to 3600). Defaults: connect 30, greeting 60, each command 60, the
@@ -142,6 +147,8 @@ pub struct UpdateAccount {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub bounce_domain: Option<Option<String>>,
+    pub app_registration_id: Option<Uuid>,
+    pub permission: Option<String>,
 }
 
 /// An account as the API shows it. The password is never included.
@@ -173,6 +180,12 @@ pub struct AccountView {
     pub allowed_sender_domains: Vec<String>,
     /// The VERP bounce domain, when set.
     pub bounce_domain: Option<String>,
+    /// `microsoft365` accounts: their app registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_registration_id: Option<Uuid>,
+    /// `microsoft365` accounts: `application` or `delegated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission: Option<String>,
     /// The default account sends every scenario that has no account of its own.
     pub is_default: bool,
     pub created_at: String,
@@ -204,6 +217,8 @@ impl From<&Account> for AccountView {
             ehlo_name: a.options.ehlo_name.clone(),
             allowed_sender_domains: a.options.allowed_sender_domains.clone(),
             bounce_domain: a.options.bounce_domain.clone(),
+            app_registration_id: a.options.app_registration_id,
+            permission: a.options.permission.map(|p| p.as_str().to_owned()),
             is_default: a.is_default,
             created_at: rfc3339(a.created_at_ms),
             updated_at: rfc3339(a.updated_at_ms),

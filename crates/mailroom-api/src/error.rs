@@ -218,6 +218,11 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "Another app registration has that name.",
     ),
     (
+        "app_registration_in_use",
+        409,
+        "Accounts send with the app registration (named in the message); remove or move them first.",
+    ),
+    (
         "client_secret_required",
         422,
         "The provider, client, tenant, authority or endpoints of a registration with a stored secret changed without the secret: the stored one stays with what it was given for.",

@@ -5,6 +5,7 @@
 //! was one. New providers (Microsoft Graph, Gmail…) implement the same trait without touching the core.
 
 pub mod dkim;
+mod graph;
 pub mod http;
 mod imap;
 mod imap_source;
@@ -14,6 +15,7 @@ mod pickup;
 mod smtp;
 mod webhook;
 
+pub use graph::{AccessTokens, GraphConnector, GraphSettings};
 pub use imap::{ImapSettings, test_imap};
 pub use imap_source::{FetchedMail, FolderInfo, FolderStatus, ImapSource, ImapStream};
 pub use pickup::{OutsideRoot, PickupConnector, check_inside_root};
@@ -61,14 +63,23 @@ pub struct SendError {
     pub kind: FailureKind,
     pub reply_code: Option<u16>,
     pub message: String,
+    /// The provider said when to try again (HTTP `Retry-After`): not before then.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl SendError {
+    /// The same failure, to be retried no earlier than `after`.
+    pub fn retry_after(mut self, after: std::time::Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
     pub fn transient(reply_code: Option<u16>, message: impl Into<String>) -> Self {
         Self {
             kind: FailureKind::Transient,
             reply_code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -77,6 +88,7 @@ impl SendError {
             kind: FailureKind::Unknown,
             reply_code: None,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -85,6 +97,7 @@ impl SendError {
             kind: FailureKind::Permanent,
             reply_code,
             message: message.into(),
+            retry_after: None,
         }
     }
 }

@@ -55,8 +55,22 @@ pub(crate) use string_enum;
 
 string_enum!(
     /// The kind of provider an account sends through.
-    ConnectorKind { Smtp => "smtp", Pickup => "pickup", CurrentUser => "current-user" }
+    ConnectorKind { Smtp => "smtp", Pickup => "pickup", CurrentUser => "current-user", Microsoft365 => "microsoft365" }
 );
+
+string_enum!(
+    /// How a `microsoft365` account holds its right to the mailbox: an app-only token of the app
+    /// registration (application permission `Mail.Send`, which an admin may narrow with an
+    /// application access policy), or a signed-in user's delegated token.
+    GraphPermission { Application => "application", Delegated => "delegated" }
+);
+
+/// Exchange Online's sending limits, the defaults of `microsoft365` accounts: 30 messages a minute
+/// (learn.microsoft.com, "Exchange Online limits", message rate limit) and 4 concurrent requests
+/// per app and mailbox (learn.microsoft.com, "Microsoft Graph service-specific throttling limits",
+/// Outlook service).
+pub const MICROSOFT365_RATE_LIMIT: u32 = 30;
+pub const MICROSOFT365_CONCURRENCY: u32 = 4;
 
 impl ConnectorKind {
     /// Attempts that may be under way at once per connection the account's concurrency limit allows.
@@ -65,7 +79,7 @@ impl ConnectorKind {
     pub fn attempts_per_connection(self) -> u32 {
         match self {
             ConnectorKind::Smtp => 2,
-            ConnectorKind::Pickup | ConnectorKind::CurrentUser => 1,
+            ConnectorKind::Pickup | ConnectorKind::CurrentUser | ConnectorKind::Microsoft365 => 1,
         }
     }
 }
@@ -215,6 +229,10 @@ pub struct SmtpOptions {
     /// go) is `bounces+<token>@<bounce_domain>`, so a bounce names the message it is about even when
     /// it quotes nothing of it. Mail to that domain must reach a mailbox mailroom synchronises.
     pub bounce_domain: Option<String>,
+    /// `microsoft365` accounts: the app registration whose tokens they present.
+    pub app_registration_id: Option<uuid::Uuid>,
+    /// `microsoft365` accounts: application or delegated permission.
+    pub permission: Option<GraphPermission>,
 }
 
 impl Default for SmtpOptions {
@@ -225,6 +243,8 @@ impl Default for SmtpOptions {
             ehlo_name: None,
             allowed_sender_domains: Vec::new(),
             bounce_domain: None,
+            app_registration_id: None,
+            permission: None,
         }
     }
 }
@@ -348,6 +368,10 @@ mod tests {
             assert_eq!(kind.as_str().parse::<ConnectorKind>().unwrap(), *kind);
         }
         assert!("exchange".parse::<ConnectorKind>().is_err());
+        assert_eq!(
+            "microsoft365".parse::<ConnectorKind>().unwrap(),
+            ConnectorKind::Microsoft365
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod account;
 pub mod address;
 pub mod compose;
 pub mod dkim;
+pub mod graph;
 pub mod header;
 pub mod inbound;
 pub mod mail_client_app;

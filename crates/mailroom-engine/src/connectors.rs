@@ -161,6 +161,38 @@ pub async fn build_connector(
             timeouts: account.options.timeouts,
             by_mailbox: Mutex::new(HashMap::new()),
         }),
+        ConnectorKind::Microsoft365 => {
+            let misconfigured = |why: &str| {
+                mailroom_store::StoreError::Conflict(format!("account {}: {why}", account.name))
+            };
+            if account.options.permission
+                == Some(mailroom_core::account::GraphPermission::Delegated)
+            {
+                return Err(misconfigured(
+                    "delegated permission needs a mailbox connected by a signed-in user, which this version cannot do yet",
+                ));
+            }
+            let registration_id = account
+                .options
+                .app_registration_id
+                .ok_or_else(|| misconfigured("a microsoft365 account needs an app registration"))?;
+            let registration = store.app_registration(registration_id).await?;
+            let client =
+                mailroom_connect::oauth::OAuthClient::new(&defaults.extra_root_certificates)
+                    .map_err(|e| misconfigured(&e))?;
+            Arc::new(mailroom_connect::GraphConnector::new(
+                mailroom_connect::GraphSettings {
+                    base_url: registration.settings.graph_base_url.clone(),
+                    mailbox: account.email_address.to_string(),
+                },
+                client.http().clone(),
+                Arc::new(crate::oauth::AppTokens::new(
+                    store.clone(),
+                    client,
+                    registration_id,
+                )),
+            ))
+        }
         ConnectorKind::Smtp => Arc::new(SmtpConnector::new(SmtpSettings {
             account_label: account.id.to_string(),
             host: account.host.clone().unwrap_or_else(|| "localhost".into()),

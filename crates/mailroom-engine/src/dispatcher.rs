@@ -941,11 +941,13 @@ impl SendTask {
             Err(error) => {
                 let exhausted = message.attempts_used >= self.account.limits.max_attempts;
                 // The next attempt's time, after the account's backoff with jitter.
+                // A provider that said when to come back (HTTP Retry-After) is not asked sooner.
                 let retry_later = || {
                     let delay = inner
                         .config
                         .retry
-                        .delay_ms(message.attempts_used, rand::thread_rng().r#gen::<f64>());
+                        .delay_ms(message.attempts_used, rand::thread_rng().r#gen::<f64>())
+                        .max(error.retry_after.map_or(0, |d| d.as_millis() as u64));
                     Outcome::RetryAt(finished_at + delay as i64)
                 };
                 let (outcome, next, reply_text) = match error.kind {

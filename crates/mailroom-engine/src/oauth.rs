@@ -258,3 +258,124 @@ impl OAuthService {
         check
     }
 }
+
+/// App-only tokens of a registration (client credentials), kept until shortly before they expire.
+pub struct AppTokens {
+    store: Store,
+    client: OAuthClient,
+    registration_id: Uuid,
+    cached: tokio::sync::Mutex<Option<(String, std::time::Instant)>>,
+}
+
+impl AppTokens {
+    pub fn new(store: Store, client: OAuthClient, registration_id: Uuid) -> Self {
+        Self {
+            store,
+            client,
+            registration_id,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// How long a token is used: until 5 minutes before it expires, and at most half its life.
+fn usable_for(expires_in: Option<u64>) -> std::time::Duration {
+    let life = expires_in.unwrap_or(3600);
+    std::time::Duration::from_secs(life.saturating_sub(300).max(life / 2))
+}
+
+#[async_trait::async_trait]
+impl mailroom_connect::AccessTokens for AppTokens {
+    async fn access_token(&self, renew: bool) -> Result<String, mailroom_connect::SendError> {
+        use mailroom_connect::SendError;
+        // One request for a token at a time: sends that find it expired together wait for it.
+        let mut cached = self.cached.lock().await;
+        if !renew
+            && let Some((token, until)) = cached.as_ref()
+            && std::time::Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
+        let store_error = |e: mailroom_store::StoreError| match e {
+            mailroom_store::StoreError::NotFound(_) => SendError::permanent(
+                None,
+                format!(
+                    "the account's app registration {} no longer exists",
+                    self.registration_id
+                ),
+            ),
+            other => SendError::transient(None, format!("reading the app registration: {other}")),
+        };
+        let registration = self
+            .store
+            .app_registration(self.registration_id)
+            .await
+            .map_err(store_error)?;
+        let settings = &registration.settings;
+        let secret = self
+            .store
+            .app_registration_secret(self.registration_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                SendError::permanent(
+                    None,
+                    format!(
+                        "the app registration {} has no client secret: app-only tokens need one",
+                        settings.name
+                    ),
+                )
+            })?;
+        let (_, known) = settings.known_endpoints();
+        let (endpoint, discovery) = match known {
+            Some(endpoint) => (endpoint, None),
+            None => {
+                let discovery = self
+                    .client
+                    .discover(&settings.discovery_document_url())
+                    .await
+                    .map_err(|why| SendError::transient(None, why))?;
+                let endpoint = discovery.token_endpoint.clone().ok_or_else(|| {
+                    SendError::permanent(None, "the provider names no token endpoint")
+                })?;
+                (endpoint, Some(discovery))
+            }
+        };
+        let auth = match settings.provider {
+            OAuthProvider::MicrosoftEntra => ClientAuth::Post,
+            OAuthProvider::Oidc => ClientAuth::for_provider(discovery.as_ref()),
+        };
+        let grant = self
+            .client
+            .client_credentials(
+                &TokenClient {
+                    token_endpoint: &endpoint,
+                    client_id: &settings.client_id,
+                    client_secret: &secret,
+                    auth,
+                },
+                &settings.scopes.app,
+            )
+            .await
+            .map_err(|error| {
+                let advice = error
+                    .codes
+                    .iter()
+                    .find_map(|c| entra_advice(*c))
+                    .map(|a| format!(" — {a}"))
+                    .unwrap_or_default();
+                let text = format!(
+                    "the app registration {} got no token: {error}{advice}",
+                    settings.name
+                );
+                if error.is_permanent() {
+                    SendError::permanent(error.status, text)
+                } else {
+                    SendError::transient(error.status, text)
+                }
+            })?;
+        let until = std::time::Instant::now() + usable_for(grant.expires_in);
+        *cached = Some((grant.access_token.clone(), until));
+        Ok(grant.access_token)
+    }
+}

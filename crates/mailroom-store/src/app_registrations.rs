@@ -176,7 +176,27 @@ impl Store {
         }
     }
 
+    /// Deletes a registration no account uses (`app_registration_in_use` otherwise).
     pub async fn delete_app_registration(&self, id: Uuid) -> StoreResult<()> {
+        // The account's options name the registration: `"app_registration_id":"<id>"`.
+        let pattern = format!("%\"app_registration_id\":\"{id}\"%");
+        let users: Vec<String> = on_db!(self, |writer, reader| {
+            sqlx::query_scalar(
+                "SELECT name FROM accounts WHERE deleted_at IS NULL AND options LIKE $1 ORDER BY name",
+            )
+            .bind(&pattern)
+            .fetch_all(reader)
+            .await?
+        });
+        if !users.is_empty() {
+            return Err(StoreError::Refused {
+                code: "app_registration_in_use",
+                message: format!(
+                    "accounts send with this registration: {}; remove them or move them to another registration first",
+                    users.join(", ")
+                ),
+            });
+        }
         let deleted = on_db!(self, |writer, reader| {
             sqlx::query("DELETE FROM app_registrations WHERE id = $1")
                 .bind(id.to_string())

@@ -14,7 +14,7 @@ mod sink;
 
 pub use imap::{ImapClient, inbound_corpus};
 pub use mailroom::{MailroomServer, wait_until};
-pub use microsoft::{FakeClient, MicrosoftFake};
+pub use microsoft::{FakeClient, FakeMailbox, GraphRequest, MicrosoftFake, SentMail};
 pub use oidc::OidcProvider;
 pub use postfix::PostfixWithSasl;
 pub use postgres::{TestDatabase, servers_use_postgres};

@@ -1,17 +1,91 @@
-//! A fake of Microsoft's identity platform (and, as it grows, Microsoft Graph) for the parts of
+//! A fake of Microsoft's identity platform and of Microsoft Graph for the parts of
 //! mailroom that talk to Microsoft 365, which cannot run here. Every behaviour it has is one the
 //! Microsoft documentation describes; the source is written next to each rule. It serves on a
 //! loopback port: the authority is `http://127.0.0.1:<port>`.
 
+// Handlers answer refusals early with a whole `Response`; boxing them buys nothing in a test fake.
+#![allow(clippy::result_large_err)]
+
 use axum::Router;
-use axum::extract::{Form, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Form, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use base64::Engine as _;
-use serde_json::json;
-use std::collections::HashMap;
+use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The largest request Graph takes (learn.microsoft.com "user: sendMail": "the total size of the
+/// request … 4 MB"; "Attach large files to Outlook messages or events": ranges of up to 4 MB).
+pub const GRAPH_REQUEST_LIMIT: usize = 4 * 1024 * 1024;
+/// Attachments from this size go through an upload session, and only those ("attachment:
+/// createUploadSession": "between 3 MB and 150 MB").
+const UPLOAD_SESSION_MIN: usize = 3 * 1024 * 1024;
+const UPLOAD_SESSION_MAX: usize = 150 * 1024 * 1024;
+
+/// A mailbox of the fake tenant.
+#[derive(Debug, Clone)]
+pub struct FakeMailbox {
+    pub address: String,
+    /// False for a mailbox Graph cannot use (on-premises, inactive): MailboxNotEnabledForRESTAPI.
+    pub rest_enabled: bool,
+    /// Addresses besides its own that it may send as.
+    pub send_as: Vec<String>,
+    /// Exchange Online's message size limit (35 MB by default: "attachment: createUploadSession").
+    pub max_message_bytes: usize,
+}
+
+impl FakeMailbox {
+    pub fn new(address: &str) -> Self {
+        Self {
+            address: address.to_ascii_lowercase(),
+            rest_enabled: true,
+            send_as: Vec::new(),
+            max_message_bytes: 35 * 1024 * 1024,
+        }
+    }
+}
+
+/// A message the fake sent.
+#[derive(Debug, Clone)]
+pub struct SentMail {
+    pub mailbox: String,
+    /// `sendMail` with MIME: the decoded MIME.
+    pub mime: Option<Vec<u8>>,
+    /// A sent draft: its JSON.
+    pub message: Option<Value>,
+    /// A sent draft's attachments: name and bytes.
+    pub attachments: Vec<(String, Vec<u8>)>,
+}
+
+/// One Graph request as the fake saw it.
+#[derive(Debug, Clone)]
+pub struct GraphRequest {
+    pub at: Instant,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    /// The Retry-After it answered, when it throttled.
+    pub retry_after: Option<Duration>,
+    pub authorization: bool,
+}
+
+struct Draft {
+    mailbox: String,
+    message: Value,
+    attachments: Vec<(String, Vec<u8>)>,
+}
+
+struct UploadSession {
+    draft: String,
+    name: String,
+    size: usize,
+    received: Vec<u8>,
+    expires: Instant,
+}
 
 /// An application registered in the fake tenant.
 #[derive(Debug, Clone)]
@@ -41,9 +115,26 @@ struct Fake {
     tenant: String,
     tenant_id: String,
     clients: HashMap<String, FakeClient>,
-    /// Issued access tokens: token → client id.
-    tokens: HashMap<String, String>,
+    /// Issued access tokens: token → client id and expiry.
+    tokens: HashMap<String, (String, Instant)>,
     token_requests: usize,
+    /// How long issued access tokens live.
+    token_ttl: Duration,
+    mailboxes: HashMap<String, FakeMailbox>,
+    /// Application access policies: the only mailboxes an app may use.
+    app_policies: HashMap<String, Vec<String>>,
+    /// Requests allowed per window, per app and mailbox (Outlook service limits: 10,000 per 10
+    /// minutes; tests set fewer).
+    budget: Option<(usize, Duration)>,
+    /// How long each Graph request takes (so that concurrency can be observed).
+    latency: Duration,
+    recent: HashMap<String, VecDeque<Instant>>,
+    in_flight: HashMap<String, usize>,
+    sent: Vec<SentMail>,
+    drafts: HashMap<String, Draft>,
+    sessions: HashMap<String, UploadSession>,
+    requests: Vec<GraphRequest>,
+    port: u16,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -58,7 +149,11 @@ pub struct MicrosoftFake {
 impl MicrosoftFake {
     /// Serves one tenant (known by its domain `tenant` and a GUID) with these applications.
     pub async fn start(tenant: &str, clients: Vec<FakeClient>) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
         let state: Shared = Arc::new(Mutex::new(Fake {
+            port,
+            token_ttl: Duration::from_secs(3599),
             tenant: tenant.to_ascii_lowercase(),
             tenant_id: uuid::Uuid::new_v4().to_string(),
             clients: clients
@@ -73,9 +168,29 @@ impl MicrosoftFake {
                 get(discovery),
             )
             .route("/{tenant}/oauth2/v2.0/token", post(token))
+            .route("/v1.0/users/{user}", get(graph_user))
+            .route("/v1.0/users/{user}/sendMail", post(graph_send_mail))
+            .route("/v1.0/users/{user}/messages", post(graph_create_draft))
+            .route(
+                "/v1.0/users/{user}/messages/{id}",
+                axum::routing::delete(graph_delete_draft),
+            )
+            .route(
+                "/v1.0/users/{user}/messages/{id}/attachments",
+                post(graph_add_attachment),
+            )
+            .route(
+                "/v1.0/users/{user}/messages/{id}/attachments/createUploadSession",
+                post(graph_create_upload_session),
+            )
+            .route(
+                "/v1.0/users/{user}/messages/{id}/send",
+                post(graph_send_draft),
+            )
+            .route("/upload/{session}", put(graph_upload))
+            // The fake checks the 4 MB limit itself, to answer as Graph does.
+            .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -85,6 +200,61 @@ impl MicrosoftFake {
     /// `http://127.0.0.1:<port>`, in place of `https://login.microsoftonline.com`.
     pub fn authority(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:<port>/v1.0`, in place of `https://graph.microsoft.com/v1.0`.
+    pub fn graph_base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1.0", self.port)
+    }
+
+    /// Adds (or replaces) a mailbox.
+    pub fn add_mailbox(&self, mailbox: FakeMailbox) {
+        let mut fake = self.state.lock().unwrap();
+        fake.mailboxes.insert(mailbox.address.clone(), mailbox);
+    }
+
+    /// Restricts an app to these mailboxes (an application access policy).
+    pub fn restrict_app(&self, client_id: &str, mailboxes: &[&str]) {
+        self.state.lock().unwrap().app_policies.insert(
+            client_id.to_owned(),
+            mailboxes.iter().map(|m| m.to_ascii_lowercase()).collect(),
+        );
+    }
+
+    /// Throttles each app and mailbox to `requests` per `window`.
+    pub fn set_budget(&self, requests: usize, window: Duration) {
+        self.state.lock().unwrap().budget = Some((requests, window));
+    }
+
+    /// Makes every Graph request take this long.
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.lock().unwrap().latency = latency;
+    }
+
+    /// How long the access tokens issued from now on live.
+    pub fn set_token_ttl(&self, ttl: Duration) {
+        self.state.lock().unwrap().token_ttl = ttl;
+    }
+
+    /// Expires every access token issued so far.
+    pub fn expire_tokens(&self) {
+        let now = Instant::now();
+        for (_, expiry) in self.state.lock().unwrap().tokens.values_mut() {
+            *expiry = now;
+        }
+    }
+
+    pub fn sent(&self) -> Vec<SentMail> {
+        self.state.lock().unwrap().sent.clone()
+    }
+
+    pub fn requests(&self) -> Vec<GraphRequest> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Drafts not sent (nor deleted).
+    pub fn drafts_left(&self) -> usize {
+        self.state.lock().unwrap().drafts.len()
     }
 
     /// How many requests reached the token endpoint.
@@ -283,12 +453,14 @@ async fn token(
                 );
             }
             let access_token = format!("fake-app-{}", uuid::Uuid::new_v4().simple());
-            fake.tokens.insert(access_token.clone(), client_id);
+            let ttl = fake.token_ttl;
+            fake.tokens
+                .insert(access_token.clone(), (client_id, Instant::now() + ttl));
             // The successful response: token_type, expires_in, ext_expires_in, access_token.
             axum::Json(json!({
                 "token_type": "Bearer",
-                "expires_in": 3599,
-                "ext_expires_in": 3599,
+                "expires_in": ttl.as_secs(),
+                "ext_expires_in": ttl.as_secs(),
                 "access_token": access_token,
             }))
             .into_response()
@@ -327,4 +499,657 @@ fn decode_form(raw: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Graph's error envelope ("Microsoft Graph error responses and resource types").
+fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {
+            "code": code,
+            "message": message,
+            "innerError": {
+                "date": "2026-11-28T10:00:00",
+                "request-id": uuid::Uuid::new_v4(),
+                "client-request-id": uuid::Uuid::new_v4(),
+            }
+        }})),
+    )
+        .into_response()
+}
+
+/// What every Graph request goes through: the token, the mailbox, the app's access policy, the
+/// request size limit and throttling. `Ok` carries the mailbox key; the request is counted in flight
+/// until [`leave`], which records its final status.
+fn admit(
+    state: &Shared,
+    method: &Method,
+    path: String,
+    headers: &HeaderMap,
+    user: &str,
+    body_len: usize,
+) -> Result<Admitted, Response> {
+    let mut fake = state.lock().unwrap();
+    let at = Instant::now();
+    let record = |fake: &mut Fake, status: StatusCode, retry_after: Option<Duration>| {
+        fake.requests.push(GraphRequest {
+            at,
+            method: method.to_string(),
+            path: path.clone(),
+            status: status.as_u16(),
+            retry_after,
+            authorization: true,
+        });
+    };
+    // A missing, unknown or expired token is 401 InvalidAuthenticationToken ("Microsoft Graph error
+    // responses": 401 Unauthorized; the message is the token validation's).
+    let token = headers
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    let client = match fake.tokens.get(&token).cloned() {
+        None => {
+            record(&mut fake, StatusCode::UNAUTHORIZED, None);
+            return Err(graph_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                if token.is_empty() {
+                    "Access token is empty."
+                } else {
+                    "IDX14100: JWT is not well formed."
+                },
+            ));
+        }
+        Some((_, expiry)) if Instant::now() >= expiry => {
+            record(&mut fake, StatusCode::UNAUTHORIZED, None);
+            return Err(graph_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "Lifetime validation failed, the token is expired.",
+            ));
+        }
+        Some((client, _)) => client,
+    };
+    let key = user.to_ascii_lowercase();
+    let Some(mailbox) = fake.mailboxes.get(&key).cloned() else {
+        record(&mut fake, StatusCode::NOT_FOUND, None);
+        return Err(graph_error(
+            StatusCode::NOT_FOUND,
+            "ErrorInvalidUser",
+            &format!("The requested user '{user}' is invalid."),
+        ));
+    };
+    // An application access policy keeps an app-only token out of other mailboxes ("Limiting
+    // application permissions to specific Exchange Online mailboxes": 403 ErrorAccessDenied).
+    if let Some(allowed) = fake.app_policies.get(&client)
+        && !allowed.contains(&key)
+    {
+        record(&mut fake, StatusCode::FORBIDDEN, None);
+        return Err(graph_error(
+            StatusCode::FORBIDDEN,
+            "ErrorAccessDenied",
+            "Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly AccessPolicy settings.",
+        ));
+    }
+    if !mailbox.rest_enabled {
+        record(&mut fake, StatusCode::NOT_FOUND, None);
+        return Err(graph_error(
+            StatusCode::NOT_FOUND,
+            "MailboxNotEnabledForRESTAPI",
+            "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+        ));
+    }
+    if body_len > GRAPH_REQUEST_LIMIT {
+        record(&mut fake, StatusCode::PAYLOAD_TOO_LARGE, None);
+        return Err(graph_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestBodyTooLarge",
+            "The maximum request length supported is 4MB.",
+        ));
+    }
+    // Throttling ("Microsoft Graph throttling guidance"; "service-specific throttling limits",
+    // Outlook: per app and mailbox, 4 concurrent requests and a request budget per window):
+    // 429 with Retry-After in seconds.
+    let throttle_key = format!("{client}/{key}");
+    if fake.in_flight.get(&throttle_key).copied().unwrap_or(0) >= 4 {
+        let wait = Duration::from_secs(1);
+        record(&mut fake, StatusCode::TOO_MANY_REQUESTS, Some(wait));
+        return Err(throttled(
+            wait,
+            "Application is over its MailboxConcurrency limit.",
+        ));
+    }
+    if let Some((budget, window)) = fake.budget {
+        let recent = fake.recent.entry(throttle_key.clone()).or_default();
+        while recent
+            .front()
+            .is_some_and(|t| at.duration_since(*t) >= window)
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= budget {
+            let free_at = *recent.front().unwrap() + window;
+            let wait = Duration::from_secs(
+                free_at.duration_since(at).as_secs_f64().ceil().max(1.0) as u64,
+            );
+            record(&mut fake, StatusCode::TOO_MANY_REQUESTS, Some(wait));
+            return Err(throttled(wait, "Application is over its request limit."));
+        }
+        recent.push_back(at);
+    }
+    *fake.in_flight.entry(throttle_key.clone()).or_default() += 1;
+    record(&mut fake, StatusCode::OK, None);
+    Ok(Admitted {
+        key: throttle_key,
+        request: fake.requests.len() - 1,
+    })
+}
+
+/// A request let through: its app/mailbox key and its entry in the request log.
+struct Admitted {
+    key: String,
+    request: usize,
+}
+
+fn throttled(wait: Duration, message: &str) -> Response {
+    let mut response = graph_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "ApplicationThrottled",
+        message,
+    );
+    response
+        .headers_mut()
+        .insert("retry-after", wait.as_secs().to_string().parse().unwrap());
+    response
+}
+
+/// The request is no longer in flight; its status is the final one.
+async fn leave(state: &Shared, admitted: Admitted, response: Response) -> Response {
+    let latency = state.lock().unwrap().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let mut fake = state.lock().unwrap();
+    if let Some(n) = fake.in_flight.get_mut(&admitted.key) {
+        *n = n.saturating_sub(1);
+    }
+    fake.requests[admitted.request].status = response.status().as_u16();
+    response
+}
+
+fn mailbox_of(key: &str) -> String {
+    key.split_once('/')
+        .map(|(_, m)| m.to_owned())
+        .unwrap_or_default()
+}
+
+/// The From address of a MIME message, lower-cased.
+fn mime_from(mime: &[u8]) -> Option<String> {
+    let headers = mail_parser::MessageParser::default().parse_headers(mime)?;
+    headers
+        .from()
+        .and_then(|f| f.first())
+        .and_then(|a| a.address())
+        .map(|a| a.to_ascii_lowercase())
+}
+
+/// Sending as an address that is neither the mailbox's nor one it has Send As on is 403
+/// ErrorSendAsDenied ("user: sendMail"; the Exchange error ErrorSendAsDenied).
+fn may_send_as(mailbox: &FakeMailbox, from: Option<&str>) -> Result<(), Response> {
+    match from {
+        Some(from)
+            if from != mailbox.address
+                && !mailbox.send_as.iter().any(|a| a.eq_ignore_ascii_case(from)) =>
+        {
+            Err(graph_error(
+                StatusCode::FORBIDDEN,
+                "ErrorSendAsDenied",
+                "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account., Cannot submit message.",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// ErrorMessageSizeExceeded: the Exchange error of a message over the mailbox's limit (its HTTP
+/// status is not documented; the fake answers 413 and mailroom reads the code, not the status).
+fn too_big(size: usize, limit: usize) -> Option<Response> {
+    (size > limit).then(|| {
+        graph_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ErrorMessageSizeExceeded",
+            &format!("The message exceeds the maximum supported size of {limit} bytes."),
+        )
+    })
+}
+
+async fn graph_user(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+) -> Response {
+    let admitted = match admit(
+        &state,
+        &method,
+        format!("/users/{user}"),
+        &headers,
+        &user,
+        0,
+    ) {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let key = admitted.key.clone();
+    let mailbox = mailbox_of(&key);
+    let response = axum::Json(
+        json!({"id": uuid::Uuid::new_v4(), "mail": mailbox, "userPrincipalName": mailbox}),
+    )
+    .into_response();
+    leave(&state, admitted, response).await
+}
+
+/// `POST /users/{id}/sendMail` with MIME: `Content-Type: text/plain`, the message in base64; 202
+/// Accepted with no body ("user: sendMail", "Example 4: Send a new message using MIME format").
+async fn graph_send_mail(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> Response {
+    let admitted = match admit(
+        &state,
+        &method,
+        format!("/users/{user}/sendMail"),
+        &headers,
+        &user,
+        body.len(),
+    ) {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let key = admitted.key.clone();
+    let response = (|| {
+        let mailbox = state.lock().unwrap().mailboxes[&mailbox_of(&key)].clone();
+        let is_mime = headers
+            .get("content-type")
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|c| c.starts_with("text/plain"));
+        if !is_mime {
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                "ErrorInvalidRequest",
+                "This fake takes sendMail in MIME format (Content-Type: text/plain) only.",
+            );
+        }
+        let cleaned: Vec<u8> = body
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        let Ok(mime) = base64::engine::general_purpose::STANDARD.decode(cleaned) else {
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                "ErrorMimeContentInvalidBase64String",
+                "Invalid base64 string for MIME content.",
+            );
+        };
+        if let Err(refused) = may_send_as(&mailbox, mime_from(&mime).as_deref()) {
+            return refused;
+        }
+        if let Some(refused) = too_big(mime.len(), mailbox.max_message_bytes) {
+            return refused;
+        }
+        state.lock().unwrap().sent.push(SentMail {
+            mailbox: mailbox.address.clone(),
+            mime: Some(mime),
+            message: None,
+            attachments: Vec::new(),
+        });
+        StatusCode::ACCEPTED.into_response()
+    })();
+    leave(&state, admitted, response).await
+}
+
+/// `POST /users/{id}/messages`: a draft; 201 Created with the message ("user: create message").
+async fn graph_create_draft(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> Response {
+    let admitted = match admit(
+        &state,
+        &method,
+        format!("/users/{user}/messages"),
+        &headers,
+        &user,
+        body.len(),
+    ) {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let key = admitted.key.clone();
+    let response = match serde_json::from_slice::<Value>(&body) {
+        Err(_) => graph_error(
+            StatusCode::BAD_REQUEST,
+            "RequestBodyRead",
+            "The request body is not a JSON message.",
+        ),
+        Ok(mut message) => {
+            let id = format!("AAMk{}=", uuid::Uuid::new_v4().simple());
+            message["id"] = json!(id);
+            message["isDraft"] = json!(true);
+            state.lock().unwrap().drafts.insert(
+                id.clone(),
+                Draft {
+                    mailbox: mailbox_of(&key),
+                    message: message.clone(),
+                    attachments: Vec::new(),
+                },
+            );
+            (StatusCode::CREATED, axum::Json(message)).into_response()
+        }
+    };
+    leave(&state, admitted, response).await
+}
+
+fn no_draft() -> Response {
+    graph_error(
+        StatusCode::NOT_FOUND,
+        "ErrorItemNotFound",
+        "The specified object was not found in the store.",
+    )
+}
+
+async fn graph_delete_draft(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path((user, id)): Path<(String, String)>,
+) -> Response {
+    let admitted = match admit(
+        &state,
+        &method,
+        format!("/users/{user}/messages/{id}"),
+        &headers,
+        &user,
+        0,
+    ) {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let removed = state.lock().unwrap().drafts.remove(&id).is_some();
+    let response = if removed {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        no_draft()
+    };
+    leave(&state, admitted, response).await
+}
+
+/// `POST /users/{id}/messages/{id}/attachments`: a fileAttachment under 3 MB ("message: add
+/// attachment"; "Attach large files…": under 3 MB, one POST).
+async fn graph_add_attachment(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path((user, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let admitted = match admit(
+        &state,
+        &method,
+        format!("/users/{user}/messages/{id}/attachments"),
+        &headers,
+        &user,
+        body.len(),
+    ) {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let response = (|| {
+        let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let Some(bytes) = value["contentBytes"]
+            .as_str()
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        else {
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                "ErrorInvalidRequest",
+                "A fileAttachment needs contentBytes in base64.",
+            );
+        };
+        let mut fake = state.lock().unwrap();
+        let Some(draft) = fake.drafts.get_mut(&id) else {
+            return no_draft();
+        };
+        draft.attachments.push((
+            value["name"].as_str().unwrap_or("attachment").to_owned(),
+            bytes,
+        ));
+        (
+            StatusCode::CREATED,
+            axum::Json(json!({"id": format!("AAMkATT{}", draft.attachments.len())})),
+        )
+            .into_response()
+    })();
+    leave(&state, admitted, response).await
+}
+
+/// `POST …/attachments/createUploadSession`: for files of 3 MB to 150 MB; 201 with `uploadUrl`,
+/// `expirationDateTime` and `nextExpectedRanges: ["0-"]` ("attachment: createUploadSession").
+/// Smaller sizes are refused with ErrorAttachmentSizeShouldNotBeLessThanMinimumSize.
+async fn graph_create_upload_session(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path((user, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let admitted = match admit(
+        &state,
+        &method,
+        format!("/users/{user}/messages/{id}/attachments/createUploadSession"),
+        &headers,
+        &user,
+        body.len(),
+    ) {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let response = (|| {
+        let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let item = &value["AttachmentItem"];
+        let size = item["size"].as_u64().unwrap_or(0) as usize;
+        if size < UPLOAD_SESSION_MIN {
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
+                "Attachment size must be greater than the minimum size.",
+            );
+        }
+        if size > UPLOAD_SESSION_MAX {
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                "ErrorAttachmentSizeExceeded",
+                "The attachment is larger than 150 MB.",
+            );
+        }
+        let mut fake = state.lock().unwrap();
+        if !fake.drafts.contains_key(&id) {
+            return no_draft();
+        }
+        let session = uuid::Uuid::new_v4().simple().to_string();
+        let port = fake.port;
+        fake.sessions.insert(
+            session.clone(),
+            UploadSession {
+                draft: id.clone(),
+                name: item["name"].as_str().unwrap_or("attachment").to_owned(),
+                size,
+                received: Vec::with_capacity(size),
+                expires: Instant::now() + Duration::from_secs(15 * 60),
+            },
+        );
+        (StatusCode::CREATED, axum::Json(json!({
+            "uploadUrl": format!("http://127.0.0.1:{port}/upload/{session}?authtoken=fake{session}"),
+            "expirationDateTime": "2026-11-28T10:15:00Z",
+            "nextExpectedRanges": ["0-"],
+        }))).into_response()
+    })();
+    leave(&state, admitted, response).await
+}
+
+/// `PUT <uploadUrl>`: a range of at most 4 MB, in order, with `Content-Range: bytes s-e/total`
+/// and no Authorization header (the URL is pre-authenticated); 200 with `nextExpectedRanges`,
+/// and for the last range 201 Created with a `Location` ("Attach large files to Outlook messages
+/// or events", steps 2 and 3).
+async fn graph_upload(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(session): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut fake = state.lock().unwrap();
+    let authorization = headers.contains_key("authorization");
+    fake.requests.push(GraphRequest {
+        at: Instant::now(),
+        method: "PUT".into(),
+        path: format!("/upload/{session}"),
+        status: 0,
+        retry_after: None,
+        authorization,
+    });
+    let response = (|| {
+        if authorization {
+            return graph_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "Do not send an Authorization header to a pre-authenticated upload URL.",
+            );
+        }
+        if body.len() > GRAPH_REQUEST_LIMIT {
+            return graph_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestBodyTooLarge",
+                "A range may be at most 4 MB.",
+            );
+        }
+        let Some(upload) = fake.sessions.get_mut(&session) else {
+            return graph_error(
+                StatusCode::NOT_FOUND,
+                "ErrorItemNotFound",
+                "The upload session does not exist.",
+            );
+        };
+        if Instant::now() > upload.expires {
+            return graph_error(
+                StatusCode::NOT_FOUND,
+                "ErrorItemNotFound",
+                "The upload session has expired.",
+            );
+        }
+        let range = headers
+            .get("content-range")
+            .and_then(|h| h.to_str().ok())
+            .and_then(|r| r.strip_prefix("bytes "))
+            .and_then(|r| {
+                let (span, total) = r.split_once('/')?;
+                let (start, end) = span.split_once('-')?;
+                Some((
+                    start.parse::<usize>().ok()?,
+                    end.parse::<usize>().ok()?,
+                    total.parse::<usize>().ok()?,
+                ))
+            });
+        let next = upload.received.len();
+        match range {
+            Some((start, end, total))
+                if start == next
+                    && end + 1 - start == body.len()
+                    && total == upload.size
+                    && end < total => {}
+            _ => {
+                // Bytes must come in order ("You must upload bytes in a file in order").
+                return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": {"code": "InvalidRange", "message": "The Content-Range does not continue the upload."}, "nextExpectedRanges": [format!("{next}-")]}))).into_response();
+            }
+        }
+        upload.received.extend_from_slice(&body);
+        if upload.received.len() < upload.size {
+            let next = upload.received.len();
+            return axum::Json(json!({"expirationDateTime": "2026-11-28T10:15:00Z", "nextExpectedRanges": [format!("{next}")]})).into_response();
+        }
+        let upload = fake.sessions.remove(&session).unwrap();
+        let Some(draft) = fake.drafts.get_mut(&upload.draft) else {
+            return no_draft();
+        };
+        draft.attachments.push((upload.name, upload.received));
+        let location = format!(
+            "https://outlook.office.com/api/v2.0/Users('fake')/Messages('{}')/Attachments('AAMkATT{}')",
+            upload.draft,
+            draft.attachments.len()
+        );
+        (StatusCode::CREATED, [("location", location)]).into_response()
+    })();
+    if let Some(last) = fake.requests.last_mut() {
+        last.status = response.status().as_u16();
+    }
+    response
+}
+
+/// `POST /users/{id}/messages/{id}/send`: 202 Accepted ("message: send").
+async fn graph_send_draft(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path((user, id)): Path<(String, String)>,
+) -> Response {
+    let admitted = match admit(
+        &state,
+        &method,
+        format!("/users/{user}/messages/{id}/send"),
+        &headers,
+        &user,
+        0,
+    ) {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let key = admitted.key.clone();
+    let response = (|| {
+        let mut fake = state.lock().unwrap();
+        let mailbox = fake.mailboxes[&mailbox_of(&key)].clone();
+        let Some(draft) = fake.drafts.get(&id) else {
+            return no_draft();
+        };
+        let from = draft.message["from"]["emailAddress"]["address"]
+            .as_str()
+            .map(str::to_ascii_lowercase);
+        if let Err(refused) = may_send_as(&mailbox, from.as_deref()) {
+            return refused;
+        }
+        let size: usize = draft
+            .attachments
+            .iter()
+            .map(|(_, b)| b.len())
+            .sum::<usize>()
+            + draft.message.to_string().len();
+        if let Some(refused) = too_big(size, mailbox.max_message_bytes) {
+            return refused;
+        }
+        let draft = fake.drafts.remove(&id).unwrap();
+        fake.sent.push(SentMail {
+            mailbox: draft.mailbox,
+            mime: None,
+            message: Some(draft.message),
+            attachments: draft.attachments,
+        });
+        StatusCode::ACCEPTED.into_response()
+    })();
+    leave(&state, admitted, response).await
 }

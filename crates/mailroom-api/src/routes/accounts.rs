@@ -12,8 +12,8 @@ use axum::http::StatusCode;
 use mailroom_core::ValidationError;
 use mailroom_core::account::{
     AccountLimits, ConnectorKind, CredentialEndpoint, DEFAULT_CONCURRENCY_LIMIT,
-    DEFAULT_MAX_ATTEMPTS, Security, SenderType, SmtpOptions, SmtpTimeouts, SubstituteMode,
-    parse_display_text, parse_host,
+    DEFAULT_MAX_ATTEMPTS, MICROSOFT365_CONCURRENCY, MICROSOFT365_RATE_LIMIT, Security, SenderType,
+    SmtpOptions, SmtpTimeouts, SubstituteMode, parse_display_text, parse_host,
 };
 use mailroom_core::address::EmailAddress;
 use mailroom_store::{Account, AccountInput, PasswordChange};
@@ -97,6 +97,18 @@ fn validate(
             "a substitute address needs substitute_mode send-as or send-on-behalf",
         ));
     }
+    if raw.connector != ConnectorKind::Microsoft365
+        && (options.app_registration_id.is_some() || options.permission.is_some())
+    {
+        return Err(ValidationError::new(
+            if options.app_registration_id.is_some() {
+                "app_registration_id"
+            } else {
+                "permission"
+            },
+            "only microsoft365 accounts take an app registration and a permission",
+        ));
+    }
     match raw.connector {
         ConnectorKind::Smtp => {
             let host =
@@ -150,6 +162,52 @@ fn validate(
                 port: Some(port),
                 security,
                 username,
+                pickup_dir: None,
+                limits,
+                substitute_mode,
+                substitute_address,
+                substitute_name: substitute_name.clone(),
+                options,
+            })
+        }
+        ConnectorKind::Microsoft365 => {
+            if raw.host.is_some()
+                || raw.username.is_some()
+                || raw.has_password
+                || raw.pickup_dir.is_some()
+            {
+                return Err(ValidationError::new(
+                    "connector",
+                    "a microsoft365 account takes no host, username, password or pickup folder: it sends through Microsoft Graph with its app registration's tokens",
+                ));
+            }
+            if options.app_registration_id.is_none() {
+                return Err(ValidationError::new(
+                    "app_registration_id",
+                    "a microsoft365 account needs the app registration whose tokens it presents",
+                ));
+            }
+            let mut options = options;
+            let permission = *options
+                .permission
+                .get_or_insert(mailroom_core::account::GraphPermission::Application);
+            if permission == mailroom_core::account::GraphPermission::Delegated {
+                return Err(ValidationError::new(
+                    "permission",
+                    "delegated permission needs a mailbox connected by a signed-in user, which this version cannot do yet; \
+                     use application (the app's Mail.Send application permission; an admin may narrow it to this mailbox with an application access policy)",
+                ));
+            }
+            Ok(AccountInput {
+                connector: raw.connector,
+                name,
+                email_address,
+                sender_name,
+                sender_type,
+                host: None,
+                port: None,
+                security: Security::None,
+                username: None,
                 pickup_dir: None,
                 limits,
                 substitute_mode,
@@ -230,6 +288,23 @@ fn validate(
     }
 }
 
+/// A `microsoft365` account's app registration must exist.
+async fn check_registration(state: &AppState, input: &AccountInput) -> ApiResult<()> {
+    if let Some(id) = input.options.app_registration_id {
+        match state.store.app_registration(id).await {
+            Ok(_) => {}
+            Err(mailroom_store::StoreError::NotFound(_)) => {
+                return Err(ApiError::invalid(
+                    "app_registration_id",
+                    format!("there is no app registration {id}"),
+                ));
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Ok(())
+}
+
 fn check_password(password: &str) -> Result<(), ValidationError> {
     if password.is_empty() || password.len() > 1024 || password.contains(['\r', '\n', '\0']) {
         return Err(ValidationError::new(
@@ -282,10 +357,21 @@ async fn create_account(
             username: body.username,
             has_password: body.password.is_some(),
             pickup_dir: body.pickup_dir,
-            rate_limit_per_minute: body.rate_limit_per_minute.unwrap_or(0),
-            concurrency_limit: body
-                .concurrency_limit
-                .unwrap_or(i64::from(DEFAULT_CONCURRENCY_LIMIT)),
+            // Exchange Online's limits are the defaults of accounts that send through it.
+            rate_limit_per_minute: body.rate_limit_per_minute.unwrap_or(
+                if connector == ConnectorKind::Microsoft365 {
+                    i64::from(MICROSOFT365_RATE_LIMIT)
+                } else {
+                    0
+                },
+            ),
+            concurrency_limit: body.concurrency_limit.unwrap_or(i64::from(
+                if connector == ConnectorKind::Microsoft365 {
+                    MICROSOFT365_CONCURRENCY
+                } else {
+                    DEFAULT_CONCURRENCY_LIMIT
+                },
+            )),
             max_attempts: body.max_attempts.unwrap_or(i64::from(DEFAULT_MAX_ATTEMPTS)),
             substitute_mode: body.substitute_mode,
             substitute_address: body.substitute_address,
@@ -298,10 +384,18 @@ async fn create_account(
                 ehlo_name: body.ehlo_name,
                 allowed_sender_domains: body.allowed_sender_domains.unwrap_or_default(),
                 bounce_domain: body.bounce_domain,
+                app_registration_id: body.app_registration_id,
+                permission: body
+                    .permission
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(|e: ValidationError| e.at("permission"))?,
             },
         },
         &state.settings.pickup_root,
     )?;
+    check_registration(&state, &input).await?;
     let account = state
         .store
         .create_account(&input, body.password.as_deref())
@@ -409,10 +503,21 @@ async fn update_account(
                     .allowed_sender_domains
                     .unwrap_or(current.options.allowed_sender_domains),
                 bounce_domain: body.bounce_domain.unwrap_or(current.options.bounce_domain),
+                app_registration_id: body
+                    .app_registration_id
+                    .or(current.options.app_registration_id),
+                permission: match body.permission.as_deref() {
+                    Some(raw) => Some(
+                        raw.parse()
+                            .map_err(|e: ValidationError| e.at("permission"))?,
+                    ),
+                    None => current.options.permission,
+                },
             },
         },
         &state.settings.pickup_root,
     )?;
+    check_registration(&state, &input).await?;
     if stored.has_password && matches!(password, PasswordChange::Keep) {
         let given_for = CredentialEndpoint {
             host: stored.host.as_deref(),

@@ -1,0 +1,489 @@
+//! `microsoft365` accounts: mail goes out through Microsoft Graph with the app registration's
+//! app-only token — small messages as MIME in one `sendMail`, large ones as a draft whose big
+//! attachments go through an upload session — against the contract-faithful fake of Graph, with its
+//! errors mapped to their meaning, expired tokens renewed and throttling obeyed.
+
+mod common;
+
+use common::{id_of, ok};
+use mailroom_testkit::{FakeClient, FakeMailbox, MailroomServer, MicrosoftFake};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "app-secret-value";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A server, the fake tenant with `mailboxes`, an app registration, and a microsoft365 account
+/// for each mailbox (limits as given, else Exchange Online's defaults).
+struct Tenant {
+    server: MailroomServer,
+    fake: MicrosoftFake,
+    registration: Value,
+}
+
+impl Tenant {
+    async fn start(mailboxes: Vec<FakeMailbox>) -> Self {
+        let server = common::start_server().await;
+        let fake = MicrosoftFake::start(
+            "contoso.example",
+            vec![FakeClient::new("mailroom-app", SECRET)],
+        )
+        .await
+        .unwrap();
+        for mailbox in mailboxes {
+            fake.add_mailbox(mailbox);
+        }
+        let registration = ok(&server, Method::POST, "/v1/app-registrations", Some(json!({
+            "name": "Contoso", "provider": "microsoft-entra", "client_id": "mailroom-app", "client_secret": SECRET,
+            "tenant": "contoso.example", "authority": fake.authority(), "graph_base_url": fake.graph_base_url(),
+            "redirect_uri": format!("{}/v1/oauth/callback", server.base_url),
+        })))
+        .await;
+        Self {
+            server,
+            fake,
+            registration,
+        }
+    }
+
+    async fn account(&self, address: &str, extra: Value) -> Value {
+        let mut body = json!({
+            "connector": "microsoft365", "name": address, "email_address": address,
+            "app_registration_id": self.registration["id"],
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        ok(&self.server, Method::POST, "/v1/accounts", Some(body)).await
+    }
+
+    async fn send(&self, account: &Value, body: Value) -> String {
+        let mut body = body;
+        body["account_id"] = account["id"].clone();
+        id_of(&self.server.send(&body).await.unwrap())
+    }
+}
+
+fn pseudo_random(length: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..length)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect()
+}
+
+async fn upload(server: &MailroomServer, name: &str, bytes: Vec<u8>) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/attachments", server.base_url))
+        .bearer_auth(&server.token)
+        .header("content-type", "application/octet-stream")
+        .header(
+            "content-disposition",
+            format!("attachment; filename=\"{name}\""),
+        )
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    response.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_and_large_messages_reach_graph_whole_with_their_hidden_recipients_and_attachments() {
+    let mut big_mailbox = FakeMailbox::new("billing@contoso.example");
+    big_mailbox.max_message_bytes = 150 * 1024 * 1024;
+    let tenant = Tenant::start(vec![big_mailbox]).await;
+    let account = tenant.account("billing@contoso.example", json!({})).await;
+    assert_eq!(
+        (
+            account["rate_limit_per_minute"].as_i64(),
+            account["concurrency_limit"].as_i64()
+        ),
+        (Some(30), Some(4)),
+        "Exchange Online's limits are the defaults"
+    );
+    assert_eq!(account["permission"], "application");
+    let (status, tested) = tenant
+        .server
+        .post(
+            &format!("/v1/accounts/{}/test", id_of(&account)),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{tested}");
+    assert!(
+        tested.to_string().contains("billing@contoso.example"),
+        "{tested}"
+    );
+
+    // 1 KB: the MIME itself, with the Bcc recipient Graph must be told about.
+    let small = tenant
+        .send(&account, json!({"to": ["ann@customer.example"], "bcc": ["audit@contoso.example"], "subject": "Invoice 103001", "text": "x".repeat(1024)}))
+        .await;
+    let sent = tenant
+        .server
+        .wait_for_status(&small, "sent", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(sent["attempts"][0]["reply_code"], 202);
+    let graph = tenant.fake.sent();
+    let mime = String::from_utf8(graph[0].mime.clone().expect("sent as MIME")).unwrap();
+    assert!(
+        mime.starts_with("Bcc: audit@contoso.example\r\n"),
+        "{}",
+        &mime[..200]
+    );
+    assert!(
+        mime.contains(sent["message_id"].as_str().unwrap()),
+        "the Message-ID is kept"
+    );
+    assert!(mime.contains("Subject: Invoice 103001"));
+
+    // 2.9 MB and 40 MB attachments: a draft, one POSTed attachment, one upload session, send.
+    let medium = pseudo_random(2_900_000, 7);
+    let large = pseudo_random(40 * 1024 * 1024, 11);
+    let medium_id = upload(&tenant.server, "scan.pdf", medium.clone()).await;
+    let large_id = upload(&tenant.server, "archive.zip", large.clone()).await;
+    for (attachment, name, bytes) in [
+        (&medium_id, "scan.pdf", &medium),
+        (&large_id, "archive.zip", &large),
+    ] {
+        let id = tenant
+            .send(&account, json!({"to": ["ann@customer.example"], "subject": format!("With {name}"), "text": "Attached.", "attachments": [{"id": attachment["id"]}]}))
+            .await;
+        let sent = tenant
+            .server
+            .wait_for_status(&id, "sent", Duration::from_secs(120))
+            .await
+            .unwrap();
+        let graph = tenant.fake.sent();
+        let mail = graph.last().unwrap();
+        let message = mail.message.as_ref().expect("sent as a draft");
+        assert_eq!(message["subject"], format!("With {name}"));
+        assert_eq!(
+            message["internetMessageId"], sent["message_id"],
+            "a re-send after a crash is recognisable"
+        );
+        assert_eq!(
+            message["toRecipients"][0]["emailAddress"]["address"],
+            "ann@customer.example"
+        );
+        assert_eq!(mail.attachments.len(), 1);
+        assert_eq!(mail.attachments[0].0, name);
+        assert!(
+            mail.attachments[0].1 == *bytes,
+            "{name} arrives byte for byte"
+        );
+    }
+    let puts: Vec<_> = tenant
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT")
+        .collect();
+    assert_eq!(puts.len(), 10, "40 MiB in ranges of 4 MiB");
+    assert!(
+        puts.iter()
+            .all(|r| !r.authorization && (r.status == 200 || r.status == 201))
+    );
+    assert_eq!(puts.last().unwrap().status, 201);
+    assert_eq!(tenant.fake.drafts_left(), 0);
+}
+
+fn last_error(message: &Value) -> String {
+    message["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_refusals_fail_the_message_with_their_meaning_and_an_expired_token_is_renewed() {
+    let mut small = FakeMailbox::new("small@contoso.example");
+    small.max_message_bytes = 1024 * 1024;
+    let mut on_premises = FakeMailbox::new("onprem@contoso.example");
+    on_premises.rest_enabled = false;
+    let tenant = Tenant::start(vec![
+        FakeMailbox::new("billing@contoso.example"),
+        FakeMailbox::new("fenced@contoso.example"),
+        small,
+        on_premises,
+    ])
+    .await;
+    tenant.fake.restrict_app(
+        "mailroom-app",
+        &[
+            "billing@contoso.example",
+            "small@contoso.example",
+            "onprem@contoso.example",
+        ],
+    );
+    let billing = tenant
+        .account(
+            "billing@contoso.example",
+            json!({"substitute_mode": "send-as", "substitute_address": "ceo@contoso.example"}),
+        )
+        .await;
+    let fenced = tenant.account("fenced@contoso.example", json!({})).await;
+    let small = tenant.account("small@contoso.example", json!({})).await;
+    let on_premises = tenant.account("onprem@contoso.example", json!({})).await;
+    let cases = [
+        (
+            &billing,
+            json!({"to": ["a@customer.example"], "subject": "s", "text": "t"}),
+            "ErrorSendAsDenied",
+            "no Send As right",
+        ),
+        (
+            &fenced,
+            json!({"to": ["a@customer.example"], "subject": "s", "text": "t"}),
+            "ErrorAccessDenied",
+            "application access policy",
+        ),
+        (
+            &small,
+            json!({"to": ["a@customer.example"], "subject": "s", "text": "y".repeat(2 * 1024 * 1024)}),
+            "ErrorMessageSizeExceeded",
+            "35 MB",
+        ),
+        (
+            &on_premises,
+            json!({"to": ["a@customer.example"], "subject": "s", "text": "t"}),
+            "MailboxNotEnabledForRESTAPI",
+            "not an Exchange Online mailbox",
+        ),
+    ];
+    for (account, body, code, meaning) in cases {
+        let id = tenant.send(account, body).await;
+        let failed = tenant
+            .server
+            .wait_for_status(&id, "failed", WAIT)
+            .await
+            .unwrap();
+        assert_eq!(
+            failed["attempts"].as_array().unwrap().len(),
+            1,
+            "{code} is permanent: one attempt"
+        );
+        assert_eq!(failed["attempts"][0]["outcome"], "permanent");
+        let error = last_error(&failed);
+        assert!(
+            error.contains(code) && error.contains(meaning),
+            "{code}: {error}"
+        );
+    }
+
+    // Tokens that expire (or are revoked) are renewed once and the request repeated: no failure.
+    let billing_plain = tenant.account("billing2@contoso.example", json!({})).await;
+    tenant
+        .fake
+        .add_mailbox(FakeMailbox::new("billing2@contoso.example"));
+    tenant
+        .fake
+        .restrict_app("mailroom-app", &["billing2@contoso.example"]);
+    let first = tenant
+        .send(
+            &billing_plain,
+            json!({"to": ["a@customer.example"], "subject": "one", "text": "t"}),
+        )
+        .await;
+    tenant
+        .server
+        .wait_for_status(&first, "sent", WAIT)
+        .await
+        .unwrap();
+    let tokens = tenant.fake.token_requests();
+    tenant.fake.expire_tokens();
+    let second = tenant
+        .send(
+            &billing_plain,
+            json!({"to": ["a@customer.example"], "subject": "two", "text": "t"}),
+        )
+        .await;
+    let sent = tenant
+        .server
+        .wait_for_status(&second, "sent", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        sent["attempts"].as_array().unwrap().len(),
+        1,
+        "renewed within the attempt"
+    );
+    assert_eq!(tenant.fake.token_requests(), tokens + 1);
+    assert!(tenant.fake.requests().iter().any(|r| r.status == 401));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_requests_wait_for_retry_after_and_throughput_settles_at_the_budget() {
+    let tenant = Tenant::start(vec![FakeMailbox::new("billing@contoso.example")]).await;
+    let account = tenant
+        .account(
+            "billing@contoso.example",
+            json!({"rate_limit_per_minute": 0}),
+        )
+        .await;
+    // Three requests per two seconds for this app and mailbox.
+    tenant.fake.set_budget(3, Duration::from_secs(2));
+    tenant.fake.set_latency(Duration::from_millis(20));
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for n in 0..9 {
+        ids.push(
+            tenant
+                .send(
+                    &account,
+                    json!({"to": ["a@customer.example"], "subject": format!("m{n}"), "text": "t"}),
+                )
+                .await,
+        );
+    }
+    for id in &ids {
+        tenant
+            .server
+            .wait_for_status(id, "sent", Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(tenant.fake.sent().len(), 9, "each message once");
+    // 9 requests at 3 per 2 s cannot finish in under 4 s; obeying Retry-After, they need little more.
+    assert!(elapsed >= Duration::from_secs(4), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+    let requests: Vec<_> = tenant
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/sendMail"))
+        .collect();
+    assert!(
+        requests.iter().any(|r| r.status == 429),
+        "the budget was reached"
+    );
+    for throttled in requests.iter().filter(|r| r.status == 429) {
+        let until = throttled.at + throttled.retry_after.unwrap();
+        let early: Vec<_> = requests
+            .iter()
+            .filter(|r| r.at > throttled.at && r.at < until)
+            .collect();
+        assert!(
+            early.is_empty(),
+            "{} requests came before Retry-After had passed",
+            early.len()
+        );
+    }
+    // Every message needed one attempt: throttling is waited out, not failed.
+    for id in &ids {
+        let message = tenant.server.message(id).await.unwrap();
+        assert_eq!(message["attempts"].as_array().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_adds_a_microsoft365_account_and_its_registration_cannot_be_deleted_under_it() {
+    let tenant = Tenant::start(vec![FakeMailbox::new("sales@contoso.example")]).await;
+    let output = std::process::Command::new(common::binary())
+        .args([
+            "account",
+            "add",
+            "microsoft365",
+            "--name",
+            "Sales",
+            "--email",
+            "sales@contoso.example",
+            "--app-registration",
+            tenant.registration["id"].as_str().unwrap(),
+        ])
+        .env("MAILROOM_SERVER", &tenant.server.base_url)
+        .env("MAILROOM_TOKEN", &tenant.server.token)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (_, accounts) = tenant.server.get("/v1/accounts").await.unwrap();
+    let account = accounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "Sales")
+        .unwrap()
+        .clone();
+    assert_eq!(account["connector"], "microsoft365");
+    let id = tenant
+        .send(
+            &account,
+            json!({"to": ["a@customer.example"], "subject": "from the CLI", "text": "t"}),
+        )
+        .await;
+    tenant
+        .server
+        .wait_for_status(&id, "sent", WAIT)
+        .await
+        .unwrap();
+
+    let path = format!("/v1/app-registrations/{}", id_of(&tenant.registration));
+    let (status, refused) = tenant
+        .server
+        .call(Method::DELETE, &path, None, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (409, Some("app_registration_in_use")),
+        "{refused}"
+    );
+    assert!(refused["message"].as_str().unwrap().contains("Sales"));
+    // Bad accounts are refused with the field at fault.
+    for (body, field) in [
+        (
+            json!({"connector": "microsoft365", "name": "X", "email_address": "x@contoso.example"}),
+            "app_registration_id",
+        ),
+        (
+            json!({"connector": "microsoft365", "name": "X", "email_address": "x@contoso.example", "app_registration_id": uuid::Uuid::new_v4()}),
+            "app_registration_id",
+        ),
+        (
+            json!({"connector": "microsoft365", "name": "X", "email_address": "x@contoso.example", "app_registration_id": tenant.registration["id"], "host": "smtp.example"}),
+            "connector",
+        ),
+        (
+            json!({"connector": "smtp", "name": "X", "email_address": "x@contoso.example", "host": "smtp.example", "app_registration_id": tenant.registration["id"]}),
+            "app_registration_id",
+        ),
+    ] {
+        let (status, refused) = tenant.server.post("/v1/accounts", &body).await.unwrap();
+        assert_eq!(
+            (status, refused["field"].as_str()),
+            (422, Some(field)),
+            "{refused}"
+        );
+    }
+    let (status, _) = tenant
+        .server
+        .call(
+            Method::DELETE,
+            &format!("/v1/accounts/{}", id_of(&account)),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    let (status, _) = tenant
+        .server
+        .call(Method::DELETE, &path, None, &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "no account uses it any more");
+}
