@@ -141,6 +141,8 @@ pub const ROUTE_PERMISSIONS: &[(&str, &str, &str)] = &[
     ("POST", "/v1/templates/{id}/preview", "email-send"),
     ("GET", "/v1/attachments/{id}", "email-send"),
     ("GET", "/v1/stats", "email-setup"),
+    // Users connect their own mailbox; another's needs email-setup (checked by the handler).
+    ("GET", "/v1/oauth/connect", SIGNED_IN),
     ("GET", "/v1/app-registrations", "email-setup"),
     ("POST", "/v1/app-registrations", "email-setup"),
     ("GET", "/v1/app-registrations/{id}", "email-setup"),

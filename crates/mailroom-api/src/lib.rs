@@ -125,6 +125,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(routes::dkim::router())
         .merge(routes::unsubscribes::router())
         .merge(routes::app_registrations::router())
+        .merge(routes::oauth::router())
 }
 
 /// The OpenAPI document of the whole API.
@@ -132,6 +133,7 @@ pub fn openapi() -> OpenApi {
     let (_, mut api) = OpenApiRouter::<AppState>::new()
         .merge(v1_routes())
         .merge(routes::unsubscribes::public_router())
+        .merge(routes::oauth::public_router())
         .routes(routes!(routes::system::healthz))
         .split_for_parts();
     let mut description = String::from(
@@ -659,7 +661,9 @@ pub fn router(
             state.clone(),
             auth::require_token,
         ));
-    let (public, _) = routes::unsubscribes::public_router().split_for_parts();
+    let (public, _) = routes::unsubscribes::public_router()
+        .merge(routes::oauth::public_router())
+        .split_for_parts();
     Router::new()
         .merge(v1)
         .merge(public)

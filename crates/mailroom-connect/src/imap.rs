@@ -20,7 +20,10 @@ pub struct ImapSettings {
     pub port: u16,
     pub security: Security,
     pub username: String,
+    /// The password, or with `oauth2` the OAuth 2.0 access token.
     pub password: String,
+    /// Log in with SASL XOAUTH2 (the password is an access token) instead of LOGIN.
+    pub oauth2: bool,
     /// The whole test, from connecting to logging out.
     pub timeout: Duration,
     /// Extra trusted root certificates (PEM), e.g. a company CA.
@@ -136,15 +139,61 @@ where
     }
 }
 
+/// SASL XOAUTH2 (Google's and Microsoft's IMAP/SMTP OAuth 2.0 mechanism): `user=<name>^Aauth=Bearer
+/// <token>^A^A`. After a refusal the server sends an error challenge; the empty answer ends the
+/// exchange, and the server's NO follows.
+struct XOAuth2<'a> {
+    user: &'a str,
+    token: &'a str,
+    sent: bool,
+}
+
+impl async_imap::Authenticator for XOAuth2<'_> {
+    type Response = String;
+
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        if std::mem::replace(&mut self.sent, true) {
+            String::new()
+        } else {
+            format!("user={}\x01auth=Bearer {}\x01\x01", self.user, self.token)
+        }
+    }
+}
+
+/// Logs in with the password (LOGIN) or the access token (AUTHENTICATE XOAUTH2).
+pub(crate) async fn log_in<T>(
+    client: Client<T>,
+    settings: &ImapSettings,
+) -> Result<async_imap::Session<T>, SendError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
+{
+    if settings.oauth2 {
+        client
+            .authenticate(
+                "XOAUTH2",
+                XOAuth2 {
+                    user: &settings.username,
+                    token: &settings.password,
+                    sent: false,
+                },
+            )
+            .await
+            .map_err(|(e, _)| failure("AUTHENTICATE XOAUTH2", e))
+    } else {
+        client
+            .login(&settings.username, &settings.password)
+            .await
+            .map_err(|(e, _)| failure("login", e))
+    }
+}
+
 /// Logs in and selects INBOX on an open (and, as configured, secured) connection.
 async fn log_in_and_select<T>(client: Client<T>, settings: &ImapSettings) -> Result<u32, SendError>
 where
     T: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
 {
-    let mut session = client
-        .login(&settings.username, &settings.password)
-        .await
-        .map_err(|(e, _)| failure("login", e))?;
+    let mut session = log_in(client, settings).await?;
     let inbox = session
         .select("INBOX")
         .await
@@ -244,6 +293,7 @@ mod tests {
             security: Security::None,
             username: "someone".into(),
             password: "secret".into(),
+            oauth2: false,
             timeout: Duration::from_secs(5),
             extra_root_certificates: Vec::new(),
         }

@@ -182,10 +182,7 @@ impl ImapSource {
         if settings.security != Security::Starttls {
             greeted(&mut client).await?;
         }
-        let mut session = client
-            .login(&settings.username, &settings.password)
-            .await
-            .map_err(|(e, _)| failure("login", e))?;
+        let mut session = crate::imap::log_in(client, settings).await?;
         let capabilities = session
             .capabilities()
             .await

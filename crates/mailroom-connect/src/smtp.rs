@@ -47,7 +47,10 @@ pub struct SmtpSettings {
     pub port: u16,
     pub security: Security,
     pub username: Option<String>,
+    /// The password, or with `oauth2` the OAuth 2.0 access token.
     pub password: Option<String>,
+    /// Authenticate with SASL XOAUTH2 (the password is an access token) instead of PLAIN/LOGIN.
+    pub oauth2: bool,
     /// Connections open at most, kept open for reuse (the account's concurrency limit).
     pub max_connections: usize,
     /// How long to wait at each stage.
@@ -354,7 +357,14 @@ impl SmtpConnector {
             let credentials = Credentials::new(username.clone(), password.clone());
             let authenticated = within(command_s, "AUTH", async {
                 connection
-                    .auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
+                    .auth(
+                        if self.settings.oauth2 {
+                            &[Mechanism::Xoauth2]
+                        } else {
+                            &[Mechanism::Plain, Mechanism::Login]
+                        },
+                        &credentials,
+                    )
                     .await
                     .map_err(|error| {
                         let mut failure = classify(&error, "AUTH: authentication rejected");
@@ -947,6 +957,7 @@ mod tests {
             security: Security::None,
             username: None,
             password: None,
+            oauth2: false,
             max_connections: 1,
             timeouts: SmtpTimeouts {
                 connect_s: 5,

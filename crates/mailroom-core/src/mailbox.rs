@@ -114,6 +114,9 @@ impl fmt::Display for ServerEndpoint {
 pub struct CloudEndpoints {
     pub graph_base_url: String,
     pub authority: String,
+    /// `oauth2` profiles: the app registration users connect their mailboxes with.
+    #[serde(default)]
+    pub app_registration_id: Option<uuid::Uuid>,
 }
 
 impl Default for CloudEndpoints {
@@ -121,6 +124,7 @@ impl Default for CloudEndpoints {
         Self {
             graph_base_url: "https://graph.microsoft.com/v1.0".into(),
             authority: "https://login.microsoftonline.com".into(),
+            app_registration_id: None,
         }
     }
 }

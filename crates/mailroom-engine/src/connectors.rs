@@ -145,6 +145,7 @@ pub async fn build_connector(
     store: &Store,
     account: &Account,
     defaults: &ConnectorDefaults,
+    oauth: &Arc<crate::oauth::OAuthService>,
 ) -> StoreResult<Arc<dyn Connector>> {
     Ok(match account.connector {
         ConnectorKind::Pickup => Arc::new(PickupConnector::new(
@@ -156,6 +157,7 @@ pub async fn build_connector(
         )),
         ConnectorKind::CurrentUser => Arc::new(CurrentUserConnector {
             store: store.clone(),
+            oauth: oauth.clone(),
             defaults: defaults.clone(),
             account_label: account.id.to_string(),
             timeouts: account.options.timeouts,
@@ -200,6 +202,7 @@ pub async fn build_connector(
             security: account.security,
             username: account.username.clone(),
             password: store.account_password(account.id).await?,
+            oauth2: false,
             max_connections: account.limits.concurrency_limit as usize,
             timeouts: account.options.timeouts,
             ehlo_name: account
@@ -230,11 +233,13 @@ pub async fn build_connector(
 /// is not approved, tested and switched on for outgoing mail is never connected to.
 struct CurrentUserConnector {
     store: Store,
+    oauth: Arc<crate::oauth::OAuthService>,
     defaults: ConnectorDefaults,
     account_label: String,
     timeouts: mailroom_core::account::SmtpTimeouts,
-    /// One SMTP connector (and pool) per mailbox, with the mailbox version it was built from.
-    by_mailbox: Mutex<HashMap<Uuid, VersionedConnector>>,
+    /// One SMTP connector (and pool) per mailbox, with the mailbox version and login it was built
+    /// from.
+    by_mailbox: Mutex<HashMap<Uuid, LoginConnector>>,
 }
 
 impl CurrentUserConnector {
@@ -270,13 +275,6 @@ impl CurrentUserConnector {
             )
         })?;
         let mailbox = mailbox.expect("a ready mailbox exists");
-        let version = mailbox.updated_at_ms;
-        if let Some((built, connector)) =
-            self.by_mailbox.lock().expect("cache lock").get(&mailbox.id)
-            && *built == version
-        {
-            return Ok((connector.clone(), mailbox.email_address));
-        }
         let profile_id = mailbox.profile_id.ok_or_else(|| {
             SendError::permanent(None, "the sender's mailbox has no server profile")
         })?;
@@ -285,18 +283,24 @@ impl CurrentUserConnector {
             .server_profile(profile_id)
             .await
             .map_err(store_error)?;
-        let password = self
-            .store
-            .mailbox_password(mailbox.id)
-            .await
-            .map_err(store_error)?;
+        let login = self.oauth.mailbox_login(&mailbox, &profile).await?;
+        // A connection pool per mailbox version and login: a refreshed access token makes a new
+        // transport (lettre's credentials are fixed per transport), a password change too.
+        let version = (mailbox.updated_at_ms, login.secret.clone());
+        if let Some((built, connector)) =
+            self.by_mailbox.lock().expect("cache lock").get(&mailbox.id)
+            && *built == version
+        {
+            return Ok((connector.clone(), mailbox.email_address));
+        }
         let connector: Arc<dyn Connector> = Arc::new(SmtpConnector::new(SmtpSettings {
             account_label: self.account_label.clone(),
             host: profile.outgoing.host.clone(),
             port: profile.outgoing.port,
             security: profile.outgoing.security,
-            username: mailbox.username.clone(),
-            password,
+            username: Some(login.username),
+            password: Some(login.secret),
+            oauth2: login.oauth2,
             max_connections: 1,
             timeouts: self.timeouts,
             ehlo_name: self.defaults.hostname.clone(),
@@ -337,6 +341,9 @@ impl Connector for CurrentUserConnector {
     }
 }
 
+/// A mailbox's connector and the mailbox version and login secret it was built with.
+type LoginConnector = ((i64, String), Arc<dyn Connector>);
+
 /// A connector and the account version (`updated_at`) it was built from.
 type VersionedConnector = (i64, Arc<dyn Connector>);
 
@@ -352,6 +359,7 @@ impl ConnectorCache {
         store: &Store,
         account: &Account,
         defaults: &ConnectorDefaults,
+        oauth: &Arc<crate::oauth::OAuthService>,
     ) -> StoreResult<Arc<dyn Connector>> {
         if let Some((version, connector)) =
             self.entries.lock().expect("cache lock").get(&account.id)
@@ -359,7 +367,7 @@ impl ConnectorCache {
         {
             return Ok(connector.clone());
         }
-        let built = build_connector(store, account, defaults).await?;
+        let built = build_connector(store, account, defaults, oauth).await?;
         // Sends that arrive together for a new account all build one; only the first to get here
         // is kept, so that the account has one pool of connections, within its limit. The others
         // have opened nothing yet.
@@ -428,16 +436,21 @@ mod tests {
             node_id: "node-test".into(),
             node_timeout: std::time::Duration::from_secs(10),
         };
+        let oauth = Arc::new(crate::oauth::OAuthService::new(store.clone(), &[]));
         let mut asking = Vec::new();
         for _ in 0..32 {
-            let (cache, store, account, defaults) = (
+            let (cache, store, account, defaults, oauth) = (
                 cache.clone(),
                 store.clone(),
                 account.clone(),
                 defaults.clone(),
+                oauth.clone(),
             );
             asking.push(tokio::spawn(async move {
-                cache.get(&store, &account, &defaults).await.unwrap()
+                cache
+                    .get(&store, &account, &defaults, &oauth)
+                    .await
+                    .unwrap()
             }));
         }
         let mut connectors = Vec::new();

@@ -205,11 +205,16 @@ struct Inner {
 impl Engine {
     pub fn new(store: Store, config: EngineConfig) -> Self {
         let encode_budget = Arc::new(Semaphore::new(budget_permits(config.encode_budget_bytes)));
+        let oauth = Arc::new(crate::oauth::OAuthService::new(
+            store.clone(),
+            &config.connectors.extra_root_certificates,
+        ));
         let mailboxes = Arc::new(crate::mailboxes::MailboxWorker::new(
             store.clone(),
             config.connectors.clone(),
             config.mailbox_tests.clone(),
             config.node_id.clone(),
+            oauth.clone(),
         ));
         let sync = Arc::new(crate::sync::SyncWorker::new(
             store.clone(),
@@ -218,10 +223,6 @@ impl Engine {
             config.sync.clone(),
             config.node_id.clone(),
             mailboxes.clone(),
-        ));
-        let oauth = Arc::new(crate::oauth::OAuthService::new(
-            store.clone(),
-            &config.connectors.extra_root_certificates,
         ));
         Self {
             inner: Arc::new(Inner {
@@ -585,7 +586,12 @@ impl Engine {
                     .record(claimed.len() as f64);
                 let connector = match inner
                     .connectors
-                    .get(&inner.store, account, &inner.config.connectors)
+                    .get(
+                        &inner.store,
+                        account,
+                        &inner.config.connectors,
+                        &inner.oauth,
+                    )
                     .await
                 {
                     Ok(connector) => connector,
@@ -837,7 +843,12 @@ impl Reservation {
                 None => Err("the engine has stopped".to_owned()),
                 Some(_) => inner
                     .connectors
-                    .get(&inner.store, &lane.account, &inner.config.connectors)
+                    .get(
+                        &inner.store,
+                        &lane.account,
+                        &inner.config.connectors,
+                        &inner.oauth,
+                    )
                     .await
                     .map_err(|e| e.to_string()),
             };
@@ -1297,10 +1308,14 @@ impl Engine {
         &self,
         account: &Account,
     ) -> Result<String, mailroom_connect::SendError> {
-        let connector =
-            crate::build_connector(&self.inner.store, account, &self.inner.config.connectors)
-                .await
-                .map_err(|e| mailroom_connect::SendError::permanent(None, e.to_string()))?;
+        let connector = crate::build_connector(
+            &self.inner.store,
+            account,
+            &self.inner.config.connectors,
+            &self.inner.oauth,
+        )
+        .await
+        .map_err(|e| mailroom_connect::SendError::permanent(None, e.to_string()))?;
         connector.test_connection().await
     }
 }

@@ -8,7 +8,7 @@ use mailroom_connect::{
 };
 use mailroom_core::account::SmtpTimeouts;
 use mailroom_core::mailbox::{
-    Approval, AuthType, MAX_TEST_TRIES, MissingStep, SyncMethod, TestStatus, test_retry_delay_ms,
+    Approval, MAX_TEST_TRIES, MissingStep, SyncMethod, TestStatus, test_retry_delay_ms,
 };
 use mailroom_store::{MailboxRecord, MailboxTestRecord, Store, StoreResult, now_ms};
 use std::collections::HashMap;
@@ -93,6 +93,8 @@ impl ProfilePlaces {
 
 /// Tests mailboxes and runs the jobs that do so.
 pub struct MailboxWorker {
+    /// Mailboxes' logins: passwords, or access tokens of connected mailboxes.
+    pub(crate) oauth: Arc<crate::oauth::OAuthService>,
     store: Store,
     defaults: ConnectorDefaults,
     config: MailboxTestConfig,
@@ -115,12 +117,14 @@ impl MailboxWorker {
         defaults: ConnectorDefaults,
         config: MailboxTestConfig,
         node_id: String,
+        oauth: Arc<crate::oauth::OAuthService>,
     ) -> Self {
         Self {
             store,
             defaults,
             config,
             node_id,
+            oauth,
             profile_places: Mutex::new(HashMap::new()),
             wake: Notify::new(),
         }
@@ -182,28 +186,28 @@ impl MailboxWorker {
                 .await;
         };
         let profile = self.store.server_profile(profile_id).await?;
-        if profile.auth_type == AuthType::Oauth2 {
-            return self
-                .store
-                .record_mailbox_test(
-                    id,
-                    &refuse("OAuth 2.0 sign-in is not available for mailboxes yet".into()),
-                )
-                .await;
-        }
-        let password = self.store.mailbox_password(id).await?;
-        let (Some(username), Some(password)) = (mailbox.username.clone(), password) else {
-            return self
-                .store
-                .record_mailbox_test(
-                    id,
-                    &refuse(
-                        "the mailbox has no username and password: set them, then test again"
-                            .into(),
-                    ),
-                )
-                .await;
+        let login = match self.oauth.mailbox_login(&mailbox, &profile).await {
+            Ok(login) => login,
+            Err(error) => {
+                // No way to log in (no password, not connected, sign-in refused): both directions
+                // fail with the reason, transient ones to be tried again.
+                let failed = |on: bool| {
+                    if on {
+                        Tested::Failed(error.clone())
+                    } else {
+                        Tested::Skipped
+                    }
+                };
+                let record = self.judge(
+                    &mailbox,
+                    &failed(mailbox.incoming == SyncMethod::ServerSideSync),
+                    &failed(mailbox.outgoing == SyncMethod::ServerSideSync),
+                    approve,
+                );
+                return self.store.record_mailbox_test(id, &record).await;
+            }
         };
+        let (username, password) = (login.username.clone(), login.secret.clone());
         // One place for the whole test: its connections are opened one after the other, so a
         // mailbox holds at most one of the profile's connections, and each finishes in turn.
         let places = self.profile_places(profile.id, profile.processing.max_connections);
@@ -215,6 +219,7 @@ impl MailboxWorker {
                 security: profile.incoming.security,
                 username: username.clone(),
                 password: password.clone(),
+                oauth2: login.oauth2,
                 timeout: self.config.timeout,
                 extra_root_certificates: self.defaults.extra_root_certificates.clone(),
             })
@@ -235,6 +240,7 @@ impl MailboxWorker {
                 security: profile.outgoing.security,
                 username: Some(username),
                 password: Some(password),
+                oauth2: login.oauth2,
                 max_connections: 1,
                 timeouts: SmtpTimeouts {
                     connect_s: seconds,

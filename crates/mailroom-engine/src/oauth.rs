@@ -76,6 +76,8 @@ pub struct Endpoints {
 pub struct OAuthService {
     store: Store,
     client: Result<OAuthClient, String>,
+    /// Each connected mailbox's access token.
+    mailbox_tokens: std::sync::Mutex<std::collections::HashMap<Uuid, TokenSlot>>,
 }
 
 impl OAuthService {
@@ -83,6 +85,7 @@ impl OAuthService {
         Self {
             store,
             client: OAuthClient::new(extra_roots),
+            mailbox_tokens: std::sync::Mutex::default(),
         }
     }
 
@@ -377,5 +380,228 @@ impl mailroom_connect::AccessTokens for AppTokens {
         let until = std::time::Instant::now() + usable_for(grant.expires_in);
         *cached = Some((grant.access_token.clone(), until));
         Ok(grant.access_token)
+    }
+}
+
+/// How a mailbox logs in to its servers: its password, or (connected with OAuth 2.0) an access
+/// token presented with SASL XOAUTH2.
+#[derive(Clone)]
+pub struct MailboxLogin {
+    pub username: String,
+    pub secret: String,
+    pub oauth2: bool,
+}
+
+/// A mailbox's access token, and until when it is used.
+type TokenSlot = Arc<tokio::sync::Mutex<Option<(String, std::time::Instant)>>>;
+
+use mailroom_connect::SendError;
+use mailroom_core::mailbox::AuthType;
+use mailroom_store::{MailboxRecord, MailboxTestRecord, ServerProfile};
+use std::sync::Arc;
+
+impl OAuthService {
+    /// How `mailbox` logs in to `profile`'s servers.
+    pub async fn mailbox_login(
+        &self,
+        mailbox: &MailboxRecord,
+        profile: &ServerProfile,
+    ) -> Result<MailboxLogin, SendError> {
+        let store_error = |e: mailroom_store::StoreError| {
+            SendError::transient(None, format!("reading the mailbox: {e}"))
+        };
+        if profile.auth_type == AuthType::Password {
+            let password = self
+                .store
+                .mailbox_password(mailbox.id)
+                .await
+                .map_err(store_error)?;
+            return match (mailbox.username.clone(), password) {
+                (Some(username), Some(password)) => Ok(MailboxLogin {
+                    username,
+                    secret: password,
+                    oauth2: false,
+                }),
+                _ => Err(SendError::permanent(
+                    None,
+                    "the mailbox has no username and password: set them, then test again",
+                )),
+            };
+        }
+        let Some(registration) = mailbox.oauth_registration_id else {
+            return Err(SendError::permanent(
+                None,
+                "the mailbox is not connected yet: its user signs in once (GET /v1/oauth/connect, or Connect in the console)",
+            ));
+        };
+        if profile.endpoints.app_registration_id != Some(registration) {
+            return Err(SendError::permanent(
+                None,
+                "the mailbox was connected with another app registration than its server profile names: connect it again",
+            ));
+        }
+        let token = self.mailbox_access_token(mailbox.id, false).await?;
+        Ok(MailboxLogin {
+            username: mailbox
+                .username
+                .clone()
+                .unwrap_or_else(|| mailbox.email_address.to_string()),
+            secret: token,
+            oauth2: true,
+        })
+    }
+
+    fn token_slot(&self, mailbox: Uuid) -> TokenSlot {
+        self.mailbox_tokens
+            .lock()
+            .expect("token lock")
+            .entry(mailbox)
+            .or_default()
+            .clone()
+    }
+
+    /// Keeps the access token a code exchange brought, so that the first test needs no refresh.
+    pub async fn remember_mailbox_token(
+        &self,
+        mailbox: Uuid,
+        token: &str,
+        expires_in: Option<u64>,
+    ) {
+        let slot = self.token_slot(mailbox);
+        *slot.lock().await = Some((
+            token.to_owned(),
+            std::time::Instant::now() + usable_for(expires_in),
+        ));
+    }
+
+    /// A connected mailbox's access token, refreshed before it expires (at half its life at the
+    /// latest). Refreshes of one mailbox happen one at a time: a provider that rotates refresh
+    /// tokens may revoke them all when an old one is used twice. A refresh the provider refuses for
+    /// good (`invalid_grant`: consent revoked, password changed, token expired) disables the
+    /// mailbox, with an alert to its owners carrying the link to connect it again.
+    pub async fn mailbox_access_token(
+        &self,
+        mailbox: Uuid,
+        renew: bool,
+    ) -> Result<String, SendError> {
+        let slot = self.token_slot(mailbox);
+        let mut cached = slot.lock().await;
+        if !renew
+            && let Some((token, until)) = cached.as_ref()
+            && std::time::Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
+        let store_error = |e: mailroom_store::StoreError| {
+            SendError::transient(None, format!("reading the mailbox's sign-in: {e}"))
+        };
+        let (registration_id, refresh_token) = self
+            .store
+            .mailbox_refresh_token(mailbox)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| SendError::permanent(None, "the mailbox is not connected"))?;
+        let registration = self
+            .store
+            .app_registration(registration_id)
+            .await
+            .map_err(store_error)?;
+        let secret = self
+            .store
+            .app_registration_secret(registration_id)
+            .await
+            .map_err(store_error)?
+            .unwrap_or_default();
+        let endpoints = self
+            .endpoints(&registration)
+            .await
+            .map_err(|why| SendError::transient(None, why))?;
+        let endpoint = endpoints
+            .token
+            .ok_or_else(|| SendError::permanent(None, "the provider names no token endpoint"))?;
+        let client = self
+            .client()
+            .map_err(|why| SendError::transient(None, why))?;
+        let grant = client
+            .refresh(
+                &TokenClient {
+                    token_endpoint: &endpoint,
+                    client_id: &registration.settings.client_id,
+                    client_secret: &secret,
+                    auth: client_auth(&registration, endpoints.discovery.as_ref()),
+                },
+                &refresh_token,
+                &registration.settings.scopes.mail,
+            )
+            .await;
+        let grant = match grant {
+            Ok(grant) => grant,
+            Err(error) if error.is_permanent() => {
+                *cached = None;
+                let reason = self.disable_mailbox(mailbox, &registration, &error).await;
+                return Err(SendError::permanent(error.status, reason));
+            }
+            Err(error) => {
+                return Err(SendError::transient(
+                    error.status,
+                    format!("refreshing the mailbox's access token: {error}"),
+                ));
+            }
+        };
+        if let Some(rotated) = grant.refresh_token.as_deref()
+            && rotated != refresh_token
+        {
+            self.store
+                .replace_mailbox_refresh_token(mailbox, registration_id, rotated)
+                .await
+                .map_err(store_error)?;
+        }
+        *cached = Some((
+            grant.access_token.clone(),
+            std::time::Instant::now() + usable_for(grant.expires_in),
+        ));
+        Ok(grant.access_token)
+    }
+
+    /// Disables a mailbox whose sign-in the provider no longer accepts; returns why, in words.
+    async fn disable_mailbox(
+        &self,
+        mailbox: Uuid,
+        registration: &AppRegistration,
+        error: &TokenError,
+    ) -> String {
+        let reconnect = format!(
+            "/v1/oauth/connect?registration={}&purpose=mailbox&mailbox={mailbox}",
+            registration.id
+        );
+        let reason = format!(
+            "the sign-in is no longer accepted by {} ({}: {}); connect the mailbox again: {reconnect}",
+            registration.settings.name, error.error, error.description
+        );
+        let enabled = self.store.mailbox(mailbox).await.is_ok_and(|m| m.enabled);
+        let record = MailboxTestRecord {
+            incoming_status: mailroom_core::mailbox::TestStatus::Failure,
+            outgoing_status: mailroom_core::mailbox::TestStatus::Failure,
+            act_status: mailroom_core::mailbox::TestStatus::NotRun,
+            enabled: false,
+            last_error: Some(reason.clone()),
+            test_tries: 0,
+            next_test_at_ms: None,
+            approve: false,
+            disabled_because: enabled.then(|| reason.clone()),
+        };
+        if let Err(store_error) = self.store.record_mailbox_test(mailbox, &record).await {
+            tracing::error!(%store_error, %mailbox, "a mailbox whose sign-in was refused could not be disabled");
+        }
+        tracing::warn!(event = "mailbox_sign_in_refused", %mailbox, error = %error.error, "a mailbox's refresh token was refused; the mailbox is disabled");
+        reason
+    }
+}
+
+/// Microsoft documents client_secret_post; other providers say in discovery what they take.
+pub fn client_auth(registration: &AppRegistration, discovery: Option<&Discovery>) -> ClientAuth {
+    match registration.settings.provider {
+        OAuthProvider::MicrosoftEntra => ClientAuth::Post,
+        OAuthProvider::Oidc => ClientAuth::for_provider(discovery),
     }
 }

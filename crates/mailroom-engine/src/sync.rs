@@ -27,7 +27,7 @@ use crate::connectors::ConnectorDefaults;
 use crate::mailboxes::MailboxWorker;
 use mailroom_connect::{FailureKind, FetchedMail, ImapSettings, ImapSource, SendError};
 use mailroom_core::inbound::{CorrelationSettings, correlation_keys, parse_inbound};
-use mailroom_core::mailbox::{AuthType, TestStatus};
+use mailroom_core::mailbox::TestStatus;
 use mailroom_store::{
     BlobStore, FolderState, HashedBytes, MailboxRecord, MailboxTestRecord, NewInbound, Store,
     StoredPart, now_ms,
@@ -349,24 +349,9 @@ impl SyncWorker {
             Ok(profile) => profile,
             Err(error) => return error.into(),
         };
-        if profile.auth_type == AuthType::Oauth2 {
-            return Stop::Failed(SendError::permanent(
-                None,
-                "OAuth 2.0 sign-in is not available for mailboxes yet",
-            ));
-        }
-        let password = match self.store.mailbox_password(id).await {
-            Ok(Some(password)) => password,
-            Ok(None) => {
-                return Stop::Failed(SendError::permanent(
-                    None,
-                    "the mailbox has no password: set it, then test the mailbox again",
-                ));
-            }
-            Err(error) => return error.into(),
-        };
-        let Some(username) = mailbox.username.clone() else {
-            return Stop::Failed(SendError::permanent(None, "the mailbox has no username"));
+        let login = match self.mailboxes.oauth.mailbox_login(&mailbox, &profile).await {
+            Ok(login) => login,
+            Err(error) => return Stop::Failed(error),
         };
         let places = self
             .mailboxes
@@ -379,8 +364,9 @@ impl SyncWorker {
             host: profile.incoming.host.clone(),
             port: profile.incoming.port,
             security: profile.incoming.security,
-            username,
-            password,
+            username: login.username,
+            password: login.secret,
+            oauth2: login.oauth2,
             timeout: self.config.timeout,
             extra_root_certificates: self.defaults.extra_root_certificates.clone(),
         };

@@ -196,6 +196,8 @@ const TABLES: &[Table] = &[
             ("next_test_at", Int),
             ("created_at", Int),
             ("updated_at", Int),
+            ("oauth_registration_id", Text),
+            ("refresh_token_sealed", Text),
         ],
     },
     Table {

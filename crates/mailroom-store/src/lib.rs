@@ -18,6 +18,7 @@ mod mail_client_app;
 mod mailboxes;
 mod messages;
 mod nodes;
+mod oauth;
 mod organisation;
 pub mod postgres;
 mod profiles;
@@ -53,6 +54,7 @@ pub use messages::{
     NewMessage, Outcome, RecoveredLease, StoredAttempt, StoredMessage, Visibility,
 };
 pub use nodes::NodeInfo;
+pub use oauth::OAuthState;
 pub use organisation::{Queue, Team};
 pub use profiles::SendingProfile;
 pub use retention::RetentionBatch;

@@ -59,6 +59,8 @@ pub struct MailboxRecord {
     pub act: SyncMethod,
     pub username: Option<String>,
     pub has_password: bool,
+    /// The app registration whose refresh token the mailbox holds (connected with OAuth 2.0).
+    pub oauth_registration_id: Option<Uuid>,
     pub approval: Approval,
     pub incoming_status: TestStatus,
     pub outgoing_status: TestStatus,
@@ -139,7 +141,7 @@ pub struct MailboxTestRecord {
 }
 
 pub(crate) const MAILBOX_COLUMNS: &str = "id, kind, user_id, queue_id, email_address, profile_id, incoming, outgoing, act, username, \
-     password_encrypted IS NOT NULL AS has_password, approval, incoming_status, outgoing_status, act_status, enabled, last_test_at, \
+     password_encrypted IS NOT NULL AS has_password, CASE WHEN refresh_token_sealed IS NULL THEN NULL ELSE oauth_registration_id END AS oauth_registration_id, approval, incoming_status, outgoing_status, act_status, enabled, last_test_at, \
      last_error, filter, test_tries, next_test_at, created_at, updated_at";
 
 const PROFILE_COLUMNS: &str = "id, name, kind, incoming_json, outgoing_json, endpoints_json, auth_type, owner_user_id, is_default, \
@@ -176,6 +178,7 @@ pub(crate) fn mailbox_from_row(row: &impl StoreRow) -> StoreResult<MailboxRecord
         act: row.get::<String, _>("act").parse()?,
         username: row.get("username"),
         has_password: row.get("has_password"),
+        oauth_registration_id: optional_uuid(row.get("oauth_registration_id"), "registration id")?,
         approval: row.get::<String, _>("approval").parse()?,
         incoming_status: row.get::<String, _>("incoming_status").parse()?,
         outgoing_status: row.get::<String, _>("outgoing_status").parse()?,
@@ -620,7 +623,8 @@ impl Store {
                 .await?;
                 if moved {
                     sqlx::query(
-                        "UPDATE mailboxes SET password_encrypted = NULL, enabled = FALSE, incoming_status = 'not-run',
+                        "UPDATE mailboxes SET password_encrypted = NULL, refresh_token_sealed = NULL, oauth_registration_id = NULL,
+                           enabled = FALSE, incoming_status = 'not-run',
                            outgoing_status = 'not-run', act_status = 'not-run', test_tries = 0, next_test_at = NULL
                          WHERE id = $1",
                     )

@@ -17,6 +17,12 @@ impl OidcProvider {
     /// "access_token_ttl": <seconds>}`. Users log in with any account name and password through
     /// the development login and consent forms.
     pub fn start(config: &serde_json::Value) -> anyhow::Result<Self> {
+        Self::start_on(crate::free_port(), config)
+    }
+
+    /// Starts on a port chosen beforehand (a peer that calls the provider, such as Dovecot
+    /// introspecting tokens, may need to be configured first).
+    pub fn start_on(port: u16, config: &serde_json::Value) -> anyhow::Result<Self> {
         let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("oidc");
         anyhow::ensure!(
             folder.join("node_modules/oidc-provider").exists(),
@@ -26,7 +32,6 @@ impl OidcProvider {
         let dir = tempfile::tempdir()?;
         let config_path = dir.path().join("config.json");
         std::fs::write(&config_path, serde_json::to_vec(config)?)?;
-        let port = crate::free_port();
         let child = Command::new("node")
             .current_dir(&folder)
             .arg("server.mjs")
@@ -46,6 +51,16 @@ impl OidcProvider {
             return Err(error);
         }
         Ok(provider)
+    }
+
+    /// Stops and starts the provider on the same port with the same configuration: it keeps
+    /// nothing, so every grant and token it issued is gone — as when consent is revoked.
+    pub fn restart(&mut self, config: &serde_json::Value) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let fresh = Self::start_on(self.port, config)?;
+        *self = fresh;
+        Ok(())
     }
 
     /// The issuer, `http://127.0.0.1:<port>`.

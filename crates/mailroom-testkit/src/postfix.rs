@@ -182,6 +182,26 @@ impl PostfixWithSasl {
         )
     }
 
+    /// Like [`Self::start_with_users`], and Dovecot (IMAP, and SMTP AUTH through Postfix) also takes
+    /// OAuth 2.0 access tokens (XOAUTH2, OAUTHBEARER), checked at the provider's introspection
+    /// endpoint: `introspection_url` carries Dovecot's own client credentials
+    /// (`http://client:secret@host:port/token/introspection`); a token's `username` claim must be
+    /// the login name.
+    pub fn start_with_oauth2(
+        users: &[(String, String)],
+        introspection_url: &str,
+        relay_port: u16,
+    ) -> Result<Self> {
+        let (first, rest) = users.split_first().context("at least one user")?;
+        Self::start_with_options(
+            &first.0,
+            &first.1,
+            rest,
+            Delivery::RelayWithImap(relay_port),
+            Some(introspection_url),
+        )
+    }
+
     fn start_with(username: &str, password: &str, delivery: Delivery<'_>) -> Result<Self> {
         Self::start_with_all(username, password, &[], delivery)
     }
@@ -191,6 +211,16 @@ impl PostfixWithSasl {
         password: &str,
         more_users: &[(String, String)],
         delivery: Delivery<'_>,
+    ) -> Result<Self> {
+        Self::start_with_options(username, password, more_users, delivery, None)
+    }
+
+    fn start_with_options(
+        username: &str,
+        password: &str,
+        more_users: &[(String, String)],
+        delivery: Delivery<'_>,
+        oauth2_introspection: Option<&str>,
     ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let root = dir.path().to_path_buf();
@@ -262,11 +292,31 @@ impl PostfixWithSasl {
         } else {
             "protocols =\n".to_owned()
         };
+        // Dovecot's oauth2 passdb (doc.dovecot.org, "OAuth2"): tokens are introspected by POST.
+        let (mechanisms, oauth2_passdb) = match oauth2_introspection {
+            Some(url) => {
+                std::fs::write(
+                    root.join("dovecot/oauth2.conf.ext"),
+                    format!(
+                        "introspection_mode = post\nintrospection_url = {url}\nusername_attribute = username\n\
+                         active_attribute = active\nactive_value = true\nforce_introspection = yes\n"
+                    ),
+                )?;
+                (
+                    "plain login xoauth2 oauthbearer",
+                    format!(
+                        "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {r}/dovecot/oauth2.conf.ext\n}}\n",
+                        r = root.display()
+                    ),
+                )
+            }
+            None => ("plain login", String::new()),
+        };
         std::fs::write(
             root.join("dovecot/dovecot.conf"),
             format!(
                 "base_dir = {r}/dovecot/run\nstate_dir = {r}/dovecot/state\nlog_path = {r}/dovecot/dovecot.log\n{mailbox_services}ssl = no\n\
-                 disable_plaintext_auth = no\nauth_mechanisms = plain login\n\
+                 disable_plaintext_auth = no\nauth_mechanisms = {mechanisms}\n{oauth2_passdb}\
                  passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {r}/dovecot/users\n}}\n\
                  {userdb}recipient_delimiter = +\n\
                  service auth {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {auth_port}\n  }}\n}}\n",

@@ -73,6 +73,9 @@ pub struct CreateProfile {
     pub endpoints: Option<CloudEndpointsBody>,
     /// `password` (default) or `oauth2`.
     pub auth_type: Option<String>,
+    /// `oauth2` profiles: the app registration users connect their mailboxes with
+    /// (`GET /v1/oauth/connect`).
+    pub app_registration_id: Option<Uuid>,
     pub owner_user_id: Option<Uuid>,
     #[serde(default)]
     pub is_default_for_new_mailboxes: bool,
@@ -89,6 +92,7 @@ pub struct UpdateProfile {
     pub outgoing: Option<EndpointBody>,
     pub endpoints: Option<CloudEndpointsBody>,
     pub auth_type: Option<String>,
+    pub app_registration_id: Option<Uuid>,
     pub owner_user_id: Option<Uuid>,
     pub is_default_for_new_mailboxes: Option<bool>,
     #[schema(value_type = Option<Object>)]
@@ -121,6 +125,8 @@ pub struct ProfileView {
     pub outgoing: EndpointView,
     pub endpoints: CloudEndpointsBody,
     pub auth_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_registration_id: Option<Uuid>,
     pub owner_user_id: Option<Uuid>,
     pub is_default_for_new_mailboxes: bool,
     #[schema(value_type = Object)]
@@ -142,6 +148,7 @@ impl From<&ServerProfile> for ProfileView {
                 authority: p.endpoints.authority.clone(),
             },
             auth_type: p.auth_type.to_string(),
+            app_registration_id: p.endpoints.app_registration_id,
             owner_user_id: p.owner_user_id,
             is_default_for_new_mailboxes: p.is_default,
             processing: serde_json::to_value(&p.processing).expect("options serialize"),
@@ -257,9 +264,13 @@ async fn create_profile(
             Some(e) => CloudEndpoints {
                 graph_base_url: e.graph_base_url,
                 authority: e.authority,
+                app_registration_id: body.app_registration_id,
             }
             .validate()?,
-            None => CloudEndpoints::default(),
+            None => CloudEndpoints {
+                app_registration_id: body.app_registration_id,
+                ..CloudEndpoints::default()
+            },
         },
         auth_type: body
             .auth_type
@@ -272,6 +283,7 @@ async fn create_profile(
         is_default: body.is_default_for_new_mailboxes,
         processing: processing(body.processing)?,
     };
+    check_oauth_profile(&state, &input).await?;
     let profile = state.store.create_server_profile(&input).await?;
     let view = ProfileView::from(&profile);
     audit(
@@ -297,6 +309,29 @@ async fn get_profile(
     Ok(axum::Json(ProfileView::from(
         &state.store.server_profile(id).await?,
     )))
+}
+
+/// An `oauth2` profile names an existing app registration; others name none.
+async fn check_oauth_profile(state: &AppState, input: &ServerProfileInput) -> ApiResult<()> {
+    match (input.auth_type, input.endpoints.app_registration_id) {
+        (AuthType::Oauth2, None) => Err(ApiError::invalid(
+            "app_registration_id",
+            "an oauth2 profile needs the app registration its users connect their mailboxes with",
+        )),
+        (AuthType::Password, Some(_)) => Err(ApiError::invalid(
+            "app_registration_id",
+            "only oauth2 profiles take an app registration",
+        )),
+        (_, Some(id)) => match state.store.app_registration(id).await {
+            Ok(_) => Ok(()),
+            Err(mailroom_store::StoreError::NotFound(_)) => Err(ApiError::invalid(
+                "app_registration_id",
+                format!("there is no app registration {id}"),
+            )),
+            Err(other) => Err(other.into()),
+        },
+        _ => Ok(()),
+    }
 }
 
 /// Change a server profile. Changing its servers clears the passwords of its mailboxes (they were
@@ -331,9 +366,17 @@ async fn update_profile(
             Some(e) => CloudEndpoints {
                 graph_base_url: e.graph_base_url,
                 authority: e.authority,
+                app_registration_id: body
+                    .app_registration_id
+                    .or(current.endpoints.app_registration_id),
             }
             .validate()?,
-            None => current.endpoints.clone(),
+            None => CloudEndpoints {
+                app_registration_id: body
+                    .app_registration_id
+                    .or(current.endpoints.app_registration_id),
+                ..current.endpoints.clone()
+            },
         },
         auth_type: match body.auth_type.as_deref() {
             Some(raw) => raw
@@ -350,6 +393,7 @@ async fn update_profile(
             None => current.processing.clone(),
         },
     };
+    check_oauth_profile(&state, &input).await?;
     let updated = state.store.update_server_profile(id, &input).await?;
     let (before, after) = (ProfileView::from(&current), ProfileView::from(&updated));
     audit(
@@ -531,6 +575,9 @@ pub struct CredentialsView {
     pub username: Option<String>,
     /// Whether a password is stored (it is never returned).
     pub has_password: bool,
+    /// Connected with OAuth 2.0: the app registration whose refresh token it holds (never the token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth_registration_id: Option<Uuid>,
 }
 
 /// Whether a direction of the mailbox is processed now, and if not, why.
@@ -601,6 +648,7 @@ fn mailbox_view(m: &MailboxRecord, settings: &EmailSettings) -> MailboxView {
         credentials: CredentialsView {
             username: m.username.clone(),
             has_password: m.has_password,
+            oauth_registration_id: m.oauth_registration_id,
         },
         approval: m.approval.to_string(),
         incoming_status: m.incoming_status.to_string(),

@@ -10,6 +10,7 @@ pub mod inbound;
 pub mod mailboxes;
 pub mod messages;
 pub mod nodes;
+pub mod oauth;
 pub mod scenarios;
 pub mod stats;
 pub mod suppressions;
