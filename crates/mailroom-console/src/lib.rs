@@ -100,6 +100,8 @@ pub fn router(api: Router, store: Store) -> Router {
         "webhook_secret.html",
         "suppressions.html",
         "dkim.html",
+        "app_registrations.html",
+        "app_registration_verify.html",
     ] {
         templates
             .add_template(name, source)
@@ -150,6 +152,18 @@ pub fn router(api: Router, store: Store) -> Router {
         .route("/console/teams", get(people::teams).post(people::team_act))
         .route("/console/nodes", get(people::nodes))
         .route("/console/dkim", get(setup::dkim).post(setup::dkim_act))
+        .route(
+            "/console/app-registrations",
+            get(setup::app_registrations).post(setup::app_registration_act),
+        )
+        .route(
+            "/console/app-registrations/{id}/verify",
+            get(setup::app_registration_verify),
+        )
+        .route(
+            "/console/mailboxes/{id}/connect",
+            get(setup::connect_mailbox),
+        )
         .route(
             "/console/suppressions",
             get(people::suppressions).post(people::suppression_act),

@@ -3,7 +3,7 @@
 //! signed-in user (`form_post`), so the console allows exactly what the API allows them.
 
 use crate::{
-    FormCall, Shared, encode, field, frame, merge, outcome, refuse_foreign_form, required,
+    FormCall, Shared, encode, field, frame, merge, outcome, problem, refuse_foreign_form, required,
     signed_in,
 };
 use axum::body::Body;
@@ -11,6 +11,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 fn allowed(status: StatusCode) -> bool {
     status == StatusCode::OK
@@ -493,4 +494,157 @@ pub(crate) async fn dkim_act(State(console): Shared, headers: HeaderMap, body: S
         })
     })
     .await
+}
+
+/// App registrations (OAuth applications): the list, a form to add one, delete.
+pub(crate) async fn app_registrations(
+    State(console): Shared,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let current = match signed_in(&console, &headers).await {
+        Ok(current) => current,
+        Err(response) => return response,
+    };
+    let (status, answer) = console.call(&current, "/v1/app-registrations").await;
+    // Where this browser reached mailroom: the callback the provider must know.
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let redirect_uri = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|host| {
+            format!(
+                "{}://{host}/oauth/callback",
+                if https { "https" } else { "http" }
+            )
+        })
+        .unwrap_or_default();
+    console.render(
+        "app_registrations.html",
+        merge(
+            frame(&current, "App registrations", query.as_deref()),
+            json!({"allowed": allowed(status), "items": answer["items"], "redirect_uri": redirect_uri}),
+        ),
+    )
+}
+
+/// `add` or `delete` a registration.
+pub(crate) async fn app_registration_act(
+    State(console): Shared,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    crate::form_post(&console, &headers, &body, |fields| {
+        let back = "/console/app-registrations".to_owned();
+        if field(fields, "action") == "delete" {
+            let id = required(fields, "id", &back)?;
+            return Ok(FormCall {
+                method: Method::DELETE,
+                path: format!("/v1/app-registrations/{}", encode(&id)),
+                body: None,
+                done: "The app registration is deleted.".into(),
+                back,
+            });
+        }
+        let mut body = json!({
+            "name": required(fields, "name", &back)?,
+            "provider": field(fields, "provider"),
+            "client_id": required(fields, "client_id", &back)?,
+            "redirect_uri": required(fields, "redirect_uri", &back)?,
+        });
+        for name in ["client_secret", "tenant", "discovery_url", "authority"] {
+            let value = field(fields, name);
+            if !value.trim().is_empty() {
+                body[name] = json!(if name == "client_secret" {
+                    value
+                } else {
+                    value.trim().to_owned()
+                });
+            }
+        }
+        Ok(FormCall {
+            method: Method::POST,
+            path: "/v1/app-registrations".into(),
+            body: Some(body),
+            done: "The app registration is stored: verify it.".into(),
+            back,
+        })
+    })
+    .await
+}
+
+/// Checks a registration against its provider and shows each check with its advice.
+pub(crate) async fn app_registration_verify(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Response {
+    let current = match signed_in(&console, &headers).await {
+        Ok(current) => current,
+        Err(response) => return response,
+    };
+    let (status, registration) = console
+        .call(&current, &format!("/v1/app-registrations/{id}"))
+        .await;
+    if status != StatusCode::OK {
+        return problem(
+            status,
+            registration["message"]
+                .as_str()
+                .unwrap_or("No such registration."),
+        );
+    }
+    let (_, outcome) = console
+        .send(
+            &current,
+            Method::POST,
+            &format!("/v1/app-registrations/{id}/verify"),
+            None,
+        )
+        .await;
+    console.render(
+        "app_registration_verify.html",
+        merge(
+            frame(&current, "Verify an app registration", None),
+            json!({"registration": registration, "outcome": outcome}),
+        ),
+    )
+}
+
+/// Connect a mailbox with OAuth: the API starts the flow as the signed-in user, and the browser
+/// goes to its first stop (which ties the flow to this browser) and on to the provider.
+pub(crate) async fn connect_mailbox(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Response {
+    let current = match signed_in(&console, &headers).await {
+        Ok(current) => current,
+        Err(response) => return response,
+    };
+    let (status, started) = console
+        .call(
+            &current,
+            &format!("/v1/oauth/connect?purpose=mailbox&mailbox={id}"),
+        )
+        .await;
+    let start = started["authorization_url"]
+        .as_str()
+        .and_then(|url| url.find("/oauth/start/").map(|at| url[at..].to_owned()));
+    match (status, start) {
+        (StatusCode::OK, Some(path)) => (
+            StatusCode::SEE_OTHER,
+            [(axum::http::header::LOCATION, path)],
+        )
+            .into_response(),
+        _ => problem(
+            status,
+            started["message"]
+                .as_str()
+                .unwrap_or("The mailbox cannot be connected."),
+        ),
+    }
 }

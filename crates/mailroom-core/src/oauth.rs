@@ -401,7 +401,7 @@ mod tests {
             provider: "microsoft-entra".into(),
             client_id: "11111111-2222-3333-4444-555555555555".into(),
             tenant: Some("Contoso.onmicrosoft.com".into()),
-            redirect_uri: "https://mail.contoso.com/v1/oauth/callback".into(),
+            redirect_uri: "https://mail.contoso.com/oauth/callback".into(),
             ..Default::default()
         }
     }
@@ -461,7 +461,7 @@ mod tests {
             "redirect_uri"
         );
         let local_http = AppRegistrationDraft {
-            redirect_uri: "http://127.0.0.1:8025/v1/oauth/callback".into(),
+            redirect_uri: "http://127.0.0.1:8025/oauth/callback".into(),
             ..entra()
         };
         assert!(AppRegistrationSettings::parse(local_http).is_ok());

@@ -31,7 +31,7 @@ async fn a_sqlite_store_copied_into_postgresql_has_the_same_rows_and_its_secrets
                     provider: "microsoft-entra".into(),
                     client_id: "client-1".into(),
                     tenant: Some("contoso.example".into()),
-                    redirect_uri: "https://mail.example/v1/oauth/callback".into(),
+                    redirect_uri: "https://mail.example/oauth/callback".into(),
                     ..Default::default()
                 },
             )

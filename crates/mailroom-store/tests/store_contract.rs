@@ -1866,7 +1866,7 @@ async fn an_app_registration_keeps_its_secret_sealed_and_its_name_unique(t) {
         provider: "microsoft-entra".into(),
         client_id: "client-1".into(),
         tenant: Some("contoso.example".into()),
-        redirect_uri: "https://mail.example/v1/oauth/callback".into(),
+        redirect_uri: "https://mail.example/oauth/callback".into(),
         ..Default::default()
     }).unwrap();
     let first = t.store.add_app_registration(&settings("Contoso"), Some("s3cret value")).await.unwrap();

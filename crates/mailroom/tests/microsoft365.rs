@@ -37,7 +37,7 @@ impl Tenant {
         let registration = ok(&server, Method::POST, "/v1/app-registrations", Some(json!({
             "name": "Contoso", "provider": "microsoft-entra", "client_id": "mailroom-app", "client_secret": SECRET,
             "tenant": "contoso.example", "authority": fake.authority(), "graph_base_url": fake.graph_base_url(),
-            "redirect_uri": format!("{}/v1/oauth/callback", server.base_url),
+            "redirect_uri": format!("{}/oauth/callback", server.base_url),
         })))
         .await;
         Self {

@@ -28,7 +28,7 @@ async fn entra_registration(
         Some(json!({
             "name": name, "provider": "microsoft-entra", "client_id": client_id, "client_secret": secret,
             "tenant": tenant, "authority": fake.authority(),
-            "redirect_uri": format!("{}/v1/oauth/callback", server.base_url),
+            "redirect_uri": format!("{}/oauth/callback", server.base_url),
         })),
     )
     .await
@@ -273,7 +273,7 @@ async fn a_stored_secret_stays_with_the_provider_and_client_it_was_given_for() {
 #[tokio::test]
 async fn an_openid_connect_registration_is_verified_by_discovery_and_a_client_credentials_token() {
     let server = common::start_server().await;
-    let redirect = format!("{}/v1/oauth/callback", server.base_url);
+    let redirect = format!("{}/oauth/callback", server.base_url);
     let provider = OidcProvider::start(&json!({"clients": [{
         "client_id": "mailroom", "client_secret": SECRET, "redirect_uris": [redirect],
         "grant_types": ["authorization_code", "refresh_token", "client_credentials"], "response_types": ["code"],
@@ -364,7 +364,7 @@ async fn the_cli_adds_verifies_and_lists_registrations_with_the_secret_read_from
                 + &String::from_utf8_lossy(&output.stderr),
         )
     };
-    let redirect = format!("{}/v1/oauth/callback", server.base_url);
+    let redirect = format!("{}/oauth/callback", server.base_url);
     let (added, out) = cli(
         &[
             "app-registration",
@@ -401,4 +401,73 @@ async fn the_cli_adds_verifies_and_lists_registrations_with_the_secret_read_from
         "{out}"
     );
     assert!(!out.contains(SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_adds_a_registration_and_shows_its_verification_with_advice() {
+    let server = common::start_server().await;
+    let fake = MicrosoftFake::start("contoso.example", vec![FakeClient::new("app-good", SECRET)])
+        .await
+        .unwrap();
+    let session = common::console_session(&server, &server.token).await;
+    let html = common::console_page(&server, "/console/app-registrations", &session).await;
+    // The redirect URI offered is where this browser reached mailroom (minijinja escapes its slashes).
+    let offered = format!("{}/oauth/callback", server.base_url).replace('/', "&#x2f;");
+    assert!(
+        html.contains("No app registration yet") && html.contains(&offered),
+        "{html}"
+    );
+    let at = html.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = html[at..at + 32].to_owned();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("action", "add"),
+        ("name", "Contoso"),
+        ("provider", "microsoft-entra"),
+        ("client_id", "app-good"),
+        ("client_secret", "1b2c3d4e-secret-id"),
+        ("tenant", "contoso.example"),
+        ("discovery_url", ""),
+        (
+            "redirect_uri",
+            "https://mail.contoso.example/oauth/callback",
+        ),
+        ("authority", &fake.authority()),
+    ];
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", common::urlencode(k), common::urlencode(v)))
+        .collect();
+    let answer = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/console/app-registrations", server.base_url))
+        .header("cookie", &session)
+        .header("origin", &server.base_url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.join("&"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    let (_, list) = server.get("/v1/app-registrations").await.unwrap();
+    let id = list["items"][0]["id"].as_str().unwrap().to_owned();
+    let verify = common::console_page(
+        &server,
+        &format!("/console/app-registrations/{id}/verify"),
+        &session,
+    )
+    .await;
+    assert!(
+        verify.contains("does not work yet") && verify.contains("not its Secret ID"),
+        "{verify}"
+    );
+    let html = common::console_page(&server, "/console/app-registrations", &session).await;
+    assert!(
+        html.contains("app-good")
+            && html.contains("stored")
+            && !html.contains("1b2c3d4e-secret-id"),
+        "{html}"
+    );
 }

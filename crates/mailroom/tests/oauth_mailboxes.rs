@@ -153,7 +153,7 @@ async fn world(token_ttl: u64) -> World {
     )
     .await
     .unwrap();
-    let redirect = format!("{}/v1/oauth/callback", server.base_url);
+    let redirect = format!("{}/oauth/callback", server.base_url);
     let provider_config = json!({"access_token_ttl": token_ttl, "clients": [
         {"client_id": "mailroom", "client_secret": CLIENT_SECRET, "redirect_uris": [redirect],
          "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"]},
@@ -390,7 +390,7 @@ async fn a_link_opened_by_someone_else_or_twice_connects_nothing() {
         .to_owned();
     let (status, body) = world
         .server
-        .raw_get(&format!("/v1/oauth/callback?state={state}&code=stolen"))
+        .raw_get(&format!("/oauth/callback?state={state}&code=stolen"))
         .await
         .unwrap();
     assert_eq!(status, 400);
@@ -489,4 +489,43 @@ async fn short_lived_tokens_are_refreshed_before_they_expire_and_a_revoked_sign_
             )),
         "{alerts}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_connects_a_users_mailbox_in_their_browser() {
+    let world = world(3600).await;
+    let (token, mailbox) = user(&world.server, "ann", "ann@corp.test").await;
+    let session = common::console_session(&world.server, &token).await;
+    let list = common::console_page(&world.server, "/console/mailboxes", &session).await;
+    assert!(
+        list.contains(&format!("/console/mailboxes/{mailbox}/connect"))
+            && list.contains("Connect (sign in)"),
+        "{list}"
+    );
+    // The console starts the flow as ann and sends her browser to its first stop.
+    let mut browser = Browser::new();
+    browser.cookies.insert(
+        session.split_once('=').unwrap().0.to_owned(),
+        session.split_once('=').unwrap().1.to_owned(),
+    );
+    let (status, location, _) = browser
+        .go(
+            &format!(
+                "{}/console/mailboxes/{mailbox}/connect",
+                world.server.base_url
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 303);
+    let start = location.unwrap();
+    assert!(
+        start.starts_with(&format!("{}/oauth/start/", world.server.base_url)),
+        "{start}"
+    );
+    let (status, page) = sign_in(&start, "ann@corp.test").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Mailbox ann@corp.test connected"), "{page}");
+    let list = common::console_page(&world.server, "/console/mailboxes", &session).await;
+    assert!(list.contains("Connect again"), "{list}");
 }

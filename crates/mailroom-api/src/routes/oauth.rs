@@ -1,7 +1,7 @@
 //! Users connect their own mailboxes (MISSION C1): `GET /v1/oauth/connect` starts an
 //! authorization-code flow with PKCE (RFC 6749 §4.1, RFC 7636) for the caller's mailbox (or, for an
-//! admin, a queue's); the browser goes through `/v1/oauth/start/{state}` (which ties the flow to it
-//! with a cookie) to the provider, and back to `/v1/oauth/callback`, which stores the refresh token
+//! admin, a queue's); the browser goes through `/oauth/start/{state}` (which ties the flow to it
+//! with a cookie) to the provider, and back to `/oauth/callback`, which stores the refresh token
 //! sealed and bound to its registration, and tests and enables the mailbox.
 
 use crate::AppState;
@@ -202,7 +202,7 @@ async fn connect(
     )
     .await?;
     let url = format!(
-        "{}/v1/oauth/start/{}",
+        "{}/oauth/start/{}",
         base_url(&state, &headers),
         oauth_state.id
     );
@@ -224,7 +224,7 @@ async fn connect(
 
 /// The browser's first stop: ties the flow to this browser (a cookie the callback checks) and
 /// sends it on to the provider's sign-in.
-#[utoipa::path(get, path = "/v1/oauth/start/{state}", tag = "oauth", params(("state" = String, Path)),
+#[utoipa::path(get, path = "/oauth/start/{state}", tag = "oauth", params(("state" = String, Path)),
     security(()),
     responses((status = 303, description = "to the provider's sign-in"), (status = 400, description = "an HTML page: the link expired")))]
 async fn start(
@@ -281,7 +281,7 @@ async fn start(
     }
     let secure = base_url(&state, &headers).starts_with("https://");
     let cookie = format!(
-        "{}={}; Path=/v1/oauth; HttpOnly; SameSite=Lax; Max-Age=600{}",
+        "{}={}; Path=/oauth; HttpOnly; SameSite=Lax; Max-Age=600{}",
         cookie_name(&flow.id),
         flow.binding,
         if secure { "; Secure" } else { "" }
@@ -316,7 +316,7 @@ fn id_token_identity(id_token: Option<&str>) -> Option<String> {
 
 /// Where the provider sends the browser back: the code is exchanged (with the PKCE verifier),
 /// the refresh token stored sealed, and the mailbox tested and enabled. Answers an HTML page.
-#[utoipa::path(get, path = "/v1/oauth/callback", tag = "oauth", params(CallbackQuery),
+#[utoipa::path(get, path = "/oauth/callback", tag = "oauth", params(CallbackQuery),
     security(()),
     responses((status = 200, description = "an HTML page: the mailbox is connected (and the test's outcome)"),
         (status = 400, description = "an HTML page: expired, refused or another browser")))]
