@@ -15,7 +15,7 @@ mod pickup;
 mod smtp;
 mod webhook;
 
-pub use graph::{AccessTokens, GraphConnector, GraphSettings};
+pub use graph::{AccessTokens, DeltaError, DeltaItem, DeltaPage, GraphConnector, GraphSettings};
 pub use imap::{ImapSettings, test_imap};
 pub use imap_source::{FetchedMail, FolderInfo, FolderStatus, ImapSource, ImapStream};
 pub use pickup::{OutsideRoot, PickupConnector, check_inside_root};

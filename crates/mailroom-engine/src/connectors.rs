@@ -246,7 +246,14 @@ impl CurrentUserConnector {
     async fn connector_for(
         &self,
         user: &str,
-    ) -> Result<(Arc<dyn Connector>, mailroom_core::address::EmailAddress), SendError> {
+    ) -> Result<
+        (
+            Arc<dyn Connector>,
+            mailroom_core::address::EmailAddress,
+            Option<Uuid>,
+        ),
+        SendError,
+    > {
         use mailroom_core::mailbox::{Direction, ready_for};
         let store_error = |e: mailroom_store::StoreError| {
             SendError::transient(None, format!("reading the sender's mailbox: {e}"))
@@ -283,6 +290,27 @@ impl CurrentUserConnector {
             .server_profile(profile_id)
             .await
             .map_err(store_error)?;
+        if profile.kind == mailroom_core::mailbox::ProfileKind::ExchangeOnline {
+            // An Exchange Online mailbox sends through Microsoft Graph with the profile's
+            // registration (one client per mailbox version).
+            let version = (mailbox.updated_at_ms, String::new());
+            if let Some((built, connector)) =
+                self.by_mailbox.lock().expect("cache lock").get(&mailbox.id)
+                && *built == version
+            {
+                return Ok((connector.clone(), mailbox.email_address, None));
+            }
+            let graph: Arc<dyn Connector> = Arc::new(
+                self.oauth
+                    .graph_for_mailbox(&profile, mailbox.email_address.as_str())
+                    .await?,
+            );
+            self.by_mailbox
+                .lock()
+                .expect("cache lock")
+                .insert(mailbox.id, (version, graph.clone()));
+            return Ok((graph, mailbox.email_address, None));
+        }
         let login = self.oauth.mailbox_login(&mailbox, &profile).await?;
         // A connection pool per mailbox version and login: a refreshed access token makes a new
         // transport (lettre's credentials are fixed per transport), a password change too.
@@ -291,8 +319,13 @@ impl CurrentUserConnector {
             self.by_mailbox.lock().expect("cache lock").get(&mailbox.id)
             && *built == version
         {
-            return Ok((connector.clone(), mailbox.email_address));
+            return Ok((
+                connector.clone(),
+                mailbox.email_address,
+                login.oauth2.then_some(mailbox.id),
+            ));
         }
+        let oauth_mailbox = login.oauth2.then_some(mailbox.id);
         let connector: Arc<dyn Connector> = Arc::new(SmtpConnector::new(SmtpSettings {
             account_label: self.account_label.clone(),
             host: profile.outgoing.host.clone(),
@@ -311,7 +344,7 @@ impl CurrentUserConnector {
             .lock()
             .expect("cache lock")
             .insert(mailbox.id, (version, connector.clone()));
-        Ok((connector, mailbox.email_address))
+        Ok((connector, mailbox.email_address, oauth_mailbox))
     }
 }
 
@@ -329,10 +362,24 @@ impl Connector for CurrentUserConnector {
             .sender_user
             .as_deref()
             .ok_or_else(|| SendError::permanent(None, "the message names no sending user"))?;
-        let (connector, address) = self.connector_for(user).await?;
+        let (connector, address, oauth_mailbox) = self.connector_for(user).await?;
         let mut own = message.clone();
         own.envelope_from = address;
-        connector.send(&own).await
+        match connector.send(&own).await {
+            // An access token the server no longer takes (revoked, or expired early): a new one,
+            // and the message tried once more with it.
+            Err(error)
+                if oauth_mailbox.is_some()
+                    && error.kind == mailroom_connect::FailureKind::Permanent
+                    && error.message.contains("AUTH") =>
+            {
+                let mailbox = oauth_mailbox.expect("checked");
+                self.oauth.mailbox_access_token(mailbox, true).await?;
+                let (connector, _, _) = self.connector_for(user).await?;
+                connector.send(&own).await
+            }
+            outcome => outcome,
+        }
     }
 
     /// There is no one server to test: each user's mailbox is tested by its own test & enable.

@@ -186,6 +186,29 @@ impl MailboxWorker {
                 .await;
         };
         let profile = self.store.server_profile(profile_id).await?;
+        if profile.kind == mailroom_core::mailbox::ProfileKind::ExchangeOnline {
+            // Exchange Online over Microsoft Graph: the registration's token must reach the mailbox.
+            let reached = match self
+                .oauth
+                .graph_for_mailbox(&profile, mailbox.email_address.as_str())
+                .await
+            {
+                Ok(graph) => graph.test_connection().await,
+                Err(error) => Err(error),
+            };
+            let tested = |on: bool| match (&reached, on) {
+                (_, false) => Tested::Skipped,
+                (Ok(text), true) => Tested::Passed(text.clone()),
+                (Err(error), true) => Tested::Failed(error.clone()),
+            };
+            let record = self.judge(
+                &mailbox,
+                &tested(mailbox.incoming == SyncMethod::ServerSideSync),
+                &tested(mailbox.outgoing == SyncMethod::ServerSideSync),
+                approve,
+            );
+            return self.store.record_mailbox_test(id, &record).await;
+        }
         let login = match self.oauth.mailbox_login(&mailbox, &profile).await {
             Ok(login) => login,
             Err(error) => {

@@ -78,6 +78,8 @@ pub struct OAuthService {
     client: Result<OAuthClient, String>,
     /// Each connected mailbox's access token.
     mailbox_tokens: std::sync::Mutex<std::collections::HashMap<Uuid, TokenSlot>>,
+    /// Each registration's app-only tokens.
+    app_tokens: std::sync::Mutex<std::collections::HashMap<Uuid, Arc<AppTokens>>>,
 }
 
 impl OAuthService {
@@ -86,6 +88,7 @@ impl OAuthService {
             store,
             client: OAuthClient::new(extra_roots),
             mailbox_tokens: std::sync::Mutex::default(),
+            app_tokens: std::sync::Mutex::default(),
         }
     }
 
@@ -603,5 +606,58 @@ pub fn client_auth(registration: &AppRegistration, discovery: Option<&Discovery>
     match registration.settings.provider {
         OAuthProvider::MicrosoftEntra => ClientAuth::Post,
         OAuthProvider::Oidc => ClientAuth::for_provider(discovery),
+    }
+}
+
+impl OAuthService {
+    /// The app-only tokens of a registration, shared by everything that uses it on this node.
+    pub fn app_tokens(&self, registration: Uuid) -> Result<Arc<AppTokens>, String> {
+        let mut tokens = self.app_tokens.lock().expect("app token lock");
+        if let Some(existing) = tokens.get(&registration) {
+            return Ok(existing.clone());
+        }
+        let made = Arc::new(AppTokens::new(
+            self.store.clone(),
+            self.client()?.clone(),
+            registration,
+        ));
+        tokens.insert(registration, made.clone());
+        Ok(made)
+    }
+
+    /// A Graph client for an Exchange Online mailbox of `profile`, with its registration's
+    /// app-only token (application permissions Mail.Read / Mail.Send).
+    pub async fn graph_for_mailbox(
+        &self,
+        profile: &ServerProfile,
+        mailbox: &str,
+    ) -> Result<mailroom_connect::GraphConnector, SendError> {
+        let registration = profile.endpoints.app_registration_id.ok_or_else(|| {
+            SendError::permanent(
+                None,
+                "the exchange-online profile names no app registration (sign-in oauth2 with app_registration_id)",
+            )
+        })?;
+        let stored = self
+            .store
+            .app_registration(registration)
+            .await
+            .map_err(|e| {
+                SendError::permanent(None, format!("the profile's app registration: {e}"))
+            })?;
+        let tokens = self
+            .app_tokens(registration)
+            .map_err(|why| SendError::transient(None, why))?;
+        let client = self
+            .client()
+            .map_err(|why| SendError::transient(None, why))?;
+        Ok(mailroom_connect::GraphConnector::new(
+            mailroom_connect::GraphSettings {
+                base_url: stored.settings.graph_base_url.clone(),
+                mailbox: mailbox.to_owned(),
+            },
+            client.http().clone(),
+            tokens,
+        ))
     }
 }

@@ -373,6 +373,27 @@ const TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "graph_folder_states",
+        key: 2,
+        columns: &[
+            ("mailbox_id", Text),
+            ("folder", Text),
+            ("delta_link", Text),
+            ("next_uid", Int),
+            ("synced_at", Int),
+        ],
+    },
+    Table {
+        name: "graph_message_uids",
+        key: 3,
+        columns: &[
+            ("mailbox_id", Text),
+            ("folder", Text),
+            ("graph_id", Text),
+            ("uid", Int),
+        ],
+    },
+    Table {
         name: "app_registrations",
         key: 1,
         columns: &[

@@ -11,6 +11,7 @@ mod cache;
 mod copy;
 mod db;
 mod dkim;
+mod graph_sync;
 mod inbound;
 mod jobs;
 mod listing;
@@ -40,6 +41,7 @@ pub use app_registrations::{AppRegistration, SecretChange};
 pub use attachments::{Attachment, ScenarioAttachment};
 pub use blobs::{BlobError, BlobStore, BlobWriter, HashedBytes};
 pub use bounces::BounceRecord;
+pub use graph_sync::GRAPH_UIDVALIDITY;
 pub use inbound::{
     Contact, FolderState, InboundDetail, InboundFilter, InboundMessage, InboundOutcome, NewInbound,
     StoredPart,

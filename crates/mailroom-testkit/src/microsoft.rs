@@ -73,6 +73,16 @@ pub struct GraphRequest {
     pub authorization: bool,
 }
 
+/// A message in a fake mailbox's folder, for delta queries.
+struct StoredMail {
+    id: String,
+    /// The order changes happened in: a delta token is the last one a client saw.
+    change: u64,
+    removed: bool,
+    mime: Vec<u8>,
+    is_read: bool,
+}
+
 struct Draft {
     mailbox: String,
     message: Value,
@@ -135,6 +145,11 @@ struct Fake {
     sessions: HashMap<String, UploadSession>,
     requests: Vec<GraphRequest>,
     port: u16,
+    /// Mail in each mailbox's folders: (mailbox, folder lower-case) → messages.
+    folders: HashMap<(String, String), Vec<StoredMail>>,
+    changes: u64,
+    /// Delta and skip tokens issued before this generation are no longer known (410).
+    token_generation: u64,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -188,6 +203,11 @@ impl MicrosoftFake {
                 post(graph_send_draft),
             )
             .route("/upload/{session}", put(graph_upload))
+            .route(
+                "/v1.0/users/{user}/mailFolders/{folder}/messages/delta",
+                get(graph_delta),
+            )
+            .route("/v1.0/users/{user}/messages/{id}/$value", get(graph_mime))
             // The fake checks the 4 MB limit itself, to answer as Graph does.
             .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
             .with_state(state.clone());
@@ -250,6 +270,31 @@ impl MicrosoftFake {
 
     pub fn requests(&self) -> Vec<GraphRequest> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Delivers a message into a mailbox's folder (as mail arriving); returns its Graph id.
+    pub fn deliver(&self, mailbox: &str, folder: &str, mime: &[u8]) -> String {
+        let mut fake = self.state.lock().unwrap();
+        fake.changes += 1;
+        let change = fake.changes;
+        let id = format!("AAMkAGI{}=", uuid::Uuid::new_v4().simple());
+        fake.folders
+            .entry((mailbox.to_ascii_lowercase(), folder.to_ascii_lowercase()))
+            .or_default()
+            .push(StoredMail {
+                id: id.clone(),
+                change,
+                removed: false,
+                mime: mime.to_vec(),
+                is_read: false,
+            });
+        id
+    }
+
+    /// Forgets every delta and skip token issued so far: their next use answers 410 Gone.
+    pub fn expire_delta_tokens(&self) {
+        let mut fake = self.state.lock().unwrap();
+        fake.token_generation = fake.changes + 1_000_000;
     }
 
     /// Drafts not sent (nor deleted).
@@ -1151,5 +1196,140 @@ async fn graph_send_draft(
         });
         StatusCode::ACCEPTED.into_response()
     })();
+    leave(&state, admitted, response).await
+}
+
+/// `GET /users/{id}/mailFolders/{folder}/messages/delta` ("message: delta"; "Get incremental
+/// changes to messages in a folder"): pages of at most `Prefer: odata.maxpagesize` messages, each
+/// but the last with an `@odata.nextLink` (a `$skiptoken`), the last with an `@odata.deltaLink` (a
+/// `$deltatoken`) that returns only later changes; deleted messages come as `@removed`. A token the
+/// service no longer knows answers 410 Gone with `syncStateNotFound`: the client starts over.
+/// Tokens here are "<generation>.<last change>.<offset>".
+async fn graph_delta(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path((user, folder)): Path<(String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let admitted = match admit(
+        &state,
+        &method,
+        format!("/users/{user}/mailFolders/{folder}/messages/delta"),
+        &headers,
+        &user,
+        0,
+    ) {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let response = (|| {
+        let fake = state.lock().unwrap();
+        let page_size = headers
+            .get("prefer")
+            .and_then(|h| h.to_str().ok())
+            .and_then(|p| {
+                p.split(',')
+                    .find_map(|x| x.trim().strip_prefix("odata.maxpagesize="))
+            })
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(10)
+            .clamp(1, 1000);
+        let query = query.unwrap_or_default();
+        let token = query.split('&').find_map(|kv| {
+            kv.strip_prefix("$deltatoken=")
+                .or_else(|| kv.strip_prefix("$skiptoken="))
+                .or_else(|| kv.strip_prefix("%24deltatoken="))
+                .or_else(|| kv.strip_prefix("%24skiptoken="))
+        });
+        let (since, offset) = match token {
+            None => (0, 0),
+            Some(token) => {
+                let parts: Vec<u64> = token.split('.').filter_map(|p| p.parse().ok()).collect();
+                if parts.len() != 3 || parts[0] < fake.token_generation {
+                    return graph_error(
+                        StatusCode::GONE,
+                        "syncStateNotFound",
+                        "The sync state generation is not found.",
+                    );
+                }
+                (parts[1], parts[2] as usize)
+            }
+        };
+        let generation = fake.token_generation.max(1);
+        let key = (user.to_ascii_lowercase(), folder.to_ascii_lowercase());
+        let changed: Vec<&StoredMail> = fake
+            .folders
+            .get(&key)
+            .map(|mails| {
+                mails
+                    .iter()
+                    .filter(|m| m.change > since && (since > 0 || !m.removed))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let page: Vec<Value> = changed
+            .iter()
+            .skip(offset)
+            .take(page_size)
+            .map(|m| {
+                if m.removed {
+                    json!({"id": m.id, "@removed": {"reason": "deleted"}})
+                } else {
+                    json!({"id": m.id, "isRead": m.is_read, "receivedDateTime": "2026-11-28T10:00:00Z"})
+                }
+            })
+            .collect();
+        let base = format!(
+            "http://127.0.0.1:{}/v1.0/users/{user}/mailFolders/{folder}/messages/delta",
+            fake.port
+        );
+        let mut body = json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Collection(message)", "value": page});
+        if offset + page_size < changed.len() {
+            body["@odata.nextLink"] = json!(format!(
+                "{base}?$skiptoken={generation}.{since}.{}",
+                offset + page_size
+            ));
+        } else {
+            let last = fake.changes;
+            body["@odata.deltaLink"] = json!(format!("{base}?$deltatoken={generation}.{last}.0"));
+        }
+        axum::Json(body).into_response()
+    })();
+    leave(&state, admitted, response).await
+}
+
+/// `GET /users/{id}/messages/{id}/$value`: the message's MIME ("Get MIME content of a message").
+async fn graph_mime(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path((user, id)): Path<(String, String)>,
+) -> Response {
+    let admitted = match admit(
+        &state,
+        &method,
+        format!("/users/{user}/messages/{id}/$value"),
+        &headers,
+        &user,
+        0,
+    ) {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let response = {
+        let fake = state.lock().unwrap();
+        let key = user.to_ascii_lowercase();
+        let found = fake
+            .folders
+            .iter()
+            .filter(|((mailbox, _), _)| *mailbox == key)
+            .flat_map(|(_, mails)| mails.iter())
+            .find(|m| m.id == id && !m.removed);
+        match found {
+            Some(mail) => ([("content-type", "text/plain")], mail.mime.clone()).into_response(),
+            None => no_draft(),
+        }
+    };
     leave(&state, admitted, response).await
 }

@@ -94,6 +94,8 @@ pub struct EngineFileConfig {
     /// The first delay after a transient sync failure, doubled per failure up to 5 minutes
     /// (default 10000).
     pub sync_retry_ms: Option<u64>,
+    /// Messages read per batch (IMAP) or per page (Microsoft Graph delta) (default 200).
+    pub sync_batch_messages: Option<usize>,
 }
 
 /// Values given on the command line or in the environment (clap reads both).
@@ -276,6 +278,7 @@ impl Config {
                 hold: ms(engine.sync_hold_ms, 30_000),
                 poll_at_least: engine.sync_poll_ms.map(Duration::from_millis),
                 retry_initial: ms(engine.sync_retry_ms, 10_000),
+                batch_messages: engine.sync_batch_messages.unwrap_or(200).clamp(1, 10_000),
                 ..Default::default()
             },
             webhooks: mailroom_engine::WebhookConfig {

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{id_of, ok};
-use mailroom_testkit::{FakeClient, FakeMailbox, MailroomServer, MicrosoftFake};
+use mailroom_testkit::{FakeClient, FakeMailbox, MailroomServer, MicrosoftFake, wait_until};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -486,4 +486,141 @@ async fn the_cli_adds_a_microsoft365_account_and_its_registration_cannot_be_dele
         .await
         .unwrap();
     assert_eq!(status, 204, "no account uses it any more");
+}
+
+/// The messages stored for a mailbox.
+async fn listed(server: &MailroomServer, mailbox: &str) -> Vec<Value> {
+    let (_, list) = server
+        .get(&format!("/v1/mailboxes/{mailbox}/messages?limit=100"))
+        .await
+        .unwrap();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// A message as it arrives in a Microsoft 365 mailbox.
+fn incoming(n: usize) -> Vec<u8> {
+    format!("From: Customer {n} <c{n}@customer.example>\r\nTo: ann@contoso.example\r\nSubject: Question {n}\r\nMessage-ID: <q{n}@customer.example>\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\n\r\nHello {n}\r\n").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_online_mailbox_syncs_over_graph_delta_and_resyncs_without_duplicates() {
+    let server = MailroomServer::start(
+        common::binary(),
+        &format!("{}sync_rescan_ms = 200\nsync_poll_ms = 300\nsync_retry_ms = 200\nsync_batch_messages = 4\nmailbox_test_retry_ms = 20\n", common::FAST_ENGINE),
+    )
+    .await
+    .unwrap();
+    let fake = MicrosoftFake::start(
+        "contoso.example",
+        vec![FakeClient::new("mailroom-app", SECRET)],
+    )
+    .await
+    .unwrap();
+    fake.add_mailbox(FakeMailbox::new("ann@contoso.example"));
+    // Mail that was there before mailroom: more than one delta page.
+    for n in 0..10 {
+        fake.deliver("ann@contoso.example", "Inbox", &incoming(n));
+    }
+    let registration = ok(&server, Method::POST, "/v1/app-registrations", Some(json!({
+        "name": "Contoso", "provider": "microsoft-entra", "client_id": "mailroom-app", "client_secret": SECRET,
+        "tenant": "contoso.example", "authority": fake.authority(), "graph_base_url": fake.graph_base_url(),
+        "redirect_uri": format!("{}/oauth/callback", server.base_url),
+    }))).await;
+    ok(&server, Method::POST, "/v1/server-profiles", Some(json!({
+        "name": "Exchange Online", "kind": "exchange-online", "auth_type": "oauth2", "app_registration_id": registration["id"],
+        "endpoints": {"graph_base_url": fake.graph_base_url(), "authority": fake.authority()},
+        "is_default_for_new_mailboxes": true, "processing": {"folders": ["Inbox"]},
+    }))).await;
+    let user = ok(&server, Method::POST, "/v1/users", Some(json!({"name": "ann", "contact_email": "ann@contoso.example", "licence": "full", "permission_sets": ["email-send"]}))).await;
+    let mailboxes = ok(&server, Method::GET, "/v1/mailboxes", None).await;
+    let mailbox = id_of(
+        mailboxes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["user_id"] == user["id"])
+            .unwrap(),
+    );
+    ok(
+        &server,
+        Method::PATCH,
+        &format!("/v1/mailboxes/{mailbox}"),
+        Some(json!({"filter": "all"})),
+    )
+    .await;
+    ok(
+        &server,
+        Method::POST,
+        &format!("/v1/mailboxes/{mailbox}/approve"),
+        None,
+    )
+    .await;
+    ok(
+        &server,
+        Method::POST,
+        &format!("/v1/mailboxes/{mailbox}/test"),
+        None,
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(30),
+        "the ten messages synchronized",
+        || {
+            let (server, mailbox) = (&server, &mailbox);
+            async move { Ok(listed(server, mailbox).await.len() == 10) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    // New mail comes with the next delta round.
+    fake.deliver("ann@contoso.example", "Inbox", &incoming(10));
+    wait_until(
+        Duration::from_secs(30),
+        "the new message synchronized",
+        || {
+            let (server, mailbox) = (&server, &mailbox);
+            async move { Ok(listed(server, mailbox).await.len() == 11) }
+        },
+    )
+    .await
+    .unwrap();
+    let pages = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/messages/delta"))
+        .count();
+    assert!(
+        pages >= 4,
+        "{pages} delta requests: 10 messages in pages of 4, then rounds"
+    );
+    // The service forgets every sync state: mailroom starts over, and stores nothing twice.
+    fake.expire_delta_tokens();
+    fake.deliver("ann@contoso.example", "Inbox", &incoming(11));
+    wait_until(
+        Duration::from_secs(30),
+        "the message after the resync",
+        || {
+            let (server, mailbox) = (&server, &mailbox);
+            async move { Ok(listed(server, mailbox).await.len() == 12) }
+        },
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let list = listed(&server, &mailbox).await;
+    let mut subjects: Vec<String> = list
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap().to_owned())
+        .collect();
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(
+        (list.len(), subjects.len()),
+        (12, 12),
+        "no message stored twice"
+    );
+    assert!(
+        fake.requests().iter().any(|r| r.status == 410),
+        "the resync was caused by a 410"
+    );
 }

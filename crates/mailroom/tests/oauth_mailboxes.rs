@@ -529,3 +529,42 @@ async fn the_console_connects_a_users_mailbox_in_their_browser() {
     let list = common::console_page(&world.server, "/console/mailboxes", &session).await;
     assert!(list.contains("Connect again"), "{list}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_the_link_and_waits_until_the_mailbox_is_connected() {
+    use tokio::io::AsyncBufReadExt;
+    let world = world(3600).await;
+    let (token, _) = user(&world.server, "ann", "ann@corp.test").await;
+    let mut child = tokio::process::Command::new(common::binary())
+        .args(["connect", "--wait", "60"])
+        .env("MAILROOM_SERVER", &world.server.base_url)
+        .env("MAILROOM_TOKEN", &token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut link = None;
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if let Some(url) = line
+            .trim()
+            .strip_prefix(&format!("{}/oauth/start/", world.server.base_url))
+        {
+            link = Some(format!("{}/oauth/start/{url}", world.server.base_url));
+            break;
+        }
+    }
+    let (status, page) = sign_in(&link.expect("the CLI prints the link"), "ann@corp.test").await;
+    assert_eq!(status, 200, "{page}");
+    let mut rest = String::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        rest.push_str(&line);
+        rest.push('\n');
+    }
+    let exit = child.wait().await.unwrap();
+    assert!(
+        exit.success() && rest.contains("ann@corp.test is connected, tested and enabled."),
+        "{rest}"
+    );
+}

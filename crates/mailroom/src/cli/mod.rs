@@ -144,6 +144,18 @@ pub enum Command {
     /// DKIM keys per sending domain: generate, import, the DNS record to publish, rotation.
     #[command(subcommand)]
     Dkim(dkim::DkimCommand),
+    /// Connect a mailbox with OAuth 2.0: prints the link to open, waits for the sign-in.
+    Connect {
+        /// Another mailbox than one's own (a queue's; needs email-setup).
+        #[arg(long)]
+        mailbox: Option<String>,
+        /// The app registration (default: the one the mailbox's server profile names).
+        #[arg(long)]
+        registration: Option<String>,
+        /// How long to wait for the sign-in, in seconds.
+        #[arg(long, default_value_t = 600)]
+        wait: u64,
+    },
     /// OAuth app registrations (Microsoft Entra ID, OpenID Connect): add, verify, list, delete.
     #[command(subcommand, name = "app-registration")]
     AppRegistration(oauth::AppRegistrationCommand),
@@ -546,6 +558,11 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Suppression(command) => suppressions::run(&client, command, output).await?,
         Command::Dkim(command) => dkim::run(&client, command, output).await?,
         Command::AppRegistration(command) => oauth::run(&client, command, output).await?,
+        Command::Connect {
+            mailbox,
+            registration,
+            wait,
+        } => oauth::connect(&client, mailbox, registration, wait).await?,
         Command::Account(command) => accounts::run(&client, command, output).await?,
         Command::User(command) => users::run(&client, command, output).await?,
         Command::Scenario(command) => mail::scenarios(&client, command, output).await?,

@@ -163,3 +163,69 @@ pub async fn run(client: &Client, command: AppRegistrationCommand, output: Outpu
     }
     Ok(())
 }
+
+/// `mailroom connect`: starts connecting a mailbox with OAuth, prints the link to open, and waits
+/// until the person has signed in and the mailbox's test has run.
+pub async fn connect(
+    client: &Client,
+    mailbox: Option<String>,
+    registration: Option<String>,
+    wait_s: u64,
+) -> Result<()> {
+    let mut path = "/v1/oauth/connect?purpose=mailbox".to_owned();
+    if let Some(mailbox) = &mailbox {
+        path.push_str(&format!("&mailbox={mailbox}"));
+    }
+    if let Some(registration) = &registration {
+        path.push_str(&format!("&registration={registration}"));
+    }
+    let started = client.call(Method::GET, &path, None, &[]).await?;
+    let link = started["authorization_url"].as_str().unwrap_or_default();
+    let mailbox_id = started["mailbox_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let before = client
+        .call(
+            Method::GET,
+            &format!("/v1/mailboxes/{mailbox_id}"),
+            None,
+            &[],
+        )
+        .await?;
+    println!("Open this link in the browser of the person who signs in (valid ten minutes):");
+    println!("  {link}");
+    println!("Waiting for the sign-in…");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_s);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = client
+            .call(
+                Method::GET,
+                &format!("/v1/mailboxes/{mailbox_id}"),
+                None,
+                &[],
+            )
+            .await?;
+        // Connecting stores the sign-in and runs the mailbox's test: a newer test is the sign.
+        if now["credentials"]["oauth_registration_id"].is_string()
+            && now["last_test_at"] != before["last_test_at"]
+        {
+            if now["enabled"].as_bool() == Some(true) {
+                println!(
+                    "{} is connected, tested and enabled.",
+                    now["email_address"].as_str().unwrap_or_default()
+                );
+                return Ok(());
+            }
+            anyhow::bail!(
+                "{} is connected, but its test did not pass: {}",
+                now["email_address"].as_str().unwrap_or_default(),
+                now["last_error"].as_str().unwrap_or("see the mailbox")
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("nobody signed in within {wait_s} s; run mailroom connect again");
+        }
+    }
+}
