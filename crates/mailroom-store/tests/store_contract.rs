@@ -1899,3 +1899,59 @@ async fn an_app_registration_keeps_its_secret_sealed_and_its_name_unique(t) {
     assert!(matches!(t.store.update_app_registration(Uuid::new_v4(), &edited, SecretChange::Keep).await, Err(StoreError::NotFound(_))));
 }
 }
+
+contract! {
+async fn an_authorization_request_is_used_once_and_a_connected_mailbox_keeps_its_refresh_token_sealed(t) {
+    use mailroom_store::OAuthState;
+    let mailbox = mailbox_for(&t, "ann").await;
+    let registration = Uuid::new_v4();
+    let state = |id: &str, expires_at_ms: i64| OAuthState {
+        id: id.into(),
+        user_id: mailbox.user_id.unwrap(),
+        registration_id: registration,
+        mailbox_id: mailbox.id,
+        verifier: "verifier-of-the-flow".into(),
+        binding: "browser-binding".into(),
+        expires_at_ms,
+    };
+    t.store.create_oauth_state(&state("fresh", now_ms() + 60_000)).await.unwrap();
+    t.store.create_oauth_state(&state("stale", now_ms() - 1)).await.unwrap();
+    let peeked = t.store.peek_oauth_state("fresh").await.unwrap().unwrap();
+    assert_eq!((peeked.verifier.as_str(), peeked.binding.as_str(), peeked.mailbox_id), ("verifier-of-the-flow", "browser-binding", mailbox.id));
+    assert!(t.store.take_oauth_state("fresh").await.unwrap().is_some());
+    assert!(t.store.take_oauth_state("fresh").await.unwrap().is_none(), "used once");
+    assert!(t.store.take_oauth_state("stale").await.unwrap().is_none(), "expired");
+    assert!(t.store.take_oauth_state("unknown").await.unwrap().is_none());
+
+    assert_eq!(t.store.mailbox_refresh_token(mailbox.id).await.unwrap(), None);
+    let connected = t.store.connect_mailbox_oauth(mailbox.id, registration, "ann@corp.test", "refresh-1").await.unwrap();
+    assert_eq!((connected.oauth_registration_id, connected.username.as_deref(), connected.enabled), (Some(registration), Some("ann@corp.test"), false));
+    assert_eq!(t.store.mailbox_refresh_token(mailbox.id).await.unwrap(), Some((registration, "refresh-1".into())));
+    t.store.replace_mailbox_refresh_token(mailbox.id, registration, "refresh-2").await.unwrap();
+    assert_eq!(t.store.mailbox_refresh_token(mailbox.id).await.unwrap(), Some((registration, "refresh-2".into())));
+    // Another registration's rotation does not touch it.
+    t.store.replace_mailbox_refresh_token(mailbox.id, Uuid::new_v4(), "elsewhere").await.unwrap();
+    assert_eq!(t.store.mailbox_refresh_token(mailbox.id).await.unwrap().unwrap().1, "refresh-2");
+    // Moving the mailbox to another identity forgets the sign-in, as it forgets a password.
+    t.store.update_mailboxes(&[mailbox.id], &mailroom_store::MailboxChange { username: Some(Some("other".into())), ..Default::default() }).await.unwrap();
+    assert_eq!(t.store.mailbox_refresh_token(mailbox.id).await.unwrap(), None);
+    assert_eq!(t.store.mailbox(mailbox.id).await.unwrap().oauth_registration_id, None);
+}
+}
+
+contract! {
+async fn a_graph_message_keeps_its_number_and_a_folder_its_delta_link(t) {
+    let mailbox = Uuid::new_v4();
+    assert_eq!(t.store.graph_delta_link(mailbox, "Inbox").await.unwrap(), None);
+    let ids: Vec<String> = ["AAMk1=", "AAMk2=", "AAMk3="].iter().map(|s| s.to_string()).collect();
+    assert_eq!(t.store.graph_uids(mailbox, "Inbox", &ids).await.unwrap(), [1, 2, 3]);
+    let again: Vec<String> = ["AAMk3=", "AAMk4=", "AAMk1="].iter().map(|s| s.to_string()).collect();
+    assert_eq!(t.store.graph_uids(mailbox, "Inbox", &again).await.unwrap(), [3, 4, 1], "a known id keeps its number");
+    assert_eq!(t.store.graph_uids(mailbox, "Archive", &ids[..1]).await.unwrap(), [1], "numbers are per folder");
+    t.store.save_graph_delta_link(mailbox, "Inbox", Some("https://graph.example/delta?$deltatoken=x")).await.unwrap();
+    assert_eq!(t.store.graph_delta_link(mailbox, "Inbox").await.unwrap().as_deref(), Some("https://graph.example/delta?$deltatoken=x"));
+    t.store.save_graph_delta_link(mailbox, "Inbox", None).await.unwrap();
+    assert_eq!(t.store.graph_delta_link(mailbox, "Inbox").await.unwrap(), None);
+    assert_eq!(t.store.graph_uids(mailbox, "Inbox", &["AAMk5=".to_string()]).await.unwrap(), [5], "a resync does not reuse numbers");
+}
+}
