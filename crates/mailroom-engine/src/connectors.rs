@@ -300,11 +300,8 @@ impl CurrentUserConnector {
             {
                 return Ok((connector.clone(), mailbox.email_address, None));
             }
-            let graph: Arc<dyn Connector> = Arc::new(
-                self.oauth
-                    .graph_for_mailbox(&profile, mailbox.email_address.as_str())
-                    .await?,
-            );
+            let graph: Arc<dyn Connector> =
+                Arc::new(self.oauth.graph_for_mailbox(&profile, &mailbox).await?);
             self.by_mailbox
                 .lock()
                 .expect("cache lock")

@@ -188,11 +188,7 @@ impl MailboxWorker {
         let profile = self.store.server_profile(profile_id).await?;
         if profile.kind == mailroom_core::mailbox::ProfileKind::ExchangeOnline {
             // Exchange Online over Microsoft Graph: the registration's token must reach the mailbox.
-            let reached = match self
-                .oauth
-                .graph_for_mailbox(&profile, mailbox.email_address.as_str())
-                .await
-            {
+            let reached = match self.oauth.graph_for_mailbox(&profile, &mailbox).await {
                 Ok(graph) => graph.test_connection().await,
                 Err(error) => Err(error),
             };

@@ -525,6 +525,15 @@ impl OAuthService {
         let client = self
             .client()
             .map_err(|why| SendError::transient(None, why))?;
+        let kind = match self.store.mailbox(mailbox).await.map(|m| m.profile_id) {
+            Ok(Some(profile)) => self
+                .store
+                .server_profile(profile)
+                .await
+                .map(|p| p.kind)
+                .unwrap_or(mailroom_core::mailbox::ProfileKind::ImapSmtp),
+            _ => mailroom_core::mailbox::ProfileKind::ImapSmtp,
+        };
         let grant = client
             .refresh(
                 &TokenClient {
@@ -534,7 +543,7 @@ impl OAuthService {
                     auth: client_auth(&registration, endpoints.discovery.as_ref()),
                 },
                 &refresh_token,
-                &registration.settings.scopes.mail,
+                mailbox_scopes(&registration, kind),
             )
             .await;
         let grant = match grant {
@@ -625,39 +634,73 @@ impl OAuthService {
         Ok(made)
     }
 
-    /// A Graph client for an Exchange Online mailbox of `profile`, with its registration's
-    /// app-only token (application permissions Mail.Read / Mail.Send).
+    /// A Graph client for an Exchange Online mailbox of `profile`: with the mailbox's own delegated
+    /// token when a user connected it, else with the profile registration's app-only token
+    /// (application permissions Mail.Read / Mail.Send).
     pub async fn graph_for_mailbox(
-        &self,
+        self: &Arc<Self>,
         profile: &ServerProfile,
-        mailbox: &str,
+        mailbox: &MailboxRecord,
     ) -> Result<mailroom_connect::GraphConnector, SendError> {
-        let registration = profile.endpoints.app_registration_id.ok_or_else(|| {
-            SendError::permanent(
-                None,
-                "the exchange-online profile names no app registration (sign-in oauth2 with app_registration_id)",
-            )
-        })?;
+        let registration = mailbox
+            .oauth_registration_id
+            .or(profile.endpoints.app_registration_id)
+            .ok_or_else(|| {
+                SendError::permanent(
+                    None,
+                    "the exchange-online profile names no app registration (sign-in oauth2 with app_registration_id)",
+                )
+            })?;
         let stored = self
             .store
             .app_registration(registration)
             .await
-            .map_err(|e| {
-                SendError::permanent(None, format!("the profile's app registration: {e}"))
-            })?;
-        let tokens = self
-            .app_tokens(registration)
-            .map_err(|why| SendError::transient(None, why))?;
+            .map_err(|e| SendError::permanent(None, format!("the app registration: {e}")))?;
+        let tokens: Arc<dyn mailroom_connect::AccessTokens> =
+            if mailbox.oauth_registration_id.is_some() {
+                Arc::new(DelegatedTokens {
+                    oauth: self.clone(),
+                    mailbox: mailbox.id,
+                })
+            } else {
+                self.app_tokens(registration)
+                    .map_err(|why| SendError::transient(None, why))?
+            };
         let client = self
             .client()
             .map_err(|why| SendError::transient(None, why))?;
         Ok(mailroom_connect::GraphConnector::new(
             mailroom_connect::GraphSettings {
                 base_url: stored.settings.graph_base_url.clone(),
-                mailbox: mailbox.to_owned(),
+                mailbox: mailbox.email_address.to_string(),
             },
             client.http().clone(),
             tokens,
         ))
+    }
+}
+
+/// A connected mailbox's delegated tokens, as a Graph client presents them.
+struct DelegatedTokens {
+    oauth: Arc<OAuthService>,
+    mailbox: Uuid,
+}
+
+#[async_trait::async_trait]
+impl mailroom_connect::AccessTokens for DelegatedTokens {
+    async fn access_token(&self, renew: bool) -> Result<String, SendError> {
+        self.oauth.mailbox_access_token(self.mailbox, renew).await
+    }
+}
+
+/// The scopes a mailbox's sign-in asks for: delegated Graph for Exchange Online mailboxes (synced
+/// and sent over Graph), SMTP and IMAP (XOAUTH2) for the others.
+pub fn mailbox_scopes(
+    registration: &AppRegistration,
+    profile_kind: mailroom_core::mailbox::ProfileKind,
+) -> &[String] {
+    match profile_kind {
+        mailroom_core::mailbox::ProfileKind::ExchangeOnline => &registration.settings.scopes.graph,
+        mailroom_core::mailbox::ProfileKind::ImapSmtp => &registration.settings.scopes.mail,
     }
 }

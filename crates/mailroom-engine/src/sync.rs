@@ -476,7 +476,7 @@ impl SyncWorker {
         let client = match self
             .mailboxes
             .oauth
-            .graph_for_mailbox(profile, mailbox.email_address.as_str())
+            .graph_for_mailbox(profile, mailbox)
             .await
         {
             Ok(client) => client,

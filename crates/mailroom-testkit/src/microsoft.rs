@@ -71,6 +71,8 @@ pub struct GraphRequest {
     /// The Retry-After it answered, when it throttled.
     pub retry_after: Option<Duration>,
     pub authorization: bool,
+    /// The signed-in user of a delegated token (`None` for app-only tokens).
+    pub user: Option<String>,
 }
 
 /// A message in a fake mailbox's folder, for delta queries.
@@ -81,6 +83,15 @@ struct StoredMail {
     removed: bool,
     mime: Vec<u8>,
     is_read: bool,
+}
+
+/// An authorization code waiting for its exchange.
+struct PendingCode {
+    client: String,
+    user: String,
+    redirect_uri: String,
+    challenge: String,
+    scope: String,
 }
 
 struct Draft {
@@ -125,8 +136,12 @@ struct Fake {
     tenant: String,
     tenant_id: String,
     clients: HashMap<String, FakeClient>,
-    /// Issued access tokens: token → client id and expiry.
-    tokens: HashMap<String, (String, Instant)>,
+    /// Issued access tokens: token → client id, the user of a delegated token, and expiry.
+    tokens: HashMap<String, (String, Option<String>, Instant)>,
+    /// Authorization codes: code → what was asked (single use).
+    codes: HashMap<String, PendingCode>,
+    /// Refresh tokens: token → client id and user (a used one is replaced: Entra rotates them).
+    refresh_tokens: HashMap<String, (String, String)>,
     token_requests: usize,
     /// How long issued access tokens live.
     token_ttl: Duration,
@@ -183,6 +198,7 @@ impl MicrosoftFake {
                 get(discovery),
             )
             .route("/{tenant}/oauth2/v2.0/token", post(token))
+            .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
             .route("/v1.0/users/{user}", get(graph_user))
             .route("/v1.0/users/{user}/sendMail", post(graph_send_mail))
             .route("/v1.0/users/{user}/messages", post(graph_create_draft))
@@ -259,7 +275,7 @@ impl MicrosoftFake {
     /// Expires every access token issued so far.
     pub fn expire_tokens(&self) {
         let now = Instant::now();
-        for (_, expiry) in self.state.lock().unwrap().tokens.values_mut() {
+        for (_, _, expiry) in self.state.lock().unwrap().tokens.values_mut() {
             *expiry = now;
         }
     }
@@ -289,6 +305,17 @@ impl MicrosoftFake {
                 is_read: false,
             });
         id
+    }
+
+    /// Revokes every refresh token of `user` (as when they or an admin revoke the app's consent,
+    /// or the user's password is reset).
+    pub fn revoke_user(&self, user: &str) {
+        let user = user.to_ascii_lowercase();
+        self.state
+            .lock()
+            .unwrap()
+            .refresh_tokens
+            .retain(|_, (_, owner)| *owner != user);
     }
 
     /// Forgets every delta and skip token issued so far: their next use answers 410 Gone.
@@ -499,8 +526,10 @@ async fn token(
             }
             let access_token = format!("fake-app-{}", uuid::Uuid::new_v4().simple());
             let ttl = fake.token_ttl;
-            fake.tokens
-                .insert(access_token.clone(), (client_id, Instant::now() + ttl));
+            fake.tokens.insert(
+                access_token.clone(),
+                (client_id, None, Instant::now() + ttl),
+            );
             // The successful response: token_type, expires_in, ext_expires_in, access_token.
             axum::Json(json!({
                 "token_type": "Bearer",
@@ -509,6 +538,60 @@ async fn token(
                 "access_token": access_token,
             }))
             .into_response()
+        }
+        Some("authorization_code") => {
+            // The code is single use and bound to its client, redirect URI and PKCE challenge
+            // ("Microsoft identity platform and OAuth 2.0 authorization code flow": "Request an
+            // access token with a client_secret"; AADSTS70008 an expired or used code, AADSTS501481
+            // a code_verifier that does not match).
+            let code = form.get("code").cloned().unwrap_or_default();
+            let Some(pending) = fake.codes.remove(&code) else {
+                return aad_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    70008,
+                    "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.",
+                );
+            };
+            if pending.client != client_id
+                || form.get("redirect_uri") != Some(&pending.redirect_uri)
+            {
+                return aad_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    50011,
+                    "The redirect URI specified in the request does not match the redirect URIs configured for the application.",
+                );
+            }
+            let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+            let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
+            if challenge != pending.challenge {
+                return aad_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    501481,
+                    "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+                );
+            }
+            delegated_tokens(&mut fake, &client_id, &pending.user, &pending.scope)
+        }
+        Some("refresh_token") => {
+            // A refresh token is replaced by the one in the answer; a revoked one is
+            // AADSTS50173 ("The provided grant has expired due to it being revoked").
+            let token = form.get("refresh_token").cloned().unwrap_or_default();
+            match fake.refresh_tokens.remove(&token) {
+                Some((client, user)) if client == client_id => {
+                    let scope = form.get("scope").cloned().unwrap_or_default();
+                    delegated_tokens(&mut fake, &client_id, &user, &scope)
+                }
+                _ => aad_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    50173,
+                    "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password.",
+                ),
+            }
         }
         other => aad_error(
             StatusCode::BAD_REQUEST,
@@ -584,6 +667,7 @@ fn admit(
             status: status.as_u16(),
             retry_after,
             authorization: true,
+            user: None,
         });
     };
     // A missing, unknown or expired token is 401 InvalidAuthenticationToken ("Microsoft Graph error
@@ -607,7 +691,7 @@ fn admit(
                 },
             ));
         }
-        Some((_, expiry)) if Instant::now() >= expiry => {
+        Some((_, _, expiry)) if Instant::now() >= expiry => {
             record(&mut fake, StatusCode::UNAUTHORIZED, None);
             return Err(graph_error(
                 StatusCode::UNAUTHORIZED,
@@ -615,9 +699,24 @@ fn admit(
                 "Lifetime validation failed, the token is expired.",
             ));
         }
-        Some((client, _)) => client,
+        Some((client, delegated, _)) => (client, delegated),
     };
+    let (client, delegated) = client;
     let key = user.to_ascii_lowercase();
+    let delegated_user = delegated.clone();
+    // A delegated token acts as its user: their own mailbox only here ("Microsoft Graph
+    // permissions reference": Mail.Send / Mail.ReadWrite are the signed-in user's mail; other
+    // mailboxes need .Shared permissions and Exchange rights this fake does not grant).
+    if let Some(owner) = &delegated
+        && *owner != key
+    {
+        record(&mut fake, StatusCode::FORBIDDEN, None);
+        return Err(graph_error(
+            StatusCode::FORBIDDEN,
+            "ErrorAccessDenied",
+            "Access is denied. Check credentials and try again.",
+        ));
+    }
     let Some(mailbox) = fake.mailboxes.get(&key).cloned() else {
         record(&mut fake, StatusCode::NOT_FOUND, None);
         return Err(graph_error(
@@ -686,6 +785,9 @@ fn admit(
     }
     *fake.in_flight.entry(throttle_key.clone()).or_default() += 1;
     record(&mut fake, StatusCode::OK, None);
+    if let Some(last) = fake.requests.last_mut() {
+        last.user = delegated_user;
+    }
     Ok(Admitted {
         key: throttle_key,
         request: fake.requests.len() - 1,
@@ -1069,6 +1171,7 @@ async fn graph_upload(
         status: 0,
         retry_after: None,
         authorization,
+        user: None,
     });
     let response = (|| {
         if authorization {
@@ -1332,4 +1435,156 @@ async fn graph_mime(
         }
     };
     leave(&state, admitted, response).await
+}
+
+/// The answer to a delegated grant: an access token for the user, a new refresh token when the
+/// scope has `offline_access`, and an ID token naming the user (its signature is not what a
+/// client that got it straight from the token endpoint checks; the fake's is empty).
+fn delegated_tokens(fake: &mut Fake, client: &str, user: &str, scope: &str) -> Response {
+    let access = format!("fake-user-{}", uuid::Uuid::new_v4().simple());
+    let ttl = fake.token_ttl;
+    fake.tokens.insert(
+        access.clone(),
+        (
+            client.to_owned(),
+            Some(user.to_owned()),
+            Instant::now() + ttl,
+        ),
+    );
+    let mut body = json!({
+        "token_type": "Bearer",
+        "scope": scope,
+        "expires_in": ttl.as_secs(),
+        "ext_expires_in": ttl.as_secs(),
+        "access_token": access,
+    });
+    if scope.split(' ').any(|s| s == "offline_access") {
+        let refresh = format!("fake-refresh-{}", uuid::Uuid::new_v4().simple());
+        fake.refresh_tokens
+            .insert(refresh.clone(), (client.to_owned(), user.to_owned()));
+        body["refresh_token"] = json!(refresh);
+    }
+    if scope.split(' ').any(|s| s == "openid") {
+        let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        body["id_token"] = json!(format!(
+            "{}.{}.",
+            b64(json!({"typ": "JWT", "alg": "none"})),
+            b64(
+                json!({"aud": client, "tid": fake.tenant_id, "preferred_username": user, "email": user, "oid": uuid::Uuid::new_v4()})
+            )
+        ));
+    }
+    axum::Json(body).into_response()
+}
+
+/// `GET /{tenant}/oauth2/v2.0/authorize` ("Microsoft identity platform and OAuth 2.0 authorization
+/// code flow", "Request an authorization code"). The fake has no sign-in page: the user named by
+/// `login_hint` (a mailbox of the tenant) signs in and, when the application has consent, is sent
+/// back to `redirect_uri` with `code` and `state`; without consent the answer is
+/// `error=consent_required` with AADSTS65001. PKCE with S256 is required here.
+async fn authorize(
+    State(state): State<Shared>,
+    Path(tenant): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    let mut fake = state.lock().unwrap();
+    if !known_tenant(&fake, &tenant) {
+        return unknown_tenant(&tenant);
+    }
+    let client_id = query.get("client_id").cloned().unwrap_or_default();
+    let Some(client) = fake.clients.get(&client_id).cloned() else {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{tenant}'."
+            ),
+        );
+    };
+    let redirect = query.get("redirect_uri").cloned().unwrap_or_default();
+    let state_param = query.get("state").cloned().unwrap_or_default();
+    let user = query
+        .get("login_hint")
+        .map(|u| u.to_ascii_lowercase())
+        .unwrap_or_default();
+    let back = |params: &[(&str, &str)]| {
+        let query: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", form_encode(v)))
+            .collect();
+        let separator = if redirect.contains('?') { '&' } else { '?' };
+        (
+            StatusCode::FOUND,
+            [(
+                "location",
+                format!("{redirect}{separator}{}", query.join("&")),
+            )],
+        )
+            .into_response()
+    };
+    if !fake.mailboxes.contains_key(&user) {
+        return back(&[
+            ("error", "login_required"),
+            (
+                "error_description",
+                "AADSTS50058: A silent sign-in request was sent but no user is signed in.",
+            ),
+            ("state", &state_param),
+        ]);
+    }
+    if !client.consented {
+        return back(&[
+            ("error", "consent_required"),
+            (
+                "error_description",
+                &format!(
+                    "AADSTS65001: The user or administrator has not consented to use the application with ID '{client_id}'."
+                ),
+            ),
+            ("state", &state_param),
+        ]);
+    }
+    let challenge = query.get("code_challenge").cloned().unwrap_or_default();
+    if query.get("code_challenge_method").map(String::as_str) != Some("S256")
+        || challenge.is_empty()
+    {
+        return back(&[
+            ("error", "invalid_request"),
+            (
+                "error_description",
+                "AADSTS9002325: Proof Key for Code Exchange is required for cross-origin authorization code redemption.",
+            ),
+            ("state", &state_param),
+        ]);
+    }
+    let code = format!("fake-code-{}", uuid::Uuid::new_v4().simple());
+    fake.codes.insert(
+        code.clone(),
+        PendingCode {
+            client: client_id,
+            user,
+            redirect_uri: redirect.clone(),
+            challenge,
+            scope: query.get("scope").cloned().unwrap_or_default(),
+        },
+    );
+    back(&[
+        ("code", &code),
+        ("state", &state_param),
+        ("session_state", "fake-session"),
+    ])
+}
+
+fn form_encode(value: &str) -> String {
+    let mut out = String::new();
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(byte as char)
+            }
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
 }

@@ -624,3 +624,190 @@ async fn an_exchange_online_mailbox_syncs_over_graph_delta_and_resyncs_without_d
         "the resync was caused by a 410"
     );
 }
+
+/// Follows a sign-in link through mailroom's first stop, the identity platform and back, as a
+/// browser does; the page mailroom shows at the end.
+async fn follow_sign_in(link: &str) -> (u16, String) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut cookies: Vec<String> = Vec::new();
+    let mut url = link.to_owned();
+    for _ in 0..6 {
+        let response = http
+            .get(&url)
+            .header("cookie", cookies.join("; "))
+            .send()
+            .await
+            .unwrap();
+        for set in response.headers().get_all("set-cookie") {
+            cookies.push(set.to_str().unwrap().split(';').next().unwrap().to_owned());
+        }
+        match response.headers().get("location") {
+            Some(next) => url = next.to_str().unwrap().to_owned(),
+            None => return (response.status().as_u16(), response.text().await.unwrap()),
+        }
+    }
+    panic!("the sign-in did not come back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_connects_their_exchange_online_mailbox_and_it_syncs_and_sends_with_their_delegated_token()
+ {
+    let server = MailroomServer::start(
+        common::binary(),
+        &format!("{}sync_rescan_ms = 200\nsync_poll_ms = 300\nsync_retry_ms = 200\nmailbox_test_retry_ms = 20\n", common::FAST_ENGINE),
+    )
+    .await
+    .unwrap();
+    let fake = MicrosoftFake::start(
+        "contoso.example",
+        vec![FakeClient::new("mailroom-app", SECRET)],
+    )
+    .await
+    .unwrap();
+    fake.add_mailbox(FakeMailbox::new("ann@contoso.example"));
+    // Delegated access tokens live 4 s: each is used for 2.
+    fake.set_token_ttl(Duration::from_secs(4));
+    let registration = ok(&server, Method::POST, "/v1/app-registrations", Some(json!({
+        "name": "Contoso", "provider": "microsoft-entra", "client_id": "mailroom-app", "client_secret": SECRET,
+        "tenant": "contoso.example", "authority": fake.authority(), "graph_base_url": fake.graph_base_url(),
+        "redirect_uri": format!("{}/oauth/callback", server.base_url),
+    }))).await;
+    ok(&server, Method::POST, "/v1/server-profiles", Some(json!({
+        "name": "Exchange Online", "kind": "exchange-online", "auth_type": "oauth2", "app_registration_id": registration["id"],
+        "endpoints": {"graph_base_url": fake.graph_base_url(), "authority": fake.authority()},
+        "is_default_for_new_mailboxes": true, "processing": {"folders": ["Inbox"]},
+    }))).await;
+    let own = ok(&server, Method::POST, "/v1/accounts", Some(json!({"connector": "current-user", "name": "own", "email_address": "noreply@contoso.example"}))).await;
+    let user = ok(&server, Method::POST, "/v1/users", Some(json!({"name": "ann", "contact_email": "ann@contoso.example", "licence": "full", "permission_sets": ["email-send"]}))).await;
+    let token = ok(
+        &server,
+        Method::POST,
+        &format!("/v1/users/{}/tokens", id_of(&user)),
+        Some(json!({"name": "t"})),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mailboxes = ok(&server, Method::GET, "/v1/mailboxes", None).await;
+    let mailbox = id_of(
+        mailboxes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["user_id"] == user["id"])
+            .unwrap(),
+    );
+    ok(
+        &server,
+        Method::PATCH,
+        &format!("/v1/mailboxes/{mailbox}"),
+        Some(json!({"filter": "all"})),
+    )
+    .await;
+
+    let (_, started) = server
+        .call_as(&token, Method::GET, "/v1/oauth/connect", None)
+        .await
+        .unwrap();
+    let (status, page) = follow_sign_in(started["authorization_url"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("Mailbox ann@contoso.example connected") && page.contains("enabled"),
+        "{page}"
+    );
+    // In, with ann's own token.
+    fake.deliver("ann@contoso.example", "Inbox", &incoming(1));
+    wait_until(Duration::from_secs(30), "the message synchronized", || {
+        let (server, mailbox) = (&server, &mailbox);
+        async move { Ok(listed(server, mailbox).await.len() == 1) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    // Out, as ann, over several token lifetimes: tokens are refreshed before they expire.
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let (status, accepted) = server
+            .call_as(&token, Method::POST, "/v1/messages", Some(&json!({"to": ["c@customer.example"], "subject": format!("reply {n}"), "text": "t", "account_id": own["id"]})))
+            .await
+            .unwrap();
+        assert_eq!(status, 202, "{accepted}");
+        ids.push(id_of(&accepted));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    for id in &ids {
+        let sent = server.wait_for_status(id, "sent", WAIT).await.unwrap();
+        assert_eq!(sent["attempts"].as_array().unwrap().len(), 1);
+    }
+    let sends: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/sendMail"))
+        .collect();
+    assert_eq!(sends.len(), 6);
+    assert!(
+        sends
+            .iter()
+            .all(|r| r.user.as_deref() == Some("ann@contoso.example") && r.status == 202),
+        "sent with ann's delegated token"
+    );
+    assert!(
+        !sends.iter().any(|r| r.status == 401),
+        "no request went out with an expired token"
+    );
+    // ann's consent is revoked: the next refresh (the sync's, within a token's life) fails for
+    // good, the mailbox is disabled, and her mail no longer goes out through it.
+    fake.revoke_user("ann@contoso.example");
+    wait_until(Duration::from_secs(30), "the mailbox disabled", || {
+        let (server, token, mailbox) = (&server, &token, &mailbox);
+        async move {
+            let (_, now) = server
+                .call_as(
+                    token,
+                    Method::GET,
+                    &format!("/v1/mailboxes/{mailbox}"),
+                    None,
+                )
+                .await?;
+            Ok(now["enabled"] == false)
+        }
+    })
+    .await
+    .unwrap();
+    let (_, disabled) = server
+        .call_as(
+            &token,
+            Method::GET,
+            &format!("/v1/mailboxes/{mailbox}"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        disabled["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("AADSTS50173"),
+        "{disabled}"
+    );
+    let (status, refused) = server
+        .call_as(&token, Method::POST, "/v1/messages", Some(&json!({"to": ["c@customer.example"], "subject": "after revocation", "text": "t", "account_id": own["id"]})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (409, Some("mailbox_not_tested")),
+        "{refused}"
+    );
+    let (_, alerts) = server
+        .call_as(&token, Method::GET, "/v1/alerts", None)
+        .await
+        .unwrap();
+    assert!(
+        alerts.to_string().contains("connect the mailbox again"),
+        "{alerts}"
+    );
+}

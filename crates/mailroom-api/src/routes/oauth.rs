@@ -263,13 +263,31 @@ async fn start(
         );
     };
     let mailbox = state.store.mailbox(flow.mailbox_id).await.ok();
+    let kind = match mailbox.as_ref().and_then(|m| m.profile_id) {
+        Some(profile) => state
+            .store
+            .server_profile(profile)
+            .await
+            .map(|p| p.kind)
+            .unwrap_or(mailroom_core::mailbox::ProfileKind::ImapSmtp),
+        None => mailroom_core::mailbox::ProfileKind::ImapSmtp,
+    };
+    // The sign-in must say who signed in (the ID token's email): `openid email` ride along with the
+    // scopes of the mailbox's use.
+    let mut scopes = mailroom_engine::oauth::mailbox_scopes(&registration, kind).to_vec();
+    for needed in ["openid", "email"] {
+        if !scopes.iter().any(|s| s == needed) {
+            scopes.push(needed.to_owned());
+        }
+    }
+    let scopes = scopes.join(" ");
     let settings = &registration.settings;
     let mut url = format!(
         "{authorize}{}response_type=code&client_id={}&redirect_uri={}&scope={}&state={}&code_challenge={}&code_challenge_method=S256&prompt=consent",
         if authorize.contains('?') { '&' } else { '?' },
         form_encode(&settings.client_id),
         form_encode(&settings.redirect_uri),
-        form_encode(&settings.scopes.mail.join(" ")),
+        form_encode(&scopes),
         form_encode(&flow.id),
         pkce_challenge(&flow.verifier),
     );
