@@ -166,6 +166,9 @@ pub struct AccountView {
     pub username: Option<String>,
     /// Whether a password is stored (it is never shown).
     pub has_password: bool,
+    /// Connected with OAuth 2.0 (`GET /v1/oauth/connect?account=`): it holds a refresh token.
+    #[serde(default)]
+    pub oauth_connected: bool,
     pub pickup_dir: Option<String>,
     pub rate_limit_per_minute: u32,
     pub concurrency_limit: u32,
@@ -206,6 +209,7 @@ impl From<&Account> for AccountView {
             security: a.security.to_string(),
             username: a.username.clone(),
             has_password: a.has_password,
+            oauth_connected: a.oauth_connected,
             pickup_dir: a.pickup_dir.clone(),
             rate_limit_per_minute: a.limits.rate_limit_per_minute,
             concurrency_limit: a.limits.concurrency_limit,

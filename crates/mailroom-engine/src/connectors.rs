@@ -167,65 +167,158 @@ pub async fn build_connector(
             let misconfigured = |why: &str| {
                 mailroom_store::StoreError::Conflict(format!("account {}: {why}", account.name))
             };
-            if account.options.permission
-                == Some(mailroom_core::account::GraphPermission::Delegated)
-            {
-                return Err(misconfigured(
-                    "delegated permission needs a mailbox connected by a signed-in user, which this version cannot do yet",
-                ));
-            }
             let registration_id = account
                 .options
                 .app_registration_id
                 .ok_or_else(|| misconfigured("a microsoft365 account needs an app registration"))?;
             let registration = store.app_registration(registration_id).await?;
-            let client =
-                mailroom_connect::oauth::OAuthClient::new(&defaults.extra_root_certificates)
-                    .map_err(|e| misconfigured(&e))?;
+            let delegated = account.options.permission
+                == Some(mailroom_core::account::GraphPermission::Delegated);
+            let tokens: Arc<dyn mailroom_connect::AccessTokens> = if delegated {
+                // The token of the person who connected the account (a delegate of the mailbox).
+                Arc::new(crate::oauth::AccountTokens::new(oauth.clone(), account.id))
+            } else {
+                oauth
+                    .app_tokens(registration_id)
+                    .map_err(|e| misconfigured(&e))?
+            };
+            let client = oauth.client().map_err(|e| misconfigured(&e))?;
             Arc::new(mailroom_connect::GraphConnector::new(
                 mailroom_connect::GraphSettings {
                     base_url: registration.settings.graph_base_url.clone(),
                     mailbox: account.email_address.to_string(),
                 },
                 client.http().clone(),
-                Arc::new(crate::oauth::AppTokens::new(
-                    store.clone(),
-                    client,
-                    registration_id,
-                )),
+                tokens,
             ))
         }
-        ConnectorKind::Smtp => Arc::new(SmtpConnector::new(SmtpSettings {
-            account_label: account.id.to_string(),
-            host: account.host.clone().unwrap_or_else(|| "localhost".into()),
-            port: account.port.unwrap_or(25),
-            security: account.security,
-            username: account.username.clone(),
-            password: store.account_password(account.id).await?,
-            oauth2: false,
-            max_connections: account.limits.concurrency_limit as usize,
-            timeouts: account.options.timeouts,
-            ehlo_name: account
-                .options
-                .ehlo_name
-                .clone()
-                .unwrap_or_else(|| defaults.hostname.clone()),
-            extra_root_certificates: defaults.extra_root_certificates.clone(),
-            gate: store.is_shared().then(|| {
-                Arc::new(StoreSessionGate {
-                    store: store.clone(),
-                    account_id: account.id,
-                    limit: account.limits.concurrency_limit.max(1),
-                    node_id: defaults.node_id.clone(),
-                    node_timeout: defaults.node_timeout,
-                    share: std::sync::atomic::AtomicUsize::new(
-                        account.limits.concurrency_limit.max(1) as usize,
-                    ),
-                    share_read: Mutex::new(None),
-                }) as Arc<dyn SessionGate>
-            }),
-        })),
+        ConnectorKind::Smtp if account.options.app_registration_id.is_some() => {
+            Arc::new(OAuthSmtpConnector {
+                store: store.clone(),
+                oauth: oauth.clone(),
+                account: account.clone(),
+                defaults: defaults.clone(),
+                built: Mutex::new(None),
+            })
+        }
+        ConnectorKind::Smtp => Arc::new(SmtpConnector::new(smtp_settings(
+            store,
+            account,
+            defaults,
+            store.account_password(account.id).await?,
+            false,
+        ))),
     })
+}
+
+/// The SMTP settings of an account, with `password` (or, with `oauth2`, an access token).
+fn smtp_settings(
+    store: &Store,
+    account: &Account,
+    defaults: &ConnectorDefaults,
+    password: Option<String>,
+    oauth2: bool,
+) -> SmtpSettings {
+    SmtpSettings {
+        account_label: account.id.to_string(),
+        host: account.host.clone().unwrap_or_else(|| "localhost".into()),
+        port: account.port.unwrap_or(25),
+        security: account.security,
+        username: account.username.clone(),
+        password,
+        oauth2,
+        max_connections: account.limits.concurrency_limit as usize,
+        timeouts: account.options.timeouts,
+        ehlo_name: account
+            .options
+            .ehlo_name
+            .clone()
+            .unwrap_or_else(|| defaults.hostname.clone()),
+        extra_root_certificates: defaults.extra_root_certificates.clone(),
+        gate: store.is_shared().then(|| {
+            Arc::new(StoreSessionGate {
+                store: store.clone(),
+                account_id: account.id,
+                limit: account.limits.concurrency_limit.max(1),
+                node_id: defaults.node_id.clone(),
+                node_timeout: defaults.node_timeout,
+                share: std::sync::atomic::AtomicUsize::new(
+                    account.limits.concurrency_limit.max(1) as usize
+                ),
+                share_read: Mutex::new(None),
+            }) as Arc<dyn SessionGate>
+        }),
+    }
+}
+
+/// An SMTP account that authenticates with SASL XOAUTH2: the access token comes from the
+/// account's refresh token, and lettre's transport (whose credentials are fixed) is rebuilt when
+/// the token changes. A refused login renews the token and tries once more.
+struct OAuthSmtpConnector {
+    store: Store,
+    oauth: Arc<crate::oauth::OAuthService>,
+    account: Account,
+    defaults: ConnectorDefaults,
+    built: Mutex<Option<(String, Arc<dyn Connector>)>>,
+}
+
+impl OAuthSmtpConnector {
+    async fn connector(&self, renew: bool) -> Result<Arc<dyn Connector>, SendError> {
+        let token = self
+            .oauth
+            .account_access_token(self.account.id, renew)
+            .await?;
+        let mut built = self.built.lock().expect("connector lock");
+        if let Some((used, connector)) = built.as_ref()
+            && *used == token
+        {
+            return Ok(connector.clone());
+        }
+        let connector: Arc<dyn Connector> = Arc::new(SmtpConnector::new(smtp_settings(
+            &self.store,
+            &self.account,
+            &self.defaults,
+            Some(token.clone()),
+            true,
+        )));
+        *built = Some((token, connector.clone()));
+        Ok(connector)
+    }
+}
+
+/// Whether a failure is the server refusing the login (so a new token may help).
+fn login_refused(error: &SendError) -> bool {
+    error.kind == mailroom_connect::FailureKind::Permanent && error.message.contains("AUTH")
+}
+
+#[async_trait::async_trait]
+impl Connector for OAuthSmtpConnector {
+    fn describe(&self) -> String {
+        format!(
+            "SMTP {}:{} with XOAUTH2",
+            self.account.host.as_deref().unwrap_or("localhost"),
+            self.account.port.unwrap_or(25)
+        )
+    }
+
+    async fn send(
+        &self,
+        message: &mailroom_connect::OutgoingMessage,
+    ) -> Result<mailroom_connect::Delivered, SendError> {
+        match self.connector(false).await?.send(message).await {
+            Err(error) if login_refused(&error) => self.connector(true).await?.send(message).await,
+            outcome => outcome,
+        }
+    }
+
+    async fn test_connection(&self) -> Result<String, SendError> {
+        match self.connector(false).await?.test_connection().await {
+            Err(error) if login_refused(&error) => {
+                self.connector(true).await?.test_connection().await
+            }
+            outcome => outcome,
+        }
+    }
 }
 
 /// Sends each message through the sending user's own mailbox (MISSION A1 "current user"): its
@@ -365,11 +458,7 @@ impl Connector for CurrentUserConnector {
         match connector.send(&own).await {
             // An access token the server no longer takes (revoked, or expired early): a new one,
             // and the message tried once more with it.
-            Err(error)
-                if oauth_mailbox.is_some()
-                    && error.kind == mailroom_connect::FailureKind::Permanent
-                    && error.message.contains("AUTH") =>
-            {
+            Err(error) if oauth_mailbox.is_some() && login_refused(&error) => {
                 let mailbox = oauth_mailbox.expect("checked");
                 self.oauth.mailbox_access_token(mailbox, true).await?;
                 let (connector, _, _) = self.connector_for(user).await?;

@@ -487,7 +487,22 @@ impl OAuthService {
         mailbox: Uuid,
         renew: bool,
     ) -> Result<String, SendError> {
-        let slot = self.token_slot(mailbox);
+        self.access_token(SignedIn::Mailbox(mailbox), renew).await
+    }
+
+    /// A connected account's access token (SMTP with XOAUTH2, Microsoft 365 delegated), kept and
+    /// refreshed as a mailbox's is; a refusal for good fails its mail with the link to connect it
+    /// again.
+    pub async fn account_access_token(
+        &self,
+        account: Uuid,
+        renew: bool,
+    ) -> Result<String, SendError> {
+        self.access_token(SignedIn::Account(account), renew).await
+    }
+
+    async fn access_token(&self, who: SignedIn, renew: bool) -> Result<String, SendError> {
+        let slot = self.token_slot(who.id());
         let mut cached = slot.lock().await;
         if !renew
             && let Some((token, until)) = cached.as_ref()
@@ -496,14 +511,22 @@ impl OAuthService {
             return Ok(token.clone());
         }
         let store_error = |e: mailroom_store::StoreError| {
-            SendError::transient(None, format!("reading the mailbox's sign-in: {e}"))
+            SendError::transient(None, format!("reading the {} sign-in: {e}", who.noun()))
         };
-        let (registration_id, refresh_token) = self
-            .store
-            .mailbox_refresh_token(mailbox)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| SendError::permanent(None, "the mailbox is not connected"))?;
+        let stored = match who {
+            SignedIn::Mailbox(id) => self.store.mailbox_refresh_token(id).await,
+            SignedIn::Account(id) => self.store.account_refresh_token(id).await,
+        };
+        let (registration_id, refresh_token) = stored.map_err(store_error)?.ok_or_else(|| {
+            SendError::permanent(
+                None,
+                format!(
+                    "the {} is not connected: sign in once ({})",
+                    who.noun(),
+                    who.reconnect_link(None)
+                ),
+            )
+        })?;
         let registration = self
             .store
             .app_registration(registration_id)
@@ -525,15 +548,7 @@ impl OAuthService {
         let client = self
             .client()
             .map_err(|why| SendError::transient(None, why))?;
-        let kind = match self.store.mailbox(mailbox).await.map(|m| m.profile_id) {
-            Ok(Some(profile)) => self
-                .store
-                .server_profile(profile)
-                .await
-                .map(|p| p.kind)
-                .unwrap_or(mailroom_core::mailbox::ProfileKind::ImapSmtp),
-            _ => mailroom_core::mailbox::ProfileKind::ImapSmtp,
-        };
+        let scopes = self.scopes_of(who, &registration).await;
         let grant = client
             .refresh(
                 &TokenClient {
@@ -543,36 +558,85 @@ impl OAuthService {
                     auth: client_auth(&registration, endpoints.discovery.as_ref()),
                 },
                 &refresh_token,
-                mailbox_scopes(&registration, kind),
+                &scopes,
             )
             .await;
         let grant = match grant {
             Ok(grant) => grant,
             Err(error) if error.is_permanent() => {
                 *cached = None;
-                let reason = self.disable_mailbox(mailbox, &registration, &error).await;
+                let reason = match who {
+                    SignedIn::Mailbox(mailbox) => {
+                        self.disable_mailbox(mailbox, &registration, &error).await
+                    }
+                    SignedIn::Account(_) => format!(
+                        "the sign-in is no longer accepted by {} ({}: {}); connect the account again: {}",
+                        registration.settings.name,
+                        error.error,
+                        error.description,
+                        who.reconnect_link(Some(registration.id))
+                    ),
+                };
                 return Err(SendError::permanent(error.status, reason));
             }
             Err(error) => {
                 return Err(SendError::transient(
                     error.status,
-                    format!("refreshing the mailbox's access token: {error}"),
+                    format!("refreshing the {} access token: {error}", who.noun()),
                 ));
             }
         };
         if let Some(rotated) = grant.refresh_token.as_deref()
             && rotated != refresh_token
         {
-            self.store
-                .replace_mailbox_refresh_token(mailbox, registration_id, rotated)
-                .await
-                .map_err(store_error)?;
+            match who {
+                SignedIn::Mailbox(id) => {
+                    self.store
+                        .replace_mailbox_refresh_token(id, registration_id, rotated)
+                        .await
+                }
+                SignedIn::Account(id) => {
+                    self.store
+                        .replace_account_refresh_token(id, registration_id, rotated)
+                        .await
+                }
+            }
+            .map_err(store_error)?;
         }
         *cached = Some((
             grant.access_token.clone(),
             std::time::Instant::now() + usable_for(grant.expires_in),
         ));
         Ok(grant.access_token)
+    }
+
+    /// The scopes a sign-in's refresh asks for again: those of its use.
+    async fn scopes_of(&self, who: SignedIn, registration: &AppRegistration) -> Vec<String> {
+        use mailroom_core::mailbox::ProfileKind;
+        match who {
+            SignedIn::Mailbox(mailbox) => {
+                let kind = match self.store.mailbox(mailbox).await.map(|m| m.profile_id) {
+                    Ok(Some(profile)) => self
+                        .store
+                        .server_profile(profile)
+                        .await
+                        .map(|p| p.kind)
+                        .unwrap_or(ProfileKind::ImapSmtp),
+                    _ => ProfileKind::ImapSmtp,
+                };
+                mailbox_scopes(registration, kind).to_vec()
+            }
+            SignedIn::Account(account) => {
+                let graph = self.store.account(account).await.is_ok_and(|a| {
+                    a.connector == mailroom_core::account::ConnectorKind::Microsoft365
+                });
+                if graph {
+                    registration.settings.scopes.graph.clone()
+                } else {
+                    registration.settings.scopes.mail.clone()
+                }
+            }
+        }
     }
 
     /// Disables a mailbox whose sign-in the provider no longer accepts; returns why, in words.
@@ -582,10 +646,7 @@ impl OAuthService {
         registration: &AppRegistration,
         error: &TokenError,
     ) -> String {
-        let reconnect = format!(
-            "/v1/oauth/connect?registration={}&purpose=mailbox&mailbox={mailbox}",
-            registration.id
-        );
+        let reconnect = SignedIn::Mailbox(mailbox).reconnect_link(Some(registration.id));
         let reason = format!(
             "the sign-in is no longer accepted by {} ({}: {}); connect the mailbox again: {reconnect}",
             registration.settings.name, error.error, error.description
@@ -680,6 +741,25 @@ impl OAuthService {
     }
 }
 
+/// A connected account's tokens (Microsoft 365 delegated), as a Graph client presents them.
+pub struct AccountTokens {
+    oauth: Arc<OAuthService>,
+    account: Uuid,
+}
+
+impl AccountTokens {
+    pub fn new(oauth: Arc<OAuthService>, account: Uuid) -> Self {
+        Self { oauth, account }
+    }
+}
+
+#[async_trait::async_trait]
+impl mailroom_connect::AccessTokens for AccountTokens {
+    async fn access_token(&self, renew: bool) -> Result<String, SendError> {
+        self.oauth.account_access_token(self.account, renew).await
+    }
+}
+
 /// A connected mailbox's delegated tokens, as a Graph client presents them.
 struct DelegatedTokens {
     oauth: Arc<OAuthService>,
@@ -702,5 +782,40 @@ pub fn mailbox_scopes(
     match profile_kind {
         mailroom_core::mailbox::ProfileKind::ExchangeOnline => &registration.settings.scopes.graph,
         mailroom_core::mailbox::ProfileKind::ImapSmtp => &registration.settings.scopes.mail,
+    }
+}
+
+/// Whose sign-in a token is for.
+#[derive(Debug, Clone, Copy)]
+enum SignedIn {
+    Mailbox(Uuid),
+    Account(Uuid),
+}
+
+impl SignedIn {
+    fn id(self) -> Uuid {
+        match self {
+            SignedIn::Mailbox(id) | SignedIn::Account(id) => id,
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            SignedIn::Mailbox(_) => "mailbox's",
+            SignedIn::Account(_) => "account's",
+        }
+    }
+
+    /// Where it is connected (again).
+    fn reconnect_link(self, registration: Option<Uuid>) -> String {
+        let registration = registration
+            .map(|r| format!("registration={r}&"))
+            .unwrap_or_default();
+        match self {
+            SignedIn::Mailbox(id) => {
+                format!("/v1/oauth/connect?{registration}purpose=mailbox&mailbox={id}")
+            }
+            SignedIn::Account(id) => format!("/v1/oauth/connect?{registration}account={id}"),
+        }
     }
 }

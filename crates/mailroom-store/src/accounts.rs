@@ -24,6 +24,8 @@ pub struct Account {
     pub security: Security,
     pub username: Option<String>,
     pub has_password: bool,
+    /// Connected with OAuth 2.0: it holds a refresh token (never returned).
+    pub oauth_connected: bool,
     pub pickup_dir: Option<String>,
     pub limits: AccountLimits,
     /// Sender substitution (at most one account has it).
@@ -80,7 +82,7 @@ pub enum PasswordChange {
 }
 
 const ACCOUNT_COLUMNS: &str = "a.id, a.connector, a.name, a.email_address, a.sender_name, a.sender_type, a.host, a.port,
-    a.security, a.username, a.password_encrypted IS NOT NULL AS has_password, a.pickup_dir, a.rate_limit_per_minute,
+    a.security, a.username, a.password_encrypted IS NOT NULL AS has_password, a.refresh_token_sealed IS NOT NULL AS oauth_connected, a.pickup_dir, a.rate_limit_per_minute,
     a.concurrency_limit, a.max_attempts, a.created_at, a.updated_at, a.substitute_mode, a.substitute_address, a.substitute_name, a.options,
     EXISTS (SELECT 1 FROM scenarios s WHERE s.name = 'default' AND s.account_id = a.id) AS is_default";
 
@@ -102,6 +104,7 @@ fn account_from_row(row: &impl StoreRow) -> StoreResult<Account> {
         security: row.get::<String, _>("security").parse()?,
         username: row.get("username"),
         has_password: row.get("has_password"),
+        oauth_connected: row.get("oauth_connected"),
         pickup_dir: row.get("pickup_dir"),
         limits: AccountLimits::new(
             row.get("rate_limit_per_minute"),

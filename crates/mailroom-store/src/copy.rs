@@ -55,6 +55,7 @@ const TABLES: &[Table] = &[
             ("substitute_mode", Text),
             ("substitute_address", Text),
             ("options", Text),
+            ("refresh_token_sealed", Text),
             ("substitute_name", Text),
         ],
     },

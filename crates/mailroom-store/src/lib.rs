@@ -56,7 +56,7 @@ pub use messages::{
     NewMessage, Outcome, RecoveredLease, StoredAttempt, StoredMessage, Visibility,
 };
 pub use nodes::NodeInfo;
-pub use oauth::OAuthState;
+pub use oauth::{OAuthState, OAuthTarget};
 pub use organisation::{Queue, Team};
 pub use profiles::SendingProfile;
 pub use retention::RetentionBatch;

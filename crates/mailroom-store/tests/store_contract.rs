@@ -1909,6 +1909,7 @@ async fn an_authorization_request_is_used_once_and_a_connected_mailbox_keeps_its
         id: id.into(),
         user_id: mailbox.user_id.unwrap(),
         registration_id: registration,
+        target: mailroom_store::OAuthTarget::Mailbox,
         mailbox_id: mailbox.id,
         verifier: "verifier-of-the-flow".into(),
         binding: "browser-binding".into(),
@@ -1953,5 +1954,34 @@ async fn a_graph_message_keeps_its_number_and_a_folder_its_delta_link(t) {
     t.store.save_graph_delta_link(mailbox, "Inbox", None).await.unwrap();
     assert_eq!(t.store.graph_delta_link(mailbox, "Inbox").await.unwrap(), None);
     assert_eq!(t.store.graph_uids(mailbox, "Inbox", &["AAMk5=".to_string()]).await.unwrap(), [5], "a resync does not reuse numbers");
+}
+}
+
+contract! {
+async fn a_connected_account_keeps_a_refresh_token_that_opens_only_for_its_registration(t) {
+    use mailroom_core::oauth::{AppRegistrationDraft, AppRegistrationSettings};
+    let registration = t.store.add_app_registration(&AppRegistrationSettings::parse(AppRegistrationDraft {
+        name: "Corp".into(), provider: "oidc".into(), client_id: "c".into(),
+        redirect_uri: "https://mail.example/oauth/callback".into(),
+        discovery_url: Some("https://sso.example/.well-known/openid-configuration".into()),
+        ..Default::default()
+    }).unwrap(), Some("s")).await.unwrap();
+    let mut input = account_input("billing");
+    input.options.app_registration_id = Some(registration.id);
+    let account = t.store.create_account(&input, None).await.unwrap();
+    assert!(!account.oauth_connected);
+    assert_eq!(t.store.account_refresh_token(account.id).await.unwrap(), None);
+    let connected = t.store.connect_account_oauth(account.id, registration.id, "billing@corp.test", "rt-1").await.unwrap();
+    assert!(connected.oauth_connected && !connected.has_password);
+    assert_eq!(connected.username.as_deref(), Some("billing@corp.test"));
+    assert_eq!(t.store.account_refresh_token(account.id).await.unwrap(), Some((registration.id, "rt-1".into())));
+    t.store.replace_account_refresh_token(account.id, registration.id, "rt-2").await.unwrap();
+    assert_eq!(t.store.account_refresh_token(account.id).await.unwrap().unwrap().1, "rt-2");
+    // Pointed at another registration, the token given for the first one no longer opens.
+    let mut moved = input.clone();
+    moved.options.app_registration_id = Some(Uuid::new_v4());
+    t.store.update_account(account.id, &moved, mailroom_store::PasswordChange::Keep).await.unwrap();
+    assert_eq!(t.store.account_refresh_token(account.id).await.unwrap(), None);
+    assert!(matches!(t.store.connect_account_oauth(Uuid::new_v4(), registration.id, "x", "y").await, Err(mailroom_store::StoreError::NotFound(_))));
 }
 }

@@ -36,6 +36,8 @@ pub struct FakeMailbox {
     pub send_as: Vec<String>,
     /// Exchange Online's message size limit (35 MB by default: "attachment: createUploadSession").
     pub max_message_bytes: usize,
+    /// Users with Full Access and Send As on it (a shared mailbox's delegates).
+    pub delegates: Vec<String>,
 }
 
 impl FakeMailbox {
@@ -45,6 +47,7 @@ impl FakeMailbox {
             rest_enabled: true,
             send_as: Vec::new(),
             max_message_bytes: 35 * 1024 * 1024,
+            delegates: Vec::new(),
         }
     }
 }
@@ -163,6 +166,9 @@ struct Fake {
     /// Mail in each mailbox's folders: (mailbox, folder lower-case) → messages.
     folders: HashMap<(String, String), Vec<StoredMail>>,
     changes: u64,
+    /// Who is signed in at the identity platform in the test's browser (when no login_hint names
+    /// the user).
+    signed_in: Option<String>,
     /// Delta and skip tokens issued before this generation are no longer known (410).
     token_generation: u64,
 }
@@ -305,6 +311,12 @@ impl MicrosoftFake {
                 is_read: false,
             });
         id
+    }
+
+    /// The user signed in at the identity platform in the browser (a sign-in without login_hint
+    /// is theirs).
+    pub fn sign_in_as(&self, user: &str) {
+        self.state.lock().unwrap().signed_in = Some(user.to_ascii_lowercase());
     }
 
     /// Revokes every refresh token of `user` (as when they or an admin revoke the app's consent,
@@ -707,8 +719,14 @@ fn admit(
     // A delegated token acts as its user: their own mailbox only here ("Microsoft Graph
     // permissions reference": Mail.Send / Mail.ReadWrite are the signed-in user's mail; other
     // mailboxes need .Shared permissions and Exchange rights this fake does not grant).
+    let delegate_of = |fake: &Fake| {
+        fake.mailboxes
+            .get(&key)
+            .is_some_and(|m| delegated.as_ref().is_some_and(|u| m.delegates.contains(u)))
+    };
     if let Some(owner) = &delegated
         && *owner != key
+        && !delegate_of(&fake)
     {
         record(&mut fake, StatusCode::FORBIDDEN, None);
         return Err(graph_error(
@@ -1507,6 +1525,7 @@ async fn authorize(
     let user = query
         .get("login_hint")
         .map(|u| u.to_ascii_lowercase())
+        .or_else(|| fake.signed_in.clone())
         .unwrap_or_default();
     let back = |params: &[(&str, &str)]| {
         let query: Vec<String> = params

@@ -458,8 +458,12 @@ async fn the_cli_adds_a_microsoft365_account_and_its_registration_cannot_be_dele
             "connector",
         ),
         (
-            json!({"connector": "smtp", "name": "X", "email_address": "x@contoso.example", "host": "smtp.example", "app_registration_id": tenant.registration["id"]}),
+            json!({"connector": "pickup", "name": "X", "email_address": "x@contoso.example", "app_registration_id": tenant.registration["id"]}),
             "app_registration_id",
+        ),
+        (
+            json!({"connector": "smtp", "name": "X", "email_address": "x@contoso.example", "host": "smtp.example", "permission": "delegated"}),
+            "permission",
         ),
     ] {
         let (status, refused) = tenant.server.post("/v1/accounts", &body).await.unwrap();
@@ -809,5 +813,71 @@ async fn a_user_connects_their_exchange_online_mailbox_and_it_syncs_and_sends_wi
     assert!(
         alerts.to_string().contains("connect the mailbox again"),
         "{alerts}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_mailbox_account_with_delegated_permission_sends_with_its_delegates_token() {
+    let mut shared = FakeMailbox::new("sales@contoso.example");
+    shared.delegates = vec!["ann@contoso.example".into()];
+    let tenant = Tenant::start(vec![shared, FakeMailbox::new("ann@contoso.example")]).await;
+    let account = tenant
+        .account("sales@contoso.example", json!({"permission": "delegated"}))
+        .await;
+    assert_eq!(account["permission"], "delegated");
+    // Not connected yet: its mail fails with the link to connect it.
+    let early = tenant
+        .send(
+            &account,
+            json!({"to": ["c@customer.example"], "subject": "too early", "text": "t"}),
+        )
+        .await;
+    let failed = tenant
+        .server
+        .wait_for_status(&early, "failed", WAIT)
+        .await
+        .unwrap();
+    assert!(
+        last_error(&failed).contains("/v1/oauth/connect?"),
+        "{failed}"
+    );
+    // ann, a delegate of the shared mailbox, signs in for it.
+    tenant.fake.sign_in_as("ann@contoso.example");
+    let (status, started) = tenant
+        .server
+        .get(&format!("/v1/oauth/connect?account={}", id_of(&account)))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{started}");
+    let (status, page) = follow_sign_in(started["authorization_url"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("connected") && page.contains("signs in as ann@contoso.example"),
+        "{page}"
+    );
+    let id = tenant
+        .send(
+            &account,
+            json!({"to": ["c@customer.example"], "subject": "from sales", "text": "t"}),
+        )
+        .await;
+    tenant
+        .server
+        .wait_for_status(&id, "sent", WAIT)
+        .await
+        .unwrap();
+    let send = tenant
+        .fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.path.ends_with("/sendMail"))
+        .unwrap();
+    assert_eq!(
+        (send.path.as_str(), send.user.as_deref(), send.status),
+        (
+            "/users/sales@contoso.example/sendMail",
+            Some("ann@contoso.example"),
+            202
+        )
     );
 }

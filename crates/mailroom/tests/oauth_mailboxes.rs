@@ -426,9 +426,10 @@ async fn short_lived_tokens_are_refreshed_before_they_expire_and_a_revoked_sign_
     )
     .await;
     assert_eq!(status, 200, "{page}");
-    // 25 s of sending, one message a second: several token lifetimes, no failure from expiry.
+    // 32 s of sending, one message a second: over three token lifetimes, as three minutes are of
+    // 60 s tokens, and no failure from expiry.
     let mut ids = Vec::new();
-    for n in 0..25 {
+    for n in 0..32 {
         ids.push(send_as(&world, &token, &format!("steady {n}")).await);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -567,4 +568,80 @@ async fn the_cli_prints_the_link_and_waits_until_the_mailbox_is_connected() {
         exit.success() && rest.contains("ann@corp.test is connected, tested and enabled."),
         "{rest}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_connects_an_smtp_account_that_then_signs_in_with_xoauth2() {
+    let world = world(3600).await;
+    let account = ok(&world.server, Method::POST, "/v1/accounts", Some(json!({
+        "connector": "smtp", "name": "Billing", "email_address": "billing@corp.test",
+        "host": "127.0.0.1", "port": world.postfix.port, "security": "starttls", "app_registration_id": world.registration,
+    }))).await;
+    assert_eq!(account["oauth_connected"], false);
+    // A password does not go with a registration.
+    let (status, refused) = world.server.post("/v1/accounts", &json!({
+        "connector": "smtp", "name": "X", "email_address": "x@corp.test", "host": "127.0.0.1", "username": "x", "password": "p",
+        "app_registration_id": world.registration,
+    })).await.unwrap();
+    assert_eq!(
+        (status, refused["field"].as_str()),
+        (422, Some("password")),
+        "{refused}"
+    );
+    let (status, started) = world
+        .server
+        .get(&format!("/v1/oauth/connect?account={}", id_of(&account)))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{started}");
+    let (status, page) = sign_in(
+        started["authorization_url"].as_str().unwrap(),
+        "billing@corp.test",
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("Account Billing connected") && page.contains("test passed"),
+        "{page}"
+    );
+    let (_, shown) = world
+        .server
+        .get(&format!("/v1/accounts/{}", id_of(&account)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            shown["oauth_connected"].as_bool(),
+            shown["username"].as_str()
+        ),
+        (Some(true), Some("billing@corp.test")),
+        "{shown}"
+    );
+    let accepted = world.server.send(&json!({"to": ["c@customer.example"], "subject": "from billing", "text": "t", "account_id": account["id"]})).await.unwrap();
+    world
+        .server
+        .wait_for_status(&id_of(&accepted), "sent", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(
+        world
+            .postfix
+            .log()
+            .contains("sasl_method=XOAUTH2, sasl_username=billing@corp.test"),
+        "{}",
+        world.postfix.log()
+    );
+    // Connecting accounts is for admins.
+    let (token, _) = user(&world.server, "ann", "ann@corp.test").await;
+    let (status, _) = world
+        .server
+        .call_as(
+            &token,
+            Method::GET,
+            &format!("/v1/oauth/connect?account={}", id_of(&account)),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 403);
 }

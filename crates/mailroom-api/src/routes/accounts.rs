@@ -97,16 +97,22 @@ fn validate(
             "a substitute address needs substitute_mode send-as or send-on-behalf",
         ));
     }
-    if raw.connector != ConnectorKind::Microsoft365
-        && (options.app_registration_id.is_some() || options.permission.is_some())
-    {
+    // microsoft365 accounts name their registration and permission; SMTP accounts may name a
+    // registration, and then sign in with XOAUTH2 once connected (GET /v1/oauth/connect?account=).
+    let takes_registration = matches!(
+        raw.connector,
+        ConnectorKind::Microsoft365 | ConnectorKind::Smtp
+    );
+    if options.app_registration_id.is_some() && !takes_registration {
         return Err(ValidationError::new(
-            if options.app_registration_id.is_some() {
-                "app_registration_id"
-            } else {
-                "permission"
-            },
-            "only microsoft365 accounts take an app registration and a permission",
+            "app_registration_id",
+            "only smtp (XOAUTH2) and microsoft365 accounts take an app registration",
+        ));
+    }
+    if options.permission.is_some() && raw.connector != ConnectorKind::Microsoft365 {
+        return Err(ValidationError::new(
+            "permission",
+            "only microsoft365 accounts take a permission",
         ));
     }
     match raw.connector {
@@ -142,7 +148,14 @@ fn validate(
                     "may not contain control characters",
                 ));
             }
-            if username.is_some() != raw.has_password {
+            if options.app_registration_id.is_some() {
+                if raw.has_password {
+                    return Err(ValidationError::new(
+                        "password",
+                        "an account that signs in with OAuth (app_registration_id) takes no password: connect it instead",
+                    ));
+                }
+            } else if username.is_some() != raw.has_password {
                 return Err(ValidationError::new(
                     if username.is_some() {
                         "password"
@@ -188,16 +201,9 @@ fn validate(
                 ));
             }
             let mut options = options;
-            let permission = *options
+            options
                 .permission
                 .get_or_insert(mailroom_core::account::GraphPermission::Application);
-            if permission == mailroom_core::account::GraphPermission::Delegated {
-                return Err(ValidationError::new(
-                    "permission",
-                    "delegated permission needs a mailbox connected by a signed-in user, which this version cannot do yet; \
-                     use application (the app's Mail.Send application permission; an admin may narrow it to this mailbox with an application access policy)",
-                ));
-            }
             Ok(AccountInput {
                 connector: raw.connector,
                 name,

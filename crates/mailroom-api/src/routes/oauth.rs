@@ -18,7 +18,7 @@ use mailroom_connect::oauth::TokenClient;
 use mailroom_core::access::PermissionSet;
 use mailroom_core::mailbox::{AuthType, MailboxKind};
 use mailroom_core::oauth::{OAuthProvider, entra_advice, form_encode, pkce_challenge};
-use mailroom_store::{MailboxRecord, OAuthState};
+use mailroom_store::{MailboxRecord, OAuthState, OAuthTarget};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -95,12 +95,17 @@ pub struct ConnectQuery {
     pub purpose: Option<String>,
     /// Another mailbox than one's own (a queue's): needs the email-setup permission set.
     pub mailbox: Option<Uuid>,
+    /// An account instead (SMTP with XOAUTH2, or Microsoft 365 with delegated permission): needs
+    /// email-setup. The person who signs in is the identity the account sends as (or a delegate of
+    /// its mailbox).
+    pub account: Option<Uuid>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConnectView {
     /// Open this in the browser of the person who signs in.
     pub authorization_url: String,
+    /// The mailbox connected (or, for an account, the account).
     pub mailbox_id: Uuid,
     pub registration_id: Uuid,
     pub expires_at: String,
@@ -125,6 +130,9 @@ async fn connect(
             "purpose",
             format!("{purpose:?}: connecting is available for mailboxes (purpose=mailbox)"),
         ));
+    }
+    if let Some(account) = query.account {
+        return connect_account(&state, &principal, &headers, account).await;
     }
     let mailbox: MailboxRecord = match query.mailbox {
         Some(id) => {
@@ -185,6 +193,7 @@ async fn connect(
         id: random_token(),
         user_id: principal.user.id,
         registration_id,
+        target: OAuthTarget::Mailbox,
         mailbox_id: mailbox.id,
         verifier: random_token(),
         binding: random_token(),
@@ -201,9 +210,18 @@ async fn connect(
         Some(&serde_json::json!({"registration_id": registration_id, "registration": registration.settings.name})),
     )
     .await?;
+    answer_start(&state, &headers, &oauth_state)
+}
+
+/// The link to the browser's first stop: as JSON, or a redirect for a browser asking for HTML.
+fn answer_start(
+    state: &AppState,
+    headers: &HeaderMap,
+    oauth_state: &OAuthState,
+) -> ApiResult<Response> {
     let url = format!(
         "{}/oauth/start/{}",
-        base_url(&state, &headers),
+        base_url(state, headers),
         oauth_state.id
     );
     let wants_html = headers
@@ -215,11 +233,57 @@ async fn connect(
     }
     Ok(axum::Json(ConnectView {
         authorization_url: url,
-        mailbox_id: mailbox.id,
-        registration_id,
+        mailbox_id: oauth_state.mailbox_id,
+        registration_id: oauth_state.registration_id,
         expires_at: crate::dto::rfc3339(oauth_state.expires_at_ms),
     })
     .into_response())
+}
+
+/// Starts connecting an account: an SMTP account that signs in with XOAUTH2, or a Microsoft 365
+/// account with delegated permission.
+async fn connect_account(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    id: Uuid,
+) -> ApiResult<Response> {
+    if !principal.user.grants.allows(&PermissionSet::EmailSetup) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "connecting an account needs the email-setup permission set",
+        ));
+    }
+    let account = state.store.account(id).await?;
+    let registration_id = account.options.app_registration_id.ok_or_else(|| {
+        ApiError::invalid(
+            "account",
+            "the account names no app registration: give it app_registration_id first",
+        )
+    })?;
+    let oauth_state = OAuthState {
+        id: random_token(),
+        user_id: principal.user.id,
+        registration_id,
+        target: OAuthTarget::Account,
+        mailbox_id: account.id,
+        verifier: random_token(),
+        binding: random_token(),
+        expires_at_ms: mailroom_store::now_ms() + STATE_TTL_MS,
+    };
+    state.store.create_oauth_state(&oauth_state).await?;
+    audit(
+        state,
+        principal,
+        "account.connect_started",
+        "account",
+        &account.id.to_string(),
+        None,
+        Some(&serde_json::json!({"registration_id": registration_id})),
+    )
+    .await?;
+    answer_start(state, headers, &oauth_state)
 }
 
 /// The browser's first stop: ties the flow to this browser (a cookie the callback checks) and
@@ -262,7 +326,14 @@ async fn start(
             "<p>Check the app registration.</p>",
         );
     };
-    let mailbox = state.store.mailbox(flow.mailbox_id).await.ok();
+    let mailbox = match flow.target {
+        OAuthTarget::Mailbox => state.store.mailbox(flow.mailbox_id).await.ok(),
+        OAuthTarget::Account => None,
+    };
+    let account = match flow.target {
+        OAuthTarget::Account => state.store.account(flow.mailbox_id).await.ok(),
+        OAuthTarget::Mailbox => None,
+    };
     let kind = match mailbox.as_ref().and_then(|m| m.profile_id) {
         Some(profile) => state
             .store
@@ -274,7 +345,15 @@ async fn start(
     };
     // The sign-in must say who signed in (the ID token's email): `openid email` ride along with the
     // scopes of the mailbox's use.
-    let mut scopes = mailroom_engine::oauth::mailbox_scopes(&registration, kind).to_vec();
+    let mut scopes = match &account {
+        Some(account)
+            if account.connector == mailroom_core::account::ConnectorKind::Microsoft365 =>
+        {
+            registration.settings.scopes.graph.clone()
+        }
+        Some(_) => registration.settings.scopes.mail.clone(),
+        None => mailroom_engine::oauth::mailbox_scopes(&registration, kind).to_vec(),
+    };
     for needed in ["openid", "email"] {
         if !scopes.iter().any(|s| s == needed) {
             scopes.push(needed.to_owned());
@@ -291,11 +370,26 @@ async fn start(
         form_encode(&flow.id),
         pkce_challenge(&flow.verifier),
     );
-    if let Some(mailbox) = mailbox.filter(|m| m.kind == MailboxKind::User) {
-        url.push_str(&format!(
-            "&login_hint={}",
-            form_encode(mailbox.email_address.as_str())
-        ));
+    let hint = match (&mailbox, &account) {
+        (Some(mailbox), _) if mailbox.kind == MailboxKind::User => {
+            Some(mailbox.email_address.to_string())
+        }
+        // An SMTP account signs in as itself; a Microsoft 365 account with delegated permission
+        // is connected by a delegate of its mailbox, who signs in as themselves.
+        (_, Some(account))
+            if account.connector != mailroom_core::account::ConnectorKind::Microsoft365 =>
+        {
+            Some(
+                account
+                    .username
+                    .clone()
+                    .unwrap_or_else(|| account.email_address.to_string()),
+            )
+        }
+        _ => None,
+    };
+    if let Some(hint) = hint {
+        url.push_str(&format!("&login_hint={}", form_encode(&hint)));
     }
     let secure = base_url(&state, &headers).starts_with("https://");
     let cookie = format!(
@@ -397,6 +491,20 @@ async fn callback(
             "<p>The provider sent no code.</p>",
         );
     };
+    if flow.target == OAuthTarget::Account {
+        return match finish_account(&state, &flow, code).await {
+            Ok((name, tested)) => page(
+                StatusCode::OK,
+                &format!("Account {name} connected"),
+                &format!("<p>{}</p>", escape(&tested)),
+            ),
+            Err(why) => page(
+                StatusCode::BAD_REQUEST,
+                "The account was not connected",
+                &format!("<p>{}</p>", escape(&why)),
+            ),
+        };
+    }
     match finish(&state, &flow, code).await {
         Ok(mailbox) => {
             let outcome = if mailbox.enabled {
@@ -427,7 +535,18 @@ async fn callback(
 }
 
 /// Exchanges the code and connects the mailbox; the error is what the person should read.
-async fn finish(state: &AppState, flow: &OAuthState, code: &str) -> Result<MailboxRecord, String> {
+/// Exchanges the code (with the flow's PKCE verifier) at the registration's token endpoint.
+async fn exchange(
+    state: &AppState,
+    flow: &OAuthState,
+    code: &str,
+) -> Result<
+    (
+        mailroom_store::AppRegistration,
+        mailroom_connect::oauth::TokenGrant,
+    ),
+    String,
+> {
     let registration = state
         .store
         .app_registration(flow.registration_id)
@@ -472,9 +591,55 @@ async fn finish(state: &AppState, flow: &OAuthState, code: &str) -> Result<Mailb
                 .unwrap_or_default();
             format!("the sign-in service refused the code: {error}.{advice}")
         })?;
-    let refresh = grant.refresh_token.clone().ok_or(
-        "the sign-in service issued no refresh token: the registration's mail scopes need offline_access",
-    )?;
+    if grant.refresh_token.is_none() {
+        return Err("the sign-in service issued no refresh token: the registration's scopes need offline_access".into());
+    }
+    Ok((registration, grant))
+}
+
+/// Connects an account and tests it; (its name, the test's outcome in words).
+async fn finish_account(
+    state: &AppState,
+    flow: &OAuthState,
+    code: &str,
+) -> Result<(String, String), String> {
+    let (registration, grant) = exchange(state, flow, code).await?;
+    let account = state
+        .store
+        .account(flow.mailbox_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let identity = id_token_identity(grant.id_token.as_deref())
+        .or_else(|| account.username.clone())
+        .unwrap_or_else(|| account.email_address.to_string());
+    let refresh = grant.refresh_token.clone().unwrap_or_default();
+    let connected = state
+        .store
+        .connect_account_oauth(account.id, registration.id, &identity, &refresh)
+        .await
+        .map_err(|e| e.to_string())?;
+    state
+        .engine
+        .oauth()
+        .remember_mailbox_token(account.id, &grant.access_token, grant.expires_in)
+        .await;
+    state.engine.accounts_changed();
+    tracing::info!(event = "account_connected", account = %account.id, registration = %registration.id, user = %flow.user_id, "an account was connected with OAuth 2.0");
+    let tested = match state.engine.test_account(&connected).await {
+        Ok(text) => format!("It signs in as {identity}; its test passed: {text}"),
+        Err(error) => format!(
+            "It signs in as {identity}, but its test failed: {}",
+            error.message
+        ),
+    };
+    Ok((connected.name, tested))
+}
+
+async fn finish(state: &AppState, flow: &OAuthState, code: &str) -> Result<MailboxRecord, String> {
+    let (registration, grant) = exchange(state, flow, code).await?;
+    let oauth = state.engine.oauth();
+    let settings = &registration.settings;
+    let refresh = grant.refresh_token.clone().unwrap_or_default();
     let mailbox = state
         .store
         .mailbox(flow.mailbox_id)
