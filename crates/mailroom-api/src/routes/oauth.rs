@@ -251,7 +251,7 @@ async fn connect_account(
     if !principal.user.grants.allows(&PermissionSet::EmailSetup) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            "permission_missing",
             "connecting an account needs the email-setup permission set",
         ));
     }
