@@ -375,6 +375,27 @@ impl SyncWorker {
         };
         let mut source = match ImapSource::open(&settings).await {
             Ok(source) => source,
+            // An access token the server refused (revoked, or expired early): a new one, and
+            // once more — a refused token is not a reason to disable the mailbox.
+            Err(error)
+                if login.oauth2
+                    && error.kind == FailureKind::Permanent
+                    && error.message.contains("AUTHENTICATE") =>
+            {
+                let token = match self.mailboxes.oauth.mailbox_access_token(id, true).await {
+                    Ok(token) => token,
+                    Err(error) => return Stop::Failed(error),
+                };
+                match ImapSource::open(&ImapSettings {
+                    password: token,
+                    ..settings.clone()
+                })
+                .await
+                {
+                    Ok(source) => source,
+                    Err(error) => return error.into(),
+                }
+            }
             Err(error) => return error.into(),
         };
         let folders = match self
