@@ -492,6 +492,78 @@ async fn the_cli_adds_a_microsoft365_account_and_its_registration_cannot_be_dele
     assert_eq!(status, 204, "no account uses it any more");
 }
 
+/// mailroom with an Exchange Online profile on the fake tenant (app registration, sign-in oauth2),
+/// and user ann whose mailbox on it keeps all mail; `prepare` sets the fake up first.
+struct ExchangeOnline {
+    server: MailroomServer,
+    fake: MicrosoftFake,
+    mailbox: String,
+    /// ann's API token.
+    token: String,
+}
+
+impl ExchangeOnline {
+    async fn start(engine: &str, prepare: impl FnOnce(&MicrosoftFake)) -> Self {
+        let server = MailroomServer::start(
+            common::binary(),
+            &format!("{}sync_rescan_ms = 200\nsync_poll_ms = 300\nsync_retry_ms = 200\nmailbox_test_retry_ms = 20\n{engine}", common::FAST_ENGINE),
+        )
+        .await
+        .unwrap();
+        let fake = MicrosoftFake::start(
+            "contoso.example",
+            vec![FakeClient::new("mailroom-app", SECRET)],
+        )
+        .await
+        .unwrap();
+        fake.add_mailbox(FakeMailbox::new("ann@contoso.example"));
+        prepare(&fake);
+        let registration = ok(&server, Method::POST, "/v1/app-registrations", Some(json!({
+            "name": "Contoso", "provider": "microsoft-entra", "client_id": "mailroom-app", "client_secret": SECRET,
+            "tenant": "contoso.example", "authority": fake.authority(), "graph_base_url": fake.graph_base_url(),
+            "redirect_uri": format!("{}/oauth/callback", server.base_url),
+        }))).await;
+        ok(&server, Method::POST, "/v1/server-profiles", Some(json!({
+            "name": "Exchange Online", "kind": "exchange-online", "auth_type": "oauth2", "app_registration_id": registration["id"],
+            "endpoints": {"graph_base_url": fake.graph_base_url(), "authority": fake.authority()},
+            "is_default_for_new_mailboxes": true, "processing": {"folders": ["Inbox"]},
+        }))).await;
+        let user = ok(&server, Method::POST, "/v1/users", Some(json!({"name": "ann", "contact_email": "ann@contoso.example", "licence": "full", "permission_sets": ["email-send"]}))).await;
+        let token = ok(
+            &server,
+            Method::POST,
+            &format!("/v1/users/{}/tokens", id_of(&user)),
+            Some(json!({"name": "t"})),
+        )
+        .await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mailboxes = ok(&server, Method::GET, "/v1/mailboxes", None).await;
+        let mailbox = id_of(
+            mailboxes
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["user_id"] == user["id"])
+                .unwrap(),
+        );
+        ok(
+            &server,
+            Method::PATCH,
+            &format!("/v1/mailboxes/{mailbox}"),
+            Some(json!({"filter": "all"})),
+        )
+        .await;
+        Self {
+            server,
+            fake,
+            mailbox,
+            token,
+        }
+    }
+}
+
 /// The messages stored for a mailbox.
 async fn listed(server: &MailroomServer, mailbox: &str) -> Vec<Value> {
     let (_, list) = server
@@ -508,59 +580,23 @@ fn incoming(n: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exchange_online_mailbox_syncs_over_graph_delta_and_resyncs_without_duplicates() {
-    let server = MailroomServer::start(
-        common::binary(),
-        &format!("{}sync_rescan_ms = 200\nsync_poll_ms = 300\nsync_retry_ms = 200\nsync_batch_messages = 4\nmailbox_test_retry_ms = 20\n", common::FAST_ENGINE),
-    )
-    .await
-    .unwrap();
-    let fake = MicrosoftFake::start(
-        "contoso.example",
-        vec![FakeClient::new("mailroom-app", SECRET)],
-    )
-    .await
-    .unwrap();
-    fake.add_mailbox(FakeMailbox::new("ann@contoso.example"));
-    // Mail that was there before mailroom: more than one delta page.
-    for n in 0..10 {
-        fake.deliver("ann@contoso.example", "Inbox", &incoming(n));
-    }
-    let registration = ok(&server, Method::POST, "/v1/app-registrations", Some(json!({
-        "name": "Contoso", "provider": "microsoft-entra", "client_id": "mailroom-app", "client_secret": SECRET,
-        "tenant": "contoso.example", "authority": fake.authority(), "graph_base_url": fake.graph_base_url(),
-        "redirect_uri": format!("{}/oauth/callback", server.base_url),
-    }))).await;
-    ok(&server, Method::POST, "/v1/server-profiles", Some(json!({
-        "name": "Exchange Online", "kind": "exchange-online", "auth_type": "oauth2", "app_registration_id": registration["id"],
-        "endpoints": {"graph_base_url": fake.graph_base_url(), "authority": fake.authority()},
-        "is_default_for_new_mailboxes": true, "processing": {"folders": ["Inbox"]},
-    }))).await;
-    let user = ok(&server, Method::POST, "/v1/users", Some(json!({"name": "ann", "contact_email": "ann@contoso.example", "licence": "full", "permission_sets": ["email-send"]}))).await;
-    let mailboxes = ok(&server, Method::GET, "/v1/mailboxes", None).await;
-    let mailbox = id_of(
-        mailboxes
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["user_id"] == user["id"])
-            .unwrap(),
-    );
-    ok(
-        &server,
-        Method::PATCH,
-        &format!("/v1/mailboxes/{mailbox}"),
-        Some(json!({"filter": "all"})),
-    )
+    let online = ExchangeOnline::start("sync_batch_messages = 4\n", |fake| {
+        // Mail that was there before mailroom: more than one delta page.
+        for n in 0..10 {
+            fake.deliver("ann@contoso.example", "Inbox", &incoming(n));
+        }
+    })
     .await;
+    let (server, fake, mailbox) = (&online.server, &online.fake, &online.mailbox);
     ok(
-        &server,
+        server,
         Method::POST,
         &format!("/v1/mailboxes/{mailbox}/approve"),
         None,
     )
     .await;
     ok(
-        &server,
+        server,
         Method::POST,
         &format!("/v1/mailboxes/{mailbox}/test"),
         None,
@@ -611,7 +647,7 @@ async fn an_exchange_online_mailbox_syncs_over_graph_delta_and_resyncs_without_d
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let list = listed(&server, &mailbox).await;
+    let list = listed(server, mailbox).await;
     let mut subjects: Vec<String> = list
         .iter()
         .map(|m| m["subject"].as_str().unwrap().to_owned())
@@ -659,62 +695,16 @@ async fn follow_sign_in(link: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_connects_their_exchange_online_mailbox_and_it_syncs_and_sends_with_their_delegated_token()
  {
-    let server = MailroomServer::start(
-        common::binary(),
-        &format!("{}sync_rescan_ms = 200\nsync_poll_ms = 300\nsync_retry_ms = 200\nmailbox_test_retry_ms = 20\n", common::FAST_ENGINE),
-    )
-    .await
-    .unwrap();
-    let fake = MicrosoftFake::start(
-        "contoso.example",
-        vec![FakeClient::new("mailroom-app", SECRET)],
-    )
-    .await
-    .unwrap();
-    fake.add_mailbox(FakeMailbox::new("ann@contoso.example"));
-    // Delegated access tokens live 4 s: each is used for 2.
-    fake.set_token_ttl(Duration::from_secs(4));
-    let registration = ok(&server, Method::POST, "/v1/app-registrations", Some(json!({
-        "name": "Contoso", "provider": "microsoft-entra", "client_id": "mailroom-app", "client_secret": SECRET,
-        "tenant": "contoso.example", "authority": fake.authority(), "graph_base_url": fake.graph_base_url(),
-        "redirect_uri": format!("{}/oauth/callback", server.base_url),
-    }))).await;
-    ok(&server, Method::POST, "/v1/server-profiles", Some(json!({
-        "name": "Exchange Online", "kind": "exchange-online", "auth_type": "oauth2", "app_registration_id": registration["id"],
-        "endpoints": {"graph_base_url": fake.graph_base_url(), "authority": fake.authority()},
-        "is_default_for_new_mailboxes": true, "processing": {"folders": ["Inbox"]},
-    }))).await;
-    let own = ok(&server, Method::POST, "/v1/accounts", Some(json!({"connector": "current-user", "name": "own", "email_address": "noreply@contoso.example"}))).await;
-    let user = ok(&server, Method::POST, "/v1/users", Some(json!({"name": "ann", "contact_email": "ann@contoso.example", "licence": "full", "permission_sets": ["email-send"]}))).await;
-    let token = ok(
-        &server,
-        Method::POST,
-        &format!("/v1/users/{}/tokens", id_of(&user)),
-        Some(json!({"name": "t"})),
-    )
-    .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mailboxes = ok(&server, Method::GET, "/v1/mailboxes", None).await;
-    let mailbox = id_of(
-        mailboxes
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["user_id"] == user["id"])
-            .unwrap(),
-    );
-    ok(
-        &server,
-        Method::PATCH,
-        &format!("/v1/mailboxes/{mailbox}"),
-        Some(json!({"filter": "all"})),
-    )
+    let online = ExchangeOnline::start("", |fake| {
+        // Delegated access tokens live 4 s: each is used for 2.
+        fake.set_token_ttl(Duration::from_secs(4));
+    })
     .await;
-
+    let (server, fake, mailbox, token) =
+        (&online.server, &online.fake, &online.mailbox, &online.token);
+    let own = ok(server, Method::POST, "/v1/accounts", Some(json!({"connector": "current-user", "name": "own", "email_address": "noreply@contoso.example"}))).await;
     let (_, started) = server
-        .call_as(&token, Method::GET, "/v1/oauth/connect", None)
+        .call_as(token, Method::GET, "/v1/oauth/connect", None)
         .await
         .unwrap();
     let (status, page) = follow_sign_in(started["authorization_url"].as_str().unwrap()).await;
@@ -735,7 +725,7 @@ async fn a_user_connects_their_exchange_online_mailbox_and_it_syncs_and_sends_wi
     let mut ids = Vec::new();
     for n in 0..6 {
         let (status, accepted) = server
-            .call_as(&token, Method::POST, "/v1/messages", Some(&json!({"to": ["c@customer.example"], "subject": format!("reply {n}"), "text": "t", "account_id": own["id"]})))
+            .call_as(token, Method::POST, "/v1/messages", Some(&json!({"to": ["c@customer.example"], "subject": format!("reply {n}"), "text": "t", "account_id": own["id"]})))
             .await
             .unwrap();
         assert_eq!(status, 202, "{accepted}");
@@ -783,7 +773,7 @@ async fn a_user_connects_their_exchange_online_mailbox_and_it_syncs_and_sends_wi
     .unwrap();
     let (_, disabled) = server
         .call_as(
-            &token,
+            token,
             Method::GET,
             &format!("/v1/mailboxes/{mailbox}"),
             None,
@@ -798,7 +788,7 @@ async fn a_user_connects_their_exchange_online_mailbox_and_it_syncs_and_sends_wi
         "{disabled}"
     );
     let (status, refused) = server
-        .call_as(&token, Method::POST, "/v1/messages", Some(&json!({"to": ["c@customer.example"], "subject": "after revocation", "text": "t", "account_id": own["id"]})))
+        .call_as(token, Method::POST, "/v1/messages", Some(&json!({"to": ["c@customer.example"], "subject": "after revocation", "text": "t", "account_id": own["id"]})))
         .await
         .unwrap();
     assert_eq!(
@@ -807,7 +797,7 @@ async fn a_user_connects_their_exchange_online_mailbox_and_it_syncs_and_sends_wi
         "{refused}"
     );
     let (_, alerts) = server
-        .call_as(&token, Method::GET, "/v1/alerts", None)
+        .call_as(token, Method::GET, "/v1/alerts", None)
         .await
         .unwrap();
     assert!(
