@@ -115,6 +115,29 @@ fn validate(
             "only microsoft365 accounts take a permission",
         ));
     }
+    // What every connector's account has in common; the connector gives its own endpoint fields.
+    let input = |host: Option<String>,
+                 port: Option<u16>,
+                 security: Security,
+                 username: Option<String>,
+                 pickup_dir: Option<String>,
+                 options: SmtpOptions| AccountInput {
+        connector: raw.connector,
+        name: name.clone(),
+        email_address: email_address.clone(),
+        sender_name: sender_name.clone(),
+        sender_type,
+        host,
+        port,
+        security,
+        username,
+        pickup_dir,
+        limits,
+        substitute_mode,
+        substitute_address: substitute_address.clone(),
+        substitute_name: substitute_name.clone(),
+        options,
+    };
     match raw.connector {
         ConnectorKind::Smtp => {
             let host =
@@ -165,23 +188,14 @@ fn validate(
                     "username and password go together: give both for authentication, or neither",
                 ));
             }
-            Ok(AccountInput {
-                connector: raw.connector,
-                name,
-                email_address,
-                sender_name,
-                sender_type,
-                host: Some(host),
-                port: Some(port),
+            Ok(input(
+                Some(host),
+                Some(port),
                 security,
                 username,
-                pickup_dir: None,
-                limits,
-                substitute_mode,
-                substitute_address,
-                substitute_name: substitute_name.clone(),
+                None,
                 options,
-            })
+            ))
         }
         ConnectorKind::Microsoft365 => {
             if raw.host.is_some()
@@ -204,23 +218,7 @@ fn validate(
             options
                 .permission
                 .get_or_insert(mailroom_core::account::GraphPermission::Application);
-            Ok(AccountInput {
-                connector: raw.connector,
-                name,
-                email_address,
-                sender_name,
-                sender_type,
-                host: None,
-                port: None,
-                security: Security::None,
-                username: None,
-                pickup_dir: None,
-                limits,
-                substitute_mode,
-                substitute_address,
-                substitute_name: substitute_name.clone(),
-                options,
-            })
+            Ok(input(None, None, Security::None, None, None, options))
         }
         ConnectorKind::CurrentUser => {
             // Each message goes out through its sender's own mailbox: its server and credentials.
@@ -234,23 +232,7 @@ fn validate(
                     "a current-user account takes no host, username, password or pickup folder: each message goes out through the sending user's own mailbox",
                 ));
             }
-            Ok(AccountInput {
-                connector: raw.connector,
-                name,
-                email_address,
-                sender_name,
-                sender_type,
-                host: None,
-                port: None,
-                security: Security::None,
-                username: None,
-                pickup_dir: None,
-                limits,
-                substitute_mode,
-                substitute_address,
-                substitute_name: substitute_name.clone(),
-                options,
-            })
+            Ok(input(None, None, Security::None, None, None, options))
         }
         ConnectorKind::Pickup => {
             if raw.host.is_some() || raw.username.is_some() || raw.has_password {
@@ -273,23 +255,14 @@ fn validate(
             mailroom_connect::check_inside_root(&pickup_dir, pickup_root)
                 .map_err(|outside| ValidationError::new("pickup_dir", outside.0))?;
             let pickup_dir = pickup_dir.display().to_string();
-            Ok(AccountInput {
-                connector: raw.connector,
-                name,
-                email_address,
-                sender_name,
-                sender_type,
-                host: None,
-                port: None,
-                security: Security::None,
-                username: None,
-                pickup_dir: Some(pickup_dir),
-                limits,
-                substitute_mode,
-                substitute_address,
-                substitute_name: substitute_name.clone(),
+            Ok(input(
+                None,
+                None,
+                Security::None,
+                None,
+                Some(pickup_dir),
                 options,
-            })
+            ))
         }
     }
 }
