@@ -645,3 +645,65 @@ async fn an_admin_connects_an_smtp_account_that_then_signs_in_with_xoauth2() {
         .unwrap();
     assert_eq!(status, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_connects_a_queues_shared_mailbox_by_signing_in_for_it() {
+    let world = world(3600).await;
+    ok(
+        &world.server,
+        Method::POST,
+        "/v1/queues",
+        Some(json!({"name": "Support", "email_address": "support@corp.test", "members": []})),
+    )
+    .await;
+    let mailboxes = ok(&world.server, Method::GET, "/v1/mailboxes", None).await;
+    let queue = id_of(
+        mailboxes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["kind"] == "queue")
+            .unwrap(),
+    );
+    ok(
+        &world.server,
+        Method::POST,
+        &format!("/v1/mailboxes/{queue}/approve"),
+        None,
+    )
+    .await;
+    let (status, started) = world
+        .server
+        .get(&format!("/v1/oauth/connect?mailbox={queue}"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{started}");
+    // The admin signs in with the shared mailbox's own account at the provider.
+    let (status, page) = sign_in(
+        started["authorization_url"].as_str().unwrap(),
+        "support@corp.test",
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("Mailbox support@corp.test connected"),
+        "{page}"
+    );
+    let (_, connected) = world
+        .server
+        .get(&format!("/v1/mailboxes/{queue}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        connected["credentials"]["oauth_registration_id"],
+        world.registration
+    );
+    assert_eq!(
+        (
+            connected["incoming_status"].as_str(),
+            connected["enabled"].as_bool()
+        ),
+        (Some("success"), Some(true)),
+        "{connected}"
+    );
+}
