@@ -165,6 +165,10 @@ pub fn router(api: Router, store: Store) -> Router {
             get(setup::connect_mailbox),
         )
         .route(
+            "/console/accounts/{id}/connect",
+            get(setup::connect_account),
+        )
+        .route(
             "/console/suppressions",
             get(people::suppressions).post(people::suppression_act),
         )

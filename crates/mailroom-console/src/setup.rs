@@ -621,16 +621,34 @@ pub(crate) async fn connect_mailbox(
     headers: HeaderMap,
     Path(id): Path<Uuid>,
 ) -> Response {
-    let current = match signed_in(&console, &headers).await {
+    connect(
+        &console,
+        &headers,
+        &format!("/v1/oauth/connect?purpose=mailbox&mailbox={id}"),
+    )
+    .await
+}
+
+/// Connect an account with OAuth (an SMTP account with XOAUTH2, a delegated Microsoft 365 account).
+pub(crate) async fn connect_account(
+    State(console): Shared,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Response {
+    connect(
+        &console,
+        &headers,
+        &format!("/v1/oauth/connect?account={id}"),
+    )
+    .await
+}
+
+async fn connect(console: &crate::Console, headers: &HeaderMap, path: &str) -> Response {
+    let current = match signed_in(console, headers).await {
         Ok(current) => current,
         Err(response) => return response,
     };
-    let (status, started) = console
-        .call(
-            &current,
-            &format!("/v1/oauth/connect?purpose=mailbox&mailbox={id}"),
-        )
-        .await;
+    let (status, started) = console.call(&current, path).await;
     let start = started["authorization_url"]
         .as_str()
         .and_then(|url| url.find("/oauth/start/").map(|at| url[at..].to_owned()));

@@ -578,6 +578,25 @@ async fn an_admin_connects_an_smtp_account_that_then_signs_in_with_xoauth2() {
         "host": "127.0.0.1", "port": world.postfix.port, "security": "starttls", "app_registration_id": world.registration,
     }))).await;
     assert_eq!(account["oauth_connected"], false);
+    // The console offers to connect it, and sends the browser on its way.
+    let session = common::console_session(&world.server, &world.server.token).await;
+    let accounts = common::console_page(&world.server, "/console/accounts", &session).await;
+    assert!(accounts.contains("Connect Billing (sign in)"), "{accounts}");
+    let mut browser = Browser::new();
+    let (name, value) = session.split_once('=').unwrap();
+    browser.cookies.insert(name.to_owned(), value.to_owned());
+    let (status, location, _) = browser
+        .go(
+            &format!(
+                "{}/console/accounts/{}/connect",
+                world.server.base_url,
+                id_of(&account)
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 303);
+    assert!(location.unwrap().contains("/oauth/start/"));
     // A password does not go with a registration.
     let (status, refused) = world.server.post("/v1/accounts", &json!({
         "connector": "smtp", "name": "X", "email_address": "x@corp.test", "host": "127.0.0.1", "username": "x", "password": "p",
