@@ -1,7 +1,8 @@
 // An administrator sets email up in the console: a custom scenario with a default attachment
 // uploaded from the browser, a sending profile, a server profile (a wrong port refused in words),
 // the organisation's settings, a user with a token (shown once, then revoked) and a view policy, a
-// team, a contact, alerts, and a failed message sent again. Every page is audited and shot at both
+// team, a contact, an app registration and its verification, alerts, and a failed message sent
+// again. Every page is audited and shot at both
 // widths. Prints one JSON report; exits 1 when a step failed.
 //
 //   node setup.mjs --base URL --token TOKEN --message ID --out DIR
@@ -173,6 +174,24 @@ await run(async (page) => {
   step('the record is published under its selector', (await page.getByText('s1._domainkey.cronus.example').count()) === 1);
   await audit(page, 'dkim-listed');
   await shoot(page, 'dkim-listed');
+
+  // An app registration for a provider that cannot be reached: stored, and its verification says
+  // what failed.
+  await visit('App registrations', 'app-registrations');
+  await page.getByLabel('Name', { exact: true }).fill('Company SSO');
+  await page.getByLabel('Provider', { exact: true }).selectOption('oidc');
+  await page.getByLabel('Application (client) ID').fill('mailroom');
+  await page.getByLabel('Client secret (its Value, not its Secret ID)').fill('s3cret-value');
+  await page.getByLabel('Discovery URL — other providers').fill('http://127.0.0.1:9/.well-known/openid-configuration');
+  await page.getByRole('button', { name: 'Add the registration' }).click();
+  await said(page, 'verify it', 'an app registration is added');
+  step('the secret is stored, not shown', (await page.getByText('s3cret-value').count()) === 0 && (await page.getByRole('cell', { name: 'stored' }).count()) === 1);
+  await audit(page, 'app-registrations-listed');
+  await shoot(page, 'app-registrations-listed');
+  await page.getByRole('link', { name: 'Verify' }).click();
+  step('the verification says the provider cannot be reached', (await page.getByText('does not work yet').count()) === 1);
+  await audit(page, 'app-registration-verify');
+  await shoot(page, 'app-registration-verify');
 
   await visit('Alerts', 'alerts');
   await visit('Nodes', 'nodes');
