@@ -415,6 +415,16 @@ fn add_examples(api: &mut OpenApi) -> Vec<String> {
                    "created_at": "2026-11-28T09:00:00Z", "updated_at": "2026-11-28T09:00:00Z"}),
         ),
         (
+            "get",
+            "/v1/oauth/connect",
+            None,
+            "200",
+            json!({"authorization_url": "https://mail.contoso.com/oauth/start/q8Zk3v0tY1mW7n2bR5cX9eL4hJ6aP0sD",
+                   "mailbox_id": "01937b10-2a3b-7c4d-8e5f-6a7b8c9d0e22",
+                   "registration_id": "01937b10-2a3b-7c4d-8e5f-6a7b8c9d0e21",
+                   "expires_at": "2026-11-28T09:10:00Z"}),
+        ),
+        (
             "post",
             "/v1/app-registrations/{id}/verify",
             None,

@@ -332,7 +332,7 @@ struct CurrentUserConnector {
     timeouts: mailroom_core::account::SmtpTimeouts,
     /// One SMTP connector (and pool) per mailbox, with the mailbox version and login it was built
     /// from.
-    by_mailbox: Mutex<HashMap<Uuid, LoginConnector>>,
+    by_mailbox: Mutex<HashMap<Uuid, BuiltForMailbox>>,
 }
 
 impl CurrentUserConnector {
@@ -375,6 +375,27 @@ impl CurrentUserConnector {
             )
         })?;
         let mailbox = mailbox.expect("a ready mailbox exists");
+        // The connector built for this version of the mailbox serves while the mailbox is
+        // unchanged — with XOAUTH2, while its access token is too (lettre's credentials are fixed
+        // per transport, so a refreshed token makes a new one). The profile and the password are
+        // read only to build.
+        let cached = self
+            .by_mailbox
+            .lock()
+            .expect("cache lock")
+            .get(&mailbox.id)
+            .filter(|built| built.version == mailbox.updated_at_ms)
+            .map(|built| (built.token.clone(), built.connector.clone()));
+        match cached {
+            Some((None, connector)) => return Ok((connector, mailbox.email_address, None)),
+            Some((Some(used), connector)) => {
+                let token = self.oauth.mailbox_access_token(mailbox.id, false).await?;
+                if token == used {
+                    return Ok((connector, mailbox.email_address, Some(mailbox.id)));
+                }
+            }
+            None => {}
+        }
         let profile_id = mailbox.profile_id.ok_or_else(|| {
             SendError::permanent(None, "the sender's mailbox has no server profile")
         })?;
@@ -383,57 +404,41 @@ impl CurrentUserConnector {
             .server_profile(profile_id)
             .await
             .map_err(store_error)?;
-        if profile.kind == mailroom_core::mailbox::ProfileKind::ExchangeOnline {
-            // An Exchange Online mailbox sends through Microsoft Graph with the profile's
-            // registration (one client per mailbox version).
-            let version = (mailbox.updated_at_ms, String::new());
-            if let Some((built, connector)) =
-                self.by_mailbox.lock().expect("cache lock").get(&mailbox.id)
-                && *built == version
-            {
-                return Ok((connector.clone(), mailbox.email_address, None));
-            }
-            let graph: Arc<dyn Connector> =
-                Arc::new(self.oauth.graph_for_mailbox(&profile, &mailbox).await?);
-            self.by_mailbox
-                .lock()
-                .expect("cache lock")
-                .insert(mailbox.id, (version, graph.clone()));
-            return Ok((graph, mailbox.email_address, None));
-        }
-        let login = self.oauth.mailbox_login(&mailbox, &profile).await?;
-        // A connection pool per mailbox version and login: a refreshed access token makes a new
-        // transport (lettre's credentials are fixed per transport), a password change too.
-        let version = (mailbox.updated_at_ms, login.secret.clone());
-        if let Some((built, connector)) =
-            self.by_mailbox.lock().expect("cache lock").get(&mailbox.id)
-            && *built == version
-        {
-            return Ok((
-                connector.clone(),
-                mailbox.email_address,
-                login.oauth2.then_some(mailbox.id),
-            ));
-        }
-        let oauth_mailbox = login.oauth2.then_some(mailbox.id);
-        let connector: Arc<dyn Connector> = Arc::new(SmtpConnector::new(SmtpSettings {
-            account_label: self.account_label.clone(),
-            host: profile.outgoing.host.clone(),
-            port: profile.outgoing.port,
-            security: profile.outgoing.security,
-            username: Some(login.username),
-            password: Some(login.secret),
-            oauth2: login.oauth2,
-            max_connections: 1,
-            timeouts: self.timeouts,
-            ehlo_name: self.defaults.hostname.clone(),
-            extra_root_certificates: self.defaults.extra_root_certificates.clone(),
-            gate: None,
-        }));
-        self.by_mailbox
-            .lock()
-            .expect("cache lock")
-            .insert(mailbox.id, (version, connector.clone()));
+        let (connector, token): (Arc<dyn Connector>, Option<String>) =
+            if profile.kind == mailroom_core::mailbox::ProfileKind::ExchangeOnline {
+                // An Exchange Online mailbox sends through Microsoft Graph, which keeps its tokens.
+                (
+                    Arc::new(self.oauth.graph_for_mailbox(&profile, &mailbox).await?),
+                    None,
+                )
+            } else {
+                let login = self.oauth.mailbox_login(&mailbox, &profile).await?;
+                let token = login.oauth2.then(|| login.secret.clone());
+                let connector = Arc::new(SmtpConnector::new(SmtpSettings {
+                    account_label: self.account_label.clone(),
+                    host: profile.outgoing.host.clone(),
+                    port: profile.outgoing.port,
+                    security: profile.outgoing.security,
+                    username: Some(login.username),
+                    password: Some(login.secret),
+                    oauth2: login.oauth2,
+                    max_connections: 1,
+                    timeouts: self.timeouts,
+                    ehlo_name: self.defaults.hostname.clone(),
+                    extra_root_certificates: self.defaults.extra_root_certificates.clone(),
+                    gate: None,
+                }));
+                (connector, token)
+            };
+        let oauth_mailbox = token.is_some().then_some(mailbox.id);
+        self.by_mailbox.lock().expect("cache lock").insert(
+            mailbox.id,
+            BuiltForMailbox {
+                version: mailbox.updated_at_ms,
+                token,
+                connector: connector.clone(),
+            },
+        );
         Ok((connector, mailbox.email_address, oauth_mailbox))
     }
 }
@@ -474,8 +479,13 @@ impl Connector for CurrentUserConnector {
     }
 }
 
-/// A mailbox's connector and the mailbox version and login secret it was built with.
-type LoginConnector = ((i64, String), Arc<dyn Connector>);
+/// A mailbox's connector, the mailbox version it was built from and, with XOAUTH2, the access token
+/// it presents.
+struct BuiltForMailbox {
+    version: i64,
+    token: Option<String>,
+    connector: Arc<dyn Connector>,
+}
 
 /// A connector and the account version (`updated_at`) it was built from.
 type VersionedConnector = (i64, Arc<dyn Connector>);

@@ -72,6 +72,29 @@ pub struct Endpoints {
     pub discovery: Option<Discovery>,
 }
 
+/// A registration's endpoints: overrides and fixed ones first, its discovery document for the rest.
+async fn resolve_endpoints(
+    client: &OAuthClient,
+    registration: &AppRegistration,
+) -> Result<Endpoints, String> {
+    let (authorization, token) = registration.settings.known_endpoints();
+    if authorization.is_some() && token.is_some() {
+        return Ok(Endpoints {
+            authorization,
+            token,
+            discovery: None,
+        });
+    }
+    let discovery = client
+        .discover(&registration.settings.discovery_document_url())
+        .await?;
+    Ok(Endpoints {
+        authorization: authorization.or_else(|| discovery.authorization_endpoint.clone()),
+        token: token.or_else(|| discovery.token_endpoint.clone()),
+        discovery: Some(discovery),
+    })
+}
+
 /// OAuth for the engine: one HTTP client, the registrations in the store.
 pub struct OAuthService {
     store: Store,
@@ -101,23 +124,7 @@ impl OAuthService {
     /// A registration's endpoints (reading its discovery document when an endpoint is not known
     /// otherwise), or why they cannot be known.
     pub async fn endpoints(&self, registration: &AppRegistration) -> Result<Endpoints, String> {
-        let (authorization, token) = registration.settings.known_endpoints();
-        if authorization.is_some() && token.is_some() {
-            return Ok(Endpoints {
-                authorization,
-                token,
-                discovery: None,
-            });
-        }
-        let discovery = self
-            .client()?
-            .discover(&registration.settings.discovery_document_url())
-            .await?;
-        Ok(Endpoints {
-            authorization: authorization.or_else(|| discovery.authorization_endpoint.clone()),
-            token: token.or_else(|| discovery.token_endpoint.clone()),
-            discovery: Some(discovery),
-        })
+        resolve_endpoints(self.client()?, registration).await
     }
 
     /// Checks a registration against its provider: its discovery document, its endpoints, and —
@@ -193,17 +200,14 @@ impl OAuthService {
                 "no client secret is stored: give the secret's value",
             )),
             (Some(endpoint), Some(secret)) => {
-                let client_auth = match settings.provider {
-                    OAuthProvider::MicrosoftEntra => ClientAuth::Post,
-                    OAuthProvider::Oidc => ClientAuth::for_provider(discovery.as_ref()),
-                };
+                let auth = client_auth(&registration, discovery.as_ref());
                 let answer = client
                     .client_credentials(
                         &TokenClient {
                             token_endpoint: &endpoint,
                             client_id: &settings.client_id,
                             client_secret: &secret,
-                            auth: client_auth,
+                            auth,
                         },
                         &settings.scopes.app,
                     )
@@ -332,25 +336,14 @@ impl mailroom_connect::AccessTokens for AppTokens {
                     ),
                 )
             })?;
-        let (_, known) = settings.known_endpoints();
-        let (endpoint, discovery) = match known {
-            Some(endpoint) => (endpoint, None),
-            None => {
-                let discovery = self
-                    .client
-                    .discover(&settings.discovery_document_url())
-                    .await
-                    .map_err(|why| SendError::transient(None, why))?;
-                let endpoint = discovery.token_endpoint.clone().ok_or_else(|| {
-                    SendError::permanent(None, "the provider names no token endpoint")
-                })?;
-                (endpoint, Some(discovery))
-            }
-        };
-        let auth = match settings.provider {
-            OAuthProvider::MicrosoftEntra => ClientAuth::Post,
-            OAuthProvider::Oidc => ClientAuth::for_provider(discovery.as_ref()),
-        };
+        let endpoints = resolve_endpoints(&self.client, &registration)
+            .await
+            .map_err(|why| SendError::transient(None, why))?;
+        let endpoint = endpoints
+            .token
+            .clone()
+            .ok_or_else(|| SendError::permanent(None, "the provider names no token endpoint"))?;
+        let auth = client_auth(&registration, endpoints.discovery.as_ref());
         let grant = self
             .client
             .client_credentials(

@@ -606,13 +606,6 @@ fn quote_text(original: &mailroom_store::InboundDetail) -> String {
     format!("On {}, {who} wrote:\n{quoted}", rfc3339(when))
 }
 
-fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 async fn answer(
     state: AppState,
     principal: Principal,
@@ -683,7 +676,7 @@ async fn answer(
         let original_html = original.html.clone().unwrap_or_else(|| {
             format!(
                 "<pre>{}</pre>",
-                escape_html(original.text.as_deref().unwrap_or_default())
+                crate::routes::html::escape(original.text.as_deref().unwrap_or_default())
             )
         });
         format!("{html}\n<blockquote type=\"cite\">{original_html}</blockquote>")

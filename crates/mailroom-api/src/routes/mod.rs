@@ -6,6 +6,7 @@ pub mod app_registrations;
 pub mod attachments;
 pub mod dkim;
 pub mod documents;
+pub mod html;
 pub mod inbound;
 pub mod mailboxes;
 pub mod messages;

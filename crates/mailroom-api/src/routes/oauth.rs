@@ -7,11 +7,12 @@
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
+use crate::routes::html::{self, escape};
 use crate::routes::users::audit;
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mailroom_connect::oauth::TokenClient;
@@ -46,23 +47,13 @@ fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
     (
         status,
-        Html(format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-             <meta name=\"robots\" content=\"noindex\"><title>{title}</title></head>\
-             <body style=\"font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem\">\
-             <main><h1>{title}</h1>{body}<p><a href=\"/console/mailboxes\">Back to mailroom</a></p></main></body></html>",
-            title = escape(title)
-        )),
+        html::page(
+            title,
+            &format!("{body}<p><a href=\"/console/mailboxes\">Back to mailroom</a></p>"),
+        ),
     )
         .into_response()
 }

@@ -8,6 +8,7 @@ use crate::AppState;
 use crate::auth::Principal;
 use crate::dto::rfc3339;
 use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult, ErrorBody, page_limit};
+use crate::routes::html::{escape, page};
 use crate::routes::users::audit;
 use axum::Extension;
 use axum::extract::{Path, State};
@@ -28,22 +29,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The public routes (no token): the unsubscribe link.
 pub fn public_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(unsubscribe_page, unsubscribe_one_click))
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-fn page(title: &str, body: &str) -> Html<String> {
-    Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-         <meta name=\"robots\" content=\"noindex\"><title>{title}</title></head>\
-         <body style=\"font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem\">\
-         <main><h1>{title}</h1>{body}</main></body></html>"
-    ))
 }
 
 fn invalid_token() -> ApiError {
