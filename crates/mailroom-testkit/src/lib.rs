@@ -24,13 +24,24 @@ pub use sink::{DumpedMessage, SmtpSink};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not
+/// handed out before: the kernel may give the same ephemeral port to two binds in a row
+/// once the first is closed, and a server started with two "free" ports that are the
+/// same one fails (Dovecot: "duplicate listener").
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("binding a free port")
-        .local_addr()
-        .expect("local address")
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("binding a free port")
+            .local_addr()
+            .expect("local address")
+            .port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// Waits until something accepts connections on the port.

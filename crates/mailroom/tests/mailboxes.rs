@@ -226,10 +226,7 @@ async fn the_right_password_enables_a_mailbox_and_a_wrong_one_disables_it_and_al
 async fn an_unreachable_server_is_tried_ten_times_with_backoff_then_the_mailbox_is_disabled() {
     let service = mail_service(1).await;
     let server = start(&service).await;
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let closed = mailroom_testkit::free_port();
     ok(
         &server,
         Method::POST,

@@ -362,11 +362,7 @@ async fn receivers_on_private_addresses_are_refused_unless_the_server_allows_the
 async fn no_event_is_lost_while_the_receiver_is_down_and_mailroom_is_killed() {
     let sink = mailroom_testkit::SmtpSink::start(&[]).unwrap();
     // The receiver's port, taken and let go: nothing listens there yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = mailroom_testkit::free_port();
     let mut server = common::start_server_with(ALLOW_PRIVATE).await;
     server
         .add_default_smtp_account("works", sink.port, json!({}))
@@ -434,11 +430,7 @@ async fn no_event_is_lost_while_the_receiver_is_down_and_mailroom_is_killed() {
 #[tokio::test]
 async fn a_receiver_that_comes_back_gets_its_waiting_events_at_once_not_after_their_backoff() {
     let sink = mailroom_testkit::SmtpSink::start(&[]).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = mailroom_testkit::free_port();
     let server = common::start_server_with(ALLOW_PRIVATE).await;
     server
         .add_default_smtp_account("works", sink.port, json!({}))
