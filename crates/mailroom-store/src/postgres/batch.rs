@@ -138,9 +138,12 @@ async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Ve
     let mut waiting: HashSet<String> = if asking.is_empty() {
         HashSet::new()
     } else {
+        // One index probe per account (stopping at the first waiting message), not a walk over
+        // every message of a long queue.
         sqlx::query_scalar(
-            "SELECT DISTINCT account_id FROM messages
-             WHERE account_id = ANY($1) AND status = 'queued' AND next_attempt_at <= $2",
+            "SELECT a.id FROM (SELECT DISTINCT UNNEST($1::text[]) AS id) a
+             WHERE EXISTS (SELECT 1 FROM messages
+                           WHERE account_id = a.id AND status = 'queued' AND next_attempt_at <= $2)",
         )
         .bind(&asking)
         .bind(newest + CLOCK_SLACK_MS)

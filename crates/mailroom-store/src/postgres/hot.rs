@@ -307,20 +307,33 @@ pub(crate) async fn record_outcomes(pool: &PgPool, records: &[AttemptRecord]) ->
     let (kinds, payloads): (Vec<&str>, Vec<String>) =
         records.iter().map(crate::webhooks::outcome_event).unzip();
     // The events of the changes, in their transaction: only for the messages that moved (an
-    // outcome from a lost lease moves nothing and says nothing).
+    // outcome from a lost lease moves nothing and says nothing), taken from what the update
+    // returns, in the batch's order. The lease owner and attempt number are the fencing token; a
+    // lease exists only while the message is being sent (a constraint, migration 0026).
+    //
+    // Each message is found by primary key, whatever the statistics say: on a table that grew
+    // since it was last analyzed (a new database's first minute under load) the planner takes
+    // the messages table for small and hashes all of it, or reads every message that was ever
+    // 'sending' through the status index (a bitmap scan never marks dead index entries), and each
+    // batch then costs time in proportion to the archive. The settings last until the commit.
+    sqlx::query(
+        "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+                set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)",
+    )
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "WITH moved AS (
            UPDATE messages m SET status = u.status, next_attempt_at = COALESCE(u.next_attempt_at, m.next_attempt_at),
              sent_at = u.sent_at, last_error = u.last_error, lease_owner = NULL, lease_until = NULL,
              updated_at = u.finished_at
-           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[], $8::bigint[])
-             AS u(id, owner, status, next_attempt_at, sent_at, last_error, finished_at, number)
-           WHERE m.id = u.id AND m.lease_owner = u.owner AND m.status = 'sending' AND m.attempt_count = u.number
-           RETURNING m.id)
+           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[],
+                       $8::bigint[], $9::text[], $10::text[]) WITH ORDINALITY
+             AS u(id, owner, status, next_attempt_at, sent_at, last_error, finished_at, number, kind, payload, n)
+           WHERE m.id = u.id AND m.lease_owner = u.owner AND m.attempt_count = u.number
+           RETURNING m.id, u.kind, u.payload, u.finished_at, u.n)
          INSERT INTO events (kind, subject_id, payload_json, created_at)
-         SELECT e.kind, e.id, e.payload, e.at
-         FROM UNNEST($9::text[], $1::text[], $10::text[], $7::bigint[]) WITH ORDINALITY AS e(kind, id, payload, at, n)
-         JOIN moved ON moved.id = e.id ORDER BY e.n",
+         SELECT kind, id, payload, finished_at FROM moved ORDER BY n",
     )
     .bind(&ids)
     .bind(&owners)
