@@ -605,7 +605,15 @@ impl Store {
                 ids.push_bind(row.id.clone());
             }
             contents.push(")");
-            let content_rows = contents.build().fetch_all(reader).await?;
+            // By primary key on PostgreSQL whatever the statistics say (see `BY_KEY_ONLY`).
+            let mut read = reader.begin().await?;
+            if self.backend() == crate::Backend::Postgres {
+                sqlx::query(crate::postgres::BY_KEY_ONLY)
+                    .execute(&mut *read)
+                    .await?;
+            }
+            let content_rows = contents.build().fetch_all(&mut *read).await?;
+            read.commit().await?;
             let mut content_by_id: std::collections::HashMap<
                 String,
                 Result<MessageContent, String>,

@@ -289,6 +289,9 @@ pub(crate) async fn record_outcomes(pool: &PgPool, records: &[AttemptRecord]) ->
         errors.push(last_error);
     }
     let mut tx = pool.begin().await?;
+    // Each message is found by primary key (the update, and the attempts' foreign key checks),
+    // whatever the statistics say.
+    sqlx::query(super::BY_KEY_ONLY).execute(&mut *tx).await?;
     sqlx::query(
         "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text)
          SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::text[])
@@ -310,18 +313,6 @@ pub(crate) async fn record_outcomes(pool: &PgPool, records: &[AttemptRecord]) ->
     // outcome from a lost lease moves nothing and says nothing), taken from what the update
     // returns, in the batch's order. The lease owner and attempt number are the fencing token; a
     // lease exists only while the message is being sent (a constraint, migration 0026).
-    //
-    // Each message is found by primary key, whatever the statistics say: on a table that grew
-    // since it was last analyzed (a new database's first minute under load) the planner takes
-    // the messages table for small and hashes all of it, or reads every message that was ever
-    // 'sending' through the status index (a bitmap scan never marks dead index entries), and each
-    // batch then costs time in proportion to the archive. The settings last until the commit.
-    sqlx::query(
-        "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
-                set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)",
-    )
-    .execute(&mut *tx)
-    .await?;
     sqlx::query(
         "WITH moved AS (
            UPDATE messages m SET status = u.status, next_attempt_at = COALESCE(u.next_attempt_at, m.next_attempt_at),

@@ -23,6 +23,16 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 const QUEUED_CHANNEL: &str = "mailroom_queued";
+
+/// Run first in a transaction whose statements look messages up by primary key: until the commit,
+/// the planner takes those keys through their indexes whatever its statistics say. A table that
+/// grew since it was last analyzed (a new database's first minute under load, say) looks small to
+/// the planner, which then hashes all of it — or reads every message that was ever 'sending'
+/// through the status index, whose dead entries a bitmap scan never marks — and each batch costs
+/// time in proportion to the archive.
+pub(crate) const BY_KEY_ONLY: &str =
+    "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+            set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)";
 const CHANGES_CHANNEL: &str = "mailroom_changes";
 
 /// Whether a database URL names PostgreSQL.
