@@ -595,6 +595,25 @@ async fn outcomes_move_messages_to_their_next_state_only_under_the_lease_that_ma
         "an outcome from a lost lease does not move the message"
     );
     assert_eq!(stale.attempts.len(), 1, "but the attempt is on record");
+    // The lease ends with the attempt: the outcome told again later (a retried write, say) finds
+    // no lease to move the message under.
+    t.store
+        .record_outcomes(&[attempt(
+            claimed[0].id,
+            "node-a",
+            1,
+            AttemptOutcome::Sent,
+            Outcome::Sent,
+            now + 1_000,
+        )])
+        .await
+        .unwrap();
+    let sent_again = t.store.message(claimed[0].id).await.unwrap();
+    assert_eq!(
+        (sent_again.status, sent_again.sent_at_ms),
+        (MessageStatus::Sent, Some(now + 5)),
+        "a message whose attempt was recorded is not moved by the same lease again"
+    );
     assert!(
         t.store
             .claim_due(account.id, "node-a", now_ms() + 1_000, now + 60_000, 10)
