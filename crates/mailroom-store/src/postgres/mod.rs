@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 const QUEUED_CHANNEL: &str = "mailroom_queued";
+const CHANGES_CHANNEL: &str = "mailroom_changes";
 
 /// Run first in a transaction whose statements look messages up by primary key: until the commit,
 /// the planner takes those keys through their indexes whatever its statistics say. A table that
@@ -33,7 +34,6 @@ const QUEUED_CHANNEL: &str = "mailroom_queued";
 pub(crate) const BY_KEY_ONLY: &str =
     "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
             set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)";
-const CHANGES_CHANNEL: &str = "mailroom_changes";
 
 /// Whether a database URL names PostgreSQL.
 pub fn is_postgres_url(url: &str) -> bool {
