@@ -214,7 +214,25 @@ async fn deliveries_are_signed_retried_with_the_same_id_logged_and_replayed() {
             .ends_with('Z')
     );
 
-    // The delivery log: the refused attempt with the receiver's answer, then the delivery.
+    // The delivery log: the refused attempt with the receiver's answer, then the delivery. The
+    // receiver has answered a moment before mailroom records the answer: wait for the record.
+    let first_id = json!(received[0].id);
+    mailroom_testkit::wait_until(Duration::from_secs(10), "the delivery recorded", || async {
+        let log = ok(
+            &server,
+            Method::GET,
+            &format!("/v1/webhooks/{hook_id}/deliveries"),
+            None,
+        )
+        .await;
+        Ok(log
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["webhook_id"] == first_id && l["state"] == "delivered"))
+    })
+    .await
+    .unwrap();
     let log = ok(
         &server,
         Method::GET,
