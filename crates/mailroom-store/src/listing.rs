@@ -11,11 +11,16 @@
 //!   per set of related record types the policy lets them read (`messages (record_types, status,
 //!   id)`; the sets in use are listed in `record_type_sets`, and are few). Filters by account,
 //!   scenario or date narrow each branch; an account or scenario filter alone seeks its own index.
+//!
+//! On PostgreSQL those listing indexes leave out mail in flight (`queued`, `sending`), whose rows
+//! change two or three times in seconds: its own two indexes serve a viewer's own and type-set
+//! branches, and `messages_status` / `messages_due` an administrator's (migration 0027).
 
 use crate::db::on_db;
 use crate::messages::{MESSAGE_COLUMNS, MESSAGES_WITH_CONTENT, message_from_row, push_visibility};
 use crate::{MessageFilter, MessagePage, Store, StoreResult};
 use mailroom_core::access::ViewPolicy;
+use mailroom_core::message::MessageStatus;
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 /// Totals are exact up to this many messages; beyond, the total says "more than this"
@@ -86,7 +91,7 @@ const ID_CLOCK_SLACK_MS: i64 = 60_000;
 fn push_filters<DB: Database>(
     query: &mut QueryBuilder<DB>,
     filter: &MessageFilter,
-    status: Option<&'static str>,
+    status: Option<MessageStatus>,
     cursor: bool,
 ) where
     for<'t> String: Encode<'t, DB> + Type<DB>,
@@ -94,7 +99,12 @@ fn push_filters<DB: Database>(
     for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
     if let Some(status) = status {
-        query.push(" AND m.status = ").push_bind(status);
+        // A literal (one of the fixed status names), not a parameter: on PostgreSQL the listing
+        // indexes leave mail in flight out, and only a literal lets every plan prove which one applies.
+        query
+            .push(" AND m.status = '")
+            .push(status.as_str())
+            .push("'");
     }
     if let Some(account_id) = filter.account_id {
         query
@@ -128,7 +138,7 @@ fn push_branch<DB: Database>(
     query: &mut QueryBuilder<DB>,
     filter: &MessageFilter,
     branch: &Branch,
-    status: Option<&'static str>,
+    status: Option<MessageStatus>,
     limit: i64,
     cursor: bool,
 ) where
@@ -209,7 +219,7 @@ fn push_branch<DB: Database>(
 fn push_union<DB: Database>(
     query: &mut QueryBuilder<DB>,
     filter: &MessageFilter,
-    branches: &[(Branch, Option<&'static str>)],
+    branches: &[(Branch, Option<MessageStatus>)],
     limit: i64,
     cursor: bool,
 ) where
@@ -236,10 +246,10 @@ impl Store {
     /// [`EXACT_TOTAL_UP_TO`]).
     pub async fn list_messages(&self, filter: &MessageFilter) -> StoreResult<MessagePage> {
         let limit = i64::from(filter.limit.clamp(1, 500));
-        let statuses: Vec<Option<&'static str>> = if filter.statuses.is_empty() {
+        let statuses: Vec<Option<MessageStatus>> = if filter.statuses.is_empty() {
             vec![None]
         } else {
-            filter.statuses.iter().map(|s| Some(s.as_str())).collect()
+            filter.statuses.iter().map(|s| Some(*s)).collect()
         };
         let mut kinds = Vec::new();
         match &filter.visibility {
@@ -264,7 +274,7 @@ impl Store {
                 }
             }
         }
-        let branches: Vec<(Branch, Option<&'static str>)> = kinds
+        let branches: Vec<(Branch, Option<MessageStatus>)> = kinds
             .iter()
             .flat_map(|kind| statuses.iter().map(move |status| (kind.clone(), *status)))
             .collect();
@@ -323,7 +333,7 @@ impl Store {
     async fn search_subjects(
         &self,
         filter: &MessageFilter,
-        branches: &[(Branch, Option<&'static str>)],
+        branches: &[(Branch, Option<MessageStatus>)],
         subject: &str,
         limit: i64,
     ) -> StoreResult<MessagePage> {
