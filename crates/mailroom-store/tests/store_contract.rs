@@ -1775,6 +1775,35 @@ async fn webhook_events_fan_out_to_subscribed_endpoints_and_deliveries_are_lease
 }
 
 contract! {
+async fn an_outcome_recorded_while_no_webhook_is_enabled_leaves_no_event_to_fan_out(t) {
+    use mailroom_core::webhook::{EventType, SigningSecret};
+    use mailroom_store::WebhookChange;
+    let account = t.account("quiet").await;
+    let send_one = |subject: &'static str| {
+        let store = t.store.clone();
+        async move {
+            let message = new_message(account.id, None, subject);
+            let id = message.id;
+            store.insert_message(message).await.unwrap();
+            assert_eq!(store.claim_due(account.id, "node-a", now_ms(), now_ms() + 60_000, 10).await.unwrap().len(), 1);
+            store.record_outcomes(&[attempt(id, "node-a", 1, AttemptOutcome::Sent, Outcome::Sent, now_ms())]).await.unwrap();
+        }
+    };
+    send_one("nobody listens").await;
+    assert_eq!(t.store.fan_out_events(500).await.unwrap(), 0, "nobody to fan it out to");
+    let hook = t.store.create_webhook("http://127.0.0.1:1/q", &[EventType::MessageSent], false, &SigningSecret::from_bytes(vec![5; 32]), "admin").await.unwrap();
+    send_one("someone listens").await;
+    assert_eq!(t.store.fan_out_events(500).await.unwrap(), 1);
+    let due = t.store.claim_deliveries("node-a", now_ms(), now_ms() + 60_000, 10).await.unwrap();
+    assert_eq!(due.len(), 1, "only the event recorded after the endpoint was enabled: {due:?}");
+    // A disabled endpoint counts as none.
+    t.store.update_webhook(hook.id, &WebhookChange { enabled: Some(false), ..Default::default() }).await.unwrap();
+    send_one("listener away").await;
+    assert_eq!(t.store.fan_out_events(500).await.unwrap(), 0);
+}
+}
+
+contract! {
 async fn suppressed_addresses_are_found_among_recipients_listed_newest_first_and_removed(t) {
     assert!(t.store.suppressed_among(&["ann@example.com".into()]).await.unwrap().is_empty(), "an empty list");
     assert!(t.store.suppress("Ann@Example.com", "hard-bounce", Some("550 5.1.1 user unknown"), Some("m-1"), None).await.unwrap());

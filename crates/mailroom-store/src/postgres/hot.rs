@@ -312,7 +312,10 @@ pub(crate) async fn record_outcomes(pool: &PgPool, records: &[AttemptRecord]) ->
     // The events of the changes, in their transaction: only for the messages that moved (an
     // outcome from a lost lease moves nothing and says nothing), taken from what the update
     // returns, in the batch's order. The lease owner and attempt number are the fencing token; a
-    // lease exists only while the message is being sent (a constraint, migration 0026).
+    // lease exists only while the message is being sent (a constraint, migration 0026). With no
+    // webhook endpoint enabled there is nobody to fan an event out to: it is written fanned out
+    // (an endpoint gets the events of the outcomes recorded after it was enabled), which spares
+    // every message an update of its event.
     sqlx::query(
         "WITH moved AS (
            UPDATE messages m SET status = u.status, next_attempt_at = COALESCE(u.next_attempt_at, m.next_attempt_at),
@@ -323,8 +326,10 @@ pub(crate) async fn record_outcomes(pool: &PgPool, records: &[AttemptRecord]) ->
              AS u(id, owner, status, next_attempt_at, sent_at, last_error, finished_at, number, kind, payload, n)
            WHERE m.id = u.id AND m.lease_owner = u.owner AND m.attempt_count = u.number
            RETURNING m.id, u.kind, u.payload, u.finished_at, u.n)
-         INSERT INTO events (kind, subject_id, payload_json, created_at)
-         SELECT kind, id, payload, finished_at FROM moved ORDER BY n",
+         INSERT INTO events (kind, subject_id, payload_json, created_at, fanned_out)
+         SELECT kind, id, payload, finished_at,
+           NOT EXISTS (SELECT 1 FROM webhook_endpoints WHERE enabled = TRUE)
+         FROM moved ORDER BY n",
     )
     .bind(&ids)
     .bind(&owners)

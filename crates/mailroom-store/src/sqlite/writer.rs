@@ -494,8 +494,11 @@ fn record_outcomes(
          ON CONFLICT (message_id, number) DO UPDATE SET finished_at = excluded.finished_at,
            outcome = excluded.outcome, reply_code = excluded.reply_code, reply_text = excluded.reply_text",
     )?;
+    // Written fanned out when no webhook endpoint is enabled (nobody to fan it out to; an
+    // endpoint gets the events of the outcomes recorded after it was enabled).
     let mut event = transaction.prepare_cached(
-        "INSERT INTO events (kind, subject_id, payload_json, created_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO events (kind, subject_id, payload_json, created_at, fanned_out)
+         VALUES (?1, ?2, ?3, ?4, NOT EXISTS (SELECT 1 FROM webhook_endpoints WHERE enabled = TRUE))",
     )?;
     let mut next_state = transaction.prepare_cached(
         "UPDATE messages SET status = ?3, next_attempt_at = COALESCE(?4, next_attempt_at), sent_at = ?5,
