@@ -217,14 +217,9 @@ async fn deliveries_are_signed_retried_with_the_same_id_logged_and_replayed() {
     // The delivery log: the refused attempt with the receiver's answer, then the delivery. The
     // receiver has answered a moment before mailroom records the answer: wait for the record.
     let first_id = json!(received[0].id);
+    let log_path = format!("/v1/webhooks/{hook_id}/deliveries");
     mailroom_testkit::wait_until(Duration::from_secs(10), "the delivery recorded", || async {
-        let log = ok(
-            &server,
-            Method::GET,
-            &format!("/v1/webhooks/{hook_id}/deliveries"),
-            None,
-        )
-        .await;
+        let log = ok(&server, Method::GET, &log_path, None).await;
         Ok(log
             .as_array()
             .unwrap()
@@ -233,18 +228,12 @@ async fn deliveries_are_signed_retried_with_the_same_id_logged_and_replayed() {
     })
     .await
     .unwrap();
-    let log = ok(
-        &server,
-        Method::GET,
-        &format!("/v1/webhooks/{hook_id}/deliveries"),
-        None,
-    )
-    .await;
+    let log = ok(&server, Method::GET, &log_path, None).await;
     let first = log
         .as_array()
         .unwrap()
         .iter()
-        .find(|l| l["webhook_id"] == json!(received[0].id) && l["attempt"] == 1)
+        .find(|l| l["webhook_id"] == first_id && l["attempt"] == 1)
         .unwrap();
     assert_eq!(
         (
