@@ -346,10 +346,11 @@ async fn outbound_nodes(
             percentile(&load.latencies, 0.99),
         );
         println!(
-            "{}: {per_second:.0} delivered/s (accept latency p50 {:.2} ms, p99 {:.2} ms)",
+            "{}: {per_second:.0} delivered/s (accept latency p50 {:.2} ms, p99 {:.2} ms; {:.0}% skipped the queue)",
             setup.label,
             p50.as_secs_f64() * 1000.0,
-            p99.as_secs_f64() * 1000.0
+            p99.as_secs_f64() * 1000.0,
+            load.straight_to_sending as f64 * 100.0 / messages as f64
         );
         results.push(per_second);
         drop(servers);

@@ -6,14 +6,13 @@
 
 use crate::{Account, ApiToken, ScenarioRow, User};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 pub(crate) const TTL: Duration = Duration::from_secs(1);
 
 /// Scenarios and accounts, as routing needs them.
-#[derive(Clone)]
 pub(crate) struct Routing {
     pub scenarios: Vec<ScenarioRow>,
     pub accounts: HashMap<Uuid, Account>,
@@ -33,7 +32,7 @@ pub(crate) struct Caches {
     pub(crate) webhook_secrets:
         Mutex<HashMap<Uuid, (Vec<mailroom_core::webhook::SigningSecret>, Instant)>>,
     tokens: Mutex<HashMap<String, CachedToken>>,
-    routing: Mutex<Option<(Routing, Instant)>>,
+    routing: Mutex<Option<(Arc<Routing>, Instant)>>,
 }
 
 impl Caches {
@@ -57,7 +56,8 @@ impl Caches {
         self.tokens.lock().expect("cache lock").clear();
     }
 
-    pub(crate) fn routing(&self) -> Option<Routing> {
+    /// A shared copy: every send asks, so nothing is cloned but the pointer.
+    pub(crate) fn routing(&self) -> Option<Arc<Routing>> {
         let routing = self.routing.lock().expect("cache lock");
         routing
             .as_ref()
@@ -65,7 +65,7 @@ impl Caches {
             .map(|(r, _)| r.clone())
     }
 
-    pub(crate) fn remember_routing(&self, routing: Routing) {
+    pub(crate) fn remember_routing(&self, routing: Arc<Routing>) {
         *self.routing.lock().expect("cache lock") = Some((routing, Instant::now()));
     }
 

@@ -142,14 +142,12 @@ impl Store {
         })
     }
 
-    /// Picks the account a message goes through: the explicit account, else the scenario's account,
-    /// else the default account.
     /// Scenarios and accounts as routing reads them: from the cache, else from the database.
-    async fn routing(&self) -> StoreResult<Routing> {
+    async fn routing(&self) -> StoreResult<std::sync::Arc<Routing>> {
         if let Some(routing) = self.caches.routing() {
             return Ok(routing);
         }
-        let routing = Routing {
+        let routing = std::sync::Arc::new(Routing {
             scenarios: self.scenarios().await?,
             accounts: self
                 .accounts()
@@ -157,7 +155,7 @@ impl Store {
                 .into_iter()
                 .map(|a| (a.id, a))
                 .collect(),
-        };
+        });
         self.caches.remember_routing(routing.clone());
         Ok(routing)
     }
@@ -172,6 +170,8 @@ impl Store {
             .any(|s| s.name == scenario.as_str() && s.unsubscribe))
     }
 
+    /// Picks the account a message goes through: the explicit account, else the scenario's account,
+    /// else the default account.
     pub async fn resolve_account(
         &self,
         scenario: &ScenarioName,
