@@ -55,8 +55,10 @@ pub struct NewMessage {
     /// Asks to store the message already claimed for its first attempt, under this lease, instead
     /// of `queued`: the engine has room to send it at once, so it skips a claim transaction and a
     /// content read. The store grants it ([`InsertOutcome::Claimed`]) only when nothing of the
-    /// account is known to be waiting, so that new mail never overtakes queued mail (see
-    /// [`Store::claim_due`]); otherwise the message is stored `queued` ([`InsertOutcome::Created`]).
+    /// account is known to be waiting, so that new mail does not overtake queued mail (see
+    /// [`Store::claim_due`]; on PostgreSQL, mail queued less than a moment ago does not count, see
+    /// `postgres::OVERTAKE_ALLOWANCE_MS`); otherwise the message is stored `queued`
+    /// ([`InsertOutcome::Created`]).
     pub claim: Option<InsertClaim>,
 }
 

@@ -21,8 +21,6 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 const BATCH: usize = 256;
 /// Transactions in flight at once.
 const IN_FLIGHT: usize = 4;
-/// How far apart the nodes' clocks may be (see `hot.rs`).
-const CLOCK_SLACK_MS: i64 = 1_000;
 
 type Request = (Box<NewMessage>, oneshot::Sender<StoreResult<InsertOutcome>>);
 
@@ -128,14 +126,15 @@ async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Ve
             );
         }
     }
-    // Accounts with due mail waiting: their new mail is not stored claimed.
+    // Accounts with mail waiting longer than the overtake allowance: their new mail is not
+    // stored claimed (see `OVERTAKE_ALLOWANCE_MS`).
     let newest = messages.iter().map(|m| m.created_at_ms).max().unwrap_or(0);
     let asking: Vec<String> = messages
         .iter()
         .filter(|m| m.claim.is_some())
         .map(|m| m.account_id.to_string())
         .collect();
-    let mut waiting: HashSet<String> = if asking.is_empty() {
+    let waiting: HashSet<String> = if asking.is_empty() {
         HashSet::new()
     } else {
         // One index probe per account (stopping at the first waiting message), not a walk over
@@ -146,7 +145,7 @@ async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Ve
                            WHERE account_id = a.id AND status = 'queued' AND next_attempt_at <= $2)",
         )
         .bind(&asking)
-        .bind(newest + CLOCK_SLACK_MS)
+        .bind(newest - super::OVERTAKE_ALLOWANCE_MS)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
@@ -180,11 +179,9 @@ async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Ve
             (Some(_), false) => "sending",
             (None, false) => "queued",
         };
-        if status == "queued" && due_now {
-            // Later mail of this account in the group waits behind it.
-            waiting.insert(account.clone());
-            notify = true;
-        }
+        // Queued mail of this group has waited no time at all: later mail of the group may still
+        // skip the queue (the allowance), and idle dispatchers are woken for it.
+        notify |= status == "queued" && due_now;
         rows.push(message, status, claim, account);
         outcomes.push(if claim.is_some() {
             InsertOutcome::Claimed(message.id)

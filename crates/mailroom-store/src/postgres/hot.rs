@@ -15,9 +15,6 @@ use crate::{AttemptRecord, Outcome, StoreError, StoreResult};
 use sqlx::postgres::{PgPool, Postgres};
 use sqlx::{Row, Transaction};
 
-/// How far apart the nodes' clocks may be.
-const CLOCK_SLACK_MS: i64 = 1_000;
-
 /// SQLSTATE of a unique violation.
 const UNIQUE_VIOLATION: &str = "23505";
 
@@ -80,16 +77,16 @@ async fn insert_in(
 ) -> StoreResult<InsertOutcome> {
     let now = message.created_at_ms;
     let due_now = message.send_at_ms.is_none_or(|at| at <= now);
-    // New mail never overtakes waiting mail: it is stored claimed only when nothing of its
-    // account is due (a draft waits for confirmation) — nor due within a second, since the
-    // nodes' clocks, which stamped the waiting mail, may differ by that much.
+    // New mail does not overtake waiting mail: it is stored claimed only when nothing of its
+    // account has been due for longer than the overtake allowance (a draft waits for
+    // confirmation); see `OVERTAKE_ALLOWANCE_MS`.
     let claim: Option<&InsertClaim> = match &message.claim {
         Some(claim) if !message.draft && due_now => {
             let waiting: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM messages WHERE account_id = $1 AND status = 'queued' AND next_attempt_at <= $2)",
             )
             .bind(message.account_id.to_string())
-            .bind(now + CLOCK_SLACK_MS)
+            .bind(now - super::OVERTAKE_ALLOWANCE_MS)
             .fetch_one(&mut **tx)
             .await?;
             (!waiting).then_some(claim)

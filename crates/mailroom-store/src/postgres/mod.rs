@@ -23,6 +23,19 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 const QUEUED_CHANNEL: &str = "mailroom_queued";
+
+/// How long due mail may wait before new mail of its account stops skipping the queue.
+///
+/// On one node the rule is exact (new mail never overtakes waiting mail). With several nodes,
+/// mail that another node queued a moment ago — because it had no room at that instant, or did not
+/// know the account yet — is claimed by a dispatcher within milliseconds of its `NOTIFY`; making
+/// every node queue its new mail behind it meanwhile kept the queue from ever emptying under a
+/// steady load (each queued group made the next ones queue too), so most mail paid for a claim.
+/// Nodes accept mail concurrently, so the order of mail accepted within such a moment on different
+/// nodes was never defined. Mail that has waited longer — a retry that came due, mail queued
+/// while its account had no room — is never overtaken: by this node's clock, so with nodes whose
+/// clocks differ, by up to this allowance plus their difference.
+const OVERTAKE_ALLOWANCE_MS: i64 = 500;
 const CHANGES_CHANNEL: &str = "mailroom_changes";
 
 /// Run first in a transaction whose statements look messages up by primary key: until the commit,
