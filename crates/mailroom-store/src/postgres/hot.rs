@@ -218,15 +218,23 @@ async fn insert_in(
 
 /// Claims up to `limit` due messages of one account under a lease, oldest due first; rows another
 /// node is claiming at this moment are skipped, not waited for.
+///
+/// The rows are picked and locked in a materialized CTE, then updated by primary key. Written as
+/// `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)`, PostgreSQL re-ran the whole locking
+/// subquery (its sort of every queued message of the account included) in EvalPlanQual for rows
+/// that changed under it: with a few thousand messages queued and outcomes committing meanwhile,
+/// one claim ran for over a minute, holding the locks that every outcome batch and lease renewal
+/// then waited for — delivery stopped on every node.
 pub(crate) async fn claim(pool: &PgPool, claim: &ClaimArgs) -> StoreResult<Vec<ClaimRow>> {
     let rows = sqlx::query(
-        "UPDATE messages SET status = 'sending', lease_owner = $2, lease_until = $3,
-           attempt_count = attempt_count + 1, updated_at = $4
-         WHERE id IN (SELECT id FROM messages
-                      WHERE status = 'queued' AND account_id = $1 AND next_attempt_at <= $4
-                      ORDER BY next_attempt_at, id LIMIT $5 FOR UPDATE SKIP LOCKED)
-           AND status = 'queued'
-         RETURNING id, message_id_header, created_at, attempt_count, retry_base, next_attempt_at",
+        "WITH picked AS MATERIALIZED (
+           SELECT id FROM messages
+           WHERE status = 'queued' AND account_id = $1 AND next_attempt_at <= $4
+           ORDER BY next_attempt_at, id LIMIT $5 FOR UPDATE SKIP LOCKED)
+         UPDATE messages m SET status = 'sending', lease_owner = $2, lease_until = $3,
+           attempt_count = m.attempt_count + 1, updated_at = $4
+         FROM picked WHERE m.id = picked.id
+         RETURNING m.id, m.message_id_header, m.created_at, m.attempt_count, m.retry_base, m.next_attempt_at",
     )
     .bind(claim.account_id.to_string())
     .bind(&claim.owner)
@@ -259,6 +267,12 @@ pub(crate) async fn claim(pool: &PgPool, claim: &ClaimArgs) -> StoreResult<Vec<C
 /// statements whatever the batch's size (the rows travel as arrays) — only under the lease (owner
 /// and attempt number) that made the attempt.
 pub(crate) async fn record_outcomes(pool: &PgPool, records: &[AttemptRecord]) -> StoreResult<()> {
+    // Rows are locked in primary-key order, as a lease renewal (which walks `messages_status`)
+    // locks them: the two never wait for each other in a circle (a deadlock PostgreSQL resolved
+    // by aborting the batch, seen under load).
+    let mut sorted: Vec<&AttemptRecord> = records.iter().collect();
+    sorted.sort_by_key(|r| r.message_id);
+    let records = sorted;
     let ids: Vec<String> = records.iter().map(|r| r.message_id.to_string()).collect();
     let numbers: Vec<i64> = records.iter().map(|r| i64::from(r.number)).collect();
     let started: Vec<i64> = records.iter().map(|r| r.started_at_ms).collect();
@@ -274,7 +288,7 @@ pub(crate) async fn record_outcomes(pool: &PgPool, records: &[AttemptRecord]) ->
     let mut next_attempts = Vec::with_capacity(records.len());
     let mut sent_ats = Vec::with_capacity(records.len());
     let mut errors = Vec::with_capacity(records.len());
-    for record in records {
+    for record in &records {
         let (status, next_attempt_at, sent_at, last_error) = match record.next {
             Outcome::Sent => ("sent", None, Some(record.finished_at_ms), None),
             Outcome::RetryAt(at) => ("queued", Some(at), None, Some(record.reply_text.as_str())),
@@ -304,8 +318,10 @@ pub(crate) async fn record_outcomes(pool: &PgPool, records: &[AttemptRecord]) ->
     .bind(&texts)
     .execute(&mut *tx)
     .await?;
-    let (kinds, payloads): (Vec<&str>, Vec<String>) =
-        records.iter().map(crate::webhooks::outcome_event).unzip();
+    let (kinds, payloads): (Vec<&str>, Vec<String>) = records
+        .iter()
+        .map(|r| crate::webhooks::outcome_event(r))
+        .unzip();
     // The events of the changes, in their transaction: only for the messages that moved (an
     // outcome from a lost lease moves nothing and says nothing), taken from what the update
     // returns, in the batch's order. The lease owner and attempt number are the fencing token; a
