@@ -224,8 +224,12 @@ async fn insert_in(
 /// subquery (its sort of every queued message of the account included) in EvalPlanQual for rows
 /// that changed under it: with a few thousand messages queued and outcomes committing meanwhile,
 /// one claim ran for over a minute, holding the locks that every outcome batch and lease renewal
-/// then waited for — delivery stopped on every node.
+/// then waited for — delivery stopped on every node. The update finds the picked rows by primary
+/// key whatever the statistics say: once analyzed, the planner preferred hashing the whole
+/// `messages` table (the archive too) for each claim.
 pub(crate) async fn claim(pool: &PgPool, claim: &ClaimArgs) -> StoreResult<Vec<ClaimRow>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(super::BY_KEY_ONLY).execute(&mut *tx).await?;
     let rows = sqlx::query(
         "WITH picked AS MATERIALIZED (
            SELECT id FROM messages
@@ -241,8 +245,9 @@ pub(crate) async fn claim(pool: &PgPool, claim: &ClaimArgs) -> StoreResult<Vec<C
     .bind(claim.lease_until)
     .bind(claim.now)
     .bind(i64::from(claim.limit))
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     let mut claimed: Vec<(i64, ClaimRow)> = rows
         .iter()
         .map(|row| {
