@@ -338,7 +338,8 @@ async fn new_mail_is_stored_claimed_only_while_a_claim_has_left_nothing_of_its_a
     };
     // New mail is accepted a few seconds after the waiting mail of this test was.
     let asked_at = now + 5_000;
-    let ask = |subject: &str| claiming(new_message(account.id, None, subject), asked_at, lease);
+    let ask_at = |subject: &str, at: i64| claiming(new_message(account.id, None, subject), at, lease);
+    let ask = |subject: &str| ask_at(subject, asked_at);
     // SQLite's writer knows an account's queue is empty only from a claim that found fewer than it
     // asked for, and keeps new mail queued until then; PostgreSQL, shared by several nodes, looks
     // at the queue itself as it stores the message. Neither lets new mail overtake mail that has
@@ -437,11 +438,7 @@ async fn new_mail_is_stored_claimed_only_while_a_claim_has_left_nothing_of_its_a
     // Mail queued outside the writer (a claimed message released) keeps new mail waiting until
     // a claim has taken it.
     t.store.release("node-a", &[next_id]).await.unwrap();
-    let after_release = claiming(
-        new_message(account.id, None, "after release"),
-        asked_at + 1_000,
-        lease,
-    );
+    let after_release = ask_at("after release", asked_at + 1_000);
     let after_release_id = after_release.id;
     assert_eq!(
         insert(after_release).await,
@@ -460,18 +457,10 @@ async fn new_mail_is_stored_claimed_only_while_a_claim_has_left_nothing_of_its_a
     fresh.created_at_ms = now + 40_000;
     let fresh_id = fresh.id;
     assert_eq!(insert(fresh).await, InsertOutcome::Created(fresh_id));
-    let right_after = claiming(
-        new_message(account.id, None, "right after"),
-        now + 40_100,
-        lease,
-    );
+    let right_after = ask_at("right after", now + 40_100);
     let right_after_id = right_after.id;
     assert_eq!(insert(right_after).await, unless_exact(right_after_id));
-    let a_second_later = claiming(
-        new_message(account.id, None, "a second later"),
-        now + 41_000,
-        lease,
-    );
+    let a_second_later = ask_at("a second later", now + 41_000);
     let a_second_later_id = a_second_later.id;
     assert_eq!(
         insert(a_second_later).await,
