@@ -28,12 +28,15 @@ impl Tenant {
         // rather than the fast engine's 3 s. (Under heavy load a node was seen to renew its
         // leases more than 3 s late, recover its own lease and send the message a second time —
         // see the note of this change.)
-        let server = MailroomServer::start(
-            common::binary(),
-            &common::FAST_ENGINE.replace("lease_ms = 3000", "lease_ms = 30000"),
-        )
-        .await
-        .expect("mailroom starts");
+        let engine = common::FAST_ENGINE.replace("lease_ms = 3000", "lease_ms = 30000");
+        assert_ne!(
+            engine,
+            common::FAST_ENGINE,
+            "the fast engine's lease setting moved"
+        );
+        let server = MailroomServer::start(common::binary(), &engine)
+            .await
+            .expect("mailroom starts");
         let fake = MicrosoftFake::start(
             "contoso.example",
             vec![FakeClient::new("mailroom-app", SECRET)],
