@@ -444,7 +444,13 @@ impl Engine {
                 t.elapsed() >= Duration::from_secs(1).min(inner.config.lease_duration / 2)
             }) {
                 last_recovery = Some(Instant::now());
-                match inner.store.recover_expired_leases(now).await {
+                // Other nodes' expired leases only: this node's own are renewed below, and one
+                // renewed late (a stall longer than the lease) still belongs to a running attempt.
+                match inner
+                    .store
+                    .recover_expired_leases(&inner.config.node_id, now)
+                    .await
+                {
                     Ok(recovered) => {
                         if !recovered.is_empty() {
                             self.queue_grew();

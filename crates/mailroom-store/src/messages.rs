@@ -708,9 +708,15 @@ impl Store {
     }
 
     /// Finds messages whose lease expired mid-send, records the interrupted attempt and queues them
-    /// again (or fails them when their attempts are used up).
-    pub async fn recover_expired_leases(&self, now: i64) -> StoreResult<Vec<RecoveredLease>> {
-        self.recover_leases(now, None).await
+    /// again (or fails them when their attempts are used up). The leases of `live_node` — the
+    /// calling node, which renews its own and may still be sending under one whose renewal came
+    /// late — are left alone: a node never takes a lease from itself while it runs.
+    pub async fn recover_expired_leases(
+        &self,
+        live_node: &str,
+        now: i64,
+    ) -> StoreResult<Vec<RecoveredLease>> {
+        self.recover_leases(now, None, Some(live_node)).await
     }
 
     /// Recovers at once every lease held by `node_id`, expired or not: called when a node starts, so
@@ -721,7 +727,7 @@ impl Store {
         node_id: &str,
         now: i64,
     ) -> StoreResult<Vec<RecoveredLease>> {
-        let recovered = self.recover_leases(now, Some(node_id)).await?;
+        let recovered = self.recover_leases(now, Some(node_id), None).await?;
         // Its connections went with it: their places in the account limits shared by the nodes
         // are free at once (rather than renewed for ever by a restarted process with the same id).
         if let Db::Postgres(db) = &*self.db {
@@ -730,10 +736,12 @@ impl Store {
         Ok(recovered)
     }
 
+    /// Recovers the expired leases of every node but `spared`, and every lease of `held_by`.
     async fn recover_leases(
         &self,
         now: i64,
         held_by: Option<&str>,
+        spared: Option<&str>,
     ) -> StoreResult<Vec<RecoveredLease>> {
         const REPLY_TEXT: &str = "the attempt was interrupted (mailroom stopped or lost its lease while sending); the message may \
                                   have been delivered by it, and a re-send carries the same Message-ID";
@@ -748,12 +756,15 @@ impl Store {
                        (SELECT a.max_attempts FROM accounts a WHERE a.id = messages.account_id)
                      THEN 'failed' ELSE 'queued' END,
                    next_attempt_at = $1, lease_owner = NULL, lease_until = NULL, last_error = $3
-                 WHERE status = 'sending' AND (lease_until <= $1 OR lease_owner = $2)
+                 WHERE status = 'sending'
+                   AND ((lease_until <= $1 AND (lease_owner IS NULL OR lease_owner <> COALESCE($4, '')))
+                        OR lease_owner = $2)
                  RETURNING id, account_id, status, attempt_count, updated_at",
             )
             .bind(now)
             .bind(held_by)
             .bind(REPLY_TEXT)
+            .bind(spared)
             .fetch_all(&mut *tx)
             .await?;
             let mut recovered = Vec::with_capacity(rows.len());

@@ -266,14 +266,18 @@ async fn a_claimed_message_is_not_claimed_again_until_its_lease_expires_and_then
     );
     assert!(
         t.store
-            .recover_expired_leases(now + 500)
+            .recover_expired_leases("node-b", now + 500)
             .await
             .unwrap()
             .is_empty(),
         "a live lease is not recovered"
     );
 
-    let recovered = t.store.recover_expired_leases(now + 1_000).await.unwrap();
+    let recovered = t
+        .store
+        .recover_expired_leases("node-b", now + 1_000)
+        .await
+        .unwrap();
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].new_status, MessageStatus::Queued);
     let message = t.store.message(claimed[0].id).await.unwrap();
@@ -285,6 +289,70 @@ async fn a_claimed_message_is_not_claimed_again_until_its_lease_expires_and_then
         .await
         .unwrap();
     assert_eq!(again[0].attempt_number, 2);
+}
+
+async fn renewal_extends_only_the_owners_leases_and_a_node_never_recovers_a_lease_of_its_own(t) {
+    let account = t.account("a").await;
+    for subject in ["first", "second"] {
+        t.store
+            .insert_message(new_message(account.id, None, subject))
+            .await
+            .unwrap();
+    }
+    let now = now_ms();
+    let of_a = t
+        .store
+        .claim_due(account.id, "node-a", now, now + 1_000, 1)
+        .await
+        .unwrap();
+    let of_b = t
+        .store
+        .claim_due(account.id, "node-b", now, now + 1_000, 1)
+        .await
+        .unwrap();
+    assert_eq!((of_a.len(), of_b.len()), (1, 1));
+    assert_eq!(
+        t.store.renew_leases("node-a", now + 5_000).await.unwrap(),
+        1,
+        "node-a renews its one lease and not node-b's"
+    );
+
+    let recovered = t
+        .store
+        .recover_expired_leases("node-c", now + 2_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        recovered.iter().map(|r| r.message_id).collect::<Vec<_>>(),
+        vec![of_b[0].id],
+        "only the lease that was not renewed has expired"
+    );
+
+    // node-a's renewal came late: its lease has run out while its attempt may still be going on.
+    assert!(
+        t.store
+            .recover_expired_leases("node-a", now + 6_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a running node leaves its own leases alone"
+    );
+    assert_eq!(
+        t.store.message(of_a[0].id).await.unwrap().status,
+        MessageStatus::Sending
+    );
+    let recovered = t
+        .store
+        .recover_expired_leases("node-b", now + 6_000)
+        .await
+        .unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].message_id, of_a[0].id);
+    assert_eq!(
+        t.store.renew_leases("node-a", now + 9_000).await.unwrap(),
+        0,
+        "a lease taken over is not renewed by its former holder"
+    );
 }
 
 async fn a_message_whose_upload_was_collected_before_it_was_stored_is_refused_and_nothing_is_stored(t)
@@ -486,7 +554,11 @@ async fn a_message_stored_already_claimed_is_sending_under_its_lease_and_behaves
         "a message claimed as it was stored is not claimed again"
     );
     // A crash before the outcome: the lease expires and the interruption is on record.
-    let recovered = t.store.recover_expired_leases(now + 1_000).await.unwrap();
+    let recovered = t
+        .store
+        .recover_expired_leases("node-b", now + 1_000)
+        .await
+        .unwrap();
     assert_eq!(recovered.len(), 1);
     let requeued = t.store.message(id).await.unwrap();
     assert_eq!(requeued.status, MessageStatus::Queued);
