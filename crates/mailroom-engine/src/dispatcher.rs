@@ -146,8 +146,10 @@ impl Places {
 enum NoPlace {
     /// Every place is taken; one may be given back soon.
     Full(Arc<Places>),
-    /// The engine is stopping, does not know the account, older mail waits, or the rate window has
-    /// no room.
+    /// Older mail of the account waits in the queue: new mail joins it, at the pace places are
+    /// given back, unless the dispatcher finds the queue drained meanwhile.
+    Behind(Arc<Places>),
+    /// The engine is stopping, does not know the account, or the rate window has no room.
     Unavailable,
 }
 
@@ -287,23 +289,34 @@ impl Engine {
     /// for one to be given back (flow control, as Postfix's `in_flow_delay`): while mail arrives
     /// faster than it is delivered, callers are slowed to the delivery rate for a moment instead of
     /// their mail taking the longer way through the queue.
+    ///
+    /// While older mail of the account waits in the queue, the same flow control holds: a caller
+    /// waits for the next place given back (one caller per place) and then joins the queue — or
+    /// skips it, if the dispatcher found it drained meanwhile. Without this, a queue that formed
+    /// under load stayed for as long as the load: mail joining it is answered at once, so nothing
+    /// slowed the callers down to the rate the queue drains at.
     pub async fn reserve(&self, account_id: Uuid) -> Option<Reservation> {
         let deadline = tokio::time::Instant::now() + self.inner.config.in_flow_delay;
+        let mut waited_behind = false;
         loop {
-            match self.try_reserve(account_id) {
+            let places = match self.try_reserve(account_id) {
                 Ok(reservation) => return Some(reservation),
-                Err(NoPlace::Full(places)) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return None;
-                    }
-                    let room = places.room.notified();
-                    tokio::select! {
-                        _ = room => {}
-                        _ = tokio::time::sleep_until(deadline) => return None,
-                        _ = self.inner.stopping.cancelled() => return None,
-                    }
-                }
                 Err(NoPlace::Unavailable) => return None,
+                Err(NoPlace::Behind(_)) if waited_behind => return None,
+                Err(NoPlace::Behind(places)) => {
+                    waited_behind = true;
+                    places
+                }
+                Err(NoPlace::Full(places)) => places,
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            let room = places.room.notified();
+            tokio::select! {
+                _ = room => {}
+                _ = tokio::time::sleep_until(deadline) => return None,
+                _ = self.inner.stopping.cancelled() => return None,
             }
         }
     }
@@ -322,7 +335,7 @@ impl Engine {
             .clone();
         if lane.drained_at.load(Ordering::Acquire) != inner.queue_generation.load(Ordering::Acquire)
         {
-            return Err(NoPlace::Unavailable);
+            return Err(NoPlace::Behind(lane.held.clone()));
         }
         let held = lane.held.take();
         if held >= lane.capacity(inner.config.prefetch_per_slot) {
@@ -574,15 +587,15 @@ impl Engine {
                     }
                 };
                 // Fewer than asked for: nothing due is left behind, so new mail may skip the
-                // queue until something joins it again.
-                lane.drained_at.store(
-                    if (claimed.len() as u32) < wanted {
-                        generation
-                    } else {
-                        NOT_DRAINED
-                    },
-                    Ordering::Release,
-                );
+                // queue until something joins it again — starting with the callers waiting
+                // behind the queue.
+                if (claimed.len() as u32) < wanted {
+                    if lane.drained_at.swap(generation, Ordering::AcqRel) != generation {
+                        lane.held.room.notify_waiters();
+                    }
+                } else {
+                    lane.drained_at.store(NOT_DRAINED, Ordering::Release);
+                }
                 metrics::histogram!("mailroom_store_operation_seconds", "operation" => "claim")
                     .record(clock.elapsed().as_secs_f64());
                 if claimed.is_empty() {
@@ -818,6 +831,18 @@ impl Engine {
 }
 
 impl Reservation {
+    /// The store kept the message queued although it was reserved a place: older mail of the
+    /// account waits (stored by this node or another). Until the dispatcher finds the queue
+    /// drained, new mail of the account waits behind it (see [`Engine::reserve`]).
+    pub fn stored_behind_older_mail(mut self) {
+        self.lane.drained_at.store(NOT_DRAINED, Ordering::Release);
+        // The place goes back without waking anyone: callers waiting behind the queue are let
+        // through at the pace of deliveries, not of refusals.
+        self.used = true;
+        self.lane.held.untake();
+        self.engine.inner.wake.notify_one();
+    }
+
     /// The lease to store the message under, for its first attempt.
     pub fn claim(&self) -> InsertClaim {
         let config = &self.engine.inner.config;

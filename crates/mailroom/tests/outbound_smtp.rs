@@ -425,6 +425,52 @@ async fn new_mail_waits_a_moment_for_room_in_its_account_before_it_takes_the_que
     );
 }
 
+#[tokio::test]
+async fn new_mail_arriving_behind_waiting_mail_is_slowed_to_the_delivery_pace_then_joins_the_queue()
+{
+    let (_sink, server) = slow_account(5000).await;
+    for n in 0..8 {
+        let accepted = server.send(&text(&format!("m{n}"))).await.unwrap();
+        assert_eq!(accepted["status"], "sending", "{accepted}");
+    }
+    // Mail with an attachment always takes the queue: now older mail waits.
+    let upload: Value = reqwest::Client::new()
+        .post(format!("{}/v1/attachments", server.base_url))
+        .bearer_auth(&server.token)
+        .header("content-type", "text/plain")
+        .header("content-disposition", "attachment; filename=\"a.txt\"")
+        .body("attached")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut with_file = text("with a file");
+    with_file["attachments"] = json!([{"id": upload["id"]}]);
+    let waiting = server.send(&with_file).await.unwrap();
+    assert_eq!(waiting["status"], "queued", "{waiting}");
+    // The next message waits for room (about a second) and is then kept behind the waiting one.
+    let behind = server.send(&text("behind")).await.unwrap();
+    assert_eq!(behind["status"], "queued", "{behind}");
+    // Now the account is known to have a queue: the next caller is answered only once another
+    // place is given back (the next delivery, a second later), not at once.
+    let asked = std::time::Instant::now();
+    let paced = server.send(&text("paced")).await.unwrap();
+    let waited = asked.elapsed();
+    assert_eq!(paced["status"], "queued", "{paced}");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "answered after {waited:?}: joined the queue without waiting for a delivery"
+    );
+    for accepted in [&waiting, &behind, &paced] {
+        server
+            .wait_for_status(&id_of(accepted), "sent", WAIT)
+            .await
+            .unwrap();
+    }
+}
+
 fn time_ms(rfc3339: &str) -> i64 {
     let parsed =
         time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)

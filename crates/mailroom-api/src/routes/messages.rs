@@ -718,9 +718,13 @@ pub(crate) async fn accept_in_thread(
             }
             _ if draft => MessageStatus::Draft,
             // Stored queued: older mail of the account was waiting, or the account had no room.
-            // The reservation, if any, is given back as it drops.
-            _ => {
-                state.engine.new_mail_queued();
+            // A reservation is given back as it drops; one the store did not honour tells the
+            // engine that older mail waits.
+            (reservation, _) => {
+                match reservation {
+                    Some(reservation) if !stored_claimed => reservation.stored_behind_older_mail(),
+                    _ => state.engine.new_mail_queued(),
+                }
                 MessageStatus::Queued
             }
         };

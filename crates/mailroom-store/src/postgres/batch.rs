@@ -128,7 +128,14 @@ async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Ve
     }
     // Accounts with mail waiting longer than the overtake allowance: their new mail is not
     // stored claimed (see `OVERTAKE_ALLOWANCE_MS`).
-    let newest = messages.iter().map(|m| m.created_at_ms).max().unwrap_or(0);
+    // Measured from now, not from the messages' arrival: a message may have waited for room in its
+    // account's lane after it arrived, while older mail waited in the queue.
+    let newest = messages
+        .iter()
+        .map(|m| m.created_at_ms)
+        .max()
+        .unwrap_or(0)
+        .max(crate::now_ms());
     let asking: Vec<String> = messages
         .iter()
         .filter(|m| m.claim.is_some())
