@@ -745,8 +745,9 @@ pub(crate) async fn accept_in_thread(
 /// With an `Idempotency-Key` header, repeating the same request returns the first message instead of
 /// queuing another; reusing the key for a different request is refused.
 ///
-/// While the account's lane is full, the answer may wait up to the server's `in_flow_delay_ms`
-/// (100 ms by default) for room before the message is queued.
+/// While the account's lane is full, or older mail of the account waits in the queue, the answer may
+/// wait up to the server's `in_flow_delay_ms` (100 ms by default) for room before the message is
+/// queued.
 #[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = SendMessage,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe")),
     responses((status = 202, body = AcceptedMessage), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
