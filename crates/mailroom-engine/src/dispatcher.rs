@@ -1307,14 +1307,29 @@ impl SendTask {
 
 /// Writes outcomes in batches; keeps retrying a batch the database refused, so no outcome is dropped.
 async fn run_outcome_writer(store: Store, mut receiver: mpsc::UnboundedReceiver<AttemptRecord>) {
-    let mut batch = Vec::with_capacity(512);
-    while let Some(first) = receiver.recv().await {
-        batch.push(first);
-        while batch.len() < 512 {
+    /// Most outcomes in one batch.
+    const MOST: usize = 512;
+    /// A batch smaller than this, taken while outcomes come in quickly, waits [`GATHER_FOR`] for
+    /// more: a batch's statements cost about as much for 5 outcomes as for 50, and with several
+    /// nodes each node's batches were a fifth of one node's (measured: 17 against 93 per batch).
+    const GATHER_BELOW: usize = 128;
+    const GATHER_FOR: Duration = Duration::from_millis(20);
+    let drain = |receiver: &mut mpsc::UnboundedReceiver<AttemptRecord>, batch: &mut Vec<_>| {
+        while batch.len() < MOST {
             match receiver.try_recv() {
                 Ok(record) => batch.push(record),
                 Err(_) => break,
             }
+        }
+    };
+    let mut batch = Vec::with_capacity(MOST);
+    while let Some(first) = receiver.recv().await {
+        batch.push(first);
+        drain(&mut receiver, &mut batch);
+        // A lone outcome (a quiet moment) is written at once.
+        if batch.len() > 1 && batch.len() < GATHER_BELOW {
+            tokio::time::sleep(GATHER_FOR).await;
+            drain(&mut receiver, &mut batch);
         }
         let mut delay = Duration::from_millis(50);
         let clock = Instant::now();

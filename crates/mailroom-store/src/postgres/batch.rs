@@ -21,6 +21,12 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 const BATCH: usize = 256;
 /// Transactions in flight at once.
 const IN_FLIGHT: usize = 4;
+/// While another group is being stored (the node is busy), a group smaller than this waits up to
+/// [`GATHER_FOR`] for more before it starts: a group's statements cost nearly as much for 4 messages
+/// as for 40, and with several nodes each node's groups were a third of one node's (measured with
+/// three nodes: 4.7 messages per group against 13). A message arriving at a quiet moment does not wait.
+const GATHER_BELOW: usize = 64;
+const GATHER_FOR: std::time::Duration = std::time::Duration::from_millis(5);
 
 type Request = (Box<NewMessage>, oneshot::Sender<StoreResult<InsertOutcome>>);
 
@@ -45,6 +51,15 @@ impl Batcher {
                     match receiver.try_recv() {
                         Ok(request) => batch.push(request),
                         Err(_) => break,
+                    }
+                }
+                if batch.len() < GATHER_BELOW && slots.available_permits() < IN_FLIGHT - 1 {
+                    let until = tokio::time::Instant::now() + GATHER_FOR;
+                    while batch.len() < BATCH {
+                        match tokio::time::timeout_at(until, receiver.recv()).await {
+                            Ok(Some(request)) => batch.push(request),
+                            Ok(None) | Err(_) => break,
+                        }
                     }
                 }
                 let pool = pool.clone();

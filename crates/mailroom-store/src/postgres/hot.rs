@@ -86,7 +86,8 @@ async fn insert_in(
                 "SELECT EXISTS (SELECT 1 FROM messages WHERE account_id = $1 AND status = 'queued' AND next_attempt_at <= $2)",
             )
             .bind(message.account_id.to_string())
-            .bind(now - super::OVERTAKE_ALLOWANCE_MS)
+            // From the moment of the insert (see the grouped insert in `batch.rs`).
+            .bind(now.max(crate::now_ms()) - super::OVERTAKE_ALLOWANCE_MS)
             .fetch_one(&mut **tx)
             .await?;
             (!waiting).then_some(claim)
