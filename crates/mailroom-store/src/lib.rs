@@ -254,7 +254,7 @@ impl Store {
             db::Db::Sqlite(_) => Ok(Some(0)),
             db::Db::Postgres(db) => {
                 postgres::limits::take_session_slot(
-                    &db.pool,
+                    db,
                     account_id,
                     node_id,
                     limit,

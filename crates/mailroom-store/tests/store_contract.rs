@@ -355,6 +355,52 @@ async fn renewal_extends_only_the_owners_leases_and_a_node_never_recovers_a_leas
     );
 }
 
+async fn connection_places_are_held_up_to_the_limit_freed_places_are_taken_again_and_a_raised_limit_adds_places(
+    t
+) {
+    let account = t.account("a").await;
+    let take = |node: &'static str, limit: u32| {
+        let store = t.store.clone();
+        async move {
+            store
+                .take_session_slot(account.id, node, limit, now_ms() + 60_000, 10_000)
+                .await
+                .unwrap()
+        }
+    };
+    if t.backend == Backend::Sqlite {
+        // One node only: its own connection pool holds the limit; the store keeps no places.
+        assert!(take("node-a", 1).await.is_some());
+        assert!(take("node-a", 1).await.is_some());
+        return;
+    }
+    let first = take("node-a", 2).await.expect("a first place");
+    let second = take("node-a", 2).await.expect("a second place");
+    assert_ne!(first, second);
+    assert_eq!(take("node-b", 2).await, None, "every place is held");
+    assert_eq!(take("node-b", 2).await, None, "still held when asked again");
+    t.store
+        .release_session_slot(account.id, first, "node-b")
+        .await
+        .unwrap();
+    assert_eq!(
+        take("node-b", 2).await,
+        None,
+        "only the holder gives a place back"
+    );
+    t.store
+        .release_session_slot(account.id, first, "node-a")
+        .await
+        .unwrap();
+    assert_eq!(take("node-b", 2).await, Some(first));
+    assert_eq!(
+        take("node-c", 3).await,
+        Some(2),
+        "a raised limit adds its places"
+    );
+    assert_eq!(take("node-c", 3).await, None);
+}
+
 async fn a_message_whose_upload_was_collected_before_it_was_stored_is_refused_and_nothing_is_stored(t)
  {
     let account = t.account("a").await;

@@ -40,7 +40,7 @@ pub(crate) async fn take_start_slot(
 /// first node to open connections kept every place while it had mail of its own, and the mail the
 /// other nodes had accepted (which only they may send) waited until it had none.
 pub(crate) async fn take_session_slot(
-    pool: &PgPool,
+    db: &super::PgDb,
     account_id: Uuid,
     node_id: &str,
     limit: u32,
@@ -49,15 +49,28 @@ pub(crate) async fn take_session_slot(
     node_timeout_ms: i64,
 ) -> StoreResult<Option<i64>> {
     let account = account_id.to_string();
-    // The account's places exist once it first sends (and more when its limit was raised).
-    sqlx::query(
-        "INSERT INTO session_slots (account_id, slot) SELECT $1, g FROM generate_series(0, $2 - 1) AS g
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&account)
-    .bind(i64::from(limit))
-    .execute(pool)
-    .await?;
+    // The account's places exist once it first sends (and more when its limit was raised). Made
+    // once per process and limit, not on every try: a node waiting for a place tries every 50 ms.
+    let pool = &db.pool;
+    let made = db
+        .session_places
+        .lock()
+        .expect("places lock")
+        .get(&account_id)
+        .is_some_and(|&made| made >= limit);
+    if !made {
+        sqlx::query(
+            "INSERT INTO session_slots (account_id, slot) SELECT $1, g FROM generate_series(0, $2 - 1) AS g
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&account)
+        .bind(i64::from(limit))
+        .execute(pool)
+        .await?;
+        let mut places = db.session_places.lock().expect("places lock");
+        let known = places.entry(account_id).or_default();
+        *known = (*known).max(limit);
+    }
     let slot: Option<i64> = sqlx::query_scalar(
         "UPDATE session_slots SET node_id = $3, lease_until = $5
          WHERE account_id = $1 AND slot = (

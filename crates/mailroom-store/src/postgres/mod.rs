@@ -62,6 +62,8 @@ pub(crate) struct PgDb {
     pub(crate) changed: Arc<Notify>,
     /// Stores new mail in groups.
     pub(crate) inserts: batch::Batcher,
+    /// How many connection places (`session_slots`) this process knows exist, per account.
+    pub(crate) session_places: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, u32>>,
 }
 
 impl PgDb {
@@ -84,6 +86,7 @@ impl PgDb {
             queued: Arc::new(Notify::new()),
             changed: Arc::new(Notify::new()),
             inserts: batch::Batcher::start(pool.clone()),
+            session_places: Default::default(),
             pool,
         })
     }
