@@ -3,34 +3,11 @@
 
 mod common;
 
-use common::{id_of, start_server, start_server_with};
+use common::{id_of, start_server, start_server_with, upload};
 use mail_parser::MimeHeaders;
 use mailroom_testkit::{MailroomServer, SmtpSink};
 use serde_json::{Value, json};
 use std::time::Duration;
-
-async fn upload(
-    server: &MailroomServer,
-    token: &str,
-    filename: &str,
-    content_type: &str,
-    bytes: Vec<u8>,
-) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/attachments", server.base_url))
-        .bearer_auth(token)
-        .header("content-type", content_type)
-        .header(
-            "content-disposition",
-            format!("attachment; filename=\"{filename}\""),
-        )
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 fn pseudo_random_bytes(length: usize) -> Vec<u8> {
     let mut state = 0x2545_f491_u32;

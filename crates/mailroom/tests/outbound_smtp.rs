@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{id_of, start_server, start_server_with_engine};
+use common::{id_of, start_server, start_server_with_engine, upload};
 use mail_parser::MimeHeaders;
 use mailroom_testkit::{MailroomServer, SmtpSink, wait_until};
 use serde_json::{Value, json};
@@ -434,18 +434,15 @@ async fn new_mail_arriving_behind_waiting_mail_is_slowed_to_the_delivery_pace_th
         assert_eq!(accepted["status"], "sending", "{accepted}");
     }
     // Mail with an attachment always takes the queue: now older mail waits.
-    let upload: Value = reqwest::Client::new()
-        .post(format!("{}/v1/attachments", server.base_url))
-        .bearer_auth(&server.token)
-        .header("content-type", "text/plain")
-        .header("content-disposition", "attachment; filename=\"a.txt\"")
-        .body("attached")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, upload) = upload(
+        &server,
+        &server.token,
+        "a.txt",
+        "text/plain",
+        b"attached".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 201, "{upload}");
     let mut with_file = text("with a file");
     with_file["attachments"] = json!([{"id": upload["id"]}]);
     let waiting = server.send(&with_file).await.unwrap();

@@ -717,14 +717,15 @@ pub(crate) async fn accept_in_thread(
                 MessageStatus::Sending
             }
             _ if draft => MessageStatus::Draft,
-            // Stored queued: older mail of the account was waiting, or the account had no room.
-            // A reservation is given back as it drops; one the store did not honour tells the
-            // engine that older mail waits.
-            (reservation, _) => {
-                match reservation {
-                    Some(reservation) if !stored_claimed => reservation.stored_behind_older_mail(),
-                    _ => state.engine.new_mail_queued(),
-                }
+            // Stored queued. A reservation the store did not honour means older mail of the
+            // account waits (this also wakes the dispatcher); without one, the message had no place
+            // or was never meant to skip the queue (attachments, a later send time).
+            (Some(reservation), _) => {
+                reservation.stored_behind_older_mail();
+                MessageStatus::Queued
+            }
+            (None, _) => {
+                state.engine.new_mail_queued();
                 MessageStatus::Queued
             }
         };

@@ -148,14 +148,7 @@ async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Ve
     }
     // Accounts with mail waiting longer than the overtake allowance: their new mail is not
     // stored claimed (see `OVERTAKE_ALLOWANCE_MS`).
-    // Measured from now, not from the messages' arrival: a message may have waited for room in its
-    // account's lane after it arrived, while older mail waited in the queue.
-    let newest = messages
-        .iter()
-        .map(|m| m.created_at_ms)
-        .max()
-        .unwrap_or(0)
-        .max(crate::now_ms());
+    let newest = messages.iter().map(|m| m.created_at_ms).max().unwrap_or(0);
     let asking: Vec<String> = messages
         .iter()
         .filter(|m| m.claim.is_some())
@@ -172,7 +165,7 @@ async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Ve
                            WHERE account_id = a.id AND status = 'queued' AND next_attempt_at <= $2)",
         )
         .bind(&asking)
-        .bind(newest - super::OVERTAKE_ALLOWANCE_MS)
+        .bind(super::overtake_cutoff(newest))
         .fetch_all(&mut *tx)
         .await?
         .into_iter()

@@ -86,8 +86,7 @@ async fn insert_in(
                 "SELECT EXISTS (SELECT 1 FROM messages WHERE account_id = $1 AND status = 'queued' AND next_attempt_at <= $2)",
             )
             .bind(message.account_id.to_string())
-            // From the moment of the insert (see the grouped insert in `batch.rs`).
-            .bind(now.max(crate::now_ms()) - super::OVERTAKE_ALLOWANCE_MS)
+            .bind(super::overtake_cutoff(now))
             .fetch_one(&mut **tx)
             .await?;
             (!waiting).then_some(claim)

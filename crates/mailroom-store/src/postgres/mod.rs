@@ -36,6 +36,13 @@ const QUEUED_CHANNEL: &str = "mailroom_queued";
 /// while its account had no room — is never overtaken: by this node's clock, so with nodes whose
 /// clocks differ, by up to this allowance plus their difference.
 const OVERTAKE_ALLOWANCE_MS: i64 = 500;
+
+/// Mail due at or before this keeps new mail that arrived at `arrived_ms` out of the sending
+/// state. Measured from the moment of the insert, not the arrival: new mail may have waited for
+/// room in its account's lane meanwhile, while older mail waited in the queue.
+fn overtake_cutoff(arrived_ms: i64) -> i64 {
+    arrived_ms.max(crate::now_ms()) - OVERTAKE_ALLOWANCE_MS
+}
 const CHANGES_CHANNEL: &str = "mailroom_changes";
 
 /// Run first in a transaction whose statements look messages up by primary key: until the commit,

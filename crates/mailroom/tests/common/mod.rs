@@ -156,3 +156,30 @@ pub fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+/// Uploads a file as `token`; the status and the JSON answer (null when it has none).
+pub async fn upload(
+    server: &MailroomServer,
+    token: &str,
+    filename: &str,
+    content_type: &str,
+    bytes: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/attachments", server.base_url))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .header(
+            "content-disposition",
+            format!("attachment; filename=\"{filename}\""),
+        )
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
