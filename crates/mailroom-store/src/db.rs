@@ -53,6 +53,30 @@ macro_rules! on_db {
             }
         }
     }};
+    // `$keyed` reads by primary key whatever the planner's statistics say: on PostgreSQL a
+    // connection of `PgDb::keyed`, on SQLite the reader.
+    ($store:expr, |$writer:ident, $reader:ident, $keyed:ident| $body:expr) => {{
+        match &*$store.db {
+            $crate::db::Db::Sqlite(db) => {
+                #[allow(unused_variables)]
+                let $writer = &db.writer;
+                #[allow(unused_variables)]
+                let $reader = &db.reader;
+                #[allow(unused_variables)]
+                let $keyed = &db.reader;
+                $body
+            }
+            $crate::db::Db::Postgres(db) => {
+                #[allow(unused_variables)]
+                let $writer = &db.pool;
+                #[allow(unused_variables)]
+                let $reader = &db.pool;
+                #[allow(unused_variables)]
+                let $keyed = &db.keyed;
+                $body
+            }
+        }
+    }};
 }
 pub(crate) use on_db;
 

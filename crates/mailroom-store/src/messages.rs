@@ -591,9 +591,9 @@ impl Store {
                 db.write(|reply| WriteRequest::Claim { claim, reply })
                     .await?
             }
-            Db::Postgres(db) => crate::postgres::hot::claim(&db.pool, &claim).await?,
+            Db::Postgres(db) => crate::postgres::hot::claim(&db.keyed, &claim).await?,
         };
-        on_db!(self, |writer, reader| {
+        on_db!(self, |writer, reader, keyed| {
             if rows.is_empty() {
                 return Ok(Vec::new());
             }
@@ -608,14 +608,7 @@ impl Store {
             }
             contents.push(")");
             // By primary key on PostgreSQL whatever the statistics say (see `BY_KEY_ONLY`).
-            let mut read = reader.begin().await?;
-            if self.backend() == crate::Backend::Postgres {
-                sqlx::query(crate::postgres::BY_KEY_ONLY)
-                    .execute(&mut *read)
-                    .await?;
-            }
-            let content_rows = contents.build().fetch_all(&mut *read).await?;
-            read.commit().await?;
+            let content_rows = contents.build().fetch_all(keyed).await?;
             let mut content_by_id: std::collections::HashMap<
                 String,
                 Result<MessageContent, String>,
@@ -703,7 +696,7 @@ impl Store {
                 })
                 .await
             }
-            Db::Postgres(db) => crate::postgres::hot::record_outcomes(&db.pool, records).await,
+            Db::Postgres(db) => crate::postgres::hot::record_outcomes(&db.keyed, records).await,
         }
     }
 

@@ -120,10 +120,16 @@ async fn store_batch(pool: &PgPool, batch: Vec<Request>) {
     }
 }
 
-/// Stores the messages in one transaction; answers for each in order.
+/// Stores the messages in one statement (its own transaction); answers for each in order.
+///
+/// Whether a message that asked to be stored claimed may skip the queue is decided in the same
+/// statement, per account (see `OVERTAKE_ALLOWANCE_MS`), so that storing a group costs one round
+/// trip — two when some of its requests carry an idempotency key, three when some of its mail
+/// joins the queue (the `NOTIFY` that wakes idle dispatchers, sent once the group is committed).
 async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Vec<InsertOutcome>> {
-    let mut tx = pool.begin().await?;
-    // Requests seen before: a replay, or a key reused for another request.
+    // Requests seen before: a replay, or a key reused for another request. A key committed by
+    // another request after this read makes the statement fail on the unique index, and the
+    // group's messages are then stored one by one.
     let keyed: Vec<(&str, &str)> = messages
         .iter()
         .filter_map(|m| Some((m.created_by.as_str(), m.idempotency_key.as_deref()?)))
@@ -137,7 +143,7 @@ async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Ve
         )
         .bind(keyed.iter().map(|(a, _)| *a).collect::<Vec<_>>())
         .bind(keyed.iter().map(|(_, k)| *k).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
+        .fetch_all(pool)
         .await?;
         for row in rows {
             earlier.insert(
@@ -146,79 +152,73 @@ async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Ve
             );
         }
     }
-    // Accounts with mail waiting longer than the overtake allowance: their new mail is not
-    // stored claimed (see `OVERTAKE_ALLOWANCE_MS`).
-    let newest = messages.iter().map(|m| m.created_at_ms).max().unwrap_or(0);
-    let asking: Vec<String> = messages
-        .iter()
-        .filter(|m| m.claim.is_some())
-        .map(|m| m.account_id.to_string())
-        .collect();
-    let waiting: HashSet<String> = if asking.is_empty() {
-        HashSet::new()
-    } else {
-        // One index probe per account (stopping at the first waiting message), not a walk over
-        // every message of a long queue.
-        sqlx::query_scalar(
-            "SELECT a.id FROM (SELECT DISTINCT UNNEST($1::text[]) AS id) a
-             WHERE EXISTS (SELECT 1 FROM messages
-                           WHERE account_id = a.id AND status = 'queued' AND next_attempt_at <= $2)",
-        )
-        .bind(&asking)
-        .bind(super::overtake_cutoff(newest))
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect()
-    };
 
-    let mut outcomes = Vec::with_capacity(messages.len());
+    let mut outcomes: Vec<Option<InsertOutcome>> = Vec::with_capacity(messages.len());
     let mut rows = Rows::default();
-    let mut notify = false;
     for message in messages {
         if let Some(key) = &message.idempotency_key
             && let Some((id, hash)) = earlier.get(&(message.created_by.clone(), key.clone()))
         {
             let id = parse_uuid(id)?;
-            outcomes.push(if hash.as_deref() == message.request_hash.as_deref() {
-                InsertOutcome::Replayed(id)
-            } else {
-                InsertOutcome::KeyReused(id)
-            });
+            outcomes.push(Some(
+                if hash.as_deref() == message.request_hash.as_deref() {
+                    InsertOutcome::Replayed(id)
+                } else {
+                    InsertOutcome::KeyReused(id)
+                },
+            ));
             continue;
         }
-        let now = message.created_at_ms;
-        let due_now = message.send_at_ms.is_none_or(|at| at <= now);
-        let account = message.account_id.to_string();
-        let claim = message
-            .claim
-            .as_ref()
-            .filter(|_| !message.draft && due_now && !waiting.contains(&account));
-        let status = match (claim, message.draft) {
-            (_, true) => "draft",
-            (Some(_), false) => "sending",
-            (None, false) => "queued",
-        };
-        // Queued mail of this group has waited no time at all: later mail of the group may still
-        // skip the queue (the allowance), and idle dispatchers are woken for it.
-        notify |= status == "queued" && due_now;
-        rows.push(message, status, claim, account);
-        outcomes.push(if claim.is_some() {
-            InsertOutcome::Claimed(message.id)
-        } else {
-            InsertOutcome::Created(message.id)
-        });
+        let due_now = message
+            .send_at_ms
+            .is_none_or(|at| at <= message.created_at_ms);
+        let claim = message.claim.as_ref().filter(|_| !message.draft && due_now);
+        rows.push(message, claim);
+        outcomes.push(None);
     }
-    if !rows.ids.is_empty() {
-        rows.insert(&mut tx).await?;
+    if rows.ids.is_empty() {
+        return Ok(outcomes.into_iter().flatten().collect());
     }
+    let newest = messages.iter().map(|m| m.created_at_ms).max().unwrap_or(0);
+    let stored = rows.insert(pool, super::overtake_cutoff(newest)).await?;
+    let status: HashMap<String, String> = stored.into_iter().collect();
+    let mut notify = false;
+    let outcomes = messages
+        .iter()
+        .zip(outcomes)
+        .map(|(message, outcome)| {
+            if let Some(outcome) = outcome {
+                return Ok(outcome);
+            }
+            match status.get(&message.id.to_string()).map(String::as_str) {
+                Some("sending") => Ok(InsertOutcome::Claimed(message.id)),
+                Some(status) => {
+                    // Queued mail of this group has waited no time at all: later mail may still
+                    // skip the queue (the allowance), and idle dispatchers are woken for it.
+                    notify |= status == "queued"
+                        && message
+                            .send_at_ms
+                            .is_none_or(|at| at <= message.created_at_ms);
+                    Ok(InsertOutcome::Created(message.id))
+                }
+                None => Err(crate::StoreError::Database(sqlx::Error::Protocol(format!(
+                    "the group insert did not return message {}",
+                    message.id
+                )))),
+            }
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
     if notify {
-        sqlx::query("SELECT pg_notify($1, '')")
+        // Sent after the commit (a notification is delivered at commit anyway); if it fails,
+        // the dispatchers' polling finds the mail.
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
             .bind(super::QUEUED_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
+            .execute(pool)
+            .await
+        {
+            tracing::warn!(%error, "notifying other nodes of queued mail failed");
+        }
     }
-    tx.commit().await?;
     Ok(outcomes)
 }
 
@@ -226,7 +226,7 @@ async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Ve
 #[derive(Default)]
 struct Rows {
     ids: Vec<String>,
-    statuses: Vec<&'static str>,
+    drafts: Vec<bool>,
     scenarios: Vec<String>,
     accounts: Vec<String>,
     message_ids: Vec<String>,
@@ -239,7 +239,6 @@ struct Rows {
     next_attempt: Vec<i64>,
     template_ids: Vec<Option<String>>,
     template_versions: Vec<Option<i64>>,
-    attempt_counts: Vec<i64>,
     lease_owners: Vec<Option<String>>,
     lease_until: Vec<Option<i64>>,
     record_types: Vec<String>,
@@ -263,13 +262,9 @@ struct Rows {
 }
 
 impl Rows {
-    fn push(
-        &mut self,
-        message: &NewMessage,
-        status: &'static str,
-        claim: Option<&crate::messages::InsertClaim>,
-        account: String,
-    ) {
+    /// `claim`: the lease the message asks to be stored under, if it may skip the queue at all
+    /// (due now, not a draft); the statement grants it unless older mail of its account waits.
+    fn push(&mut self, message: &NewMessage, claim: Option<&crate::messages::InsertClaim>) {
         let id = message.id.to_string();
         let now = message.created_at_ms;
         let content = &message.content;
@@ -288,9 +283,9 @@ impl Rows {
             self.related_relations.push(record.relation.as_str());
         }
         self.ids.push(id);
-        self.statuses.push(status);
+        self.drafts.push(message.draft);
         self.scenarios.push(message.scenario.as_str().to_owned());
-        self.accounts.push(account);
+        self.accounts.push(message.account_id.to_string());
         self.message_ids.push(message.message_id_header.clone());
         self.subjects.push(content.subject.as_str().to_owned());
         self.authors.push(message.created_by.clone());
@@ -304,7 +299,6 @@ impl Rows {
             .push(message.template.as_ref().map(|(id, _)| id.clone()));
         self.template_versions
             .push(message.template.as_ref().map(|(_, v)| *v));
-        self.attempt_counts.push(i64::from(claim.is_some()));
         self.lease_owners.push(claim.map(|c| c.owner.clone()));
         self.lease_until.push(claim.map(|c| c.lease_until));
         self.record_types
@@ -322,23 +316,61 @@ impl Rows {
         self.senders.push(single(&content.sender));
     }
 
-    async fn insert(&self, tx: &mut sqlx::Transaction<'static, sqlx::Postgres>) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO messages (id, status, scenario, account_id, message_id_header, subject, created_by,
-               idempotency_key, request_hash, created_at, updated_at, send_at, next_attempt_at, template_id,
-               template_version, attempt_count, lease_owner, lease_until, record_types, smart_key)
-             SELECT id, status, scenario, account_id, message_id_header, subject, created_by, idempotency_key,
-               request_hash, created_at, created_at, send_at, next_attempt_at, template_id, template_version,
-               attempt_count, lease_owner, lease_until, record_types, smart_key
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-               $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::bigint[],
-               $15::bigint[], $16::text[], $17::bigint[], $18::text[], $19::text[])
-             AS r(id, status, scenario, account_id, message_id_header, subject, created_by, idempotency_key,
-               request_hash, created_at, send_at, next_attempt_at, template_id, template_version,
-               attempt_count, lease_owner, lease_until, record_types, smart_key)",
+    /// Stores the rows in one statement; returns each message's id and the status it was stored
+    /// with. A message asking for a lease is stored `sending` under it unless mail of its account
+    /// has been due since `cutoff` or longer (one index probe per account, stopping at the first
+    /// such message, not a walk over a long queue).
+    async fn insert(&self, pool: &PgPool, cutoff: i64) -> StoreResult<Vec<(String, String)>> {
+        let sets: Vec<&String> = self
+            .record_types
+            .iter()
+            .filter(|t| !t.is_empty())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let rows = sqlx::query(
+            "WITH r AS MATERIALIZED (
+               SELECT * FROM UNNEST($1::text[], $2::bool[], $3::text[], $4::text[], $5::text[], $6::text[],
+                 $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[],
+                 $14::bigint[], $15::text[], $16::bigint[], $17::text[], $18::text[])
+               AS r(id, draft, scenario, account_id, message_id_header, subject, created_by, idempotency_key,
+                 request_hash, created_at, send_at, next_attempt_at, template_id, template_version,
+                 lease_owner, lease_until, record_types, smart_key)),
+             waiting AS MATERIALIZED (
+               SELECT a.id FROM (SELECT DISTINCT account_id AS id FROM r WHERE lease_owner IS NOT NULL) a
+               WHERE EXISTS (SELECT 1 FROM messages
+                             WHERE account_id = a.id AND status = 'queued' AND next_attempt_at <= $19)),
+             s AS MATERIALIZED (
+               SELECT r.*, r.lease_owner IS NOT NULL AND r.account_id NOT IN (SELECT id FROM waiting) AS claimed
+               FROM r),
+             m AS (
+               INSERT INTO messages (id, status, scenario, account_id, message_id_header, subject, created_by,
+                 idempotency_key, request_hash, created_at, updated_at, send_at, next_attempt_at, template_id,
+                 template_version, attempt_count, lease_owner, lease_until, record_types, smart_key)
+               SELECT id, CASE WHEN draft THEN 'draft' WHEN claimed THEN 'sending' ELSE 'queued' END, scenario,
+                 account_id, message_id_header, subject, created_by, idempotency_key, request_hash, created_at,
+                 created_at, send_at, next_attempt_at, template_id, template_version,
+                 CASE WHEN claimed THEN 1 ELSE 0 END, CASE WHEN claimed THEN lease_owner END,
+                 CASE WHEN claimed THEN lease_until END, record_types, smart_key
+               FROM s
+               RETURNING id, status),
+             c AS (
+               INSERT INTO message_contents (message_id, to_json, cc_json, bcc_json, reply_to_json, headers_json,
+                 text_body, html_body, related_json, from_json, sender_json)
+               SELECT * FROM UNNEST($1::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
+                 $25::text[], $26::text[], $27::text[], $28::text[], $29::text[])),
+             rc AS (
+               INSERT INTO message_recipients (address, message_id)
+               SELECT * FROM UNNEST($30::text[], $31::text[]) ON CONFLICT DO NOTHING),
+             rr AS (
+               INSERT INTO related_records (message_id, record_type, record_id, relation)
+               SELECT * FROM UNNEST($32::text[], $33::text[], $34::text[], $35::text[]) ON CONFLICT DO NOTHING),
+             t AS (
+               INSERT INTO record_type_sets (types) SELECT * FROM UNNEST($36::text[]) ON CONFLICT DO NOTHING)
+             SELECT id, status FROM m",
         )
         .bind(&self.ids)
-        .bind(&self.statuses)
+        .bind(&self.drafts)
         .bind(&self.scenarios)
         .bind(&self.accounts)
         .bind(&self.message_ids)
@@ -351,20 +383,11 @@ impl Rows {
         .bind(&self.next_attempt)
         .bind(&self.template_ids)
         .bind(&self.template_versions)
-        .bind(&self.attempt_counts)
         .bind(&self.lease_owners)
         .bind(&self.lease_until)
         .bind(&self.record_types)
         .bind(&self.smart_keys)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO message_contents (message_id, to_json, cc_json, bcc_json, reply_to_json, headers_json,
-               text_body, html_body, related_json, from_json, sender_json)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-               $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])",
-        )
-        .bind(&self.ids)
+        .bind(cutoff)
         .bind(&self.to)
         .bind(&self.cc)
         .bind(&self.bcc)
@@ -375,45 +398,18 @@ impl Rows {
         .bind(&self.related)
         .bind(&self.froms)
         .bind(&self.senders)
-        .execute(&mut **tx)
+        .bind(&self.recipient_addresses)
+        .bind(&self.recipient_ids)
+        .bind(&self.related_ids)
+        .bind(&self.related_types)
+        .bind(&self.related_record_ids)
+        .bind(&self.related_relations)
+        .bind(sets)
+        .fetch_all(pool)
         .await?;
-        if !self.recipient_ids.is_empty() {
-            sqlx::query(
-                "INSERT INTO message_recipients (address, message_id)
-                 SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
-            )
-            .bind(&self.recipient_addresses)
-            .bind(&self.recipient_ids)
-            .execute(&mut **tx)
-            .await?;
-        }
-        if !self.related_ids.is_empty() {
-            sqlx::query(
-                "INSERT INTO related_records (message_id, record_type, record_id, relation)
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING",
-            )
-            .bind(&self.related_ids)
-            .bind(&self.related_types)
-            .bind(&self.related_record_ids)
-            .bind(&self.related_relations)
-            .execute(&mut **tx)
-            .await?;
-        }
-        let sets: Vec<&String> = self
-            .record_types
+        Ok(rows
             .iter()
-            .filter(|t| !t.is_empty())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        if !sets.is_empty() {
-            sqlx::query(
-                "INSERT INTO record_type_sets (types) SELECT * FROM UNNEST($1::text[]) ON CONFLICT DO NOTHING",
-            )
-            .bind(sets)
-            .execute(&mut **tx)
-            .await?;
-        }
-        Ok(())
+            .map(|row| (row.get("id"), row.get("status")))
+            .collect())
     }
 }

@@ -225,11 +225,10 @@ async fn insert_in(
 /// that changed under it: with a few thousand messages queued and outcomes committing meanwhile,
 /// one claim ran for over a minute, holding the locks that every outcome batch and lease renewal
 /// then waited for — delivery stopped on every node. The update finds the picked rows by primary
-/// key whatever the statistics say: once analyzed, the planner preferred hashing the whole
-/// `messages` table (the archive too) for each claim.
-pub(crate) async fn claim(pool: &PgPool, claim: &ClaimArgs) -> StoreResult<Vec<ClaimRow>> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(super::BY_KEY_ONLY).execute(&mut *tx).await?;
+/// key whatever the statistics say (`keyed`: a connection of [`super::PgDb::keyed`]): once
+/// analyzed, the planner preferred hashing the whole `messages` table (the archive too) for each
+/// claim. One statement, its own transaction: one round trip.
+pub(crate) async fn claim(keyed: &PgPool, claim: &ClaimArgs) -> StoreResult<Vec<ClaimRow>> {
     let rows = sqlx::query(
         "WITH picked AS MATERIALIZED (
            SELECT id FROM messages
@@ -245,9 +244,8 @@ pub(crate) async fn claim(pool: &PgPool, claim: &ClaimArgs) -> StoreResult<Vec<C
     .bind(claim.lease_until)
     .bind(claim.now)
     .bind(i64::from(claim.limit))
-    .fetch_all(&mut *tx)
+    .fetch_all(keyed)
     .await?;
-    tx.commit().await?;
     let mut claimed: Vec<(i64, ClaimRow)> = rows
         .iter()
         .map(|row| {
@@ -268,10 +266,12 @@ pub(crate) async fn claim(pool: &PgPool, claim: &ClaimArgs) -> StoreResult<Vec<C
     Ok(claimed.into_iter().map(|(_, row)| row).collect())
 }
 
-/// Writes attempt rows and moves each message to its next state, in one transaction of two
-/// statements whatever the batch's size (the rows travel as arrays) — only under the lease (owner
-/// and attempt number) that made the attempt.
-pub(crate) async fn record_outcomes(pool: &PgPool, records: &[AttemptRecord]) -> StoreResult<()> {
+/// Writes attempt rows and moves each message to its next state, in one statement whatever the
+/// batch's size (the rows travel as arrays; a statement is its own transaction, one round trip) —
+/// only under the lease (owner and attempt number) that made the attempt. `keyed`: a connection of
+/// [`super::PgDb::keyed`], so each message is found by primary key (the update, and the attempts'
+/// foreign key checks) whatever the statistics say.
+pub(crate) async fn record_outcomes(keyed: &PgPool, records: &[AttemptRecord]) -> StoreResult<()> {
     // Rows are locked in primary-key order, as a lease renewal (which walks `messages_status`)
     // locks them: the two never wait for each other in a circle (a deadlock PostgreSQL resolved
     // by aborting the batch, seen under load).
@@ -304,25 +304,6 @@ pub(crate) async fn record_outcomes(pool: &PgPool, records: &[AttemptRecord]) ->
         sent_ats.push(sent_at);
         errors.push(last_error);
     }
-    let mut tx = pool.begin().await?;
-    // Each message is found by primary key (the update, and the attempts' foreign key checks),
-    // whatever the statistics say.
-    sqlx::query(super::BY_KEY_ONLY).execute(&mut *tx).await?;
-    sqlx::query(
-        "INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text)
-         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::text[])
-         ON CONFLICT (message_id, number) DO UPDATE SET finished_at = excluded.finished_at,
-           outcome = excluded.outcome, reply_code = excluded.reply_code, reply_text = excluded.reply_text",
-    )
-    .bind(&ids)
-    .bind(&numbers)
-    .bind(&started)
-    .bind(&finished)
-    .bind(&outcomes)
-    .bind(&codes)
-    .bind(&texts)
-    .execute(&mut *tx)
-    .await?;
     let (kinds, payloads): (Vec<&str>, Vec<String>) = records
         .iter()
         .map(|r| crate::webhooks::outcome_event(r))
@@ -335,7 +316,13 @@ pub(crate) async fn record_outcomes(pool: &PgPool, records: &[AttemptRecord]) ->
     // (an endpoint gets the events of the outcomes recorded after it was enabled), which spares
     // every message an update of its event.
     sqlx::query(
-        "WITH moved AS (
+        "WITH attempt AS (
+           INSERT INTO attempts (message_id, number, started_at, finished_at, outcome, reply_code, reply_text)
+           SELECT * FROM UNNEST($1::text[], $8::bigint[], $11::bigint[], $7::bigint[], $12::text[], $13::bigint[],
+                                $14::text[])
+           ON CONFLICT (message_id, number) DO UPDATE SET finished_at = excluded.finished_at,
+             outcome = excluded.outcome, reply_code = excluded.reply_code, reply_text = excluded.reply_text),
+         moved AS (
            UPDATE messages m SET status = u.status, next_attempt_at = COALESCE(u.next_attempt_at, m.next_attempt_at),
              sent_at = u.sent_at, last_error = u.last_error, lease_owner = NULL, lease_until = NULL,
              updated_at = u.finished_at
@@ -359,8 +346,11 @@ pub(crate) async fn record_outcomes(pool: &PgPool, records: &[AttemptRecord]) ->
     .bind(&numbers)
     .bind(&kinds)
     .bind(&payloads)
-    .execute(&mut *tx)
+    .bind(&started)
+    .bind(&outcomes)
+    .bind(&codes)
+    .bind(&texts)
+    .execute(keyed)
     .await?;
-    tx.commit().await?;
     Ok(())
 }
