@@ -591,7 +591,7 @@ impl Store {
                 db.write(|reply| WriteRequest::Claim { claim, reply })
                     .await?
             }
-            Db::Postgres(db) => crate::postgres::hot::claim(&db.keyed, &claim).await?,
+            Db::Postgres(db) => crate::postgres::hot::claim(&db.pool, &claim).await?,
         };
         on_db!(self, |writer, reader, keyed| {
             if rows.is_empty() {

@@ -123,9 +123,9 @@ async fn store_batch(pool: &PgPool, batch: Vec<Request>) {
 /// Stores the messages in one statement (its own transaction); answers for each in order.
 ///
 /// Whether a message that asked to be stored claimed may skip the queue is decided in the same
-/// statement, per account (see `OVERTAKE_ALLOWANCE_MS`), so that storing a group costs one round
-/// trip — two when some of its requests carry an idempotency key, three when some of its mail
-/// joins the queue (the `NOTIFY` that wakes idle dispatchers, sent once the group is committed).
+/// statement, per account (see `OVERTAKE_ALLOWANCE_MS`), and so is the `NOTIFY` that wakes idle
+/// dispatchers when some of the group's mail joins the queue (delivered at the commit): storing a
+/// group costs one round trip, two when some of its requests carry an idempotency key.
 async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Vec<InsertOutcome>> {
     // Requests seen before: a replay, or a key reused for another request. A key committed by
     // another request after this read makes the statement fail on the unique index, and the
@@ -182,8 +182,7 @@ async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Ve
     let newest = messages.iter().map(|m| m.created_at_ms).max().unwrap_or(0);
     let stored = rows.insert(pool, super::overtake_cutoff(newest)).await?;
     let status: HashMap<String, String> = stored.into_iter().collect();
-    let mut notify = false;
-    let outcomes = messages
+    messages
         .iter()
         .zip(outcomes)
         .map(|(message, outcome)| {
@@ -192,34 +191,14 @@ async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Ve
             }
             match status.get(&message.id.to_string()).map(String::as_str) {
                 Some("sending") => Ok(InsertOutcome::Claimed(message.id)),
-                Some(status) => {
-                    // Queued mail of this group has waited no time at all: later mail may still
-                    // skip the queue (the allowance), and idle dispatchers are woken for it.
-                    notify |= status == "queued"
-                        && message
-                            .send_at_ms
-                            .is_none_or(|at| at <= message.created_at_ms);
-                    Ok(InsertOutcome::Created(message.id))
-                }
+                Some(_) => Ok(InsertOutcome::Created(message.id)),
                 None => Err(crate::StoreError::Database(sqlx::Error::Protocol(format!(
                     "the group insert did not return message {}",
                     message.id
                 )))),
             }
         })
-        .collect::<StoreResult<Vec<_>>>()?;
-    if notify {
-        // Sent after the commit (a notification is delivered at commit anyway); if it fails,
-        // the dispatchers' polling finds the mail.
-        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
-            .bind(super::QUEUED_CHANNEL)
-            .execute(pool)
-            .await
-        {
-            tracing::warn!(%error, "notifying other nodes of queued mail failed");
-        }
-    }
-    Ok(outcomes)
+        .collect()
 }
 
 /// The group's rows, column by column.
@@ -353,7 +332,7 @@ impl Rows {
                  CASE WHEN claimed THEN 1 ELSE 0 END, CASE WHEN claimed THEN lease_owner END,
                  CASE WHEN claimed THEN lease_until END, record_types, smart_key
                FROM s
-               RETURNING id, status),
+               RETURNING id, status, next_attempt_at, created_at),
              c AS (
                INSERT INTO message_contents (message_id, to_json, cc_json, bcc_json, reply_to_json, headers_json,
                  text_body, html_body, related_json, from_json, sender_json)
@@ -366,8 +345,11 @@ impl Rows {
                INSERT INTO related_records (message_id, record_type, record_id, relation)
                SELECT * FROM UNNEST($32::text[], $33::text[], $34::text[], $35::text[]) ON CONFLICT DO NOTHING),
              t AS (
-               INSERT INTO record_type_sets (types) SELECT * FROM UNNEST($36::text[]) ON CONFLICT DO NOTHING)
-             SELECT id, status FROM m",
+               INSERT INTO record_type_sets (types) SELECT * FROM UNNEST($36::text[]) ON CONFLICT DO NOTHING),
+             woken AS (
+               SELECT pg_notify($37, '') FROM (
+                 SELECT 1 FROM m WHERE status = 'queued' AND next_attempt_at <= created_at LIMIT 1) q)
+             SELECT id, status, (SELECT count(*) FROM woken) AS woken FROM m",
         )
         .bind(&self.ids)
         .bind(&self.drafts)
@@ -405,6 +387,7 @@ impl Rows {
         .bind(&self.related_record_ids)
         .bind(&self.related_relations)
         .bind(sets)
+        .bind(super::QUEUED_CHANNEL)
         .fetch_all(pool)
         .await?;
         Ok(rows

@@ -225,10 +225,20 @@ async fn insert_in(
 /// that changed under it: with a few thousand messages queued and outcomes committing meanwhile,
 /// one claim ran for over a minute, holding the locks that every outcome batch and lease renewal
 /// then waited for — delivery stopped on every node. The update finds the picked rows by primary
-/// key whatever the statistics say (`keyed`: a connection of [`super::PgDb::keyed`]): once
-/// analyzed, the planner preferred hashing the whole `messages` table (the archive too) for each
-/// claim. One statement, its own transaction: one round trip.
-pub(crate) async fn claim(keyed: &PgPool, claim: &ClaimArgs) -> StoreResult<Vec<ClaimRow>> {
+/// key whatever the statistics say: once analyzed, the planner preferred hashing the whole
+/// `messages` table (the archive too) for each claim.
+///
+/// A transaction of its own on the node's main pool, not one statement on the `keyed` pool as the
+/// outcome batches are. Measured both ways (release builds run in turn with the previous code,
+/// three runs each): with the one-round-trip claim, 14–24 % of the mail skipped the queue with
+/// three nodes and three nodes delivered 0.41× of one node; with this one, 39–58 % and 0.52×. A
+/// dispatcher claims whenever a send ends and its lane is half free; quicker claims fill the lanes
+/// with queued mail, new mail then finds no room and is queued in turn.
+pub(crate) async fn claim(pool: &PgPool, claim: &ClaimArgs) -> StoreResult<Vec<ClaimRow>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(super::BY_KEY_ONLY_IN_TRANSACTION)
+        .execute(&mut *tx)
+        .await?;
     let rows = sqlx::query(
         "WITH picked AS MATERIALIZED (
            SELECT id FROM messages
@@ -244,8 +254,9 @@ pub(crate) async fn claim(keyed: &PgPool, claim: &ClaimArgs) -> StoreResult<Vec<
     .bind(claim.lease_until)
     .bind(claim.now)
     .bind(i64::from(claim.limit))
-    .fetch_all(keyed)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     let mut claimed: Vec<(i64, ClaimRow)> = rows
         .iter()
         .map(|row| {

@@ -46,7 +46,8 @@ fn overtake_cutoff(arrived_ms: i64) -> i64 {
 const CHANGES_CHANNEL: &str = "mailroom_changes";
 
 /// The settings under which the planner takes keys through their indexes whatever its statistics
-/// say, set for the sessions of [`PgDb::keyed`]. A table that
+/// say, set for the sessions of [`PgDb::keyed`] (and for single transactions, see
+/// [`BY_KEY_ONLY_IN_TRANSACTION`]). A table that
 /// grew since it was last analyzed (a new database's first minute under load, say) looks small to
 /// the planner, which then hashes all of it — or reads every message that was ever 'sending'
 /// through the status index, whose dead entries a bitmap scan never marks — and each batch costs
@@ -57,6 +58,11 @@ const BY_KEY_ONLY: [(&str, &str); 4] = [
     ("enable_hashjoin", "off"),
     ("enable_mergejoin", "off"),
 ];
+
+/// [`BY_KEY_ONLY`] for one transaction on any connection: run first in it.
+pub(crate) const BY_KEY_ONLY_IN_TRANSACTION: &str =
+    "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+            set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)";
 
 /// Whether a database URL names PostgreSQL.
 pub fn is_postgres_url(url: &str) -> bool {
@@ -71,9 +77,9 @@ pub(crate) struct PgDb {
     /// Signalled when another node changed configuration.
     pub(crate) changed: Arc<Notify>,
     /// A few connections whose planner takes rows by primary key whatever its statistics say
-    /// ([`BY_KEY_ONLY`], set for the whole session): the claims, the outcome batches and the
-    /// claimed mail's content read run on them, each one statement without a transaction around
-    /// it, so one round trip instead of four or five.
+    /// ([`BY_KEY_ONLY`], set for the whole session): the outcome batches and the claimed mail's
+    /// content read run on them, each one statement without a transaction around it, so one round
+    /// trip instead of four or five. (Claims stay a transaction on the main pool, see `hot::claim`.)
     pub(crate) keyed: PgPool,
     /// Stores new mail in groups.
     pub(crate) inserts: batch::Batcher,
@@ -98,7 +104,7 @@ impl PgDb {
         // Several nodes may start at once: sqlx holds an advisory lock while it migrates.
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let keyed = PgPoolOptions::new()
-            .max_connections(4)
+            .max_connections(8)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.options(BY_KEY_ONLY))
