@@ -35,24 +35,9 @@ impl Backend {
 /// pool that reads (the same pool on PostgreSQL; on SQLite reads use read-only connections so that
 /// they never wait for a write).
 macro_rules! on_db {
-    ($store:expr, |$writer:ident, $reader:ident| $body:expr) => {{
-        match &*$store.db {
-            $crate::db::Db::Sqlite(db) => {
-                #[allow(unused_variables)]
-                let $writer = &db.writer;
-                #[allow(unused_variables)]
-                let $reader = &db.reader;
-                $body
-            }
-            $crate::db::Db::Postgres(db) => {
-                #[allow(unused_variables)]
-                let $writer = &db.pool;
-                #[allow(unused_variables)]
-                let $reader = &db.pool;
-                $body
-            }
-        }
-    }};
+    ($store:expr, |$writer:ident, $reader:ident| $body:expr) => {
+        $crate::db::on_db!($store, |$writer, $reader, _keyed| $body)
+    };
     // `$keyed` reads by primary key whatever the planner's statistics say: on PostgreSQL a
     // connection of `PgDb::keyed`, on SQLite the reader.
     ($store:expr, |$writer:ident, $reader:ident, $keyed:ident| $body:expr) => {{
