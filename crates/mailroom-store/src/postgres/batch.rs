@@ -1,7 +1,7 @@
-//! Group inserts on PostgreSQL: new mail waiting at one moment is stored in one transaction of a
-//! few multi-row statements (the rows travel as arrays), so that a message costs a share of a
-//! commit and of a handful of round trips instead of a commit and ten round trips of its own.
-//! Several such transactions run at once, so PostgreSQL's own group commit still applies.
+//! Group inserts on PostgreSQL: new mail waiting at one moment is stored in one statement (the
+//! rows travel as arrays; each table is a data-modifying CTE), so that a message costs a share of a
+//! commit and of one round trip instead of a commit and ten round trips of its own. Several such
+//! statements run at once, so PostgreSQL's own group commit still applies.
 //!
 //! A message with attachments, or a batch that fails (a key committed meanwhile by another node,
 //! say), is stored on its own by [`super::hot::insert`], which handles every case one by one.
