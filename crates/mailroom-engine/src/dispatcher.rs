@@ -180,6 +180,9 @@ struct Inner {
     config: EngineConfig,
     connectors: ConnectorCache,
     wake: Notify,
+    /// A send ended and gave its place back: the dispatcher looks again, but claims only for
+    /// lanes not known to be drained (see the dispatch loop).
+    send_ended: Notify,
     accounts_changed: Notify,
     stopping: CancellationToken,
     tasks: TaskTracker,
@@ -235,6 +238,7 @@ impl Engine {
                 config,
                 connectors: ConnectorCache::default(),
                 wake: Notify::new(),
+                send_ended: Notify::new(),
                 accounts_changed: Notify::new(),
                 stopping: CancellationToken::new(),
                 tasks: TaskTracker::new(),
@@ -448,6 +452,13 @@ impl Engine {
         // Other nodes queue mail and change accounts too (PostgreSQL).
         let queued_elsewhere = inner.store.mail_queued_signal();
         let changed_elsewhere = inner.store.config_changed_signal();
+        // Woken only because sends ended: a lane whose last claim found its queue empty, with
+        // nothing queued outside the store writer's sight since, has nothing to claim. New mail
+        // stored queued wakes the dispatcher itself (`new_mail_queued`, or `NOTIFY` from any node
+        // on PostgreSQL), and the poll remains. Claiming on every ended send instead cost an empty
+        // claim transaction per few sends, and with several nodes filled the lanes with queued
+        // mail, so that new mail found no room and was queued in turn.
+        let mut only_sends_ended = false;
         loop {
             if inner.stopping.is_cancelled() {
                 return;
@@ -537,6 +548,12 @@ impl Engine {
                         .lock()
                         .expect("lanes lock")
                         .insert(account.id, lane.clone());
+                }
+                if only_sends_ended
+                    && lane.drained_at.load(Ordering::Acquire)
+                        == inner.queue_generation.load(Ordering::Acquire)
+                {
+                    continue;
                 }
                 let capacity = lane.capacity(inner.config.prefetch_per_slot);
                 let held = lane.held.taken();
@@ -630,12 +647,14 @@ impl Engine {
                 // More may be due right away.
                 next_wake = Duration::ZERO;
             }
+            only_sends_ended = false;
             if next_wake.is_zero() {
                 tokio::task::yield_now().await;
                 continue;
             }
             tokio::select! {
                 _ = inner.stopping.cancelled() => return,
+                _ = inner.send_ended.notified() => only_sends_ended = true,
                 _ = inner.wake.notified() => {}
                 _ = inner.accounts_changed.notified() => accounts_loaded_at = None,
                 _ = notified(&queued_elsewhere) => {}
@@ -1062,7 +1081,7 @@ impl SendTask {
             tracing::error!(message_uuid = %message.id, "the outcome writer has stopped; the lease will expire and the attempt be recorded as interrupted");
         }
         self.held.give_back();
-        inner.wake.notify_one();
+        inner.send_ended.notify_one();
     }
 
     /// Waits for a slot in the account's rate window and takes it; returns the start time of the
