@@ -231,9 +231,9 @@ async fn insert_in(
 /// A transaction of its own on the node's main pool, not one statement on the `keyed` pool as the
 /// outcome batches are. Measured both ways (release builds run in turn with the previous code,
 /// three runs each): with the one-round-trip claim, 14–24 % of the mail skipped the queue with
-/// three nodes and three nodes delivered 0.41× of one node; with this one, 39–58 % and 0.52×. A
-/// dispatcher claims whenever a send ends and its lane is half free; quicker claims fill the lanes
-/// with queued mail, new mail then finds no room and is queued in turn.
+/// three nodes and three nodes delivered 0.41× of one node; with this one, 39–58 % and 0.52×
+/// (measured while a dispatcher still claimed after every finished send): quicker claims fill the
+/// lanes with queued mail, new mail then finds no room and is queued in turn.
 pub(crate) async fn claim(pool: &PgPool, claim: &ClaimArgs) -> StoreResult<Vec<ClaimRow>> {
     let mut tx = pool.begin().await?;
     sqlx::query(super::BY_KEY_ONLY_IN_TRANSACTION)
