@@ -352,6 +352,35 @@ async fn outbound_nodes(
             p99.as_secs_f64() * 1000.0,
             load.straight_to_sending as f64 * 100.0 / messages as f64
         );
+        // Why mail that could not skip the queue was queued, summed over the nodes.
+        let mut reasons: std::collections::BTreeMap<String, f64> = Default::default();
+        for server in &servers {
+            let metrics = reqwest::get(format!("{}/metrics", server.base_url))
+                .await?
+                .text()
+                .await?;
+            for line in metrics
+                .lines()
+                .filter(|l| l.starts_with("mailroom_new_mail_queued_total{"))
+            {
+                let reason = line
+                    .split("reason=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or("?")
+                    .to_owned();
+                let count: f64 = line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0.0);
+                *reasons.entry(reason).or_default() += count;
+            }
+        }
+        if !reasons.is_empty() {
+            let list: Vec<String> = reasons.iter().map(|(r, c)| format!("{r} {c:.0}")).collect();
+            println!("  queued because: {}", list.join(", "));
+        }
         results.push(per_second);
         drop(servers);
     }

@@ -37,28 +37,31 @@ pub struct Composition<'a> {
 /// Postfix turned a bare CR into a space).
 pub fn crlf(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
-    let clean = !bytes.iter().enumerate().any(|(i, &b)| {
-        (b == b'\r' && bytes.get(i + 1) != Some(&b'\n'))
-            || (b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
-    });
-    if clean {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 16);
-    let mut characters = text.chars().peekable();
-    while let Some(c) = characters.next() {
-        match c {
-            '\r' => {
-                if characters.peek() == Some(&'\n') {
-                    characters.next();
-                }
-                out.push_str("\r\n");
-            }
-            '\n' => out.push_str("\r\n"),
-            other => out.push(other),
+    // Runs between line breaks are copied whole (CR and LF never occur inside a UTF-8 sequence);
+    // text that already ends every line with CRLF is not copied at all.
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    for at in memchr::memchr2_iter(b'\r', b'\n', bytes) {
+        let bare = if bytes[at] == b'\r' {
+            bytes.get(at + 1) != Some(&b'\n')
+        } else {
+            at == 0 || bytes[at - 1] != b'\r'
+        };
+        if bare {
+            let out =
+                out.get_or_insert_with(|| String::with_capacity(text.len() + text.len() / 32 + 2));
+            out.push_str(&text[copied..at]);
+            out.push_str("\r\n");
+            copied = at + 1;
         }
     }
-    Cow::Owned(out)
+    match out {
+        None => Cow::Borrowed(text),
+        Some(mut out) => {
+            out.push_str(&text[copied..]);
+            Cow::Owned(out)
+        }
+    }
 }
 
 /// Whether header text must be RFC 2047-encoded to read back as written: non-ASCII, or ASCII that a
@@ -338,6 +341,59 @@ pub fn compose(message: &Composition<'_>) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::message::RawContent;
+
+    #[test]
+    fn every_bare_cr_and_bare_lf_becomes_crlf_and_text_already_in_crlf_is_not_copied() {
+        for (text, expected) in [
+            ("", ""),
+            ("a\nb", "a\r\nb"),
+            ("a\rb", "a\r\nb"),
+            ("\r\r\n", "\r\n\r\n"),
+            ("\n\n", "\r\n\r\n"),
+            ("\r\n\n", "\r\n\r\n"),
+            ("ü\nö\r", "ü\r\nö\r\n"),
+        ] {
+            assert_eq!(crlf(text), expected, "{text:?}");
+        }
+        assert!(matches!(crlf("one\r\ntwo\r\n"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn line_ends_are_made_crlf_exactly_as_a_character_by_character_rewrite_would() {
+        fn by_character(text: &str) -> String {
+            let mut out = String::new();
+            let mut characters = text.chars().peekable();
+            while let Some(c) = characters.next() {
+                match c {
+                    '\r' => {
+                        if characters.peek() == Some(&'\n') {
+                            characters.next();
+                        }
+                        out.push_str("\r\n");
+                    }
+                    '\n' => out.push_str("\r\n"),
+                    other => out.push(other),
+                }
+            }
+            out
+        }
+        // Every string of up to six characters over an alphabet with both line-break characters
+        // and a character of several bytes.
+        let alphabet = ['a', '\r', '\n', 'ü'];
+        let mut texts = vec![String::new()];
+        for _ in 0..6 {
+            let longer: Vec<String> = texts
+                .iter()
+                .filter(|t| t.chars().count() == texts.last().map_or(0, |l| l.chars().count()))
+                .flat_map(|t| alphabet.iter().map(move |c| format!("{t}{c}")))
+                .collect();
+            texts.extend(longer);
+        }
+        assert_eq!(texts.len(), (0..=6).map(|n| 4usize.pow(n)).sum::<usize>());
+        for text in &texts {
+            assert_eq!(crlf(text), by_character(text), "{text:?}");
+        }
+    }
 
     fn content(text: Option<&str>, html: Option<&str>) -> MessageContent {
         let to = vec!["Jörg Müller <joerg@example.com>".to_string()];

@@ -53,17 +53,29 @@ impl StoreSessionGate {
         if !due {
             return;
         }
-        if let Ok(nodes) = self
+        if let Ok(live) = self
             .store
             .live_nodes(now_ms(), self.node_timeout.as_millis() as i64)
             .await
         {
-            let nodes = nodes.max(1) as usize;
-            let share = (self.limit as usize).div_ceil(nodes).max(1);
+            let share = place_share(self.limit as usize, &live, &self.node_id);
             self.share
                 .store(share, std::sync::atomic::Ordering::Release);
         }
     }
+}
+
+/// This node's share of an account's `limit` connection places among the `live` nodes (sorted
+/// ids): the shares add up to the limit exactly — the first `limit % n` nodes have one more — so
+/// that no node waits for a place its share promised while another holds it. A node not yet seen
+/// alive counts as the last one. At least one place, even when there are more nodes than places
+/// (the nodes then take turns).
+pub(crate) fn place_share(limit: usize, live: &[String], node_id: &str) -> usize {
+    let (nodes, rank) = match live.iter().position(|id| id == node_id) {
+        Some(rank) => (live.len(), rank),
+        None => (live.len() + 1, live.len()),
+    };
+    (limit / nodes + usize::from(rank < limit % nodes)).max(1)
 }
 
 /// A place held in the store; given back when dropped (the connection closed).
@@ -538,6 +550,32 @@ mod tests {
     use mailroom_core::account::{AccountLimits, Security, SenderType};
     use mailroom_core::address::EmailAddress;
     use mailroom_store::{AccountInput, SecretBox};
+
+    #[test]
+    fn the_shares_of_connection_places_add_up_to_the_limit_whatever_the_number_of_nodes() {
+        for nodes in 1..=7usize {
+            let live: Vec<String> = (0..nodes).map(|n| format!("node-{n}")).collect();
+            for limit in nodes..=20 {
+                let shares: Vec<usize> = live
+                    .iter()
+                    .map(|id| place_share(limit, &live, id))
+                    .collect();
+                assert_eq!(
+                    shares.iter().sum::<usize>(),
+                    limit,
+                    "{limit} places, {nodes} nodes"
+                );
+                assert!(shares.iter().max().unwrap() - shares.iter().min().unwrap() <= 1);
+            }
+        }
+        let live = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        assert_eq!(place_share(16, &live, "a"), 6);
+        assert_eq!(place_share(16, &live, "c"), 5);
+        // Not yet seen alive: the last of four.
+        assert_eq!(place_share(16, &live, "d"), 4);
+        // More nodes than places: each still has one, and they take turns.
+        assert_eq!(place_share(2, &live, "c"), 1);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn sends_that_arrive_together_for_an_account_share_one_connector() {

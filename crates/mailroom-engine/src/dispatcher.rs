@@ -302,24 +302,30 @@ impl Engine {
     pub async fn reserve(&self, account_id: Uuid) -> Option<Reservation> {
         let deadline = tokio::time::Instant::now() + self.inner.config.in_flow_delay;
         let mut waited_behind = false;
+        // Why new mail is queued after all, counted: whether several nodes run in "skip the
+        // queue" mode or in "queue" mode is decided here.
+        let refused = |reason: &'static str| {
+            metrics::counter!("mailroom_new_mail_queued_total", "reason" => reason).increment(1);
+            None
+        };
         loop {
-            let places = match self.try_reserve(account_id) {
+            let (places, reason) = match self.try_reserve(account_id) {
                 Ok(reservation) => return Some(reservation),
-                Err(NoPlace::Unavailable) => return None,
-                Err(NoPlace::Behind(_)) if waited_behind => return None,
+                Err(NoPlace::Unavailable) => return refused("unavailable"),
+                Err(NoPlace::Behind(_)) if waited_behind => return refused("behind"),
                 Err(NoPlace::Behind(places)) => {
                     waited_behind = true;
-                    places
+                    (places, "behind")
                 }
-                Err(NoPlace::Full(places)) => places,
+                Err(NoPlace::Full(places)) => (places, "full"),
             };
             if tokio::time::Instant::now() >= deadline {
-                return None;
+                return refused(reason);
             }
             let room = places.room.notified();
             tokio::select! {
                 _ = room => {}
-                _ = tokio::time::sleep_until(deadline) => return None,
+                _ = tokio::time::sleep_until(deadline) => return refused(reason),
                 _ = self.inner.stopping.cancelled() => return None,
             }
         }
@@ -854,6 +860,8 @@ impl Reservation {
     /// account waits (stored by this node or another). Until the dispatcher finds the queue
     /// drained, new mail of the account waits behind it (see [`Engine::reserve`]).
     pub fn stored_behind_older_mail(mut self) {
+        metrics::counter!("mailroom_new_mail_queued_total", "reason" => "store_behind")
+            .increment(1);
         self.lane.drained_at.store(NOT_DRAINED, Ordering::Release);
         // The place goes back without waking anyone: callers waiting behind the queue are let
         // through at the pace of deliveries, not of refusals.

@@ -64,15 +64,17 @@ impl Store {
         Ok(())
     }
 
-    /// How many nodes are alive (heartbeat within `timeout_ms`, neither stopped nor declared dead).
-    pub async fn live_nodes(&self, now: i64, timeout_ms: i64) -> StoreResult<i64> {
+    /// The ids of the nodes alive (heartbeat within `timeout_ms`, neither stopped nor declared
+    /// dead), in order: a node's position in it is its rank when a limit is shared out.
+    pub async fn live_nodes(&self, now: i64, timeout_ms: i64) -> StoreResult<Vec<String>> {
         on_db!(self, |writer, reader| {
             Ok(sqlx::query_scalar(
-                "SELECT COUNT(*) FROM nodes
-                 WHERE stopped_at IS NULL AND declared_dead_at IS NULL AND last_heartbeat > $1",
+                "SELECT id FROM nodes
+                 WHERE stopped_at IS NULL AND declared_dead_at IS NULL AND last_heartbeat > $1
+                 ORDER BY id",
             )
             .bind(now - timeout_ms)
-            .fetch_one(reader)
+            .fetch_all(reader)
             .await?)
         })
     }

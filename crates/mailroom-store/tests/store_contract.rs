@@ -138,6 +138,27 @@ fn claiming(mut message: NewMessage, now: i64, lease_until: i64) -> NewMessage {
 }
 
 contract! {
+async fn live_nodes_are_listed_in_order_without_stopped_silent_or_dead_ones(t) {
+    let store = &t.store;
+    for id in ["node-c", "node-a", "node-b", "node-d", "node-e"] {
+        store.register_node(id, "host", 1_000).await.unwrap();
+    }
+    store.heartbeat("node-c", 9_000).await.unwrap();
+    store.heartbeat("node-a", 9_500).await.unwrap();
+    store.heartbeat("node-b", 9_000).await.unwrap();
+    store.heartbeat("node-d", 9_000).await.unwrap();
+    // node-e stays silent since 1,000; node-b stops; node-d is declared dead by node-a.
+    store.node_stopped("node-b", 9_100).await.unwrap();
+    assert_eq!(
+        store.live_nodes(10_000, 5_000).await.unwrap(),
+        ["node-a", "node-c", "node-d"]
+    );
+    store.recover_dead_nodes("node-a", 20_000, 5_000).await.unwrap();
+    assert!(store.live_nodes(20_000, 5_000).await.unwrap().is_empty());
+    store.heartbeat("node-a", 20_000).await.unwrap();
+    assert_eq!(store.live_nodes(20_000, 5_000).await.unwrap(), ["node-a"]);
+}
+
 async fn the_first_account_becomes_the_default_and_routes_unassigned_scenarios(t) {
     let first = t.account("first").await;
     let second = t.account("second").await;

@@ -49,6 +49,10 @@ fn describe_metrics() {
         "Attempts that failed transiently (or with an unknown outcome) and will be retried, by account and connector."
     );
     describe_counter!(
+        "mailroom_new_mail_queued_total",
+        "New mail due now that was stored queued instead of being sent at once, by reason: full (every place of its account's lane stayed taken for in_flow_delay), behind (older mail of the account waits in the queue), store_behind (the store found older mail queued by another writer or node), unavailable (stopping, unknown account, rate window full)."
+    );
+    describe_counter!(
         "mailroom_smtp_connections_total",
         "SMTP connections opened, by account and result (succeeded, failed)."
     );
