@@ -336,6 +336,13 @@ impl Engine {
             } else {
                 places.room.notified()
             };
+            // Listening before looking again: a drain (announced to the waiters present only) or
+            // a place given back between the look above and here is not missed.
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            if let Ok(reservation) = self.try_reserve(account_id) {
+                return Some(reservation);
+            }
             tokio::select! {
                 _ = wake => {}
                 _ = tokio::time::sleep_until(deadline) => return refused(reason),
