@@ -304,8 +304,8 @@ impl Engine {
     /// the callers down to the rate the queue drains at. Letting one waiting caller join the queue
     /// per place given back (as this did before) held the queue at its length instead of draining
     /// it: callers were admitted at the delivery rate. With several nodes, whose lanes fill with
-    /// claimed mail, that kept most mail going through the queue (two nodes: 79–93 % of the mail
-    /// skipped it and delivered 0.68× of one node; waiting for the drain: 96–99 % and 0.82×).
+    /// claimed mail, that kept most mail going through the queue (three nodes: 15–56 % of the mail
+    /// skipped it; waiting for the drain: 70–79 %, see the README's figures of 2026-11-29).
     pub async fn reserve(&self, account_id: Uuid) -> Option<Reservation> {
         let deadline = tokio::time::Instant::now() + self.inner.config.in_flow_delay;
         let mut waited_behind = false;
@@ -316,22 +316,23 @@ impl Engine {
             None
         };
         loop {
-            let (places, reason) = match self.try_reserve(account_id) {
+            // Behind the queue: wait until the dispatcher finds it drained. Without room: until a
+            // place is given back.
+            let (places, behind) = match self.try_reserve(account_id) {
                 Ok(reservation) => return Some(reservation),
                 Err(NoPlace::Unavailable) => return refused("unavailable"),
                 Err(NoPlace::Behind(_)) if waited_behind => return refused("behind"),
                 Err(NoPlace::Behind(places)) => {
                     waited_behind = true;
-                    (places, "behind")
+                    (places, true)
                 }
-                Err(NoPlace::Full(places)) => (places, "full"),
+                Err(NoPlace::Full(places)) => (places, false),
             };
+            let reason = if behind { "behind" } else { "full" };
             if tokio::time::Instant::now() >= deadline {
                 return refused(reason);
             }
-            // Behind the queue: until the dispatcher finds it drained. Without room: until a
-            // place is given back.
-            let wake = if reason == "behind" {
+            let wake = if behind {
                 places.drained.notified()
             } else {
                 places.room.notified()
