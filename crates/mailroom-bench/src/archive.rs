@@ -223,7 +223,8 @@ async fn time_route(
 }
 
 pub async fn archive(binary: &std::path::Path, messages: usize, postgres: bool) -> Result<()> {
-    let server = MailroomServer::start_on(binary, "", postgres).await?;
+    // As many connections as a server takes by default (the kit gives its test servers fewer).
+    let server = MailroomServer::start_on(binary, "database_connections = 24\n", postgres).await?;
     println!(
         "archive of {messages} messages on {}",
         if postgres { "PostgreSQL" } else { "SQLite" }

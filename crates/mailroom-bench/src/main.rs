@@ -328,7 +328,9 @@ async fn outbound_nodes(
     let mut results = Vec::new();
     for setup in &setups {
         let servers = if setup.postgres {
-            MailroomServer::start_cluster(&binary, "", setup.nodes).await?
+            // As many connections as a server takes by default (the kit gives its test servers fewer).
+            MailroomServer::start_cluster(&binary, "database_connections = 24\n", setup.nodes)
+                .await?
         } else {
             vec![MailroomServer::start_on(&binary, "", false).await?]
         };

@@ -154,13 +154,24 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How many connections a node holds to PostgreSQL at most, unless told otherwise
+/// (`database_connections`).
+pub const DEFAULT_DATABASE_CONNECTIONS: u32 = 24;
+
 impl Store {
     /// Opens the store at `url` — `postgres://…` (or `postgresql://…`) for PostgreSQL, otherwise
     /// SQLite (`sqlite://path` or a plain path, created if needed) — runs the backend's migrations
     /// and seeds the built-in scenarios and templates.
     pub async fn open(url: &str, secrets: SecretBox) -> StoreResult<Self> {
+        Self::open_with(url, secrets, DEFAULT_DATABASE_CONNECTIONS).await
+    }
+
+    /// [`Store::open`] with at most `connections` connections open to the database at once
+    /// (PostgreSQL; SQLite has its own fixed set). Several nodes on one database share its
+    /// `max_connections`: each node holds up to this many.
+    pub async fn open_with(url: &str, secrets: SecretBox, connections: u32) -> StoreResult<Self> {
         let db = if postgres::is_postgres_url(url) {
-            db::Db::Postgres(postgres::PgDb::open(url).await?)
+            db::Db::Postgres(postgres::PgDb::open(url, connections).await?)
         } else {
             db::Db::Sqlite(sqlite::SqliteDb::open(url).await?)
         };

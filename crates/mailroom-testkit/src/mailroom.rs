@@ -27,6 +27,9 @@ pub struct MailroomServer {
     http: reqwest::Client,
 }
 
+/// Connections to PostgreSQL a test server holds at most, unless its config says otherwise.
+pub const TEST_DATABASE_CONNECTIONS: u32 = 12;
+
 impl MailroomServer {
     /// Starts `binary serve` with `config_toml` as its config file (listen address and data folder are
     /// set by the kit) — on a PostgreSQL database of its own when `MAILROOM_TEST_STORE=postgres`,
@@ -152,6 +155,12 @@ impl MailroomServer {
         // In the config file rather than a flag, so that CLI commands given the data folder
         // (`mailroom admin recover`, `mailroom send`) find the same database.
         let config_toml = match &database {
+            // Fewer connections than a server takes by default: the test passes run side by side
+            // against one PostgreSQL server and its `max_connections` (100 by default).
+            Some(database) if !config_toml.contains("database_connections") => format!(
+                "database_url = {:?}\ndatabase_connections = {TEST_DATABASE_CONNECTIONS}\n{config_toml}",
+                database.url
+            ),
             Some(database) => format!("database_url = {:?}\n{config_toml}", database.url),
             None => config_toml.to_owned(),
         };

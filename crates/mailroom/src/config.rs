@@ -17,6 +17,10 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub database_url: Option<String>,
+    /// Most connections this node holds to PostgreSQL (default 24, at least 3), plus one that
+    /// listens for other nodes' notifications. The nodes on one database together need fewer than
+    /// its `max_connections`.
+    pub database_connections: Option<u32>,
     /// Largest text + HTML body of one message, in bytes.
     pub max_body_bytes: Option<usize>,
     /// The content of sent mail older than this many days is deleted (envelope and attempts stay);
@@ -125,6 +129,7 @@ pub struct Config {
     /// `host:port`; the host may be a name (`localhost:8025`), resolved when the server binds.
     pub listen: String,
     pub database_url: String,
+    pub database_connections: u32,
     pub max_body_bytes: usize,
     pub sent_retention: Option<Duration>,
     pub event_retention: Duration,
@@ -222,6 +227,11 @@ impl Config {
             data_dir,
             listen,
             database_url,
+            database_connections: match file.database_connections {
+                None => mailroom_store::DEFAULT_DATABASE_CONNECTIONS,
+                Some(n) if (3..=10_000).contains(&n) => n,
+                Some(n) => anyhow::bail!("database_connections is between 3 and 10000, not {n}"),
+            },
             max_body_bytes: file.max_body_bytes.unwrap_or(10 * 1024 * 1024),
             sent_retention: file
                 .sent_retention_days
@@ -394,6 +404,32 @@ mod tests {
             ..args
         };
         assert!(Config::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn the_connections_to_the_database_default_to_24_and_fewer_than_three_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mailroom.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Config::resolve(&ServeArgs {
+                data_dir: Some(dir.path().into()),
+                config: Some(file.clone()),
+                ..Default::default()
+            })
+        };
+        assert_eq!(resolve("").unwrap().database_connections, 24);
+        assert_eq!(
+            resolve("database_connections = 5\n")
+                .unwrap()
+                .database_connections,
+            5
+        );
+        let refused = resolve("database_connections = 2\n").unwrap_err();
+        assert!(
+            refused.to_string().contains("database_connections"),
+            "{refused:#}"
+        );
     }
 
     #[test]

@@ -211,9 +211,13 @@ pub(crate) fn node_id(data_dir: &Path) -> Result<String> {
 /// enabled `email-admin` user exists and gives it a new token, printed and written to `admin-token`.
 pub async fn recover_admin(config: Config) -> Result<()> {
     let _lock = DataFolderLock::acquire(&config.data_dir)?;
-    let store = Store::open(&config.database_url, secrets(&config)?)
-        .await
-        .context("opening the store")?;
+    let store = Store::open_with(
+        &config.database_url,
+        secrets(&config)?,
+        config.database_connections,
+    )
+    .await
+    .context("opening the store")?;
     let (admin, token) = store
         .recover_admin()
         .await
@@ -239,9 +243,13 @@ pub async fn run(config: Config) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let metrics = install_metrics(&node_id(&config.data_dir)?)?;
-    let store = Store::open(&config.database_url, secrets(&config)?)
-        .await
-        .context("opening the store")?;
+    let store = Store::open_with(
+        &config.database_url,
+        secrets(&config)?,
+        config.database_connections,
+    )
+    .await
+    .context("opening the store")?;
     bootstrap(&store, &config).await?;
     let node_id = node_id(&config.data_dir)?;
     let recovered = store

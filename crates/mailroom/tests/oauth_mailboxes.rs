@@ -416,8 +416,8 @@ async fn a_link_opened_by_someone_else_or_twice_connects_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_lived_tokens_are_refreshed_before_they_expire_and_a_revoked_sign_in_disables_the_mailbox()
  {
-    // Access tokens live 10 s; mailroom uses each for at most half its life.
-    let mut world = world(10).await;
+    // Access tokens live 6 s; mailroom uses each for at most half its life.
+    let mut world = world(6).await;
     let (token, mailbox) = user(&world.server, "ann", "ann@corp.test").await;
     let started = connect_link(&world.server, &token).await;
     let (status, page) = sign_in(
@@ -426,10 +426,10 @@ async fn short_lived_tokens_are_refreshed_before_they_expire_and_a_revoked_sign_
     )
     .await;
     assert_eq!(status, 200, "{page}");
-    // 32 s of sending, one message a second: over three token lifetimes, as three minutes are of
+    // 20 s of sending, one message a second: over three token lifetimes, as three minutes are of
     // 60 s tokens, and no failure from expiry.
     let mut ids = Vec::new();
-    for n in 0..32 {
+    for n in 0..20 {
         ids.push(send_as(&world, &token, &format!("steady {n}")).await);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -451,7 +451,8 @@ async fn short_lived_tokens_are_refreshed_before_they_expire_and_a_revoked_sign_
     // The provider forgets every grant (consent revoked): the next refresh is refused for good.
     let config = world.provider_config.clone();
     world.provider.restart(&config).unwrap();
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Longer than a token is used (3 s), so the next send needs a refresh.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let id = send_as(&world, &token, "after revocation").await;
     let failed = world
         .server

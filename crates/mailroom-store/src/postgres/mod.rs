@@ -88,7 +88,11 @@ pub(crate) struct PgDb {
 }
 
 impl PgDb {
-    pub(crate) async fn open(url: &str) -> StoreResult<Self> {
+    /// Opens both pools: `connections` in all (at least 3), a third of them (at least one) for
+    /// the statements that find rows by key only.
+    pub(crate) async fn open(url: &str, connections: u32) -> StoreResult<Self> {
+        let keyed_connections = (connections / 3).max(1);
+        let main_connections = connections.saturating_sub(keyed_connections).max(2);
         // No JIT: mailroom's statements are short, and a plan whose estimate crosses
         // `jit_above_cost` (any plan with a path `BY_KEY_ONLY` turns off is costed that high)
         // spent ~300 ms compiling itself — a batch of outcomes took 300 ms instead of 20.
@@ -96,7 +100,7 @@ impl PgDb {
             .options([("synchronous_commit", "on"), ("jit", "off")])
             .application_name("mailroom");
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(main_connections)
             .min_connections(2)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
@@ -104,7 +108,7 @@ impl PgDb {
         // Several nodes may start at once: sqlx holds an advisory lock while it migrates.
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let keyed = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(keyed_connections)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.options(BY_KEY_ONLY))
@@ -183,5 +187,33 @@ impl PgDb {
             // Other nodes still see the change when their caches expire or they poll.
             tracing::warn!(%error, channel, "notifying other nodes failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_node_opens_no_more_connections_than_it_is_given() {
+        let database = mailroom_testkit::TestDatabase::create().await.unwrap();
+        // 7: two for the statements by key, five for the rest.
+        let db = super::PgDb::open(&database.url, 7).await.unwrap();
+        let mut held = Vec::new();
+        for pool in [&db.pool, &db.keyed] {
+            let limit = if std::ptr::eq(pool, &db.pool) { 5 } else { 2 };
+            for _ in 0..limit {
+                held.push(pool.acquire().await.unwrap());
+            }
+            let one_more = tokio::time::timeout(Duration::from_millis(300), pool.acquire()).await;
+            assert!(one_more.is_err(), "a pool opened more than {limit}");
+        }
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'mailroom'",
+        )
+        .fetch_one(&mut *held[0])
+        .await
+        .unwrap();
+        assert_eq!(open, 7);
     }
 }
