@@ -85,6 +85,17 @@ fn describe_metrics() {
     );
 }
 
+/// The store the config names, with its secret key and connection cap.
+async fn open_store(config: &Config) -> Result<Store> {
+    Store::open_with(
+        &config.database_url,
+        secrets(config)?,
+        config.database_connections,
+    )
+    .await
+    .context("opening the store")
+}
+
 fn secrets(config: &Config) -> Result<SecretBox> {
     match std::env::var("MAILROOM_SECRET_KEY") {
         Ok(key) => SecretBox::from_encoded_key(&key).context("MAILROOM_SECRET_KEY"),
@@ -211,13 +222,7 @@ pub(crate) fn node_id(data_dir: &Path) -> Result<String> {
 /// enabled `email-admin` user exists and gives it a new token, printed and written to `admin-token`.
 pub async fn recover_admin(config: Config) -> Result<()> {
     let _lock = DataFolderLock::acquire(&config.data_dir)?;
-    let store = Store::open_with(
-        &config.database_url,
-        secrets(&config)?,
-        config.database_connections,
-    )
-    .await
-    .context("opening the store")?;
+    let store = open_store(&config).await?;
     let (admin, token) = store
         .recover_admin()
         .await
@@ -243,13 +248,7 @@ pub async fn run(config: Config) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let metrics = install_metrics(&node_id(&config.data_dir)?)?;
-    let store = Store::open_with(
-        &config.database_url,
-        secrets(&config)?,
-        config.database_connections,
-    )
-    .await
-    .context("opening the store")?;
+    let store = open_store(&config).await?;
     bootstrap(&store, &config).await?;
     let node_id = node_id(&config.data_dir)?;
     let recovered = store
