@@ -44,6 +44,10 @@ enum Bench {
         /// The most nodes on PostgreSQL (with `--database postgres`).
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Connections each node holds to PostgreSQL (`database_connections`; 24 is the server's
+        /// default).
+        #[arg(long, default_value_t = 24)]
+        database_connections: u32,
     },
     /// Listing speed over a large archive: p50/p95 of each listing route, first page and 100 pages
     /// deep, for an administrator and for users under each view policy.
@@ -139,9 +143,13 @@ async fn main() -> Result<()> {
             sessions,
             database,
             nodes,
+            database_connections,
         } => match database.as_str() {
             "sqlite" => outbound(messages, size, clients, sessions).await,
-            "postgres" => outbound_nodes(messages, size, clients, sessions, nodes).await,
+            "postgres" => {
+                let config = format!("database_connections = {database_connections}\n");
+                outbound_nodes(messages, size, clients, sessions, nodes, &config).await
+            }
             other => bail!("--database is sqlite or postgres, not {other:?}"),
         },
         Bench::Templates { renders } => templates(renders),
@@ -237,13 +245,7 @@ async fn outbound(messages: usize, size: usize, clients: usize, sessions: usize)
         .await?
         .text()
         .await?;
-    let metric = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let metric = |name: &str| metric_sum(&metrics, name);
     let transactions = metric("mailroom_send_duration_seconds_count");
     if transactions > 0.0 {
         println!(
@@ -251,10 +253,6 @@ async fn outbound(messages: usize, size: usize, clients: usize, sessions: usize)
             metric("mailroom_send_duration_seconds_sum") / transactions * 1000.0
         );
     }
-    println!(
-        "  chained transactions  {:.0}",
-        metric("mailroom_smtp_chained_transactions_total")
-    );
     // At most the account's connection limit (`--sessions`) unless a connection broke.
     println!(
         "  SMTP connections      {:.0}",
@@ -266,26 +264,49 @@ async fn outbound(messages: usize, size: usize, clients: usize, sessions: usize)
         "record_outcomes",
         "restart_log",
     ] {
-        let label = format!("{{operation=\"{operation}\"}}");
-        let count = metric(&format!("mailroom_store_operation_seconds_count{label}"));
+        let label = format!("operation=\"{operation}\"");
+        let metric = |name: &str| labelled_sum(&metrics, name, &label);
+        let count = metric("mailroom_store_operation_seconds_count");
         if count > 0.0 {
             // Claims that found nothing record no batch size.
-            let batches = metric(&format!("mailroom_store_batch_size_count{label}"));
+            let batches = metric("mailroom_store_batch_size_count");
             let batch = if batches > 0.0 {
                 format!(
                     ", mean batch {:.1}",
-                    metric(&format!("mailroom_store_batch_size_sum{label}")) / batches
+                    metric("mailroom_store_batch_size_sum") / batches
                 )
             } else {
                 String::new()
             };
             println!(
                 "  store {operation:<17} {count:.0} calls, mean {:.2} ms{batch}",
-                metric(&format!("mailroom_store_operation_seconds_sum{label}")) / count * 1000.0,
+                metric("mailroom_store_operation_seconds_sum") / count * 1000.0,
             );
         }
     }
     Ok(())
+}
+
+/// The sum of the samples in Prometheus text `metrics` whose line starts with `prefix` (a metric
+/// name, with or without labels).
+fn metric_sum(metrics: &str, prefix: &str) -> f64 {
+    labelled_sum(metrics, prefix, "")
+}
+
+/// [`metric_sum`] of the samples of `name` that carry `label` (e.g. `operation="claim"`) among
+/// their labels, wherever it stands (every sample also carries the node's label).
+fn labelled_sum(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| {
+            label.is_empty()
+                || l.split_once('{')
+                    .and_then(|(_, labels)| labels.split_once('}'))
+                    .is_some_and(|(labels, _)| labels.split(',').any(|p| p == label))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// One store and node count to measure.
@@ -305,6 +326,7 @@ async fn outbound_nodes(
     clients: usize,
     sessions: usize,
     max_nodes: usize,
+    config: &str,
 ) -> Result<()> {
     let binary = mailroom_binary()?;
     let sink = SmtpSink::start_without_dumps(&[])?;
@@ -328,9 +350,7 @@ async fn outbound_nodes(
     let mut results = Vec::new();
     for setup in &setups {
         let servers = if setup.postgres {
-            // As many connections as a server takes by default (the kit gives its test servers fewer).
-            MailroomServer::start_cluster(&binary, "database_connections = 24\n", setup.nodes)
-                .await?
+            MailroomServer::start_cluster(&binary, config, setup.nodes).await?
         } else {
             vec![MailroomServer::start_on(&binary, "", false).await?]
         };
@@ -354,9 +374,10 @@ async fn outbound_nodes(
             p99.as_secs_f64() * 1000.0,
             load.straight_to_sending as f64 * 100.0 / messages as f64
         );
-        // Why mail that could not skip the queue was queued, summed over the nodes.
+        // Why mail that could not skip the queue was queued, summed over the nodes; and what
+        // each node sent (an uneven share shows as one node sending long after the others).
         let mut reasons: std::collections::BTreeMap<String, f64> = Default::default();
-        for server in &servers {
+        for (n, server) in servers.iter().enumerate() {
             let metrics = reqwest::get(format!("{}/metrics", server.base_url))
                 .await?
                 .text()
@@ -371,12 +392,19 @@ async fn outbound_nodes(
                     .and_then(|r| r.split('"').next())
                     .unwrap_or("?")
                     .to_owned();
-                let count: f64 = line
-                    .rsplit(' ')
-                    .next()
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0.0);
-                *reasons.entry(reason).or_default() += count;
+                *reasons.entry(reason).or_default() += metric_sum(line, "");
+            }
+            if servers.len() > 1 {
+                let sends = metric_sum(&metrics, "mailroom_send_duration_seconds_count");
+                let outcomes = "operation=\"record_outcomes\"";
+                let batches = labelled_sum(&metrics, "mailroom_store_batch_size_count", outcomes);
+                println!(
+                    "  node {}: {sends:.0} sends (mean {:.2} ms), {:.0} SMTP connections, {batches:.0} outcome batches (mean {:.1})",
+                    n + 1,
+                    metric_sum(&metrics, "mailroom_send_duration_seconds_sum") / sends * 1000.0,
+                    metric_sum(&metrics, "mailroom_smtp_connections_total"),
+                    labelled_sum(&metrics, "mailroom_store_batch_size_sum", outcomes) / batches,
+                );
             }
         }
         if !reasons.is_empty() {

@@ -33,26 +33,55 @@ struct StoreSessionGate {
     limit: u32,
     node_id: String,
     node_timeout: Duration,
-    /// This node's share of the places, as last seen (the limit divided among the live nodes).
+    /// This node's share of the places, as last read (the limit divided among the live nodes).
     share: std::sync::atomic::AtomicUsize,
-    /// When the share was last read from the store.
-    share_read: Mutex<Option<std::time::Instant>>,
 }
 
 impl StoreSessionGate {
-    /// Reads the number of live nodes again, at most once a second.
-    async fn refresh_share(&self) {
-        let due = {
-            let mut read = self.share_read.lock().expect("share lock");
-            let due = read.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
-            if due {
-                *read = Some(std::time::Instant::now());
-            }
-            due
+    /// A gate whose share is read from the store at once and then every second, for as long as
+    /// the gate is in use. Until the first read the share is one place: a node that assumed the
+    /// whole limit opened connections on every place before the other nodes had any, and kept
+    /// them while it stayed busy (seen in the 3-node benchmark: the first node opened 16
+    /// connections, its share was 6, the others waited for places).
+    fn start(
+        store: Store,
+        account_id: Uuid,
+        limit: u32,
+        node_id: String,
+        node_timeout: Duration,
+    ) -> Arc<Self> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to read it on (never the case in a server): the whole limit.
+            return Arc::new(Self {
+                share: std::sync::atomic::AtomicUsize::new(limit as usize),
+                store,
+                account_id,
+                limit,
+                node_id,
+                node_timeout,
+            });
         };
-        if !due {
-            return;
-        }
+        let gate = Arc::new(Self {
+            share: std::sync::atomic::AtomicUsize::new(1),
+            store,
+            account_id,
+            limit,
+            node_id,
+            node_timeout,
+        });
+        let weak = Arc::downgrade(&gate);
+        runtime.spawn(async move {
+            while let Some(gate) = weak.upgrade() {
+                gate.read_share().await;
+                drop(gate);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        gate
+    }
+
+    /// Reads the live nodes and sets this node's share of the places.
+    async fn read_share(&self) {
         if let Ok(live) = self
             .store
             .live_nodes(now_ms(), self.node_timeout.as_millis() as i64)
@@ -108,7 +137,6 @@ impl Drop for HeldPlace {
 #[async_trait::async_trait]
 impl SessionGate for StoreSessionGate {
     async fn acquire(&self) -> Result<SessionPermit, SendError> {
-        self.refresh_share().await;
         loop {
             let lease_until = now_ms() + self.node_timeout.as_millis() as i64;
             match self
@@ -248,17 +276,13 @@ fn smtp_settings(
             .unwrap_or_else(|| defaults.hostname.clone()),
         extra_root_certificates: defaults.extra_root_certificates.clone(),
         gate: store.is_shared().then(|| {
-            Arc::new(StoreSessionGate {
-                store: store.clone(),
-                account_id: account.id,
-                limit: account.limits.concurrency_limit.max(1),
-                node_id: defaults.node_id.clone(),
-                node_timeout: defaults.node_timeout,
-                share: std::sync::atomic::AtomicUsize::new(
-                    account.limits.concurrency_limit.max(1) as usize
-                ),
-                share_read: Mutex::new(None),
-            }) as Arc<dyn SessionGate>
+            StoreSessionGate::start(
+                store.clone(),
+                account.id,
+                account.limits.concurrency_limit.max(1),
+                defaults.node_id.clone(),
+                defaults.node_timeout,
+            ) as Arc<dyn SessionGate>
         }),
     }
 }
@@ -575,6 +599,52 @@ mod tests {
         assert_eq!(place_share(16, &live, "d"), 4);
         // More nodes than places: each still has one, and they take turns.
         assert_eq!(place_share(2, &live, "c"), 1);
+    }
+
+    // One thread: the share's first read runs only when the test lets it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_node_takes_one_place_until_it_has_read_its_share_and_follows_the_live_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &format!("sqlite://{}", dir.path().join("store.db").display()),
+            SecretBox::from_key(&[3u8; 32]).unwrap(),
+        )
+        .await
+        .unwrap();
+        for id in ["node-a", "node-b", "node-c"] {
+            store.register_node(id, "host", now_ms()).await.unwrap();
+        }
+        let gate = StoreSessionGate::start(
+            store.clone(),
+            Uuid::now_v7(),
+            6,
+            "node-b".into(),
+            Duration::from_secs(10),
+        );
+        // Before it knows how many nodes share the six places, one.
+        assert_eq!(gate.share(), 1);
+        let share_becomes = |expected: usize| {
+            let gate = gate.clone();
+            async move {
+                let until = std::time::Instant::now() + Duration::from_secs(3);
+                while gate.share() != expected && std::time::Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                gate.share()
+            }
+        };
+        assert_eq!(
+            share_becomes(2).await,
+            2,
+            "three live nodes: two places each"
+        );
+        // A node stops: the other two share its places within the next read (every second).
+        store.node_stopped("node-c", now_ms()).await.unwrap();
+        assert_eq!(
+            share_becomes(3).await,
+            3,
+            "two live nodes: three places each"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
