@@ -194,6 +194,23 @@ impl PgDb {
 mod tests {
     use std::time::Duration;
 
+    #[test]
+    fn the_settings_by_key_only_are_the_same_for_a_session_and_for_one_transaction() {
+        for (name, value) in super::BY_KEY_ONLY {
+            assert!(
+                super::BY_KEY_ONLY_IN_TRANSACTION
+                    .contains(&format!("set_config('{name}', '{value}', true)")),
+                "{name} = {value} missing for one transaction"
+            );
+        }
+        assert_eq!(
+            super::BY_KEY_ONLY_IN_TRANSACTION
+                .matches("set_config(")
+                .count(),
+            super::BY_KEY_ONLY.len()
+        );
+    }
+
     #[tokio::test]
     async fn a_node_opens_no_more_connections_than_it_is_given() {
         let database = mailroom_testkit::TestDatabase::create().await.unwrap();
