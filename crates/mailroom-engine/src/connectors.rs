@@ -601,16 +601,21 @@ mod tests {
         assert_eq!(place_share(2, &live, "c"), 1);
     }
 
+    /// A new SQLite store in `dir`.
+    async fn sqlite_store(dir: &std::path::Path) -> Store {
+        Store::open(
+            &format!("sqlite://{}", dir.join("store.db").display()),
+            SecretBox::from_key(&[3u8; 32]).unwrap(),
+        )
+        .await
+        .unwrap()
+    }
+
     // One thread: the share's first read runs only when the test lets it.
     #[tokio::test(flavor = "current_thread")]
     async fn a_node_takes_one_place_until_it_has_read_its_share_and_follows_the_live_nodes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            &format!("sqlite://{}", dir.path().join("store.db").display()),
-            SecretBox::from_key(&[3u8; 32]).unwrap(),
-        )
-        .await
-        .unwrap();
+        let store = sqlite_store(dir.path()).await;
         for id in ["node-a", "node-b", "node-c"] {
             store.register_node(id, "host", now_ms()).await.unwrap();
         }
@@ -650,12 +655,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn sends_that_arrive_together_for_an_account_share_one_connector() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            &format!("sqlite://{}", dir.path().join("store.db").display()),
-            SecretBox::from_key(&[3u8; 32]).unwrap(),
-        )
-        .await
-        .unwrap();
+        let store = sqlite_store(dir.path()).await;
         let account = store
             .create_account(
                 &AccountInput {
