@@ -23,6 +23,44 @@ pub struct ConnectorDefaults {
     pub node_id: String,
     /// How long a place this node holds stays its own without a heartbeat.
     pub node_timeout: Duration,
+    /// The live nodes, shared by the connection places of every account (clones share it).
+    pub live_nodes: Arc<LiveNodes>,
+}
+
+/// The live nodes as last read, for every account's connection places on this node: read once a
+/// second for the whole node, whatever its number of accounts, from the first time a gate needs it.
+#[derive(Debug, Default)]
+pub struct LiveNodes {
+    /// Sorted node ids; `None` until the first read.
+    ids: std::sync::RwLock<Option<Vec<String>>>,
+    reading: std::sync::atomic::AtomicBool,
+}
+
+impl LiveNodes {
+    /// Starts reading the live nodes, once a second for as long as this node lives, unless a read
+    /// is already running.
+    fn keep_reading(self: &Arc<Self>, store: &Store, node_timeout: Duration) {
+        // Without a runtime (never the case in a server) nothing reads, and the share stays one.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.reading.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let (weak, store) = (Arc::downgrade(self), store.clone());
+        runtime.spawn(async move {
+            while let Some(live) = weak.upgrade() {
+                if let Ok(ids) = store
+                    .live_nodes(now_ms(), node_timeout.as_millis() as i64)
+                    .await
+                {
+                    *live.ids.write().expect("live nodes lock") = Some(ids);
+                }
+                drop(live);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
 }
 
 /// The concurrency limit of an account for every node together: each open connection holds one
@@ -33,65 +71,7 @@ struct StoreSessionGate {
     limit: u32,
     node_id: String,
     node_timeout: Duration,
-    /// This node's share of the places, as last read (the limit divided among the live nodes).
-    share: std::sync::atomic::AtomicUsize,
-}
-
-impl StoreSessionGate {
-    /// A gate whose share is read from the store at once and then every second, for as long as
-    /// the gate is in use. Until the first read the share is one place: a node that assumed the
-    /// whole limit opened connections on every place before the other nodes had any, and kept
-    /// them while it stayed busy (seen in the 3-node benchmark: the first node opened 16
-    /// connections, its share was 6, the others waited for places).
-    fn start(
-        store: Store,
-        account_id: Uuid,
-        limit: u32,
-        node_id: String,
-        node_timeout: Duration,
-    ) -> Arc<Self> {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // No runtime to read it on (never the case in a server): the whole limit.
-            return Arc::new(Self {
-                share: std::sync::atomic::AtomicUsize::new(limit as usize),
-                store,
-                account_id,
-                limit,
-                node_id,
-                node_timeout,
-            });
-        };
-        let gate = Arc::new(Self {
-            share: std::sync::atomic::AtomicUsize::new(1),
-            store,
-            account_id,
-            limit,
-            node_id,
-            node_timeout,
-        });
-        let weak = Arc::downgrade(&gate);
-        runtime.spawn(async move {
-            while let Some(gate) = weak.upgrade() {
-                gate.read_share().await;
-                drop(gate);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
-        gate
-    }
-
-    /// Reads the live nodes and sets this node's share of the places.
-    async fn read_share(&self) {
-        if let Ok(live) = self
-            .store
-            .live_nodes(now_ms(), self.node_timeout.as_millis() as i64)
-            .await
-        {
-            let share = place_share(self.limit as usize, &live, &self.node_id);
-            self.share
-                .store(share, std::sync::atomic::Ordering::Release);
-        }
-    }
+    live: Arc<LiveNodes>,
 }
 
 /// This node's share of an account's `limit` connection places among the `live` nodes (sorted
@@ -175,8 +155,15 @@ impl SessionGate for StoreSessionGate {
         Duration::from_millis(500)
     }
 
+    /// The limit divided among the live nodes as last read — one place until the first read: a
+    /// node that assumed the whole limit until then opened connections on every place before the
+    /// other nodes had any, and kept them while it stayed busy (seen in the 3-node benchmark: the
+    /// first node opened 16 connections, its share was 6, the others waited for places).
     fn share(&self) -> usize {
-        self.share.load(std::sync::atomic::Ordering::Acquire)
+        match self.live.ids.read().expect("live nodes lock").as_deref() {
+            Some(live) => place_share(self.limit as usize, live, &self.node_id),
+            None => 1,
+        }
     }
 }
 
@@ -276,13 +263,17 @@ fn smtp_settings(
             .unwrap_or_else(|| defaults.hostname.clone()),
         extra_root_certificates: defaults.extra_root_certificates.clone(),
         gate: store.is_shared().then(|| {
-            StoreSessionGate::start(
-                store.clone(),
-                account.id,
-                account.limits.concurrency_limit.max(1),
-                defaults.node_id.clone(),
-                defaults.node_timeout,
-            ) as Arc<dyn SessionGate>
+            defaults
+                .live_nodes
+                .keep_reading(store, defaults.node_timeout);
+            Arc::new(StoreSessionGate {
+                store: store.clone(),
+                account_id: account.id,
+                limit: account.limits.concurrency_limit.max(1),
+                node_id: defaults.node_id.clone(),
+                node_timeout: defaults.node_timeout,
+                live: defaults.live_nodes.clone(),
+            }) as Arc<dyn SessionGate>
         }),
     }
 }
@@ -619,13 +610,16 @@ mod tests {
         for id in ["node-a", "node-b", "node-c"] {
             store.register_node(id, "host", now_ms()).await.unwrap();
         }
-        let gate = StoreSessionGate::start(
-            store.clone(),
-            Uuid::now_v7(),
-            6,
-            "node-b".into(),
-            Duration::from_secs(10),
-        );
+        let live = Arc::new(LiveNodes::default());
+        live.keep_reading(&store, Duration::from_secs(10));
+        let gate = Arc::new(StoreSessionGate {
+            store: store.clone(),
+            account_id: Uuid::now_v7(),
+            limit: 6,
+            node_id: "node-b".into(),
+            node_timeout: Duration::from_secs(10),
+            live,
+        });
         // Before it knows how many nodes share the six places, one.
         assert_eq!(gate.share(), 1);
         let share_becomes = |expected: usize| {
@@ -686,6 +680,7 @@ mod tests {
             pickup_root: std::env::temp_dir(),
             node_id: "node-test".into(),
             node_timeout: std::time::Duration::from_secs(10),
+            live_nodes: Default::default(),
         };
         let oauth = Arc::new(crate::oauth::OAuthService::new(store.clone(), &[]));
         let mut asking = Vec::new();

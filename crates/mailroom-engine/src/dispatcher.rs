@@ -79,6 +79,7 @@ impl Default for EngineConfig {
                 pickup_root: "pickup".into(),
                 node_id: String::new(),
                 node_timeout: Duration::from_secs(10),
+                live_nodes: Default::default(),
             },
             blobs: mailroom_store::BlobStore::new("blobs"),
             encode_budget_bytes: 256 * 1024 * 1024,

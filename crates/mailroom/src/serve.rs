@@ -297,6 +297,7 @@ pub async fn run(config: Config) -> Result<()> {
                 pickup_root: config.pickup_root.clone(),
                 node_id: node_id.clone(),
                 node_timeout: config.node_timeout,
+                live_nodes: Default::default(),
             },
         },
     );
