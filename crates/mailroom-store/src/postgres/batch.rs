@@ -251,6 +251,8 @@ impl Rows {
             m.as_ref()
                 .map(|m| mailboxes_to_json(std::slice::from_ref(m)))
         };
+        // Each address once per message (the keys are deduplicated), and the message is new: its
+        // rows cannot conflict, so they are inserted without the cost of a speculative insert.
         for address in crate::messages::recipient_keys(content) {
             self.recipient_ids.push(id.clone());
             self.recipient_addresses.push(address);
@@ -340,7 +342,7 @@ impl Rows {
                  $25::text[], $26::text[], $27::text[], $28::text[], $29::text[])),
              rc AS (
                INSERT INTO message_recipients (address, message_id)
-               SELECT * FROM UNNEST($30::text[], $31::text[]) ON CONFLICT DO NOTHING),
+               SELECT * FROM UNNEST($30::text[], $31::text[])),
              rr AS (
                INSERT INTO related_records (message_id, record_type, record_id, relation)
                SELECT * FROM UNNEST($32::text[], $33::text[], $34::text[], $35::text[]) ON CONFLICT DO NOTHING),
@@ -394,5 +396,120 @@ impl Rows {
             .iter()
             .map(|row| (row.get("id"), row.get("status")))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::messages::{InsertOutcome, NewMessage};
+    use crate::{AccountInput, SecretBox, Store};
+    use mailroom_core::account::{AccountLimits, ConnectorKind, Security, SenderType};
+    use mailroom_core::address::EmailAddress;
+    use mailroom_core::message::{MessageContent, RawContent};
+    use mailroom_core::scenario::ScenarioName;
+    use uuid::Uuid;
+
+    fn message(account_id: Uuid, to: &[&str], cc: &[&str]) -> NewMessage {
+        let list = |l: &[&str]| l.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let id = Uuid::now_v7();
+        NewMessage {
+            id,
+            scenario: ScenarioName::default_scenario(),
+            account_id,
+            message_id_header: format!("<{}@example.com>", id.simple()),
+            content: std::sync::Arc::new(
+                MessageContent::parse(
+                    RawContent {
+                        to: &list(to),
+                        cc: &list(cc),
+                        bcc: &[],
+                        reply_to: &[],
+                        headers: &[],
+                        subject: "twice",
+                        text: Some("body"),
+                        html: None,
+                    },
+                    1 << 20,
+                )
+                .unwrap(),
+            ),
+            related_records: Vec::new(),
+            attachments: Vec::new(),
+            template: None,
+            smart_key: None,
+            draft: false,
+            send_at_ms: None,
+            created_by: "tester".into(),
+            idempotency_key: None,
+            request_hash: None,
+            created_at_ms: crate::now_ms(),
+            claim: None,
+        }
+    }
+
+    /// The group statement inserts recipient keys without `ON CONFLICT`: it relies on each
+    /// message naming an address once among its keys. Were that not so, the statement would fail
+    /// and the group would quietly be stored one by one — so this calls the group insert itself.
+    #[tokio::test]
+    async fn a_group_stores_a_message_naming_one_address_in_several_fields_and_cases_in_its_one_statement()
+     {
+        let database = mailroom_testkit::TestDatabase::create().await.unwrap();
+        let store = Store::open(&database.url, SecretBox::from_key(&[3u8; 32]).unwrap())
+            .await
+            .unwrap();
+        let account = store
+            .create_account(
+                &AccountInput {
+                    connector: ConnectorKind::Smtp,
+                    name: "group".into(),
+                    email_address: EmailAddress::parse("group@example.com").unwrap(),
+                    sender_name: None,
+                    sender_type: SenderType::SpecificUser,
+                    host: Some("127.0.0.1".into()),
+                    port: Some(25),
+                    security: Security::None,
+                    username: None,
+                    pickup_dir: None,
+                    limits: AccountLimits::new(0, 3, 3).unwrap(),
+                    substitute_mode: None,
+                    substitute_address: None,
+                    substitute_name: None,
+                    options: Default::default(),
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        let pool = sqlx::postgres::PgPool::connect(&database.url)
+            .await
+            .unwrap();
+        let twice = message(
+            account.id,
+            &["Ann@Customer.example", "bob@customer.example"],
+            &["ann@customer.example"],
+        );
+        let other = message(account.id, &["ann@customer.example"], &[]);
+        let outcomes = super::insert_group(&pool, &[&twice, &other]).await.unwrap();
+        assert_eq!(
+            outcomes,
+            vec![
+                InsertOutcome::Created(twice.id),
+                InsertOutcome::Created(other.id)
+            ]
+        );
+        let keys: Vec<(String, String)> = sqlx::query_as(
+            "SELECT message_id, address FROM message_recipients ORDER BY message_id, address",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            keys,
+            vec![
+                (twice.id.to_string(), "ann@customer.example".into()),
+                (twice.id.to_string(), "bob@customer.example".into()),
+                (other.id.to_string(), "ann@customer.example".into()),
+            ]
+        );
     }
 }

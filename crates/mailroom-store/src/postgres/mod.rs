@@ -233,4 +233,44 @@ mod tests {
         .unwrap();
         assert_eq!(open, 7);
     }
+
+    /// Migration 0029: every message adds about twenty index entries over these columns; under
+    /// the database's libc collation each comparison placing them was a strcoll().
+    #[tokio::test]
+    async fn the_keys_of_stored_mail_compare_bytewise_and_bodies_compress_with_lz4_where_the_server_has_it()
+     {
+        let database = mailroom_testkit::TestDatabase::create().await.unwrap();
+        let db = super::PgDb::open(&database.url, 3).await.unwrap();
+        let not_bytewise: Vec<(String, String)> = sqlx::query_as(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns
+             WHERE table_schema = 'public' AND data_type = 'text'
+               AND (table_name, column_name) IN (('messages', 'id'), ('messages', 'status'),
+                 ('messages', 'account_id'), ('messages', 'created_by'), ('messages', 'scenario'),
+                 ('messages', 'record_types'), ('messages', 'message_id_header'),
+                 ('messages', 'idempotency_key'), ('messages', 'smart_key'),
+                 ('message_contents', 'message_id'), ('message_recipients', 'address'),
+                 ('message_recipients', 'message_id'), ('related_records', 'message_id'),
+                 ('related_records', 'record_type'), ('related_records', 'record_id'),
+                 ('record_type_sets', 'types'), ('attempts', 'message_id'),
+                 ('message_attachments', 'message_id'), ('message_bounces', 'message_id'))
+               AND collation_name IS DISTINCT FROM 'C'",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(not_bytewise, Vec::new());
+        let has_lz4 = sqlx::query("CREATE TEMPORARY TABLE lz4_probe (t TEXT COMPRESSION lz4)")
+            .execute(&db.pool)
+            .await
+            .is_ok();
+        let methods: Vec<String> = sqlx::query_scalar(
+            "SELECT attcompression::text FROM pg_attribute
+             WHERE attrelid = 'message_contents'::regclass AND attname IN ('text_body', 'html_body')",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        let expected = if has_lz4 { "l" } else { "" };
+        assert_eq!(methods, vec![expected.to_owned(), expected.to_owned()]);
+    }
 }
