@@ -361,7 +361,9 @@ async fn outbound_nodes(
                 json!({"rate_limit_per_minute": 0, "concurrency_limit": sessions}),
             )
             .await?;
+        let cpu_before = CpuUse::read();
         let load = drive(&servers, messages, size, clients).await?;
+        let cpu = cpu_before.and_then(|before| Some(CpuUse::read()?.since(&before)));
         let per_second = messages as f64 / load.deliver_seconds;
         let (p50, p99) = (
             percentile(&load.latencies, 0.50),
@@ -374,6 +376,9 @@ async fn outbound_nodes(
             p99.as_secs_f64() * 1000.0,
             load.straight_to_sending as f64 * 100.0 / messages as f64
         );
+        if let Some(cpu) = cpu {
+            println!("  {}", cpu.per_message(messages, load.deliver_seconds));
+        }
         // Why mail that could not skip the queue was queued, summed over the nodes; and what
         // each node sent (an uneven share shows as one node sending long after the others).
         let mut reasons: std::collections::BTreeMap<String, f64> = Default::default();
@@ -433,6 +438,96 @@ async fn outbound_nodes(
         );
     }
     Ok(())
+}
+
+/// CPU time used on this machine, in clock ticks: by each kind of process that takes part in a run
+/// (read from `/proc/<pid>/stat`, whole processes with all their threads) and by the whole machine
+/// (`/proc/stat`). Every process of a run shares the same cores, so CPU per delivered message, by
+/// process, is what a throughput figure is made of. `None` where `/proc` cannot be read.
+#[derive(Default)]
+struct CpuUse {
+    /// PostgreSQL's processes, mailroom's, smtp-sink's, and the bench's own (its HTTP clients).
+    by_kind: [u64; 4],
+    busy: u64,
+    all: u64,
+}
+
+impl CpuUse {
+    const KINDS: [&str; 4] = ["PostgreSQL", "mailroom", "smtp-sink", "bench client"];
+
+    fn read() -> Option<Self> {
+        let mut cpu = CpuUse::default();
+        let machine = std::fs::read_to_string("/proc/stat").ok()?;
+        // cpu  user nice system idle iowait irq softirq steal ...
+        let ticks: Vec<u64> = machine
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        cpu.all = ticks.iter().take(8).sum();
+        cpu.busy = cpu.all - ticks.get(3)? - ticks.get(4)?;
+        let own = std::process::id().to_string();
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue; // gone meanwhile
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let kind = match &stat[open + 1..close] {
+                _ if pid == own => 3,
+                "postgres" => 0,
+                "mailroom" => 1,
+                "smtp-sink" => 2,
+                _ => continue,
+            };
+            // After the command: state, then fields 4 onwards; utime and stime are fields 14 and 15.
+            let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+            let used =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            cpu.by_kind[kind] += used;
+        }
+        Some(cpu)
+    }
+
+    /// What was used since `before` (a process that ended meanwhile is not counted).
+    fn since(&self, before: &Self) -> Self {
+        let mut by_kind = [0; 4];
+        for (kind, used) in by_kind.iter_mut().enumerate() {
+            *used = self.by_kind[kind].saturating_sub(before.by_kind[kind]);
+        }
+        Self {
+            by_kind,
+            busy: self.busy.saturating_sub(before.busy),
+            all: self.all.saturating_sub(before.all),
+        }
+    }
+
+    /// e.g. `CPU per message: PostgreSQL 96 µs, mailroom 100 µs, …; cores 89 % busy`.
+    fn per_message(&self, messages: usize, seconds: f64) -> String {
+        // Clock ticks are 1/100 s on Linux (`USER_HZ`, fixed by the kernel's ABI).
+        let micros = |ticks: u64| ticks as f64 * 10_000.0 / messages as f64;
+        let parts: Vec<String> = Self::KINDS
+            .iter()
+            .zip(self.by_kind)
+            .map(|(kind, ticks)| format!("{kind} {:.0} µs", micros(ticks)))
+            .collect();
+        format!(
+            "CPU per message: {}; the machine {:.0} µs; cores {:.0} % busy over {seconds:.1} s",
+            parts.join(", "),
+            micros(self.busy),
+            self.busy as f64 * 100.0 / self.all.max(1) as f64,
+        )
+    }
 }
 
 /// What pushing a batch through the servers measured.
