@@ -109,6 +109,17 @@ struct Pool {
     idle: Vec<IdleConnection>,
     open: usize,
     waiting: VecDeque<oneshot::Sender<Handoff>>,
+    /// The most connections this node may have open, as last read ([`SmtpConnector::most_open`];
+    /// 0 until then). Above it — this node's share of the account's places shrank because another
+    /// node started — a connection coming free is closed rather than reused or replaced, so that
+    /// its place goes to the node that needs it.
+    most: usize,
+}
+
+impl Pool {
+    fn above_share(&self) -> bool {
+        self.most > 0 && self.open > self.most
+    }
 }
 
 /// What a waiting transaction is given.
@@ -137,6 +148,11 @@ impl Drop for OpenSlot {
         let waiter = {
             let mut pool = pool_handle.lock().expect("pool lock");
             pool.open -= 1;
+            // Still at or above this node's share: the waiting transactions get the connections
+            // checked in, not room for another.
+            if pool.most > 0 && pool.open >= pool.most {
+                return;
+            }
             let waiter = pool.waiting.pop_front();
             if waiter.is_some() {
                 pool.open += 1;
@@ -514,6 +530,17 @@ impl SmtpConnector {
         }
     }
 
+    /// [`Pool::most`]: `most` when the places are shared with other nodes (a share can shrink); 0
+    /// otherwise (the limit is fixed, and a connection testing the account's settings may be
+    /// open beside it).
+    fn shared_most(&self, most: usize) -> usize {
+        if self.settings.gate.is_some() {
+            most
+        } else {
+            0
+        }
+    }
+
     /// A connection for one transaction: an idle one, a new one while the account has room, or else a
     /// place in line for the next connection to come free.
     async fn checkout(&self) -> Result<Session, SendError> {
@@ -523,11 +550,13 @@ impl SmtpConnector {
             Wait(oneshot::Receiver<Handoff>),
         }
         loop {
+            let most = self.most_open();
             let next = {
                 let mut pool = self.pool.lock().expect("pool lock");
+                pool.most = self.shared_most(most);
                 if let Some(idle) = pool.idle.pop() {
                     Next::Idle(Box::new(idle))
-                } else if pool.open < self.most_open() {
+                } else if pool.open < most {
                     pool.open += 1;
                     Next::Open(OpenSlot {
                         pool: Arc::downgrade(&self.pool),
@@ -562,16 +591,28 @@ impl SmtpConnector {
     }
 
     /// Returns a connection after a successful transaction: to the first transaction waiting, or to
-    /// the idle list.
+    /// the idle list — or closes it (QUIT) while this node has more open than its share.
     fn checkin(&self, session: Session) {
         if session.connection.has_broken() {
             return;
         }
+        let most = self.shared_most(self.most_open());
         let mut session = session;
         loop {
             let waiter = {
                 // One critical section, so that a transaction starting to wait now is not missed.
                 let mut pool = self.pool.lock().expect("pool lock");
+                pool.most = most;
+                if pool.above_share() {
+                    drop(pool);
+                    // Its place is given back once QUIT is answered (or after 2 s).
+                    tokio::spawn(async move {
+                        let mut session = session;
+                        let quit = session.connection.quit();
+                        let _ = tokio::time::timeout(Duration::from_secs(2), quit).await;
+                    });
+                    return;
+                }
                 match pool.waiting.pop_front() {
                     Some(waiter) => waiter,
                     None => {
@@ -945,6 +986,101 @@ mod tests {
         let connector = one_connection(listener.local_addr().unwrap().port());
         let socket = connector.connect_tcp().await.unwrap();
         assert!(socket.nodelay().unwrap());
+    }
+
+    /// This node's share of places shared with other nodes: `share` (the test changes it); a place
+    /// is always free.
+    struct SharedPlaces {
+        share: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl SessionGate for SharedPlaces {
+        async fn acquire(&self) -> Result<SessionPermit, SendError> {
+            Ok(Box::new(()))
+        }
+        fn idle_close(&self) -> Duration {
+            Duration::from_secs(60)
+        }
+        fn share(&self) -> usize {
+            self.share.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// Serves every connection to `listener`: each transaction is accepted, QUIT is answered and
+    /// counted in `quits`.
+    async fn accept_everything(listener: TcpListener, quits: Arc<std::sync::atomic::AtomicUsize>) {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let quits = quits.clone();
+            tokio::spawn(async move {
+                greet(&mut socket).await;
+                let mut commands = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let n = socket.read(&mut chunk).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    commands.extend_from_slice(&chunk[..n]);
+                    if commands.ends_with(b"QUIT\r\n") {
+                        quits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        socket.write_all(b"221 2.0.0 Bye\r\n").await.unwrap();
+                        return;
+                    }
+                    if commands.ends_with(b"DATA\r\n") {
+                        socket
+                            .write_all(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n")
+                            .await
+                            .unwrap();
+                        let mut content = Vec::new();
+                        read_until(&mut socket, &mut content, b"\r\n.\r\n").await;
+                        socket.write_all(b"250 2.0.0 Ok\r\n").await.unwrap();
+                        commands.clear();
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn when_its_share_of_the_places_shrinks_a_node_closes_the_connections_above_it_as_they_come_free()
+     {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let quits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(accept_everything(listener, quits.clone()));
+        let places = Arc::new(SharedPlaces { share: 2.into() });
+        let mut connector = one_connection(port);
+        connector.settings.max_connections = 4;
+        connector.settings.gate = Some(places.clone());
+        let message = to_buyer(b"Subject: shares\r\n\r\nbody\r\n");
+        let open = |connector: &SmtpConnector| {
+            let pool = connector.pool.lock().unwrap();
+            (pool.open, pool.idle.len())
+        };
+        // Two transactions at once open this node's two connections; both then wait idle.
+        let (first, second) = tokio::join!(connector.send(&message), connector.send(&message));
+        first.unwrap();
+        second.unwrap();
+        assert_eq!(open(&connector), (2, 2));
+        // Another node started: this one's share is now one place.
+        places.share.store(1, std::sync::atomic::Ordering::SeqCst);
+        connector.send(&message).await.unwrap();
+        let until = Instant::now() + Duration::from_secs(5);
+        while open(&connector).0 > 1 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            open(&connector),
+            (1, 1),
+            "the connection that came free above the share was closed, the other one kept"
+        );
+        assert_eq!(quits.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // At its share, a connection coming free is kept for the next transaction.
+        connector.send(&message).await.unwrap();
+        assert_eq!(open(&connector), (1, 1));
+        assert_eq!(quits.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     /// A connector to the scripted server on `port`, allowed one connection.
