@@ -11,7 +11,6 @@
 ALTER TABLE messages
   ALTER COLUMN id TYPE TEXT COLLATE "C",
   ALTER COLUMN status TYPE TEXT COLLATE "C",
-  ALTER COLUMN account_id TYPE TEXT COLLATE "C",
   ALTER COLUMN created_by TYPE TEXT COLLATE "C",
   ALTER COLUMN scenario TYPE TEXT COLLATE "C",
   ALTER COLUMN record_types TYPE TEXT COLLATE "C",
@@ -36,6 +35,13 @@ ALTER TABLE message_bounces ALTER COLUMN message_id TYPE TEXT COLLATE "C";
 -- guarded nothing, and its check ran a query and locked the message row for every outcome.
 ALTER TABLE attempts DROP CONSTRAINT attempts_message_id_fkey;
 ALTER TABLE attempts ALTER COLUMN message_id TYPE TEXT COLLATE "C";
+
+-- A message's account: every inserting transaction locked the account's row (`FOR KEY SHARE`),
+-- so all nodes storing mail of one account locked the same row at once (a shared lock held by
+-- several transactions becomes a MultiXact). Accounts are never removed (deleting one marks it
+-- deleted), so the insert checks that the account exists instead, without a lock.
+ALTER TABLE messages DROP CONSTRAINT messages_account_id_fkey;
+ALTER TABLE messages ALTER COLUMN account_id TYPE TEXT COLLATE "C";
 
 -- Bodies of about 2 KB and more are compressed when stored. PostgreSQL's own method (pglz) was the
 -- single costliest function of a database storing mail; LZ4 compresses several times faster.

@@ -106,7 +106,7 @@ async fn store_batch(pool: &PgPool, batch: Vec<Request>) {
     match insert_group(pool, &messages).await {
         Ok(outcomes) => {
             for ((_, reply), outcome) in grouped.into_iter().zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
+                let _ = reply.send(outcome);
             }
         }
         Err(error) => {
@@ -120,13 +120,18 @@ async fn store_batch(pool: &PgPool, batch: Vec<Request>) {
     }
 }
 
-/// Stores the messages in one statement (its own transaction); answers for each in order.
+/// Stores the messages in one statement (its own transaction); answers for each in order. An
+/// error for the whole group means nothing of it was stored; a message of an account that does not
+/// exist is refused alone (`NotFound`), the others stored.
 ///
 /// Whether a message that asked to be stored claimed may skip the queue is decided in the same
 /// statement, per account (see `OVERTAKE_ALLOWANCE_MS`), and so is the `NOTIFY` that wakes idle
 /// dispatchers when some of the group's mail joins the queue (delivered at the commit): storing a
 /// group costs one round trip, two when some of its requests carry an idempotency key.
-async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Vec<InsertOutcome>> {
+async fn insert_group(
+    pool: &PgPool,
+    messages: &[&NewMessage],
+) -> StoreResult<Vec<StoreResult<InsertOutcome>>> {
     // Requests seen before: a replay, or a key reused for another request. A key committed by
     // another request after this read makes the statement fail on the unique index, and the
     // group's messages are then stored one by one.
@@ -177,12 +182,12 @@ async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Ve
         outcomes.push(None);
     }
     if rows.ids.is_empty() {
-        return Ok(outcomes.into_iter().flatten().collect());
+        return Ok(outcomes.into_iter().flatten().map(Ok).collect());
     }
     let newest = messages.iter().map(|m| m.created_at_ms).max().unwrap_or(0);
     let stored = rows.insert(pool, super::overtake_cutoff(newest)).await?;
     let status: HashMap<String, String> = stored.into_iter().collect();
-    messages
+    Ok(messages
         .iter()
         .zip(outcomes)
         .map(|(message, outcome)| {
@@ -192,13 +197,15 @@ async fn insert_group(pool: &PgPool, messages: &[&NewMessage]) -> StoreResult<Ve
             match status.get(&message.id.to_string()).map(String::as_str) {
                 Some("sending") => Ok(InsertOutcome::Claimed(message.id)),
                 Some(_) => Ok(InsertOutcome::Created(message.id)),
-                None => Err(crate::StoreError::Database(sqlx::Error::Protocol(format!(
-                    "the group insert did not return message {}",
-                    message.id
-                )))),
+                // The statement stores only the messages of accounts that exist; nothing else of
+                // this one was written.
+                None => Err(crate::StoreError::NotFound(format!(
+                    "account {}",
+                    message.account_id
+                ))),
             }
         })
-        .collect()
+        .collect())
 }
 
 /// The group's rows, column by column.
@@ -317,6 +324,8 @@ impl Rows {
                AS r(id, draft, scenario, account_id, message_id_header, subject, created_by, idempotency_key,
                  request_hash, created_at, send_at, next_attempt_at, template_id, template_version,
                  lease_owner, lease_until, record_types, smart_key)),
+             known AS MATERIALIZED (
+               SELECT id FROM accounts WHERE id IN (SELECT account_id FROM r)),
              waiting AS MATERIALIZED (
                SELECT a.id FROM (SELECT DISTINCT account_id AS id FROM r WHERE lease_owner IS NOT NULL) a
                WHERE EXISTS (SELECT 1 FROM messages
@@ -333,19 +342,24 @@ impl Rows {
                  created_at, send_at, next_attempt_at, template_id, template_version,
                  CASE WHEN claimed THEN 1 ELSE 0 END, CASE WHEN claimed THEN lease_owner END,
                  CASE WHEN claimed THEN lease_until END, record_types, smart_key
-               FROM s
+               FROM s WHERE account_id IN (SELECT id FROM known)
                RETURNING id, status, next_attempt_at, created_at),
              c AS (
                INSERT INTO message_contents (message_id, to_json, cc_json, bcc_json, reply_to_json, headers_json,
                  text_body, html_body, related_json, from_json, sender_json)
                SELECT * FROM UNNEST($1::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
-                 $25::text[], $26::text[], $27::text[], $28::text[], $29::text[])),
+                 $25::text[], $26::text[], $27::text[], $28::text[], $29::text[])
+                 AS c(message_id, t, cc, bcc, reply_to, headers, text_body, html_body, related, from_json, sender)
+               WHERE message_id IN (SELECT id FROM m)),
              rc AS (
                INSERT INTO message_recipients (address, message_id)
-               SELECT * FROM UNNEST($30::text[], $31::text[])),
+               SELECT * FROM UNNEST($30::text[], $31::text[]) AS rc(address, message_id)
+               WHERE message_id IN (SELECT id FROM m)),
              rr AS (
                INSERT INTO related_records (message_id, record_type, record_id, relation)
-               SELECT * FROM UNNEST($32::text[], $33::text[], $34::text[], $35::text[]) ON CONFLICT DO NOTHING),
+               SELECT * FROM UNNEST($32::text[], $33::text[], $34::text[], $35::text[])
+                 AS rr(message_id, record_type, record_id, relation)
+               WHERE message_id IN (SELECT id FROM m) ON CONFLICT DO NOTHING),
              t AS (
                INSERT INTO record_type_sets (types) SELECT * FROM UNNEST($36::text[]) ON CONFLICT DO NOTHING),
              woken AS (
@@ -451,7 +465,7 @@ mod tests {
     /// message naming an address once among its keys. Were that not so, the statement would fail
     /// and the group would quietly be stored one by one — so this calls the group insert itself.
     #[tokio::test]
-    async fn a_group_stores_a_message_naming_one_address_in_several_fields_and_cases_in_its_one_statement()
+    async fn a_group_stores_a_message_naming_one_address_in_several_fields_and_cases_and_refuses_one_of_an_unknown_account_alone()
      {
         let database = mailroom_testkit::TestDatabase::create().await.unwrap();
         let store = Store::open(&database.url, SecretBox::from_key(&[3u8; 32]).unwrap())
@@ -489,7 +503,16 @@ mod tests {
             &["ann@customer.example"],
         );
         let other = message(account.id, &["ann@customer.example"], &[]);
-        let outcomes = super::insert_group(&pool, &[&twice, &other]).await.unwrap();
+        // A message of an account that does not exist is refused alone, and nothing of it stays.
+        let lost = message(Uuid::now_v7(), &["carol@customer.example"], &[]);
+        let mut outcomes = super::insert_group(&pool, &[&twice, &lost, &other])
+            .await
+            .unwrap();
+        assert!(matches!(
+            outcomes.remove(1),
+            Err(crate::StoreError::NotFound(_))
+        ));
+        let outcomes: Vec<InsertOutcome> = outcomes.into_iter().map(Result::unwrap).collect();
         assert_eq!(
             outcomes,
             vec![
@@ -511,5 +534,10 @@ mod tests {
                 (other.id.to_string(), "ann@customer.example".into()),
             ]
         );
+        let contents: i64 = sqlx::query_scalar("SELECT count(*) FROM message_contents")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(contents, 2);
     }
 }

@@ -100,11 +100,14 @@ async fn insert_in(
     };
     let id = message.id.to_string();
     let record_types = record_types_key(&message.related_records);
-    sqlx::query(
+    // Only for an account that exists (accounts are never removed, only marked deleted, so
+    // nothing needs locking: migration 0029 dropped the foreign key that did).
+    let stored = sqlx::query(
         "INSERT INTO messages (id, status, scenario, account_id, message_id_header, subject, created_by,
            idempotency_key, request_hash, created_at, updated_at, send_at, next_attempt_at, template_id,
            template_version, attempt_count, lease_owner, lease_until, record_types, smart_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19
+         WHERE EXISTS (SELECT 1 FROM accounts WHERE id = $4)",
     )
     .bind(&id)
     .bind(status)
@@ -127,6 +130,12 @@ async fn insert_in(
     .bind(&message.smart_key)
     .execute(&mut **tx)
     .await?;
+    if stored.rows_affected() == 0 {
+        return Err(StoreError::NotFound(format!(
+            "account {}",
+            message.account_id
+        )));
+    }
     if !record_types.is_empty() {
         sqlx::query("INSERT INTO record_type_sets (types) VALUES ($1) ON CONFLICT DO NOTHING")
             .bind(&record_types)
