@@ -224,7 +224,11 @@ async fn time_route(
 
 pub async fn archive(binary: &std::path::Path, messages: usize, postgres: bool) -> Result<()> {
     // As many connections as a server takes by default (the kit gives its test servers fewer).
-    let server = MailroomServer::start_on(binary, "database_connections = 24\n", postgres).await?;
+    let config = format!(
+        "database_connections = {}\n",
+        mailroom_store::DEFAULT_DATABASE_CONNECTIONS
+    );
+    let server = MailroomServer::start_on(binary, &config, postgres).await?;
     println!(
         "archive of {messages} messages on {}",
         if postgres { "PostgreSQL" } else { "SQLite" }

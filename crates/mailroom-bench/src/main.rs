@@ -44,9 +44,9 @@ enum Bench {
         /// The most nodes on PostgreSQL (with `--database postgres`).
         #[arg(long, default_value_t = 3)]
         nodes: usize,
-        /// Connections each node holds to PostgreSQL (`database_connections`; 24 is the server's
-        /// default).
-        #[arg(long, default_value_t = 24)]
+        /// Connections each node holds to PostgreSQL (`database_connections`; the default is the
+        /// server's).
+        #[arg(long, default_value_t = mailroom_store::DEFAULT_DATABASE_CONNECTIONS)]
         database_connections: u32,
     },
     /// Listing speed over a large archive: p50/p95 of each listing route, first page and 100 pages
