@@ -117,8 +117,14 @@ struct Pool {
 }
 
 impl Pool {
+    /// More open than this node's share: a connection coming free is closed.
     fn above_share(&self) -> bool {
         self.most > 0 && self.open > self.most
+    }
+
+    /// Below this node's share (or no share known): room for one more connection.
+    fn below_share(&self) -> bool {
+        self.most == 0 || self.open < self.most
     }
 }
 
@@ -150,7 +156,7 @@ impl Drop for OpenSlot {
             pool.open -= 1;
             // Still at or above this node's share: the waiting transactions get the connections
             // checked in, not room for another.
-            if pool.most > 0 && pool.open >= pool.most {
+            if !pool.below_share() {
                 return;
             }
             let waiter = pool.waiting.pop_front();

@@ -349,7 +349,7 @@ impl Rows {
                  text_body, html_body, related_json, from_json, sender_json)
                SELECT * FROM UNNEST($1::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
                  $25::text[], $26::text[], $27::text[], $28::text[], $29::text[])
-                 AS c(message_id, t, cc, bcc, reply_to, headers, text_body, html_body, related, from_json, sender)
+                 AS c(message_id, to_list, cc, bcc, reply_to, headers, text_body, html_body, related, from_json, sender)
                WHERE message_id IN (SELECT id FROM m)),
              rc AS (
                INSERT INTO message_recipients (address, message_id)
